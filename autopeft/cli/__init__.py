@@ -15,6 +15,7 @@ from autopeft.errors import InvalidConfig
 # Sub-command modules, in help order. A module adds its parsers and sets ``func``.
 _COMMAND_MODULES = [
     "autopeft.cli.space",
+    "autopeft.cli.trial",
 ]
 
 

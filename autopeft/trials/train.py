@@ -1,0 +1,481 @@
+"""The ``peft`` workload: fine-tune a sequence classifier with a PEFT config and measure it.
+
+``PeftTrainer(workload, config, trial).run()`` returns the final epoch's task metrics
+(``accuracy``, ``macro_f1``, ``loss`` on the fixed validation split, ``train_loss``)
+plus cost metrics (``trainable_params``, ``params_pct``, ``train_time_s``,
+``peak_memory_mb``, ``examples_per_s``) and bookkeeping (``epoch``, ``base_params``,
+``train_examples``, ``eval_examples``). ``trainer.timings`` holds the phase counters the
+benchmark reads (forward / backward / optimiser / evaluation / data / setup).
+
+Determinism and resuming. Every epoch reseeds all RNGs from ``(seed, epoch)`` and draws
+its example order from them, so epoch e is the same computation whether the trial ran
+straight or was restored from a checkpoint after epoch e-1. The learning-rate schedule
+spans ``epochs`` (config, else workload), not the budget: a trial trained for
+``{"epochs": 1}`` and continued to 2 follows the same schedule as one trained for 2.
+A restore with the same training set continues the optimiser and scheduler; with a
+different one (another ``fraction`` budget) it is a warm start: weights only, new
+optimiser and schedule. Learning rate and weight decay always come from the current
+config (PBT may have perturbed them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are always local: never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+
+from autopeft.errors import InvalidConfig  # noqa: E402
+from autopeft.trials import checkpoint, data  # noqa: E402
+from autopeft.trials.context import TrialContext  # noqa: E402
+from autopeft.trials.workload import resolve_knobs, resolve_model_dir, validate_workload  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Timings:
+    """Phase counters of one run, in seconds (``steps``, ``*_examples``: counts).
+
+    ``forward_s`` / ``backward_s`` / ``optimizer_s`` cover training steps (``optimizer_s``
+    includes clipping, the scheduler step and zeroing grads); ``eval_forward_s`` the
+    evaluation forward passes. Everything else in ``total_s`` is the harness: set-up
+    (``setup_s``: tokenizer, data, model, apply_peft, restore), batching and device
+    transfer (``data_s``), metrics, checkpoints (``checkpoint_s``), reports
+    (``report_s``). On CUDA the phases are synchronised only when the trainer's
+    ``profile`` is set.
+    """
+
+    setup_s: float = 0.0
+    data_prep_s: float = 0.0
+    model_s: float = 0.0
+    data_s: float = 0.0
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    optimizer_s: float = 0.0
+    eval_s: float = 0.0
+    eval_forward_s: float = 0.0
+    checkpoint_s: float = 0.0
+    report_s: float = 0.0
+    train_s: float = 0.0
+    total_s: float = 0.0
+    steps: int = 0
+    train_examples: int = 0
+    eval_examples: int = 0
+    cache_hit: bool = False
+
+    @property
+    def compute_s(self) -> float:
+        return self.forward_s + self.backward_s + self.optimizer_s + self.eval_forward_s
+
+    @property
+    def overhead_s(self) -> float:
+        return max(0.0, self.total_s - self.compute_s)
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in asdict(self).items()}
+        out.update(compute_s=self.compute_s, overhead_s=self.overhead_s)
+        return out
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def lr_lambda(kind: str, warmup_steps: int, total_steps: int):
+    """Multiplier of the base lr after ``step`` optimiser steps (HF-style schedules)."""
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return fn
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int
+                           ) -> dict[str, float]:
+    """``accuracy`` and ``macro_f1`` (mean F1 over the classes present in truth or prediction)."""
+    pred = logits.argmax(axis=1)
+    f1s = []
+    for c in range(num_labels):
+        tp = int(np.sum((pred == c) & (labels == c)))
+        fp = int(np.sum((pred == c) & (labels != c)))
+        fn = int(np.sum((pred != c) & (labels == c)))
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": float(np.mean(pred == labels)) if len(labels) else 0.0,
+            "macro_f1": float(np.mean(f1s)) if f1s else 0.0}
+
+
+class _Rss:
+    """Peak process RSS growth over a baseline, sampled at step boundaries."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self._proc.memory_info().rss
+        self.peak = self.base
+
+    def sample(self) -> None:
+        rss = self._proc.memory_info().rss
+        if rss > self.peak:
+            self.peak = rss
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+class PeftTrainer:
+    """One run of the peft workload for one config (see the module docstring).
+
+    Construction only checks and resolves settings; ``run()`` does the work.
+    """
+
+    def __init__(self, workload: dict[str, Any], config: dict[str, Any], trial: TrialContext,
+                 *, profile: bool = False):
+        self.workload = validate_workload(workload)
+        self.config = dict(config)
+        self.trial = trial
+        self.knobs = resolve_knobs(self.workload, self.config)
+        self.profile = profile
+        self.timings = Timings()
+        self.model_dir = resolve_model_dir(self.workload["model"])
+        budget = trial.budget or {}
+        self.fraction = float(budget.get("fraction", 1.0))
+        self.horizon = max(self.knobs["epochs"], int(budget.get("epochs", 0)))
+        self.target_epochs = int(budget.get("epochs", self.knobs["epochs"]))
+        self.device = self._pick_device()
+        self.precision = self.workload["precision"]
+        if self.precision != "fp32" and self.device.type != "cuda":
+            log.warning("precision %s needs CUDA; training on %s in fp32", self.precision,
+                        self.device)
+            self.precision = "fp32"
+        if self.workload["full_finetune"]:
+            from autopeft.space import PEFT_PREFIXES
+
+            peft_keys = [k for k in self.config if k.startswith(PEFT_PREFIXES)]
+            if peft_keys:
+                raise InvalidConfig(f"full_finetune trains every weight; the config must not "
+                                    f"set PEFT keys such as {peft_keys[0]!r}", field=peft_keys[0])
+
+    # ------------------------------------------------------------------ set-up
+    def _pick_device(self) -> torch.device:
+        wanted = self.workload["device"]
+        gpus = self.trial.gpus
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise InvalidConfig("device 'cuda' requested but CUDA is not available",
+                                field="workload.device")
+        if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available() and gpus != 0):
+            return torch.device("cuda")
+        return torch.device("cpu")
+
+    def prepare_data(self, use_cache: bool = True) -> data.TokenizedData:
+        wl = self.workload
+        spec = data.data_spec(wl["dataset"], text_column=wl["text_column"],
+                              label_column=wl["label_column"], labels=wl["labels"],
+                              format=wl["format"], encoding=wl["encoding"])
+        tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        root = Path(wl["cache_dir"]).expanduser() if wl["cache_dir"] else None
+        tokens, hit = data.load_tokenized(spec, tokenizer, self.model_dir, self.knobs["max_length"],
+                                          root=root, use_cache=use_cache)
+        self.timings.cache_hit = hit
+        return tokens
+
+    def select(self, tokens: data.TokenizedData) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation indices (fixed split, then max_train and fraction)."""
+        wl = self.workload
+        train_pool, val = data.split_indices(tokens.labels, wl["validation_fraction"],
+                                             wl["split_seed"], wl["max_eval"])
+        train = train_pool
+        if wl["max_train"]:
+            train = data.stratified_take(train, tokens.labels, wl["max_train"], wl["split_seed"])
+        if self.fraction < 1.0:
+            n = max(1, int(round(self.fraction * len(train))))
+            train = data.stratified_take(train, tokens.labels, n, wl["split_seed"])
+        if len(train) == 0 or len(val) == 0:
+            raise InvalidConfig(f"dataset {wl['dataset']!r} leaves {len(train)} training and "
+                                f"{len(val)} validation examples", field="workload.dataset")
+        return train, val
+
+    def build_model(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
+        """Load the model, set dropout, then apply the config's PEFT (the one place it is)."""
+        seed_all(self.knobs["seed"])  # the new head and PEFT modules initialise from it
+        hf_log = transformers.utils.logging
+        verbosity, bars = hf_log.get_verbosity(), hf_log.is_progress_bar_enabled()
+        hf_log.set_verbosity_error()  # "newly initialised head" is expected, not news
+        hf_log.disable_progress_bar()
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.model_dir, num_labels=num_labels, local_files_only=True,
+                id2label=dict(enumerate(label_names)),
+                label2id={n: i for i, n in enumerate(label_names)})
+        finally:
+            hf_log.set_verbosity(verbosity)
+            if bars:
+                hf_log.enable_progress_bar()
+        if self.knobs["dropout"] is not None:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = self.knobs["dropout"]
+        self.base_params = sum(p.numel() for p in model.parameters())
+        if self.workload["full_finetune"]:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            import autopeft
+
+            model = autopeft.apply_peft(model, self.config)
+        return model.to(self.device)
+
+    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        if not decay and not no_decay:
+            raise InvalidConfig("the config leaves no trainable parameter", field="config")
+        groups = [{"params": decay, "weight_decay": self.knobs["weight_decay"], "name": "decay"},
+                  {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+        # Parameter order = named_parameters order = checkpoint.trainable_names order.
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.knobs["lr"],
+                                 foreach=self.device.type == "cuda")
+
+    # -------------------------------------------------------------------- run
+    def run(self) -> dict[str, float]:
+        threads = torch.get_num_threads()
+        if self.trial.cpus:
+            torch.set_num_threads(self.trial.cpus)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _sync(self) -> None:
+        if self.profile and self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _run(self) -> dict[str, float]:
+        t = self.timings
+        t_start = time.perf_counter()
+        rss = _Rss()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        tokens = self.prepare_data()
+        train_idx, val_idx = self.select(tokens)
+        t.data_prep_s = time.perf_counter() - t_start
+        t_model = time.perf_counter()
+        num_labels = len(tokens.label_names)
+        model = self.build_model(num_labels, tokens.label_names)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        bs = self.knobs["batch_size"]
+        steps_per_epoch = math.ceil(len(train_idx) / bs)
+        total_steps = self.horizon * steps_per_epoch
+        optimizer = self._optimizer(model)
+        warmup = int(self.knobs["warmup_ratio"] * total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(self.knobs["scheduler"], warmup, total_steps))
+        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        start_epoch, step, history = 0, 0, []
+        if self.trial.restore_dir is not None:
+            start_epoch, step, history = self._restore(model, optimizer, scheduler, scaler,
+                                                       len(train_idx))
+        t.model_s = time.perf_counter() - t_model
+        t.setup_s = time.perf_counter() - t_start
+
+        pad_to = self.knobs["max_length"] if self.workload["padding"] == "max_length" else None
+        val_order = val_idx[np.argsort(tokens.lengths(val_idx), kind="stable")]
+        autocast = self._autocast()
+        metrics: dict[str, float] = {}
+        stop_epoch = min(self.target_epochs, self.horizon)
+        epoch = start_epoch
+        for epoch in range(start_epoch + 1, stop_epoch + 1):
+            t_epoch = time.perf_counter()
+            seed_all(derive_seed(self.knobs["seed"], epoch))
+            model.train()
+            order = np.random.default_rng(derive_seed(self.knobs["seed"], epoch, 1)).permutation(
+                train_idx)
+            loss_sum = torch.zeros((), device=self.device)
+            for b in range(steps_per_epoch):
+                t0 = time.perf_counter()
+                batch = self._to_device(tokens.batch(order[b * bs:(b + 1) * bs], pad_to))
+                labels = batch.pop("labels")
+                self._sync()
+                t1 = time.perf_counter()
+                with autocast:
+                    logits = model(**batch).logits
+                loss = F.cross_entropy(logits.float(), labels)
+                self._sync()
+                t2 = time.perf_counter()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                self._sync()
+                t3 = time.perf_counter()
+                self._optimizer_step(model, optimizer, scheduler, scaler)
+                loss_sum += loss.detach() * len(labels)
+                self._sync()
+                t4 = time.perf_counter()
+                t.data_s += t1 - t0
+                t.forward_s += t2 - t1
+                t.backward_s += t3 - t2
+                t.optimizer_s += t4 - t3
+                step += 1
+                rss.sample()
+            t.steps += steps_per_epoch
+            t.train_examples += len(train_idx)
+            t.train_s += time.perf_counter() - t_epoch
+            metrics = {"epoch": float(epoch), "train_loss": float(loss_sum) / len(train_idx)}
+            metrics.update(self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast))
+            rss.sample()
+            history.append(metrics)
+            if self.trial.checkpoint_dir is not None:
+                t0 = time.perf_counter()
+                state = checkpoint.TrainingState(
+                    epoch=epoch, step=step, train_size=len(train_idx), fraction=self.fraction,
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict() if scaler is not None else None,
+                    rng=checkpoint.rng_state(), history=history)
+                checkpoint.save(self.trial.checkpoint_dir, model, state, self.config)
+                t.checkpoint_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            go_on = self.trial.report(epoch, metrics)
+            t.report_s += time.perf_counter() - t0
+            if not go_on:
+                break
+        if not metrics:  # nothing left to train (budget already reached): evaluate as is
+            metrics = {"epoch": float(start_epoch)}
+            if history:
+                metrics["train_loss"] = float(history[-1].get("train_loss", float("nan")))
+            metrics.update(self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast))
+        t.total_s = time.perf_counter() - t_start
+        return self._final(metrics, trainable, rss, len(train_idx), len(val_idx))
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        non_blocking = self.device.type == "cuda"
+        return {k: torch.from_numpy(v).to(self.device, non_blocking=non_blocking)
+                for k, v in batch.items()}
+
+    def _optimizer_step(self, model, optimizer, scheduler, scaler) -> None:
+        clip = self.knobs["max_grad_norm"]
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if clip:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                           clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def _evaluate(self, model, tokens, order, pad_to, num_labels, autocast) -> dict[str, float]:
+        t = self.timings
+        t_eval = time.perf_counter()
+        model.eval()
+        ebs = self.knobs["eval_batch_size"]
+        all_logits, loss_sum = [], 0.0
+        for b in range(0, len(order), ebs):
+            batch = self._to_device(tokens.batch(order[b:b + ebs], pad_to))
+            labels = batch.pop("labels")
+            self._sync()
+            t0 = time.perf_counter()
+            with autocast:
+                logits = model(**batch).logits.float()
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            self._sync()
+            t.eval_forward_s += time.perf_counter() - t0
+            all_logits.append(logits.cpu().numpy())
+        t.eval_examples += len(order)
+        logits = np.concatenate(all_logits)
+        out = classification_metrics(logits, tokens.labels[order], num_labels)
+        out["loss"] = loss_sum / len(order)
+        t.eval_s += time.perf_counter() - t_eval
+        return out
+
+    def _restore(self, model, optimizer, scheduler, scaler, train_size: int
+                 ) -> tuple[int, int, list[dict[str, float]]]:
+        state = checkpoint.load(self.trial.restore_dir, model)
+        if state.train_size != train_size or state.fraction != self.fraction:
+            log.info("warm start from %s: trained on %d examples (fraction %g), now %d (%g); "
+                     "weights restored, new optimiser and schedule", self.trial.restore_dir,
+                     state.train_size, state.fraction, train_size, self.fraction)
+            return 0, 0, []
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
+        checkpoint.set_rng_state(state.rng)
+        # The current config's lr and weight decay win (PBT may have changed them).
+        lr = self.knobs["lr"]
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = lr
+            group["lr"] = lr * factor
+            if group.get("name") == "decay":
+                group["weight_decay"] = self.knobs["weight_decay"]
+        return state.epoch, state.step, state.history
+
+    def _final(self, metrics, trainable, rss, n_train, n_val) -> dict[str, float]:
+        t = self.timings
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            peak = rss.growth_mb
+        out = dict(metrics)
+        out.update(
+            trainable_params=float(trainable),
+            params_pct=100.0 * trainable / self.base_params,
+            base_params=float(self.base_params),
+            train_time_s=t.train_s,
+            eval_time_s=t.eval_s,
+            wall_time_s=t.total_s,
+            peak_memory_mb=float(peak),
+            examples_per_s=t.train_examples / t.train_s if t.train_s > 0 else 0.0,
+            train_examples=float(n_train),
+            eval_examples=float(n_val),
+        )
+        return out
+
+
+def run_peft(workload: dict[str, Any], config: dict[str, Any], trial: TrialContext
+             ) -> dict[str, float]:
+    """Run the peft workload (see ``PeftTrainer``)."""
+    return PeftTrainer(workload, config, trial).run()

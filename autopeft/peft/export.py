@@ -1,0 +1,181 @@
+"""Saving and loading adapters.
+
+``export_adapter(model, config, directory)`` always writes the project's own format:
+
+* ``autopeft_config.json``: ``{"format": "autopeft-adapter", "version": 1, "config": <the flat
+  config>, "model_type", "head": [task head module names], "num_labels", "peft_format"}``
+* ``autopeft_adapter.safetensors``: every trainable tensor (PEFT modules + task head) by its
+  parameter name in the adapted model;
+
+and, when the config uses LoRA only or IA3 only, additionally peft's own format
+(``adapter_config.json`` + ``adapter_model.safetensors``) that
+``peft.PeftModel.from_pretrained(base, directory)`` loads with identical outputs:
+
+* per-layer ranks / alphas go to ``rank_pattern`` / ``alpha_pattern`` (keys: escaped module
+  paths, which peft matches as anchored regexes);
+* several LoRA slices of one fused projection (GPT-2 ``c_attn`` with targets ``q,v``) become
+  one LoRA on that projection: ``A`` stacked, ``B`` block-diagonal (zero rows for un-adapted
+  slices), rank = sum of the ranks; if the slices' scalings differ, each slice's scaling is
+  folded into its block of ``B`` (peft scaling 1) so outputs stay identical;
+* IA3 on a fused slice becomes IA3 on the whole projection with ones on the other slices;
+* the task head is saved as peft ``modules_to_save``.
+
+``load_adapter(base_model, directory)`` re-applies the stored config to a pristine base model
+and loads the trainable tensors (own format only).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from autopeft.errors import InvalidConfig
+from autopeft.peft.arch import ModelMap, map_model
+from autopeft.peft.config import parse_peft_config
+from autopeft.peft.host import PeftHost
+from autopeft.peft.model import apply_peft, spec_of, trainable_state
+
+OWN_CONFIG = "autopeft_config.json"
+OWN_WEIGHTS = "autopeft_adapter.safetensors"
+FORMAT = "autopeft-adapter"
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"config value {value!r} is not JSON-serialisable")
+
+
+def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str | Path) -> Path:
+    """Write the adapter of ``model`` (adapted by ``apply_peft(model, config)``) to ``directory``."""
+    from safetensors.torch import save_file
+
+    applied = spec_of(model)
+    if applied is None:
+        raise InvalidConfig("this model has no autopeft modules: call apply_peft(model, config) first", "model")
+    mmap = map_model(model)
+    spec = parse_peft_config(config, len(mmap.layers))
+    if spec != applied:
+        raise InvalidConfig("config differs from the one applied to this model", "config")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_state(model, mmap).items()}
+    save_file(state, str(directory / OWN_WEIGHTS), metadata={"format": "pt"})
+    peft_format = spec.methods in (("lora",), ("ia3",))
+    meta = {
+        "format": FORMAT, "version": 1, "config": dict(config),
+        "model_type": getattr(getattr(model, "config", None), "model_type", None),
+        "head": mmap.head,
+        "num_labels": getattr(model.config, "num_labels", None) if mmap.head else None,
+        "peft_format": peft_format,
+    }
+    (directory / OWN_CONFIG).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+    if peft_format:
+        _export_peft(model, mmap, spec, directory)
+    return directory
+
+
+def load_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:
+    """Apply the stored config to ``base_model`` (pristine, same architecture and head) and load
+    the stored tensors. Returns the adapted model (``base_model`` itself, modified in place)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    path = directory / OWN_CONFIG
+    if not path.is_file():
+        raise InvalidConfig(f"{directory} has no {OWN_CONFIG}: not an autopeft adapter directory", "directory")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise InvalidConfig(f"{path} is not an autopeft adapter (format {meta.get('format')!r})", "directory")
+    model = apply_peft(base_model, meta["config"])
+    stored = load_file(str(directory / OWN_WEIGHTS))
+    expected = trainable_state(model)
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise InvalidConfig(f"adapter in {directory} does not fit this model: missing {missing[:5]}, "
+                            f"unexpected {unexpected[:5]}", "directory")
+    with torch.no_grad():
+        for name, param in expected.items():
+            tensor = stored[name]
+            if tensor.shape != param.shape:
+                raise InvalidConfig(f"adapter tensor {name} has shape {tuple(tensor.shape)}, the model expects "
+                                    f"{tuple(param.shape)} (another model size or num_labels?)", "directory")
+            param.copy_(tensor)
+    return model
+
+
+# ------------------------------------------------------------------------------- peft format
+def _head_tensors(model: nn.Module, mmap: ModelMap) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in mmap.head:
+        for sub, param in model.get_submodule(name).named_parameters():
+            out[f"base_model.model.{name}.{sub}"] = param.detach().to("cpu").contiguous()
+    return out
+
+
+def _lora_host_tensors(host: PeftHost) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """(A, B, rank, scaling) of one peft LoRA equivalent to all LoRA branches of ``host``."""
+    branches = list(host.lora.values())
+    rank = sum(b.rank for b in branches)
+    scalings = {b.scaling for b in branches}
+    scaling = branches[0].scaling if len(scalings) == 1 else 1.0
+    a = torch.cat([b.lora_A.weight.detach() for b in branches], dim=0)
+    if len(branches) == 1 and branches[0].start is None:
+        b = branches[0].lora_B.weight.detach() * (branches[0].scaling / scaling)
+    else:
+        b = a.new_zeros(host.out_features, rank)
+        offset = 0
+        for br in branches:
+            start, stop = (0, host.out_features) if br.start is None else (br.start, br.stop)
+            b[start:stop, offset:offset + br.rank] = br.lora_B.weight.detach() * (br.scaling / scaling)
+            offset += br.rank
+    return a.to("cpu").contiguous(), b.to("cpu").contiguous(), rank, scaling
+
+
+def _export_peft(model: nn.Module, mmap: ModelMap, spec, directory: Path) -> None:
+    from peft import IA3Config, LoraConfig
+    from safetensors.torch import save_file
+    from transformers.pytorch_utils import Conv1D
+
+    tensors = _head_tensors(model, mmap)
+    targets: list[str] = []
+    conv1d = False
+    common = {"modules_to_save": list(mmap.head) or None, "task_type": "SEQ_CLS" if mmap.head else None,
+              "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None}
+    hosts = [(n, m) for n, m in model.named_modules() if isinstance(m, PeftHost)]
+    if spec.methods == ("lora",):
+        rank_pattern, alpha_pattern = {}, {}
+        for path, host in hosts:
+            if not len(host.lora):
+                continue
+            a, b, rank, scaling = _lora_host_tensors(host)
+            tensors[f"base_model.model.{path}.lora_A.weight"] = a
+            tensors[f"base_model.model.{path}.lora_B.weight"] = b
+            rank_pattern[re.escape(path)] = rank
+            alpha_pattern[re.escape(path)] = scaling * rank
+            targets.append(path)
+            conv1d |= isinstance(host.base_layer, Conv1D)
+        first = next(iter(rank_pattern))
+        cfg = LoraConfig(r=rank_pattern[first], lora_alpha=alpha_pattern[first], target_modules=targets,
+                         rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, lora_dropout=spec.lora_dropout,
+                         fan_in_fan_out=conv1d, bias="none", **common)
+    else:
+        feedforward = []
+        for path, host in hosts:
+            if host.ia3_in is not None:
+                tensors[f"base_model.model.{path}.ia3_l"] = host.ia3_in.detach().reshape(1, -1).to("cpu").clone()
+                feedforward.append(path)
+            elif len(host.ia3_out):
+                tensors[f"base_model.model.{path}.ia3_l"] = host._out_scale().detach().reshape(-1, 1).to("cpu").clone()
+            else:
+                continue
+            targets.append(path)
+            conv1d |= isinstance(host.base_layer, Conv1D)
+        cfg = IA3Config(target_modules=targets, feedforward_modules=feedforward, fan_in_fan_out=conv1d, **common)
+    cfg.save_pretrained(str(directory))
+    save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})

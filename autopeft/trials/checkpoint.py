@@ -146,12 +146,14 @@ def load(directory: str | Path, model: torch.nn.Module) -> TrainingState:
                             f"parameters (missing {missing}, unexpected {extra}); PEFT "
                             f"structure must not change across a restore", field="restore_dir")
     params = dict(model.named_parameters())
+    for name in names:
+        if params[name].shape != tensors[name].shape:
+            raise InvalidConfig(f"checkpoint in {directory} does not match this trial's "
+                                f"parameters: {name} has shape {tuple(tensors[name].shape)}"
+                                f" there, {tuple(params[name].shape)} here",
+                                field="restore_dir")
     with torch.no_grad():
         for name in names:
-            if params[name].shape != tensors[name].shape:
-                raise InvalidConfig(f"checkpoint in {directory}: {name} has shape "
-                                    f"{tuple(tensors[name].shape)}, the model "
-                                    f"{tuple(params[name].shape)}", field="restore_dir")
             params[name].copy_(tensors[name])
     return TrainingState(epoch=int(payload["epoch"]), step=int(payload["step"]),
                          train_size=int(payload["train_size"]),

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autopeft.errors import InvalidConfig
+
 Reporter = Callable[[int, dict[str, float]], Any]
 
 _BUDGET_KEYS = ("epochs", "fraction")
@@ -103,22 +105,29 @@ class TrialContext:
 
 
 def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float] | None:
+    """The budget normalised (``epochs`` int, ``fraction`` float), or InvalidConfig."""
     if budget is None:
         return None
     if not isinstance(budget, Mapping):
-        raise ValueError(f"budget must be a mapping such as {{'epochs': 2}}, got {budget!r}")
+        raise InvalidConfig(f"budget must be a mapping such as {{'epochs': 2}}, got {budget!r}",
+                            field="budget")
     unknown = sorted(set(budget) - set(_BUDGET_KEYS))
     if unknown:
-        raise ValueError(f"budget: unknown key(s) {unknown}; known: {list(_BUDGET_KEYS)}")
+        raise InvalidConfig(f"budget: unknown key(s) {unknown}; known: {list(_BUDGET_KEYS)}",
+                            field="budget")
     out: dict[str, float] = {}
-    if budget.get("epochs") is not None:
-        epochs = budget["epochs"]
-        if isinstance(epochs, bool) or not float(epochs).is_integer() or epochs < 1:
-            raise ValueError(f"budget.epochs must be an integer >= 1, got {epochs!r}")
+    epochs = budget.get("epochs")
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) \
+                or not float(epochs).is_integer() or epochs < 1:
+            raise InvalidConfig(f"budget.epochs must be an integer >= 1, got {epochs!r}",
+                                field="budget")
         out["epochs"] = int(epochs)
-    if budget.get("fraction") is not None:
-        fraction = float(budget["fraction"])
-        if not (0.0 < fraction <= 1.0) or math.isnan(fraction):
-            raise ValueError(f"budget.fraction must be in (0, 1], got {budget['fraction']!r}")
-        out["fraction"] = fraction
+    fraction = budget.get("fraction")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or math.isnan(fraction) or not 0.0 < fraction <= 1.0:
+            raise InvalidConfig(f"budget.fraction must be in (0, 1], got {fraction!r}",
+                                field="budget")
+        out["fraction"] = float(fraction)
     return out or None

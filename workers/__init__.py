@@ -1,0 +1,6 @@
+"""Executors: where trials run. ``autopeft.workers.base`` is the contract; ``local`` runs one
+process per trial on this machine; a Ray executor follows the same contract."""
+
+from autopeft.workers.base import Executor, TrialOutcome, TrialSpec, create_executor
+
+__all__ = ["Executor", "TrialOutcome", "TrialSpec", "create_executor"]

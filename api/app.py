@@ -1,0 +1,76 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+The app owns a :class:`~autopeft.api.db.Database`, an executor and the
+:class:`~autopeft.api.scheduler.SchedulerManager`; the lifespan migrates the database (unless
+``settings.migrate`` is off), starts the runners of studies left running, and on exit stops
+them without touching trial states (a restart requeues them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+from fastapi import FastAPI
+
+from autopeft import __version__
+from autopeft.api import errors
+from autopeft.api.db import Database
+from autopeft.api.deps import AppState
+from autopeft.api.routers import health, studies, trials
+from autopeft.api.scheduler import SchedulerManager
+from autopeft.api.settings import Settings
+
+log = logging.getLogger("autopeft.api")
+
+
+def _executor(settings: Settings):
+    if not settings.run_scheduler:
+        return None
+    from autopeft.workers import create_executor
+
+    if settings.executor == "ray":
+        return create_executor("ray", address=settings.ray_address)
+    return create_executor("local", pythonpath=settings.worker_pythonpath, cpus_per_trial=settings.cpus_per_trial)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if settings.worker_pythonpath:
+        # python workloads are validated here (their module must be importable) against the same
+        # path the trial processes get.
+        for entry in reversed(settings.worker_pythonpath.split(os.pathsep)):
+            if entry and entry not in sys.path:
+                sys.path.insert(0, entry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.migrate:
+            from autopeft.api.migrate import upgrade
+
+            upgrade(settings.db_url)
+        db = Database(settings.db_url)
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        manager = SchedulerManager(db, _executor(settings), settings.artifacts_dir, settings.cpus_per_trial)
+        app.state.autopeft = AppState(settings=settings, db=db, scheduler=manager)
+        recovered = manager.recover()
+        if recovered:
+            log.info("resumed studies %s", recovered)
+        try:
+            yield
+        finally:
+            manager.shutdown()
+            db.dispose()
+
+    app = FastAPI(title="autopeft", version=__version__, lifespan=lifespan,
+                  description="Multi-objective search over parameter-efficient fine-tuning configs. "
+                              "Authenticate with `Authorization: Bearer <token>` "
+                              "(`autopeft token create USER`). Errors: "
+                              '`{"error": {"code", "message", "field"}}`.')
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(studies.router, prefix="/api/v1")
+    app.include_router(trials.router, prefix="/api/v1")
+    return app

@@ -1,0 +1,369 @@
+"""The scheduler: one thread per running study, inside the API process.
+
+A :class:`StudyRunner` keeps ``max_parallel`` trials in flight: ``optimizer.ask()`` -> trial
+row ``queued`` -> ``executor.submit`` -> ``running``. Reports are stored as they arrive and
+answered with the optimiser's ``report`` decision ("stop" ends the trial early; a PBT
+``Exploit`` stops it and restarts the same trial from the donor's checkpoint with the new
+config). Final values go to ``tell``. The runner ends the study at ``max_trials`` trials, at
+the ``max_seconds`` budget (no new trial starts after it; running ones finish) or on a
+user's stop (running trials are cancelled and put back to ``queued``; ``resume`` reruns them).
+
+Restart: every ask / report / tell is appended to ``events`` in the same transaction as the
+trial change it belongs to. A new runner rebuilds the optimiser by replaying these events in
+order (optimisers are a pure function of seed + history) and requeues the trials that were
+``queued`` or ``running`` when the previous process died (same number, same config,
+``attempts`` + 1). Nothing completed is lost: a trial becomes ``complete`` in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from autopeft.api.db import Database
+from autopeft.errors import InvalidConfig
+from autopeft.api.models import Checkpoint, Event, Study, Trial, TrialReport, utcnow
+from autopeft.api.services.spec import build_optimizer, build_space, objectives_of
+from autopeft.api.services.studies import trial_dir
+from autopeft.workers.base import Executor, TrialOutcome, TrialSpec
+
+log = logging.getLogger("autopeft.scheduler")
+
+ELAPSED_FLUSH_S = 10.0
+
+
+def _decision_name(decision: Any) -> str:
+    if decision is None or decision is True or decision == "continue":
+        return "continue"
+    if decision is False or decision == "stop":
+        return "stop"
+    return "exploit"
+
+
+class StudyRunner(threading.Thread):
+    def __init__(self, manager: "SchedulerManager", study_id: int):
+        super().__init__(daemon=True, name=f"autopeft-study-{study_id}")
+        self.m, self.db, self.executor = manager, manager.db, manager.executor
+        self.study_id = study_id
+        self._stop_requested = threading.Event()
+        self._shutting_down = threading.Event()   # process exit: leave trials as they are
+        self._wake = threading.Event()
+        self._lock = threading.RLock()       # optimiser + in-flight bookkeeping
+        self.opt = None
+        self.ids: dict[int, Any] = {}        # trial id -> optimiser suggestion id
+        self.by_opt_id: dict[str, int] = {}  # str(suggestion id) -> trial id
+        self.inflight: set[int] = set()
+        self.exploits: dict[int, Any] = {}
+        self.seq = 0
+
+    # -- control ------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+        self._wake.set()
+
+    # -- thread -------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as err:  # noqa: BLE001 - a broken study is marked failed, with the reason
+            log.exception("study %s failed", self.study_id)
+            with self.db.write() as s:
+                study = s.get(Study, self.study_id)
+                if study is not None:
+                    study.state, study.message, study.finished_at = "failed", f"{type(err).__name__}: {err}", utcnow()
+        finally:
+            self.m._forget(self.study_id, self)
+
+    def _run(self) -> None:
+        with self.db.read() as s:
+            study = s.get(Study, self.study_id)
+            if study is None or study.state != "running":
+                return
+            self.spec = dict(study.spec)
+            elapsed_before = float(study.elapsed_s or 0.0)
+        space = build_space(self.spec)
+        self.objectives = objectives_of(self.spec)
+        self.opt = build_optimizer(self.spec, space)
+        requeue = self._replay()
+        started = time.monotonic()
+        last_flush = started
+        max_trials = int(self.spec["max_trials"])
+        max_parallel = int(self.spec["max_parallel"])
+        max_seconds = self.spec.get("max_seconds")
+        with self.db.read() as s:
+            created = s.scalar(select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id))
+        while True:
+            elapsed = elapsed_before + time.monotonic() - started
+            if self._stop_requested.is_set():
+                self._pause(elapsed)
+                return
+            out_of_time = max_seconds is not None and elapsed >= float(max_seconds)
+            with self._lock:
+                inflight = len(self.inflight)
+            while inflight < max_parallel and not out_of_time and not self._stop_requested.is_set():
+                if requeue:
+                    self._submit(requeue.pop(0), requeue=True)
+                elif created < max_trials:
+                    self._ask_and_submit(created)
+                    created += 1
+                else:
+                    break
+                inflight += 1
+            with self._lock:
+                idle = not self.inflight and not self.exploits
+            if idle and (out_of_time or (created >= max_trials and not requeue)):
+                self._finish(elapsed, "time budget reached" if out_of_time and created < max_trials else None)
+                return
+            if time.monotonic() - last_flush > ELAPSED_FLUSH_S:
+                last_flush = time.monotonic()
+                with self.db.write() as s:
+                    s.get(Study, self.study_id).elapsed_s = elapsed
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    # -- history ------------------------------------------------------------------------------
+    def _event(self, s, kind: str, payload: dict[str, Any]) -> None:
+        self.seq += 1
+        s.add(Event(study_id=self.study_id, seq=self.seq, kind=kind, payload=payload))
+
+    def _replay(self) -> list[int]:
+        """Rebuild the optimiser from ``events``; return the trial ids to run again."""
+        with self.db.read() as s:
+            events = s.scalars(select(Event).where(Event.study_id == self.study_id).order_by(Event.seq)).all()
+            unfinished = s.scalars(select(Trial.id).where(Trial.study_id == self.study_id,
+                                                          Trial.state.in_(("queued", "running")))
+                                   .order_by(Trial.number)).all()
+        diverged = 0
+        for ev in events:
+            p = ev.payload
+            tid = p["trial_id"]
+            if ev.kind == "ask":
+                sugg = self.opt.ask(1)[0]
+                if str(sugg.id) != p["optimizer_id"]:
+                    diverged += 1
+                self.ids[tid] = sugg.id
+                self.by_opt_id[str(sugg.id)] = tid
+            elif ev.kind == "report":
+                self.opt.report(self.ids[tid], p["step"], p["values"])
+            elif ev.kind == "tell":
+                self.opt.tell(self.ids[tid], p["values"], state=p["state"])
+            self.seq = ev.seq
+        if diverged:
+            log.warning("study %s: optimiser replay gave %d suggestion id(s) different from the stored ones; "
+                        "the optimiser is not a pure function of seed + history", self.study_id, diverged)
+        if events:
+            log.info("study %s: replayed %d events; requeueing %d trial(s)", self.study_id, len(events),
+                     len(unfinished))
+        return list(unfinished)
+
+    # -- trials -------------------------------------------------------------------------------
+    def _ask_and_submit(self, number: int) -> None:
+        with self._lock:
+            sugg = self.opt.ask(1)[0]
+        parent = getattr(sugg, "parent_id", None)
+        budget = getattr(sugg, "budget", None)
+        with self.db.write() as s:
+            trial = Trial(study_id=self.study_id, number=number, state="queued", config=dict(sugg.config),
+                          optimizer_id=str(sugg.id), attempts=0,
+                          parent_id=self.by_opt_id.get(str(parent)) if parent is not None else None,
+                          budget=dict(budget) if isinstance(budget, dict) else None)
+            s.add(trial)
+            s.flush()
+            self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
+            tid = trial.id
+        with self._lock:
+            self.ids[tid] = sugg.id
+            self.by_opt_id[str(sugg.id)] = tid
+        self._submit(tid)
+
+    def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
+        with self.db.write() as s:
+            t = s.get(Trial, trial_id)
+            t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
+            spec = TrialSpec(trial_id=t.id, study_id=t.study_id, number=t.number, workload=self.spec["workload"],
+                             config=dict(t.config), attempt=t.attempts, budget=t.budget)
+        root = trial_dir(self.m.artifacts_dir, self.study_id, spec.number)
+        spec.checkpoint_dir = str(root / "checkpoint")
+        spec.restore_dir = restore_dir
+        if restore_dir is None and requeue and (root / "checkpoint").is_dir() and any((root / "checkpoint").iterdir()):
+            spec.restore_dir = spec.checkpoint_dir   # continue where the dead attempt got to
+        spec.log_path = str(root / "worker.log")
+        if self.m.cpus_per_trial:
+            spec.resources = {"cpus": self.m.cpus_per_trial, "gpus": 0}
+        with self._lock:
+            self.inflight.add(trial_id)
+        try:
+            self.executor.submit(spec, lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
+                                 lambda outcome: self._on_done(trial_id, outcome))
+        except Exception as err:  # noqa: BLE001
+            self._on_done(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
+
+    def _on_report(self, trial_id: int, attempt: int, step: int, values: dict[str, float]) -> Any:
+        if self._stop_requested.is_set():
+            return "stop"
+        with self._lock:
+            decision = self.opt.report(self.ids[trial_id], step, values)
+            name = _decision_name(decision)
+            with self.db.write() as s:
+                s.add(TrialReport(trial_id=trial_id, attempt=attempt, step=step, values=values, decision=name))
+                self._event(s, "report", {"trial_id": trial_id, "step": step, "values": values})
+            if name == "exploit":
+                self.exploits[trial_id] = decision
+        return "continue" if name == "continue" else "stop"
+
+    def _on_done(self, trial_id: int, outcome: TrialOutcome) -> None:
+        try:
+            self._handle_done(trial_id, outcome)
+        finally:
+            with self._lock:
+                self.inflight.discard(trial_id)
+            self._wake.set()
+
+    def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> None:
+        if outcome.cancelled or self._stop_requested.is_set() and outcome.state == "failed":
+            with self.db.write() as s:   # user stop: back to the queue, rerun on resume
+                t = s.get(Trial, trial_id)
+                if t is not None:
+                    t.state, t.error = "queued", "cancelled when the study was stopped"
+            return
+        with self._lock:
+            exploit = self.exploits.pop(trial_id, None)
+        if exploit is not None and outcome.state == "complete":
+            self._exploit(trial_id, exploit)
+            return
+        values = outcome.values
+        state = outcome.state
+        error = outcome.error
+        if state == "complete":
+            missing = [n for n, _ in self.objectives if n not in (values or {})]
+            if missing:
+                state, error = "failed", (f"the workload's result lacks objective(s) {missing}; "
+                                          f"it returned {sorted(values or {})}")
+            elif outcome.stopped:
+                state = "pruned"
+        tell_values = values if state != "failed" else None
+        with self._lock:
+            try:
+                self.opt.tell(self.ids[trial_id], tell_values, state=state)
+            except InvalidConfig as err:   # e.g. a constraint's metric is missing from the result
+                state, error, tell_values = "failed", f"the optimiser refused the result: {err}", None
+                self.opt.tell(self.ids[trial_id], None, state="failed")
+            with self.db.write() as s:
+                t = s.get(Trial, trial_id)
+                t.state, t.values, t.error, t.finished_at = state, values, error, utcnow()
+                self._event(s, "tell", {"trial_id": trial_id, "values": tell_values, "state": state})
+                ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
+                if ckpt.is_dir() and any(ckpt.iterdir()):
+                    s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
+
+    def _exploit(self, trial_id: int, exploit: Any) -> None:
+        """PBT: continue this trial from the donor's checkpoint with the perturbed config."""
+        config = getattr(exploit, "config", None)
+        donor = next((getattr(exploit, a) for a in ("source_id", "donor_id", "parent_id", "from_id")
+                      if getattr(exploit, a, None) is not None), None)
+        donor_tid = self.by_opt_id.get(str(donor)) if donor is not None else None
+        with self.db.write() as s:
+            t = s.get(Trial, trial_id)
+            if config is not None:
+                t.config = dict(config)
+            if donor_tid is not None:
+                t.parent_id = donor_tid
+                donor_number = s.get(Trial, donor_tid).number
+            number = t.number
+        restore = None
+        if donor_tid is not None:
+            restore = str(trial_dir(self.m.artifacts_dir, self.study_id, donor_number) / "checkpoint")
+            if not Path(restore).is_dir():
+                restore = None
+        log.info("study %s: trial %s exploits trial %s", self.study_id, number, donor_tid)
+        self._submit(trial_id, restore_dir=restore)
+
+    def _pause(self, elapsed: float) -> None:
+        if self._shutting_down.is_set():
+            with self.db.write() as s:
+                s.get(Study, self.study_id).elapsed_s = elapsed
+            return
+        for tid in list(self.inflight):
+            self.executor.cancel(tid)
+        deadline = time.monotonic() + 15
+        while self.inflight and time.monotonic() < deadline:
+            self._wake.wait(0.2)
+            self._wake.clear()
+        with self.db.write() as s:
+            s.get(Study, self.study_id).elapsed_s = elapsed
+
+    def _finish(self, elapsed: float, message: str | None) -> None:
+        with self.db.write() as s:
+            study = s.get(Study, self.study_id)
+            if study.state == "running":
+                study.state, study.finished_at, study.message = "finished", utcnow(), message
+            study.elapsed_s = elapsed
+
+
+class SchedulerManager:
+    """Owns the executor and one :class:`StudyRunner` per running study."""
+
+    def __init__(self, db: Database, executor: Executor | None, artifacts_dir: str | Path, cpus_per_trial: int = 1):
+        self.db, self.executor = db, executor
+        self.artifacts_dir = Path(artifacts_dir)
+        self.cpus_per_trial = cpus_per_trial
+        self._runners: dict[int, StudyRunner] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def recover(self) -> list[int]:
+        """Start a runner for every study left ``running`` (after a restart or crash)."""
+        with self.db.read() as s:
+            ids = list(s.scalars(select(Study.id).where(Study.state == "running").order_by(Study.id)))
+        for sid in ids:
+            self.start(sid)
+        return ids
+
+    def start(self, study_id: int) -> None:
+        if self.executor is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            runner = self._runners.get(study_id)
+            if runner is not None and runner.is_alive() and not runner._stop_requested.is_set():
+                return
+            old = runner
+        if old is not None:
+            old.join(timeout=30)
+        with self._lock:
+            runner = StudyRunner(self, study_id)
+            self._runners[study_id] = runner
+            runner.start()
+
+    def stop(self, study_id: int, wait: bool = False) -> None:
+        with self._lock:
+            runner = self._runners.get(study_id)
+        if runner is not None:
+            runner.request_stop()
+            if wait:
+                runner.join(timeout=30)
+
+    def _forget(self, study_id: int, runner: StudyRunner) -> None:
+        with self._lock:
+            if self._runners.get(study_id) is runner:
+                del self._runners[study_id]
+
+    def shutdown(self) -> None:
+        """Stop every runner without touching trial states (they are requeued on the next start)."""
+        with self._lock:
+            self._closed = True
+            runners = list(self._runners.values())
+        for r in runners:
+            r._shutting_down.set()
+            r._stop_requested.set()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)   # no on_done: running trials stay `running` in the store
+        for r in runners:
+            r._wake.set()
+            r.join(timeout=5)

@@ -1,0 +1,136 @@
+"""Request and response bodies of the REST API (Create / Public pairs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TrialState = Literal["queued", "running", "complete", "failed", "pruned"]
+StudyState = Literal["running", "stopped", "finished", "failed"]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable code, e.g. not_found, invalid_spec, unauthorized")
+    message: str
+    field: str | None = Field(default=None, description="offending field (dotted path), if any")
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class Objective(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    direction: Literal["minimize", "maximize"]
+
+
+class OptimizerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=50)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyCreate(BaseModel):
+    """A study: what to search (space), for what (objectives), how (optimiser), on what (workload)."""
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    space: str | dict[str, Any] = Field(description="preset name, or an inline space mapping")
+    objectives: list[Objective] = Field(min_length=1, max_length=8)
+    optimizer: OptimizerSpec
+    workload: dict[str, Any] = Field(description='{"kind": "peft", ...} or {"kind": "python", "entrypoint": "pkg.mod:fn"}')
+    max_trials: int = Field(default=50, ge=1, le=100_000)
+    max_parallel: int = Field(default=1, ge=1, le=256)
+    max_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
+                                      description="time budget; no new trial starts after it")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    num_layers: int | None = Field(default=None, ge=1, le=1024,
+                                   description="layer count for per-layer spaces when the workload names no model")
+    reference_point: dict[str, float] | None = Field(
+        default=None, description="hypervolume reference point per objective (default: derived, see /hypervolume)")
+
+    @field_validator("objectives")
+    @classmethod
+    def _unique(cls, objectives: list[Objective]) -> list[Objective]:
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ValueError("objective names must be unique")
+        return objectives
+
+    @model_validator(mode="after")
+    def _reference(self) -> "StudyCreate":
+        if self.reference_point is not None:
+            names = {o.name for o in self.objectives}
+            if set(self.reference_point) != names:
+                raise ValueError(f"reference_point must give exactly the objectives {sorted(names)}")
+        return self
+
+
+class StudyPublic(BaseModel):
+    id: int
+    name: str
+    state: StudyState
+    counts: dict[str, int] = Field(description="trials per state")
+    spec: dict[str, Any]
+    message: str | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class StudyList(BaseModel):
+    studies: list[StudyPublic]
+
+
+class TrialPublic(BaseModel):
+    id: int
+    study_id: int
+    number: int
+    state: TrialState
+    config: dict[str, Any]
+    values: dict[str, float] | None = None
+    attempts: int
+    parent_id: int | None = None
+    error: str | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class TrialList(BaseModel):
+    trials: list[TrialPublic]
+    next_after: int | None = Field(description="pass as ?after= to get the trials created since; "
+                                               "null when this page is empty")
+
+
+class ReportPublic(BaseModel):
+    step: int
+    attempt: int
+    values: dict[str, float]
+    decision: str
+    created_at: dt.datetime
+
+
+class ReportList(BaseModel):
+    reports: list[ReportPublic]
+
+
+class ParetoPublic(BaseModel):
+    objectives: list[Objective]
+    trials: list[TrialPublic]
+
+
+class HypervolumePublic(BaseModel):
+    hypervolume: float
+    reference_point: dict[str, float] | None
+    reference_rule: str
+    n_complete: int
+    n_pareto: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: str

@@ -1,0 +1,190 @@
+"""Study and trial queries and state changes used by the routers (per-user isolation here)."""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from autopeft.api.errors import ApiError, not_found
+from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, utcnow
+from autopeft.api.services.spec import objectives_of
+
+MAX_PAGE = 5000
+
+
+def counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
+    out = {sid: dict.fromkeys(TRIAL_STATES, 0) for sid in study_ids}
+    if study_ids:
+        rows = session.execute(select(Trial.study_id, Trial.state, func.count())
+                               .where(Trial.study_id.in_(study_ids)).group_by(Trial.study_id, Trial.state))
+        for sid, state, n in rows:
+            out[sid][state] = n
+    return out
+
+
+def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
+    return {"id": study.id, "name": study.name, "state": study.state, "counts": study_counts,
+            "spec": study.spec, "message": study.message, "created_at": study.created_at,
+            "started_at": study.started_at, "finished_at": study.finished_at}
+
+
+def trial_public(t: Trial) -> dict[str, Any]:
+    return {"id": t.id, "study_id": t.study_id, "number": t.number, "state": t.state, "config": t.config,
+            "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "error": t.error,
+            "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at}
+
+
+def get_study(session: Session, user_id: int, study_id: int) -> Study:
+    study = session.get(Study, study_id)
+    if study is None or study.user_id != user_id:   # others' studies do not exist for you
+        raise not_found("study", study_id)
+    return study
+
+
+def get_trial(session: Session, user_id: int, trial_id: int) -> Trial:
+    trial = session.get(Trial, trial_id)
+    if trial is None or session.get(Study, trial.study_id).user_id != user_id:
+        raise not_found("trial", trial_id)
+    return trial
+
+
+def create_study(session: Session, user_id: int, spec: dict[str, Any]) -> Study:
+    study = Study(user_id=user_id, name=spec["name"], state="running", spec=spec, started_at=utcnow())
+    session.add(study)
+    session.flush()
+    return study
+
+
+def list_studies(session: Session, user_id: int) -> list[dict[str, Any]]:
+    studies = session.scalars(select(Study).where(Study.user_id == user_id).order_by(Study.id)).all()
+    c = counts(session, [s.id for s in studies])
+    return [study_public(s, c[s.id]) for s in studies]
+
+
+def show_study(session: Session, user_id: int, study_id: int) -> dict[str, Any]:
+    study = get_study(session, user_id, study_id)
+    return study_public(study, counts(session, [study.id])[study.id])
+
+
+def set_state(session: Session, user_id: int, study_id: int, state: str) -> Study:
+    study = get_study(session, user_id, study_id)
+    if state == "running" and study.state == "running":
+        return study
+    if state == "stopped" and study.state != "running":
+        raise ApiError(409, "conflict", f"study {study_id} is {study.state}, not running")
+    study.state = state
+    study.message = None if state == "running" else study.message
+    if state == "running":
+        study.finished_at = None
+    return study
+
+
+def delete_study(session: Session, user_id: int, study_id: int) -> None:
+    study = get_study(session, user_id, study_id)
+    trial_ids = select(Trial.id).where(Trial.study_id == study.id).scalar_subquery()
+    session.execute(delete(TrialReport).where(TrialReport.trial_id.in_(trial_ids)))
+    session.delete(study)
+
+
+def list_trials(session: Session, user_id: int, study_id: int, after: int | None, limit: int,
+                state: str | None = None) -> dict[str, Any]:
+    get_study(session, user_id, study_id)
+    q = select(Trial).where(Trial.study_id == study_id)
+    if after is not None:
+        q = q.where(Trial.id > after)
+    if state is not None:
+        q = q.where(Trial.state == state)
+    trials = session.scalars(q.order_by(Trial.id).limit(min(limit, MAX_PAGE))).all()
+    return {"trials": [trial_public(t) for t in trials], "next_after": trials[-1].id if trials else after}
+
+
+def list_reports(session: Session, user_id: int, trial_id: int) -> dict[str, Any]:
+    trial = get_trial(session, user_id, trial_id)
+    reports = session.scalars(select(TrialReport).where(TrialReport.trial_id == trial.id)
+                              .order_by(TrialReport.id)).all()
+    return {"reports": [{"step": r.step, "attempt": r.attempt, "values": r.values, "decision": r.decision,
+                         "created_at": r.created_at} for r in reports]}
+
+
+def _complete(session: Session, study: Study) -> tuple[list[Trial], Any]:
+    """Complete trials with finite values for every objective, and their values in minimisation form."""
+    import numpy as np
+
+    from autopeft.optim import pareto as pm
+
+    objectives = objectives_of(study.spec)
+    names, directions = [n for n, _ in objectives], [d for _, d in objectives]
+    trials = session.scalars(select(Trial).where(Trial.study_id == study.id, Trial.state == "complete")
+                             .order_by(Trial.number)).all()
+    kept, rows = [], []
+    for t in trials:
+        vals = t.values or {}
+        row = [vals.get(n) for n in names]
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in row):
+            kept.append(t)
+            rows.append(row)
+    Y = pm.to_minimization(np.asarray(rows, float).reshape(len(rows), len(names)), directions)
+    return kept, Y
+
+
+def pareto(session: Session, user_id: int, study_id: int) -> dict[str, Any]:
+    from autopeft.optim import pareto as pm
+
+    study = get_study(session, user_id, study_id)
+    trials, Y = _complete(session, study)
+    mask = pm.is_non_dominated(Y) if len(trials) else []
+    return {"objectives": study.spec["objectives"],
+            "trials": [trial_public(t) for t, keep in zip(trials, mask) if keep]}
+
+
+REFERENCE_RULE = ("the study's reference_point if given, else per objective the worst observed value among "
+                  "complete trials plus 10% of the observed range (autopeft.optim.pareto.reference_point); "
+                  "the reference point is reported in the objectives' own sign")
+
+
+def hypervolume(session: Session, user_id: int, study_id: int) -> dict[str, Any]:
+    import numpy as np
+
+    from autopeft.optim import pareto as pm
+
+    study = get_study(session, user_id, study_id)
+    objectives = objectives_of(study.spec)
+    directions = [d for _, d in objectives]
+    trials, Y = _complete(session, study)
+    given = study.spec.get("reference_point")
+    if not len(trials):
+        return {"hypervolume": 0.0, "reference_point": given, "reference_rule": REFERENCE_RULE,
+                "n_complete": 0, "n_pareto": 0}
+    given_min = (pm.to_minimization(np.asarray([[given[n] for n, _ in objectives]], float), directions)[0]
+                 if given else None)
+    ref = pm.reference_point(Y, given_min)
+    hv = pm.hypervolume(Y, ref)
+    ref_user = pm.to_minimization(ref.reshape(1, -1), directions)[0]  # negation is its own inverse
+    return {"hypervolume": float(hv), "reference_point": {n: float(r) for (n, _), r in zip(objectives, ref_user)},
+            "reference_rule": REFERENCE_RULE, "n_complete": len(trials),
+            "n_pareto": int(pm.is_non_dominated(Y).sum())}
+
+
+def adapter_zip(trial: Trial, artifacts_dir: Path) -> bytes:
+    """Zip of the trial's exported adapter (``adapter/``), else of its checkpoint folder."""
+    root = trial_dir(artifacts_dir, trial.study_id, trial.number)
+    for candidate in (root / "adapter", root / "checkpoint"):
+        if candidate.is_dir() and any(candidate.iterdir()):
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                for path in sorted(candidate.rglob("*")):
+                    if path.is_file():
+                        zf.write(path, path.relative_to(candidate).as_posix())
+            return buf.getvalue()
+    raise ApiError(404, "not_found", f"trial {trial.id} has no adapter or checkpoint to export "
+                                     f"(state {trial.state})")
+
+
+def trial_dir(artifacts_dir: Path, study_id: int, number: int) -> Path:
+    return Path(artifacts_dir) / f"study-{study_id}" / f"trial-{number:05d}"

@@ -1,0 +1,52 @@
+"""Server settings, from arguments or the environment (``AUTOPEFT_*``) via pydantic-settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path("~/.autopeft").expanduser()
+# A secret that is known to everybody; refused on non-loopback addresses.
+DEFAULT_SECRET = "change-me"
+
+
+class Settings(BaseSettings):
+    """Everything the controller needs. Environment variables: ``AUTOPEFT_DB_URL``, ..."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTOPEFT_", extra="ignore")
+
+    db_url: str = Field(default=f"sqlite:///{DEFAULT_HOME / 'autopeft.db'}",
+                        description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db")
+    secret: str = Field(default=DEFAULT_SECRET, description="server secret; required off loopback")
+    host: str = "127.0.0.1"
+    port: int = 8642
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    artifacts_dir: Path = Field(default=DEFAULT_HOME / "artifacts",
+                                description="trial checkpoints, adapters and worker logs")
+    run_scheduler: bool = Field(default=True, description="run studies (off: a read-only API)")
+    migrate: bool = Field(default=True, description="run `alembic upgrade head` at start-up")
+    worker_pythonpath: str | None = Field(default=None, description="extra PYTHONPATH for trial processes")
+    cpus_per_trial: int = 1
+    log_level: str = "info"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse a non-loopback address without a configured secret (raises ``ValueError``)."""
+    if not is_loopback(settings.host) and (not settings.secret or settings.secret == DEFAULT_SECRET
+                                           or len(settings.secret) < 16):
+        raise ValueError(f"refusing to bind {settings.host}: not a loopback address and no secret is "
+                         "configured; set AUTOPEFT_SECRET to a random string of >= 16 characters")

@@ -1,0 +1,231 @@
+"""Python client of the autopeft controller (REST, via httpx).
+
+    import autopeft
+    client = autopeft.Client("http://127.0.0.1:8642", token)
+    study = client.create_study(name="demo", space="lora_per_layer", objectives=[...],
+                                optimizer={"name": "mobo"}, workload={...}, max_trials=20)
+    study.wait()                 # progress bar on stderr
+    study.pareto(); study.hypervolume(); study.to_dataframe()
+    study.export(trial_id, "adapter/")
+
+Server errors raise :class:`ApiError` carrying the envelope's ``code``, ``message``, ``field``.
+Only httpx is imported here; pandas is imported by ``to_dataframe`` and tqdm by ``wait``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8642"
+FINISHED_STATES = ("finished", "stopped", "failed")
+
+
+class ApiError(RuntimeError):
+    """An error answered by the controller (``status`` plus the envelope's fields)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(f"{status} {code}: {message}" + (f" (field {field})" if field else ""))
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class Client:
+    """Talks to one controller as one user (the owner of ``token``)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
+        self.url = (url or os.environ.get("AUTOPEFT_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("AUTOPEFT_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        resp = self._http.request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()["error"]
+                raise ApiError(resp.status_code, err.get("code", "error"), err.get("message", ""), err.get("field"))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(resp.status_code, "error", resp.text[:500]) from None
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    # -- API ------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/healthz")
+
+    def create_study(self, name: str | None = None, space: str | dict | None = None,
+                     objectives: list | None = None, optimizer: str | dict | None = None,
+                     workload: dict | None = None, spec: dict | None = None, **fields: Any) -> "Study":
+        """Submit a study. Give its fields as keywords, or a whole ``spec`` mapping.
+
+        ``objectives`` may be ``[("accuracy", "maximize"), ...]`` or the REST form
+        ``[{"name": ..., "direction": ...}]``; ``optimizer`` may be a name or ``{"name", "options"}``.
+        """
+        body = dict(spec or {})
+        for key, value in (("name", name), ("space", space), ("objectives", objectives),
+                           ("optimizer", optimizer), ("workload", workload)):
+            if value is not None:
+                body[key] = value
+        body.update(fields)
+        if isinstance(body.get("optimizer"), str):
+            body["optimizer"] = {"name": body["optimizer"], "options": {}}
+        if body.get("objectives"):
+            body["objectives"] = [o if isinstance(o, dict) else {"name": o[0], "direction": o[1]}
+                                  for o in body["objectives"]]
+        return Study(self, self._json("POST", "/api/v1/studies", json=body))
+
+    def study(self, study_id: int) -> "Study":
+        return Study(self, self._json("GET", f"/api/v1/studies/{int(study_id)}"))
+
+    def studies(self) -> list["Study"]:
+        return [Study(self, s) for s in self._json("GET", "/api/v1/studies")["studies"]]
+
+    def trial(self, trial_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/api/v1/trials/{int(trial_id)}")
+
+    def reports(self, trial_id: int) -> list[dict[str, Any]]:
+        return self._json("GET", f"/api/v1/trials/{int(trial_id)}/reports")["reports"]
+
+
+class Study:
+    """A handle on one study; ``refresh()`` re-reads it, the other methods query live data."""
+
+    def __init__(self, client: Client, data: dict[str, Any]):
+        self._client, self._data = client, data
+
+    def __repr__(self) -> str:
+        return f"Study(id={self.id}, name={self.name!r}, state={self.state!r}, counts={self.counts})"
+
+    @property
+    def id(self) -> int:
+        return int(self._data["id"])
+
+    @property
+    def name(self) -> str:
+        return self._data["name"]
+
+    @property
+    def state(self) -> str:
+        return self._data["state"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self._data["counts"])
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self._data["spec"])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    def refresh(self) -> "Study":
+        self._data = self._client._json("GET", f"/api/v1/studies/{self.id}")
+        return self
+
+    def stop(self) -> "Study":
+        self._data = self._client._json("POST", f"/api/v1/studies/{self.id}/stop")
+        return self
+
+    def resume(self) -> "Study":
+        self._data = self._client._json("POST", f"/api/v1/studies/{self.id}/resume")
+        return self
+
+    def delete(self) -> None:
+        self._client.request("DELETE", f"/api/v1/studies/{self.id}")
+
+    def trials(self, after: int | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """All trials (or those created after trial id ``after``), following pages."""
+        out: list[dict[str, Any]] = []
+        cursor = after
+        while True:
+            params: dict[str, Any] = {"limit": 1000}
+            if cursor is not None:
+                params["after"] = cursor
+            if state:
+                params["state"] = state
+            page = self._client._json("GET", f"/api/v1/studies/{self.id}/trials", params=params)
+            out.extend(page["trials"])
+            if len(page["trials"]) < 1000:
+                return out
+            cursor = page["next_after"]
+
+    def pareto(self) -> list[dict[str, Any]]:
+        return self._client._json("GET", f"/api/v1/studies/{self.id}/pareto")["trials"]
+
+    def hypervolume(self) -> float:
+        return float(self._client._json("GET", f"/api/v1/studies/{self.id}/hypervolume")["hypervolume"])
+
+    def wait(self, timeout: float | None = None, poll: float = 1.0, progress: bool = True) -> "Study":
+        """Block until the study is finished, stopped or failed; show a progress bar on stderr."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=int(self.spec.get("max_trials", 0)) or None, desc=f"study {self.id}",
+                       unit="trial", file=sys.stderr, dynamic_ncols=True)
+        try:
+            while True:
+                self.refresh()
+                c = self.counts
+                done = c.get("complete", 0) + c.get("failed", 0) + c.get("pruned", 0)
+                if bar is not None:
+                    bar.n = done
+                    bar.set_postfix(running=c.get("running", 0), failed=c.get("failed", 0),
+                                    pruned=c.get("pruned", 0), refresh=False)
+                    bar.refresh()
+                if self.state in FINISHED_STATES:
+                    return self
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"study {self.id} still {self.state} after {timeout} s ({c})")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def to_dataframe(self):
+        """One row per trial: number, state, values.<name>, config.<key>, timestamps (pandas)."""
+        import pandas as pd
+
+        rows = []
+        for t in self.trials():
+            row = {k: t[k] for k in ("id", "number", "state", "attempts", "parent_id", "created_at",
+                                      "started_at", "finished_at")}
+            row.update({f"values.{k}": v for k, v in (t.get("values") or {}).items()})
+            row.update({f"config.{k}": v for k, v in (t.get("config") or {}).items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def export(self, trial_id: int, directory: str | Path) -> Path:
+        """Download trial ``trial_id``'s adapter (zip) and unpack it into ``directory``."""
+        resp = self._client.request("GET", f"/api/v1/trials/{int(trial_id)}/adapter")
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
+            for member in zf.namelist():
+                dest = (target / member).resolve()
+                if not str(dest).startswith(str(target.resolve())):
+                    raise ApiError(500, "bad_archive", f"unsafe path in archive: {member}")
+            zf.extractall(target)
+        return target

@@ -77,7 +77,7 @@ class ArchDesc:
         if self.gated:
             shapes["ffn_gate"] = (h, i)
         if name not in shapes:
-            raise InvalidConfig(f"{self.model_type} has no {name!r} projection "
+            raise InvalidConfig(f"{self.model_type} has no {name} projection "
                                 f"(it has {', '.join(s for s in LOGICAL if s in shapes)})", "lora.targets")
         return shapes[name]
 
@@ -192,7 +192,7 @@ class ModelMap:
     def proj(self, layer: int, name: str, field_name: str) -> Proj:
         projs = self.layers[layer].projs
         if name not in projs:
-            raise InvalidConfig(f"this model has no {name!r} projection (found: "
+            raise InvalidConfig(f"this model has no {name} projection (found: "
                                 f"{', '.join(f'{k}={v.path}' for k, v in projs.items())})", field_name)
         return projs[name]
 

@@ -34,15 +34,46 @@ def apply_peft(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
         raise InvalidConfig("this model already has autopeft modules: apply_peft takes a pristine model", "model")
     mmap = map_model(model)
     spec = parse_peft_config(config, len(mmap.layers))
+    _preflight(model, mmap, spec)  # every error is raised before the model is touched
     for param in model.parameters():
         param.requires_grad_(False)
     for method in METHODS:
         method.inject(model, mmap, spec)
+    _match_modes(model, mmap)
     for name in mmap.head:
         for param in model.get_submodule(name).parameters():
             param.requires_grad_(True)
     model.autopeft_spec = spec  # plain attribute: what was applied (read by export)
     return model
+
+
+def _match_modes(model: nn.Module, mmap: ModelMap) -> None:
+    """New modules start in training mode; give them the mode of what they attach to."""
+    for module in model.modules():
+        if isinstance(module, PeftHost):
+            module.train(module.base_layer.training)
+    for layer in mmap.layers:
+        attention = model.get_submodule(layer.attention)
+        if hasattr(attention, ATTR):
+            getattr(attention, ATTR).train(attention.training)
+    if hasattr(model, REPARAM_ATTR):
+        getattr(model, REPARAM_ATTR).train(model.training)
+
+
+def _preflight(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
+    from autopeft.peft import lora, prefix
+
+    lora.check_targets(spec, mmap.layers[0].projs)
+    needs = [(t, "ia3.targets") for t in spec.ia3_targets if spec.ia3_layers]
+    if any(spec.serial_size):
+        needs.append(("ffn_out", "serial.size"))
+    if any(spec.parallel_size):
+        needs += [("ffn_in", "parallel.size"), ("ffn_out", "parallel.size")]
+    for layer in mmap.layers:
+        for name, field in needs:
+            mmap.proj(layer.index, name, field)
+    if any(spec.prefix_length):
+        prefix.check_supported(model, mmap)
 
 
 def is_peft_param(name: str) -> bool:

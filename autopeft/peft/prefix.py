@@ -142,20 +142,30 @@ def _register() -> None:
     _registered = True
 
 
-def _switch_implementation(model: nn.Module, mmap: ModelMap) -> None:
+def _configs(model: nn.Module, mmap: ModelMap) -> list[Any]:
     configs = {id(model.config): model.config}
     for layer in mmap.layers:
         cfg = getattr(model.get_submodule(layer.attention), "config", None)
         if cfg is not None:
             configs[id(cfg)] = cfg
-    for cfg in configs.values():
+    return list(configs.values())
+
+
+def check_supported(model: nn.Module, mmap: ModelMap) -> None:
+    """Raise InvalidConfig unless every attention of ``model`` runs on sdpa or eager."""
+    for cfg in _configs(model, mmap):
         current = cfg._attn_implementation or "eager"
-        if current in _WRAPPED.values():
-            continue
-        if current not in _WRAPPED:
+        if current not in _WRAPPED and current not in _WRAPPED.values():
             raise InvalidConfig(f"prefix-tuning supports the 'sdpa' and 'eager' attention implementations, this "
                                 f"model uses {current!r}: load it with attn_implementation='sdpa'", "prefix.length")
-        cfg._attn_implementation = _WRAPPED[current]
+
+
+def _switch_implementation(model: nn.Module, mmap: ModelMap) -> None:
+    check_supported(model, mmap)
+    for cfg in _configs(model, mmap):
+        current = cfg._attn_implementation or "eager"
+        if current in _WRAPPED:
+            cfg._attn_implementation = _WRAPPED[current]
 
 
 def _kv_shape(attention: nn.Module, k_width: int, config: Any) -> tuple[int, int]:

@@ -186,3 +186,11 @@ def test_describe_config_matches_structure():
             assert desc.bias[name] == (getattr(module, "bias", None) is not None), (arch, name)
         assert desc.fused_qkv == any(p.sliced for p in mmap.layers[0].projs.values())
         assert desc.gated == ("ffn_gate" in mmap.layers[0].projs)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_new_modules_follow_the_model_mode(train):
+    model = build("gpt2").train(train)
+    apply_peft(model, {"lora.rank": 2, "lora.dropout": 0.5, "prefix.length": 1, "prefix.reparam": 4,
+                       "parallel.size": 2, "serial.size": 2})
+    assert all(m.training == train for m in model.modules())

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# ids are 32-bit (INTEGER on PostgreSQL): larger ones are a 422, never a database error
+MAX_ID = 2**31 - 1
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="study id")]
+TrialId = Annotated[int, Path(ge=1, le=MAX_ID, description="trial id")]
 
 TrialState = Literal["queued", "running", "complete", "failed", "pruned"]
 StudyState = Literal["running", "stopped", "finished", "failed"]
@@ -50,6 +57,13 @@ class StudyCreate(BaseModel):
                                    description="layer count for per-layer spaces when the workload names no model")
     reference_point: dict[str, float] | None = Field(
         default=None, description="hypervolume reference point per objective (default: derived, see /hypervolume)")
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        if any(ord(c) < 32 for c in name):
+            raise ValueError("name must not contain control characters")
+        return name
 
     @field_validator("objectives")
     @classmethod

@@ -7,14 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
-from autopeft.api.schemas import (ErrorEnvelope, HypervolumePublic, ParetoPublic, StudyCreate, StudyList,
+from autopeft.api.schemas import (MAX_ID, ErrorEnvelope, StudyId, HypervolumePublic, ParetoPublic, StudyCreate, StudyList,
                                   StudyPublic, TrialList, TrialState)
 from autopeft.api.services import studies as svc
 from autopeft.api.services.spec import validate_spec
 
 _ERRORS = {401: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}, 422: {"model": ErrorEnvelope}}
 router = APIRouter(prefix="/studies", tags=["studies"], responses=_ERRORS)
-StudyId = Annotated[int, "study id"]
 
 
 @router.post("", status_code=201, response_model=StudyPublic)
@@ -34,12 +33,12 @@ def list_studies(user: CurrentUser, session: SessionDep):
 
 
 @router.get("/{study_id}", response_model=StudyPublic)
-def get_study(study_id: int, user: CurrentUser, session: SessionDep):
+def get_study(study_id: StudyId, user: CurrentUser, session: SessionDep):
     return svc.show_study(session, user.id, study_id)
 
 
 @router.post("/{study_id}/stop", response_model=StudyPublic, responses={409: {"model": ErrorEnvelope}})
-def stop_study(study_id: int, user: CurrentUser, state: StateDep):
+def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Stop: no new trial starts; running trials are cancelled and stay in the history."""
     with state.db.write() as session:
         svc.set_state(session, user.id, study_id, "stopped")
@@ -49,7 +48,7 @@ def stop_study(study_id: int, user: CurrentUser, state: StateDep):
 
 
 @router.post("/{study_id}/resume", response_model=StudyPublic)
-def resume_study(study_id: int, user: CurrentUser, state: StateDep):
+def resume_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Resume a stopped (or finished, after raising nothing) study: its optimiser is rebuilt."""
     with state.db.write() as session:
         svc.set_state(session, user.id, study_id, "running")
@@ -59,7 +58,7 @@ def resume_study(study_id: int, user: CurrentUser, state: StateDep):
 
 
 @router.delete("/{study_id}", status_code=204, response_class=Response)
-def delete_study(study_id: int, user: CurrentUser, state: StateDep):
+def delete_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     with state.db.read() as session:
         svc.get_study(session, user.id, study_id)
     state.scheduler.stop(study_id, wait=True)
@@ -69,8 +68,8 @@ def delete_study(study_id: int, user: CurrentUser, state: StateDep):
 
 
 @router.get("/{study_id}/trials", response_model=TrialList)
-def list_trials(study_id: int, user: CurrentUser, session: SessionDep,
-                after: Annotated[int | None, Query(ge=0, le=2**62, description="only trials with id > after")] = None,
+def list_trials(study_id: StudyId, user: CurrentUser, session: SessionDep,
+                after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only trials with id > after")] = None,
                 limit: Annotated[int, Query(ge=1, le=svc.MAX_PAGE)] = 1000,
                 state: Annotated[TrialState | None, Query()] = None):
     """Trials in creation order; poll with ``?after=<next_after>`` for the new ones only."""
@@ -78,11 +77,11 @@ def list_trials(study_id: int, user: CurrentUser, session: SessionDep,
 
 
 @router.get("/{study_id}/pareto", response_model=ParetoPublic)
-def get_pareto(study_id: int, user: CurrentUser, session: SessionDep):
+def get_pareto(study_id: StudyId, user: CurrentUser, session: SessionDep):
     """Complete trials on the first non-dominated front of the study's objectives."""
     return svc.pareto(session, user.id, study_id)
 
 
 @router.get("/{study_id}/hypervolume", response_model=HypervolumePublic)
-def get_hypervolume(study_id: int, user: CurrentUser, session: SessionDep):
+def get_hypervolume(study_id: StudyId, user: CurrentUser, session: SessionDep):
     return svc.hypervolume(session, user.id, study_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from autopeft.api.schemas import TrialId
+
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
 from autopeft.api.schemas import ErrorEnvelope, ReportList, TrialPublic
 from autopeft.api.services import studies as svc
@@ -14,18 +16,18 @@ router = APIRouter(prefix="/trials", tags=["trials"],
 
 
 @router.get("/{trial_id}", response_model=TrialPublic)
-def get_trial(trial_id: int, user: CurrentUser, session: SessionDep):
+def get_trial(trial_id: TrialId, user: CurrentUser, session: SessionDep):
     return svc.trial_public(svc.get_trial(session, user.id, trial_id))
 
 
 @router.get("/{trial_id}/reports", response_model=ReportList)
-def get_reports(trial_id: int, user: CurrentUser, session: SessionDep):
+def get_reports(trial_id: TrialId, user: CurrentUser, session: SessionDep):
     return svc.list_reports(session, user.id, trial_id)
 
 
 @router.get("/{trial_id}/adapter", response_class=Response,
             responses={200: {"content": {"application/zip": {}}, "description": "zip of the adapter folder"}})
-def get_adapter(trial_id: int, user: CurrentUser, session: SessionDep, state: StateDep):
+def get_adapter(trial_id: TrialId, user: CurrentUser, session: SessionDep, state: StateDep):
     """The trial's exported adapter (or, failing that, its checkpoint) as a zip archive."""
     trial = svc.get_trial(session, user.id, trial_id)
     data = svc.adapter_zip(trial, state.settings.artifacts_dir)

@@ -70,9 +70,21 @@ def build_optimizer(spec: dict[str, Any], space=None):
 
 
 def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Check every part of a (schema-valid) spec; returns it with the workload normalised."""
+    """Check every part of a (schema-valid) spec; returns it with the workload normalised.
+
+    Raises ``InvalidConfig`` naming the field; an unexpected exception from a part's validator
+    (a malformed mapping it did not anticipate) is reported against that part, not as a 500.
+    """
     spec = dict(spec)
-    spec["workload"] = normalise_workload(spec["workload"])
-    space = build_space(spec)
-    build_optimizer(spec, space)
+    part = "workload"
+    try:
+        spec["workload"] = normalise_workload(spec["workload"])
+        part = "space"
+        space = build_space(spec)
+        part = "optimizer"
+        build_optimizer(spec, space)
+    except InvalidConfig:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as err:
+        raise InvalidConfig(f"invalid {part}: {type(err).__name__}: {err}", part) from None
     return spec

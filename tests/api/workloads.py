@@ -1,0 +1,81 @@
+"""Python workloads for the controller tests and the API benchmark.
+
+They run inside the trial processes of the local executor, which import this module by
+``tests.api.workloads:<fn>`` (the server is started with the repository root on the workers'
+PYTHONPATH). Each takes ``(config, trial)`` and returns metrics; the space they expect is
+``SPACE`` (two floats ``x`` and ``y`` in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+SPACE = {"params": {"x": {"type": "float", "low": 0.0, "high": 1.0},
+                    "y": {"type": "float", "low": 0.0, "high": 1.0}}}
+OBJECTIVES = [{"name": "accuracy", "direction": "maximize"}, {"name": "cost", "direction": "minimize"}]
+
+
+def _metrics(config: dict) -> dict[str, float]:
+    x, y = float(config["x"]), float(config["y"])
+    return {"accuracy": 1.0 - (x - 0.3) ** 2 - 0.5 * y * y, "cost": x + 0.1 * y}
+
+
+def quick(config, trial):
+    """Three reports, no waiting."""
+    for step in range(3):
+        if not trial.report(step, {"accuracy": 0.1 * step}):
+            break
+    return _metrics(config)
+
+
+def sleepy(config, trial):
+    """About ``AUTOPEFT_TEST_SLEEP`` seconds (default 0.6) in 3 reported steps."""
+    total = float(os.environ.get("AUTOPEFT_TEST_SLEEP", "0.6"))
+    for step in range(3):
+        time.sleep(total / 3)
+        if not trial.report(step, {"accuracy": 0.1 * step}):
+            break
+    return _metrics(config)
+
+
+def one_second(config, trial):
+    """Exactly one second of (sleeping) work, one report at the end: the overhead benchmark."""
+    time.sleep(1.0)
+    trial.report(0, _metrics(config))
+    return _metrics(config)
+
+
+def chatty(config, trial):
+    """``AUTOPEFT_TEST_REPORTS`` (default 40) reports as fast as the controller answers."""
+    n = int(os.environ.get("AUTOPEFT_TEST_REPORTS", "40"))
+    for step in range(n):
+        trial.report(step, {"accuracy": step / n, "cost": 1.0})
+    return _metrics(config)
+
+
+def crash(config, trial):
+    """The process dies without a result (like a segfault or an OOM kill)."""
+    trial.report(0, {"accuracy": 0.0})
+    print("about to crash hard", flush=True)
+    os._exit(13)
+
+
+def raises(config, trial):
+    raise ValueError(f"bad luck with x={config['x']:.3f}")
+
+
+def no_objective(config, trial):
+    return {"something_else": 1.0}
+
+
+def with_checkpoint(config, trial):
+    """Writes a small 'adapter' into its checkpoint folder (exported by /trials/{id}/adapter)."""
+    from pathlib import Path
+
+    folder = Path(trial.checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text('{"x": %r}' % config["x"])
+    (folder / "weights.bin").write_bytes(bytes(range(256)))
+    trial.report(0, {"accuracy": 0.5})
+    return _metrics(config)

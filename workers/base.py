@@ -13,6 +13,13 @@ callbacks given at submission:
   cancelled — unless the executor was shut down first: trials still running at
   ``shutdown`` get no ``on_done`` (the controller requeues them when it starts again).
 
+An executor may retry an attempt itself when the worker process or its node was lost (the
+Ray executor does, up to ``max_retries`` times). Before each new attempt it increments
+``spec.attempt`` of the submitted spec (reports of the new attempt therefore carry its number
+when the caller reads ``spec.attempt`` at report time), and the final outcome says which
+attempt produced it (``outcome.attempt``) and why the earlier ones were retried
+(``outcome.retries``). Callers record ``outcome.attempt`` as the trial's attempt count.
+
 Everything that crosses the boundary is plain JSON-serialisable data (``TrialSpec.to_dict``),
 so that a remote executor (Ray) can ship it as is.
 """
@@ -59,6 +66,8 @@ class TrialOutcome:
     error: str | None = None
     stopped: bool = False
     cancelled: bool = False
+    attempt: int | None = None    # the attempt that produced this outcome, when the executor retried
+    retries: list[str] = field(default_factory=list)   # why each earlier attempt was retried
 
 
 OnDone = Callable[[TrialOutcome], None]

@@ -194,3 +194,30 @@ def test_new_modules_follow_the_model_mode(train):
     apply_peft(model, {"lora.rank": 2, "lora.dropout": 0.5, "prefix.length": 1, "prefix.reparam": 4,
                        "parallel.size": 2, "serial.size": 2})
     assert all(m.training == train for m in model.modules())
+
+
+def test_deepcopy_of_an_adapted_model():
+    config = {"prefix.length": 2, "prefix.reparam": 4, "parallel.size": 3, "lora.rank": 2}
+    model = apply_peft(build("llama"), config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1)
+    clone = copy.deepcopy(model)
+    prefix = clone.model.layers[0].self_attn.autopeft_prefix
+    assert prefix._reparam is clone.autopeft_prefix_reparam  # shared MLP stays shared, in the copy
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.equal(output(model, inputs), output(clone, inputs))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_language_model_head_stays_frozen(arch):
+    from transformers import AutoModelForCausalLM
+
+    config = {"lora.rank": 2, "serial.size": 4}
+    torch.manual_seed(0)
+    model = apply_peft(AutoModelForCausalLM.from_config(tiny_configs()[arch]), config)
+    assert not model.get_output_embeddings().weight.requires_grad
+    assert measured_trainable(model) == count_trainable(config, model.config, None)
+    check_grads(model, batch())

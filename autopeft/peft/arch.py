@@ -59,7 +59,7 @@ class ArchDesc:
     gated: bool
     fused_qkv: bool
     bias: dict[str, bool] = field(default_factory=dict)
-    head: tuple[tuple[int, Any, bool], ...] = ()
+    head: tuple[tuple[int, Any, bool], ...] | None = ()
 
     @property
     def q_dim(self) -> int:
@@ -84,6 +84,9 @@ class ArchDesc:
     def head_params(self, num_labels: int | None) -> int:
         if num_labels is None:
             return 0
+        if self.head is None:
+            raise InvalidConfig(f"the sequence-classification head of model type {self.model_type!r} is not "
+                                "known to the cost model (count without a head: num_labels=None)", "num_labels")
         total = 0
         for n_in, n_out, bias in self.head:
             out = num_labels if n_out == "labels" else n_out
@@ -91,6 +94,7 @@ class ArchDesc:
         return total
 
 
+_BERT_HEAD = ("bert", "ernie", "megatron-bert", "nezha")
 _ROBERTA_HEAD = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text")
 
 
@@ -152,8 +156,10 @@ def _describe(c: Any) -> ArchDesc:
         b = {n: True for n in LOGICAL if n != "ffn_gate"}
         if model_type in _ROBERTA_HEAD:
             head = ((hidden, hidden, True), (hidden, "labels", True))
-        else:
+        elif model_type in _BERT_HEAD:
             head = ((hidden, "labels", True),)
+        else:
+            head = None  # body known, sequence-classification head not: head_params refuses
         return ArchDesc(model_type, "encoder", layers, hidden, heads, heads, hidden // heads, inter, False, False, b,
                         head=head)
     raise InvalidConfig(f"model type {model_type!r} is not a supported architecture (BERT-like encoders, "
@@ -324,7 +330,9 @@ def _head_modules(model: Any, base_prefix: str) -> list[str]:
     out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     head = []
     for name, child in model.named_children():
-        if name == base_prefix or child is out_emb or name.startswith("autopeft_"):
+        if name == base_prefix or name.startswith("autopeft_"):
+            continue
+        if out_emb is not None and any(m is out_emb for m in child.modules()):
             continue
         if any(True for _ in child.parameters()):
             head.append(name)

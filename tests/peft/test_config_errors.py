@@ -126,3 +126,23 @@ def test_prefix_needs_sdpa_or_eager():
         apply_peft(model, {"prefix.length": 2, "lora.rank": 2})
     assert err.value.field == "prefix.length" and "flex_attention" in str(err.value)
     assert all(p.requires_grad for p in model.parameters())  # untouched
+
+
+def test_unknown_head_shape_is_refused_not_guessed():
+    from transformers import ElectraConfig
+
+    cfg = ElectraConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+    assert count_trainable({"lora.rank": 2}, cfg) == 2 * 2 * 2 * (32 + 32)  # body known
+    with pytest.raises(InvalidConfig) as err:
+        count_trainable({"lora.rank": 2}, cfg, num_labels=3)
+    assert err.value.field == "num_labels"
+
+
+def test_masked_lm_head_stays_frozen():
+    from transformers import BertForMaskedLM
+
+    from tests.peft.conftest import measured_trainable
+
+    torch.manual_seed(0)
+    model = apply_peft(BertForMaskedLM(tiny_configs()["bert"]), {"lora.rank": 2})
+    assert measured_trainable(model) == count_trainable({"lora.rank": 2}, model.config)

@@ -94,6 +94,8 @@ class ArchDesc:
         return total
 
 
+# decoders with the Llama block layout (q/k/v/o_proj, gate/up/down_proj, GQA)
+_LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "granite")
 _BERT_HEAD = ("bert", "ernie", "megatron-bert", "nezha")
 _ROBERTA_HEAD = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text")
 
@@ -142,7 +144,7 @@ def _describe(c: Any) -> ArchDesc:
         raise InvalidConfig(f"model config of type {model_type!r} has no intermediate size: not a supported "
                             "architecture (BERT-like encoders, DistilBERT, GPT-2, Llama-style decoders)",
                             "model_config")
-    if _get(c, "num_key_value_heads") is not None or model_type in ("llama", "mistral", "qwen2", "qwen3"):
+    if model_type in _LLAMA_LIKE:
         kv = _get(c, "num_key_value_heads", default=heads)
         head_dim = _get(c, "head_dim") or hidden // heads
         attn_bias = bool(_get(c, "attention_bias", default=False))
@@ -268,7 +270,7 @@ def _find_layer_list(model: Any) -> tuple[str, Any]:
     return best[1], best[2]
 
 
-def map_model(model: Any, heads: int | None = None, kv_heads: int | None = None) -> ModelMap:
+def map_model(model: Any) -> ModelMap:
     """Walk ``model`` and map every block's logical projections (see the module docstring)."""
     layers_path, blocks = _find_layer_list(model)
     config = getattr(model, "config", None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from autopeft.peft import bottleneck, ia3, lora, prefix
-from autopeft.peft.arch import ArchDesc, ModelMap
+from autopeft.peft.arch import ArchDesc
 from autopeft.peft.config import PeftSpec
 
 
@@ -26,4 +26,4 @@ METHODS: tuple[Method, ...] = (
     Method("parallel", bottleneck.inject_parallel, bottleneck.count_parallel),
 )
 
-__all__ = ["METHODS", "Method", "ModelMap"]
+__all__ = ["METHODS", "Method"]

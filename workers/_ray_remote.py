@@ -1,0 +1,202 @@
+"""The parts of the Ray executor that run inside the cluster: the report hub and the trial task.
+
+Imported by Ray worker processes (functions and classes here are pickled by reference, so
+every node needs ``autopeft`` installed). ``ray`` is imported lazily: importing this module
+costs nothing.
+
+Report channel. One async :class:`Hub` actor per executor, pinned to the controller's node.
+A trial calls ``hub.put(key, {"type": "report", ...})`` and blocks until the controller answers
+(``hub.answer``); the controller's thread of that trial long-polls ``hub.next(key)``. Events
+travel on Ray's own RPC (no extra port, no controller URL or token on the workers, TLS when
+the cluster has it), and an attempt that dies shows up as an error on its task reference.
+
+Checkpoints (adapter-only) cross nodes through the object store: a restore folder is packed
+(``tar``, uncompressed) by the controller, handed to the task as an argument and unpacked
+into a scratch folder on the worker node; the worker packs its checkpoint folder whenever it
+changed, at every report and at the end, and the controller unpacks it into the trial's
+``checkpoint_dir``. A checkpoint larger than ``max_checkpoint_bytes`` is refused (it would be
+a full model copy). With ``checkpoint_transfer="shared"`` (a file system mounted at the same
+path on every node) or when the attempt runs on the controller's node, paths are used as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+class CheckpointTooLarge(RuntimeError):
+    pass
+
+
+# -- checkpoint folders <-> bytes -------------------------------------------------------------
+def dir_signature(path: str | Path | None) -> tuple | None:
+    """Names, sizes and mtimes of the files in ``path`` (None: missing or empty)."""
+    if not path or not Path(path).is_dir():
+        return None
+    sig = tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                       for p in Path(path).rglob("*") if p.is_file()))
+    return sig or None
+
+
+def pack_dir(path: str | Path | None, max_bytes: int) -> bytes | None:
+    """The folder as an uncompressed tar (None when missing or empty); CheckpointTooLarge above ``max_bytes``."""
+    if dir_signature(path) is None:
+        return None
+    size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    if size > max_bytes:
+        raise CheckpointTooLarge(f"checkpoint {path} holds {size / 2**20:.1f} MiB, more than max_checkpoint_bytes "
+                                 f"({max_bytes / 2**20:.1f} MiB): checkpoints must be adapter-only, not model copies")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(path), arcname=".")
+    return buf.getvalue()
+
+
+def unpack_dir(blob: bytes, dest: str | Path) -> None:
+    """Replace the contents of ``dest`` with the tar ``blob`` (written beside it, then renamed in)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-new-", dir=dest.parent))
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        tar.extractall(tmp, filter="data")
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}-old-{os.getpid()}-{id(blob)}")
+        dest.rename(old)
+    tmp.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- the hub ------------------------------------------------------------------------------------
+class Hub:
+    """Mailboxes of running attempts (async actor: thousands of waiting calls cost nothing)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._answers: dict[str, asyncio.Future] = {}
+
+    def _queue(self, key: str) -> asyncio.Queue:
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = asyncio.Queue()
+        return q
+
+    async def put(self, key: str, event: dict[str, Any]) -> Any:
+        """From a trial. A ``report`` waits for the controller's decision; other events return None."""
+        fut = None
+        if event.get("type") == "report":
+            fut = asyncio.get_running_loop().create_future()
+            self._answers[key] = fut
+        self._queue(key).put_nowait(event)
+        return await fut if fut is not None else None
+
+    async def next(self, key: str, timeout: float) -> dict[str, Any] | None:
+        """From the controller: the next event of ``key``, or None after ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self._queue(key).get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def answer(self, key: str, decision: str) -> None:
+        fut = self._answers.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(decision)
+
+    def drop(self, key: str) -> None:
+        """Forget an attempt: a pending report is answered "stop", a waiting ``next`` gets None."""
+        self.answer(key, "stop")
+        q = self._queues.pop(key, None)
+        if q is not None:
+            q.put_nowait(None)
+
+    def ping(self) -> bool:
+        return True
+
+
+# -- the trial task -----------------------------------------------------------------------------
+def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transfer: str,
+              restore_blob: bytes | None, max_checkpoint_bytes: int) -> dict[str, Any]:
+    """One attempt of one trial, inside a Ray worker. Returns ``{"type": "done" | "error", ...}``.
+
+    Exceptions of the workload become ``error`` results (no retry, like the local executor);
+    only a lost worker or node (seen by the controller as a Ray system error) is retried.
+    """
+    import ray
+
+    from autopeft.trials import TrialContext, run_workload
+
+    ctx_rt = ray.get_runtime_context()
+    node = ctx_rt.get_node_id()
+    hub.put.remote(key, {"type": "start", "node_id": node, "node_ip": ray.util.get_node_ip_address(),
+                         "pid": os.getpid()})
+    local = transfer == "shared" or node == driver_node
+    scratch = None
+    ckpt, restore = spec.get("checkpoint_dir"), spec.get("restore_dir")
+    if not local:
+        scratch = Path(tempfile.mkdtemp(prefix=f"autopeft-trial-{spec['trial_id']}-"))
+        same = restore is not None and restore == ckpt
+        ckpt = str(scratch / "checkpoint") if ckpt else None
+        restore = None
+        if restore_blob is not None:
+            restore = ckpt if same and ckpt else str(scratch / "restore")
+            unpack_dir(restore_blob, restore)
+    last_sig = [dir_signature(ckpt) if not local else None]
+
+    def shipped_checkpoint() -> bytes | None:
+        if local or ckpt is None:
+            return None
+        sig = dir_signature(ckpt)
+        if sig is None or sig == last_sig[0]:
+            return None
+        last_sig[0] = sig
+        return pack_dir(ckpt, max_checkpoint_bytes)
+
+    def reporter(step: int, metrics: dict[str, float]) -> str:
+        event: dict[str, Any] = {"type": "report", "step": int(step), "metrics": metrics}
+        blob = shipped_checkpoint()
+        if blob is not None:
+            event["checkpoint"] = [ray.put(blob)]   # in a list: the controller fetches it itself
+        return ray.get(hub.put.remote(key, event))
+
+    log_cm: Any = contextlib.nullcontext()
+    log_path = spec.get("log_path")
+    if local and log_path and Path(log_path).parent.is_dir():
+        log_cm = _redirect_output(log_path)
+    try:
+        with log_cm:
+            ctx = TrialContext(trial_id=spec["trial_id"], number=spec["number"], checkpoint_dir=ckpt,
+                               restore_dir=restore, reporter=reporter, budget=spec.get("budget"),
+                               resources=spec.get("resources") or None)
+            try:
+                values = run_workload(spec["workload"], spec["config"], ctx)
+                values = {str(k): float(v) for k, v in dict(values).items()}
+            except (Exception, SystemExit) as err:  # noqa: BLE001 - a failed trial with its reason
+                tb = traceback.format_exc(limit=8)
+                return {"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}", "node_id": node}
+            stopped = ctx.last_decision not in (None, True, "continue")
+            result: dict[str, Any] = {"type": "done", "values": values, "stopped": bool(stopped), "node_id": node}
+            try:
+                result["checkpoint"] = shipped_checkpoint()
+            except CheckpointTooLarge as err:
+                return {"type": "error", "message": str(err), "node_id": node}
+            return result
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _redirect_output(path: str):
+    with open(path, "a", encoding="utf-8", buffering=1) as f, contextlib.redirect_stdout(f), \
+            contextlib.redirect_stderr(f):
+        yield

@@ -1,0 +1,166 @@
+"""What one trial asks of a cluster: CPUs, GPUs (fractions allowed), memory, custom resources and
+node labels, derived from the workload and the predicted memory of the trial.
+
+Pure Python (no Ray import), so it is cheap to test. Precedence, per key:
+
+1. ``workload["resources"]`` (validated by :func:`autopeft.trials.workload.validate_resources`);
+2. the resources the controller put on the spec (``TrialSpec.resources``, e.g. ``cpus_per_trial``);
+3. the executor's defaults.
+
+Memory: ``"auto"`` (the default for peft workloads) is the size of the frozen base weights on
+disk plus :func:`autopeft.adapter_memory_bytes` (adapter weights, gradients, AdamW moments)
+plus the executor's ``memory_overhead_bytes`` (activations, framework); python workloads ask
+for no memory unless they say so. ``gpus: "auto"`` is that memory divided by the GPU memory
+the executor was told (``gpu_memory_bytes``), rounded up to 1/100 of a GPU, so that small
+adapters pack many trials onto one GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autopeft.errors import InvalidConfig
+
+log = logging.getLogger("autopeft.workers.placement")
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    """Resources of one trial attempt. ``memory`` in bytes (None: not asked for)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory: int | None = None
+    custom: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    predicted_memory: int | None = None   # what the cost model predicted, for messages
+
+    def ray_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``remote_function.options(...)``."""
+        opts: dict[str, Any] = {"num_cpus": self.cpus, "num_gpus": self.gpus}
+        if self.memory:
+            opts["memory"] = int(self.memory)
+        if self.custom:
+            opts["resources"] = dict(self.custom)
+        if self.labels:
+            opts["label_selector"] = dict(self.labels)
+        return opts
+
+    def granted(self) -> dict[str, float]:
+        """What the workload sees as ``trial.resources``."""
+        out = {"cpus": self.cpus, "gpus": self.gpus}
+        if self.memory:
+            out["memory"] = float(self.memory)
+        out.update(self.custom)
+        return out
+
+    def as_ray_resources(self) -> dict[str, float]:
+        """The request in Ray's resource names (for feasibility checks against nodes)."""
+        out = {"CPU": self.cpus, "GPU": self.gpus, **self.custom}
+        if self.memory:
+            out["memory"] = float(self.memory)
+        return {k: v for k, v in out.items() if v}
+
+    def fits(self, node_total: Mapping[str, float], node_labels: Mapping[str, str] | None = None) -> bool:
+        """Could a node with these total resources and labels ever run this request?"""
+        for name, amount in self.as_ray_resources().items():
+            if node_total.get(name, 0.0) + 1e-9 < amount:
+                return False
+        labels = node_labels or {}
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+    def describe(self) -> str:
+        parts = [f"{self.cpus:g} CPU"]
+        if self.gpus:
+            parts.append(f"{self.gpus:g} GPU")
+        if self.memory:
+            parts.append(f"{self.memory / 2**30:.2f} GiB memory")
+        parts += [f"{v:g} {k}" for k, v in self.custom.items()]
+        parts += [f"label {k}={v}" for k, v in self.labels.items()]
+        return ", ".join(parts)
+
+
+def request_for(workload: Mapping[str, Any], config: Mapping[str, Any], spec_resources: Mapping[str, Any] | None,
+                *, cpus: float = 1.0, gpus: float = 0.0, memory: int | None = None,
+                custom: Mapping[str, float] | None = None, labels: Mapping[str, str] | None = None,
+                gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 0) -> ResourceRequest:
+    """The request of one trial (see the module doc for the rules). Raises ``InvalidConfig``."""
+    from autopeft.trials.workload import validate_resources
+
+    asked = validate_resources(workload.get("resources") or {})
+    spec_resources = dict(spec_resources or {})
+    n_cpus = float(asked.get("cpus", spec_resources.get("cpus") or cpus))
+    n_gpus: Any = asked.get("gpus", spec_resources.get("gpus") or gpus)
+    mem: Any = asked.get("memory", spec_resources.get("memory") or memory)
+    predicted = None
+    if workload.get("kind") == "peft" and (mem is None or mem == "auto" or n_gpus == "auto"):
+        predicted = predicted_memory_bytes(workload, config)
+        if predicted is not None:
+            predicted += int(memory_overhead_bytes)
+    if mem == "auto" or (mem is None and workload.get("kind") == "peft"):
+        if predicted is None and mem == "auto":
+            raise InvalidConfig("workload.resources.memory is 'auto' but no memory prediction is available for "
+                                "this workload (python workloads, or a model config that cannot be read)",
+                                field="workload.resources.memory")
+        mem = predicted
+    if n_gpus == "auto":
+        if predicted is None or not gpu_memory_bytes:
+            raise InvalidConfig("workload.resources.gpus is 'auto': it needs a peft workload whose memory can be "
+                                "predicted and the executor's gpu_memory_bytes (memory of one GPU)",
+                                field="workload.resources.gpus")
+        n_gpus = gpu_fraction(predicted, gpu_memory_bytes)
+    merged_custom = {**(custom or {}), **asked.get("custom", {})}
+    merged_labels = {**(labels or {}), **asked.get("labels", {})}
+    return ResourceRequest(cpus=n_cpus, gpus=float(n_gpus), memory=int(mem) if mem else None,
+                           custom=merged_custom, labels=merged_labels, predicted_memory=predicted)
+
+
+def gpu_fraction(needed_bytes: int, gpu_memory_bytes: int) -> float:
+    """Share of one GPU for ``needed_bytes``, rounded up to 1/100; whole GPUs above one."""
+    share = needed_bytes / float(gpu_memory_bytes)
+    if share > 1:
+        return float(math.ceil(share))
+    return max(0.01, math.ceil(share * 100 - 1e-9) / 100)
+
+
+def predicted_memory_bytes(workload: Mapping[str, Any], config: Mapping[str, Any]) -> int | None:
+    """Base weights on disk + adapter training memory for a peft workload, or None (logged) when
+    it cannot be predicted (no cost model in this autopeft, unreadable model, config error)."""
+    try:
+        import autopeft
+
+        adapter_memory = getattr(autopeft, "adapter_memory_bytes", None)
+        if adapter_memory is None:
+            log.info("autopeft has no adapter_memory_bytes: no memory prediction for placement")
+            return None
+        model_dir, model_config = _model(str(workload["model"]))
+        labels = workload.get("labels")
+        dtype_bytes = {"bf16": 2, "fp16": 2}.get(str(workload.get("precision", "fp32")), 4)
+        adapter = int(adapter_memory(dict(config), model_config, len(labels) if labels else None,
+                                     dtype_bytes=dtype_bytes))
+        return _weights_bytes(model_dir) + adapter
+    except Exception as err:  # noqa: BLE001 - placement must not fail a trial; say why it fell back
+        log.warning("no memory prediction for model %r: %s: %s", workload.get("model"), type(err).__name__, err)
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _model(model: str) -> tuple[Path, Any]:
+    from autopeft.models import load_model_config, resolve_model_path
+
+    return resolve_model_path(model), load_model_config(model)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_bytes(model_dir: Path) -> int:
+    files = [p for p in Path(model_dir).iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()]
+    safetensors = [p for p in files if p.suffix == ".safetensors"]
+    return sum(p.stat().st_size for p in (safetensors or files))

@@ -1,0 +1,401 @@
+"""Ray executor: every trial attempt is a Ray task with its own resource request.
+
+Same contract and semantics as :class:`autopeft.workers.local.LocalProcessExecutor` (same
+callbacks, same outcome states and messages for exceptions and cancels), so the scheduler
+cannot tell them apart. What Ray adds:
+
+* **Placement.** Each attempt asks for CPUs, GPUs (fractions pack several trials onto one
+  GPU), memory, custom resources and node labels, from the workload's ``resources`` and the
+  predicted memory of the trial (:mod:`autopeft.workers.placement`). A request that no node
+  of the cluster can ever hold fails the trial with the reason (after
+  ``infeasible_timeout_s``, for autoscaling clusters) instead of waiting forever.
+* **Reports** reach the controller as they arrive, through a hub actor on the controller's
+  node (see :mod:`autopeft.workers._ray_remote` for why), and the decision flows back.
+* **Checkpoints** (adapter-only) cross nodes through the object store, or are used in place
+  on a shared file system (``checkpoint_transfer="shared"``).
+* **Faults.** A lost worker process or node (``WorkerCrashedError``, ``NodeDiedError``, ...)
+  is retried up to ``max_retries`` times; each retry bumps ``spec.attempt`` and is listed in
+  ``outcome.retries``; after that the trial fails with the reason. Exceptions of the workload
+  are not retried (they would fail again). A dead controller's tasks die with its Ray job;
+  the controller requeues them when it starts again.
+
+Cluster. ``address`` connects to a running cluster (``ray start --head``; see docs/ray.md);
+without one a private local Ray is started on 127.0.0.1 in its own temp dir, and stopped by
+``shutdown``. For loopback clusters the executor sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+before importing Ray: otherwise Ray replaces 127.0.0.1 by the host's address and listens there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from autopeft.errors import InvalidConfig
+from autopeft.workers._ray_remote import CheckpointTooLarge, Hub, dir_signature, pack_dir, run_trial, unpack_dir
+from autopeft.workers.base import Executor, OnDone, OnReport, TrialOutcome, TrialSpec
+from autopeft.workers.placement import ResourceRequest, request_for
+
+log = logging.getLogger("autopeft.workers.ray")
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+_SYSTEM_ERRORS = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",
+                  "LocalRayletDiedError", "OutOfMemoryError", "ActorDiedError", "ActorUnavailableError",
+                  "RayActorError", "ObjectFetchTimedOutError", "ObjectReconstructionFailedError")
+
+
+def _is_loopback(address: str | None) -> bool:
+    if not address or address in ("local", "auto"):
+        return address != "auto"
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    return host in _LOOPBACK
+
+
+def _import_ray(loopback: bool):
+    if loopback:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if loopback and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        from ray._private import ray_constants  # read once at import; Ray was imported before us
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    return ray
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@dataclass
+class _Run:
+    spec: TrialSpec
+    on_report: OnReport
+    on_done: OnDone
+    ref: Any = None
+    key: str = ""
+    node: str | None = None
+    cancelled: bool = False
+    retries: list[str] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+
+class RayExecutor(Executor):
+    """Runs every trial attempt as a Ray task.
+
+    Args:
+        address: Ray cluster to join (``host:port`` of ``ray start --head``, or ``auto``);
+            None starts a private local Ray on 127.0.0.1 (``num_cpus``, ``num_gpus`` and
+            ``resources`` declare what it offers; GPUs may be declared on CPU-only hosts).
+        cpus_per_trial, gpus_per_trial, memory_per_trial, custom_per_trial, labels_per_trial:
+            defaults of each trial's request (the workload's ``resources`` win).
+        gpu_memory_bytes: memory of one GPU, for ``gpus: "auto"``.
+        memory_overhead_bytes: added to predicted peft memory (activations, framework).
+        max_retries: attempts after the first when the worker or node is lost.
+        pythonpath, env, runtime_env: for the workers (``PYTHONPATH`` entries, variables).
+        checkpoint_transfer: ``object_store`` (default) or ``shared`` (same path on every node).
+        max_checkpoint_bytes: larger checkpoints are refused (adapter-only by contract).
+        infeasible_timeout_s: how long a request no node can hold may wait for one to join.
+        cancel_grace_s: interrupt, then kill the worker after this long.
+        temp_dir, object_store_memory: of the private local Ray.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, ray_address: str | None = None,
+                 num_cpus: float | None = None, num_gpus: float | None = None,
+                 resources: dict[str, float] | None = None, object_store_memory: int | None = 200 * 2**20,
+                 temp_dir: str | None = None, namespace: str = "autopeft",
+                 cpus_per_trial: float = 1, gpus_per_trial: float = 0, memory_per_trial: int | None = None,
+                 custom_per_trial: dict[str, float] | None = None, labels_per_trial: dict[str, str] | None = None,
+                 gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 512 * 2**20,
+                 max_retries: int = 3, pythonpath: str | None = None, env: dict[str, str] | None = None,
+                 runtime_env: dict[str, Any] | None = None, checkpoint_transfer: str = "object_store",
+                 max_checkpoint_bytes: int = 256 * 2**20, infeasible_timeout_s: float = 30.0,
+                 cancel_grace_s: float = 3.0, poll_s: float = 2.0):
+        if checkpoint_transfer not in ("object_store", "shared"):
+            raise ValueError(f"checkpoint_transfer must be 'object_store' or 'shared', got {checkpoint_transfer!r}")
+        if int(max_retries) < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+        address = address or ray_address
+        self._defaults = dict(cpus=float(cpus_per_trial), gpus=float(gpus_per_trial), memory=memory_per_trial,
+                              custom=dict(custom_per_trial or {}), labels=dict(labels_per_trial or {}),
+                              gpu_memory_bytes=gpu_memory_bytes, memory_overhead_bytes=int(memory_overhead_bytes))
+        self.max_retries = int(max_retries)
+        self._transfer = checkpoint_transfer
+        self._max_ckpt = int(max_checkpoint_bytes)
+        self._infeasible_timeout = float(infeasible_timeout_s)
+        self._grace = float(cancel_grace_s)
+        self._poll = float(poll_s)
+        self._lock = threading.Lock()
+        self._runs: dict[int, _Run] = {}
+        self._closed = False
+        self._nodes_cache: tuple[float, list[dict]] = (0.0, [])
+
+        renv = dict(runtime_env or {})
+        env_vars = dict(renv.get("env_vars") or {})
+        env_vars.update(env or {})
+        if pythonpath:
+            env_vars["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env_vars.get("PYTHONPATH")) if p)
+        if env_vars:
+            renv["env_vars"] = env_vars
+        ray = self._ray = _import_ray(_is_loopback(address))
+        self.owns_ray = not ray.is_initialized()
+        if not self.owns_ray:
+            log.info("Ray is already initialised in this process: using that cluster (it is not stopped at shutdown)")
+        elif address and address != "local":
+            ray.init(address=address, namespace=namespace, runtime_env=renv or None, log_to_driver=False)
+        else:
+            self._temp_dir = temp_dir or tempfile.mkdtemp(prefix="autopeft-ray-")
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus,
+                     num_gpus=num_gpus, resources=resources, object_store_memory=object_store_memory,
+                     _temp_dir=self._temp_dir, namespace=namespace, runtime_env=renv or None, log_to_driver=False)
+        self.driver_node = ray.get_runtime_context().get_node_id()
+        self._task = ray.remote(run_trial)
+        self._hub_lock = threading.Lock()
+        self._hub = self._new_hub()
+
+    # -- hub ----------------------------------------------------------------------------------
+    def _new_hub(self):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        hub = self._ray.remote(Hub).options(
+            num_cpus=0, max_concurrency=10_000, name=f"autopeft-hub-{uuid.uuid4().hex[:8]}",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node, soft=False)).remote()
+        self._ray.get(hub.ping.remote(), timeout=120)
+        return hub
+
+    def _hub_for(self, broken: Any = None):
+        """The live hub; a new one if ``broken`` (the handle that failed) is still the current one."""
+        with self._hub_lock:
+            if broken is not None and broken is self._hub:
+                log.warning("the report hub actor died; starting a new one")
+                self._hub = self._new_hub()
+            return self._hub
+
+    # -- placement ----------------------------------------------------------------------------
+    def request(self, spec: TrialSpec) -> ResourceRequest:
+        """The resource request of ``spec`` (public for tests and tools)."""
+        return request_for(spec.workload, spec.config, spec.resources, **self._defaults)
+
+    def _alive_nodes(self, max_age: float = 1.0) -> list[dict]:
+        stamp, nodes = self._nodes_cache
+        if time.monotonic() - stamp > max_age:
+            nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+            self._nodes_cache = (time.monotonic(), nodes)
+        return nodes
+
+    def _feasible(self, req: ResourceRequest) -> bool:
+        return any(req.fits(n.get("Resources", {}), n.get("Labels") or {}) for n in self._alive_nodes())
+
+    def capacity(self) -> int | None:
+        cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in self._alive_nodes(5.0))
+        return int(cpus // self._defaults["cpus"]) if self._defaults["cpus"] else None
+
+    # -- contract -----------------------------------------------------------------------------
+    def submit(self, spec: TrialSpec, on_report: OnReport, on_done: OnDone) -> None:
+        if self._closed:
+            raise RuntimeError("executor is shut down")
+        run = _Run(spec, on_report, on_done)
+        with self._lock:
+            self._runs[spec.trial_id] = run
+        run.thread = threading.Thread(target=self._drive, args=(run,), daemon=True,
+                                      name=f"autopeft-ray-trial-{spec.trial_id}")
+        run.thread.start()
+
+    def _drive(self, run: _Run) -> None:
+        spec = run.spec
+        outcome: TrialOutcome | None = None
+        try:
+            req = self.request(spec)
+            spec.resources = req.granted()
+            while outcome is None:
+                result, lost = self._attempt(run, req)
+                if self._closed:
+                    return
+                if lost is None:
+                    outcome = result
+                elif run.cancelled:
+                    outcome = TrialOutcome("failed", error="cancelled", cancelled=True)
+                elif len(run.retries) < self.max_retries:
+                    run.retries.append(lost)
+                    log.warning("trial %s: %s; retry %d of %d", spec.trial_id, lost, len(run.retries),
+                                self.max_retries)
+                    spec.attempt += 1
+                    if dir_signature(spec.checkpoint_dir) is not None:
+                        spec.restore_dir = spec.checkpoint_dir   # go on from its last shipped checkpoint
+                else:
+                    n = len(run.retries) + 1
+                    outcome = TrialOutcome("failed", error=f"{lost} (gave up after {n} attempt{'s' * (n > 1)}; "
+                                                           f"max_retries={self.max_retries})")
+        except InvalidConfig as err:
+            outcome = TrialOutcome("failed", error=f"resources: {err}")
+        except Exception as err:  # noqa: BLE001 - never leave a trial without on_done
+            if self._closed:
+                return
+            log.exception("trial %s: executor error", spec.trial_id)
+            outcome = TrialOutcome("failed", error=f"ray executor error: {type(err).__name__}: {err}")
+        finally:
+            with self._lock:
+                self._runs.pop(spec.trial_id, None)
+                closed = self._closed
+        if closed:
+            return  # shut down: the controller requeues the trial on its next start
+        if run.cancelled and not outcome.cancelled:
+            outcome = TrialOutcome("failed", error="cancelled", cancelled=True)
+        outcome.attempt, outcome.retries = spec.attempt, list(run.retries)
+        try:
+            run.on_done(outcome)
+        except Exception:  # noqa: BLE001
+            log.exception("on_done of trial %s failed", spec.trial_id)
+
+    def _attempt(self, run: _Run, req: ResourceRequest) -> tuple[TrialOutcome | None, str | None]:
+        """Run one attempt. Returns ``(outcome, None)`` when it ended, ``(None, reason)`` when it was lost."""
+        ray, spec = self._ray, run.spec
+        hub = self._hub_for()
+        run.key = key = f"{spec.trial_id}:{spec.attempt}:{uuid.uuid4().hex[:8]}"
+        run.node = None
+        restore_blob = None
+        if spec.restore_dir and self._transfer == "object_store":
+            try:
+                restore_blob = pack_dir(spec.restore_dir, self._max_ckpt)
+            except CheckpointTooLarge as err:
+                return TrialOutcome("failed", error=str(err)), None
+        with self._lock:
+            if run.cancelled or self._closed:
+                return None, "cancelled"
+            run.ref = ref = self._task.options(max_retries=0, **req.ray_options()).remote(
+                spec.to_dict(), hub, key, self.driver_node, self._transfer, restore_blob, self._max_ckpt)
+        nxt = hub.next.remote(key, self._poll * 5)
+        pending_since = time.monotonic()
+        started = False
+        try:
+            while True:
+                if self._closed:
+                    return None, "executor shut down"
+                ready, _ = ray.wait([nxt, ref], num_returns=1, timeout=self._poll)
+                if nxt in ready:
+                    try:
+                        event = ray.get(nxt)
+                    except ray.exceptions.RayError as err:
+                        self._hub_for(broken=hub)
+                        self._cancel_ref(ref, force=True)
+                        return None, f"attempt {spec.attempt}: the report channel was lost ({_first_line(err)})"
+                    if event is not None:
+                        started = True
+                        try:
+                            self._handle_event(run, hub, key, event)
+                        except ray.exceptions.RayError as err:   # its checkpoint died with its worker
+                            self._cancel_ref(ref, force=True)
+                            return None, f"attempt {spec.attempt} lost its worker: {_first_line(err)}"
+                    nxt = hub.next.remote(key, self._poll * 5)
+                    continue
+                if ref in ready:
+                    return self._finish(run, ref)
+                if not started:
+                    if self._feasible(req):
+                        pending_since = time.monotonic()
+                    elif time.monotonic() - pending_since >= self._infeasible_timeout:
+                        self._cancel_ref(ref, force=True)
+                        return TrialOutcome("failed", error=self._infeasible_message(req)), None
+        finally:
+            try:
+                hub.drop.remote(key)
+            except Exception:  # noqa: BLE001 - the hub may be gone with the cluster
+                pass
+
+    def _handle_event(self, run: _Run, hub: Any, key: str, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "start":
+            run.node = f"{event.get('node_ip')}/{str(event.get('node_id'))[:8]} pid {event.get('pid')}"
+        elif kind == "report":
+            refs = event.get("checkpoint")
+            if refs and run.spec.checkpoint_dir:
+                unpack_dir(self._ray.get(refs[0]), run.spec.checkpoint_dir)
+            hub.answer.remote(key, self._decide(run.on_report, event["step"], event["metrics"]))
+
+    def _finish(self, run: _Run, ref: Any) -> tuple[TrialOutcome | None, str | None]:
+        ray = self._ray
+        try:
+            res = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            return TrialOutcome("failed", error="cancelled", cancelled=True), None
+        except ray.exceptions.RayError as err:
+            if run.cancelled:
+                return TrialOutcome("failed", error="cancelled", cancelled=True), None
+            if {c.__name__ for c in type(err).__mro__} & set(_SYSTEM_ERRORS):
+                where = f" on {run.node}" if run.node else ""
+                return None, f"attempt {run.spec.attempt} lost its worker{where}: {_first_line(err)}"
+            return TrialOutcome("failed", error=f"{_first_line(err)}"), None
+        if res.get("type") == "error":
+            return TrialOutcome("failed", error=res["message"]), None
+        if res.get("checkpoint") and run.spec.checkpoint_dir:
+            unpack_dir(res["checkpoint"], run.spec.checkpoint_dir)
+        return TrialOutcome("complete", values=res["values"], stopped=bool(res.get("stopped"))), None
+
+    def _infeasible_message(self, req: ResourceRequest) -> str:
+        nodes = "; ".join(
+            f"{n.get('NodeManagerAddress')}: " + ", ".join(f"{v:g} {k}" for k, v in sorted(n.get("Resources", {}).items())
+                                                          if not k.startswith("node:") and k != "object_store_memory")
+            for n in self._alive_nodes(0.0)) or "none alive"
+        return (f"no node of the Ray cluster can hold this trial's request ({req.describe()}) "
+                f"for {self._infeasible_timeout:g} s; nodes: {nodes}")
+
+    @staticmethod
+    def _decide(on_report: OnReport, step: int, metrics: dict[str, Any]) -> str:
+        try:
+            decision = on_report(int(step), metrics)
+        except Exception:  # noqa: BLE001 - a controller-side error must not kill the trial silently
+            log.exception("on_report failed; telling the trial to continue")
+            return "continue"
+        if decision is None or decision is True or decision == "continue":
+            return "continue"
+        return "stop"
+
+    def cancel(self, trial_id: int) -> bool:
+        with self._lock:
+            run = self._runs.get(trial_id)
+            if run is None:
+                return False
+            run.cancelled = True
+            ref = run.ref
+        if ref is not None:
+            self._cancel_ref(ref, force=False)
+            threading.Timer(self._grace, self._cancel_ref, args=(ref, True)).start()
+        return True
+
+    def _cancel_ref(self, ref: Any, force: bool) -> None:
+        try:
+            self._ray.cancel(ref, force=force)
+        except Exception as err:  # noqa: BLE001 - already finished, or the cluster is gone
+            log.debug("cancel: %s", err)
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return list(self._runs)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            runs = list(self._runs.values())
+        for run in runs:
+            if run.ref is not None:
+                self._cancel_ref(run.ref, force=True)
+        if wait:
+            for run in runs:
+                if run.thread is not None:
+                    run.thread.join(timeout=max(10.0, self._poll * 3))
+        try:
+            self._ray.kill(self._hub)
+        except Exception:  # noqa: BLE001
+            pass
+        if self.owns_ray:
+            self._ray.shutdown()

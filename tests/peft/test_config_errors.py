@@ -116,7 +116,6 @@ def test_adapter_memory_bytes():
     assert adapter_memory_bytes({"lora.rank": 4}, cfg, 3, dtype_bytes=2) == 8 * n
     with pytest.raises(InvalidConfig):
         adapter_memory_bytes({"lora.rank": 4}, cfg, 3, dtype_bytes=3)
-    torch.manual_seed(0)
 
 
 def test_prefix_needs_sdpa_or_eager():

@@ -1,0 +1,353 @@
+"""``mobo``: multi-objective Bayesian optimisation with BoTorch (GP surrogates + qLogNEHVI).
+
+Pipeline of one ``ask(n)``:
+
+1. **Initial design.** Until ``n_initial`` trials exist (default ``clip(2 * (p + 1), 6, 20)``
+   for ``p`` searchable parameters), trial ``i`` is point ``i`` of a scrambled Sobol sequence
+   over the unit-cube encoding (``space.encode``), decoded to a valid config.
+2. **Surrogates.** Complete trials are encoded (``X (n, d)`` in ``[0, 1]^d``; categorical
+   one-hot, ordinals as ``index / (k - 1)``, log parameters log-scaled). Every objective *not*
+   in ``known_objectives`` and every constraint metric that is not known is modelled by an
+   independent-output ``SingleTaskGP`` (Matern-5/2 ARD, ``Standardize``), or with
+   ``model="saas"`` a fully Bayesian SAAS GP per output (NUTS; slow, for many dimensions).
+   Objectives are modelled in **maximisation** form (``minimize`` columns negated, BoTorch's
+   convention). Known objectives (e.g. ``trainable_params``) enter as a
+   ``GenericDeterministicModel`` that decodes each candidate and calls the user's function,
+   so they are exact, never modelled. Training data is capped at ``max_train`` points (the
+   best by non-dominated rank first, the rest a seeded sample) to bound latency.
+3. **Acquisition.** ``qLogNoisyExpectedHypervolumeImprovement`` with the reference point of
+   ``pareto.reference_point`` (the ``reference_point`` option, else worst observed + 10% of
+   range), running trials and already-chosen batch members as ``X_pending``, modelled
+   constraints as ``g <= 0`` outcome constraints.
+4. **Optimisation of the acquisition** respects the space: for purely continuous spaces
+   without known objectives, BoTorch's ``optimize_acqf`` (multi-start L-BFGS-B, sequential
+   greedy batches). Otherwise a candidate pool of valid configs — random samples plus
+   one-parameter mutations of the current Pareto configs — filtered by known constraints and
+   de-duplicated against tried configs, scored in one batch; the best few are improved by
+   best-improvement local search over discrete neighbours (adjacent ordinal / integer levels,
+   other categories, layer-mask flips, float moves at two scales). Candidates are always
+   canonical encodings of valid configs, so conditional parameters are never half-active.
+
+Every random choice is seeded by ``(seed, trial number)``. GP hyper-parameters are warm-started
+from the previous fit (``warm_start_hypers``, fewer optimiser steps) — a function of the call
+sequence, so replaying ask/tell rebuilds the optimiser exactly; with ``warm_start_hypers=False``
+suggestions depend only on the trial numbers and the told data, and :meth:`add_trial` rebuilds
+it exactly too. Torch runs with ``torch_threads`` (1) threads during ``ask``: small GPs only
+contend for cores with more, and the caller's setting is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from autopeft.errors import InvalidConfig
+from autopeft.optim import pareto as _pareto
+from autopeft.optim.base import BaseOptimizer, config_key, derive_seed
+
+
+class MOBOOptimizer(BaseOptimizer):
+    name = "mobo"
+    OPTIONS = {
+        "n_initial": None, "model": "gp", "max_train": 250, "mc_samples": 64, "pool_size": 768,
+        "local_search_starts": 4, "local_search_steps": 4, "num_restarts": 4, "raw_samples": 256,
+        "fit_maxiter": 100, "torch_threads": 1, "warm_start_hypers": True,
+    }
+
+    def __init__(self, space, objectives, seed=0, **options):
+        super().__init__(space, objectives, seed, **options)
+        o = self.options
+        if o["model"] not in ("gp", "saas"):
+            raise InvalidConfig(f"model must be 'gp' or 'saas', got {o['model']!r}", "model")
+        for key in ("max_train", "mc_samples", "pool_size", "local_search_starts", "num_restarts", "raw_samples"):
+            if not isinstance(o[key], int) or o[key] < 1:
+                raise InvalidConfig(f"must be a positive integer, got {o[key]!r}", key)
+        if o["n_initial"] is None:
+            o["n_initial"] = int(min(max(2 * (len(space.params) + 1), 6), 20))
+        elif not isinstance(o["n_initial"], int) or o["n_initial"] < 1:
+            raise InvalidConfig(f"must be a positive integer, got {o['n_initial']!r}", "n_initial")
+        self._modelled = [k for k in self.objective_names if k not in self.known_objectives]
+        self._known = [k for k in self.objective_names if k in self.known_objectives]
+        self._modelled_constraints = [i for i, (m, _, _) in enumerate(self.constraints)
+                                      if m not in self.known_objectives]
+        self._continuous = (all(p.kind == "float" and not p.active_if for p in space.params)
+                            and not self._known)
+        self.last_info: dict = {}
+        self._hypers = None  # GP hyper-parameters of the last fit (warm start of the next)
+
+    # ------------------------------------------------------------------ design
+    def _sobol(self, n: int, first_number: int) -> list[dict]:
+        from scipy.stats import qmc
+
+        engine = qmc.Sobol(d=max(1, self.space.dim), scramble=True, seed=self.seed)
+        if first_number:
+            engine.fast_forward(first_number)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            X = engine.random(n)
+        return [self.space.decode(x[: self.space.dim]) for x in X]
+
+    def _suggest(self, n, first_number):
+        done = [r for r in self._records_in("complete")
+                if all(math.isfinite(r.values.get(k, float("nan"))) for k in self._modelled)]
+        if first_number < self.options["n_initial"] or len(done) < 2 or not self._modelled:
+            if not self._modelled and first_number >= self.options["n_initial"]:
+                self.last_info = {"fallback": "every objective is known exactly: nothing to model, Sobol design"}
+            return [(c, None, None) for c in self._sobol(n, first_number)]
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.options["torch_threads"])  # small GPs: more threads only contend
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(derive_seed(self.seed, first_number, "mobo") % (2**31))
+                return [(c, None, None) for c in self._bo(done, n, first_number)]
+        finally:
+            torch.set_num_threads(threads)
+
+    # ------------------------------------------------------------------ BO
+    def _training_set(self, done, first_number):
+        cap = self.options["max_train"]
+        if len(done) <= cap:
+            return done
+        order = _pareto.rank_order(self._Y(done))
+        best = [done[i] for i in order[: cap // 2]]
+        rest = [done[i] for i in order[cap // 2:]]
+        rng = self.rng(first_number, "subsample")
+        pick = rng.choice(len(rest), size=cap - len(best), replace=False)
+        return best + [rest[i] for i in sorted(pick)]
+
+    def _fit(self, X, Y):
+        import torch
+        from botorch.fit import fit_gpytorch_mll
+        from botorch.models import SingleTaskGP
+        from botorch.models.transforms.outcome import Standardize
+        from gpytorch.mlls import ExactMarginalLogLikelihood
+
+        if self.options["model"] == "saas":
+            from botorch.fit import fit_fully_bayesian_model_nuts
+            from botorch.models import ModelListGP, SaasFullyBayesianSingleTaskGP
+
+            models = []
+            for j in range(Y.shape[-1]):
+                m = SaasFullyBayesianSingleTaskGP(X, Y[:, j:j + 1], outcome_transform=Standardize(m=1))
+                fit_fully_bayesian_model_nuts(m, warmup_steps=128, num_samples=64, thinning=16, disable_progbar=True)
+                models.append(m)
+            return ModelListGP(*models)
+        model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=Y.shape[-1]))
+        maxiter = self.options["fit_maxiter"]
+        if self.options["warm_start_hypers"] and self._hypers is not None:
+            # hyper-parameters of the previous fit as the starting point: fewer L-BFGS steps.
+            # Deterministic given the call sequence, so replaying ask/tell reproduces it.
+            try:
+                model.load_state_dict(self._hypers, strict=False)
+                maxiter = max(20, maxiter // 3)
+            except RuntimeError:
+                pass
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
+            except Exception as err:  # keep the prior hyper-parameters, but say so
+                self.last_info["fit_error"] = f"{type(err).__name__}: {err}"
+        self._hypers = {k: v.detach().clone() for k, v in model.state_dict().items()
+                        if not k.startswith("outcome_transform") and "train" not in k}
+        return model
+
+    def _known_model(self):
+        import torch
+        from botorch.models.deterministic import GenericDeterministicModel
+
+        cache: dict[bytes, list[float]] = {}
+        fns = [self.known_objectives[k] for k in self._known]
+        signs = [(-1.0 if self.directions[self.objective_names.index(k)] == "minimize" else 1.0) for k in self._known]
+        space = self.space
+
+        def f(X):
+            flat = X.detach().reshape(-1, X.shape[-1]).cpu().numpy()
+            rows = []
+            for x in flat:
+                key = x.tobytes()
+                if key not in cache:
+                    config = space.decode(x)
+                    cache[key] = [s * float(fn(config)) for fn, s in zip(fns, signs)]
+                rows.append(cache[key])
+            return torch.tensor(rows, dtype=X.dtype).reshape(*X.shape[:-1], len(fns))
+
+        return GenericDeterministicModel(f, num_outputs=len(fns))
+
+    def _bo(self, done, n, first_number):
+        import torch
+        from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+        from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+        from botorch.models.model import ModelList
+        from botorch.sampling import SobolQMCNormalSampler
+
+        dtype = torch.double
+        train = self._training_set(done, first_number)
+        X = torch.tensor(np.stack([self.space.encode(r.config) for r in train]), dtype=dtype)
+        cols = []
+        for k in self._modelled:
+            sign = -1.0 if self.directions[self.objective_names.index(k)] == "minimize" else 1.0
+            cols.append([sign * r.values[k] for r in train])
+        for i in self._modelled_constraints:
+            cols.append([float(self.violation(r.values)[i]) for r in train])
+        Y = torch.tensor(np.array(cols).T, dtype=dtype)
+        gp = self._fit(X, Y)
+        n_gp = Y.shape[-1]
+        model = ModelList(gp, self._known_model()) if self._known else gp
+        # output order of `model`: modelled objectives, modelled constraints, known objectives
+        out_index = {k: i for i, k in enumerate(self._modelled)}
+        out_index.update({k: n_gp + i for i, k in enumerate(self._known)})
+        objective = IdentityMCMultiOutputObjective(outcomes=[out_index[k] for k in self.objective_names])
+        constraints = [(lambda Z, j=len(self._modelled) + c: Z[..., j]) for c in range(len(self._modelled_constraints))]
+        feasible = [r for r in done if self.is_feasible(r.values)] or done
+        ref_min = _pareto.reference_point(self._Y(feasible), self.reference_point_min)
+        ref_max = (-torch.tensor(ref_min, dtype=dtype)).tolist()
+        running = [r.config for r in self._records_in("running")]
+        chosen: list[dict] = []
+        sampler_seed = derive_seed(self.seed, first_number, "qmc") % (2**31)
+
+        def make_acqf(pending_configs):
+            X_pending = None
+            if pending_configs:
+                X_pending = torch.tensor(np.stack([self.space.encode(c) for c in pending_configs]), dtype=dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return qLogNoisyExpectedHypervolumeImprovement(
+                    model=model, ref_point=ref_max, X_baseline=X, objective=objective,
+                    constraints=constraints or None, X_pending=X_pending, prune_baseline=True,
+                    sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.options["mc_samples"]]),
+                                                  seed=sampler_seed))
+
+        if self._continuous:
+            from botorch.optim import optimize_acqf
+
+            acqf = make_acqf(running)
+            bounds = torch.stack([torch.zeros(self.space.dim, dtype=dtype), torch.ones(self.space.dim, dtype=dtype)])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cand, _ = optimize_acqf(acqf, bounds=bounds, q=n, num_restarts=self.options["num_restarts"],
+                                        raw_samples=self.options["raw_samples"], sequential=True,
+                                        options={"maxiter": 100, "batch_limit": 16})
+            self.last_info = {"method": "optimize_acqf", "n_train": len(train)}
+            return [self.space.decode(x) for x in cand.detach().numpy()]
+
+        for j in range(n):
+            acqf = make_acqf(running + chosen)
+            chosen.append(self._optimize_discrete(acqf, done, first_number + j, chosen))
+        self.last_info = {"method": "pool+local search", "n_train": len(train)}
+        return chosen
+
+    # ------------------------------------------------------------------ discrete optimisation
+    def _optimize_discrete(self, acqf, done, number, chosen):
+        import torch
+
+        rng = self.rng(number, "pool")
+        blocked = set(self._seen) | {config_key(c) for c in chosen}
+        pool: dict[tuple, dict] = {}
+
+        def add(config):
+            try:
+                config = self.space.validate(config)
+            except InvalidConfig:
+                return
+            key = config_key(config)
+            if key in blocked or key in pool or not self.config_is_feasible(config):
+                return
+            pool[key] = config
+
+        n_pool = self.options["pool_size"]
+        for c in self.space.sample(n_pool // 2, seed=int(rng.integers(2**63 - 1))):
+            add(c)
+        feasible = [r for r in done if self.is_feasible(r.values)] or done
+        front = [feasible[i] for i in _pareto.rank_order(self._Y(feasible))[: max(4, n_pool // 40)]]
+        while len(pool) < n_pool and front:
+            for r in front:
+                for c in self._neighbours(r.config, rng, limit=4):
+                    add(c)
+            if len(pool) < n_pool:
+                for c in self.space.sample(min(64, n_pool - len(pool)), seed=int(rng.integers(2**63 - 1))):
+                    add(c)
+            break
+        if not pool:
+            return self._random_config(number)
+        configs = list(pool.values())
+        scores = self._score(acqf, configs)
+        top = np.argsort(-scores)[: self.options["local_search_starts"]]
+        best_config, best_score = configs[top[0]], scores[top[0]]
+        for i in top:
+            current, current_score = configs[i], scores[i]
+            for _ in range(self.options["local_search_steps"]):
+                neigh = []
+                for c in self._neighbours(current, rng, limit=None):
+                    try:
+                        c = self.space.validate(c)
+                    except InvalidConfig:
+                        continue
+                    k = config_key(c)
+                    if k not in blocked and self.config_is_feasible(c):
+                        neigh.append(c)
+                if not neigh:
+                    break
+                s = self._score(acqf, neigh)
+                j = int(np.argmax(s))
+                if s[j] <= current_score:
+                    break
+                current, current_score = neigh[j], s[j]
+            if current_score > best_score:
+                best_config, best_score = current, current_score
+        return best_config
+
+    def _score(self, acqf, configs):
+        import torch
+
+        X = torch.tensor(np.stack([self.space.encode(c) for c in configs]), dtype=torch.double).unsqueeze(1)
+        out = []
+        with torch.no_grad():
+            for chunk in torch.split(X, 256):
+                out.append(acqf(chunk))
+        return torch.cat(out).numpy()
+
+    def _neighbours(self, config, rng, limit=None):
+        """One-parameter moves of ``config``; ``limit``: a random subset of that many."""
+        out = []
+        for p in self.space.params:
+            if p.name not in config:
+                continue
+            v = config[p.name]
+            if p.kind == "float":
+                u = p.to_unit(v)[0]
+                for scale in (0.02, 0.1):
+                    for sign in (-1, 1):
+                        step = sign * abs(rng.normal(scale, scale / 2))
+                        out.append({**config, p.name: p.from_unit([u + step])})
+            elif p.kind == "int":
+                for d in (-1, 1):
+                    if p.low <= v + d <= p.high:
+                        out.append({**config, p.name: v + d})
+                out.append({**config, p.name: p.sample(rng)})
+            elif p.kind == "ordinal":
+                i = p.index(v)
+                for d in (-1, 1):
+                    if 0 <= i + d < len(p.choices):
+                        out.append({**config, p.name: p.choices[i + d]})
+            else:
+                out.extend({**config, p.name: c} for c in p.choices if c != v)
+        out = [self._fill(c) for c in out]
+        if limit is not None and len(out) > limit:
+            idx = rng.choice(len(out), size=limit, replace=False)
+            out = [out[i] for i in idx]
+        return out
+
+    def _fill(self, config):
+        """Make a mutated config valid: drop parameters that became inactive, give newly active
+        ones their default."""
+        out = dict(self.space.constants)
+        for p in self.space.params:
+            if p.is_active(out):
+                out[p.name] = config.get(p.name, p.default)
+        return out

@@ -1,0 +1,105 @@
+"""Multi-fidelity early stopping on intermediate reports: ASHA and multi-objective ASHA.
+
+Rungs are at steps ``min_step * reduction_factor ** k`` (below ``max_step`` when given). When
+a trial first reports at or past a rung, its values there are recorded and compared with every
+trial recorded at that rung so far (asynchronous successive halving: no waiting for a full
+rung). With ``n`` recorded values it continues when it is among the best
+``max(1, n // reduction_factor)``; with fewer than ``reduction_factor`` values it continues.
+
+* ``asha``: one metric — the first objective (or ``metric``, an objective index).
+* ``moasha``: all objectives; the rung is ordered by non-dominated sorting, ties within a front
+  broken by crowding distance (Syne Tune's MOASHA uses the same idea).
+
+Values are in minimisation form (see ``pareto.py``). The decision is a pure function of the
+sequence of reports, so replaying reports rebuilds the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from autopeft.errors import InvalidConfig
+from autopeft.optim.pareto import rank_order
+
+KINDS = ("asha", "moasha")
+_KEYS = ("kind", "min_step", "reduction_factor", "max_step", "metric")
+
+
+class SuccessiveHalving:
+    def __init__(self, kind: str, directions: Sequence[str], min_step: int = 1, reduction_factor: int = 3,
+                 max_step: int | None = None, metric: int = 0):
+        self.kind = kind
+        self.m = len(directions)
+        self.min_step = min_step
+        self.reduction_factor = reduction_factor
+        self.max_step = max_step
+        self.metric = metric
+        self._rungs: dict[int, dict[int, np.ndarray]] = {}
+
+    def rungs_up_to(self, step: int) -> list[int]:
+        out, r = [], self.min_step
+        while r <= step and (self.max_step is None or r < self.max_step):
+            out.append(r)
+            r *= self.reduction_factor
+        return out
+
+    def decide(self, trial_id: int, step: int, y: np.ndarray) -> str:
+        decision = "continue"
+        for rung in self.rungs_up_to(step):
+            recorded = self._rungs.setdefault(rung, {})
+            if trial_id in recorded:
+                continue
+            recorded[trial_id] = np.asarray(y, float)
+            if not self._keeps(trial_id, recorded):
+                decision = "stop"
+        return decision
+
+    def _keeps(self, trial_id: int, recorded: dict[int, np.ndarray]) -> bool:
+        n = len(recorded)
+        if n < self.reduction_factor:
+            return True
+        keep = max(1, n // self.reduction_factor)
+        ids = list(recorded)
+        Y = np.stack([recorded[i] for i in ids])
+        if self.kind == "asha":
+            mine = recorded[trial_id][self.metric]
+            better = int(np.sum(Y[:, self.metric] < mine))
+            return better < keep
+        order = rank_order(Y, "crowding")
+        position = int(np.flatnonzero(order == ids.index(trial_id))[0])
+        return position < keep
+
+    def rung_table(self) -> dict[int, dict[int, list[float]]]:
+        """Recorded values per rung (for inspection)."""
+        return {r: {i: v.tolist() for i, v in rec.items()} for r, rec in self._rungs.items()}
+
+
+def make_stopper(spec: Any, directions: Sequence[str]) -> SuccessiveHalving | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = {"kind": spec}
+    if not isinstance(spec, dict):
+        raise InvalidConfig("early_stopping must be a mapping such as {'kind': 'moasha'}", "early_stopping")
+    for key in spec:
+        if key not in _KEYS:
+            raise InvalidConfig(f"unknown key {key!r}; allowed: {', '.join(_KEYS)}", f"early_stopping.{key}")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise InvalidConfig(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", "early_stopping.kind")
+    min_step = spec.get("min_step", 1)
+    rf = spec.get("reduction_factor", 3)
+    max_step = spec.get("max_step")
+    metric = spec.get("metric", 0)
+    if not isinstance(min_step, int) or isinstance(min_step, bool) or min_step < 1:
+        raise InvalidConfig(f"must be an integer >= 1, got {min_step!r}", "early_stopping.min_step")
+    if not isinstance(rf, int) or isinstance(rf, bool) or rf < 2:
+        raise InvalidConfig(f"must be an integer >= 2, got {rf!r}", "early_stopping.reduction_factor")
+    if max_step is not None and (not isinstance(max_step, int) or max_step < min_step):
+        raise InvalidConfig(f"must be an integer >= min_step, got {max_step!r}", "early_stopping.max_step")
+    if not isinstance(metric, int) or not (0 <= metric < len(directions)):
+        raise InvalidConfig(f"must be an objective index below {len(directions)}, got {metric!r}",
+                            "early_stopping.metric")
+    return SuccessiveHalving(kind, directions, min_step, rf, max_step, metric)

@@ -1,0 +1,425 @@
+"""The ask/tell/report interface every optimiser implements, and the shared bookkeeping.
+
+Invariants (every optimiser, checked by ``tests/optim/test_contract.py``):
+
+* **Pure state.** An optimiser's state is a function of its construction arguments (space,
+  objectives, seed, options) and the sequence of calls made on it (``ask``, ``tell``,
+  ``report``). Randomness comes only from generators seeded by ``(seed, trial number, ...)``,
+  never from a shared stream, so a controller rebuilds an optimiser after a restart by
+  creating it with the same arguments and replaying the stored calls in order (:meth:`replay`
+  does it from stored trials). Suggestions of ``random``, ``sobol`` and ``mobo`` depend only
+  on the trial numbers and the told data, so for them :meth:`add_trial` (register a finished
+  trial without computing a suggestion) rebuilds equally well and cheaply.
+* **Ids.** Trial ids are the integers 0, 1, 2, ... in ask order; ``Suggestion.id`` is the id
+  to pass to ``tell`` / ``report``.
+* **Valid configs.** Every suggested config is ``space.validate``-normalised; a batch
+  ``ask(n)`` never repeats a config within itself when the space has room, and avoids configs
+  already tried while the space allows.
+* **Values.** ``tell(id, values)`` takes the user's values (``maximize`` objectives as they
+  are); internally objectives are compared in minimisation form (see ``pareto.py``).
+  Objectives given by ``known_objectives`` are computed from the config when missing.
+  ``tell(id, None, "failed")`` and ``"pruned"`` are always accepted. A ``"complete"`` tell
+  with a non-finite objective is recorded as ``"failed"`` and the reason kept in
+  ``Trial.note`` (not hidden).
+* **Read-only views.** ``trials`` and ``pareto()`` return copies; mutating them does not
+  change the optimiser.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from autopeft.errors import InvalidConfig
+from autopeft.optim import pareto as _pareto
+
+STATES = ("running", "complete", "failed", "pruned")
+TELL_STATES = ("complete", "failed", "pruned")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq,
+}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One config to evaluate. ``parent_id``: the trial it was derived from (PBT, warm-start
+    none); ``budget``: the step budget to train for when the optimiser sets one."""
+
+    id: int
+    config: dict
+    parent_id: int | None = None
+    budget: float | None = None
+
+
+@dataclass(frozen=True)
+class Exploit:
+    """``report`` answer of PBT: load trial ``source_id``'s latest checkpoint, continue with
+    ``config``. ``changes`` maps each changed key to ``(old, new)`` relative to the source."""
+
+    source_id: int
+    config: dict
+    step: int
+    changes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A read-only snapshot of one trial."""
+
+    id: int
+    config: dict
+    state: str
+    values: dict | None = None
+    parent_id: int | None = None
+    reports: dict = field(default_factory=dict)  # step -> values
+    note: str | None = None
+
+    @property
+    def last_step(self) -> int | None:
+        return max(self.reports) if self.reports else None
+
+
+class _TrialRecord:
+    """Mutable internal record (never handed out; see :meth:`snapshot`)."""
+
+    __slots__ = ("id", "config", "state", "values", "parent_id", "reports", "note")
+
+    def __init__(self, id: int, config: dict, parent_id: int | None = None):
+        self.id, self.config, self.parent_id = id, dict(config), parent_id
+        self.state, self.values, self.reports, self.note = "running", None, {}, None
+
+    def snapshot(self) -> Trial:
+        return Trial(self.id, dict(self.config), self.state,
+                     None if self.values is None else dict(self.values), self.parent_id,
+                     {s: dict(v) for s, v in self.reports.items()}, self.note)
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from integers / strings, stable across processes (no ``hash()``)."""
+    ints = [int(p) if not isinstance(p, str) else sum((i + 1) * ord(c) for i, c in enumerate(p)) for p in parts]
+    state = np.random.SeedSequence([abs(i) for i in ints]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31 ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def config_key(config: Mapping[str, Any]) -> tuple:
+    """Hashable identity of a config (floats rounded to 12 significant digits)."""
+    return tuple(sorted((k, float(f"{v:.12g}") if isinstance(v, float) else v) for k, v in config.items()))
+
+
+class BaseOptimizer(abc.ABC):
+    """Abstract optimiser. Subclasses implement :meth:`_suggest` and may override
+    :meth:`_on_tell` and :meth:`_on_report`.
+
+    Common options (every optimiser): ``constraints`` — list of ``(metric, op, bound)`` with op
+    in ``<=, <, >=, >, ==`` (a trial that violates one is never on the Pareto front; a metric in
+    ``known_objectives`` is checked before suggesting); ``warm_start`` — configs (e.g. another
+    study's Pareto set, possibly for another layer count) asked first, mapped onto this space;
+    ``known_objectives`` — ``{metric: fn(config) -> float}`` for metrics computed exactly;
+    ``early_stopping`` — ``{"kind": "asha" | "moasha", "min_step", "reduction_factor",
+    "max_step"}``; ``reference_point`` — user values per objective for hypervolume.
+    """
+
+    name: ClassVar[str] = "base"
+    #: option names this optimiser accepts besides the common ones (with defaults)
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    COMMON_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "constraints", "warm_start", "known_objectives", "early_stopping", "reference_point")
+
+    def __init__(self, space, objectives: Sequence[tuple[str, str]], seed: int = 0, **options: Any):
+        self.space = space
+        self.objectives = _check_objectives(objectives)
+        self.objective_names = [n for n, _ in self.objectives]
+        self.directions = [d for _, d in self.objectives]
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise InvalidConfig(f"seed must be an integer, got {seed!r}", "seed")
+        self.seed = seed
+        for key in options:
+            if key not in self.OPTIONS and key not in self.COMMON_OPTIONS:
+                allowed = ", ".join(sorted(set(self.OPTIONS) | set(self.COMMON_OPTIONS)))
+                raise InvalidConfig(f"unknown option {key!r} for optimiser {self.name!r}; allowed: {allowed}", key)
+        self.options = {**self.OPTIONS, **{k: v for k, v in options.items() if k in self.OPTIONS}}
+        self.known_objectives: dict[str, Callable[[dict], float]] = dict(options.get("known_objectives") or {})
+        for key, fn in self.known_objectives.items():
+            if not callable(fn):
+                raise InvalidConfig(f"known_objectives[{key!r}] must be callable", "known_objectives")
+        self.constraints = _check_constraints(options.get("constraints"))
+        ref = options.get("reference_point")
+        if ref is not None:
+            if len(ref) != len(self.objectives):
+                raise InvalidConfig(f"needs {len(self.objectives)} values, got {len(ref)}", "reference_point")
+            ref = _pareto.to_minimization(np.asarray(ref, float).reshape(1, -1), self.directions)[0]
+        self.reference_point_min = ref
+        from autopeft.optim._warmstart import map_configs
+
+        self._warm = map_configs(options.get("warm_start") or [], space)
+        from autopeft.optim._stopping import make_stopper
+
+        self._stopper = make_stopper(options.get("early_stopping"), self.directions)
+        self._records: list[_TrialRecord] = []
+        self._seen: set[tuple] = set()
+
+    # ------------------------------------------------------------------ public API
+    def ask(self, n: int = 1) -> list[Suggestion]:
+        """Suggest ``n`` new trials (registered as ``running``)."""
+        if not isinstance(n, int) or n < 1:
+            raise InvalidConfig(f"n must be a positive integer, got {n!r}", "n")
+        out: list[Suggestion] = []
+        batch_keys: set[tuple] = set()
+        while len(out) < n:
+            first = len(self._records)
+            k = n - len(out)
+            from_warm = [c for c in self._warm[first:first + k]]
+            proposals = [(c, None, None) for c in from_warm]
+            if len(proposals) < k:
+                proposals += self._suggest(k - len(proposals), first + len(proposals))
+            for j, (config, parent, budget) in enumerate(proposals):
+                number = len(self._records)
+                config = self._ensure_new(config, number, batch_keys)
+                record = _TrialRecord(number, config, parent)
+                self._records.append(record)
+                key = config_key(config)
+                batch_keys.add(key)
+                self._seen.add(key)
+                self._on_ask(record)
+                out.append(Suggestion(number, dict(config), parent, budget))
+        return out
+
+    def tell(self, id: int, values: Mapping[str, float] | None, state: str = "complete") -> Trial:
+        """Finish trial ``id`` with ``values`` (``None`` allowed unless ``complete``)."""
+        record = self._record(id)
+        if state not in TELL_STATES:
+            raise InvalidConfig(f"state must be one of {', '.join(TELL_STATES)}, got {state!r}", "state")
+        if record.state != "running":
+            raise InvalidConfig(f"trial {id} was already told ({record.state})", "id")
+        if values is not None:
+            values = self._complete_values(record.config, values)
+        if state == "complete":
+            if values is None:
+                raise InvalidConfig("a complete trial needs values", "values")
+            missing = [m for m in self._required_metrics() if m not in values]
+            if missing:
+                raise InvalidConfig(f"missing metric {missing[0]!r} (objective or constraint)", missing[0])
+            bad = [m for m in self.objective_names if not math.isfinite(values[m])]
+            if bad:
+                state = "failed"
+                record.note = f"told complete with non-finite {bad[0]}={values[bad[0]]}; recorded as failed"
+        record.state = state
+        record.values = values
+        self._on_tell(record)
+        return record.snapshot()
+
+    def report(self, id: int, step: int, values: Mapping[str, float]) -> "str | Exploit":
+        """An intermediate result of a running trial. Returns ``"continue"``, ``"stop"`` (early
+        stopping: tell it ``"pruned"``) or an :class:`Exploit` (PBT)."""
+        record = self._record(id)
+        if record.state != "running":
+            raise InvalidConfig(f"trial {id} is {record.state}, not running", "id")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise InvalidConfig(f"step must be a non-negative integer, got {step!r}", "step")
+        values = self._complete_values(record.config, values)
+        record.reports[step] = values
+        decision = self._on_report(record, step, values)
+        if decision == "continue" and self._stopper is not None:
+            y = self._objective_vector(values)
+            if y is not None:
+                decision = self._stopper.decide(id, step, y)
+        return decision
+
+    def pareto(self) -> list[Trial]:
+        """Complete, feasible trials on the first non-dominated front (copies)."""
+        records = [r for r in self._records if r.state == "complete" and self.is_feasible(r.values)]
+        if not records:
+            return []
+        Y = self._Y(records)
+        mask = _pareto.is_non_dominated(Y)
+        return [r.snapshot() for r, keep in zip(records, mask) if keep]
+
+    def hypervolume(self, ref_point: Sequence[float] | None = None) -> float:
+        """Hypervolume of the feasible complete trials; ``ref_point`` in user values (default: the
+        ``reference_point`` option, else the rule of :func:`pareto.reference_point`)."""
+        records = [r for r in self._records if r.state == "complete" and self.is_feasible(r.values)]
+        if not records:
+            return 0.0
+        Y = self._Y(records)
+        if ref_point is not None:
+            ref = _pareto.to_minimization(np.asarray(ref_point, float).reshape(1, -1), self.directions)[0]
+        else:
+            ref = _pareto.reference_point(Y, self.reference_point_min)
+        return _pareto.hypervolume(Y, ref)
+
+    @property
+    def trials(self) -> tuple[Trial, ...]:
+        """Snapshots of every trial in id order."""
+        return tuple(r.snapshot() for r in self._records)
+
+    def add_trial(self, config: dict, values: Mapping[str, float] | None = None, state: str = "complete") -> Trial:
+        """Register a trial that was evaluated elsewhere (or before a restart) without asking."""
+        config = self.space.validate(config)
+        record = _TrialRecord(len(self._records), config)
+        self._records.append(record)
+        self._seen.add(config_key(config))
+        self._on_ask(record)
+        if state == "running":
+            return record.snapshot()
+        return self.tell(record.id, values, state)
+
+    def replay(self, trials: Sequence[Trial]) -> None:
+        """Rebuild from stored trials, in id order: ask one by one (so the optimiser's own
+        bookkeeping is reproduced), then tell the finished ones. A stored config that differs
+        from the replayed suggestion means the arguments differ: raises ``InvalidConfig``."""
+        for t in sorted(trials, key=lambda t: t.id):
+            (s,) = self.ask(1)
+            if config_key(s.config) != config_key(self.space.validate(t.config)) and not t.reports:
+                raise InvalidConfig(f"replayed trial {t.id} does not match the stored config; "
+                                    "was the optimiser created with other arguments?", "trials")
+            for step in sorted(t.reports):
+                self.report(s.id, step, t.reports[step])
+            if t.state != "running":
+                self.tell(s.id, t.values, t.state)
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def rng(self, *salt: int | str) -> np.random.Generator:
+        """A generator seeded by ``(seed, *salt)``; use the trial number as salt."""
+        return np.random.default_rng(derive_seed(self.seed, *salt))
+
+    def is_feasible(self, values: Mapping[str, float] | None) -> bool:
+        if values is None:
+            return False
+        for metric, op, bound in self.constraints:
+            if metric not in values or not _OPS[op](values[metric], bound):
+                return False
+        return True
+
+    def violation(self, values: Mapping[str, float]) -> np.ndarray:
+        """Per constraint, ``g <= 0`` means satisfied (``g = value - bound`` for ``<=``)."""
+        out = []
+        for metric, op, bound in self.constraints:
+            v = values[metric]
+            out.append(v - bound if op in ("<=", "<", "==") else bound - v)
+        return np.asarray(out, float)
+
+    def config_is_feasible(self, config: dict) -> bool:
+        """Constraints on metrics in ``known_objectives`` hold for ``config`` (others unknown → True)."""
+        for metric, op, bound in self.constraints:
+            fn = self.known_objectives.get(metric)
+            if fn is not None and not _OPS[op](float(fn(config)), bound):
+                return False
+        return True
+
+    def _Y(self, records: Sequence[_TrialRecord]) -> np.ndarray:
+        """``(n, m)`` objective values of ``records`` in minimisation form."""
+        raw = np.array([[r.values[k] for k in self.objective_names] for r in records], float)
+        return _pareto.to_minimization(raw.reshape(len(records), -1), self.directions)
+
+    def _objective_vector(self, values: Mapping[str, float]) -> np.ndarray | None:
+        if not all(k in values and math.isfinite(values[k]) for k in self.objective_names):
+            return None
+        return _pareto.to_minimization(np.array([[values[k] for k in self.objective_names]]), self.directions)[0]
+
+    def _records_in(self, *states: str) -> list[_TrialRecord]:
+        return [r for r in self._records if r.state in states]
+
+    def _random_config(self, number: int, attempt: int = 0) -> dict:
+        """A uniform random valid config, feasible for known constraints when one is found."""
+        rng = self.rng(number, "random", attempt)
+        config = self.space.validate(self.space.sample(1, seed=int(rng.integers(2**63 - 1)))[0])
+        for _ in range(200):
+            if self.config_is_feasible(config):
+                break
+            config = self.space.validate(self.space.sample(1, seed=int(rng.integers(2**63 - 1)))[0])
+        return config
+
+    def _ensure_new(self, config: dict, number: int, batch_keys: set[tuple]) -> dict:
+        """Validate; replace a config repeated in this batch (or tried before, or infeasible for a
+        known constraint) by a random one while the space has room."""
+        config = self.space.validate(config)
+        key = config_key(config)
+        if key not in batch_keys and key not in self._seen and self.config_is_feasible(config):
+            return config
+        fallback = config
+        for attempt in range(50):
+            candidate = self._random_config(number, attempt)
+            ck = config_key(candidate)
+            if ck not in batch_keys and ck not in self._seen:
+                return candidate
+            if ck not in batch_keys and config_key(fallback) in batch_keys:
+                fallback = candidate
+        return fallback  # the space is (nearly) exhausted
+
+    def _complete_values(self, config: dict, values: Mapping[str, float]) -> dict:
+        if not isinstance(values, Mapping):
+            raise InvalidConfig(f"values must be a mapping of metric to number, got {type(values).__name__}", "values")
+        out = {}
+        for k, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+                raise InvalidConfig(f"expected a number, got {v!r}", str(k))
+            out[str(k)] = float(v)
+        for k, fn in self.known_objectives.items():
+            if k not in out:
+                out[k] = float(fn(config))
+        return out
+
+    def _required_metrics(self) -> list[str]:
+        return list(dict.fromkeys(self.objective_names + [m for m, _, _ in self.constraints]))
+
+    def _record(self, id: int) -> _TrialRecord:
+        if not isinstance(id, (int, np.integer)) or not (0 <= int(id) < len(self._records)):
+            raise InvalidConfig(f"unknown trial id {id!r}", "id")
+        return self._records[int(id)]
+
+    # ------------------------------------------------------------------ hooks
+    @abc.abstractmethod
+    def _suggest(self, n: int, first_number: int) -> list[tuple[dict, int | None, float | None]]:
+        """Return ``n`` proposals ``(config, parent_id, budget)`` for trial numbers
+        ``first_number, first_number + 1, ...``. Running trials are pending evaluations. The
+        base class validates, de-duplicates and registers them."""
+
+    def _on_ask(self, record: _TrialRecord) -> None:
+        """Called after a trial is registered (from ``ask`` or ``add_trial``)."""
+
+    def _on_tell(self, record: _TrialRecord) -> None:
+        """Called after a trial is finished."""
+
+    def _on_report(self, record: _TrialRecord, step: int, values: dict) -> "str | Exploit":
+        return "continue"
+
+
+def _check_objectives(objectives: Any) -> list[tuple[str, str]]:
+    if not isinstance(objectives, (list, tuple)) or not objectives:
+        raise InvalidConfig("objectives must be a non-empty list of (name, direction)", "objectives")
+    out = []
+    for item in objectives:
+        if isinstance(item, Mapping):
+            item = (item.get("name"), item.get("direction"))
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
+            raise InvalidConfig(f"each objective is (name, direction), got {item!r}", "objectives")
+        if item[1] not in _pareto.DIRECTIONS:
+            raise InvalidConfig(f"direction of {item[0]!r} must be 'minimize' or 'maximize', got {item[1]!r}",
+                                "objectives")
+        out.append((item[0], item[1]))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise InvalidConfig(f"duplicate objective names {names}", "objectives")
+    return out
+
+
+def _check_constraints(raw: Any) -> list[tuple[str, str, float]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, (list, tuple)):
+        raise InvalidConfig("constraints must be a list of (metric, op, bound)", "constraints")
+    out = []
+    for item in raw:
+        if isinstance(item, Mapping):
+            item = (item.get("metric"), item.get("op"), item.get("bound"))
+        if (not isinstance(item, (list, tuple)) or len(item) != 3 or not isinstance(item[0], str)
+                or item[1] not in _OPS or isinstance(item[2], bool) or not isinstance(item[2], (int, float))):
+            raise InvalidConfig(f"each constraint is (metric, op in {list(_OPS)}, number), got {item!r}",
+                                "constraints")
+        out.append((item[0], item[1], float(item[2])))
+    return out

@@ -94,3 +94,16 @@ def test_load_rejects_other_shapes_and_dirs(tmp_path):
     with pytest.raises(InvalidConfig) as err:
         load_adapter(build("bert"), tmp_path / "nothing")
     assert err.value.field == "directory"
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_peft_loads_bare_model_exports(tmp_path, arch):
+    from peft import PeftModel
+
+    model = _trained(arch, LORA_PER_LAYER, num_labels=None)
+    export_adapter(model, LORA_PER_LAYER, tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["modules_to_save"] is None
+    peft_model = PeftModel.from_pretrained(build(arch, None), str(tmp_path)).eval()
+    inputs = batch()
+    with torch.no_grad():
+        assert (output(model, inputs) - output(peft_model, inputs)).abs().max() < 1e-5

@@ -30,6 +30,6 @@ def get_reports(trial_id: TrialId, user: CurrentUser, session: SessionDep):
 def get_adapter(trial_id: TrialId, user: CurrentUser, session: SessionDep, state: StateDep):
     """The trial's exported adapter (or, failing that, its checkpoint) as a zip archive."""
     trial = svc.get_trial(session, user.id, trial_id)
-    data = svc.adapter_zip(trial, state.settings.artifacts_dir)
+    data = svc.adapter_zip(session, trial, state.settings.artifacts_dir)
     return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="trial-{trial.id}-adapter.zip"'})

@@ -51,15 +51,45 @@ def objectives_of(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return [(o["name"], o["direction"]) for o in spec["objectives"]]
 
 
+def num_labels_of(workload: dict[str, Any]) -> int | None:
+    """Label count of a peft workload's task when it is known without reading the data."""
+    if workload.get("labels"):
+        return len(workload["labels"])
+    from autopeft.trials.data import BUILTIN_DATASETS
+
+    if workload.get("dataset") in BUILTIN_DATASETS:
+        labels = BUILTIN_DATASETS[workload["dataset"]]().labels
+        return len(labels) if labels else None
+    return None
+
+
+def known_objectives(spec: dict[str, Any]) -> dict[str, Any]:
+    """Objectives computed exactly from the config instead of being modelled: for a peft
+    workload (not full fine-tuning), ``trainable_params`` is ``autopeft.count_trainable``."""
+    workload = spec.get("workload") or {}
+    names = {o["name"] for o in spec["objectives"]}
+    if workload.get("kind") != "peft" or workload.get("full_finetune") or "trainable_params" not in names:
+        return {}
+    import autopeft
+
+    model_config = _model_config(workload["model"])
+    num_labels = num_labels_of(workload)
+    return {"trainable_params": lambda config: float(autopeft.count_trainable(config, model_config, num_labels))}
+
+
 def build_optimizer(spec: dict[str, Any], space=None):
-    """A fresh optimiser for the study (seeded, no history)."""
+    """A fresh optimiser for the study (seeded, no history). For peft workloads the exactly
+    known objectives (see :func:`known_objectives`) are handed to it as ``known_objectives``."""
     from autopeft.optim import create_optimizer
 
     space = space if space is not None else build_space(spec)
     opt = spec["optimizer"]
+    options = dict(opt.get("options") or {})
+    known = known_objectives(spec)
+    if known and "known_objectives" not in options:
+        options["known_objectives"] = known
     try:
-        return create_optimizer(opt["name"], space, objectives_of(spec), seed=spec.get("seed", 0),
-                                **(opt.get("options") or {}))
+        return create_optimizer(opt["name"], space, objectives_of(spec), seed=spec.get("seed", 0), **options)
     except InvalidConfig as err:
         field = err.field or "optimizer"
         if not field.startswith("optimizer"):

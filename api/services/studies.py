@@ -171,9 +171,14 @@ def hypervolume(session: Session, user_id: int, study_id: int) -> dict[str, Any]
             "n_pareto": int(pm.is_non_dominated(Y).sum())}
 
 
-def adapter_zip(trial: Trial, artifacts_dir: Path) -> bytes:
-    """Zip of the trial's exported adapter (``adapter/``), else of its checkpoint folder."""
+def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path) -> bytes:
+    """Zip of the trial's exported adapter (``adapter/``, built from a peft trial's checkpoint on
+    first use, see ``services.export``), else of its checkpoint folder."""
+    from autopeft.api.services.export import ensure_peft_adapter
+
     root = trial_dir(artifacts_dir, trial.study_id, trial.number)
+    study = session.get(Study, trial.study_id)
+    ensure_peft_adapter(study.spec, trial.config, trial.id, root)
     for candidate in (root / "adapter", root / "checkpoint"):
         if candidate.is_dir() and any(candidate.iterdir()):
             buf = io.BytesIO()

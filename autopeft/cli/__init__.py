@@ -16,6 +16,10 @@ from autopeft.errors import InvalidConfig
 _COMMAND_MODULES = [
     "autopeft.cli.space",
     "autopeft.cli.trial",
+    "autopeft.cli.serve",
+    "autopeft.cli.token",
+    "autopeft.cli.study",
+    "autopeft.cli.demo",
 ]
 
 

@@ -68,9 +68,18 @@ def load_spec(path: str) -> dict:
     return data
 
 
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 1000:
+            return f"{int(value):,}"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return str(value)
+
+
 def format_table(rows: list[list], header: list[str]) -> str:
-    cells = [header] + [["" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c)) for c in r]
-                        for r in rows]
+    cells = [header] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -1,0 +1,75 @@
+"""Fixtures of the Ray executor tests: one small private Ray on 127.0.0.1 per module, started
+by the executor itself (the default path), with its own temp dir; stopped by a finalizer.
+
+Ray must see ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before it is imported, or it listens on
+the host's address instead of loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class Recorder:
+    """on_report / on_done of one submission."""
+
+    def __init__(self, decision="continue"):
+        self.reports, self.outcomes, self.decision = [], [], decision
+        self.done = threading.Event()
+
+    def on_report(self, step, metrics):
+        self.reports.append((step, metrics))
+        return self.decision(step) if callable(self.decision) else self.decision
+
+    def on_done(self, outcome):
+        self.outcomes.append(outcome)
+        self.done.set()
+
+    def outcome(self, timeout: float = 120):
+        assert self.done.wait(timeout), "on_done was not called"
+        assert len(self.outcomes) == 1
+        return self.outcomes[0]
+
+
+@pytest.fixture(scope="module")
+def ray_tmp():
+    with tempfile.TemporaryDirectory(prefix="autopeft-rt-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="module")
+def ray_executor(ray_tmp):
+    """A RayExecutor that started its own Ray: 4 CPUs, 2 GPUs declared (none needed), a custom
+    resource ``special``; 2 retries; quick polling."""
+    from autopeft.workers import create_executor
+
+    ex = create_executor("ray", num_cpus=4, num_gpus=2, resources={"special": 1.0}, pythonpath=str(REPO),
+                         temp_dir=str(ray_tmp / "ray"), max_retries=2, poll_s=0.5, infeasible_timeout_s=0,
+                         cancel_grace_s=1.0)
+    yield ex
+    ex.shutdown()
+    assert not ex._ray.is_initialized()

@@ -1,0 +1,213 @@
+"""RayExecutor on a private local Ray (started by the executor on 127.0.0.1): results, reports,
+stop decisions, failure reasons, retries of lost workers, cancel, placement, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
+
+from autopeft.workers import TrialSpec, create_executor  # noqa: E402
+from tests.workers.conftest import REPO, Recorder, wait_for  # noqa: E402
+from tests.workers.workloads import records  # noqa: E402
+
+_IDS = iter(range(1000, 100000))
+
+
+def _spec(tmp_path: Path, entry: str, resources: dict | None = None, **config) -> TrialSpec:
+    tid = next(_IDS)
+    workload = {"kind": "python", "entrypoint": f"tests.workers.workloads:{entry}"}
+    if resources is not None:
+        workload["resources"] = resources
+    config = {"x": 0.3, "y": 0.0, "record_dir": str(tmp_path / "records"), **config}
+    (tmp_path / "records").mkdir(exist_ok=True)
+    return TrialSpec(trial_id=tid, study_id=1, number=tid, config=config, workload=workload,
+                     checkpoint_dir=str(tmp_path / f"ckpt-{tid}"), log_path=str(tmp_path / f"worker-{tid}.log"))
+
+
+def _run(executor, spec, rec=None, timeout=120):
+    rec = rec or Recorder()
+    executor.submit(spec, rec.on_report, rec.on_done)
+    out = rec.outcome(timeout)
+    wait_for(lambda: spec.trial_id not in executor.running(), 10, "the trial to leave running()")
+    return out, rec
+
+
+def test_result_and_reports_flow_back(ray_executor, tmp_path):
+    spec = _spec(tmp_path, "quick")
+    out, rec = _run(ray_executor, spec)
+    assert out.state == "complete" and not out.stopped and out.error is None
+    assert out.values == {"accuracy": pytest.approx(1.0), "cost": pytest.approx(0.3)}
+    assert [s for s, _ in rec.reports] == [0, 1, 2]
+    assert rec.reports[1][1] == {"accuracy": pytest.approx(0.1)}
+    assert out.attempt == 1 and out.retries == [] and spec.attempt == 1
+    (record,) = records(tmp_path / "records")
+    assert record["resources"] == {"cpus": 1.0, "gpus": 0.0}
+
+
+def test_stop_decision_reaches_the_workload(ray_executor, tmp_path):
+    out, rec = _run(ray_executor, _spec(tmp_path, "steps", steps=5, step_s=0.01),
+                    Recorder(decision=lambda step: "stop" if step == 1 else "continue"))
+    assert out.state == "complete" and out.stopped
+    assert [s for s, _ in rec.reports] == [0, 1]
+
+
+def test_non_continue_decisions_are_relayed_as_stop(ray_executor, tmp_path):
+    out, rec = _run(ray_executor, _spec(tmp_path, "quick"), Recorder(decision=object()))   # e.g. a PBT Exploit
+    assert out.state == "complete" and out.stopped and len(rec.reports) == 1
+
+
+def test_exception_is_a_failed_trial_with_the_message_and_no_retry(ray_executor, tmp_path):
+    spec = _spec(tmp_path, "raises")
+    out, _ = _run(ray_executor, spec)
+    assert out.state == "failed" and "ValueError: bad luck with x=0.300" in out.error
+    assert out.attempt == 1 and out.retries == []
+
+
+def test_crashed_worker_is_retried_then_completes(ray_executor, tmp_path):
+    spec = _spec(tmp_path, "crash_once", marker=str(tmp_path / "crashed"))
+    out, rec = _run(ray_executor, spec)
+    assert out.state == "complete", out.error
+    assert out.attempt == 2 and spec.attempt == 2
+    assert len(out.retries) == 1 and "attempt 1 lost its worker" in out.retries[0]
+    assert "WorkerCrashedError" in out.retries[0] or "died" in out.retries[0]
+    assert [s for s, _ in rec.reports] == [0, 0]   # one report per attempt
+
+
+def test_always_crashing_worker_fails_after_max_retries_with_the_reason(ray_executor, tmp_path):
+    spec = _spec(tmp_path, "crash")
+    out, rec = _run(ray_executor, spec)
+    assert out.state == "failed" and not out.cancelled
+    assert "gave up after 3 attempts; max_retries=2" in out.error
+    assert "lost its worker" in out.error
+    assert out.attempt == 3 and len(out.retries) == 2 and len(rec.reports) == 3
+
+
+def test_worker_killed_from_outside_mid_trial_is_retried(ray_executor, tmp_path):
+    release = tmp_path / "release"
+    spec = _spec(tmp_path, "until_released", release=str(release))
+    rec = Recorder()
+    ray_executor.submit(spec, rec.on_report, rec.on_done)
+    first = wait_for(lambda: records(tmp_path / "records"), 120, "the first attempt to start")[0]
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_for(lambda: len(records(tmp_path / "records")) == 2, 120, "the second attempt to start")
+    release.touch()
+    out = rec.outcome()
+    assert out.state == "complete" and out.attempt == 2
+    assert "attempt 1 lost its worker" in out.retries[0] and f"pid {first['pid']}" in out.retries[0]
+
+
+def test_cancel(ray_executor, tmp_path):
+    spec = _spec(tmp_path, "until_released", release=str(tmp_path / "never"))
+    rec = Recorder()
+    ray_executor.submit(spec, rec.on_report, rec.on_done)
+    wait_for(lambda: rec.reports, 120, "the trial to report")
+    assert spec.trial_id in ray_executor.running()
+    assert ray_executor.cancel(spec.trial_id)
+    out = rec.outcome(60)
+    assert out.state == "failed" and out.cancelled and out.error == "cancelled" and out.retries == []
+    assert not ray_executor.cancel(123456789)
+
+
+def test_infeasible_request_fails_with_the_reason_instead_of_waiting(ray_executor, tmp_path):
+    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"custom": {"no_such_thing": 1}}))
+    assert out.state == "failed" and "no node of the Ray cluster can hold" in out.error
+    assert "1 no_such_thing" in out.error and "4 CPU" in out.error
+
+
+def test_bad_resources_fail_the_trial_with_the_field(ray_executor, tmp_path):
+    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"gpus": 1.5}))
+    assert out.state == "failed" and "workload.resources.gpus" in out.error
+
+
+def test_custom_resource_and_memory_request(ray_executor, tmp_path):
+    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"custom": {"special": 1}, "memory": "64MiB",
+                                                                     "cpus": 0.5}))
+    assert out.state == "complete", out.error
+    (record,) = records(tmp_path / "records")
+    assert record["resources"] == {"cpus": 0.5, "gpus": 0.0, "memory": float(64 * 2**20), "special": 1.0}
+
+
+def test_half_gpu_trials_pack_four_onto_two_declared_gpus(ray_executor, tmp_path):
+    """2 GPUs declared on a CPU-only host; trials asking 0.5 GPU: 4 run at once, a 5th waits."""
+    release = tmp_path / "release"
+    gpu = {"gpus": 0.5, "cpus": 0.5}
+    recs = []
+    for _ in range(5):
+        rec = Recorder()
+        spec = _spec(tmp_path, "until_released", resources=gpu, release=str(release))
+        ray_executor.submit(spec, rec.on_report, rec.on_done)
+        recs.append(rec)
+    wait_for(lambda: len(records(tmp_path / "records")) >= 4, 120, "4 trials running at once")
+    release.touch()
+    outs = [r.outcome() for r in recs]
+    assert all(o.state == "complete" for o in outs), [o.error for o in outs]
+    rows = sorted(records(tmp_path / "records"), key=lambda r: r["start"])
+    assert len(rows) == 5
+    first4, fifth = rows[:4], rows[4]
+    assert max(r["start"] for r in first4) < min(r["end"] for r in first4)   # all four overlap
+    assert fifth["start"] >= min(r["end"] for r in first4)                   # the fifth had to wait
+    assert all(r["resources"]["gpus"] == 0.5 for r in rows)
+    devices = [r["cuda_visible_devices"] for r in first4]
+    assert sorted(devices) == ["0", "0", "1", "1"]                           # two trials per GPU
+
+
+def test_checkpoints_travel_through_the_object_store(ray_executor, tmp_path):
+    """PBT exploit: a trial continues from another trial's (adapter-only) checkpoint folder."""
+    ex = create_executor("ray", checkpoint_transfer="object_store", pythonpath=str(REPO), poll_s=0.5)
+    try:
+        assert not ex.owns_ray
+        donor = _spec(tmp_path, "checkpointing", steps=2)
+        out, _ = _run(ex, donor)
+        assert out.values == {"start": 0.0, "counter": 2.0}
+        assert json.loads((Path(donor.checkpoint_dir) / "state.json").read_text()) == {"counter": 2}
+        target = _spec(tmp_path, "checkpointing", steps=3)
+        target.restore_dir = donor.checkpoint_dir
+        out, _ = _run(ex, target)
+        assert out.values == {"start": 2.0, "counter": 5.0}
+        assert json.loads((Path(target.checkpoint_dir) / "state.json").read_text()) == {"counter": 5}
+        rows = {r["number"]: r for r in records(tmp_path / "records")}
+        # the worker used scratch folders of its own, not the controller's paths
+        assert rows[target.number]["checkpoint_dir"] != target.checkpoint_dir
+        assert rows[target.number]["restore_dir"] != donor.checkpoint_dir
+        assert json.loads((Path(donor.checkpoint_dir) / "state.json").read_text()) == {"counter": 2}
+    finally:
+        ex.shutdown()
+
+
+def test_oversized_checkpoint_is_refused(ray_executor, tmp_path):
+    ex = create_executor("ray", checkpoint_transfer="object_store", max_checkpoint_bytes=4, pythonpath=str(REPO))
+    try:
+        out, _ = _run(ex, _spec(tmp_path, "checkpointing", steps=1))
+        assert out.state == "failed" and "max_checkpoint_bytes" in out.error and "adapter-only" in out.error
+    finally:
+        ex.shutdown()
+
+
+def test_shutdown_leaves_running_trials_without_on_done(ray_executor, tmp_path):
+    ex = create_executor("ray", pythonpath=str(REPO), poll_s=0.5)
+    spec = _spec(tmp_path, "until_released", release=str(tmp_path / "never"))
+    rec = Recorder()
+    ex.submit(spec, rec.on_report, rec.on_done)
+    wait_for(lambda: rec.reports, 120, "the trial to report")
+    ex.shutdown()
+    assert not rec.done.is_set() and ex.running() == []
+    with pytest.raises(RuntimeError, match="shut down"):
+        ex.submit(_spec(tmp_path, "quick"), rec.on_report, rec.on_done)
+    ex.shutdown()   # idempotent
+    assert ray_executor._ray.is_initialized()   # a borrowed cluster is left running
+
+
+def test_create_executor_knows_ray():
+    from autopeft.workers.ray import RayExecutor
+
+    with pytest.raises(ValueError, match="checkpoint_transfer"):
+        RayExecutor(checkpoint_transfer="nfs")
+    with pytest.raises(ValueError, match="max_retries"):
+        RayExecutor(max_retries=-1)

@@ -221,3 +221,28 @@ def test_language_model_head_stays_frozen(arch):
     assert not model.get_output_embeddings().weight.requires_grad
     assert measured_trainable(model) == count_trainable(config, model.config, None)
     check_grads(model, batch())
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_generation_with_a_cache_matches_without(arch):
+    """Decoding step by step with a KV cache sees the prefix exactly like a full recompute."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_configs()[arch]).eval()
+    apply_peft(model, {"prefix.length": 3, "lora.rank": 2})
+    prompt = torch.randint(2, 100, (1, 5), generator=torch.Generator().manual_seed(4))
+    kwargs = {"max_new_tokens": 4, "do_sample": False, "pad_token_id": 0}
+    with torch.no_grad():
+        cached = model.generate(prompt, use_cache=True, **kwargs)
+        uncached = model.generate(prompt, use_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+
+
+def test_bfloat16_model():
+    model = build("llama").to(torch.bfloat16)
+    config = {"lora.rank": 2, "serial.size": 3, "parallel.size": 3, "prefix.length": 2, "prefix.reparam": 4,
+              "ia3.targets": "k,v,ffn_out"}
+    apply_peft(model, config)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    check_grads(model, batch())

@@ -11,8 +11,8 @@ cannot tell them apart. What Ray adds:
   ``infeasible_timeout_s``, for autoscaling clusters) instead of waiting forever.
 * **Reports** reach the controller as they arrive, through a hub actor on the controller's
   node (see :mod:`autopeft.workers._ray_remote` for why), and the decision flows back.
-* **Checkpoints** (adapter-only) cross nodes through the object store, or are used in place
-  on a shared file system (``checkpoint_transfer="shared"``).
+* **Checkpoints** (adapter-only) cross nodes through the object store (``checkpoint_transfer``
+  ``auto`` or ``object_store``), or are used in place on a shared file system (``shared``).
 * **Faults.** A lost worker process or node (``WorkerCrashedError``, ``NodeDiedError``, ...)
   is retried up to ``max_retries`` times; each retry bumps ``spec.attempt`` and is listed in
   ``outcome.retries``; after that the trial fails with the reason. Exceptions of the workload
@@ -21,7 +21,7 @@ cannot tell them apart. What Ray adds:
 
 Cluster. ``address`` connects to a running cluster (``ray start --head``; see docs/ray.md);
 without one a private local Ray is started on 127.0.0.1 in its own temp dir, and stopped by
-``shutdown``. For loopback clusters the executor sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+``shutdown`` (which removes that temp dir when the executor created it). For loopback clusters the executor sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
 before importing Ray: otherwise Ray replaces 127.0.0.1 by the host's address and listens there.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -99,7 +100,9 @@ class RayExecutor(Executor):
         memory_overhead_bytes: added to predicted peft memory (activations, framework).
         max_retries: attempts after the first when the worker or node is lost.
         pythonpath, env, runtime_env: for the workers (``PYTHONPATH`` entries, variables).
-        checkpoint_transfer: ``object_store`` (default) or ``shared`` (same path on every node).
+        checkpoint_transfer: ``auto`` (default: paths as they are on the controller's node, the
+            object store elsewhere), ``object_store`` (always; e.g. workers in containers that
+            do not see the controller's folders) or ``shared`` (same path on every node).
         max_checkpoint_bytes: larger checkpoints are refused (adapter-only by contract).
         infeasible_timeout_s: how long a request no node can hold may wait for one to join.
         cancel_grace_s: interrupt, then kill the worker after this long.
@@ -116,11 +119,12 @@ class RayExecutor(Executor):
                  custom_per_trial: dict[str, float] | None = None, labels_per_trial: dict[str, str] | None = None,
                  gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 512 * 2**20,
                  max_retries: int = 3, pythonpath: str | None = None, env: dict[str, str] | None = None,
-                 runtime_env: dict[str, Any] | None = None, checkpoint_transfer: str = "object_store",
+                 runtime_env: dict[str, Any] | None = None, checkpoint_transfer: str = "auto",
                  max_checkpoint_bytes: int = 256 * 2**20, infeasible_timeout_s: float = 30.0,
                  cancel_grace_s: float = 3.0, poll_s: float = 2.0):
-        if checkpoint_transfer not in ("object_store", "shared"):
-            raise ValueError(f"checkpoint_transfer must be 'object_store' or 'shared', got {checkpoint_transfer!r}")
+        if checkpoint_transfer not in ("auto", "object_store", "shared"):
+            raise ValueError(f"checkpoint_transfer must be 'auto', 'object_store' or 'shared', "
+                             f"got {checkpoint_transfer!r}")
         if int(max_retries) < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
         address = address or ray_address
@@ -152,7 +156,8 @@ class RayExecutor(Executor):
         elif address and address != "local":
             ray.init(address=address, namespace=namespace, runtime_env=renv or None, log_to_driver=False)
         else:
-            self._temp_dir = temp_dir or tempfile.mkdtemp(prefix="autopeft-ray-")
+            self._own_temp_dir = None if temp_dir else tempfile.mkdtemp(prefix="autopeft-ray-")
+            self._temp_dir = temp_dir or self._own_temp_dir
             ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus,
                      num_gpus=num_gpus, resources=resources, object_store_memory=object_store_memory,
                      _temp_dir=self._temp_dir, namespace=namespace, runtime_env=renv or None, log_to_driver=False)
@@ -262,7 +267,7 @@ class RayExecutor(Executor):
         run.key = key = f"{spec.trial_id}:{spec.attempt}:{uuid.uuid4().hex[:8]}"
         run.node = None
         restore_blob = None
-        if spec.restore_dir and self._transfer == "object_store":
+        if spec.restore_dir and self._transfer != "shared":
             try:
                 restore_blob = pack_dir(spec.restore_dir, self._max_ckpt)
             except CheckpointTooLarge as err:
@@ -399,3 +404,5 @@ class RayExecutor(Executor):
             pass
         if self.owns_ray:
             self._ray.shutdown()
+            if getattr(self, "_own_temp_dir", None):
+                shutil.rmtree(self._own_temp_dir, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""Resource requests of trials (pure; no Ray): precedence, GPU fractions, predicted memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from autopeft.errors import InvalidConfig
+from autopeft.workers.placement import ResourceRequest, gpu_fraction, predicted_memory_bytes, request_for
+
+PY = {"kind": "python", "entrypoint": "tests.workers.workloads:quick"}
+
+
+def test_defaults_then_spec_then_workload():
+    assert request_for(PY, {}, None) == ResourceRequest(cpus=1.0, gpus=0.0)
+    assert request_for(PY, {}, {"cpus": 2, "gpus": 0}, gpus=0.25).cpus == 2.0
+    req = request_for({**PY, "resources": {"cpus": 0.5, "gpus": 0.5, "memory": "1GiB", "custom": {"a100": 1},
+                                           "labels": {"zone": "b"}}},
+                      {}, {"cpus": 2, "gpus": 0}, custom={"pool": 1}, labels={"zone": "a"})
+    assert (req.cpus, req.gpus, req.memory) == (0.5, 0.5, 2**30)
+    assert req.custom == {"pool": 1, "a100": 1.0} and req.labels == {"zone": "b"}
+    assert req.ray_options() == {"num_cpus": 0.5, "num_gpus": 0.5, "memory": 2**30,
+                                 "resources": {"pool": 1, "a100": 1.0}, "label_selector": {"zone": "b"}}
+    assert req.granted() == {"cpus": 0.5, "gpus": 0.5, "memory": float(2**30), "pool": 1, "a100": 1.0}
+
+
+@pytest.mark.parametrize("need, gpu, share", [
+    (1, 100, 0.01), (10, 100, 0.1), (11, 100, 0.11), (1001, 10000, 0.11), (100, 100, 1.0), (150, 100, 2.0)])
+def test_gpu_fraction_rounds_up_to_a_hundredth(need, gpu, share):
+    assert gpu_fraction(need, gpu) == share
+
+
+def test_fits_checks_every_resource_and_label():
+    req = ResourceRequest(cpus=1, gpus=0.5, memory=100, custom={"special": 1}, labels={"zone": "a"})
+    node = {"CPU": 2, "GPU": 1, "memory": 1000, "special": 1}
+    assert req.fits(node, {"zone": "a"})
+    assert not req.fits(node, {"zone": "b"})
+    assert not req.fits({**node, "special": 0}, {"zone": "a"})
+    assert not req.fits({"CPU": 2, "memory": 1000, "special": 1}, {"zone": "a"})   # no GPU
+
+
+def test_peft_memory_is_base_weights_plus_adapter(minilm_path):
+    import autopeft
+    from autopeft.models import load_model_config
+
+    workload = {"kind": "peft", "model": str(minilm_path), "dataset": "tweets", "labels": ["a", "b", "c"]}
+    model_config = load_model_config(minilm_path)
+    config = autopeft.load_space("lora_per_layer", model_config).sample(1, seed=0)[0]
+    adapter = autopeft.adapter_memory_bytes(config, model_config, 3)
+    assert adapter > 0
+    weights = (minilm_path / "model.safetensors").stat().st_size
+    assert predicted_memory_bytes(workload, config) == weights + adapter
+    req = request_for(workload, config, None, memory_overhead_bytes=1000, gpu_memory_bytes=10 * 2**30)
+    assert req.memory == weights + adapter + 1000 and req.gpus == 0.0
+    auto = request_for({**workload, "resources": {"gpus": "auto"}}, config, None, memory_overhead_bytes=1000,
+                       gpu_memory_bytes=10 * 2**30)
+    assert auto.gpus == gpu_fraction(weights + adapter + 1000, 10 * 2**30) and 0 < auto.gpus < 1
+
+
+def test_auto_needs_a_prediction_and_the_gpu_size():
+    with pytest.raises(InvalidConfig, match="gpu_memory_bytes") as err:
+        request_for({**PY, "resources": {"gpus": "auto"}}, {}, None)
+    assert err.value.field == "workload.resources.gpus"
+    with pytest.raises(InvalidConfig, match="no memory prediction"):
+        request_for({**PY, "resources": {"memory": "auto"}}, {}, None)
+
+
+def test_unreadable_model_falls_back_to_no_memory_request(caplog):
+    workload = {"kind": "peft", "model": "/nonexistent/model", "dataset": "tweets"}
+    assert predicted_memory_bytes(workload, {}) is None
+    assert "no memory prediction" in caplog.text
+    assert request_for(workload, {}, None).memory is None

@@ -11,13 +11,13 @@ Pipeline of one ``ask(n)``:
    independent-output ``SingleTaskGP`` (Matern-5/2 ARD, ``Standardize``), or with
    ``model="saas"`` a fully Bayesian SAAS GP per output (NUTS; slow, for many dimensions).
    Objectives are modelled in **maximisation** form (``minimize`` columns negated, BoTorch's
-   convention). Known objectives (e.g. ``trainable_params``) enter as a
-   ``GenericDeterministicModel`` that decodes each candidate and calls the user's function,
-   so they are exact, never modelled. Training data is capped at ``max_train`` points (the
+   convention). Known objectives (e.g. ``trainable_params``) are not
+   modelled: the acquisition's MC objective decodes each candidate and calls the user's
+   function, so they are exact. Training data is capped at ``max_train`` points (the
    best by non-dominated rank first, the rest a seeded sample) to bound latency.
 3. **Acquisition.** ``qLogNoisyExpectedHypervolumeImprovement`` with the reference point of
    ``pareto.reference_point`` (the ``reference_point`` option, else worst observed + 10% of
-   range), running trials and already-chosen batch members as ``X_pending``, modelled
+   range), known objectives computed from the candidate inside the MC objective, running trials and already-chosen batch members as ``X_pending``, modelled
    constraints as ``g <= 0`` outcome constraints.
 4. **Optimisation of the acquisition** respects the space: for purely continuous spaces
    without known objectives, BoTorch's ``optimize_acqf`` (multi-start L-BFGS-B, sequential
@@ -157,9 +157,9 @@ class MOBOOptimizer(BaseOptimizer):
                         if not k.startswith("outcome_transform") and "train" not in k}
         return model
 
-    def _known_model(self):
+    def _known_fn(self):
+        """``X (..., d)`` encodings → ``(..., k)`` known objectives, maximisation form."""
         import torch
-        from botorch.models.deterministic import GenericDeterministicModel
 
         cache: dict[bytes, list[float]] = {}
         fns = [self.known_objectives[k] for k in self._known]
@@ -177,13 +177,13 @@ class MOBOOptimizer(BaseOptimizer):
                 rows.append(cache[key])
             return torch.tensor(rows, dtype=X.dtype).reshape(*X.shape[:-1], len(fns))
 
-        return GenericDeterministicModel(f, num_outputs=len(fns))
+        return f
 
     def _bo(self, done, n, first_number):
         import torch
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
-        from botorch.models.model import ModelList
+        from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
         from botorch.sampling import SobolQMCNormalSampler
 
         dtype = torch.double
@@ -196,13 +196,23 @@ class MOBOOptimizer(BaseOptimizer):
         for i in self._modelled_constraints:
             cols.append([float(self.violation(r.values)[i]) for r in train])
         Y = torch.tensor(np.array(cols).T, dtype=dtype)
-        gp = self._fit(X, Y)
-        n_gp = Y.shape[-1]
-        model = ModelList(gp, self._known_model()) if self._known else gp
-        # output order of `model`: modelled objectives, modelled constraints, known objectives
-        out_index = {k: i for i, k in enumerate(self._modelled)}
-        out_index.update({k: n_gp + i for i, k in enumerate(self._known)})
-        objective = IdentityMCMultiOutputObjective(outcomes=[out_index[k] for k in self.objective_names])
+        model = self._fit(X, Y)
+        # GP outputs: modelled objectives, then modelled constraints. Known objectives are
+        # computed from X inside the MC objective, exactly (never modelled).
+        if self._known:
+            known_fn = self._known_fn()
+            n_mod = len(self._modelled)
+            order = [("gp", self._modelled.index(k)) if k in self._modelled else ("known", self._known.index(k))
+                     for k in self.objective_names]
+
+            def combine(samples, X=None):
+                exact = known_fn(X).expand(*samples.shape[:-1], len(self._known))
+                cols = [samples[..., j] if src == "gp" else exact[..., j] for src, j in order]
+                return torch.stack(cols, dim=-1)
+
+            objective = GenericMCMultiOutputObjective(combine)
+        else:
+            objective = IdentityMCMultiOutputObjective(outcomes=list(range(len(self._modelled))))
         constraints = [(lambda Z, j=len(self._modelled) + c: Z[..., j]) for c in range(len(self._modelled_constraints))]
         feasible = [r for r in done if self.is_feasible(r.values)] or done
         ref_min = _pareto.reference_point(self._Y(feasible), self.reference_point_min)
@@ -210,6 +220,9 @@ class MOBOOptimizer(BaseOptimizer):
         running = [r.config for r in self._records_in("running")]
         chosen: list[dict] = []
         sampler_seed = derive_seed(self.seed, first_number, "qmc") % (2**31)
+
+        def make_sampler():
+            return SobolQMCNormalSampler(sample_shape=torch.Size([self.options["mc_samples"]]), seed=sampler_seed)
 
         def make_acqf(pending_configs):
             X_pending = None
@@ -220,8 +233,7 @@ class MOBOOptimizer(BaseOptimizer):
                 return qLogNoisyExpectedHypervolumeImprovement(
                     model=model, ref_point=ref_max, X_baseline=X, objective=objective,
                     constraints=constraints or None, X_pending=X_pending, prune_baseline=True,
-                    sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.options["mc_samples"]]),
-                                                  seed=sampler_seed))
+                    sampler=make_sampler())
 
         if self._continuous:
             from botorch.optim import optimize_acqf

@@ -12,6 +12,7 @@ study always holds exactly the configs we evaluate.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from autopeft.optim.base import BaseOptimizer, config_key, derive_seed
@@ -69,7 +70,9 @@ class _OptunaOptimizer(BaseOptimizer):
         out = []
         for j in range(n):
             number = first_number + j
-            self._study.sampler = self._make_sampler(number)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
+                self._study.sampler = self._make_sampler(number)
             otrial = self._study.ask()
             config = _suggest_config(otrial, self.space)
             self._pending[number] = (otrial, config_key(self.space.validate(config)))

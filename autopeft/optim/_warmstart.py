@@ -1,17 +1,21 @@
 """Warm starting: map configs of another study (maybe another space or layer count) onto a space.
 
 Rules, per parameter of the target space (in declaration order, so conditions see parents):
-1. the same key in the source config → its value, snapped to the nearest valid value;
-2. a per-layer parameter ``group.i`` of a model with ``L`` layers and a source with ``Ls``
-   layers of the same group → the source's layer ``round(i * (Ls - 1) / (L - 1))`` (same
-   relative depth); else the source's shared form ``group`` if present;
+1. a per-layer parameter ``group.i`` of a model with ``L`` layers, when the source has
+   per-layer keys of that group → the source's layer ``floor(i * (Ls - 1) / (L - 1) + 0.5)``
+   (same relative depth; ``Ls`` = the source's layer count, the largest layer index of any
+   per-layer key + 1);
+2. the same key in the source config → its value; else for a per-layer parameter the
+   source's shared form ``group``;
 3. a shared parameter ``group`` whose source is per-layer → the source's most common value;
 4. otherwise the parameter's default.
+Every value is snapped to the nearest valid one (clipped numbers, nearest ordinal).
 The result is ``space.validate``-normalised.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from typing import Any, Sequence
@@ -47,17 +51,18 @@ def map_config(config: dict, space) -> dict:
         if m:
             per_layer.setdefault(m.group(1), {})[int(m.group(2))] = value
     target_layers = space.num_layers or 1
+    source_layers = max((max(v) + 1 for v in per_layer.values()), default=1)
     out: dict[str, Any] = dict(space.constants)
     for p in space.params:
         if not p.is_active(out):
             continue
-        if p.name in config:
-            value = config[p.name]
-        elif p.group is not None and p.layer is not None and p.group in per_layer:
+        if p.group is not None and p.layer is not None and p.group in per_layer:
             src = per_layer[p.group]
-            n_src = max(src) + 1
-            j = round(p.layer * (n_src - 1) / (target_layers - 1)) if target_layers > 1 else 0
+            n_src = source_layers
+            j = math.floor(p.layer * (n_src - 1) / (target_layers - 1) + 0.5) if target_layers > 1 else 0
             value = src.get(j, p.default)
+        elif p.name in config:
+            value = config[p.name]
         elif p.group is not None and p.group in config:
             value = config[p.group]
         elif p.name in per_layer:

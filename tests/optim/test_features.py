@@ -1,0 +1,97 @@
+"""Constraints, warm starting across layer counts, and exactly known objectives."""
+
+from __future__ import annotations
+
+import pytest
+
+from autopeft import InvalidConfig
+from autopeft.optim import create_optimizer
+from autopeft.optim._warmstart import map_config
+from autopeft.space import SearchSpace
+
+from .conftest import FAST_OPTIONS, MIXED, lora_params, toy_values
+
+OBJ = [("accuracy", "maximize"), ("params", "minimize")]
+
+
+@pytest.mark.parametrize("name", ["random", "sobol", "tpe", "mobo"])
+def test_known_constraint_is_never_violated_by_suggestions(name, mixed_space):
+    opt = create_optimizer(name, mixed_space, OBJ, seed=0, constraints=[("params", "<=", 3000)],
+                           known_objectives={"params": lora_params}, **FAST_OPTIONS.get(name, {}))
+    for _ in range(4):
+        for s in opt.ask(2):
+            assert lora_params(s.config) <= 3000
+            opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})  # params computed
+    assert all(t.values["params"] == lora_params(t.config) for t in opt.trials)
+
+
+def test_pareto_excludes_infeasible_and_missing_constraint_metric_is_named(mixed_space):
+    opt = create_optimizer("random", mixed_space, OBJ, constraints=[("memory", "<=", 1.0)])
+    a, b = opt.ask(2)
+    opt.tell(a.id, {"accuracy": 0.9, "params": 1.0, "memory": 2.0})  # best but infeasible
+    opt.tell(b.id, {"accuracy": 0.5, "params": 5.0, "memory": 0.5})
+    assert [t.id for t in opt.pareto()] == [b.id]
+    (c,) = opt.ask()
+    with pytest.raises(InvalidConfig, match="memory"):
+        opt.tell(c.id, {"accuracy": 0.5, "params": 5.0})
+    with pytest.raises(InvalidConfig, match="constraints"):
+        create_optimizer("random", mixed_space, OBJ, constraints=[("memory", "~", 1.0)])
+
+
+def test_mobo_models_an_unknown_constraint(mixed_space):
+    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, constraints=[("memory", "<=", 1.0)],
+                           known_objectives={"params": lora_params}, **FAST_OPTIONS["mobo"])
+    for _ in range(3):
+        for s in opt.ask(2):
+            v = toy_values(s.config)
+            opt.tell(s.id, {"accuracy": v["accuracy"], "memory": s.config["epochs"] / 2})
+    assert len(opt.trials) == 6 and all(mixed_space.validate(t.config) == t.config for t in opt.trials)
+
+
+def test_warm_start_maps_per_layer_values_by_relative_depth():
+    target = SearchSpace.from_dict(MIXED, num_layers=12)
+    source = SearchSpace.from_dict(MIXED, num_layers=3)
+    config = source.validate({"lr": 1e-3, "epochs": 2, "sched": "cosine", "dropout": 0.1,
+                              "layers.0": True, "layers.1": False, "layers.2": True,
+                              "lora.rank.0": 2, "lora.rank.2": 8})
+    mapped = map_config(config, target)
+    # layer i of 12 takes source layer round(i * 2 / 11)
+    assert [mapped[f"layers.{i}"] for i in range(12)] == [True] * 3 + [False] * 6 + [True] * 3
+    assert mapped["lora.rank.0"] == 2 and mapped["lora.rank.11"] == 8
+    assert "lora.rank.5" not in mapped  # layer 5 is off
+    back = map_config(mapped, source)
+    assert back == config
+
+
+def test_warm_start_configs_are_asked_first(mixed_space):
+    other = SearchSpace.from_dict(MIXED, num_layers=6)
+    warm = other.sample(3, seed=1)
+    opt = create_optimizer("tpe", mixed_space, OBJ, seed=0, warm_start=warm)
+    asked = opt.ask(4)
+    assert [s.config for s in asked[:3]] == [map_config(c, mixed_space) for c in warm]
+    with pytest.raises(InvalidConfig, match="warm_start"):
+        create_optimizer("random", mixed_space, OBJ, warm_start=["not a config"])
+
+
+def test_warm_start_snaps_to_the_nearest_valid_value():
+    space = SearchSpace.from_dict({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2},
+                                              "r": {"choices": [2, 4, 8]}}})
+    assert map_config({"lr": 1.0, "r": 5, "extra": 1}, space) == {"lr": 1e-2, "r": 4}
+
+
+def test_mobo_does_not_model_a_known_objective(mixed_space):
+    calls = []
+
+    def count(config):
+        calls.append(1)
+        return lora_params(config)
+
+    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, known_objectives={"params": count},
+                           **FAST_OPTIONS["mobo"])
+    for _ in range(3):
+        for s in opt.ask(2):
+            opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
+    n_told = len(calls)
+    opt.ask(1)
+    assert len(calls) > n_told  # candidates were scored with the exact function
+    assert opt._modelled == ["accuracy"]

@@ -16,7 +16,8 @@ into a scratch folder on the worker node; the worker packs its checkpoint folder
 changed, at every report and at the end, and the controller unpacks it into the trial's
 ``checkpoint_dir``. A checkpoint larger than ``max_checkpoint_bytes`` is refused (it would be
 a full model copy). With ``checkpoint_transfer="shared"`` (a file system mounted at the same
-path on every node) or when the attempt runs on the controller's node, paths are used as is.
+path on every node), or ``"auto"`` when the attempt runs on the controller's node, paths are
+used as they are; ``"object_store"`` always copies.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
     node = ctx_rt.get_node_id()
     hub.put.remote(key, {"type": "start", "node_id": node, "node_ip": ray.util.get_node_ip_address(),
                          "pid": os.getpid()})
-    local = transfer == "shared" or node == driver_node
+    local = transfer == "shared" or (transfer == "auto" and node == driver_node)
     scratch = None
     ckpt, restore = spec.get("checkpoint_dir"), spec.get("restore_dir")
     if not local:

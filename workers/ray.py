@@ -27,6 +27,7 @@ before importing Ray: otherwise Ray replaces 127.0.0.1 by the host's address and
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -44,17 +45,22 @@ from autopeft.workers.placement import ResourceRequest, request_for
 
 log = logging.getLogger("autopeft.workers.ray")
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _SYSTEM_ERRORS = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",
                   "LocalRayletDiedError", "OutOfMemoryError", "ActorDiedError", "ActorUnavailableError",
                   "RayActorError", "ObjectFetchTimedOutError", "ObjectReconstructionFailedError")
 
 
 def _is_loopback(address: str | None) -> bool:
-    if not address or address in ("local", "auto"):
-        return address != "auto"
-    host = address.split("://")[-1].rsplit(":", 1)[0]
-    return host in _LOOPBACK
+    """A private local Ray (None / "local"), or a cluster whose head is on a loopback address."""
+    if not address or address == "local":
+        return True
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _import_ray(loopback: bool):

@@ -34,6 +34,7 @@ class _Record:
     def __init__(self, config: dict, trial):
         self.dir = _record_dir(config)
         self.data = {"number": trial.number, "trial_id": trial.trial_id, "node": _node(), "pid": os.getpid(),
+                     "node_name": os.environ.get("AUTOPEFT_TEST_NODE"),
                      "start": time.time(), "end": None, "resources": dict(trial.resources or {}),
                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         self.path = self.dir / f"{trial.number}-{uuid.uuid4().hex[:8]}.json" if self.dir else None

@@ -1,0 +1,134 @@
+"""A real multi-node Ray cluster on this machine, started with ``ray start`` (test helper).
+
+Every node listens on 127.0.0.1 only. Ray 2.60 rewrites ``--node-ip-address=127.0.0.1`` (and a
+127.0.0.1 ``--address``) to the host's routable address unless
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, and with that variable it refuses to start worker
+nodes; so ``ray start`` runs through a two-line shim that keeps loopback addresses as given
+(``ray._private.services.resolve_ip_for_localhost``). Drivers joining the cluster set the
+variable (the RayExecutor does that for loopback addresses).
+
+Each node has its own ``--temp-dir``, ports chosen free by the OS, token authentication
+with a token of its own (``RAY_AUTH_TOKEN``, nothing written to ``~/.ray``), and an
+``AUTOPEFT_TEST_NODE`` variable that its workers inherit, so workloads can say where they ran.
+``stop`` kills every process it started (process groups, then anything left that names one
+of its temp dirs); it never runs ``ray stop``, which would stop other people's clusters.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHIM = ("import sys, ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
+        "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    def __init__(self, root: Path, env: dict[str, str] | None = None, object_store_bytes: int = 80 * 2**20):
+        self.root = Path(root)
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.object_store_bytes = object_store_bytes
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.env.update(self.driver_env())
+
+    def driver_env(self) -> dict[str, str]:
+        """What a process that joins the cluster needs in its environment."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+    def start_node(self, name: str, num_cpus: int, resources: str | None = None, head: bool = False,
+                   timeout: float = 120) -> None:
+        temp = self.root / name
+        temp.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-c", SHIM, "start", "--block", "--node-ip-address=127.0.0.1",
+               f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={temp}",
+               f"--object-store-memory={self.object_store_bytes}",
+               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+               f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        if head:
+            cmd += ["--head", f"--port={self.port}", "--include-dashboard=false",
+                    f"--ray-client-server-port={free_port()}"]
+        else:
+            cmd += [f"--address={self.address}"]
+        if resources:
+            cmd.append(f"--resources={resources}")
+        env = dict(self.env)
+        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)   # `ray start` refuses worker nodes with it
+        env["AUTOPEFT_TEST_NODE"] = name
+        log = open(self.root / f"{name}.log", "wb")
+        self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "Ray runtime started" in self.log(name):
+                return
+            if self.procs[name].poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"ray node {name} did not start:\n{self.log(name)[-3000:]}")
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def pids(self, name: str | None = None, binary: str = "") -> list[int]:
+        """Processes whose command line names this cluster's (or one node's) temp dir."""
+        needle = str(self.root / name) if name else str(self.root)
+        out = []
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in cmd and binary in cmd and int(pid_dir.name) != os.getpid():
+                out.append(int(pid_dir.name))
+        return out
+
+    def kill_raylet(self, name: str) -> int:
+        """SIGKILL the raylet of node ``name`` (its workers die with it). Returns its pid."""
+        pids = self.pids(name, "raylet/raylet")
+        assert len(pids) == 1, f"expected one raylet for {name}, found {pids}"
+        os.kill(pids[0], signal.SIGKILL)
+        return pids[0]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
+            time.sleep(0.1)
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        for pid in self.pids():   # workers that left the process group
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -21,6 +21,7 @@ from autopeft.api.db import Database
 from autopeft.api.deps import AppState
 from autopeft.api.routers import health, studies, trials
 from autopeft.api.scheduler import SchedulerManager
+from autopeft.api.services.listing import ListingCache
 from autopeft.api.settings import Settings
 
 log = logging.getLogger("autopeft.api")
@@ -33,7 +34,8 @@ def _executor(settings: Settings):
 
     if settings.executor == "ray":
         return create_executor("ray", address=settings.ray_address)
-    return create_executor("local", pythonpath=settings.worker_pythonpath, cpus_per_trial=settings.cpus_per_trial)
+    return create_executor("local", pythonpath=settings.worker_pythonpath, cpus_per_trial=settings.cpus_per_trial,
+                           prestart=settings.prestart_workers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.db_url)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
         manager = SchedulerManager(db, _executor(settings), settings.artifacts_dir, settings.cpus_per_trial)
-        app.state.autopeft = AppState(settings=settings, db=db, scheduler=manager)
+        app.state.autopeft = AppState(settings=settings, db=db, scheduler=manager,
+                                      listing=ListingCache(db, enabled=settings.listing_cache))
         recovered = manager.recover()
         if recovered:
             log.info("resumed studies %s", recovered)

@@ -71,6 +71,17 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.RLock()
+        # study id -> change counter, bumped after every committed write that names the study;
+        # read caches key on it (valid because every writer of a study lives in this process).
+        self._versions: dict[int, int] = {}
+        self._versions_lock = threading.Lock()
+
+    def version(self, study_id: int) -> int:
+        return self._versions.get(study_id, 0)
+
+    def touch(self, study_id: int) -> None:
+        with self._versions_lock:
+            self._versions[study_id] = self._versions.get(study_id, 0) + 1
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -78,22 +89,29 @@ class Database:
             yield session
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error (single writer)."""
-        if not self.is_sqlite:
-            with self._factory() as session:
-                with session.begin():
-                    yield session
-            return
-        with self._write_lock, self.engine.connect() as conn:
-            conn.info["begin_mode"] = "BEGIN IMMEDIATE"
-            with Session(bind=conn, expire_on_commit=False) as session:
-                try:
-                    yield session
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    raise
+    def write(self, study_id: int | None = None) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error (single writer).
+
+        ``study_id``: the study whose data this write changes; its version is bumped after the
+        commit (and also when the write fails, to be safe)."""
+        try:
+            if not self.is_sqlite:
+                with self._factory() as session:
+                    with session.begin():
+                        yield session
+                return
+            with self._write_lock, self.engine.connect() as conn:
+                conn.info["begin_mode"] = "BEGIN IMMEDIATE"
+                with Session(bind=conn, expire_on_commit=False) as session:
+                    try:
+                        yield session
+                        session.commit()
+                    except BaseException:
+                        session.rollback()
+                        raise
+        finally:
+            if study_id is not None:
+                self.touch(study_id)
 
     def dispose(self) -> None:
         self.engine.dispose()

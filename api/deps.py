@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.errors import ApiError
 from autopeft.api.security import hash_token, user_for_token
@@ -18,6 +19,7 @@ from autopeft.api.security import hash_token, user_for_token
 if TYPE_CHECKING:
     from autopeft.api.db import Database
     from autopeft.api.scheduler import SchedulerManager
+    from autopeft.api.services.listing import ListingCache
     from autopeft.api.settings import Settings
 
 
@@ -26,9 +28,10 @@ class AppState:
     settings: "Settings"
     db: "Database"
     scheduler: "SchedulerManager"
+    listing: "ListingCache"
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.autopeft
 
 
@@ -73,18 +76,23 @@ _bearer = HTTPBearer(auto_error=False, description="an API token from `autopeft 
 _cache = _TokenCache()
 
 
-def current_user(state: StateDep,
-                 creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> UserRef:
+def _lookup(db: "Database", token: str) -> UserRef | None:
+    with db.read() as session:
+        row = user_for_token(session, token)
+        return UserRef(row.id, row.name) if row is not None else None
+
+
+async def current_user(state: StateDep,
+                       creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> UserRef:
+    """The token's user. Async so that a cached token costs no thread hop; a miss queries in a thread."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")
     key = hash_token(creds.credentials)
     user = _cache.get(key)
     if user is None:
-        with state.db.read() as session:
-            row = user_for_token(session, creds.credentials)
-            if row is None:
-                raise ApiError(401, "unauthorized", "invalid or revoked token")
-            user = UserRef(row.id, row.name)
+        user = await run_in_threadpool(_lookup, state.db, creds.credentials)
+        if user is None:
+            raise ApiError(401, "unauthorized", "invalid or revoked token")
         _cache.put(key, user)
     return user
 

@@ -18,6 +18,7 @@ order (optimisers are a pure function of seed + history) and requeues the trials
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,37 @@ from autopeft.workers.base import Executor, TrialOutcome, TrialSpec
 log = logging.getLogger("autopeft.scheduler")
 
 ELAPSED_FLUSH_S = 10.0
+CHEAP_REPLAY = ("random", "sobol", "mobo")
+
+
+def _finite_or_none(values: dict[str, float] | None) -> dict[str, float | None] | None:
+    """What is stored (JSON has no NaN / inf): non-finite metrics become null."""
+    if values is None:
+        return None
+    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in values.items()}
+
+
+def _exact(values: dict[str, float] | None) -> dict[str, Any] | None:
+    """For the event log, which must replay exactly: non-finite floats as the strings nan / inf / -inf."""
+    if values is None:
+        return None
+    return {k: (repr(float(v)) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+
+
+def _unexact(values: dict[str, Any] | None) -> dict[str, float] | None:
+    if values is None:
+        return None
+    return {k: (float(v) if isinstance(v, str) else v) for k, v in values.items()}
+
+
+def _trial_budget(budget: Any) -> dict[str, float] | None:
+    """An optimiser's ``Suggestion.budget`` as a ``TrialContext.budget``: a number is a budget in
+    epochs (steps of ``trial.report``), a mapping is passed as is."""
+    if budget is None:
+        return None
+    if isinstance(budget, dict):
+        return dict(budget)
+    return {"epochs": max(1, int(round(float(budget))))}
 
 
 def _decision_name(decision: Any) -> str:
@@ -72,7 +104,7 @@ class StudyRunner(threading.Thread):
             self._run()
         except Exception as err:  # noqa: BLE001 - a broken study is marked failed, with the reason
             log.exception("study %s failed", self.study_id)
-            with self.db.write() as s:
+            with self.db.write(self.study_id) as s:
                 study = s.get(Study, self.study_id)
                 if study is not None:
                     study.state, study.message, study.finished_at = "failed", f"{type(err).__name__}: {err}", utcnow()
@@ -121,7 +153,7 @@ class StudyRunner(threading.Thread):
                 return
             if time.monotonic() - last_flush > ELAPSED_FLUSH_S:
                 last_flush = time.monotonic()
-                with self.db.write() as s:
+                with self.db.write(self.study_id) as s:
                     s.get(Study, self.study_id).elapsed_s = elapsed
             self._wake.wait(1.0)
             self._wake.clear()
@@ -139,19 +171,27 @@ class StudyRunner(threading.Thread):
                                                           Trial.state.in_(("queued", "running")))
                                    .order_by(Trial.number)).all()
         diverged = 0
+        cheap = self._cheap_replay()
+        configs: dict[int, dict] = {}
+        if cheap and events:
+            with self.db.read() as s:
+                configs = dict(s.execute(select(Trial.id, Trial.config).where(Trial.study_id == self.study_id)).all())
         for ev in events:
             p = ev.payload
             tid = p["trial_id"]
             if ev.kind == "ask":
-                sugg = self.opt.ask(1)[0]
-                if str(sugg.id) != p["optimizer_id"]:
+                if cheap and tid in configs:
+                    opt_id = self.opt.add_trial(configs[tid], state="running").id
+                else:
+                    opt_id = self.opt.ask(1)[0].id
+                if str(opt_id) != p["optimizer_id"]:
                     diverged += 1
-                self.ids[tid] = sugg.id
-                self.by_opt_id[str(sugg.id)] = tid
+                self.ids[tid] = opt_id
+                self.by_opt_id[str(opt_id)] = tid
             elif ev.kind == "report":
-                self.opt.report(self.ids[tid], p["step"], p["values"])
+                self.opt.report(self.ids[tid], p["step"], _unexact(p["values"]))
             elif ev.kind == "tell":
-                self.opt.tell(self.ids[tid], p["values"], state=p["state"])
+                self.opt.tell(self.ids[tid], _unexact(p["values"]), state=p["state"])
             self.seq = ev.seq
         if diverged:
             log.warning("study %s: optimiser replay gave %d suggestion id(s) different from the stored ones; "
@@ -161,17 +201,26 @@ class StudyRunner(threading.Thread):
                      len(unfinished))
         return list(unfinished)
 
+    def _cheap_replay(self) -> bool:
+        """Optimisers whose suggestions depend only on trial numbers and told data (``random``,
+        ``sobol``, ``mobo``, per ``autopeft.optim``) are rebuilt with ``add_trial`` instead of
+        recomputing every past suggestion (a GP fit per trial for ``mobo``). PBT and the Optuna
+        samplers replay real asks. A PBT trial's config may change after its ask (Exploit), so only
+        these three qualify."""
+        name = str(self.spec["optimizer"]["name"]).rpartition("+")[2]
+        return name in CHEAP_REPLAY and hasattr(self.opt, "add_trial")
+
     # -- trials -------------------------------------------------------------------------------
     def _ask_and_submit(self, number: int) -> None:
         with self._lock:
             sugg = self.opt.ask(1)[0]
         parent = getattr(sugg, "parent_id", None)
         budget = getattr(sugg, "budget", None)
-        with self.db.write() as s:
+        with self.db.write(self.study_id) as s:
             trial = Trial(study_id=self.study_id, number=number, state="queued", config=dict(sugg.config),
                           optimizer_id=str(sugg.id), attempts=0,
                           parent_id=self.by_opt_id.get(str(parent)) if parent is not None else None,
-                          budget=dict(budget) if isinstance(budget, dict) else None)
+                          budget=_trial_budget(budget))
             s.add(trial)
             s.flush()
             self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
@@ -182,7 +231,7 @@ class StudyRunner(threading.Thread):
         self._submit(tid)
 
     def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
-        with self.db.write() as s:
+        with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
             spec = TrialSpec(trial_id=t.id, study_id=t.study_id, number=t.number, workload=self.spec["workload"],
@@ -209,9 +258,10 @@ class StudyRunner(threading.Thread):
         with self._lock:
             decision = self.opt.report(self.ids[trial_id], step, values)
             name = _decision_name(decision)
-            with self.db.write() as s:
-                s.add(TrialReport(trial_id=trial_id, attempt=attempt, step=step, values=values, decision=name))
-                self._event(s, "report", {"trial_id": trial_id, "step": step, "values": values})
+            with self.db.write(self.study_id) as s:
+                stored = _finite_or_none(values)
+                s.add(TrialReport(trial_id=trial_id, attempt=attempt, step=step, values=stored, decision=name))
+                self._event(s, "report", {"trial_id": trial_id, "step": step, "values": _exact(values)})
             if name == "exploit":
                 self.exploits[trial_id] = decision
         return "continue" if name == "continue" else "stop"
@@ -226,7 +276,7 @@ class StudyRunner(threading.Thread):
 
     def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> None:
         if outcome.cancelled or self._stop_requested.is_set() and outcome.state == "failed":
-            with self.db.write() as s:   # user stop: back to the queue, rerun on resume
+            with self.db.write(self.study_id) as s:   # user stop: back to the queue, rerun on resume
                 t = s.get(Trial, trial_id)
                 if t is not None:
                     t.state, t.error = "queued", "cancelled when the study was stopped"
@@ -253,10 +303,10 @@ class StudyRunner(threading.Thread):
             except InvalidConfig as err:   # e.g. a constraint's metric is missing from the result
                 state, error, tell_values = "failed", f"the optimiser refused the result: {err}", None
                 self.opt.tell(self.ids[trial_id], None, state="failed")
-            with self.db.write() as s:
+            with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
-                t.state, t.values, t.error, t.finished_at = state, values, error, utcnow()
-                self._event(s, "tell", {"trial_id": trial_id, "values": tell_values, "state": state})
+                t.state, t.values, t.error, t.finished_at = state, _finite_or_none(values), error, utcnow()
+                self._event(s, "tell", {"trial_id": trial_id, "values": _exact(tell_values), "state": state})
                 ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
                 if ckpt.is_dir() and any(ckpt.iterdir()):
                     s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
@@ -267,7 +317,7 @@ class StudyRunner(threading.Thread):
         donor = next((getattr(exploit, a) for a in ("source_id", "donor_id", "parent_id", "from_id")
                       if getattr(exploit, a, None) is not None), None)
         donor_tid = self.by_opt_id.get(str(donor)) if donor is not None else None
-        with self.db.write() as s:
+        with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             if config is not None:
                 t.config = dict(config)
@@ -285,7 +335,7 @@ class StudyRunner(threading.Thread):
 
     def _pause(self, elapsed: float) -> None:
         if self._shutting_down.is_set():
-            with self.db.write() as s:
+            with self.db.write(self.study_id) as s:
                 s.get(Study, self.study_id).elapsed_s = elapsed
             return
         for tid in list(self.inflight):
@@ -294,11 +344,11 @@ class StudyRunner(threading.Thread):
         while self.inflight and time.monotonic() < deadline:
             self._wake.wait(0.2)
             self._wake.clear()
-        with self.db.write() as s:
+        with self.db.write(self.study_id) as s:
             s.get(Study, self.study_id).elapsed_s = elapsed
 
     def _finish(self, elapsed: float, message: str | None) -> None:
-        with self.db.write() as s:
+        with self.db.write(self.study_id) as s:
             study = s.get(Study, self.study_id)
             if study.state == "running":
                 study.state, study.finished_at, study.message = "finished", utcnow(), message

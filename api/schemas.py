@@ -104,7 +104,8 @@ class TrialPublic(BaseModel):
     number: int
     state: TrialState
     config: dict[str, Any]
-    values: dict[str, float] | None = None
+    values: dict[str, float | None] | None = Field(default=None, description="the workload's metrics; "
+                                                      "non-finite values are stored as null")
     attempts: int
     parent_id: int | None = None
     error: str | None = None
@@ -122,7 +123,7 @@ class TrialList(BaseModel):
 class ReportPublic(BaseModel):
     step: int
     attempt: int
-    values: dict[str, float]
+    values: dict[str, float | None]
     decision: str
     created_at: dt.datetime
 

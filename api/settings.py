@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     migrate: bool = Field(default=True, description="run `alembic upgrade head` at start-up")
     worker_pythonpath: str | None = Field(default=None, description="extra PYTHONPATH for trial processes")
     cpus_per_trial: int = 1
+    prestart_workers: int = Field(default=2, ge=0, le=64,
+                                  description="trial processes started ahead of time (local executor)")
+    listing_cache: bool = Field(default=True, description="cache encoded trial pages (one API process per database)")
     log_level: str = "info"
 
 

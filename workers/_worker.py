@@ -77,5 +77,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    status = main(sys.argv[1:])
     sys.stdout.flush()
-    sys.exit(main(sys.argv[1:]))
+    sys.stderr.flush()
+    os._exit(status)  # the result is sent: skip interpreter teardown

@@ -176,33 +176,42 @@ class LocalProcessExecutor(Executor):
                         proc.send({"decision": decision})
                     elif kind == "done":
                         outcome = TrialOutcome("complete", values=msg["values"], stopped=bool(msg.get("stopped")))
+                        break
                     elif kind == "error":
                         outcome = TrialOutcome("failed", error=msg["message"])
+                        break
         except (OSError, ValueError) as err:  # broken pipe, bad line
             log.warning("trial %s: lost the worker's pipe: %s", spec.trial_id, err)
-        finally:
-            try:
-                code = proc.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.popen.wait()
-            proc.close()
+        code = None
+        if outcome is None:  # no result: the exit code (or signal) is the reason
+            code = self._reap(proc)
         with self._lock:
             self._running.pop(spec.trial_id, None)
             cancelled = spec.trial_id in self._cancelled
             self._cancelled.discard(spec.trial_id)
             closed = self._closed
-        if closed:
-            return  # shut down: the controller requeues the trial on its next start
-        if cancelled:
-            outcome = TrialOutcome("failed", error="cancelled", cancelled=True)
-        elif outcome is None:
-            tail = _tail(spec.log_path)
-            outcome = TrialOutcome("failed", error=_describe_exit(code) + (f"; last output:\n{tail}" if tail else ""))
+        if not closed:   # shut down: no on_done, the controller requeues the trial on its next start
+            if cancelled:
+                outcome = TrialOutcome("failed", error="cancelled", cancelled=True)
+            elif outcome is None:
+                tail = _tail(spec.log_path)
+                outcome = TrialOutcome("failed", error=_describe_exit(code) + (f"; last output:\n{tail}" if tail else ""))
+            try:
+                on_done(outcome)   # with a result in hand, before the process has finished exiting
+            except Exception:  # noqa: BLE001
+                log.exception("on_done of trial %s failed", spec.trial_id)
+        if code is None:
+            self._reap(proc)
+
+    @staticmethod
+    def _reap(proc: _Proc) -> int | None:
         try:
-            on_done(outcome)
-        except Exception:  # noqa: BLE001
-            log.exception("on_done of trial %s failed", spec.trial_id)
+            code = proc.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.popen.wait()
+        proc.close()
+        return code
 
     @staticmethod
     def _decide(on_report: OnReport, step: int, metrics: dict[str, Any]) -> str:

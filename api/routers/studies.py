@@ -40,7 +40,7 @@ def get_study(study_id: StudyId, user: CurrentUser, session: SessionDep):
 @router.post("/{study_id}/stop", response_model=StudyPublic, responses={409: {"model": ErrorEnvelope}})
 def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Stop: no new trial starts; running trials are cancelled and stay in the history."""
-    with state.db.write() as session:
+    with state.db.write(study_id) as session:
         svc.set_state(session, user.id, study_id, "stopped")
     state.scheduler.stop(study_id)
     with state.db.read() as session:
@@ -50,7 +50,7 @@ def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
 @router.post("/{study_id}/resume", response_model=StudyPublic)
 def resume_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Resume a stopped (or finished, after raising nothing) study: its optimiser is rebuilt."""
-    with state.db.write() as session:
+    with state.db.write(study_id) as session:
         svc.set_state(session, user.id, study_id, "running")
     state.scheduler.start(study_id)
     with state.db.read() as session:
@@ -62,18 +62,22 @@ def delete_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     with state.db.read() as session:
         svc.get_study(session, user.id, study_id)
     state.scheduler.stop(study_id, wait=True)
-    with state.db.write() as session:
+    with state.db.write(study_id) as session:
         svc.delete_study(session, user.id, study_id)
     return Response(status_code=204)
 
 
 @router.get("/{study_id}/trials", response_model=TrialList)
-def list_trials(study_id: StudyId, user: CurrentUser, session: SessionDep,
-                after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only trials with id > after")] = None,
-                limit: Annotated[int, Query(ge=1, le=svc.MAX_PAGE)] = 1000,
-                state: Annotated[TrialState | None, Query()] = None):
-    """Trials in creation order; poll with ``?after=<next_after>`` for the new ones only."""
-    return svc.list_trials(session, user.id, study_id, after, limit, state)
+async def list_trials(study_id: StudyId, user: CurrentUser, state: StateDep,
+                      after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only trials with id > after")] = None,
+                      limit: Annotated[int, Query(ge=1, le=svc.MAX_PAGE)] = 100,
+                      trial_state: Annotated[TrialState | None, Query(alias="state")] = None):
+    """Trials in creation order, ``limit`` per page; poll with ``?after=<next_after>`` for the new ones.
+
+    Served from a small cache of encoded pages keyed on the study's change counter (see
+    ``services.listing``), so repeated polls of an unchanged study cost no query."""
+    body = await state.listing.get(user.id, study_id, after, limit, trial_state)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{study_id}/pareto", response_model=ParetoPublic)

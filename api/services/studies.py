@@ -92,18 +92,6 @@ def delete_study(session: Session, user_id: int, study_id: int) -> None:
     session.delete(study)
 
 
-def list_trials(session: Session, user_id: int, study_id: int, after: int | None, limit: int,
-                state: str | None = None) -> dict[str, Any]:
-    get_study(session, user_id, study_id)
-    q = select(Trial).where(Trial.study_id == study_id)
-    if after is not None:
-        q = q.where(Trial.id > after)
-    if state is not None:
-        q = q.where(Trial.state == state)
-    trials = session.scalars(q.order_by(Trial.id).limit(min(limit, MAX_PAGE))).all()
-    return {"trials": [trial_public(t) for t in trials], "next_after": trials[-1].id if trials else after}
-
-
 def list_reports(session: Session, user_id: int, trial_id: int) -> dict[str, Any]:
     trial = get_trial(session, user_id, trial_id)
     reports = session.scalars(select(TrialReport).where(TrialReport.trial_id == trial.id)

@@ -1,0 +1,80 @@
+"""The trials listing, the API's hottest path (clients and dashboards poll it).
+
+Pages are encoded straight from the rows: a Core query selects the JSON columns as text
+(``CAST(... AS TEXT)``) and splices them into the response, so no JSON is decoded and no ORM
+object or pydantic model is built per trial (the response has exactly the ``TrialList``
+schema; ``tests/api`` compares it with the pydantic encoding). Encoded pages are kept in a
+small LRU keyed on ``(user, study, study version, after, limit, state)``: the study version is
+bumped by every write that names the study (``Database.write(study_id)``), and every writer of
+a study (its scheduler, stop / resume / delete) lives in this process, so a cached page is
+never stale. Set ``AUTOPEFT_LISTING_CACHE=false`` when several API processes share one
+database.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+
+from sqlalchemy import Text, cast, select
+from starlette.concurrency import run_in_threadpool
+
+from autopeft.api.db import Database
+from autopeft.api.errors import not_found
+from autopeft.api.models import Study, Trial
+
+_COLUMNS = (Trial.id, Trial.study_id, Trial.number, Trial.state, cast(Trial.config, Text), cast(Trial.values, Text),
+            Trial.attempts, Trial.parent_id, Trial.error, Trial.created_at, Trial.started_at, Trial.finished_at)
+_dumps = json.dumps
+
+
+def _dt(value) -> str:
+    return "null" if value is None else '"' + value.isoformat() + '"'
+
+
+def _row(r) -> str:
+    return (f'{{"id":{r[0]},"study_id":{r[1]},"number":{r[2]},"state":"{r[3]}","config":{r[4] or "null"},'
+            f'"values":{r[5] or "null"},"attempts":{r[6]},"parent_id":{"null" if r[7] is None else r[7]},'
+            f'"error":{_dumps(r[8])},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
+            f'"finished_at":{_dt(r[11])}}}')
+
+
+def encode_page(db: Database, user_id: int, study_id: int, after: int | None, limit: int,
+                state: str | None) -> bytes:
+    with db.read() as session:
+        owner = session.scalar(select(Study.user_id).where(Study.id == study_id))
+        if owner is None or owner != user_id:
+            raise not_found("study", study_id)
+        q = select(*_COLUMNS).where(Trial.study_id == study_id)
+        if after is not None:
+            q = q.where(Trial.id > after)
+        if state is not None:
+            q = q.where(Trial.state == state)
+        rows = session.execute(q.order_by(Trial.id).limit(limit)).all()
+    next_after = rows[-1][0] if rows else after
+    return ('{"trials":[' + ",".join(_row(r) for r in rows) + '],"next_after":'
+            + ("null" if next_after is None else str(next_after)) + "}").encode()
+
+
+class ListingCache:
+    def __init__(self, db: Database, size: int = 256, enabled: bool = True):
+        self.db, self.size, self.enabled = db, size, enabled
+        self._pages: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    async def get(self, user_id: int, study_id: int, after: int | None, limit: int, state: str | None) -> bytes:
+        key = (user_id, study_id, self.db.version(study_id), after, limit, state)  # version read first
+        if self.enabled:
+            with self._lock:
+                body = self._pages.get(key)
+                if body is not None:
+                    self._pages.move_to_end(key)
+                    return body
+        body = await run_in_threadpool(encode_page, self.db, user_id, study_id, after, limit, state)
+        if self.enabled:
+            with self._lock:
+                self._pages[key] = body
+                while len(self._pages) > self.size:
+                    self._pages.popitem(last=False)
+        return body

@@ -17,6 +17,9 @@ objective, the worst observed value plus 10% of the observed range (``max - min`
 the range is zero, plus ``0.1 * max(|worst|, 1)``. So every observed point, including the
 extremes of the front, contributes a positive volume.
 
+:func:`front_reference_point` is the tighter rule ``mobo`` uses for its acquisition when no
+reference point is given: the nadir of the current Pareto front plus 10% of the front's range.
+
 Exact algorithms are used for ``m <= 3`` (2-D sweep, 3-D slicing into 2-D sweeps); for
 ``m >= 4`` BoTorch's :class:`~botorch.utils.multi_objective.hypervolume.Hypervolume` is used
 (imported lazily).
@@ -165,6 +168,17 @@ def reference_point(Y: np.ndarray, given: Sequence[float] | None = None, margin:
     span = worst - best
     span = np.where(span > 0, span, np.maximum(np.abs(worst), 1.0))
     return worst + margin * span
+
+
+def front_reference_point(Y: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """Reference point for *acquisition* (minimisation form): the nadir of the non-dominated
+    points of ``Y`` (their worst value per objective) plus ``margin`` of the front's range (a
+    zero range adds ``margin * max(|nadir|, 1)``). Tighter than :func:`reference_point`, so an
+    optimiser is not rewarded for extreme, useless corners (BoTorch's
+    ``infer_reference_point`` follows the same idea)."""
+    Y = np.asarray(Y, float)
+    front = Y[is_non_dominated(Y)]
+    return reference_point(front, margin=margin)
 
 
 def _hv2(P: np.ndarray, r: np.ndarray) -> float:

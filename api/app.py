@@ -33,7 +33,8 @@ def _executor(settings: Settings):
     from autopeft.workers import create_executor
 
     if settings.executor == "ray":
-        return create_executor("ray", address=settings.ray_address)
+        return create_executor("ray", address=settings.ray_address, pythonpath=settings.worker_pythonpath,
+                               cpus_per_trial=settings.cpus_per_trial)
     return create_executor("local", pythonpath=settings.worker_pythonpath, cpus_per_trial=settings.cpus_per_trial,
                            prestart=settings.prestart_workers)
 
@@ -76,4 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(studies.router, prefix="/api/v1")
     app.include_router(trials.router, prefix="/api/v1")
+    from autopeft.dashboards import mount_dashboard
+
+    mount_dashboard(app)   # the web UI at / and /static (replaces the placeholder page)
     return app

@@ -173,9 +173,15 @@ class StudyRunner(threading.Thread):
         diverged = 0
         cheap = self._cheap_replay()
         configs: dict[int, dict] = {}
-        if cheap and events:
+        cloned: set[int] = set()
+        if events:
             with self.db.read() as s:
-                configs = dict(s.execute(select(Trial.id, Trial.config).where(Trial.study_id == self.study_id)).all())
+                rows = s.execute(select(Trial.id, Trial.config, Trial.parent_id)
+                                 .where(Trial.study_id == self.study_id)).all()
+            configs = {tid: config for tid, config, _ in rows}
+            cloned = {tid for tid, _, parent in rows if parent is not None}  # PBT may have changed them
+        from autopeft.optim.base import config_key
+
         for ev in events:
             p = ev.payload
             tid = p["trial_id"]
@@ -183,7 +189,10 @@ class StudyRunner(threading.Thread):
                 if cheap and tid in configs:
                     opt_id = self.opt.add_trial(configs[tid], state="running").id
                 else:
-                    opt_id = self.opt.ask(1)[0].id
+                    sugg = self.opt.ask(1)[0]
+                    opt_id = sugg.id
+                    if tid in configs and tid not in cloned and config_key(sugg.config) != config_key(configs[tid]):
+                        diverged += 1
                 if str(opt_id) != p["optimizer_id"]:
                     diverged += 1
                 self.ids[tid] = opt_id
@@ -194,8 +203,8 @@ class StudyRunner(threading.Thread):
                 self.opt.tell(self.ids[tid], _unexact(p["values"]), state=p["state"])
             self.seq = ev.seq
         if diverged:
-            log.warning("study %s: optimiser replay gave %d suggestion id(s) different from the stored ones; "
-                        "the optimiser is not a pure function of seed + history", self.study_id, diverged)
+            log.warning("study %s: optimiser replay diverged from the stored trials %d time(s) (other id or "
+                        "config); the optimiser is not a pure function of seed + history", self.study_id, diverged)
         if events:
             log.info("study %s: replayed %d events; requeueing %d trial(s)", self.study_id, len(events),
                      len(unfinished))

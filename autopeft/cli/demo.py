@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-trials", type=int, default=40)
     p.add_argument("--max-train", type=int, default=1500, help="training examples per trial")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--workdir", default="autopeft-demo", help="database, artifacts and the exported adapter")
+    p.add_argument("--workdir", default=str(Path("~/.autopeft/demo").expanduser()),
+                   help="database, artifacts and the exported adapter (default ~/.autopeft/demo)")
     p.set_defaults(func=_cmd_demo)
 
 

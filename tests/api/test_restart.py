@@ -7,10 +7,20 @@ from tests.api.conftest import client_for, make_token, python_study, wait_for
 
 
 def test_kill9_mid_study_then_restart(db_url, server_factory):
+    _kill9_then_restart(db_url, server_factory, "random")
+
+
+def test_kill9_with_an_optimiser_replayed_by_asking(sqlite_url, server_factory):
+    """tpe is rebuilt by replaying real asks (not add_trial): the same path must hold."""
+    _kill9_then_restart(sqlite_url, server_factory, "tpe")
+
+
+def _kill9_then_restart(db_url, server_factory, optimizer):
     env = {"AUTOPEFT_TEST_SLEEP": "0.6"}
     server = server_factory(db_url, env=env)
     client = client_for(server, make_token(db_url, "alice"))
-    study = client.create_study(spec=python_study("tests.api.workloads:sleepy", max_trials=12, max_parallel=3))
+    study = client.create_study(spec=python_study("tests.api.workloads:sleepy", max_trials=12, max_parallel=3,
+                                                  optimizer={"name": optimizer, "options": {}}))
     wait_for(lambda: 3 <= study.refresh().counts["complete"] and study.counts["running"] > 0, 120,
              "some complete and some running trials")
     server.kill9()
@@ -46,3 +56,4 @@ def test_kill9_mid_study_then_restart(db_url, server_factory):
         assert after[number]["values"] == stored
     requeued = [n for n, s in before if s == "running"]
     assert all(after[n]["attempts"] == 2 for n in requeued)
+    assert "diverged" not in restarted.log() and "different from the stored" not in restarted.log()

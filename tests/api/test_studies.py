@@ -61,6 +61,26 @@ def test_study_runs_to_the_end(db_url, server_factory, tmp_path):
     assert err.value.status == 404
 
 
+def test_listing_matches_the_schema_and_nan_is_null(sqlite_url, server_factory):
+    from autopeft.api.schemas import TrialList
+
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(spec=python_study("tests.api.workloads:nan_metric", max_trials=3))
+    study.wait(timeout=120, poll=0.2, progress=False)
+    assert study.counts["complete"] == 3
+    for params in ({}, {"limit": 2}, {"state": "complete"}, {"after": 0, "limit": 1}):
+        raw = client.request("GET", f"/api/v1/studies/{study.id}/trials", params=params)
+        page = raw.json()   # strict JSON: NaN would not parse into null
+        assert TrialList.model_validate(page).model_dump(mode="json") == page
+        for t in page["trials"]:
+            assert t["values"]["loss"] is None and t["values"]["grad"] is None
+            assert t["values"]["accuracy"] == client.trial(t["id"])["values"]["accuracy"]
+    assert len(client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"limit": 2})["trials"]) == 2
+    assert client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"state": "failed"})["trials"] == []
+    assert client.reports(study.trials()[0]["id"])[0]["values"]["loss"] is None
+
+
 def test_failures_keep_their_reason(sqlite_url, server_factory):
     server = server_factory(sqlite_url)
     client = client_for(server, make_token(sqlite_url, "alice"))

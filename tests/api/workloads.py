@@ -79,3 +79,9 @@ def with_checkpoint(config, trial):
     (folder / "weights.bin").write_bytes(bytes(range(256)))
     trial.report(0, {"accuracy": 0.5})
     return _metrics(config)
+
+
+def nan_metric(config, trial):
+    """A finite objective plus a non-finite side metric (stored as null, listed as valid JSON)."""
+    trial.report(0, {"accuracy": 0.5, "loss": float("nan")})
+    return {**_metrics(config), "loss": float("nan"), "grad": float("inf")}

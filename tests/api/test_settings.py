@@ -1,0 +1,48 @@
+"""Start-up rules and the weight of the client side."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autopeft.api.settings import DEFAULT_SECRET, Settings, check_bind
+from tests.api.conftest import REPO
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.org"])
+def test_non_loopback_needs_a_secret(host):
+    for secret in (DEFAULT_SECRET, "", "short"):
+        with pytest.raises(ValueError, match="refusing to bind"):
+            check_bind(Settings(host=host, secret=secret))
+    check_bind(Settings(host=host, secret="a-long-random-secret-0123456789"))  # checked, never bound here
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_needs_no_secret(host):
+    check_bind(Settings(host=host))
+
+
+def test_serve_refuses_a_public_address_without_secret(tmp_path):
+    exe = Path(sys.executable).parent / "autopeft"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([str(exe), "serve", "--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert out.returncode == 2 and "refusing to bind 0.0.0.0" in out.stderr and "AUTOPEFT_SECRET" in out.stderr
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("AUTOPEFT_DB_URL", "postgresql://u@127.0.0.1/db")
+    monkeypatch.setenv("AUTOPEFT_PORT", "9999")
+    s = Settings()
+    assert s.db_url == "postgresql://u@127.0.0.1/db" and s.port == 9999
+
+
+def test_import_autopeft_and_the_client_stay_light():
+    code = ("import sys, autopeft; autopeft.Client; import autopeft.client; "
+            "heavy = [m for m in ('fastapi', 'sqlalchemy', 'pandas', 'torch', 'uvicorn') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

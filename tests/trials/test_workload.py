@@ -122,3 +122,29 @@ def test_python_workload_bad_results(fn, error):
     with pytest.raises(error):
         run_workload({"kind": "python", "entrypoint": f"tests.trials.workloads:{fn}"}, {},
                      TrialContext("t"))
+
+
+def test_resources_are_validated_and_kept(peft):
+    out = validate_workload({**peft, "resources": {"cpus": 2, "gpus": 0.5, "memory": "512MiB",
+                                                    "custom": {"a100": 1}, "labels": {"zone": "a"}}})
+    assert out["resources"] == {"cpus": 2, "gpus": 0.5, "memory": 512 * 2**20,
+                                "custom": {"a100": 1.0}, "labels": {"zone": "a"}}
+    py = validate_workload({"kind": "python", "entrypoint": "tests.trials.workloads:quadratic",
+                            "resources": {"gpus": "auto", "memory": "auto"}})
+    assert py["resources"] == {"gpus": "auto", "memory": "auto"}
+
+
+@pytest.mark.parametrize("resources, field", [
+    ({"cpus": 0}, "workload.resources.cpus"),
+    ({"gpus": 1.5}, "workload.resources.gpus"),
+    ({"gpus": "many"}, "workload.resources.gpus"),
+    ({"memory": "lots"}, "workload.resources.memory"),
+    ({"custom": {"a100": -1}}, "workload.resources.custom"),
+    ({"labels": {"zone": 1}}, "workload.resources.labels"),
+    ({"disk": 1}, "workload.resources.disk"),
+    ([2], "workload.resources"),
+])
+def test_bad_resources(peft, resources, field):
+    with pytest.raises(InvalidConfig) as err:
+        validate_workload({**peft, "resources": resources})
+    assert err.value.field == field

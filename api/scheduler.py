@@ -276,25 +276,28 @@ class StudyRunner(threading.Thread):
         return "continue" if name == "continue" else "stop"
 
     def _on_done(self, trial_id: int, outcome: TrialOutcome) -> None:
+        resubmitted = False
         try:
-            self._handle_done(trial_id, outcome)
+            resubmitted = self._handle_done(trial_id, outcome)
         finally:
-            with self._lock:
-                self.inflight.discard(trial_id)
+            if not resubmitted:   # an exploiting trial stays in flight: it was submitted again
+                with self._lock:
+                    self.inflight.discard(trial_id)
             self._wake.set()
 
-    def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> None:
+    def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
+        """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
         if outcome.cancelled or self._stop_requested.is_set() and outcome.state == "failed":
             with self.db.write(self.study_id) as s:   # user stop: back to the queue, rerun on resume
                 t = s.get(Trial, trial_id)
                 if t is not None:
                     t.state, t.error = "queued", "cancelled when the study was stopped"
-            return
+            return False
         with self._lock:
             exploit = self.exploits.pop(trial_id, None)
         if exploit is not None and outcome.state == "complete":
             self._exploit(trial_id, exploit)
-            return
+            return True
         values = outcome.values
         state = outcome.state
         error = outcome.error
@@ -319,6 +322,7 @@ class StudyRunner(threading.Thread):
                 ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
                 if ckpt.is_dir() and any(ckpt.iterdir()):
                     s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
+        return False
 
     def _exploit(self, trial_id: int, exploit: Any) -> None:
         """PBT: continue this trial from the donor's checkpoint with the perturbed config."""

@@ -85,3 +85,30 @@ def nan_metric(config, trial):
     """A finite objective plus a non-finite side metric (stored as null, listed as valid JSON)."""
     trial.report(0, {"accuracy": 0.5, "loss": float("nan")})
     return {**_metrics(config), "loss": float("nan"), "grad": float("inf")}
+
+
+PBT_SPACE = {"params": {"lr": {"type": "float", "low": 0.001, "high": 1.0, "log": True}}}
+
+
+def pbt_toy(config, trial):
+    """8 steps; the score grows by lr per step; state checkpointed each step (atomically) and
+    restored from ``restore_dir`` when PBT cloned another trial."""
+    import json
+    from pathlib import Path
+
+    step, score = 0, 0.0
+    if trial.restore_dir is not None and (Path(trial.restore_dir) / "state.json").is_file():
+        state = json.loads((Path(trial.restore_dir) / "state.json").read_text())
+        step, score = state["step"], state["score"]
+    ckpt = Path(trial.checkpoint_dir)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    while step < 8:
+        time.sleep(float(os.environ.get("AUTOPEFT_TEST_STEP_S", "0.25")))
+        step += 1
+        score += float(config["lr"])
+        tmp = ckpt / "state.json.tmp"
+        tmp.write_text(json.dumps({"step": step, "score": score}))
+        tmp.replace(ckpt / "state.json")
+        if not trial.report(step, {"accuracy": score, "cost": 1.0}):
+            break
+    return {"accuracy": score, "cost": 1.0}

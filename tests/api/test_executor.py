@@ -72,10 +72,10 @@ def test_exception_is_a_failed_trial_with_the_message(executor, tmp_path):
 
 
 def test_cancel(tmp_path):
-    executor = create_executor("local", pythonpath=str(REPO), prestart=0, env={"AUTOPEFT_TEST_SLEEP": "60"})
+    executor = create_executor("local", pythonpath=str(REPO), prestart=0)
     try:
         rec = Recorder()
-        spec = _spec(tmp_path, "sleepy")
+        spec = _spec(tmp_path, "report_then_hang")
         started = threading.Event()
         rec.on_report = lambda step, m: (started.set(), "continue")[1]
         executor.submit(spec, rec.on_report, rec.on_done)

@@ -24,7 +24,7 @@ def test_pbt_exploit_restarts_from_the_donor_checkpoint(sqlite_url, server_facto
         assert t["attempts"] >= 2
         reports = client.reports(t["id"])
         assert "exploit" in [r["decision"] for r in reports]
-        # the next attempt resumed from the donor's checkpoint (>= 2 steps in), not from step 1
+        # the next attempt resumed from the donor's checkpoint (after >= 1 step), not from step 1
         later = [r["step"] for r in reports if r["attempt"] > 1]
-        assert later and min(later) >= 3, reports
+        assert later and min(later) >= 2, reports
         assert max(later) == 8

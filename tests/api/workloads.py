@@ -112,3 +112,10 @@ def pbt_toy(config, trial):
         if not trial.report(step, {"accuracy": score, "cost": 1.0}):
             break
     return {"accuracy": score, "cost": 1.0}
+
+
+def report_then_hang(config, trial):
+    """Reports once at once, then sleeps a minute (to be cancelled)."""
+    trial.report(0, {"accuracy": 0.0})
+    time.sleep(60)
+    return _metrics(config)

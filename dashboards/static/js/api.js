@@ -1,0 +1,66 @@
+// The REST client of the dashboard: bearer token from localStorage, the API's error envelope
+// ({"error": {"code", "message", "field"}}) turned into ApiError.
+
+const TOKEN_KEY = "autopeft.token";
+export const API = "/api/v1";
+
+export class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field || null;
+  }
+}
+
+export function getToken() { return localStorage.getItem(TOKEN_KEY); }
+export function setToken(token) { localStorage.setItem(TOKEN_KEY, token); }
+export function clearToken() { localStorage.removeItem(TOKEN_KEY); }
+
+let onUnauthorized = () => {};
+export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
+
+async function errorFrom(resp) {
+  let body = null;
+  try { body = await resp.json(); } catch { /* not JSON */ }
+  const e = body && body.error;
+  if (e) return new ApiError(resp.status, e.code, e.message, e.field);
+  return new ApiError(resp.status, "http_" + resp.status, `${resp.status} ${resp.statusText}`);
+}
+
+export async function request(path, { method = "GET", body, token = getToken(), raw = false, quiet = false } = {}) {
+  const headers = { Accept: raw ? "*/*" : "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    throw new ApiError(0, "network", `cannot reach the server (${err.message})`);
+  }
+  if (!resp.ok) {
+    const err = await errorFrom(resp);
+    if (resp.status === 401 && !quiet) onUnauthorized(err);
+    throw err;
+  }
+  if (raw) return resp;
+  if (resp.status === 204) return null;
+  return resp.json();
+}
+
+export const get = (path, opts) => request(path, opts);
+export const post = (path, body, opts = {}) => request(path, { ...opts, method: "POST", body });
+
+// Every trial of a study with id > after, following pages.
+export async function trialsAfter(studyId, after, limit = 1000) {
+  const out = [];
+  let cursor = after;
+  for (;;) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (cursor !== null && cursor !== undefined) q.set("after", String(cursor));
+    const page = await get(`/studies/${studyId}/trials?${q}`);
+    out.push(...page.trials);
+    if (page.trials.length < limit || page.next_after === null) return out;
+    cursor = page.next_after;
+  }
+}

@@ -1,0 +1,120 @@
+// Plotly figures. plotly.js is the bundle of the installed `plotly` PyPI package, served at
+// /static/vendor/plotly.min.js (no CDN). Only SVG trace types are used by default; the 3-D
+// view (WebGL) is offered only where the browser has WebGL.
+
+import { el, fmt, hoverText } from "./util.js";
+
+export const COLORS = { front: "#1d4ed8", dominated: "#94a3b8", line: "#1d4ed8", accent: "#b45309" };
+const PALETTE = ["#1d4ed8", "#b45309", "#047857", "#9333ea", "#be123c", "#0e7490", "#4d7c0f", "#6b7280"];
+export const paletteColor = (i) => PALETTE[i % PALETTE.length];
+
+export function plotlyReady() { return typeof window.Plotly !== "undefined"; }
+
+export function missingPlotly(node) {
+  node.replaceChildren(el("p", { class: "error", text: "plotly.js is not available: install the `plotly` Python package on the server (its plotly.min.js is served at /static/vendor/plotly.min.js)." }));
+}
+
+let webgl = null;
+export function hasWebGL() {
+  if (webgl === null) {
+    try {
+      const c = document.createElement("canvas");
+      webgl = !!(window.WebGLRenderingContext && (c.getContext("webgl") || c.getContext("experimental-webgl")));
+    } catch { webgl = false; }
+  }
+  return webgl;
+}
+
+const BASE_LAYOUT = {
+  margin: { l: 64, r: 16, t: 24, b: 52 },
+  font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2937" },
+  paper_bgcolor: "rgba(0,0,0,0)",
+  plot_bgcolor: "#ffffff",
+  hoverlabel: { align: "left", bgcolor: "#ffffff", bordercolor: "#cbd5e1", font: { size: 11 } },
+  legend: { orientation: "h", y: -0.2 },
+};
+const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage"] };
+
+export function draw(node, data, layout = {}, config = {}) {
+  if (!plotlyReady()) return missingPlotly(node);
+  const full = { ...BASE_LAYOUT, ...layout };
+  return window.Plotly.react(node, data, full, { ...CONFIG, ...config });
+}
+
+export function purge(node) { if (plotlyReady() && node) window.Plotly.purge(node); }
+
+const axisTitle = (o) => `${o.name} (${o.direction === "maximize" ? "max ↑" : "min ↓"})`;
+
+// Pareto scatter: the front from /pareto (trace "Pareto front"), every other complete trial
+// faded (trace "dominated"). customdata = trial id, for clicks.
+export function paretoFigure({ complete, front, objectives, x, y, z = null }) {
+  const frontIds = new Set(front.map((t) => t.id));
+  const dominated = complete.filter((t) => !frontIds.has(t.id));
+  const ox = objectives[x], oy = objectives[y], oz = z === null ? null : objectives[z];
+  const point = (ts, name, style) => {
+    const trace = {
+      type: oz ? "scatter3d" : "scatter", mode: "markers", name,
+      x: ts.map((t) => t.values[ox.name]), y: ts.map((t) => t.values[oy.name]),
+      customdata: ts.map((t) => t.id), text: ts.map((t) => hoverText(t, objectives)),
+      hovertemplate: "%{text}<extra></extra>", marker: style,
+    };
+    if (oz) trace.z = ts.map((t) => t.values[oz.name]);
+    return trace;
+  };
+  const data = [
+    point(dominated, "dominated", { color: COLORS.dominated, opacity: 0.35, size: oz ? 4 : 8 }),
+    point(front, "Pareto front", { color: COLORS.front, size: oz ? 5 : 11, line: { color: "#ffffff", width: 1 } }),
+  ];
+  if (!oz && objectives.length === 2 && front.length > 1) {
+    const sorted = [...front].sort((a, b) => a.values[ox.name] - b.values[ox.name]);
+    data.push({ type: "scatter", mode: "lines", name: "front", x: sorted.map((t) => t.values[ox.name]),
+      y: sorted.map((t) => t.values[oy.name]), line: { color: COLORS.line, width: 1, dash: "dot", shape: ox.direction === "maximize" ? "vh" : "hv" },
+      hoverinfo: "skip", showlegend: false });
+  }
+  const layout = oz
+    ? { scene: { xaxis: { title: { text: axisTitle(ox) } }, yaxis: { title: { text: axisTitle(oy) } }, zaxis: { title: { text: axisTitle(oz) } } }, margin: { l: 0, r: 0, t: 0, b: 0 } }
+    : { xaxis: { title: { text: axisTitle(ox) }, zeroline: false, gridcolor: "#e5e7eb" },
+        yaxis: { title: { text: axisTitle(oy) }, zeroline: false, gridcolor: "#e5e7eb" }, hovermode: "closest" };
+  return { data, layout };
+}
+
+// Parallel coordinates drawn with SVG line traces (plotly's parcoords needs WebGL): one line per
+// complete trial over the objectives, each axis scaled to [0, 1] with its range annotated.
+export function parallelFigure({ complete, front, objectives }) {
+  const frontIds = new Set(front.map((t) => t.id));
+  const ranges = objectives.map((o) => {
+    const vs = complete.map((t) => t.values[o.name]);
+    return [Math.min(...vs), Math.max(...vs)];
+  });
+  const scale = (v, [lo, hi]) => (hi > lo ? (v - lo) / (hi - lo) : 0.5);
+  const xs = objectives.map((_, i) => i);
+  const line = (t, onFront) => ({
+    type: "scatter", mode: "lines+markers", x: xs, y: objectives.map((o, i) => scale(t.values[o.name], ranges[i])),
+    customdata: xs.map(() => t.id), text: xs.map(() => hoverText(t, objectives)), hovertemplate: "%{text}<extra></extra>",
+    line: { color: onFront ? COLORS.front : COLORS.dominated, width: onFront ? 2 : 1 }, opacity: onFront ? 1 : 0.35,
+    marker: { size: onFront ? 6 : 3 }, name: onFront ? "Pareto front" : "dominated", legendgroup: onFront ? "f" : "d",
+    showlegend: false,
+  });
+  const data = complete.filter((t) => !frontIds.has(t.id)).map((t) => line(t, false))
+    .concat(complete.filter((t) => frontIds.has(t.id)).map((t) => line(t, true)));
+  const annotations = objectives.flatMap((o, i) => [
+    { x: i, y: 1.04, yref: "y", text: `${fmt(ranges[i][1])}`, showarrow: false, font: { size: 10 } },
+    { x: i, y: -0.04, yref: "y", text: `${fmt(ranges[i][0])}`, showarrow: false, font: { size: 10 } },
+  ]);
+  const layout = {
+    xaxis: { tickvals: xs, ticktext: objectives.map(axisTitle), range: [-0.3, objectives.length - 0.7], showgrid: true, gridcolor: "#94a3b8", zeroline: false },
+    yaxis: { visible: false, range: [-0.1, 1.1] }, annotations, hovermode: "closest",
+  };
+  return { data, layout };
+}
+
+export function hypervolumeFigures(history) {
+  const common = { type: "scatter", mode: "lines+markers", line: { shape: "hv", color: COLORS.front }, marker: { size: 5 },
+    text: history.map((h) => `trial #${h.trial.number}<br>hypervolume ${fmt(h.hv, 6)}`), hovertemplate: "%{text}<extra></extra>" };
+  return {
+    trials: { data: [{ ...common, name: "hypervolume", x: history.map((h) => h.n), y: history.map((h) => h.hv) }],
+      layout: { xaxis: { title: { text: "complete trials" }, gridcolor: "#e5e7eb", rangemode: "tozero" }, yaxis: { title: { text: "hypervolume" }, gridcolor: "#e5e7eb" }, showlegend: false } },
+    time: { data: [{ ...common, name: "hypervolume", x: history.map((h) => (h.time || "").replace(/([zZ]|[+-]\d\d:?\d\d)$/, "")), y: history.map((h) => h.hv) }],
+      layout: { xaxis: { title: { text: "time (UTC)" }, type: "date", gridcolor: "#e5e7eb" }, yaxis: { title: { text: "hypervolume" }, gridcolor: "#e5e7eb" }, showlegend: false } },
+  };
+}

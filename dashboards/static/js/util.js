@@ -30,7 +30,7 @@ export function fmt(value, digits = 4) {
   if (value === null || value === undefined) return "–";
   if (typeof value === "number") {
     if (!Number.isFinite(value)) return String(value);
-    if (Number.isInteger(value)) return Math.abs(value) >= 1e6 ? value.toExponential(3) : value.toLocaleString("en");
+    if (Number.isInteger(value)) return Math.abs(value) >= 1e12 ? value.toExponential(3) : value.toLocaleString("en");
     const abs = Math.abs(value);
     if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(3);
     return String(Number(value.toPrecision(digits)));

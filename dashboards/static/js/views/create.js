@@ -35,7 +35,8 @@ export function render(main, _params, ctx) {
   function build(m) {
     const name = el("input", { id: "f-name", name: "name", required: true, value: "study " + new Date().toISOString().slice(0, 16).replace("T", " ") });
     const space = el("select", { id: "f-space", name: "space" },
-      m.presets.map((p) => el("option", { value: p.name, text: p.name + (p.description ? ` — ${p.description}` : "") })),
+      m.presets.map((p) => el("option", { value: p.name, dataset: { perLayer: p.per_layer ? "1" : "" },
+        text: p.name + (p.per_layer ? " [per-layer]" : "") + (p.description ? ` — ${p.description}` : "") })),
       el("option", { value: "__inline__", text: "inline space (JSON)…" }));
     const inline = el("textarea", { id: "f-space-inline", rows: 6, spellcheck: "false" });
     inline.value = JSON.stringify({ params: { x: { type: "float", low: 0, high: 1 }, y: { type: "float", low: 0, high: 1 } } }, null, 2);

@@ -87,6 +87,10 @@ export function render(main, [idText], ctx) {
     main.dataset.loaded = "true";
   }
 
-  const stopPolling = ctx.poller(refresh, 2000, (err) => { message.textContent = err.message; message.hidden = false; });
+  const stopPolling = ctx.poller(refresh, 2000, (err) => {
+    message.textContent = err.status === 404 ? `Study ${id} does not exist (or is not yours).` : err.message;
+    message.hidden = false;
+    if (err.status === 404) stopPolling();
+  });
   return () => { stopPolling(); purge(plot); };
 }

@@ -173,6 +173,9 @@ export function render(main, [idText], ctx) {
     main.dataset.loaded = "true";
   }
 
-  const stopPolling = ctx.poller(refresh, 1500, (err) => showError(err.status === 404 ? `Study ${id} does not exist (or is not yours).` : err));
+  const stopPolling = ctx.poller(refresh, 1500, (err) => {
+    showError(err.status === 404 ? `Study ${id} does not exist (or is not yours).` : err);
+    if (err.status === 404) stopPolling();
+  });
   return () => { stopPolling(); purge(paretoPlot); purge(hvTrials); purge(hvTime); };
 }

@@ -137,6 +137,7 @@ export function render(main, [idText], ctx) {
   const stopPolling = ctx.poller(refresh, 1500, (err) => {
     message.textContent = err.status === 404 ? `Trial ${id} does not exist (or is not yours).` : err.message;
     message.hidden = false;
+    if (err.status === 404) stopPolling();
   });
   return () => { stopPolling(); purge(heat); for (const node of curves.querySelectorAll(".plot")) purge(node); };
 }

@@ -1,7 +1,7 @@
 """The trials listing, the API's hottest path (clients and dashboards poll it).
 
-Pages are encoded straight from the rows: a Core query selects the JSON columns as text
-(``CAST(... AS TEXT)``) and splices them into the response, so no JSON is decoded and no ORM
+Pages are encoded straight from the rows: one fixed SQL statement selects the JSON columns as
+text (``CAST(... AS TEXT)``) and splices them into the response, so no JSON is decoded and no ORM
 object or pydantic model is built per trial (the response has exactly the ``TrialList``
 schema; ``tests/api`` compares it with the pydantic encoding). Encoded pages are kept in a
 small LRU keyed on ``(user, study, study version, after, limit, state)``: the study version is
@@ -17,41 +17,50 @@ import json
 import threading
 from collections import OrderedDict
 
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Integer, String, Text, text
 from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.db import Database
 from autopeft.api.errors import not_found
-from autopeft.api.models import Study, Trial
 
-_COLUMNS = (Trial.id, Trial.study_id, Trial.number, Trial.state, cast(Trial.config, Text), cast(Trial.values, Text),
-            Trial.attempts, Trial.parent_id, Trial.error, Trial.created_at, Trial.started_at, Trial.finished_at)
+# Built once: fixed texts with bound parameters, so a request pays no statement construction
+# (``after`` -1 means "from the start"). Times are taken as stored (SQLite keeps ISO text).
+_SELECT = ('SELECT id, study_id, number, state, CAST(config AS TEXT), CAST("values" AS TEXT), attempts, '
+           "parent_id, error, created_at, started_at, finished_at FROM trials "
+           "WHERE study_id = :study_id AND id > :after{} ORDER BY id LIMIT :limit")
+_TYPES = dict(id=Integer, study_id=Integer, number=Integer, state=String, config=Text, values=Text,
+              attempts=Integer, parent_id=Integer, error=Text)
+_PAGE = text(_SELECT.format("")).columns(**_TYPES)
+_PAGE_STATE = text(_SELECT.format(" AND state = :state")).columns(**_TYPES)
+_OWNER = text("SELECT user_id FROM studies WHERE id = :study_id").columns(user_id=Integer)
 _dumps = json.dumps
 
 
 def _dt(value) -> str:
-    return "null" if value is None else '"' + value.isoformat() + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, str):   # SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]" as SQLAlchemy stored it
+        return '"' + value.replace(" ", "T", 1) + '"'
+    return '"' + value.isoformat() + '"'
 
 
 def _row(r) -> str:
     return (f'{{"id":{r[0]},"study_id":{r[1]},"number":{r[2]},"state":"{r[3]}","config":{r[4] or "null"},'
             f'"values":{r[5] or "null"},"attempts":{r[6]},"parent_id":{"null" if r[7] is None else r[7]},'
-            f'"error":{_dumps(r[8])},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
+            f'"error":{"null" if r[8] is None else _dumps(r[8])},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
             f'"finished_at":{_dt(r[11])}}}')
 
 
 def encode_page(db: Database, user_id: int, study_id: int, after: int | None, limit: int,
                 state: str | None) -> bytes:
-    with db.read() as session:
-        owner = session.scalar(select(Study.user_id).where(Study.id == study_id))
+    with db.engine.connect() as conn:
+        owner = conn.execute(_OWNER, {"study_id": study_id}).scalar()
         if owner is None or owner != user_id:
             raise not_found("study", study_id)
-        q = select(*_COLUMNS).where(Trial.study_id == study_id)
-        if after is not None:
-            q = q.where(Trial.id > after)
+        params = {"study_id": study_id, "after": -1 if after is None else after, "limit": limit}
         if state is not None:
-            q = q.where(Trial.state == state)
-        rows = session.execute(q.order_by(Trial.id).limit(limit)).all()
+            params["state"] = state
+        rows = conn.execute(_PAGE if state is None else _PAGE_STATE, params).all()
     next_after = rows[-1][0] if rows else after
     return ('{"trials":[' + ",".join(_row(r) for r in rows) + '],"next_after":'
             + ("null" if next_after is None else str(next_after)) + "}").encode()

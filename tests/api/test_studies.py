@@ -4,6 +4,7 @@ failures with their reasons, delete; and the whole spec validated before 201."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -61,11 +62,11 @@ def test_study_runs_to_the_end(db_url, server_factory, tmp_path):
     assert err.value.status == 404
 
 
-def test_listing_matches_the_schema_and_nan_is_null(sqlite_url, server_factory):
+def test_listing_matches_the_schema_and_nan_is_null(db_url, server_factory):
     from autopeft.api.schemas import TrialList
 
-    server = server_factory(sqlite_url)
-    client = client_for(server, make_token(sqlite_url, "alice"))
+    server = server_factory(db_url)
+    client = client_for(server, make_token(db_url, "alice"))
     study = client.create_study(spec=python_study("tests.api.workloads:nan_metric", max_trials=3))
     study.wait(timeout=120, poll=0.2, progress=False)
     assert study.counts["complete"] == 3
@@ -75,7 +76,10 @@ def test_listing_matches_the_schema_and_nan_is_null(sqlite_url, server_factory):
         assert TrialList.model_validate(page).model_dump(mode="json") == page
         for t in page["trials"]:
             assert t["values"]["loss"] is None and t["values"]["grad"] is None
-            assert t["values"]["accuracy"] == client.trial(t["id"])["values"]["accuracy"]
+            one = client.trial(t["id"])
+            assert t["values"]["accuracy"] == one["values"]["accuracy"] and t["config"] == one["config"]
+            for key in ("created_at", "started_at", "finished_at"):
+                assert dt.datetime.fromisoformat(t[key]) == dt.datetime.fromisoformat(one[key])
     assert len(client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"limit": 2})["trials"]) == 2
     assert client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"state": "failed"})["trials"] == []
     assert client.reports(study.trials()[0]["id"])[0]["values"]["loss"] is None

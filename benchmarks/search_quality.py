@@ -189,7 +189,7 @@ def _one_run(task):
     return pname, method, {"seed": seed, "hv": hv, "seconds": time.perf_counter() - t0}
 
 
-def quality(problems, methods, seeds, budget, checkpoints, log, jobs=1):
+def quality(problems, methods, seeds, budget, checkpoints, log, jobs=1, on_progress=None):
     tasks = [(p.name, m, s, budget, checkpoints) for m in methods for p in problems for s in seeds]
     # slowest first so the pool stays busy
     tasks.sort(key=lambda t: (t[1] not in ("optuna_gp", "mobo"), t[0] != "peft_like"))
@@ -205,11 +205,20 @@ def quality(problems, methods, seeds, budget, checkpoints, log, jobs=1):
         results.setdefault((pname, method), []).append(run)
         log(f"  {pname:14s} {method:14s} seed {run['seed']}: "
             + " ".join(f"HV@{c}={h:.4g}" for c, h in run["hv"].items()) + f" ({run['seconds']:.0f}s)")
+        if on_progress is not None:
+            on_progress(summarise(problems, methods, results, checkpoints))
+    return summarise(problems, methods, results, checkpoints)
+
+
+def summarise(problems, methods, results, checkpoints):
+    """Mean / std per checkpoint of the runs finished so far."""
     out = {}
     for problem in problems:
         out[problem.name] = {}
         for method in methods:
-            runs = sorted(results[(problem.name, method)], key=lambda r: r["seed"])
+            runs = sorted(results.get((problem.name, method), []), key=lambda r: r["seed"])
+            if not runs:
+                continue
             summary = {}
             for c in checkpoints:
                 hs = [r["hv"][str(c)] for r in runs if str(c) in r["hv"]]
@@ -429,7 +438,27 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small PBT run too")
     ap.add_argument("--jobs", type=int, default=1, help="parallel processes for the quality runs")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--merge", nargs="+", help="combine result files of partial runs into --out and print")
     args = ap.parse_args(argv)
+    if args.merge:
+        merged: dict = {}
+        for f in args.merge:
+            part = json.loads(Path(f).read_text())
+            for key, value in part.items():
+                if key == "quality":
+                    merged.setdefault("quality", {})
+                    for pname, methods_ in value.items():
+                        merged["quality"].setdefault(pname, {}).update(methods_)
+                elif key in ("checkpoints", "seeds", "budget") and key in merged and "quality" not in part:
+                    continue
+                elif key == "command":
+                    merged.setdefault("commands", []).append(value)
+                elif value or key not in merged:
+                    merged[key] = value
+        merged["goals"] = evaluate_goals(merged)
+        merged["table"] = print_tables(merged)
+        Path(args.out).write_text(json.dumps(merged, indent=1))
+        return
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     seeds = list(range(args.seeds))
     checkpoints = sorted({c for c in (50, 86, 100, args.budget) if c <= args.budget})
@@ -447,8 +476,13 @@ def main(argv=None):
     problems = make_problems([p for p in args.problems.split(",") if p])
     methods = [m for m in args.methods.split(",") if m]
     log(f"quality: {len(problems)} problems x {len(methods)} methods x {len(seeds)} seeds x {args.budget} evals")
-    result["quality"] = quality(problems, methods, seeds, args.budget, checkpoints, log, args.jobs)
-    save()
+    if methods and problems:
+        def progress(partial):
+            result["quality"] = partial
+            save()
+
+        result["quality"] = quality(problems, methods, seeds, args.budget, checkpoints, log, args.jobs, progress)
+        save()
     told = [int(n) for n in args.latency.split(",") if n]
     if told:
         lp = next((p for p in problems if p.name == "peft_like"), None) or make_problems(["peft_like"])[0]

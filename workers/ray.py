@@ -99,7 +99,8 @@ class RayExecutor(Executor):
     Args:
         address: Ray cluster to join (``host:port`` of ``ray start --head``, or ``auto``);
             None starts a private local Ray on 127.0.0.1 (``num_cpus``, ``num_gpus`` and
-            ``resources`` declare what it offers; GPUs may be declared on CPU-only hosts).
+            ``resources`` declare what it offers, ``node_labels`` its labels; GPUs may be
+            declared on CPU-only hosts).
         cpus_per_trial, gpus_per_trial, memory_per_trial, custom_per_trial, labels_per_trial:
             defaults of each trial's request (the workload's ``resources`` win).
         gpu_memory_bytes: memory of one GPU, for ``gpus: "auto"``.
@@ -119,7 +120,8 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None = None, *, ray_address: str | None = None,
                  num_cpus: float | None = None, num_gpus: float | None = None,
-                 resources: dict[str, float] | None = None, object_store_memory: int | None = 200 * 2**20,
+                 resources: dict[str, float] | None = None, node_labels: dict[str, str] | None = None,
+                 object_store_memory: int | None = 200 * 2**20,
                  temp_dir: str | None = None, namespace: str = "autopeft",
                  cpus_per_trial: float = 1, gpus_per_trial: float = 0, memory_per_trial: int | None = None,
                  custom_per_trial: dict[str, float] | None = None, labels_per_trial: dict[str, str] | None = None,
@@ -165,7 +167,8 @@ class RayExecutor(Executor):
             self._own_temp_dir = None if temp_dir else tempfile.mkdtemp(prefix="autopeft-ray-")
             self._temp_dir = temp_dir or self._own_temp_dir
             ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus,
-                     num_gpus=num_gpus, resources=resources, object_store_memory=object_store_memory,
+                     num_gpus=num_gpus, resources=resources, labels=node_labels,
+                     object_store_memory=object_store_memory,
                      _temp_dir=self._temp_dir, namespace=namespace, runtime_env=renv or None, log_to_driver=False)
         self.driver_node = ray.get_runtime_context().get_node_id()
         self._task = ray.remote(run_trial)

@@ -64,10 +64,11 @@ def ray_tmp():
 @pytest.fixture(scope="module")
 def ray_executor(ray_tmp):
     """A RayExecutor that started its own Ray: 4 CPUs, 2 GPUs declared (none needed), a custom
-    resource ``special``; 2 retries; quick polling."""
+    resource ``special``, a node label ``zone=a``; 2 retries; quick polling."""
     from autopeft.workers import create_executor
 
-    ex = create_executor("ray", num_cpus=4, num_gpus=2, resources={"special": 1.0}, pythonpath=str(REPO),
+    ex = create_executor("ray", num_cpus=4, num_gpus=2, resources={"special": 1.0},
+                         node_labels={"zone": "a"}, pythonpath=str(REPO),
                          temp_dir=str(ray_tmp / "ray"), max_retries=2, poll_s=0.5, infeasible_timeout_s=0,
                          cancel_grace_s=1.0)
     yield ex

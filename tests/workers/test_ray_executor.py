@@ -134,6 +134,13 @@ def test_custom_resource_and_memory_request(ray_executor, tmp_path):
     assert record["resources"] == {"cpus": 0.5, "gpus": 0.0, "memory": float(64 * 2**20), "special": 1.0}
 
 
+def test_node_labels_select_nodes(ray_executor, tmp_path):
+    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"labels": {"zone": "a"}}))
+    assert out.state == "complete", out.error
+    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"labels": {"zone": "b"}}))
+    assert out.state == "failed" and "label zone=b" in out.error and "no node of the Ray cluster" in out.error
+
+
 def test_half_gpu_trials_pack_four_onto_two_declared_gpus(ray_executor, tmp_path):
     """2 GPUs declared on a CPU-only host; trials asking 0.5 GPU: 4 run at once, a 5th waits."""
     release = tmp_path / "release"

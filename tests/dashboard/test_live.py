@@ -94,3 +94,18 @@ def test_a_completed_trial_appears_without_reload(page, dash_server):
     p.locator("#trials-table tbody tr[data-state='complete']").nth(1).wait_for(timeout=30_000)
     p.locator("h1 .badge").filter(has_text="finished").wait_for(timeout=30_000)
     assert p.evaluate("() => window.__notReloaded === true")
+
+
+def test_stop_and_resume_buttons(page, dash_server):
+    api = dash_server.api
+    s = api.create(study_spec("to stop", entrypoint="tests.dashboard.workloads:slow", max_trials=2, max_parallel=1))
+    p = page.goto(f"#/studies/{s['id']}")
+    p.locator("#trials-table tbody tr[data-state='running']").wait_for(timeout=60_000)
+    p.get_by_role("button", name="Stop study").click()
+    p.locator("h1 .badge").filter(has_text="stopped").wait_for()
+    assert api.get(f"/studies/{s['id']}")["state"] == "stopped"
+    p.get_by_role("button", name="Resume").click()
+    p.locator("h1 .badge").filter(has_text="running").wait_for()
+    p.get_by_role("button", name="Stop study").click()
+    p.locator("h1 .badge").filter(has_text="stopped").wait_for()
+    assert api.get(f"/studies/{s['id']}")["state"] == "stopped"

@@ -231,16 +231,29 @@ def test_lineage_shows_parent_edges(page, dash_server):
         p.locator("#trial-lineage a[href='#/trials/%d']" % parent).wait_for()
 
 
-def test_narrow_window(narrow_page, seeded):
+def test_narrow_window(narrow_page, seeded, dash_server):
     s = seeded["two"]
+
+    def no_sideways_scroll(where):
+        overflow = p.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{where} scrolls sideways by {overflow}px at 420px"
+
     p = narrow_page.goto(f"#/studies/{s['id']}")
     p.wait_for_function(f"() => {PARETO} && {PARETO}.data && {PARETO}.data.length > 0")
     p.locator("#trials-table tbody tr").first.wait_for()
-    overflow = p.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 1, f"the page scrolls sideways by {overflow}px at 420px"
+    no_sideways_scroll("the study page")
     box = p.locator("#pareto-plot").bounding_box()
     assert 300 <= box["width"] <= 420
     narrow_page.screenshot("study-narrow")
+    trial = dash_server.api.get(f"/studies/{s['id']}/pareto")["trials"][0]
+    p.goto(f"{dash_server.url}/#/trials/{trial['id']}")
+    p.wait_for_function("() => { const d = document.getElementById('layers-plot'); return d && d.data; }")
+    no_sideways_scroll("the trial page")
+    narrow_page.screenshot("trial-narrow")
+    for hash_, ready in (("#/", "#studies-table tbody tr"), ("#/new", "#create-form fieldset")):
+        p.goto(f"{dash_server.url}/{hash_}")
+        p.locator(ready).first.wait_for()
+        no_sideways_scroll(hash_)
 
 
 def test_keyboard_reaches_navigation(page, seeded):

@@ -59,6 +59,17 @@ def test_a_study_created_from_the_form_runs(page, dash_server):
     p.locator("#create-error").filter(has_text="Options").wait_for()
     assert p.evaluate("() => document.activeElement.id") == "f-options"
     p.get_by_label("Options (JSON)").fill("{}")
+    # the server's 422 envelope names the field: that input is marked and focused
+    p.get_by_label("Entrypoint").fill("no_such_module:fn")
+    p.get_by_role("button", name="Create study").click()
+    p.locator("#create-error").filter(has_text="workload.entrypoint").wait_for()
+    assert p.evaluate("() => document.activeElement.id") == "f-entrypoint"
+    assert p.get_by_label("Entrypoint").get_attribute("aria-invalid") == "true"
+    assert "no_such_module" in p.locator("#f-entrypoint-error").inner_text()
+    expected = [e for e in page.errors if "422" in e]
+    assert len(expected) == 1, page.errors   # the browser logs the refused POST; nothing else
+    page.errors.remove(expected[0])
+    p.get_by_label("Entrypoint").fill("tests.dashboard.workloads:arch")
     p.get_by_role("button", name="Create study").click()
     p.wait_for_url("**/#/studies/*")
     study_id = int(p.url.rsplit("/", 1)[1])

@@ -287,7 +287,9 @@ class StudyRunner(threading.Thread):
 
     def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
         """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
-        if outcome.cancelled or self._stop_requested.is_set() and outcome.state == "failed":
+        user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
+        if outcome.cancelled or (user_stop and (outcome.state == "failed" or outcome.stopped)):
+            # ended by the user's stop (cancelled, or told "stop" on its way out): not pruned, not failed
             with self.db.write(self.study_id) as s:   # user stop: back to the queue, rerun on resume
                 t = s.get(Trial, trial_id)
                 if t is not None:

@@ -176,6 +176,11 @@ class PBTOptimizer(BaseOptimizer):
         record.parent_id = source.id
         return Exploit(source.id, dict(config), step, {k: (a, b) for k, (a, b, _) in changes.items()})
 
+    def _on_replayed_report(self, record, step, values):
+        interval = self.options["perturbation_interval"]
+        if step - self._last_perturb.get(record.id, 0) >= interval:
+            self._last_perturb[record.id] = step
+
     # ------------------------------------------------------------------ lineage
     @property
     def lineage(self) -> list[dict]:

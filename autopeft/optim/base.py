@@ -6,8 +6,8 @@ Invariants (every optimiser, checked by ``tests/optim/test_contract.py``):
   objectives, seed, options) and the sequence of calls made on it (``ask``, ``tell``,
   ``report``). Randomness comes only from generators seeded by ``(seed, trial number, ...)``,
   never from a shared stream, so a controller rebuilds an optimiser after a restart by
-  creating it with the same arguments and replaying the stored calls in order (:meth:`replay`
-  does it from stored trials). Suggestions of ``random``, ``sobol`` and ``mobo`` depend only
+  creating it with the same arguments and replaying the stored calls in order; :meth:`replay`
+  rebuilds from stored trials (see its docstring for what that reproduces exactly). Suggestions of ``random``, ``sobol`` and ``mobo`` depend only
   on the trial numbers and the told data, so for them :meth:`add_trial` (register a finished
   trial without computing a suggestion) rebuilds equally well and cheaply.
 * **Ids.** Trial ids are the integers 0, 1, 2, ... in ask order; ``Suggestion.id`` is the id
@@ -269,18 +269,37 @@ class BaseOptimizer(abc.ABC):
         return self.tell(record.id, values, state)
 
     def replay(self, trials: Sequence[Trial]) -> None:
-        """Rebuild from stored trials, in id order: ask one by one (so the optimiser's own
-        bookkeeping is reproduced), then tell the finished ones. A stored config that differs
-        from the replayed suggestion means the arguments differ: raises ``InvalidConfig``."""
+        """Rebuild from stored trials (e.g. the controller's database after a restart), in id
+        order: each is registered with :meth:`add_trial` (its stored config, values and state;
+        ``running`` ones stay running), and its stored reports are fed to the early stopper's
+        rungs and the optimiser's report bookkeeping *without* taking decisions again.
+
+        Stored trials do not record how asks and tells interleaved, so the rebuilt optimiser
+        equals the original one exactly for optimisers whose suggestions depend only on the
+        trial numbers and the told data (``random``, ``sobol``, ``mobo``, and ``pbt``/``mopbt``
+        for new members); ``tpe`` and ``nsga2`` get the same evaluated configs and values in their
+        Optuna study, but their next suggestion may differ. For an exact
+        rebuild of everything, replay the logged ask/tell/report calls in their original order.
+        """
         for t in sorted(trials, key=lambda t: t.id):
-            (s,) = self.ask(1)
-            if config_key(s.config) != config_key(self.space.validate(t.config)) and not t.reports:
-                raise InvalidConfig(f"replayed trial {t.id} does not match the stored config; "
-                                    "was the optimiser created with other arguments?", "trials")
+            if t.id != len(self._records):
+                raise InvalidConfig(f"stored trial ids must be 0, 1, 2, ... in order; got {t.id} "
+                                    f"where {len(self._records)} was expected", "trials")
+            config = self.space.validate(t.config)
+            record = _TrialRecord(len(self._records), config, t.parent_id)
+            self._records.append(record)
+            self._seen.add(config_key(config))
+            self._on_ask(record)
             for step in sorted(t.reports):
-                self.report(s.id, step, t.reports[step])
+                values = self._complete_values(record.config, t.reports[step])
+                record.reports[step] = values
+                self._on_replayed_report(record, step, values)
+                if self._stopper is not None:
+                    y = self._objective_vector(values)
+                    if y is not None:
+                        self._stopper.decide(record.id, step, y)
             if t.state != "running":
-                self.tell(s.id, t.values, t.state)
+                self.tell(record.id, t.values, t.state)
 
     # ------------------------------------------------------------------ helpers for subclasses
     def rng(self, *salt: int | str) -> np.random.Generator:
@@ -387,6 +406,9 @@ class BaseOptimizer(abc.ABC):
 
     def _on_report(self, record: _TrialRecord, step: int, values: dict) -> "str | Exploit":
         return "continue"
+
+    def _on_replayed_report(self, record: _TrialRecord, step: int, values: dict) -> None:
+        """A stored report fed back by :meth:`replay` (no decision is taken)."""
 
 
 def _check_objectives(objectives: Any) -> list[tuple[str, str]]:

@@ -105,3 +105,13 @@ def test_mobo_batch_encoder_matches_space_encode(mixed_space):
     configs = [mixed_space.validate(c) for c in mixed_space.sample(50, seed=3)]
     expected = np.stack([mixed_space.encode(c) for c in configs])
     assert np.array_equal(_Codec(mixed_space).encode(configs), expected)
+
+
+@pytest.mark.slow
+def test_mobo_saas_model_runs(mixed_space):
+    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, model="saas", known_objectives={"params": lora_params},
+                           **FAST_OPTIONS["mobo"])
+    for _ in range(3):
+        for s in opt.ask(2):
+            opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
+    assert len(opt.trials) == 6

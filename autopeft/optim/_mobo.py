@@ -22,7 +22,7 @@ Pipeline of one ``ask(n)``:
    ``X_pending``; modelled constraints as ``g <= 0`` outcome constraints; as ``X_baseline``
    the best ``max_baseline`` (48) training points by non-dominated rank.
 4. **Optimisation of the acquisition** respects the space: for purely continuous spaces
-   without known objectives, BoTorch's ``optimize_acqf`` (multi-start L-BFGS-B, sequential
+   without known objectives or known constraints, BoTorch's ``optimize_acqf`` (multi-start L-BFGS-B, sequential
    greedy batches). Otherwise a candidate pool of valid configs — random samples plus
    one-parameter mutations of the current Pareto configs — filtered by known constraints and
    de-duplicated against tried configs, scored in one batch; the best few are improved by
@@ -75,8 +75,9 @@ class MOBOOptimizer(BaseOptimizer):
         self._known = [k for k in self.objective_names if k in self.known_objectives]
         self._modelled_constraints = [i for i, (m, _, _) in enumerate(self.constraints)
                                       if m not in self.known_objectives]
+        known_constraint = any(m in self.known_objectives for m, _, _ in self.constraints)
         self._continuous = (all(p.kind == "float" and not p.active_if for p in space.params)
-                            and not self._known)
+                            and not self._known and not known_constraint)
         self.last_info: dict = {}
         self._hypers = None  # GP hyper-parameters of the last fit (warm start of the next)
         self._codec = _Codec(space)

@@ -268,7 +268,7 @@ def test_keyboard_reaches_navigation(page, seeded):
     assert "New study" in focused, focused
     p.keyboard.press("Enter")
     p.wait_for_url("**/#/new")
-    p.locator("#create-form").wait_for()
-    # the focus style is visible (not outline: none)
+    # the form focuses its first field; the focus style is visible (not outline: none)
+    p.wait_for_function("() => document.activeElement && document.activeElement.id === 'f-name'")
     outline = p.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"

@@ -46,12 +46,22 @@ def _client(args: argparse.Namespace):
 
 def _run(func):
     def wrapper(args: argparse.Namespace) -> int:
+        import httpx
+
         from autopeft.client import ApiError
 
         try:
             return func(args)
         except ApiError as err:
             print(f"error: {err}", file=sys.stderr)
+            return 1
+        except httpx.HTTPError as err:
+            try:
+                where = str(err.request.url)
+            except RuntimeError:  # no request attached
+                where = args.url or "the default URL"
+            print(f"error: cannot talk to the controller at {where}: {err} "
+                  "(is `autopeft serve` running? see --url / AUTOPEFT_URL)", file=sys.stderr)
             return 1
     return wrapper
 

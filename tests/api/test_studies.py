@@ -188,3 +188,24 @@ def test_cli_study_commands(sqlite_url, server_factory, tmp_path):
     tid = client_for(server, token).study(1).pareto()[0]["id"]
     cli("export", "1", str(tid), str(tmp_path / "exported"))
     assert (tmp_path / "exported" / "weights.bin").is_file()
+
+
+def test_delete_a_running_study_removes_it_and_its_trials(sqlite_url, server_factory):
+    server = server_factory(sqlite_url, env={"AUTOPEFT_TEST_SLEEP": "3"})
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(spec=python_study("tests.api.workloads:sleepy", max_trials=10, max_parallel=2))
+    wait_for(lambda: study.refresh().counts["running"] == 2, 60, "two running trials")
+    tid = study.trials()[0]["id"]
+    study.delete()
+    for call in (study.refresh, lambda: client.trial(tid), lambda: client.reports(tid)):
+        with pytest.raises(ApiError) as err:
+            call()
+        assert err.value.status == 404
+    import sqlite3
+
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        for table in ("trials", "trial_reports", "events", "studies", "checkpoints"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+    # the controller goes on serving
+    other = client.create_study(spec=python_study(max_trials=2))
+    assert other.wait(timeout=120, poll=0.2, progress=False).counts["complete"] == 2

@@ -132,6 +132,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    load_before = os.getloadavg()[0]
     peak = matmul_peak()
     lora = step_time(False, args.steps, args.threads)
     full = step_time(True, args.steps, args.threads)
@@ -140,7 +141,9 @@ def main() -> int:
     ratio = lora["step_s"] / full["step_s"]
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "torch": torch.__version__, "matmul_peak_gflops": peak},
+                    "torch": torch.__version__, "matmul_peak_gflops": peak,
+                    "cpu_count": os.cpu_count(),
+                    "load_avg_1min": {"before": load_before, "after": os.getloadavg()[0]}},
         "lora_r8_qv": lora, "full_finetune": full, "lora_over_full_step": ratio,
         "trial_2k_1epoch": trial, "data_prep_tweets": prep,
         "goals": {"overhead_pct_le_10": trial["overhead_pct"] <= 10.0,
@@ -171,6 +174,8 @@ def main() -> int:
     print(f"data preparation (tweets, {int(prep['examples']):,} examples): uncached "
           f"{prep['uncached_s']:.2f} s, cached {prep['cached_s'] * 1000:.0f} ms "
           f"({prep['uncached_s'] / prep['cached_s']:.0f}x)")
+    print(f"1-min load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores (other work on the machine slows every phase)")
     print(f"wrote {RESULTS}")
     return 0
 

@@ -115,3 +115,22 @@ def test_mobo_saas_model_runs(mixed_space):
         for s in opt.ask(2):
             opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
     assert len(opt.trials) == 6
+
+
+def test_mobo_option_values_are_checked(mixed_space):
+    with pytest.raises(InvalidConfig, match="ref_rule"):
+        create_optimizer("mobo", mixed_space, OBJ, ref_rule="nadir")
+    with pytest.raises(InvalidConfig, match="model"):
+        create_optimizer("mobo", mixed_space, OBJ, model="forest")
+    with pytest.raises(InvalidConfig, match="reference_point"):
+        create_optimizer("mobo", mixed_space, OBJ, reference_point=[1.0])
+
+
+@pytest.mark.parametrize("rule", ["expanding", "front", "observed"])
+def test_mobo_reference_rules_give_valid_suggestions(rule, mixed_space):
+    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, ref_rule=rule, known_objectives={"params": lora_params},
+                           **FAST_OPTIONS["mobo"])
+    for _ in range(3):
+        for s in opt.ask(2):
+            assert mixed_space.validate(s.config) == s.config
+            opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})

@@ -373,7 +373,8 @@ def print_tables(result: dict) -> str:
     lines = []
     q = result.get("quality", {})
     for pname, methods in q.items():
-        lines.append(f"\n{pname}: hypervolume, mean (std) over {len(result['seeds'])} seeds")
+        lines.append(f"\n{pname}: hypervolume, mean (std) over {len(result['seeds'])} seeds "
+                     "(n=k: only k seeds finished)")
         cps = result["checkpoints"]
         lines.append(f"  {'method':14s}" + "".join(f"{'HV@' + str(c):>24s}" for c in cps))
         for m, r in methods.items():
@@ -469,8 +470,8 @@ def main(argv=None):
                     merged.setdefault("quality", {})
                     for pname, methods_ in value.items():
                         merged["quality"].setdefault(pname, {}).update(methods_)
-                elif key in ("checkpoints", "seeds", "budget") and key in merged and "quality" not in part:
-                    continue
+                elif key in ("checkpoints", "seeds", "budget") and key in merged:
+                    continue  # the first file (the main quality run) defines them
                 elif key == "command":
                     merged.setdefault("commands", []).append(value)
                 elif value or key not in merged:

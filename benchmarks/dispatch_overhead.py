@@ -149,8 +149,13 @@ def run_autopeft(work: Path, args) -> dict:
         end = max(dt.datetime.fromisoformat(t["finished_at"]) for t in trials)
         server_wall = (end - created).total_seconds()
         ideal = _ideal(args)
+        spans = sorted((dt.datetime.fromisoformat(t["finished_at"]) - dt.datetime.fromisoformat(t["started_at"]))
+                       .total_seconds() for t in trials)
+        in_trial = sum(spans) / args.parallel - ideal   # executor + report round trip + result, per slot
         return {"wall_s": wall, "server_wall_s": server_wall, "ideal_s": ideal,
                 "overhead_pct": 100 * (wall / ideal - 1), "server_overhead_pct": 100 * (server_wall / ideal - 1),
+                "trial_started_to_finished_median_s": spans[len(spans) // 2],
+                "overhead_inside_trials_s": in_trial, "overhead_between_trials_s": server_wall - ideal - in_trial,
                 "attempts": sum(t["attempts"] for t in trials)}
     finally:
         stop(server)
@@ -232,6 +237,10 @@ def main() -> int:
         print(f"{'autopeft (REST + scheduler + Ray + SQLite)':<44}{a['wall_s']:>9.1f}{a['overhead_pct']:>9.2f}%")
         print(f"{'  server side (created -> last finished)':<44}{a['server_wall_s']:>9.1f}"
               f"{a['server_overhead_pct']:>9.2f}%")
+        print(f"{'    inside trials (Ray task + report + result)':<44}{a['overhead_inside_trials_s']:>9.1f}"
+              f"{100 * a['overhead_inside_trials_s'] / a['ideal_s']:>9.2f}%")
+        print(f"{'    between trials (scheduler, SQL, dispatch)':<44}{a['overhead_between_trials_s']:>9.1f}"
+              f"{100 * a['overhead_between_trials_s'] / a['ideal_s']:>9.2f}%")
     for variant, t in result.get("ray_tune", {}).items():
         label = f"Ray Tune {t['ray_version']} (Tuner.fit, reuse_actors={t['reuse_actors']})"
         print(f"{label:<44}{t['wall_s']:>9.1f}{t['overhead_pct']:>9.2f}%")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from autopeft.workers.base import is_loopback_host
 
 DEFAULT_HOME = Path("~/.autopeft").expanduser()
 # A secret that is known to everybody; refused on non-loopback addresses.
@@ -38,13 +39,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+is_loopback = is_loopback_host  # the bind rule's test of a host
 
 
 def check_bind(settings: Settings) -> None:

@@ -27,11 +27,39 @@ so that a remote executor (Ray) can ship it as is.
 from __future__ import annotations
 
 import abc
+import ipaddress
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 OnReport = Callable[[int, dict[str, float]], Any]
+
+log = logging.getLogger("autopeft.workers")
+
+
+def relay_decision(on_report: OnReport, step: int, metrics: dict[str, Any]) -> str:
+    """Call the controller's ``on_report`` and reduce its answer to what a workload is told:
+    ``"continue"`` (None / True / "continue") or ``"stop"`` (anything else, e.g. a PBT Exploit).
+    A controller-side error is logged and the trial continues, so it never dies silently."""
+    try:
+        decision = on_report(int(step), metrics)
+    except Exception:  # noqa: BLE001
+        log.exception("on_report failed; telling the trial to continue")
+        return "continue"
+    if decision is None or decision is True or decision == "continue":
+        return "continue"
+    return "stop"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass

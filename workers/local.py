@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autopeft.workers.base import Executor, OnDone, OnReport, TrialOutcome, TrialSpec
+from autopeft.workers.base import Executor, OnDone, OnReport, TrialOutcome, TrialSpec, relay_decision
 
 log = logging.getLogger("autopeft.workers.local")
 
@@ -172,7 +172,7 @@ class LocalProcessExecutor(Executor):
                     msg = json.loads(line)
                     kind = msg.get("type")
                     if kind == "report":
-                        decision = self._decide(on_report, msg["step"], msg["metrics"])
+                        decision = relay_decision(on_report, msg["step"], msg["metrics"])
                         proc.send({"decision": decision})
                     elif kind == "done":
                         outcome = TrialOutcome("complete", values=msg["values"], stopped=bool(msg.get("stopped")))
@@ -212,17 +212,6 @@ class LocalProcessExecutor(Executor):
             code = proc.popen.wait()
         proc.close()
         return code
-
-    @staticmethod
-    def _decide(on_report: OnReport, step: int, metrics: dict[str, Any]) -> str:
-        try:
-            decision = on_report(int(step), metrics)
-        except Exception:  # noqa: BLE001 - a controller-side error must not kill the trial silently
-            log.exception("on_report failed; telling the trial to continue")
-            return "continue"
-        if decision is None or decision is True or decision == "continue":
-            return "continue"
-        return "stop"
 
     def cancel(self, trial_id: int) -> bool:
         with self._lock:

@@ -27,7 +27,6 @@ before importing Ray: otherwise Ray replaces 127.0.0.1 by the host's address and
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import shutil
@@ -40,7 +39,8 @@ from typing import Any
 
 from autopeft.errors import InvalidConfig
 from autopeft.workers._ray_remote import CheckpointTooLarge, Hub, dir_signature, pack_dir, run_trial, unpack_dir
-from autopeft.workers.base import Executor, OnDone, OnReport, TrialOutcome, TrialSpec
+from autopeft.workers.base import (Executor, OnDone, OnReport, TrialOutcome, TrialSpec, is_loopback_host,
+                                   relay_decision)
 from autopeft.workers.placement import ResourceRequest, request_for
 
 log = logging.getLogger("autopeft.workers.ray")
@@ -54,13 +54,7 @@ def _is_loopback(address: str | None) -> bool:
     """A private local Ray (None / "local"), or a cluster whose head is on a loopback address."""
     if not address or address == "local":
         return True
-    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(address.split("://")[-1].rsplit(":", 1)[0])
 
 
 def _import_ray(loopback: bool):
@@ -332,7 +326,7 @@ class RayExecutor(Executor):
             refs = event.get("checkpoint")
             if refs and run.spec.checkpoint_dir:
                 unpack_dir(self._ray.get(refs[0]), run.spec.checkpoint_dir)
-            hub.answer.remote(key, self._decide(run.on_report, event["step"], event["metrics"]))
+            hub.answer.remote(key, relay_decision(run.on_report, event["step"], event["metrics"]))
 
     def _finish(self, run: _Run, ref: Any) -> tuple[TrialOutcome | None, str | None]:
         ray = self._ray
@@ -360,17 +354,6 @@ class RayExecutor(Executor):
             for n in self._alive_nodes(0.0)) or "none alive"
         return (f"no node of the Ray cluster can hold this trial's request ({req.describe()}) "
                 f"for {self._infeasible_timeout:g} s; nodes: {nodes}")
-
-    @staticmethod
-    def _decide(on_report: OnReport, step: int, metrics: dict[str, Any]) -> str:
-        try:
-            decision = on_report(int(step), metrics)
-        except Exception:  # noqa: BLE001 - a controller-side error must not kill the trial silently
-            log.exception("on_report failed; telling the trial to continue")
-            return "continue"
-        if decision is None or decision is True or decision == "continue":
-            return "continue"
-        return "stop"
 
     def cancel(self, trial_id: int) -> bool:
         with self._lock:

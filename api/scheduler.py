@@ -320,6 +320,10 @@ class StudyRunner(threading.Thread):
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
                 t.state, t.values, t.error, t.finished_at = state, _finite_or_none(values), error, utcnow()
+                if outcome.attempt is not None and outcome.attempt > t.attempts:
+                    t.attempts = outcome.attempt   # the executor retried a lost worker itself (Ray)
+                if outcome.retries:
+                    self._event(s, "retries", {"trial_id": trial_id, "retries": list(outcome.retries)})
                 self._event(s, "tell", {"trial_id": trial_id, "values": _exact(tell_values), "state": state})
                 ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
                 if ckpt.is_dir() and any(ckpt.iterdir()):

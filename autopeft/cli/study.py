@@ -1,4 +1,8 @@
-"""``autopeft study create FILE | list | show ID | stop ID | resume ID | wait ID | export ID TRIAL DIR``.
+"""``autopeft study create FILE | list | show ID | stop ID | resume ID | wait ID | export ID ...``.
+
+``export ID TRIAL DIR`` unpacks one trial's adapter into DIR; ``export ID --output FILE
+[--format csv|parquet]`` writes the trials table (pandas, ``Study.to_dataframe()``) and
+``export ID --adapters FILE.zip`` zips the adapters of the Pareto trials (both may be given).
 
 Talks to a running controller: ``--url`` (or ``$AUTOPEFT_URL``, default http://127.0.0.1:8642)
 and ``--token`` (or ``$AUTOPEFT_TOKEN``). FILE is a study spec in YAML or JSON (the REST body).
@@ -31,10 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("id", type=int)
         p.add_argument("--json", action="store_true", help="print JSON") if name == "show" else None
         p.set_defaults(func=func)
-    p = ssub.add_parser("export", parents=[common], help="download a trial's adapter into DIR")
+    p = ssub.add_parser("export", parents=[common],
+                        help="download a trial's adapter into DIR, or the trials table / Pareto adapters",
+                        description="export ID TRIAL DIR: one trial's adapter into DIR.  "
+                                    "export ID --output FILE [--format csv|parquet] [--adapters FILE.zip]: "
+                                    "the study's trials as a table, the Pareto trials' adapters as one zip.")
     p.add_argument("id", type=int)
-    p.add_argument("trial", type=int, help="trial id")
-    p.add_argument("dir")
+    p.add_argument("trial", type=int, nargs="?", help="trial id (with DIR)")
+    p.add_argument("dir", nargs="?", help="folder for the trial's adapter")
+    p.add_argument("--output", "-o", help="write the trials table here (one row per trial)")
+    p.add_argument("--format", choices=["csv", "parquet"],
+                   help="table format (default: from the --output suffix, .parquet or else csv)")
+    p.add_argument("--adapters", help="zip the adapters of the Pareto trials into this file")
     p.set_defaults(func=_cmd_export)
 
 
@@ -158,6 +170,82 @@ def _cmd_wait(args: argparse.Namespace) -> int:
 
 @_run
 def _cmd_export(args: argparse.Namespace) -> int:
-    path = _client(args).study(args.id).export(args.trial, args.dir)
-    print(f"trial {args.trial} exported to {path}")
+    if (args.trial is None) != (args.dir is None):
+        print("error: give both TRIAL and DIR (one trial's adapter), or neither", file=sys.stderr)
+        return 2
+    if args.trial is None and not (args.output or args.adapters):
+        print("error: nothing to export: give TRIAL DIR, --output FILE or --adapters FILE.zip", file=sys.stderr)
+        return 2
+    if args.format and not args.output:
+        print("error: --format needs --output FILE", file=sys.stderr)
+        return 2
+    study = _client(args).study(args.id)
+    if args.trial is not None:
+        path = study.export(args.trial, args.dir)
+        print(f"trial {args.trial} exported to {path}")
+    if args.output:
+        fmt = args.format or ("parquet" if args.output.endswith((".parquet", ".pq")) else "csv")
+        n = export_table(study, args.output, fmt)
+        print(f"{n} trials of study {study.id} written to {args.output} ({fmt})")
+    if args.adapters:
+        zipped, missing = export_pareto_adapters(study, args.adapters)
+        print(f"{len(zipped)} Pareto adapters of study {study.id} written to {args.adapters}"
+              + (f"; no adapter for trials {missing}" if missing else ""))
     return 0
+
+
+def export_table(study, path: str | Path, fmt: str) -> int:
+    """The study's trials (``Study.to_dataframe()``) as CSV or Parquet; returns the row count."""
+    df = study.to_dataframe()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False)
+    return len(df)
+
+
+def export_pareto_adapters(study, path: str | Path) -> tuple[list[int], list[int]]:
+    """One zip with ``trial-<number>/...`` (each Pareto trial's adapter, as served by
+    ``GET /trials/{id}/adapter``) and ``pareto.json`` (ids, numbers, values, configs, folders).
+    Returns (trial ids zipped, trial ids without an adapter); fails if none has one."""
+    import io
+    import zipfile
+
+    from autopeft.client import ApiError
+
+    pareto = study.pareto()
+    zipped, missing, manifest = [], [], []
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
+        for t in sorted(pareto, key=lambda t: t["number"]):
+            folder = f"trial-{t['number']:05d}"
+            try:
+                blob = study._client.request("GET", f"/api/v1/trials/{int(t['id'])}/adapter").content
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+                missing.append(t["id"])
+                folder = None
+            else:
+                with zipfile.ZipFile(io.BytesIO(blob)) as src:
+                    for info in src.infolist():
+                        name = info.filename
+                        if name.startswith("/") or ".." in Path(name).parts:
+                            raise ApiError(500, "bad_archive", f"unsafe path in archive: {name}")
+                        if not info.is_dir():
+                            out.writestr(f"{folder}/{name}", src.read(info))
+                zipped.append(t["id"])
+            manifest.append({"id": t["id"], "number": t["number"], "values": t.get("values"),
+                             "config": t.get("config"), "adapter": folder})
+        out.writestr("pareto.json", json.dumps({"study": study.id, "name": study.name,
+                                                "objectives": study.spec.get("objectives"),
+                                                "trials": manifest}, indent=1, default=str))
+    if not zipped:
+        tmp.unlink()
+        raise ApiError(404, "not_found", f"no Pareto trial of study {study.id} has an adapter "
+                                         f"(trials {missing or 'none'})")
+    tmp.replace(target)
+    return zipped, missing

@@ -35,7 +35,11 @@ def compose_binary() -> list[str] | None:
     if spec and spec.origin:
         binary = Path(spec.origin).parent / "docker-compose"
         if binary.is_file() and os.access(binary, os.X_OK):
-            return [str(binary)]
+            try:   # the package ships a linux/amd64 binary: check it runs here
+                if subprocess.run([str(binary), "version"], capture_output=True, timeout=60).returncode == 0:
+                    return [str(binary)]
+            except OSError:
+                pass
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]

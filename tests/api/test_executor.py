@@ -8,20 +8,7 @@ import pytest
 
 from autopeft.workers import TrialSpec, create_executor
 from tests.api.conftest import REPO, wait_for
-
-
-class Recorder:
-    def __init__(self, decision="continue"):
-        self.reports, self.outcomes, self.decision = [], [], decision
-        self.done = threading.Event()
-
-    def on_report(self, step, metrics):
-        self.reports.append((step, metrics))
-        return self.decision
-
-    def on_done(self, outcome):
-        self.outcomes.append(outcome)
-        self.done.set()
+from tests.recorder import Recorder
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests.recorder import Recorder  # noqa: F401  (re-exported to the tests of this area)
 from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests of this area)
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -21,27 +21,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Recorder:
-    """on_report / on_done of one submission."""
-
-    def __init__(self, decision="continue"):
-        self.reports, self.outcomes, self.decision = [], [], decision
-        self.done = threading.Event()
-
-    def on_report(self, step, metrics):
-        self.reports.append((step, metrics))
-        return self.decision(step) if callable(self.decision) else self.decision
-
-    def on_done(self, outcome):
-        self.outcomes.append(outcome)
-        self.done.set()
-
-    def outcome(self, timeout: float = 120):
-        assert self.done.wait(timeout), "on_done was not called"
-        assert len(self.outcomes) == 1
-        return self.outcomes[0]
 
 
 @pytest.fixture(scope="module")

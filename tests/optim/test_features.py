@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from autopeft import InvalidConfig
@@ -150,6 +152,16 @@ def test_mobo_reference_and_prior_options_are_checked(mixed_space):
                      ref_rule=["front", "observed"])
 
 
+def test_mobo_auto_prior_uses_botorch_default_on_mixed_spaces(mixed_space):
+    import torch
+
+    opt = create_optimizer("mobo", mixed_space, OBJ, **FAST_OPTIONS["mobo"])  # lengthscale_prior="auto"
+    X = torch.rand(8, mixed_space.dim, dtype=torch.double, generator=torch.Generator().manual_seed(0))
+    model = opt._fit(X, torch.stack([X.sum(-1), X[:, 0]], -1))
+    median = float(model.covar_module.lengthscale_prior.icdf(torch.tensor(0.5)))
+    assert median == pytest.approx(math.exp(math.sqrt(2)) * math.sqrt(mixed_space.dim), rel=1e-4)
+
+
 def test_mobo_alternate_reference_rule_takes_turns(mixed_space):
     import numpy as np
 
@@ -163,7 +175,8 @@ def test_mobo_alternate_reference_rule_takes_turns(mixed_space):
     assert given._acq_reference_point(Y, 5).tolist() == pytest.approx([-0.1, 5.0])  # accuracy is maximised
 
 
-@pytest.mark.parametrize("prior,kernel,median", [("lognormal:0.3", "RBFKernel", 0.3), ("gamma", "ScaleKernel", None)])
+@pytest.mark.parametrize("prior,kernel,median", [("lognormal:0.3", "RBFKernel", 0.3), ("auto", "RBFKernel", 0.3),
+                                                 ("gamma", "ScaleKernel", None)])
 def test_mobo_lengthscale_prior_builds_that_gp(prior, kernel, median):
     import torch
 

@@ -108,14 +108,9 @@ def start_bare(port: int):
 
 
 def stop(proc) -> None:
-    import subprocess
+    from autopeft.processes import stop_process
 
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 # -- load generator (its own process) ----------------------------------------------------------

@@ -103,14 +103,10 @@ def start_controller(work: Path, port: int, args):
 
 def stop(proc) -> None:
     import signal
-    import subprocess
 
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    from autopeft.processes import stop_process
+
+    stop_process(proc, timeout=60)
     try:
         os.killpg(proc.pid, signal.SIGKILL)   # anything of its Ray left behind
     except ProcessLookupError:

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from autopeft.processes import stop_process
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run a ~10 minute study on tweets with MiniLM (LoRA per layer, mobo)")
@@ -109,10 +111,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"adapter exported to {target}")
         return 0
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
         log.close()

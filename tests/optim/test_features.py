@@ -128,7 +128,7 @@ def test_mobo_option_values_are_checked(mixed_space):
         create_optimizer("mobo", mixed_space, OBJ, reference_point=[1.0])
 
 
-@pytest.mark.parametrize("rule", ["expanding", "front", "observed"])
+@pytest.mark.parametrize("rule", ["expanding", "front", "observed", "far", "alternate", "cycle"])
 def test_mobo_reference_rules_give_valid_suggestions(rule, mixed_space):
     opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, ref_rule=rule, known_objectives={"params": lora_params},
                            **FAST_OPTIONS["mobo"])
@@ -162,15 +162,22 @@ def test_mobo_auto_prior_uses_botorch_default_on_mixed_spaces(mixed_space):
     assert median == pytest.approx(math.exp(math.sqrt(2)) * math.sqrt(mixed_space.dim), rel=1e-4)
 
 
-def test_mobo_alternate_reference_rule_takes_turns(mixed_space):
+def test_mobo_reference_rules_take_turns(mixed_space):
     import numpy as np
 
-    opt = create_optimizer("mobo", mixed_space, OBJ)  # default ref_rule: "alternate"
     # minimisation form: a front of two points and one dominated point far out
     Y = np.array([[0.0, 1.0], [1.0, 0.0], [9.0, 9.0]])
-    even, odd = opt._acq_reference_point(Y, 4), opt._acq_reference_point(Y, 5)
-    assert even.tolist() == pytest.approx([1.9, 1.9])  # front nadir (1, 1) + 10% of the range (9)
-    assert odd.tolist() == pytest.approx([9.9, 9.9])  # worst observed (9, 9) + 10% of the range
+    expanding, observed, far = [1.9, 1.9], [9.9, 9.9], [2.0, 2.0]
+    # expanding: front nadir (1, 1) + 10% of the observed range (9); observed: worst observed (9, 9)
+    # + 10% of the range; far: front nadir + the front's whole range (1)
+    opt = create_optimizer("mobo", mixed_space, OBJ)  # default ref_rule: "cycle"
+    assert opt.options["ref_rule"] == "cycle"
+    got = [opt._acq_reference_point(Y, n).tolist() for n in range(6, 12)]
+    assert got == [pytest.approx(r) for r in (expanding, expanding, far) * 2]
+    alt = create_optimizer("mobo", mixed_space, OBJ, ref_rule="alternate")
+    assert [alt._acq_reference_point(Y, n).tolist() for n in (4, 5)] == [pytest.approx(expanding), pytest.approx(observed)]
+    listed = create_optimizer("mobo", mixed_space, OBJ, ref_rule=["far", "observed"])
+    assert [listed._acq_reference_point(Y, n).tolist() for n in (0, 1, 2)] == [pytest.approx(r) for r in (far, observed, far)]
     given = create_optimizer("mobo", mixed_space, OBJ, reference_point=[0.1, 5.0])
     assert given._acq_reference_point(Y, 5).tolist() == pytest.approx([-0.1, 5.0])  # accuracy is maximised
 

@@ -496,6 +496,12 @@ def main(argv=None):
 
     problems = make_problems([p for p in args.problems.split(",") if p])
     methods = [m for m in args.methods.split(",") if m]
+    # latency first, while nothing else of this run is using the cores
+    told = [int(n) for n in args.latency.split(",") if n]
+    if told:
+        lp = next((p for p in problems if p.name == "peft_like"), None) or make_problems(["peft_like"])[0]
+        result["latency"] = {"problem": lp.name, "results": latency(lp, told, args.latency_repeats, log)}
+        save()
     log(f"quality: {len(problems)} problems x {len(methods)} methods x {len(seeds)} seeds x {args.budget} evals")
     if methods and problems:
         def progress(partial):
@@ -503,11 +509,6 @@ def main(argv=None):
             save()
 
         result["quality"] = quality(problems, methods, seeds, args.budget, checkpoints, log, args.jobs, progress)
-        save()
-    told = [int(n) for n in args.latency.split(",") if n]
-    if told:
-        lp = next((p for p in problems if p.name == "peft_like"), None) or make_problems(["peft_like"])[0]
-        result["latency"] = {"problem": lp.name, "results": latency(lp, told, args.latency_repeats, log)}
         save()
     if args.pbt_rounds:
         rounds = 30 if args.quick else args.pbt_rounds

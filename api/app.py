@@ -22,7 +22,7 @@ from autopeft.api.deps import AppState
 from autopeft.api.routers import health, studies, trials
 from autopeft.api.scheduler import SchedulerManager
 from autopeft.api.services.listing import ListingCache
-from autopeft.api.settings import Settings
+from autopeft.api.settings import Settings, apply_data_dirs
 
 log = logging.getLogger("autopeft.api")
 
@@ -41,6 +41,7 @@ def _executor(settings: Settings):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    apply_data_dirs(settings)
     if settings.worker_pythonpath:
         # python workloads are validated here (their module must be importable) against the same
         # path the trial processes get.

@@ -37,9 +37,26 @@ class Settings(BaseSettings):
                                   description="trial processes started ahead of time (local executor)")
     listing_cache: bool = Field(default=True, description="cache encoded trial pages (one API process per database)")
     log_level: str = "info"
+    data_dirs: str | None = Field(
+        default=None, description="folders (os.pathsep-separated) that datasets named by a server path must "
+        "lie in; unset: any regular file on a loopback bind, none on any other bind")
 
 
 is_loopback = is_loopback_host  # the bind rule's test of a host
+
+
+def apply_data_dirs(settings: Settings) -> None:
+    """Make the dataset-path rule of :func:`autopeft.trials.data.check_server_path` this process's
+    (and its trial processes') rule: ``settings.data_dirs`` when given, else no server path at all
+    off loopback. A loopback bind without ``data_dirs`` leaves the environment as it is."""
+    import os
+
+    from autopeft.trials.data import DATA_DIRS_ENV
+
+    if settings.data_dirs is not None:
+        os.environ[DATA_DIRS_ENV] = settings.data_dirs
+    elif not is_loopback(settings.host):
+        os.environ[DATA_DIRS_ENV] = ""
 
 
 def check_bind(settings: Settings) -> None:

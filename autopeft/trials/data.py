@@ -108,11 +108,7 @@ def data_spec(dataset: str, *, text_column: str | Sequence[str] = "text",
     """
     if dataset in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[dataset]()
-    path = Path(dataset).expanduser()
-    if not path.is_file():
-        raise InvalidConfig(f"dataset {dataset!r} is neither a built-in dataset "
-                            f"({', '.join(sorted(BUILTIN_DATASETS))}) nor an existing file",
-                            field="workload.dataset")
+    path = check_server_path(dataset)
     fmt = format or _FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "tsv", "jsonl"):
         raise InvalidConfig(f"dataset {dataset!r}: cannot tell the format from the suffix "
@@ -129,6 +125,59 @@ def data_spec(dataset: str, *, text_column: str | Sequence[str] = "text",
             raise InvalidConfig(f"labels must list at least two distinct values, got "
                                 f"{list(labels)!r}", field="workload.labels")
     return DataSpec(str(dataset), path, fmt, texts, label_column, declared, encoding)
+
+
+# ----------------------------------------------------------------------------- server paths
+
+DATA_DIRS_ENV = "AUTOPEFT_DATA_DIRS"
+#: never datasets, whatever the roots say: kernel and device pseudo-filesystems
+_SYSTEM_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"), Path("/run"))
+
+
+def data_roots() -> tuple[Path, ...] | None:
+    """Folders a dataset path must lie in: ``AUTOPEFT_DATA_DIRS`` (``os.pathsep``-separated), read
+    at each call. ``None`` when the variable is unset (a library user, a loopback server): any
+    regular file outside the system folders. Set but empty: no server path at all (the
+    controller's default on a non-loopback bind; datasets are then uploaded or built in)."""
+    raw = os.environ.get(DATA_DIRS_ENV)
+    if raw is None:
+        return None
+    return tuple(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip())
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_server_path(dataset: str) -> Path:
+    """The resolved path of a dataset file named by a user, or ``InvalidConfig``.
+
+    Symbolic links and ``..`` are resolved first, so a link out of a data root is judged by
+    where it points. Refused: anything under ``/proc``, ``/sys``, ``/dev`` or ``/run``, anything
+    that is not a regular file (devices, FIFOs, folders), and, when data roots are configured
+    (:func:`data_roots`), anything outside them. Messages never contain the file's content.
+    """
+    given = Path(dataset).expanduser()
+    try:
+        path = given.resolve(strict=False)
+    except (OSError, RuntimeError):   # a symlink loop
+        path = None
+    roots = data_roots()
+    builtins = ", ".join(sorted(BUILTIN_DATASETS))
+    if path is None or any(_inside(path, r) for r in _SYSTEM_ROOTS) \
+            or any(_inside(given.absolute(), r) for r in _SYSTEM_ROOTS):
+        raise InvalidConfig(f"dataset {dataset!r} is not allowed: system folders are never datasets",
+                            field="workload.dataset")
+    if roots is not None and not any(_inside(path, r) for r in roots):
+        where = ("this server reads no dataset files from its own disk (set AUTOPEFT_DATA_DIRS to allow "
+                 "folders); upload the file or use a built-in dataset") if not roots else \
+                f"dataset files must lie inside the server's data folders ({DATA_DIRS_ENV})"
+        raise InvalidConfig(f"dataset {dataset!r} is not allowed: {where}; built-in datasets: {builtins}",
+                            field="workload.dataset")
+    if not path.is_file():
+        raise InvalidConfig(f"dataset {dataset!r} is neither a built-in dataset ({builtins}) nor an "
+                            f"existing regular file", field="workload.dataset")
+    return path
 
 
 def _label_str(value: Any) -> str:
@@ -169,9 +218,10 @@ def _decode(spec: DataSpec, path: Path, data: bytes) -> str:
 
 def _column_at(spec: DataSpec, data: bytes, prefix: str) -> str:
     """Best guess of the column an undecodable byte sits in (for the error message)."""
+    wanted = (*spec.text_columns, spec.label_column)   # only names the request gave: no file content
     if spec.format == "jsonl":
         keys = re.findall(r'"((?:[^"\\]|\\.)*)"\s*:', prefix)
-        return keys[-1] if keys else "?"
+        return keys[-1] if keys and keys[-1] in wanted else "?"
     if spec.format == "folders":
         return spec.text_columns[0]
     delimiter = "\t" if spec.format == "tsv" else ","
@@ -179,7 +229,8 @@ def _column_at(spec: DataSpec, data: bytes, prefix: str) -> str:
     header = next(csv.reader([header_line], delimiter=delimiter), [])
     fields = next(csv.reader([prefix], delimiter=delimiter), [""])
     index = len(fields) - 1
-    return header[index].strip() if 0 <= index < len(header) else f"#{index + 1}"
+    name = header[index].strip() if 0 <= index < len(header) else None
+    return name if name in wanted else f"#{index + 1}"
 
 
 def read_examples(spec: DataSpec) -> RawData:
@@ -234,8 +285,8 @@ def _check_columns(spec: DataSpec, header: Sequence[str]) -> None:
     for column in (*spec.text_columns, spec.label_column):
         if column not in header:
             key = "label_column" if column == spec.label_column else "text_column"
-            raise InvalidConfig(f"{spec.path}: no column {column!r} (columns: "
-                                f"{', '.join(map(repr, header))})", field=f"workload.{key}")
+            raise InvalidConfig(f"{spec.path}: no column {column!r} among the {len(header)} "
+                                f"column(s) of its header", field=f"workload.{key}")
 
 
 def _read_jsonl(spec: DataSpec, text: str) -> list[tuple[int, tuple[str, ...], str]]:
@@ -289,7 +340,7 @@ def _index_labels(spec: DataSpec, rows) -> RawData:
         for (line, _, raw), value in zip(rows, values):
             if value not in allowed:
                 raise InvalidConfig(f"{spec.path}: line {line}, column {spec.label_column!r}: "
-                                    f"label {raw!r} is not one of the declared labels "
+                                    f"a label that is not one of the declared labels "
                                     f"{list(names)}", field="workload.labels")
     else:
         distinct = set(values)
@@ -299,7 +350,7 @@ def _index_labels(spec: DataSpec, rows) -> RawData:
             names = tuple(sorted(distinct))
         if len(names) < 2:
             raise InvalidConfig(f"{spec.path}: column {spec.label_column!r} has a single "
-                                f"label {names!r}; classification needs two or more",
+                                f"label value; classification needs two or more",
                                 field="workload.label_column")
     index = {n: i for i, n in enumerate(names)}
     labels = np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))

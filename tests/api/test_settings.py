@@ -46,3 +46,16 @@ def test_import_autopeft_and_the_client_stay_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_dataset_paths_off_loopback_default_to_none(monkeypatch):
+    from autopeft.api.settings import apply_data_dirs
+    from autopeft.trials.data import DATA_DIRS_ENV, data_roots
+
+    monkeypatch.delenv(DATA_DIRS_ENV, raising=False)
+    apply_data_dirs(Settings(host="127.0.0.1"))
+    assert data_roots() is None                       # loopback: the user's own files
+    apply_data_dirs(Settings(host="0.0.0.0", secret="a-long-random-secret-0123456789"))
+    assert data_roots() == ()                         # exposed: no server path unless configured
+    apply_data_dirs(Settings(host="0.0.0.0", data_dirs="/srv/data"))
+    assert data_roots() == (Path("/srv/data").resolve(),)

@@ -175,3 +175,57 @@ def test_tokenized_batches_and_pairs(tmp_path, tiny_model):
     expected = tok("a cat ", "sits")["input_ids"]
     assert batch["input_ids"][0][:len(expected)].tolist() == expected
     assert tokens.batch(np.array([0]), pad_to=20)["input_ids"].shape == (1, 20)
+
+
+# -- server paths: data roots, system folders, no file content in any message ---------------------
+SECRET = "s3cr3t-value-that-must-never-leak"
+
+
+def test_system_folders_and_non_files_are_never_datasets(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIRS_ENV, raising=False)
+    for path in ("/proc/self/environ", "/proc/self/status", "/dev/null", "/sys/kernel/notes", str(tmp_path)):
+        with pytest.raises(InvalidConfig) as err:
+            data.data_spec(path, format="csv")
+        assert err.value.field == "workload.dataset"
+    link = tmp_path / "env.csv"
+    link.symlink_to("/proc/self/environ")
+    with pytest.raises(InvalidConfig, match="system folders"):
+        data.data_spec(str(link))
+
+
+def test_data_roots_confine_paths_and_links(tmp_path, monkeypatch):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    good = _write(root / "d.csv", "text,label\na,pos\nb,neg\n")
+    bad = _write(outside / "d.csv", "text,label\na,pos\nb,neg\n")
+    (root / "escape.csv").symlink_to(bad)
+    monkeypatch.setenv(data.DATA_DIRS_ENV, str(root))
+    assert data.data_spec(str(good)).path == good.resolve()
+    assert data.data_spec(str(root / "sub" / ".." / "d.csv")).path == good.resolve()
+    for path in (bad, root / "escape.csv", root / ".." / "outside" / "d.csv", "/etc/passwd"):
+        with pytest.raises(InvalidConfig, match="AUTOPEFT_DATA_DIRS") as err:
+            data.data_spec(str(path))
+        assert err.value.field == "workload.dataset"
+    monkeypatch.setenv(data.DATA_DIRS_ENV, "")   # set but empty: no server path at all
+    with pytest.raises(InvalidConfig, match="upload the file"):
+        data.data_spec(str(good))
+    assert data.data_spec("tweets").name == "tweets"   # built-ins stay available
+
+
+@pytest.mark.parametrize("content, kwargs", [
+    (f"{SECRET}:x:0:0\nroot:x:0:0\n", {"format": "csv"}),                       # like /etc/passwd
+    (f"{SECRET}=1\0HOME=/root\0", {"format": "csv"}),                           # like /proc/self/environ
+    (f'{{"{SECRET}": 1}}\n', {"format": "jsonl"}),
+    (f"text,label\na,{SECRET}\n", {"labels": ["pos", "neg"]}),                  # undeclared label
+    (f"text,label\na,{SECRET}\nb,{SECRET}\n", {}),                              # a single label
+    (f"text,{SECRET}\na,pos\n", {"label_column": "label"}),
+    (f"{SECRET},label\n\xff,pos\n".encode("latin-1"), {"text_column": "t"}),   # undecodable byte
+])
+def test_no_message_contains_file_content(tmp_path, monkeypatch, content, kwargs):
+    monkeypatch.delenv(data.DATA_DIRS_ENV, raising=False)
+    path = _write(tmp_path / "leak.txt", content)
+    with pytest.raises(InvalidConfig) as err:
+        spec = data.data_spec(str(path), **kwargs)
+        data.check_header(spec)
+        data.read_examples(spec)
+    assert SECRET not in str(err.value)

@@ -50,6 +50,7 @@ class TrainingState:
     scaler: dict[str, Any] | None
     rng: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    report: int = 0                 # reports (evaluations) made so far
 
 
 def rng_state() -> dict[str, Any]:
@@ -95,21 +96,22 @@ def _atomic(path: Path, write) -> None:
 
 
 def save(directory: str | Path, model: torch.nn.Module, state: TrainingState,
-         config: dict[str, Any]) -> Path:
-    """Write a checkpoint of ``model``'s trainable parameters plus ``state``."""
+         config: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint of ``model``'s trainable parameters plus ``state`` (``extra``: more
+    fields of ``meta.json``, e.g. the pooling the head reads)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     names = trainable_names(model)
     params = dict(model.named_parameters())
     tensors = {n: params[n].detach().to("cpu").contiguous().clone() for n in names}
     _atomic(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={
-        "format": str(FORMAT), "epoch": str(state.epoch)}))
-    payload = {"format": FORMAT, "epoch": state.epoch, "step": state.step,
+        "format": str(FORMAT), "epoch": str(state.epoch), "step": str(state.step)}))
+    payload = {"format": FORMAT, "epoch": state.epoch, "step": state.step, "report": state.report,
                "train_size": state.train_size, "fraction": state.fraction,
                "optimizer": state.optimizer, "scheduler": state.scheduler,
                "scaler": state.scaler, "rng": state.rng, "names": names}
     _atomic(directory / STATE, lambda tmp: torch.save(payload, tmp))
-    meta = {"format": FORMAT, "epoch": state.epoch, "step": state.step,
+    meta = {**(extra or {}), "format": FORMAT, "epoch": state.epoch, "step": state.step, "report": state.report,
             "train_size": state.train_size, "fraction": state.fraction,
             "trainable_params": int(sum(t.numel() for t in tensors.values())),
             "history": state.history, "config": config}
@@ -133,10 +135,10 @@ def load(directory: str | Path, model: torch.nn.Module) -> TrainingState:
         raise InvalidConfig(f"no checkpoint in {directory} (no {META})", field="restore_dir")
     meta = json.loads((directory / META).read_text(encoding="utf-8"))
     payload = torch.load(directory / STATE, map_location="cpu", weights_only=True)
-    if payload.get("epoch") != meta.get("epoch"):
+    if payload.get("step") != meta.get("step"):
         raise InvalidConfig(f"checkpoint in {directory} is inconsistent (a write was "
-                            f"interrupted): {META} says epoch {meta.get('epoch')}, {STATE} "
-                            f"{payload.get('epoch')}", field="restore_dir")
+                            f"interrupted): {META} says step {meta.get('step')}, {STATE} "
+                            f"{payload.get('step')}", field="restore_dir")
     tensors = load_file(directory / WEIGHTS)
     names = trainable_names(model)
     if set(names) != set(tensors) or names != payload["names"]:
@@ -159,4 +161,5 @@ def load(directory: str | Path, model: torch.nn.Module) -> TrainingState:
                          train_size=int(payload["train_size"]),
                          fraction=float(payload["fraction"]), optimizer=payload["optimizer"],
                          scheduler=payload["scheduler"], scaler=payload["scaler"],
-                         rng=payload["rng"], history=list(meta.get("history", [])))
+                         rng=payload["rng"], history=list(meta.get("history", [])),
+                         report=int(payload.get("report", payload["epoch"])))

@@ -32,7 +32,7 @@ from autopeft.errors import InvalidConfig
 
 Reporter = Callable[[int, dict[str, float]], Any]
 
-_BUDGET_KEYS = ("epochs", "fraction")
+_BUDGET_KEYS = ("epochs", "step", "fraction")
 
 
 @dataclass
@@ -50,7 +50,9 @@ class TrialContext:
         reporter: the executor's callback (see the module docstring), or ``None``.
         budget: the fidelity of this run, or ``None`` for the full budget:
             ``{"epochs": e}`` trains until e epochs have been completed in total
-            (counting those of the restored checkpoint); ``{"fraction": f}`` trains on
+            (counting those of the restored checkpoint); ``{"step": n}`` until the report
+            of step n (the peft workload reports ``evals_per_epoch`` times an epoch, so a
+            step is a fraction of an epoch); ``{"fraction": f}`` trains on
             the fraction ``f`` in (0, 1] of the training data. Both may be given.
         resources: what the executor granted, e.g. ``{"cpus": 2, "gpus": 0}``; the peft
             workload sets its torch thread count from ``cpus`` and uses CUDA only when
@@ -123,6 +125,12 @@ def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float] | None
             raise InvalidConfig(f"budget.epochs must be an integer >= 1, got {epochs!r}",
                                 field="budget")
         out["epochs"] = int(epochs)
+    step = budget.get("step")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) \
+                or not float(step).is_integer() or step < 1:
+            raise InvalidConfig(f"budget.step must be an integer >= 1, got {step!r}", field="budget")
+        out["step"] = int(step)
     fraction = budget.get("fraction")
     if fraction is not None:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \

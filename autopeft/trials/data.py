@@ -13,8 +13,9 @@ Pipeline (all of it numpy + the tokenizer; no torch here):
 3. ``load_tokenized`` tokenises every example once (truncated to ``max_length``, not
    padded) and caches the result on disk under ``cache_dir()``, keyed by a content hash
    of the data, the column spec, the tokenizer files and ``max_length``.
-4. ``split_indices`` makes the fixed train / validation split (stratified, seeded by
-   ``split_seed`` only, so every trial of a study sees the same validation set) and
+4. ``split_with_test`` makes the fixed train / validation / test split (stratified, seeded by
+   ``split_seed`` only, so every trial of a study sees the same validation set; the test
+   split is never seen by the search, only by the final evaluation of its front) and
    ``stratified_take`` subsamples the training pool for ``max_train`` and for a
    ``fraction`` budget; smaller takes are subsets of larger ones (nested fidelities).
 5. ``TokenizedData.batch`` pads a batch (to its longest example or to ``max_length``).
@@ -540,6 +541,19 @@ def stratified_take(indices: np.ndarray, labels: np.ndarray, n: int, seed: int) 
     return np.sort(np.concatenate(chosen))
 
 
+def _stratified_fraction(pool: np.ndarray, labels: np.ndarray, fraction: float, seed: int, salt: int
+                         ) -> np.ndarray:
+    """``fraction`` of each class of ``pool`` (at least one of each class with two or more)."""
+    out = []
+    for cls in np.unique(labels[pool]):
+        members = pool[labels[pool] == cls]
+        perm = np.random.default_rng([seed, int(cls), salt]).permutation(len(members))
+        k = int(round(fraction * len(members)))
+        k = min(max(k, 1), len(members) - 1) if len(members) >= 2 else 0
+        out.append(members[perm[:k]])
+    return np.sort(np.concatenate(out)) if out else np.array([], dtype=np.int64)
+
+
 def split_indices(labels: np.ndarray, validation_fraction: float, seed: int,
                   max_eval: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fixed stratified train / validation split of ``range(len(labels))``.
@@ -549,19 +563,27 @@ def split_indices(labels: np.ndarray, validation_fraction: float, seed: int,
     those. The training pool is everything not drawn for validation. Depends only on the
     labels, the fraction, ``max_eval`` and ``seed``.
     """
-    val = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        perm = np.random.default_rng([seed, int(cls), 1]).permutation(len(members))
-        k = int(round(validation_fraction * len(members)))
-        if len(members) >= 2:
-            k = min(max(k, 1), len(members) - 1)
-        else:
-            k = 0
-        val.append(members[perm[:k]])
-    val_pool = np.sort(np.concatenate(val))
+    val_pool = _stratified_fraction(np.arange(len(labels)), labels, validation_fraction, seed, 1)
     train = np.setdiff1d(np.arange(len(labels)), val_pool)
     val_idx = val_pool
     if max_eval is not None and len(val_pool) > max_eval:
         val_idx = stratified_take(val_pool, labels, int(max_eval), seed)
     return train, val_idx
+
+
+def split_with_test(labels: np.ndarray, validation_fraction: float, test_fraction: float, seed: int,
+                    max_eval: int | None = None, max_test: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed stratified train / validation / test split. Validation is :func:`split_indices`'
+    (the same examples with or without a test split); the test split then takes
+    ``test_fraction`` of each class of the *whole* dataset out of the training pool (capped
+    stratified at ``max_test``). The three never overlap; the search selects on validation and
+    never sees test."""
+    train_pool, val = split_indices(labels, validation_fraction, seed, max_eval)
+    share = min(0.99, test_fraction / max(1e-9, 1.0 - validation_fraction))
+    test_pool = _stratified_fraction(train_pool, labels, share, seed, 2)
+    train = np.setdiff1d(train_pool, test_pool)
+    test = test_pool
+    if max_test is not None and len(test_pool) > max_test:
+        test = stratified_take(test_pool, labels, int(max_test), seed + 1)
+    return train, val, test

@@ -47,6 +47,9 @@ from autopeft.trials.workload import resolve_knobs, resolve_model_dir, validate_
 
 log = logging.getLogger(__name__)
 
+#: default learning rate of the task head (see ``PeftTrainer.group_lrs``)
+HEAD_LR = 1e-2
+
 
 @dataclass
 class Timings:
@@ -170,7 +173,8 @@ class PeftTrainer:
         budget = trial.budget or {}
         self.fraction = float(budget.get("fraction", 1.0))
         self.horizon = max(self.knobs["epochs"], int(budget.get("epochs", 0)))
-        self.target_epochs = int(budget.get("epochs", self.knobs["epochs"]))
+        self.evaluate_split = self.workload.get("evaluate")
+        self.pooling = "model"
         self.device = self._pick_device()
         self.precision = self.workload["precision"]
         if self.precision != "fp32" and self.device.type != "cuda":
@@ -208,21 +212,22 @@ class PeftTrainer:
         self.timings.cache_hit = hit
         return tokens
 
-    def select(self, tokens: data.TokenizedData) -> tuple[np.ndarray, np.ndarray]:
-        """Training and validation indices (fixed split, then max_train and fraction)."""
+    def select(self, tokens: data.TokenizedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Training, validation and test indices (fixed split, then max_train and fraction)."""
         wl = self.workload
-        train_pool, val = data.split_indices(tokens.labels, wl["validation_fraction"],
-                                             wl["split_seed"], wl["max_eval"])
+        train_pool, val, test = data.split_with_test(tokens.labels, wl["validation_fraction"],
+                                                     wl["test_fraction"], wl["split_seed"],
+                                                     wl["max_eval"], wl["max_test"])
         train = train_pool
         if wl["max_train"]:
             train = data.stratified_take(train, tokens.labels, wl["max_train"], wl["split_seed"])
         if self.fraction < 1.0:
             n = max(1, int(round(self.fraction * len(train))))
             train = data.stratified_take(train, tokens.labels, n, wl["split_seed"])
-        if len(train) == 0 or len(val) == 0:
-            raise InvalidConfig(f"dataset {wl['dataset']!r} leaves {len(train)} training and "
-                                f"{len(val)} validation examples", field="workload.dataset")
-        return train, val
+        if len(train) == 0 or len(val) == 0 or len(test) == 0:
+            raise InvalidConfig(f"dataset {wl['dataset']!r} leaves {len(train)} training, {len(val)} "
+                                f"validation and {len(test)} test examples", field="workload.dataset")
+        return train, val, test
 
     def build_model(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
         """Load the model, set dropout, then apply the config's PEFT (the one place it is)."""
@@ -240,6 +245,10 @@ class PeftTrainer:
             hf_log.set_verbosity(verbosity)
             if bars:
                 hf_log.enable_progress_bar()
+        self.pooling = self._pooling()
+        from autopeft.peft.pooling import apply_pooling
+
+        apply_pooling(model, self.pooling)
         if self.knobs["dropout"] is not None:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
@@ -254,18 +263,46 @@ class PeftTrainer:
             model = autopeft.apply_peft(model, self.config)
         return model.to(self.device)
 
+    def _pooling(self) -> str:
+        pooling = self.workload.get("pooling", "auto")
+        if pooling == "auto":
+            from autopeft.peft.pooling import detect_pooling
+
+            pooling = detect_pooling(self.model_dir)
+        return pooling
+
+    def group_lrs(self) -> dict[str, float]:
+        """Learning rate per parameter group: the task head trains at ``head_lr`` (default
+        ``max(HEAD_LR, lr)``): a freshly initialised linear head needs a larger step than the
+        PEFT modules to leave chance within one short epoch (measured in BENCHMARKS.md)."""
+        lr = self.knobs["lr"]
+        head = self.knobs["head_lr"] if self.knobs["head_lr"] is not None else max(HEAD_LR, lr)
+        return {"decay": lr, "no_decay": lr, "head": head, "head_no_decay": head}
+
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
+        from autopeft.peft.arch import map_model
+
+        try:
+            head = tuple(f"{h}." for h in map_model(model).head)
+        except InvalidConfig:
+            head = ()
+        buckets: dict[str, list] = {"decay": [], "no_decay": [], "head": [], "head_no_decay": []}
         for name, p in model.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        if not decay and not no_decay:
+                no_decay = p.ndim < 2 or "norm" in name.lower()
+                prefix = "head" if name.startswith(head) else ""
+                key = (prefix + ("_no_decay" if no_decay else "")) if prefix else \
+                    ("no_decay" if no_decay else "decay")
+                buckets[key].append(p)
+        if not any(buckets.values()):
             raise InvalidConfig("the config leaves no trainable parameter", field="config")
-        groups = [{"params": decay, "weight_decay": self.knobs["weight_decay"], "name": "decay"},
-                  {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+        lrs = self.group_lrs()
+        decay = self.knobs["weight_decay"]
+        groups = [{"params": params, "lr": lrs[name], "name": name,
+                   "weight_decay": 0.0 if name.endswith("no_decay") else decay}
+                  for name, params in buckets.items() if params]
         # Parameter order = named_parameters order = checkpoint.trainable_names order.
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.knobs["lr"],
-                                 foreach=self.device.type == "cuda")
+        return torch.optim.AdamW(groups, lr=self.knobs["lr"], foreach=self.device.type == "cuda")
 
     # -------------------------------------------------------------------- run
     def run(self) -> dict[str, float]:
@@ -288,95 +325,159 @@ class PeftTrainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         tokens = self.prepare_data()
-        train_idx, val_idx = self.select(tokens)
+        train_idx, val_idx, test_idx = self.select(tokens)
         t.data_prep_s = time.perf_counter() - t_start
         t_model = time.perf_counter()
         num_labels = len(tokens.label_names)
         model = self.build_model(num_labels, tokens.label_names)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        pad_to = self.knobs["max_length"] if self.workload["padding"] == "max_length" else None
+        autocast = self._autocast()
+        if self.evaluate_split is not None:   # forward only, from a saved adapter
+            return self._evaluate_saved(model, tokens, val_idx if self.evaluate_split == "validation" else test_idx,
+                                        pad_to, num_labels, autocast)
+        if self.workload.get("linear_probe"):
+            from autopeft.trials.probe import FORWARD_ONLY_EPOCHS, run_probe
+
+            metrics = run_probe(self, model, tokens, train_idx, val_idx, pad_to, num_labels, autocast)
+            t.total_s = time.perf_counter() - t_start
+            out = self._final(metrics, trainable, rss, len(train_idx), len(val_idx), FORWARD_ONLY_EPOCHS)
+            out["budget_reached"] = 1.0
+            return out
         bs = self.knobs["batch_size"]
-        steps_per_epoch = math.ceil(len(train_idx) / bs)
-        total_steps = self.horizon * steps_per_epoch
+        spe = math.ceil(len(train_idx) / bs)   # optimiser steps per epoch
+        per_epoch = min(self.knobs["evals_per_epoch"], spe)
+        # evaluations (and reports) after these batch counts of every epoch; the last is the epoch's end
+        eval_at = {int(round(k * spe / per_epoch)) for k in range(1, per_epoch + 1)}
+        target = self.target_reports(per_epoch)
+        horizon = max(self.horizon, math.ceil(target / per_epoch))   # the schedule's length in epochs
+        total_steps = horizon * spe
         optimizer = self._optimizer(model)
         warmup = int(self.knobs["warmup_ratio"] * total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(self.knobs["scheduler"], warmup, total_steps))
         scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        start_epoch, step, history = 0, 0, []
+        step, report, history = 0, 0, []
         if self.trial.restore_dir is not None:
-            start_epoch, step, history = self._restore(model, optimizer, scheduler, scaler,
-                                                       len(train_idx))
+            step, report, history = self._restore(model, optimizer, scheduler, scaler, len(train_idx))
+        start_step = step
         t.model_s = time.perf_counter() - t_model
         t.setup_s = time.perf_counter() - t_start
 
-        pad_to = self.knobs["max_length"] if self.workload["padding"] == "max_length" else None
         val_order = val_idx[np.argsort(tokens.lengths(val_idx), kind="stable")]
-        autocast = self._autocast()
+        full = self.knobs["epochs"] * per_epoch           # the trial's last report
         metrics: dict[str, float] = {}
-        stop_epoch = min(self.target_epochs, self.horizon)
-        epoch = start_epoch
-        for epoch in range(start_epoch + 1, stop_epoch + 1):
-            t_epoch = time.perf_counter()
-            seed_all(derive_seed(self.knobs["seed"], epoch))
-            model.train()
-            order = np.random.default_rng(derive_seed(self.knobs["seed"], epoch, 1)).permutation(
+        loss_sum, seen = torch.zeros((), device=self.device), 0
+        while report < target:
+            epoch, offset = divmod(step, spe)
+            if offset == 0:
+                seed_all(derive_seed(self.knobs["seed"], epoch + 1))
+            order = np.random.default_rng(derive_seed(self.knobs["seed"], epoch + 1, 1)).permutation(
                 train_idx)
-            loss_sum = torch.zeros((), device=self.device)
-            for b in range(steps_per_epoch):
-                t0 = time.perf_counter()
-                batch = self._to_device(tokens.batch(order[b * bs:(b + 1) * bs], pad_to))
-                labels = batch.pop("labels")
-                self._sync()
-                t1 = time.perf_counter()
-                with autocast:
-                    logits = model(**batch).logits
-                loss = F.cross_entropy(logits.float(), labels)
-                self._sync()
-                t2 = time.perf_counter()
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-                self._sync()
-                t3 = time.perf_counter()
-                self._optimizer_step(model, optimizer, scheduler, scaler)
-                loss_sum += loss.detach() * len(labels)
-                self._sync()
-                t4 = time.perf_counter()
-                t.data_s += t1 - t0
-                t.forward_s += t2 - t1
-                t.backward_s += t3 - t2
-                t.optimizer_s += t4 - t3
+            model.train()
+            t_epoch = time.perf_counter()
+            go_on = True
+            for b in range(offset, spe):
+                rows = order[b * bs:(b + 1) * bs]
+                loss_sum += self._train_step(model, optimizer, scheduler, scaler, tokens, rows, pad_to,
+                                             autocast) * len(rows)
+                seen += len(rows)
+                t.train_examples += len(rows)
                 step += 1
                 rss.sample()
-            t.steps += steps_per_epoch
-            t.train_examples += len(train_idx)
-            t.train_s += time.perf_counter() - t_epoch
-            metrics = {"epoch": float(epoch), "train_loss": float(loss_sum) / len(train_idx)}
-            metrics.update(self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast))
-            rss.sample()
-            history.append(metrics)
-            if self.trial.checkpoint_dir is not None:
+                if b + 1 not in eval_at:
+                    continue
+                report += 1
+                t.train_s += time.perf_counter() - t_epoch
+                metrics = {"epoch": step / spe, "train_loss": float(loss_sum) / max(1, seen)}
+                loss_sum, seen = torch.zeros((), device=self.device), 0
+                metrics.update(self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast))
+                rss.sample()
+                history.append(metrics)
+                self._checkpoint(model, optimizer, scheduler, scaler, step, report, spe, len(train_idx),
+                                 history)
                 t0 = time.perf_counter()
-                state = checkpoint.TrainingState(
-                    epoch=epoch, step=step, train_size=len(train_idx), fraction=self.fraction,
-                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict() if scaler is not None else None,
-                    rng=checkpoint.rng_state(), history=history)
-                checkpoint.save(self.trial.checkpoint_dir, model, state, self.config)
-                t.checkpoint_s += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            go_on = self.trial.report(epoch, metrics)
-            t.report_s += time.perf_counter() - t0
+                go_on = self.trial.report(report, metrics)
+                t.report_s += time.perf_counter() - t0
+                t_epoch = time.perf_counter()
+                if not go_on or report >= target:
+                    break
+                model.train()
+            t.train_s += time.perf_counter() - t_epoch
             if not go_on:
                 break
         if not metrics:  # nothing left to train (budget already reached): evaluate as is
-            metrics = {"epoch": float(start_epoch)}
+            metrics = {"epoch": step / spe}
             if history:
                 metrics["train_loss"] = float(history[-1].get("train_loss", float("nan")))
             metrics.update(self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast))
+        t.steps += step - start_step
         t.total_s = time.perf_counter() - t_start
-        return self._final(metrics, trainable, rss, len(train_idx), len(val_idx))
+        out = self._final(metrics, trainable, rss, len(train_idx), len(val_idx), (step - start_step) / spe)
+        out["budget_reached"] = 1.0 if report >= full else 0.0
+        return out
+
+    def target_reports(self, per_epoch: int) -> int:
+        """The report to stop after: the budget's (``{"step": n}`` or ``{"epochs": e}``), else the
+        trial's last (``epochs`` x ``evals_per_epoch``)."""
+        budget = self.trial.budget or {}
+        if "step" in budget:
+            return int(budget["step"])
+        return int(budget.get("epochs", self.knobs["epochs"])) * per_epoch
+
+    def _train_step(self, model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast) -> torch.Tensor:
+        t = self.timings
+        t0 = time.perf_counter()
+        batch = self._to_device(tokens.batch(rows, pad_to))
+        labels = batch.pop("labels")
+        self._sync()
+        t1 = time.perf_counter()
+        with autocast:
+            logits = model(**batch).logits
+        loss = F.cross_entropy(logits.float(), labels)
+        self._sync()
+        t2 = time.perf_counter()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        self._sync()
+        t3 = time.perf_counter()
+        self._optimizer_step(model, optimizer, scheduler, scaler)
+        self._sync()
+        t4 = time.perf_counter()
+        t.data_s += t1 - t0
+        t.forward_s += t2 - t1
+        t.backward_s += t3 - t2
+        t.optimizer_s += t4 - t3
+        return loss.detach()
+
+    def _checkpoint(self, model, optimizer, scheduler, scaler, step, report, spe, train_size, history) -> None:
+        if self.trial.checkpoint_dir is None:
+            return
+        t0 = time.perf_counter()
+        state = checkpoint.TrainingState(
+            epoch=step // spe, step=step, train_size=train_size, fraction=self.fraction,
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+            rng=checkpoint.rng_state(), history=history, report=report)
+        checkpoint.save(self.trial.checkpoint_dir, model, state, self.config,
+                        extra={"pooling": self.pooling})
+        self.timings.checkpoint_s += time.perf_counter() - t0
+
+    def _evaluate_saved(self, model, tokens, indices, pad_to, num_labels, autocast) -> dict[str, float]:
+        """Metrics of the adapter saved in ``restore_dir`` on a held-out split (forward only),
+        prefixed with the split's name: ``test_accuracy``, ``test_macro_f1``, ``test_loss``."""
+        if not checkpoint.exists(self.trial.restore_dir):
+            raise InvalidConfig(f"evaluating split {self.evaluate_split!r} needs a saved adapter in "
+                                "restore_dir", field="restore_dir")
+        checkpoint.load(self.trial.restore_dir, model)
+        order = indices[np.argsort(tokens.lengths(indices), kind="stable")]
+        metrics = self._evaluate(model, tokens, order, pad_to, num_labels, autocast)
+        prefix = "test" if self.evaluate_split == "test" else "validation"
+        out = {f"{prefix}_{k}": v for k, v in metrics.items()}
+        out[f"{prefix}_examples"] = float(len(indices))
+        return out
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -431,6 +532,7 @@ class PeftTrainer:
 
     def _restore(self, model, optimizer, scheduler, scaler, train_size: int
                  ) -> tuple[int, int, list[dict[str, float]]]:
+        """Load ``restore_dir``; returns (optimiser steps, reports, history) to continue from."""
         state = checkpoint.load(self.trial.restore_dir, model)
         if state.train_size != train_size or state.fraction != self.fraction:
             log.info("warm start from %s: trained on %d examples (fraction %g), now %d (%g); "
@@ -443,17 +545,17 @@ class PeftTrainer:
             scaler.load_state_dict(state.scaler)
         checkpoint.set_rng_state(state.rng)
         # The current config's lr and weight decay win (PBT may have changed them).
-        lr = self.knobs["lr"]
-        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        lrs = self.group_lrs()
+        scheduler.base_lrs = [lrs[g["name"]] for g in optimizer.param_groups]
         factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
         for group in optimizer.param_groups:
-            group["initial_lr"] = lr
-            group["lr"] = lr * factor
-            if group.get("name") == "decay":
+            group["initial_lr"] = lrs[group["name"]]
+            group["lr"] = lrs[group["name"]] * factor
+            if group["name"] in ("decay", "head"):
                 group["weight_decay"] = self.knobs["weight_decay"]
-        return state.epoch, state.step, state.history
+        return state.step, state.report, state.history
 
-    def _final(self, metrics, trainable, rss, n_train, n_val) -> dict[str, float]:
+    def _final(self, metrics, trainable, rss, n_train, n_val, epochs_trained: float) -> dict[str, float]:
         t = self.timings
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -471,6 +573,7 @@ class PeftTrainer:
             examples_per_s=t.train_examples / t.train_s if t.train_s > 0 else 0.0,
             train_examples=float(n_train),
             eval_examples=float(n_val),
+            epochs_trained=float(epochs_trained),   # compute of this run, in epochs of the training set
         )
         return out
 

@@ -11,6 +11,9 @@ A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional):
      "format": None, "encoding": "utf-8",
      "validation_fraction": 0.1,        # fixed stratified split, seeded by split_seed
      "max_eval": 1000,                  # cap on validation examples (None: all)
+     "test_fraction": 0.1,              # held-out test split: never seen by the search
+     "max_test": 1000,                  # cap on test examples (None: all)
+     "pooling": "auto",                 # auto | model | mean (auto: mean for sentence-transformers)
      "split_seed": 0,
      "max_train": None,                 # stratified cap on training examples
      "padding": "longest",              # or "max_length"
@@ -18,6 +21,8 @@ A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional):
      "device": "auto",                  # auto | cpu | cuda
      "full_finetune": False,            # train every weight instead of apply_peft(config)
      "cache_dir": None,                 # default $AUTOPEFT_CACHE_DIR or ~/.cache/autopeft
+     "linear_probe": False,             # fit the head alone on frozen features (a baseline)
+     "evaluate": None,                  # "test" | "validation": evaluate restore_dir's adapter only
      # plus defaults for any training knob of KNOBS ("lr": 1e-3, "epochs": 2, ...)
     }
 
@@ -98,20 +103,29 @@ KNOBS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
     "seed": (0, _int(0)),
     "max_grad_norm": (1.0, _float(0.0)),           # 0 = no clipping
     "dropout": (None, _optional(_float(0.0, 1.0, open_high=True))),  # None: the model's own
+    # the task head's own learning rate (None: HEAD_LR, or lr when that is higher)
+    "head_lr": (None, _optional(_float(0.0, 10.0, open_low=True))),
+    # evaluations (reports) per epoch: the resolution of learning curves, rungs and PBT intervals
+    "evals_per_epoch": (2, _int(1, 1000)),
 }
 KNOB_ALIASES = {"learning_rate": "lr", "sched": "scheduler", "warmup": "warmup_ratio"}
 
 _DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
     "validation_fraction": (0.1, _float(0.0, 1.0, open_low=True, open_high=True)),
     "max_eval": (1000, _optional(_int(1))),
+    "test_fraction": (0.1, _float(0.0, 1.0, open_low=True, open_high=True)),
+    "max_test": (1000, _optional(_int(1))),
     "split_seed": (0, _int(0)),
     "max_train": (None, _optional(_int(1))),
     "padding": ("longest", _choice(PADDINGS)),
     "device": ("auto", _choice(DEVICES)),
     "encoding": ("utf-8", lambda v, k: _str(v, k)),
+    "pooling": ("auto", _choice(("auto", "model", "mean"))),
 }
 _PEFT_KEYS = {"kind", "model", "dataset", "text_column", "label_column", "labels", "format",
-              "precision", "full_finetune", "cache_dir", "resources", *_DATA_DEFAULTS, *KNOBS}
+              "precision", "full_finetune", "cache_dir", "resources", "evaluate", "linear_probe",
+              *_DATA_DEFAULTS, *KNOBS}
+EVALUATE_SPLITS = ("validation", "test")
 _PYTHON_KEYS = {"kind", "entrypoint", "resources"}
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
@@ -195,6 +209,24 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(f"full_finetune must be true or false, got {full!r}",
                             field="workload.full_finetune")
     out["full_finetune"] = full
+    for key in ("linear_probe",):
+        if workload.get(key) is not None:
+            if not isinstance(workload[key], bool):
+                raise InvalidConfig(f"{key} must be true or false, got {workload[key]!r}", field=f"workload.{key}")
+            if workload[key]:
+                out[key] = True
+    if out.get("linear_probe") and full:
+        raise InvalidConfig("linear_probe trains the head alone; it excludes full_finetune",
+                            field="workload.linear_probe")
+    if workload.get("evaluate") is not None:
+        if workload["evaluate"] not in EVALUATE_SPLITS:
+            raise InvalidConfig(f"evaluate must be one of {list(EVALUATE_SPLITS)}, got {workload['evaluate']!r}",
+                                field="workload.evaluate")
+        out["evaluate"] = workload["evaluate"]
+    if out["validation_fraction"] + out["test_fraction"] >= 0.9:
+        raise InvalidConfig("validation_fraction + test_fraction must leave at least 10% of the data for "
+                            f"training, got {out['validation_fraction']} + {out['test_fraction']}",
+                            field="workload.test_fraction")
     cache = workload.get("cache_dir")
     out["cache_dir"] = None if cache is None else _str(cache, "workload.cache_dir")
     if workload.get("resources") is not None:

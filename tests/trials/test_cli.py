@@ -47,7 +47,7 @@ def test_trial_run_with_a_space_completes_and_checks_the_config(tiny_model, smal
 @pytest.mark.parametrize("args, needle", [
     (["--label-column", "sentiment"], "'sentiment'"),
     (["--config", "{not json"], "--config"),
-    (["--labels", "pos,neg"], "'neutral'"),
+    (["--labels", "pos,neg"], "line 4, column 'label': a label that is not one of the declared labels"),
 ])
 def test_trial_run_errors_exit_2_with_a_message(tiny_model, small_csv, tmp_path, args, needle):
     out = _cli("--model", str(tiny_model), "--dataset", str(small_csv), "--json", *args,

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from autopeft.errors import InvalidConfig
 from autopeft.trials import TrialContext, run_workload
 from autopeft.trials import checkpoint as ckpt
+from autopeft.trials.train import HEAD_LR
 
 TASK = ("accuracy", "macro_f1", "loss", "train_loss")
 LORA = {"lora.rank": 4, "lora.targets": "q,v", "lora.dropout": 0.1, "lr": 3e-3}
@@ -18,10 +19,10 @@ LORA = {"lora.rank": 4, "lora.targets": "q,v", "lora.dropout": 0.1, "lr": 3e-3}
 
 @pytest.fixture
 def workload(tiny_model, small_csv):
-    # 180 rows -> 144 train / 36 validation; batch 16 -> 9 steps per epoch.
+    # 180 rows -> 36 validation, 18 test, 126 train; batch 16 -> 8 steps per epoch, one report each.
     return {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv),
             "validation_fraction": 0.2, "batch_size": 16, "max_length": 32,
-            "warmup_ratio": 0.1}
+            "warmup_ratio": 0.1, "evals_per_epoch": 1}
 
 
 def _run(workload, config, **trial):
@@ -39,7 +40,7 @@ def test_metrics_and_costs(workload):
         assert isinstance(out[key], float), key
     assert {k: out[k] for k in TASK} == {k: reports[-1][1][k] for k in TASK}
     assert 0.0 <= out["accuracy"] <= 1.0 and 0.0 <= out["macro_f1"] <= 1.0
-    assert out["epoch"] == 2 and out["train_examples"] == 144 and out["eval_examples"] == 36
+    assert out["epoch"] == 2 and out["train_examples"] == 126 and out["eval_examples"] == 36
     assert out["train_time_s"] > 0 and out["examples_per_s"] > 0 and out["peak_memory_mb"] >= 0
     # LoRA r4 on q and v of 2 layers (32 wide) plus the 3-class head.
     assert out["trainable_params"] == 2 * 2 * (32 * 4 + 4 * 32) + 32 * 3 + 3
@@ -97,7 +98,7 @@ def test_budgets(workload):
     out = _run(workload, {**LORA, "epochs": 3}, budget={"epochs": 1})
     assert out["epoch"] == 1
     out = _run(workload, LORA, budget={"fraction": 0.5})
-    assert out["train_examples"] == 72 and out["eval_examples"] == 36
+    assert out["train_examples"] == 63 and out["eval_examples"] == 36
     out = _run({**workload, "max_train": 60}, LORA, budget={"fraction": 0.5})
     assert out["train_examples"] == 30
 
@@ -115,7 +116,7 @@ def test_other_fraction_is_a_warm_start(workload, tmp_path):
     reports = []
     out = _run(workload, {**LORA, "epochs": 2}, restore_dir=tmp_path,
                reporter=lambda s, m: reports.append(s))
-    assert reports == [1, 2] and out["train_examples"] == 144
+    assert reports == [1, 2] and out["train_examples"] == 126
 
 
 def test_pbt_restore_takes_the_new_lr(workload, tmp_path):
@@ -125,11 +126,13 @@ def test_pbt_restore_takes_the_new_lr(workload, tmp_path):
                     "weight_decay": 0.05},
          checkpoint_dir=tmp_path / "b", restore_dir=tmp_path / "a")
     state = torch.load(tmp_path / "b" / ckpt.STATE, weights_only=True)
-    assert state["epoch"] == 2 and state["step"] == 18
-    groups = state["optimizer"]["param_groups"]
-    assert {g["initial_lr"] for g in groups} == {4e-3}
-    assert [g["lr"] for g in groups] == [pytest.approx(4e-3)] * len(groups)
-    assert {g["name"]: g["weight_decay"] for g in groups} == {"decay": 0.05, "no_decay": 0.0}
+    assert state["epoch"] == 2 and state["step"] == 16
+    groups = {g["name"]: g for g in state["optimizer"]["param_groups"]}
+    # LoRA A / B decay at the searched lr; the head (weight, bias) at its own lr
+    lrs = {"decay": 4e-3, "head": HEAD_LR, "head_no_decay": HEAD_LR}
+    assert {n: g["initial_lr"] for n, g in groups.items()} == lrs
+    assert {n: g["lr"] for n, g in groups.items()} == {n: pytest.approx(v) for n, v in lrs.items()}
+    assert {n: g["weight_decay"] for n, g in groups.items()} == {"decay": 0.05, "head": 0.05, "head_no_decay": 0.0}
 
 
 def test_restore_into_another_peft_structure_fails(workload, tmp_path):

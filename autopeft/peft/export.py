@@ -21,7 +21,11 @@ and, when the config uses LoRA only or IA3 only, additionally peft's own format
 * the task head is saved as peft ``modules_to_save``.
 
 ``load_adapter(base_model, directory)`` re-applies the stored config to a pristine base model
-and loads the trainable tensors (own format only).
+and loads the trainable tensors (own format only). A model whose head reads the mean of the
+token states (``autopeft_config.json`` ``"pooling": "mean"``, the default for
+sentence-transformers checkpoints) gets that pooling back from ``load_adapter``; a user loading
+the peft-format files with ``peft.PeftModel.from_pretrained`` calls
+``autopeft.peft.pooling.apply_pooling(base, "mean")`` on the base model first.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from autopeft.peft.arch import ModelMap, map_model
 from autopeft.peft.config import parse_peft_config
 from autopeft.peft.host import PeftHost
 from autopeft.peft.model import apply_peft, spec_of, trainable_state
+from autopeft.peft.pooling import ATTR as POOLING_ATTR, apply_pooling
 
 OWN_CONFIG = "autopeft_config.json"
 OWN_WEIGHTS = "autopeft_adapter.safetensors"
@@ -73,6 +78,8 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
         "head": mmap.head,
         "num_labels": getattr(model.config, "num_labels", None) if mmap.head else None,
         "peft_format": peft_format,
+        # what the head reads (autopeft.peft.pooling): "mean" must be re-applied when loading
+        "pooling": getattr(model, POOLING_ATTR, "model"),
     }
     (directory / OWN_CONFIG).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
     if peft_format:
@@ -92,6 +99,7 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
         raise InvalidConfig(f"{path} is not an autopeft adapter (format {meta.get('format')!r})", "directory")
+    apply_pooling(base_model, meta.get("pooling", "model"))
     model = apply_peft(base_model, meta["config"])
     stored = load_file(str(directory / OWN_WEIGHTS))
     expected = trainable_state(model)

@@ -77,6 +77,13 @@ class MeanPooler(nn.Module):
         return masked_mean(hidden_states, self._capture.mask)
 
 
+def check_mean_pooling(model_type: str | None) -> None:
+    """``InvalidConfig`` naming ``workload.pooling`` for a decoder (its head reads the last token)."""
+    if model_type in _DECODERS:
+        raise InvalidConfig(f"mean pooling is for encoder classifiers; model type {model_type!r} reads its "
+                            "last token (use pooling 'model')", "workload.pooling")
+
+
 def apply_pooling(model: nn.Module, pooling: str) -> nn.Module:
     """Make ``model``'s classification head read ``pooling`` (``model``: leave it; ``mean``)."""
     if pooling not in ("model", "mean"):
@@ -85,9 +92,10 @@ def apply_pooling(model: nn.Module, pooling: str) -> nn.Module:
         return model
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     body = getattr(model, "base_model", None)
-    if model_type in _DECODERS or body is None or body is model:
-        raise InvalidConfig(f"mean pooling is for encoder classifiers; model type {model_type!r} reads its "
-                            "last token (use pooling 'model')", "workload.pooling")
+    check_mean_pooling(model_type)
+    if body is None or body is model:
+        raise InvalidConfig(f"mean pooling needs a model with a separate body; {type(model).__name__} has "
+                            "none (use pooling 'model')", "workload.pooling")
     capture = _MaskCapture()
     body.register_forward_pre_hook(capture, with_kwargs=True)
     if isinstance(getattr(body, "pooler", None), nn.Module):

@@ -43,7 +43,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer  # no
 from autopeft.errors import InvalidConfig  # noqa: E402
 from autopeft.trials import checkpoint, data  # noqa: E402
 from autopeft.trials.context import TrialContext  # noqa: E402
-from autopeft.trials.workload import resolve_knobs, resolve_model_dir, validate_workload  # noqa: E402
+from autopeft.trials.workload import default_batch_size, resolve_knobs, resolve_model_dir, validate_workload  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +344,8 @@ class PeftTrainer:
             out = self._final(metrics, trainable, rss, len(train_idx), len(val_idx), FORWARD_ONLY_EPOCHS)
             out["budget_reached"] = 1.0
             return out
+        if self.knobs["batch_size"] is None:
+            self.knobs["batch_size"] = default_batch_size(len(train_idx))
         bs = self.knobs["batch_size"]
         spe = math.ceil(len(train_idx) / bs)   # optimiser steps per epoch
         per_epoch = min(self.knobs["evals_per_epoch"], spe)

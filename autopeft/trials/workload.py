@@ -95,7 +95,8 @@ KNOBS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
     "lr": (5e-4, _float(0.0, 10.0, open_low=True)),
     "weight_decay": (0.0, _float(0.0, 10.0)),
     "warmup_ratio": (0.06, _float(0.0, 1.0, open_high=True)),
-    "batch_size": (32, _int(1, 65536)),
+    # None: SMALL_DATA_BATCH for small training sets (more steps per epoch), else 32
+    "batch_size": (None, _optional(_int(1, 65536))),
     "eval_batch_size": (64, _int(1, 65536)),
     "epochs": (1, _int(1, 10000)),
     "scheduler": ("linear", _choice(SCHEDULERS)),
@@ -108,6 +109,15 @@ KNOBS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
     # evaluations (reports) per epoch: the resolution of learning curves, rungs and PBT intervals
     "evals_per_epoch": (2, _int(1, 1000)),
 }
+SMALL_DATA = 1000          # training sets up to this size train at SMALL_DATA_BATCH by default
+SMALL_DATA_BATCH = 16
+
+
+def default_batch_size(n_train: int) -> int:
+    """The batch size when neither the config nor the workload sets one."""
+    return SMALL_DATA_BATCH if n_train <= SMALL_DATA else 32
+
+
 KNOB_ALIASES = {"learning_rate": "lr", "sched": "scheduler", "warmup": "warmup_ratio"}
 
 _DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
@@ -139,6 +149,15 @@ def _str(value: Any, key: str) -> str:
 def resolve_model_dir(model: str | Path) -> Path:
     """A model folder from a path or an installed package name; errors name ``workload.model``."""
     return resolve_model_path(model, field="workload.model")
+
+
+def _model_type(model: str) -> str | None:
+    import json
+
+    try:
+        return json.loads((resolve_model_dir(model) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
 
 
 def validate_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,6 +242,10 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidConfig(f"evaluate must be one of {list(EVALUATE_SPLITS)}, got {workload['evaluate']!r}",
                                 field="workload.evaluate")
         out["evaluate"] = workload["evaluate"]
+    if out["pooling"] == "mean":
+        from autopeft.peft.pooling import check_mean_pooling
+
+        check_mean_pooling(_model_type(out["model"]))
     if out["validation_fraction"] + out["test_fraction"] >= 0.9:
         raise InvalidConfig("validation_fraction + test_fraction must leave at least 10% of the data for "
                             f"training, got {out['validation_fraction']} + {out['test_fraction']}",

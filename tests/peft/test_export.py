@@ -107,3 +107,33 @@ def test_peft_loads_bare_model_exports(tmp_path, arch):
     inputs = batch()
     with torch.no_grad():
         assert (output(model, inputs) - output(peft_model, inputs)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+def test_mean_pooling_travels_with_the_adapter(tmp_path, arch):
+    from peft import PeftModel
+
+    from autopeft.peft.pooling import apply_pooling
+
+    model = _trained(arch, LORA_PER_LAYER)
+    apply_pooling(model, "mean")
+    inputs = batch()
+    export_adapter(model, LORA_PER_LAYER, tmp_path)
+    assert json.loads((tmp_path / "autopeft_config.json").read_text())["pooling"] == "mean"
+    loaded = load_adapter(build(arch, 3), tmp_path)           # our loader re-applies the pooling
+    base = apply_pooling(build(arch, 3), "mean")               # peft's, after apply_pooling
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path)).eval()
+    plain = PeftModel.from_pretrained(build(arch, 3), str(tmp_path)).eval()
+    with torch.no_grad():
+        expected = output(model, inputs)
+        assert (output(loaded, inputs) - expected).abs().max() < 1e-5
+        assert (output(peft_model, inputs) - expected).abs().max() < 1e-5
+        assert (output(plain, inputs) - expected).abs().max() > 1e-4   # without it: another model
+
+
+def test_mean_pooling_is_refused_for_decoders():
+    from autopeft.peft.pooling import apply_pooling
+
+    with pytest.raises(InvalidConfig) as err:
+        apply_pooling(build("gpt2", 3), "mean")
+    assert err.value.field == "workload.pooling"

@@ -164,3 +164,26 @@ def test_linear_probe_fits_the_head_on_frozen_features(workload, tmp_path):
     with pytest.raises(InvalidConfig) as err:
         _run({**workload, "linear_probe": True, "full_finetune": True}, {})
     assert err.value.field == "workload.linear_probe"
+
+
+def test_small_data_trains_at_a_smaller_batch(workload):
+    from autopeft.trials.workload import SMALL_DATA, SMALL_DATA_BATCH, default_batch_size
+
+    assert default_batch_size(SMALL_DATA) == SMALL_DATA_BATCH and default_batch_size(SMALL_DATA + 1) == 32
+    reports = []
+    wl = {k: v for k, v in workload.items() if k != "batch_size"}   # 126 examples: 8 steps of 16
+    out = _run({**wl, "evals_per_epoch": 8}, LORA, reporter=lambda s, m: reports.append(m["epoch"]))
+    assert reports == [i / 8 for i in range(1, 9)] and out["epoch"] == 1
+
+
+def test_mean_pooling_for_a_decoder_is_refused_at_validation(tmp_path, small_csv):
+    from transformers import GPT2Config
+
+    from autopeft.trials import validate_workload
+
+    folder = tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(folder)
+    with pytest.raises(InvalidConfig) as err:
+        validate_workload({"kind": "peft", "model": str(folder), "dataset": str(small_csv), "pooling": "mean"})
+    assert err.value.field == "workload.pooling"
+    validate_workload({"kind": "peft", "model": str(folder), "dataset": str(small_csv)})   # auto: fine

@@ -86,6 +86,15 @@ class Trial(Base):
     optimizer_id: Mapped[str] = mapped_column(String(64))  # the optimiser's suggestion id, as text
     parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a trial id (PBT clone)
     budget: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # "search": asked of the optimiser; "baseline": a hand-picked reference point (``label`` names it)
+    kind: Mapped[str] = mapped_column(String(16), default="search", server_default="search")
+    label: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # metrics of the saved adapter on the held-out test split (front and baselines only)
+    test_values: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    # compute used, in epochs of the training set, over every run of the trial (PBT segments too)
+    epochs_trained: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # PBT: every exploit, in order: {"step", "source", "source_number", "changes"}
+    lineage: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

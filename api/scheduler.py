@@ -1,24 +1,38 @@
 """The scheduler: one thread per running study, inside the API process.
 
-A :class:`StudyRunner` keeps ``max_parallel`` trials in flight: ``optimizer.ask()`` -> trial
-row ``queued`` -> ``executor.submit`` -> ``running``. Reports are stored as they arrive and
-answered with the optimiser's ``report`` decision ("stop" ends the trial early; a PBT
-``Exploit`` stops it and restarts the same trial from the donor's checkpoint with the new
-config). Final values go to ``tell``. The runner ends the study at ``max_trials`` trials, at
-the ``max_seconds`` budget (no new trial starts after it; running ones finish) or on a
-user's stop (running trials are cancelled and put back to ``queued``; ``resume`` reruns them).
+A :class:`StudyRunner` keeps ``max_parallel`` runs in flight. In order of precedence a free
+slot goes to: a trial requeued after a restart; a forward-only evaluation of a front trial (or a
+baseline) on the held-out test split; the study's next baseline (``spec.baselines``: hand-picked
+reference points, never told to the optimiser); a paused PBT member whose turn it is; a new
+trial (``optimizer.ask()`` -> row ``queued`` -> ``executor.submit`` -> ``running``). Reports are
+stored as they arrive and answered with the optimiser's decision ("stop" ends the trial early; a
+PBT ``Exploit`` stops it and continues it from the donor's checkpoint with the new config).
+Final values go to ``tell``. New trials stop at ``max_trials``, at the ``max_seconds`` budget,
+at the ``max_epochs`` compute budget (training epochs summed over trials) or on a user's stop
+(running trials are cancelled and put back to ``queued``; ``resume`` reruns them from their
+checkpoints).
+
+Multi-fidelity. A peft trial whose run reached its last report (``budget_reached``) is
+``complete`` even when the early stopper answered "stop" at that report: a fully trained trial
+is never pruned. PBT on a peft workload takes turns: ``population_size`` members (independent
+of ``max_parallel``) train in segments of ``perturbation_interval`` reports; between segments a
+member is paused (``queued``, its checkpoint kept) and the next one runs. An exploit copies the
+donor's checkpoint into the member's own folder at once (the donor may train on) and appends
+to the trial's ``lineage``.
 
 Restart: every ask / report / tell is appended to ``events`` in the same transaction as the
 trial change it belongs to. A new runner rebuilds the optimiser by replaying these events in
 order (optimisers are a pure function of seed + history) and requeues the trials that were
 ``queued`` or ``running`` when the previous process died (same number, same config,
-``attempts`` + 1). Nothing completed is lost: a trial becomes ``complete`` in one transaction.
+``attempts`` + 1, from their checkpoint). Nothing completed is lost: a trial becomes
+``complete`` in one transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -37,6 +51,7 @@ log = logging.getLogger("autopeft.scheduler")
 
 ELAPSED_FLUSH_S = 10.0
 CHEAP_REPLAY = ("random", "sobol", "mobo")
+PBT = ("pbt", "mopbt")
 
 
 def _finite_or_none(values: dict[str, float] | None) -> dict[str, float | None] | None:
@@ -87,9 +102,16 @@ class StudyRunner(threading.Thread):
         self._wake = threading.Event()
         self._lock = threading.RLock()       # optimiser + in-flight bookkeeping
         self.opt = None
-        self.ids: dict[int, Any] = {}        # trial id -> optimiser suggestion id
+        self.ids: dict[int, Any] = {}        # trial id -> optimiser suggestion id (search trials)
         self.by_opt_id: dict[str, int] = {}  # str(suggestion id) -> trial id
-        self.inflight: set[int] = set()
+        self.baselines: set[int] = set()     # trial ids of baseline trials
+        self.inflight: set[int] = set()      # trials training now
+        self.evaluating: set[int] = set()    # trials whose saved adapter is being tested now
+        self.pending_tests: list[int] = []
+        self.paused: list[int] = []          # PBT members waiting for their next turn, in order
+        self.next_step: dict[int, int] = {}  # PBT member -> the report its next segment ends at
+        self.progress: dict[int, float] = {} # in-flight run -> epochs trained in it so far
+        self.run_start: dict[int, float] = {}
         self.exploits: dict[int, Any] = {}
         self.seq = 0
 
@@ -121,35 +143,55 @@ class StudyRunner(threading.Thread):
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
+        self.turns = self._pbt_turns()
         requeue = self._replay()
         started = time.monotonic()
         last_flush = started
         max_trials = int(self.spec["max_trials"])
         max_parallel = int(self.spec["max_parallel"])
         max_seconds = self.spec.get("max_seconds")
+        todo_baselines = self._baselines_to_create()
         with self.db.read() as s:
             created = s.scalar(select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id))
+        self._queue_tests()
         while True:
             elapsed = elapsed_before + time.monotonic() - started
             if self._stop_requested.is_set():
                 self._pause(elapsed)
                 return
             out_of_time = max_seconds is not None and elapsed >= float(max_seconds)
+            out_of_compute = not out_of_time and self._compute_spent()
+            out_of_budget = out_of_time or out_of_compute
             with self._lock:
-                inflight = len(self.inflight)
-            while inflight < max_parallel and not out_of_time and not self._stop_requested.is_set():
+                busy = len(self.inflight) + len(self.evaluating)
+            while busy < max_parallel and not self._stop_requested.is_set():
                 if requeue:
                     self._submit(requeue.pop(0), requeue=True)
-                elif created < max_trials:
+                elif (test := self._take(self.pending_tests)) is not None:
+                    self._submit_test(test)
+                elif out_of_budget:
+                    break
+                elif todo_baselines and created < max_trials:
+                    self._create_baseline(todo_baselines.pop(0), created)
+                    created += 1
+                elif (member := self._take(self.paused)) is not None:
+                    self._submit(member, restore_dir=self._own_checkpoint(member))
+                elif created < max_trials and self._room_for_member():
                     self._ask_and_submit(created)
                     created += 1
                 else:
                     break
-                inflight += 1
+                busy += 1
             with self._lock:
-                idle = not self.inflight and not self.exploits
-            if idle and (out_of_time or (created >= max_trials and not requeue)):
-                self._finish(elapsed, "time budget reached" if out_of_time and created < max_trials else None)
+                idle = not (self.inflight or self.evaluating or self.exploits or self.pending_tests)
+                waiting = bool(self.paused)
+            more = not out_of_budget and (created < max_trials or waiting or (todo_baselines and created < max_trials))
+            if idle and not requeue and not more:
+                if waiting:
+                    self._end_paused("the study's budget ended before this member's last report")
+                    continue   # their test evaluations, if any, come next
+                self._finish(elapsed, None if not out_of_budget or created >= max_trials else
+                             "time budget reached" if out_of_time else "compute budget (max_epochs) reached")
                 return
             if time.monotonic() - last_flush > ELAPSED_FLUSH_S:
                 last_flush = time.monotonic()
@@ -157,6 +199,30 @@ class StudyRunner(threading.Thread):
                     s.get(Study, self.study_id).elapsed_s = elapsed
             self._wake.wait(1.0)
             self._wake.clear()
+
+    # -- budgets ------------------------------------------------------------------------------
+    def _compute_spent(self) -> bool:
+        limit = self.spec.get("max_epochs")
+        if limit is None:
+            return False
+        with self.db.read() as s:
+            used = float(s.scalar(select(func.coalesce(func.sum(Trial.epochs_trained), 0.0))
+                                  .where(Trial.study_id == self.study_id)) or 0.0)
+        with self._lock:
+            used += sum(self.progress.values())
+        return used >= float(limit)
+
+    def _room_for_member(self) -> bool:
+        """PBT keeps ``population_size`` members alive (training or paused); others always ask."""
+        if not self.turns:
+            return True
+        with self._lock:
+            alive = len(self.inflight - self.baselines) + len(self.paused)
+        return alive < int(self.opt.options["population_size"])
+
+    def _take(self, queue: list[int]) -> int | None:
+        with self._lock:
+            return queue.pop(0) if queue else None
 
     # -- history ------------------------------------------------------------------------------
     def _event(self, s, kind: str, payload: dict[str, Any]) -> None:
@@ -170,16 +236,13 @@ class StudyRunner(threading.Thread):
             unfinished = s.scalars(select(Trial.id).where(Trial.study_id == self.study_id,
                                                           Trial.state.in_(("queued", "running")))
                                    .order_by(Trial.number)).all()
+            rows = s.execute(select(Trial.id, Trial.config, Trial.parent_id, Trial.kind)
+                             .where(Trial.study_id == self.study_id)).all()
+        self.baselines = {tid for tid, _, _, kind in rows if kind == "baseline"}
         diverged = 0
         cheap = self._cheap_replay()
-        configs: dict[int, dict] = {}
-        cloned: set[int] = set()
-        if events:
-            with self.db.read() as s:
-                rows = s.execute(select(Trial.id, Trial.config, Trial.parent_id)
-                                 .where(Trial.study_id == self.study_id)).all()
-            configs = {tid: config for tid, config, _ in rows}
-            cloned = {tid for tid, _, parent in rows if parent is not None}  # PBT may have changed them
+        configs = {tid: config for tid, config, _, _ in rows}
+        cloned = {tid for tid, _, parent, _ in rows if parent is not None}  # PBT may have changed them
         from autopeft.optim.base import config_key
 
         for ev in events:
@@ -208,6 +271,13 @@ class StudyRunner(threading.Thread):
         if events:
             log.info("study %s: replayed %d events; requeueing %d trial(s)", self.study_id, len(events),
                      len(unfinished))
+        if self.turns:   # paused or running PBT members go on with the segment after their last report
+            interval = int(self.opt.options["perturbation_interval"])
+            with self.db.read() as s:
+                for tid in unfinished:
+                    if tid not in self.baselines:
+                        last = s.scalar(select(func.max(TrialReport.step)).where(TrialReport.trial_id == tid))
+                        self.next_step[tid] = int(last or 0) + interval
         return list(unfinished)
 
     def _cheap_replay(self) -> bool:
@@ -216,10 +286,41 @@ class StudyRunner(threading.Thread):
         recomputing every past suggestion (a GP fit per trial for ``mobo``). PBT and the Optuna
         samplers replay real asks. A PBT trial's config may change after its ask (Exploit), so only
         these three qualify."""
-        name = str(self.spec["optimizer"]["name"]).rpartition("+")[2]
-        return name in CHEAP_REPLAY and hasattr(self.opt, "add_trial")
+        return str(self.spec["optimizer"]["name"]) in CHEAP_REPLAY and hasattr(self.opt, "add_trial")
+
+    def _pbt_turns(self) -> bool:
+        """Members of a PBT study on a peft workload take turns (segments of the perturbation
+        interval); python workloads define their own steps, so their members all run at once."""
+        return self.spec["optimizer"]["name"] in PBT and self.spec["workload"].get("kind") == "peft"
 
     # -- trials -------------------------------------------------------------------------------
+    def _baselines_to_create(self) -> list[str]:
+        with self.db.read() as s:
+            done = set(s.scalars(select(Trial.label).where(Trial.study_id == self.study_id,
+                                                            Trial.kind == "baseline")))
+        return [b for b in self.spec.get("baselines") or [] if b not in done]
+
+    def _create_baseline(self, name: str, number: int) -> None:
+        from autopeft.trials.baselines import baseline_trial
+
+        config, _ = baseline_trial(name, self.spec["workload"])
+        with self.db.write(self.study_id) as s:
+            trial = Trial(study_id=self.study_id, number=number, state="queued", config=config, optimizer_id="",
+                          attempts=0, kind="baseline", label=name)
+            s.add(trial)
+            s.flush()
+            tid = trial.id
+        with self._lock:
+            self.baselines.add(tid)
+        self._submit(tid)
+
+    def _workload_of(self, t: Trial) -> dict[str, Any]:
+        if t.kind == "baseline":
+            from autopeft.trials.baselines import baseline_trial
+
+            return baseline_trial(t.label, self.spec["workload"])[1]
+        return self.spec["workload"]
+
     def _ask_and_submit(self, number: int) -> None:
         with self._lock:
             sugg = self.opt.ask(1)[0]
@@ -237,14 +338,27 @@ class StudyRunner(threading.Thread):
         with self._lock:
             self.ids[tid] = sugg.id
             self.by_opt_id[str(sugg.id)] = tid
+            if self.turns:
+                self.next_step[tid] = int(self.opt.options["perturbation_interval"])
         self._submit(tid)
+
+    def _own_checkpoint(self, trial_id: int) -> str | None:
+        with self.db.read() as s:
+            number = s.get(Trial, trial_id).number
+        ckpt = trial_dir(self.m.artifacts_dir, self.study_id, number) / "checkpoint"
+        return str(ckpt) if (ckpt / "meta.json").is_file() else None
 
     def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
-            spec = TrialSpec(trial_id=t.id, study_id=t.study_id, number=t.number, workload=self.spec["workload"],
-                             config=dict(t.config), attempt=t.attempts, budget=t.budget)
+            budget = t.budget
+            if trial_id in self.next_step:
+                budget = {**(budget or {}), "step": self.next_step[trial_id]}
+            spec = TrialSpec(trial_id=t.id, study_id=t.study_id, number=t.number, workload=self._workload_of(t),
+                             config=dict(t.config), attempt=t.attempts, budget=budget)
+            last_epoch = s.scalar(select(TrialReport.values).where(TrialReport.trial_id == trial_id)
+                                  .order_by(TrialReport.id.desc()).limit(1))
         root = trial_dir(self.m.artifacts_dir, self.study_id, spec.number)
         spec.checkpoint_dir = str(root / "checkpoint")
         spec.restore_dir = restore_dir
@@ -255,6 +369,8 @@ class StudyRunner(threading.Thread):
             spec.resources = {"cpus": self.m.cpus_per_trial, "gpus": 0}
         with self._lock:
             self.inflight.add(trial_id)
+            start = float((last_epoch or {}).get("epoch") or 0.0) if spec.restore_dir else 0.0
+            self.run_start[trial_id], self.progress[trial_id] = start, 0.0
         try:
             self.executor.submit(spec, lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
                                  lambda outcome: self._on_done(trial_id, outcome))
@@ -265,12 +381,19 @@ class StudyRunner(threading.Thread):
         if self._stop_requested.is_set():
             return "stop"
         with self._lock:
-            decision = self.opt.report(self.ids[trial_id], step, values)
+            epoch = values.get("epoch")
+            if isinstance(epoch, (int, float)) and math.isfinite(epoch):
+                self.progress[trial_id] = max(0.0, float(epoch) - self.run_start.get(trial_id, 0.0))
+            if trial_id in self.baselines:
+                decision = "continue"
+            else:
+                decision = self.opt.report(self.ids[trial_id], step, values)
             name = _decision_name(decision)
             with self.db.write(self.study_id) as s:
                 stored = _finite_or_none(values)
                 s.add(TrialReport(trial_id=trial_id, attempt=attempt, step=step, values=stored, decision=name))
-                self._event(s, "report", {"trial_id": trial_id, "step": step, "values": _exact(values)})
+                if trial_id not in self.baselines:
+                    self._event(s, "report", {"trial_id": trial_id, "step": step, "values": _exact(values)})
             if name == "exploit":
                 self.exploits[trial_id] = decision
         return "continue" if name == "continue" else "stop"
@@ -280,87 +403,194 @@ class StudyRunner(threading.Thread):
         try:
             resubmitted = self._handle_done(trial_id, outcome)
         finally:
-            if not resubmitted:   # an exploiting trial stays in flight: it was submitted again
-                with self._lock:
+            with self._lock:
+                if not resubmitted:   # an exploiting trial stays in flight: it was submitted again
                     self.inflight.discard(trial_id)
+                self.progress.pop(trial_id, None)
             self._wake.set()
 
     def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
         """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
         user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
+        trained = float((outcome.values or {}).get("epochs_trained") or 0.0)
         if outcome.cancelled or (user_stop and (outcome.state == "failed" or outcome.stopped)):
             # ended by the user's stop (cancelled, or told "stop" on its way out): not pruned, not failed
             with self.db.write(self.study_id) as s:   # user stop: back to the queue, rerun on resume
                 t = s.get(Trial, trial_id)
                 if t is not None:
                     t.state, t.error = "queued", "cancelled when the study was stopped"
+                    t.epochs_trained = (t.epochs_trained or 0.0) + trained
             return False
         with self._lock:
             exploit = self.exploits.pop(trial_id, None)
         if exploit is not None and outcome.state == "complete":
-            self._exploit(trial_id, exploit)
-            return True
+            return self._exploit(trial_id, exploit, trained)
         values = outcome.values
         state = outcome.state
         error = outcome.error
+        finished = bool((values or {}).get("budget_reached", 1.0))
+        if state == "complete" and self.turns and trial_id not in self.baselines and not finished:
+            self._pause_member(trial_id, values, trained)   # end of a PBT segment: the next member's turn
+            return False
         if state == "complete":
             missing = [n for n, _ in self.objectives if n not in (values or {})]
             if missing:
                 state, error = "failed", (f"the workload's result lacks objective(s) {missing}; "
                                           f"it returned {sorted(values or {})}")
-            elif outcome.stopped:
-                state = "pruned"
+            elif outcome.stopped and not finished:
+                state = "pruned"   # stopped before its last report; a trial trained to the end is complete
         tell_values = values if state != "failed" else None
         with self._lock:
-            try:
-                self.opt.tell(self.ids[trial_id], tell_values, state=state)
-            except InvalidConfig as err:   # e.g. a constraint's metric is missing from the result
-                state, error, tell_values = "failed", f"the optimiser refused the result: {err}", None
-                self.opt.tell(self.ids[trial_id], None, state="failed")
+            if trial_id not in self.baselines:
+                try:
+                    self.opt.tell(self.ids[trial_id], tell_values, state=state)
+                except InvalidConfig as err:   # e.g. a constraint's metric is missing from the result
+                    state, error, tell_values = "failed", f"the optimiser refused the result: {err}", None
+                    self.opt.tell(self.ids[trial_id], None, state="failed")
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
                 t.state, t.values, t.error, t.finished_at = state, _finite_or_none(values), error, utcnow()
+                t.epochs_trained = (t.epochs_trained or 0.0) + trained
                 if outcome.attempt is not None and outcome.attempt > t.attempts:
                     t.attempts = outcome.attempt   # the executor retried a lost worker itself (Ray)
                 if outcome.retries:
                     self._event(s, "retries", {"trial_id": trial_id, "retries": list(outcome.retries)})
-                self._event(s, "tell", {"trial_id": trial_id, "values": _exact(tell_values), "state": state})
+                if trial_id not in self.baselines:
+                    self._event(s, "tell", {"trial_id": trial_id, "values": _exact(tell_values), "state": state})
                 ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
                 if ckpt.is_dir() and any(ckpt.iterdir()):
                     s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
+        if state == "complete":
+            self._queue_tests()
         return False
 
-    def _exploit(self, trial_id: int, exploit: Any) -> None:
-        """PBT: continue this trial from the donor's checkpoint with the perturbed config."""
+    # -- PBT ----------------------------------------------------------------------------------
+    def _pause_member(self, trial_id: int, values: dict[str, float] | None, trained: float) -> None:
+        with self.db.write(self.study_id) as s:
+            t = s.get(Trial, trial_id)
+            t.state = "queued"
+            t.epochs_trained = (t.epochs_trained or 0.0) + trained
+            last = s.scalar(select(TrialReport.step).where(TrialReport.trial_id == trial_id)
+                            .order_by(TrialReport.id.desc()).limit(1))
+        with self._lock:
+            self.next_step[trial_id] = int(last or 0) + int(self.opt.options["perturbation_interval"])
+            self.paused.append(trial_id)
+
+    def _exploit(self, trial_id: int, exploit: Any, trained: float) -> bool:
+        """PBT: continue this trial from the donor's checkpoint with the perturbed config; the
+        donor's checkpoint is copied into this trial's folder now (the donor may train on)."""
         config = getattr(exploit, "config", None)
-        donor = next((getattr(exploit, a) for a in ("source_id", "donor_id", "parent_id", "from_id")
-                      if getattr(exploit, a, None) is not None), None)
-        donor_tid = self.by_opt_id.get(str(donor)) if donor is not None else None
+        donor_tid = self.by_opt_id.get(str(exploit.source_id))
+        with self.db.read() as s:
+            t = s.get(Trial, trial_id)
+            number = t.number
+            donor_number = s.get(Trial, donor_tid).number if donor_tid is not None else None
+        own = trial_dir(self.m.artifacts_dir, self.study_id, number) / "checkpoint"
+        donor = trial_dir(self.m.artifacts_dir, self.study_id, donor_number) / "checkpoint" \
+            if donor_number is not None else None
+        copied = donor is not None and _copy_checkpoint(donor, own)
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             if config is not None:
                 t.config = dict(config)
             if donor_tid is not None:
                 t.parent_id = donor_tid
-                donor_number = s.get(Trial, donor_tid).number
-            number = t.number
-        restore = None
-        if donor_tid is not None:
-            restore = str(trial_dir(self.m.artifacts_dir, self.study_id, donor_number) / "checkpoint")
-            if not Path(restore).is_dir():
-                restore = None
-        log.info("study %s: trial %s exploits trial %s", self.study_id, number, donor_tid)
-        self._submit(trial_id, restore_dir=restore)
+            t.epochs_trained = (t.epochs_trained or 0.0) + trained
+            entry = {"step": int(exploit.step), "source": donor_tid, "source_number": donor_number,
+                     "changes": {k: list(v) for k, v in (exploit.changes or {}).items()}, "restored": copied}
+            t.lineage = [*(t.lineage or []), entry]
+            if self.turns:
+                t.state = "queued"
+        log.info("study %s: trial %s exploits trial %s (%s)", self.study_id, number, donor_number,
+                 "from its checkpoint" if copied else "no checkpoint to copy: weights kept")
+        if self.turns:
+            with self._lock:
+                self.next_step[trial_id] = int(exploit.step) + int(self.opt.options["perturbation_interval"])
+                self.paused.append(trial_id)
+            return False
+        self._submit(trial_id, restore_dir=str(own) if copied else None)
+        return True
 
+    def _end_paused(self, why: str) -> None:
+        """The budget ended with PBT members between segments: each is told with its last report
+        (``pruned``: not trained to its last report) so it stays on record and out of the front."""
+        with self._lock:
+            members, self.paused = list(self.paused), []
+        for tid in members:
+            with self.db.read() as s:
+                last = s.scalars(select(TrialReport).where(TrialReport.trial_id == tid)
+                                 .order_by(TrialReport.id.desc()).limit(1)).first()
+            values = dict(last.values) if last is not None else None
+            with self._lock:
+                self.opt.tell(self.ids[tid], values, state="pruned")
+                with self.db.write(self.study_id) as s:
+                    t = s.get(Trial, tid)
+                    t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
+                    self._event(s, "tell", {"trial_id": tid, "values": _exact(values), "state": "pruned"})
+
+    # -- held-out test split ------------------------------------------------------------------
+    def _queue_tests(self) -> None:
+        """Queue a test evaluation for every trial on the validation front, and every baseline,
+        that has a saved adapter and no test values yet (peft workloads)."""
+        if self.spec["workload"].get("kind") != "peft":
+            return
+        from autopeft.api.services.studies import front_trials
+
+        with self.db.read() as s:
+            study = s.get(Study, self.study_id)
+            front, complete = front_trials(s, study)
+            wanted = [t.id for t in complete if t.test_values is None and (t in front or t.kind == "baseline")]
+        with self._lock:
+            for tid in wanted:
+                if tid not in self.evaluating and tid not in self.pending_tests:
+                    self.pending_tests.append(tid)
+
+    def _submit_test(self, trial_id: int) -> None:
+        with self.db.read() as s:
+            t = s.get(Trial, trial_id)
+            root = trial_dir(self.m.artifacts_dir, self.study_id, t.number)
+            spec = TrialSpec(trial_id=t.id, study_id=t.study_id, number=t.number,
+                             workload={**self._workload_of(t), "evaluate": "test"}, config=dict(t.config),
+                             attempt=t.attempts)
+        spec.restore_dir = str(root / "checkpoint")
+        spec.log_path = str(root / "test.log")
+        if self.m.cpus_per_trial:
+            spec.resources = {"cpus": self.m.cpus_per_trial, "gpus": 0}
+        with self._lock:
+            self.evaluating.add(trial_id)
+        try:
+            self.executor.submit(spec, lambda step, values: "continue", lambda outcome: self._on_tested(trial_id, outcome))
+        except Exception as err:  # noqa: BLE001
+            self._on_tested(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
+
+    def _on_tested(self, trial_id: int, outcome: TrialOutcome) -> None:
+        try:
+            if outcome.state == "complete" and outcome.values:
+                with self.db.write(self.study_id) as s:
+                    t = s.get(Trial, trial_id)
+                    if t is not None:
+                        t.test_values = _finite_or_none({k: v for k, v in outcome.values.items()
+                                                         if k.startswith("test_")})
+            elif not outcome.cancelled:
+                log.warning("study %s: test evaluation of trial %s failed: %s", self.study_id, trial_id,
+                            (outcome.error or "").splitlines()[0] if outcome.error else "?")
+                with self.db.write(self.study_id) as s:
+                    self._event(s, "test_failed", {"trial_id": trial_id, "error": (outcome.error or "")[:2000]})
+        finally:
+            with self._lock:
+                self.evaluating.discard(trial_id)
+            self._wake.set()
+
+    # -- end ----------------------------------------------------------------------------------
     def _pause(self, elapsed: float) -> None:
         if self._shutting_down.is_set():
             with self.db.write(self.study_id) as s:
                 s.get(Study, self.study_id).elapsed_s = elapsed
             return
-        for tid in list(self.inflight):
+        for tid in list(self.inflight | self.evaluating):
             self.executor.cancel(tid)
         deadline = time.monotonic() + 15
-        while self.inflight and time.monotonic() < deadline:
+        while (self.inflight or self.evaluating) and time.monotonic() < deadline:
             self._wake.wait(0.2)
             self._wake.clear()
         with self.db.write(self.study_id) as s:
@@ -372,6 +602,28 @@ class StudyRunner(threading.Thread):
             if study.state == "running":
                 study.state, study.finished_at, study.message = "finished", utcnow(), message
             study.elapsed_s = elapsed
+
+
+def _copy_checkpoint(source: Path, target: Path, tries: int = 5) -> bool:
+    """Copy a checkpoint folder (for the peft workload's format ``meta.json`` names the files'
+    step: a copy taken while the source was being rewritten is retried). False when the source
+    has none."""
+    from autopeft.trials import checkpoint
+
+    for _ in range(tries):
+        if not source.is_dir() or not any(source.iterdir()):
+            return False
+        tmp = target.with_name(target.name + ".copy")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        # a peft checkpoint can be checked; a python workload's own format is taken as written
+        if not checkpoint.exists(tmp) or checkpoint.is_consistent(tmp):
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            return True
+        time.sleep(0.2)
+    shutil.rmtree(target.with_name(target.name + ".copy"), ignore_errors=True)
+    return False
 
 
 class SchedulerManager:

@@ -46,12 +46,20 @@ class StudyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     space: str | dict[str, Any] = Field(description="preset name, or an inline space mapping")
     objectives: list[Objective] = Field(min_length=1, max_length=8)
-    optimizer: OptimizerSpec
+    optimizer: OptimizerSpec | None = Field(
+        default=None, description="default: the method that measured best on real fine-tuning (see BENCHMARKS.md); "
+        "the stored spec says which")
     workload: dict[str, Any] = Field(description='{"kind": "peft", ...} or {"kind": "python", "entrypoint": "pkg.mod:fn"}')
     max_trials: int = Field(default=50, ge=1, le=100_000)
     max_parallel: int = Field(default=1, ge=1, le=256)
     max_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
                                       description="time budget; no new trial starts after it")
+    max_epochs: float | None = Field(
+        default=None, gt=0, le=1e9, description="compute budget: training epochs summed over all trials (a trial "
+        "pruned after half an epoch counts 0.5); no new trial starts once it is used")
+    baselines: list[str] | Literal["default"] | None = Field(
+        default=None, description="hand-picked reference points run beside the search (linear_probe, lora_r4, "
+        "lora_r8, lora_r16, mam, full_finetune; 'default': linear_probe and lora_r8), counted in the budget")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     num_layers: int | None = Field(default=None, ge=1, le=1024,
                                    description="layer count for per-layer spaces when the workload names no model")
@@ -108,6 +116,12 @@ class TrialPublic(BaseModel):
                                                       "non-finite values are stored as null")
     attempts: int
     parent_id: int | None = None
+    kind: Literal["search", "baseline"] = "search"
+    label: str | None = Field(default=None, description="a baseline's name")
+    test_values: dict[str, float | None] | None = Field(
+        default=None, description="metrics of the saved adapter on the held-out test split (front and baselines)")
+    epochs_trained: float = Field(default=0.0, description="compute used, in training epochs")
+    lineage: list[dict[str, Any]] | None = Field(default=None, description="PBT: every exploit, in order")
     error: str | None = None
     created_at: dt.datetime
     started_at: dt.datetime | None = None
@@ -134,10 +148,14 @@ class ReportList(BaseModel):
 
 class ParetoPublic(BaseModel):
     objectives: list[Objective]
+    split: Literal["validation", "test"] = Field(
+        description="the front is always selected on validation; with split=test each trial's values are its "
+        "held-out test metrics (objectives without a test counterpart, e.g. trainable_params, unchanged)")
     trials: list[TrialPublic]
 
 
 class HypervolumePublic(BaseModel):
+    split: Literal["validation", "test"] = "validation"
     hypervolume: float
     reference_point: dict[str, float] | None
     reference_rule: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
@@ -80,12 +80,18 @@ async def list_trials(study_id: StudyId, user: CurrentUser, state: StateDep,
     return Response(body, media_type="application/json")
 
 
+Split = Annotated[Literal["validation", "test"], Query(
+    description="validation: the values the search selected on; test: the same front's held-out test metrics")]
+
+
 @router.get("/{study_id}/pareto", response_model=ParetoPublic)
-def get_pareto(study_id: StudyId, user: CurrentUser, session: SessionDep):
-    """Complete trials on the first non-dominated front of the study's objectives."""
-    return svc.pareto(session, user.id, study_id)
+def get_pareto(study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"):
+    """Complete trials on the first non-dominated front of the study's objectives on the
+    validation split (baselines included, marked ``kind: baseline``); ``?split=test`` gives the
+    same trials at their held-out test values (null until evaluated)."""
+    return svc.pareto(session, user.id, study_id, split)
 
 
 @router.get("/{study_id}/hypervolume", response_model=HypervolumePublic)
-def get_hypervolume(study_id: StudyId, user: CurrentUser, session: SessionDep):
-    return svc.hypervolume(session, user.id, study_id)
+def get_hypervolume(study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"):
+    return svc.hypervolume(session, user.id, study_id, split)

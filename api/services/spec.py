@@ -99,20 +99,108 @@ def build_optimizer(spec: dict[str, Any], space=None):
         raise InvalidConfig(f"invalid optimizer {opt['name']!r} or options: {err}", "optimizer") from None
 
 
+#: what a study that names no optimiser gets (measured: BENCHMARKS.md, "Real-task search")
+DEFAULT_OPTIMIZER = {"name": "mobo", "options": {"early_stopping": {"kind": "moasha"}}}
+#: python workloads report steps of their own meaning: no early stopping unless asked for
+DEFAULT_OPTIMIZER_PYTHON = {"name": "mobo", "options": {}}
+_STOPPER_PREFIXES = ("asha", "moasha")
+_PBT = ("pbt", "mopbt")
+
+
+def default_optimizer(workload: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy(DEFAULT_OPTIMIZER if workload.get("kind") == "peft" else DEFAULT_OPTIMIZER_PYTHON)
+
+
+def normalise_optimizer(optimizer: dict[str, Any] | None, workload: dict[str, Any]) -> dict[str, Any]:
+    """The optimiser part with the default filled in and an ``asha+`` / ``moasha+`` prefix moved
+    into ``options.early_stopping`` (one place for the scheduler and the checks to read)."""
+    if optimizer is None:
+        return default_optimizer(workload)
+    optimizer = {"name": optimizer["name"], "options": dict(optimizer.get("options") or {})}
+    stopper, plus, base = optimizer["name"].partition("+")
+    if plus and stopper in _STOPPER_PREFIXES:
+        if "early_stopping" in optimizer["options"]:
+            raise InvalidConfig(f"{optimizer['name']!r} already sets early stopping; drop the option or the prefix",
+                                "optimizer.options.early_stopping")
+        optimizer["name"], optimizer["options"]["early_stopping"] = base, {"kind": stopper}
+    return optimizer
+
+
+def check_fidelity(spec: dict[str, Any], space) -> None:
+    """Refuse (naming the field) multi-fidelity settings that could never act on this workload,
+    and give early stopping the workload's last report as ``max_step`` (no rung there: a trial
+    trained to the end is never pruned). Python workloads report steps of their own: unchecked."""
+    from autopeft.trials.workload import REPORTED_METRICS, final_report_steps
+
+    workload = spec["workload"]
+    if workload.get("kind") != "peft":
+        return
+    options = spec["optimizer"]["options"]
+    name = spec["optimizer"]["name"]
+    fewest, most = final_report_steps(workload, space)
+    rankable = set(REPORTED_METRICS) | set(known_objectives(spec))
+    late = [o["name"] for o in spec["objectives"] if o["name"] not in rankable]
+    stopper = options.get("early_stopping")
+    if isinstance(stopper, str):
+        stopper = options["early_stopping"] = {"kind": stopper}
+    if isinstance(stopper, dict):
+        if late:
+            raise InvalidConfig(f"objective {late[0]!r} is known only when a trial ends, so early stopping cannot "
+                                f"rank trials by it at a rung (reported at every step: {', '.join(sorted(rankable))}); "
+                                "drop early stopping or that objective", "optimizer.options.early_stopping")
+        min_step = stopper.get("min_step", 1)
+        if isinstance(min_step, int) and min_step >= most:
+            raise InvalidConfig(f"trials report {most} time(s) (epochs x evals_per_epoch); a first rung at step "
+                                f"{min_step} would never stop anything: use min_step below {most}",
+                                "optimizer.options.early_stopping.min_step")
+        stopper.setdefault("max_step", most)
+    if name in _PBT:
+        if late:
+            raise InvalidConfig(f"objective {late[0]!r} is known only when a trial ends, so PBT cannot rank members "
+                                f"by it mid-training", "objectives")
+        interval = options.get("perturbation_interval", 4)
+        if isinstance(interval, int) and interval >= fewest:
+            raise InvalidConfig(f"trials report {fewest} time(s) (epochs x evals_per_epoch = "
+                                f"{fewest}): with perturbation_interval {interval} no member ever reaches a "
+                                f"perturbation before its last report, so PBT could never exploit; use an interval "
+                                f"below {fewest} or train longer", "optimizer.options.perturbation_interval")
+        size = options.get("population_size", 8)
+        if isinstance(size, int) and size > spec["max_trials"]:
+            raise InvalidConfig(f"population_size {size} is above max_trials {spec['max_trials']}: the "
+                                "population could never be filled", "optimizer.options.population_size")
+
+
 def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Check every part of a (schema-valid) spec; returns it with the workload normalised.
+    """Check every part of a (schema-valid) spec; returns it normalised: the workload's defaults
+    filled in, the default optimiser when none is named, baselines expanded.
 
     Raises ``InvalidConfig`` naming the field; an unexpected exception from a part's validator
     (a malformed mapping it did not anticipate) is reported against that part, not as a 500.
     """
+    from autopeft.trials.baselines import check_baselines
+
     spec = dict(spec)
     part = "workload"
     try:
         spec["workload"] = normalise_workload(spec["workload"])
+        part = "optimizer"
+        spec["optimizer"] = normalise_optimizer(spec.get("optimizer"), spec["workload"])
+        part = "baselines"
+        spec["baselines"] = check_baselines(spec.get("baselines"), spec["workload"])
+        if len(spec["baselines"]) >= spec["max_trials"]:
+            raise InvalidConfig(f"max_trials {spec['max_trials']} leaves no trial for the search beside "
+                                f"{len(spec['baselines'])} baseline(s) (they count in the budget)", "max_trials")
         part = "space"
         space = build_space(spec)
         part = "optimizer"
-        build_optimizer(spec, space)
+        check_fidelity(spec, space)
+        opt = build_optimizer(spec, space)
+        if spec["optimizer"]["name"] in _PBT and not opt.mutable:
+            raise InvalidConfig("no parameter of this space can change mid-training (lr, weight_decay, dropout, "
+                                "warmup_ratio): PBT could only copy members, never explore; search lr or name "
+                                "mutable parameters", "optimizer.options.mutable")
     except InvalidConfig:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as err:

@@ -36,7 +36,9 @@ def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
 
 def trial_public(t: Trial) -> dict[str, Any]:
     return {"id": t.id, "study_id": t.study_id, "number": t.number, "state": t.state, "config": t.config,
-            "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "error": t.error,
+            "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "kind": t.kind or "search",
+            "label": t.label, "test_values": t.test_values, "epochs_trained": float(t.epochs_trained or 0.0),
+            "lineage": t.lineage, "error": t.error,
             "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at}
 
 
@@ -100,6 +102,27 @@ def list_reports(session: Session, user_id: int, trial_id: int) -> dict[str, Any
                          "created_at": r.created_at} for r in reports]}
 
 
+SPLITS = ("validation", "test")
+
+
+def test_name(metric: str) -> str:
+    """The held-out counterpart of a validation metric (``accuracy`` -> ``test_accuracy``)."""
+    return f"test_{metric}"
+
+
+def on_test(t: Trial, names: list[str]) -> dict[str, Any] | None:
+    """``t``'s objective values with the held-out test metrics in place of the validation ones
+    (an objective the test evaluation does not measure, e.g. ``trainable_params``, is kept);
+    None while the trial has no test values."""
+    if not t.test_values:
+        return None
+    values = dict(t.values or {})
+    for name in names:
+        if test_name(name) in t.test_values:
+            values[name] = t.test_values[test_name(name)]
+    return values
+
+
 def _complete(session: Session, study: Study) -> tuple[list[Trial], Any]:
     """Complete trials with finite values for every objective, and their values in minimisation form."""
     import numpy as np
@@ -121,42 +144,69 @@ def _complete(session: Session, study: Study) -> tuple[list[Trial], Any]:
     return kept, Y
 
 
-def pareto(session: Session, user_id: int, study_id: int) -> dict[str, Any]:
+def front_trials(session: Session, study: Study) -> tuple[list[Trial], list[Trial]]:
+    """(the validation front, every complete trial with finite objectives); baselines included."""
     from autopeft.optim import pareto as pm
 
-    study = get_study(session, user_id, study_id)
     trials, Y = _complete(session, study)
     mask = pm.is_non_dominated(Y) if len(trials) else []
-    return {"objectives": study.spec["objectives"],
-            "trials": [trial_public(t) for t, keep in zip(trials, mask) if keep]}
+    return [t for t, keep in zip(trials, mask) if keep], trials
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ApiError(422, "invalid_request", f"split must be one of {', '.join(SPLITS)}, got {split!r}", "split")
+
+
+def pareto(session: Session, user_id: int, study_id: int, split: str = "validation") -> dict[str, Any]:
+    """The front selected on validation; with ``split="test"`` each trial's values are its held-out
+    test metrics (selection never looks at test)."""
+    _check_split(split)
+    study = get_study(session, user_id, study_id)
+    front, _ = front_trials(session, study)
+    out = []
+    names = [n for n, _ in objectives_of(study.spec)]
+    for t in front:
+        public = trial_public(t)
+        if split == "test":
+            public["values"] = on_test(t, names)
+        out.append(public)
+    return {"objectives": study.spec["objectives"], "split": split, "trials": out}
 
 
 REFERENCE_RULE = ("the study's reference_point if given, else per objective the worst observed value among "
                   "complete trials plus 10% of the observed range (autopeft.optim.pareto.reference_point); "
-                  "the reference point is reported in the objectives' own sign")
+                  "the reference point is reported in the objectives' own sign; split=test: the validation "
+                  "front's trials at their test values, with the validation reference point")
 
 
-def hypervolume(session: Session, user_id: int, study_id: int) -> dict[str, Any]:
+def hypervolume(session: Session, user_id: int, study_id: int, split: str = "validation") -> dict[str, Any]:
     import numpy as np
 
     from autopeft.optim import pareto as pm
 
+    _check_split(split)
     study = get_study(session, user_id, study_id)
     objectives = objectives_of(study.spec)
-    directions = [d for _, d in objectives]
+    names, directions = [n for n, _ in objectives], [d for _, d in objectives]
     trials, Y = _complete(session, study)
     given = study.spec.get("reference_point")
     if not len(trials):
-        return {"hypervolume": 0.0, "reference_point": given, "reference_rule": REFERENCE_RULE,
+        return {"split": split, "hypervolume": 0.0, "reference_point": given, "reference_rule": REFERENCE_RULE,
                 "n_complete": 0, "n_pareto": 0}
-    given_min = (pm.to_minimization(np.asarray([[given[n] for n, _ in objectives]], float), directions)[0]
+    given_min = (pm.to_minimization(np.asarray([[given[n] for n in names]], float), directions)[0]
                  if given else None)
     ref = pm.reference_point(Y, given_min)
-    hv = pm.hypervolume(Y, ref)
+    front = pm.is_non_dominated(Y)
+    if split == "test":
+        rows = [on_test(t, names) for t, keep in zip(trials, front) if keep]
+        rows = [[v[n] for n in names] for v in rows if v and all(isinstance(v.get(n), (int, float)) for n in names)]
+        Y = pm.to_minimization(np.asarray(rows, float).reshape(len(rows), len(names)), directions)
+    hv = pm.hypervolume(Y, ref) if len(Y) else 0.0
     ref_user = pm.to_minimization(ref.reshape(1, -1), directions)[0]  # negation is its own inverse
-    return {"hypervolume": float(hv), "reference_point": {n: float(r) for (n, _), r in zip(objectives, ref_user)},
-            "reference_rule": REFERENCE_RULE, "n_complete": len(trials),
-            "n_pareto": int(pm.is_non_dominated(Y).sum())}
+    return {"split": split, "hypervolume": float(hv),
+            "reference_point": {n: float(r) for n, r in zip(names, ref_user)},
+            "reference_rule": REFERENCE_RULE, "n_complete": len(trials), "n_pareto": int(front.sum())}
 
 
 def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path) -> bytes:

@@ -124,6 +124,21 @@ def exists(directory: str | Path | None) -> bool:
     return directory is not None and (Path(directory) / META).is_file()
 
 
+def is_consistent(directory: str | Path) -> bool:
+    """The three files belong to one save (a copy taken during a rewrite may mix two)."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+        payload = torch.load(directory / STATE, map_location="cpu", weights_only=True)
+        from safetensors import safe_open
+
+        with safe_open(str(directory / WEIGHTS), "pt") as f:
+            weights_step = (f.metadata() or {}).get("step")
+    except (OSError, ValueError, RuntimeError, KeyError):
+        return False
+    return payload.get("step") == meta.get("step") and weights_step in (None, str(meta.get("step")))
+
+
 def load(directory: str | Path, model: torch.nn.Module) -> TrainingState:
     """Load trainable parameters into ``model`` and return the rest of the state.
 

@@ -361,3 +361,33 @@ def resolve_knobs(workload: Mapping[str, Any], config: Mapping[str, Any]) -> dic
         else:
             knobs[name] = default
     return knobs
+
+
+#: metrics a peft trial reports at every step (besides the optimiser's exactly known objectives)
+REPORTED_METRICS = ("epoch", "train_loss", "accuracy", "macro_f1", "loss")
+
+
+def _knob_range(name: str, workload: Mapping[str, Any], space) -> tuple[Any, Any]:
+    """(lowest, highest) value of a training knob over the space's configs (config, else workload,
+    else default: see ``resolve_knobs``)."""
+    aliases = [name, *(a for a, n in KNOB_ALIASES.items() if n == name)]
+    for alias in aliases:
+        if space is not None and alias in space:
+            p = space[alias]
+            values = [p.low, p.high] if p.kind in ("int", "float") else list(p.values())
+            return min(values), max(values)
+        if space is not None and alias in space.constants:
+            return space.constants[alias], space.constants[alias]
+    for alias in aliases:
+        if alias in workload:
+            return workload[alias], workload[alias]
+    return KNOBS[name][0], KNOBS[name][0]
+
+
+def final_report_steps(workload: Mapping[str, Any], space=None) -> tuple[int, int]:
+    """(fewest, most) report steps a peft trial of this workload and space makes when trained to
+    the end: ``epochs`` x ``evals_per_epoch`` (fewer only when an epoch has fewer optimiser steps
+    than ``evals_per_epoch``)."""
+    e_lo, e_hi = _knob_range("epochs", workload, space)
+    r_lo, r_hi = _knob_range("evals_per_epoch", workload, space)
+    return int(e_lo) * int(r_lo), int(e_hi) * int(r_hi)

@@ -1,0 +1,156 @@
+"""The real peft workload through the service (a tiny random BERT, a small learnable CSV): the
+default optimiser with MO-ASHA, baselines, the held-out test split, compute budgets, PBT taking
+turns on fewer workers than members (local and Ray executors), and the 422s for multi-fidelity
+settings that could never act."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.conftest import client_for, make_token
+
+OBJECTIVES = [{"name": "accuracy", "direction": "maximize"}, {"name": "trainable_params", "direction": "minimize"}]
+
+
+@pytest.fixture
+def peft_workload(tiny_model, small_csv, tmp_path):
+    # 180 rows: 36 validation, 18 test, 126 train; batch 32 -> 4 steps an epoch; 2 reports an epoch
+    return {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv), "validation_fraction": 0.2,
+            "batch_size": 32, "max_length": 32, "epochs": 2, "evals_per_epoch": 2, "pooling": "mean",
+            "cache_dir": str(tmp_path / "cache")}
+
+
+def _spec(workload, **fields):
+    spec = {"name": "peft", "space": "lora_per_layer", "objectives": OBJECTIVES, "workload": workload,
+            "max_trials": 6, "max_parallel": 2, "seed": 0}
+    spec.update(fields)
+    return spec
+
+
+def _post(server, token, spec) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v1/studies", json=spec, headers={"Authorization": f"Bearer {token}"},
+                      timeout=60, trust_env=False)
+
+
+def test_default_search_with_baselines_and_a_test_split(sqlite_url, server_factory, peft_workload):
+    from autopeft.api.services.spec import DEFAULT_OPTIMIZER
+
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(spec=_spec(peft_workload, max_trials=7, baselines="default"))
+    assert study.spec["optimizer"]["name"] == DEFAULT_OPTIMIZER["name"]          # no optimiser named
+    assert study.spec["optimizer"]["options"]["early_stopping"] == {"kind": "moasha", "max_step": 4}
+    assert study.spec["baselines"] == ["linear_probe", "lora_r8"]
+    study.wait(timeout=600, poll=0.5, progress=False)
+    assert study.state == "finished", study.data
+    trials = study.trials()
+    assert len(trials) == 7 and study.counts["failed"] == 0, trials
+    baselines = {t["label"]: t for t in trials if t["kind"] == "baseline"}
+    assert set(baselines) == {"linear_probe", "lora_r8"} and all(t["number"] < 2 for t in baselines.values())
+    assert baselines["linear_probe"]["epochs_trained"] == pytest.approx(1 / 3)
+    assert baselines["lora_r8"]["config"]["lora.rank"] == 8
+    for t in trials:
+        steps = [r["step"] for r in client.reports(t["id"])]
+        if t["state"] == "complete" and t["label"] != "linear_probe":
+            assert steps[-1] == 4 and t["epochs_trained"] == pytest.approx(2.0), (t, steps)
+        if t["state"] == "pruned":   # stopped at a rung, never at its last report
+            assert max(steps) < 4 and t["epochs_trained"] == pytest.approx(max(steps) / 2)
+    # the front is selected on validation and reported on test, baselines included
+    front = study.pareto()
+    test_front = client._json("GET", f"/api/v1/studies/{study.id}/pareto", params={"split": "test"})
+    assert test_front["split"] == "test" and [t["id"] for t in test_front["trials"]] == [t["id"] for t in front]
+    tested = {t["id"]: t for t in study.trials() if t["test_values"]}
+    assert {t["id"] for t in front} <= set(tested) and {t["id"] for t in baselines.values()} <= set(tested)
+    for t in test_front["trials"]:
+        tv = tested[t["id"]]["test_values"]
+        assert tv["test_examples"] == 18 and t["values"]["accuracy"] == tv["test_accuracy"]
+        assert t["values"]["trainable_params"] == tested[t["id"]]["values"]["trainable_params"]
+    untested = [t for t in trials if t["state"] == "complete" and t["id"] not in tested]
+    assert all(t["kind"] == "search" for t in untested)   # off the front: the test split is never touched
+    hv = client._json("GET", f"/api/v1/studies/{study.id}/hypervolume", params={"split": "test"})
+    assert hv["split"] == "test" and hv["hypervolume"] >= 0
+    bad = httpx.get(f"{server.url}/api/v1/studies/{study.id}/pareto", params={"split": "train"},
+                    headers=client._http.headers, trust_env=False)
+    assert bad.status_code == 422
+
+
+def test_moasha_never_prunes_a_trial_trained_to_the_end(sqlite_url, server_factory, peft_workload):
+    """A rung at the last report (max_step past it) may answer "stop": the trial is complete."""
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    wl = {**peft_workload, "epochs": 1, "evals_per_epoch": 2}
+    study = client.create_study(spec=_spec(wl, max_trials=8, optimizer={"name": "random", "options": {
+        "early_stopping": {"kind": "moasha", "reduction_factor": 2, "max_step": 100}}}))
+    study.wait(timeout=600, poll=0.5, progress=False)
+    trials = study.trials()
+    stopped_at_end = 0
+    for t in trials:
+        reports = client.reports(t["id"])
+        if reports[-1]["step"] == 2:
+            assert t["state"] == "complete", (t, reports)
+            stopped_at_end += reports[-1]["decision"] == "stop"
+        else:
+            assert t["state"] == "pruned" and reports[-1]["decision"] == "stop"
+    assert stopped_at_end >= 1, "no trial was told to stop at its last report: the test could not fail"
+
+
+def test_compute_budget_ends_the_study(sqlite_url, server_factory, peft_workload):
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(spec=_spec(peft_workload, max_trials=50, max_epochs=5.0,
+                                           optimizer={"name": "random"}))
+    study.wait(timeout=600, poll=0.5, progress=False)
+    assert study.state == "finished" and study.data["message"] == "compute budget (max_epochs) reached"
+    used = sum(t["epochs_trained"] for t in study.trials())
+    assert 5.0 <= used <= 5.0 + 2 * 2.0 and len(study.trials()) < 50   # in-flight trials finish
+
+
+def _pbt(peft_workload, **options):
+    return _spec(peft_workload, max_trials=4, max_parallel=2, optimizer={"name": "pbt", "options": {
+        "population_size": 4, "perturbation_interval": 2, "quantile_fraction": 0.5, **options}})
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_pbt_members_take_turns_and_exploit(sqlite_url, server_factory, peft_workload, executor):
+    if executor == "ray":
+        pytest.importorskip("ray")
+    env = {"AUTOPEFT_EXECUTOR": executor} if executor == "ray" else None
+    server = server_factory(sqlite_url, env=env)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(spec=_pbt(peft_workload))
+    study.wait(timeout=900, poll=0.5, progress=False)
+    assert study.state == "finished" and study.counts["complete"] == 4, study.data
+    trials = {t["id"]: t for t in study.trials()}
+    exploited = [t for t in trials.values() if t["lineage"]]
+    assert exploited, "no member exploited another"
+    for t in exploited:
+        for entry in t["lineage"]:
+            assert entry["source"] in trials and entry["source"] != t["id"] and entry["restored"]
+            assert entry["step"] == 2 and set(entry["changes"]) <= {"lr"}
+        assert t["parent_id"] == t["lineage"][-1]["source"]
+        reports = client.reports(t["id"])
+        assert "exploit" in [r["decision"] for r in reports]
+    for t in trials.values():   # every member trained to its last report, in two turns of 1 epoch
+        reports = client.reports(t["id"])
+        assert reports[-1]["step"] == 4 and t["epochs_trained"] == pytest.approx(2.0), (t, reports)
+        assert t["attempts"] == 2
+
+
+def test_pbt_and_early_stopping_that_could_never_act_are_refused(sqlite_url, server_factory, peft_workload):
+    server = server_factory(sqlite_url)
+    token = make_token(sqlite_url, "alice")
+    cases = [
+        (_pbt({**peft_workload, "epochs": 1}), "optimizer.options.perturbation_interval"),   # 2 reports, interval 2
+        (_pbt(peft_workload, population_size=8), "optimizer.options.population_size"),       # above max_trials
+        ({**_pbt(peft_workload), "space": "autopeft_sapa"}, "optimizer.options.mutable"),     # nothing to explore
+        (_spec(peft_workload, objectives=[*OBJECTIVES, {"name": "train_time_s", "direction": "minimize"}],
+               optimizer={"name": "moasha+random"}), "optimizer.options.early_stopping"),
+        (_spec(peft_workload, optimizer={"name": "random", "options": {"early_stopping": {
+            "kind": "asha", "min_step": 4}}}), "optimizer.options.early_stopping.min_step"),
+        (_spec(peft_workload, baselines=["lora_r99"]), "baselines.0"),
+        (_spec(peft_workload, baselines="default", max_trials=2), "max_trials"),
+    ]
+    for spec, field in cases:
+        r = _post(server, token, spec)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, (field, r.text)

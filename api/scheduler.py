@@ -84,6 +84,25 @@ def _trial_budget(budget: Any) -> dict[str, float] | None:
     return {"epochs": max(1, int(round(float(budget))))}
 
 
+def _planned_epochs(spec: TrialSpec) -> float:
+    """Epochs a peft run is planned to reach (its budget, else the trial's ``epochs``); 0 for
+    python workloads (their steps are their own)."""
+    workload = spec.workload
+    if workload.get("kind") != "peft":
+        return 0.0
+    if workload.get("linear_probe"):
+        from autopeft.trials.probe import FORWARD_ONLY_EPOCHS
+
+        return FORWARD_ONLY_EPOCHS
+    from autopeft.trials.workload import resolve_knobs
+
+    knobs = resolve_knobs(workload, spec.config)
+    budget = spec.budget or {}
+    if "step" in budget:
+        return float(budget["step"]) / knobs["evals_per_epoch"]
+    return float(budget.get("epochs", knobs["epochs"]))
+
+
 def _decision_name(decision: Any) -> str:
     if decision is None or decision is True or decision == "continue":
         return "continue"
@@ -111,6 +130,7 @@ class StudyRunner(threading.Thread):
         self.paused: list[int] = []          # PBT members waiting for their next turn, in order
         self.next_step: dict[int, int] = {}  # PBT member -> the report its next segment ends at
         self.progress: dict[int, float] = {} # in-flight run -> epochs trained in it so far
+        self.planned: dict[int, float] = {}  # in-flight run -> epochs it is planned to train
         self.run_start: dict[int, float] = {}
         self.exploits: dict[int, Any] = {}
         self.seq = 0
@@ -208,8 +228,8 @@ class StudyRunner(threading.Thread):
         with self.db.read() as s:
             used = float(s.scalar(select(func.coalesce(func.sum(Trial.epochs_trained), 0.0))
                                   .where(Trial.study_id == self.study_id)) or 0.0)
-        with self._lock:
-            used += sum(self.progress.values())
+        with self._lock:   # a run in flight counts what it is planned to train, not what it has
+            used += sum(max(self.planned.get(t, 0.0), p) for t, p in self.progress.items())
         return used >= float(limit)
 
     def _room_for_member(self) -> bool:
@@ -371,6 +391,7 @@ class StudyRunner(threading.Thread):
             self.inflight.add(trial_id)
             start = float((last_epoch or {}).get("epoch") or 0.0) if spec.restore_dir else 0.0
             self.run_start[trial_id], self.progress[trial_id] = start, 0.0
+            self.planned[trial_id] = max(0.0, _planned_epochs(spec) - start)
         try:
             self.executor.submit(spec, lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
                                  lambda outcome: self._on_done(trial_id, outcome))
@@ -407,6 +428,7 @@ class StudyRunner(threading.Thread):
                 if not resubmitted:   # an exploiting trial stays in flight: it was submitted again
                     self.inflight.discard(trial_id)
                 self.progress.pop(trial_id, None)
+                self.planned.pop(trial_id, None)
             self._wake.set()
 
     def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:

@@ -188,7 +188,10 @@ def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
         part = "optimizer"
         spec["optimizer"] = normalise_optimizer(spec.get("optimizer"), spec["workload"])
         part = "baselines"
-        spec["baselines"] = check_baselines(spec.get("baselines"), spec["workload"])
+        given = spec.get("baselines")
+        spec["baselines"] = check_baselines(given, spec["workload"])
+        if given is None and len(spec["baselines"]) >= spec["max_trials"]:
+            spec["baselines"] = []   # an implicit probe never takes a study's only trial
         if len(spec["baselines"]) >= spec["max_trials"]:
             raise InvalidConfig(f"max_trials {spec['max_trials']} leaves no trial for the search beside "
                                 f"{len(spec['baselines'])} baseline(s) (they count in the budget)", "max_trials")

@@ -5,7 +5,8 @@
 >>> (s,) = opt.ask()
 >>> opt.tell(s.id, {"accuracy": 0.83})
 
-Names: ``random``, ``sobol``, ``tpe``, ``nsga2``, ``mobo``, ``pbt``, ``mopbt``; prefix one
+Names: ``random``, ``sobol``, ``tpe``, ``nsga2``, ``gp`` (Optuna's GPSampler), ``mobo``, ``pbt``,
+``mopbt``; prefix one
 with ``asha+`` or ``moasha+`` for multi-fidelity early stopping (same as the
 ``early_stopping`` option). Importing this package imports neither torch, BoTorch nor Optuna;
 the optimiser that needs them imports them when created.
@@ -24,6 +25,7 @@ _REGISTRY = {
     "sobol": "autopeft.optim._simple:SobolOptimizer",
     "tpe": "autopeft.optim._optuna:TPEOptimizer",
     "nsga2": "autopeft.optim._optuna:NSGA2Optimizer",
+    "gp": "autopeft.optim._optuna:GPOptimizer",
     "mobo": "autopeft.optim._mobo:MOBOOptimizer",
     "pbt": "autopeft.optim._pbt:PBTOptimizer",
     "mopbt": "autopeft.optim._pbt:MOPBTOptimizer",

@@ -130,3 +130,17 @@ class NSGA2Optimizer(_OptunaOptimizer):
             seed=derive_seed(self.seed, number, "nsga2") % (2**32), population_size=self.options["population_size"],
             mutation_prob=self.options["mutation_prob"], crossover_prob=self.options["crossover_prob"],
             constraints_func=self._constraints_func())
+
+
+class GPOptimizer(_OptunaOptimizer):
+    """Optuna's ``GPSampler`` (a Gaussian process with log-EHVI for several objectives, mixed
+    spaces). Options: ``n_startup_trials`` (default 10), ``deterministic_objective`` (False)."""
+
+    name = "gp"
+    OPTIONS = {"n_startup_trials": 10, "deterministic_objective": False}
+
+    def _make_sampler(self, number):
+        return self._optuna.samplers.GPSampler(
+            seed=derive_seed(self.seed, number, "gp") % (2**32), n_startup_trials=self.options["n_startup_trials"],
+            deterministic_objective=bool(self.options["deterministic_objective"]),
+            constraints_func=self._constraints_func(), warn_independent_sampling=False)

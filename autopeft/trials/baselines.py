@@ -38,12 +38,17 @@ BASELINES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 #: what the demo and ``"baselines": "default"`` run: the cheapest sensible point and the usual pick
 DEFAULT_BASELINES = ("linear_probe", "lora_r8")
+#: what a peft study that does not mention baselines runs: the linear probe costs a third of an
+#: epoch and anchors the cheap end of the front (a searched head-only config trains it by SGD,
+#: which does worse: BENCHMARKS.md); ``"baselines": []`` turns it off
+IMPLICIT_BASELINES = ("linear_probe",)
 
 
 def check_baselines(names: Any, workload: dict[str, Any]) -> list[str]:
-    """The study's baseline names (``"default"`` expands), or ``InvalidConfig`` naming ``baselines``."""
+    """The study's baseline names (``"default"`` expands; not given: :data:`IMPLICIT_BASELINES` for
+    a peft workload, none otherwise), or ``InvalidConfig`` naming ``baselines``."""
     if names is None:
-        return []
+        return list(IMPLICIT_BASELINES) if workload.get("kind") == "peft" else []
     if names == "default":
         names = list(DEFAULT_BASELINES)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

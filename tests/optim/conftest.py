@@ -12,6 +12,7 @@ FAST_OPTIONS = {
              "local_search_steps": 1, "fit_maxiter": 15, "raw_samples": 32, "num_restarts": 2},
     "tpe": {"n_startup_trials": 3},
     "nsga2": {"population_size": 4},
+    "gp": {"n_startup_trials": 3},
     "pbt": {"population_size": 4, "perturbation_interval": 1},
     "mopbt": {"population_size": 4, "perturbation_interval": 1},
 }

@@ -1,0 +1,89 @@
+"""A controller on this machine for the demo and the benchmarks: SQLite in a work folder, the
+local executor, bound to 127.0.0.1, a token of its own.
+
+>>> with LocalServer(Path("~/.autopeft/demo").expanduser()) as server:
+...     client = server.client()
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from autopeft.processes import stop_process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalServer:
+    """``python -m autopeft.api.server`` as a child process; ``fresh`` removes an earlier database
+    and artifacts in ``workdir`` first. Its log goes to ``workdir/server.log``."""
+
+    def __init__(self, workdir: Path, port: int = 0, fresh: bool = True, env: dict[str, str] | None = None,
+                 user: str = "local", executor: str = "local"):
+        self.workdir = Path(workdir).resolve()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_url = f"sqlite:///{self.workdir / 'autopeft.db'}"
+        self.fresh, self.user, self.executor = fresh, user, executor
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.token: str | None = None
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, AUTOPEFT_DB_URL=self.db_url, AUTOPEFT_HOST="127.0.0.1",
+                    AUTOPEFT_PORT=str(self.port), AUTOPEFT_ARTIFACTS_DIR=str(self.workdir / "artifacts"),
+                    AUTOPEFT_EXECUTOR=self.executor, AUTOPEFT_LOG_LEVEL="warning", HF_HUB_OFFLINE="1",
+                    TRANSFORMERS_OFFLINE="1", **self.extra_env)
+
+    def start(self, timeout: float = 90) -> "LocalServer":
+        import shutil
+
+        from autopeft.cli.token import create_token
+
+        if self.fresh:
+            for name in ("autopeft.db", "autopeft.db-wal", "autopeft.db-shm"):
+                (self.workdir / name).unlink(missing_ok=True)
+            shutil.rmtree(self.workdir / "artifacts", ignore_errors=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = create_token(self.db_url, self.user)
+        with open(self.workdir / "server.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "autopeft.api.server"], env=self.env(),
+                                         stdout=log, stderr=subprocess.STDOUT)
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.proc.returncode}); see {self.workdir / 'server.log'}")
+            try:
+                client.health()
+                return self
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the server did not answer within {timeout:g} s") from None
+                time.sleep(0.3)
+
+    def client(self):
+        from autopeft.client import Client
+
+        return Client(self.url, self.token)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

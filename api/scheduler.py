@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -45,6 +44,10 @@ from autopeft.errors import InvalidConfig
 from autopeft.api.models import Checkpoint, Event, Study, Trial, TrialReport, utcnow
 from autopeft.api.services.spec import build_optimizer, build_space, objectives_of
 from autopeft.api.services.studies import trial_dir
+from autopeft.api.scheduling.pbt import PBTTurns
+from autopeft.api.scheduling.tests import HeldOutTests
+from autopeft.api.scheduling.values import (decision_name, exact, finite_or_none, planned_epochs,
+                                            trial_budget, unexact)
 from autopeft.workers.base import Executor, TrialOutcome, TrialSpec
 
 log = logging.getLogger("autopeft.scheduler")
@@ -54,64 +57,7 @@ CHEAP_REPLAY = ("random", "sobol", "mobo")
 PBT = ("pbt", "mopbt")
 
 
-def _finite_or_none(values: dict[str, float] | None) -> dict[str, float | None] | None:
-    """What is stored (JSON has no NaN / inf): non-finite metrics become null."""
-    if values is None:
-        return None
-    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in values.items()}
-
-
-def _exact(values: dict[str, float] | None) -> dict[str, Any] | None:
-    """For the event log, which must replay exactly: non-finite floats as the strings nan / inf / -inf."""
-    if values is None:
-        return None
-    return {k: (repr(float(v)) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
-
-
-def _unexact(values: dict[str, Any] | None) -> dict[str, float] | None:
-    if values is None:
-        return None
-    return {k: (float(v) if isinstance(v, str) else v) for k, v in values.items()}
-
-
-def _trial_budget(budget: Any) -> dict[str, float] | None:
-    """An optimiser's ``Suggestion.budget`` as a ``TrialContext.budget``: a number is a budget in
-    epochs (steps of ``trial.report``), a mapping is passed as is."""
-    if budget is None:
-        return None
-    if isinstance(budget, dict):
-        return dict(budget)
-    return {"epochs": max(1, int(round(float(budget))))}
-
-
-def _planned_epochs(spec: TrialSpec) -> float:
-    """Epochs a peft run is planned to reach (its budget, else the trial's ``epochs``); 0 for
-    python workloads (their steps are their own)."""
-    workload = spec.workload
-    if workload.get("kind") != "peft":
-        return 0.0
-    if workload.get("linear_probe"):
-        from autopeft.trials.probe import FORWARD_ONLY_EPOCHS
-
-        return FORWARD_ONLY_EPOCHS
-    from autopeft.trials.workload import resolve_knobs
-
-    knobs = resolve_knobs(workload, spec.config)
-    budget = spec.budget or {}
-    if "step" in budget:
-        return float(budget["step"]) / knobs["evals_per_epoch"]
-    return float(budget.get("epochs", knobs["epochs"]))
-
-
-def _decision_name(decision: Any) -> str:
-    if decision is None or decision is True or decision == "continue":
-        return "continue"
-    if decision is False or decision == "stop":
-        return "stop"
-    return "exploit"
-
-
-class StudyRunner(threading.Thread):
+class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
     def __init__(self, manager: "SchedulerManager", study_id: int):
         super().__init__(daemon=True, name=f"autopeft-study-{study_id}")
         self.m, self.db, self.executor = manager, manager.db, manager.executor
@@ -232,14 +178,6 @@ class StudyRunner(threading.Thread):
             used += sum(max(self.planned.get(t, 0.0), p) for t, p in self.progress.items())
         return used >= float(limit)
 
-    def _room_for_member(self) -> bool:
-        """PBT keeps ``population_size`` members alive (training or paused); others always ask."""
-        if not self.turns:
-            return True
-        with self._lock:
-            alive = len(self.inflight - self.baselines) + len(self.paused)
-        return alive < int(self.opt.options["population_size"])
-
     def _take(self, queue: list[int]) -> int | None:
         with self._lock:
             return queue.pop(0) if queue else None
@@ -281,9 +219,9 @@ class StudyRunner(threading.Thread):
                 self.ids[tid] = opt_id
                 self.by_opt_id[str(opt_id)] = tid
             elif ev.kind == "report":
-                self.opt.report(self.ids[tid], p["step"], _unexact(p["values"]))
+                self.opt.report(self.ids[tid], p["step"], unexact(p["values"]))
             elif ev.kind == "tell":
-                self.opt.tell(self.ids[tid], _unexact(p["values"]), state=p["state"])
+                self.opt.tell(self.ids[tid], unexact(p["values"]), state=p["state"])
             self.seq = ev.seq
         if diverged:
             log.warning("study %s: optimiser replay diverged from the stored trials %d time(s) (other id or "
@@ -350,7 +288,7 @@ class StudyRunner(threading.Thread):
             trial = Trial(study_id=self.study_id, number=number, state="queued", config=dict(sugg.config),
                           optimizer_id=str(sugg.id), attempts=0,
                           parent_id=self.by_opt_id.get(str(parent)) if parent is not None else None,
-                          budget=_trial_budget(budget))
+                          budget=trial_budget(budget))
             s.add(trial)
             s.flush()
             self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
@@ -391,7 +329,7 @@ class StudyRunner(threading.Thread):
             self.inflight.add(trial_id)
             start = float((last_epoch or {}).get("epoch") or 0.0) if spec.restore_dir else 0.0
             self.run_start[trial_id], self.progress[trial_id] = start, 0.0
-            self.planned[trial_id] = max(0.0, _planned_epochs(spec) - start)
+            self.planned[trial_id] = max(0.0, planned_epochs(spec) - start)
         try:
             self.executor.submit(spec, lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
                                  lambda outcome: self._on_done(trial_id, outcome))
@@ -409,12 +347,12 @@ class StudyRunner(threading.Thread):
                 decision = "continue"
             else:
                 decision = self.opt.report(self.ids[trial_id], step, values)
-            name = _decision_name(decision)
+            name = decision_name(decision)
             with self.db.write(self.study_id) as s:
-                stored = _finite_or_none(values)
+                stored = finite_or_none(values)
                 s.add(TrialReport(trial_id=trial_id, attempt=attempt, step=step, values=stored, decision=name))
                 if trial_id not in self.baselines:
-                    self._event(s, "report", {"trial_id": trial_id, "step": step, "values": _exact(values)})
+                    self._event(s, "report", {"trial_id": trial_id, "step": step, "values": exact(values)})
             if name == "exploit":
                 self.exploits[trial_id] = decision
         return "continue" if name == "continue" else "stop"
@@ -427,8 +365,8 @@ class StudyRunner(threading.Thread):
             with self._lock:
                 if not resubmitted:   # an exploiting trial stays in flight: it was submitted again
                     self.inflight.discard(trial_id)
-                self.progress.pop(trial_id, None)
-                self.planned.pop(trial_id, None)
+                    self.progress.pop(trial_id, None)
+                    self.planned.pop(trial_id, None)
             self._wake.set()
 
     def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
@@ -471,137 +409,20 @@ class StudyRunner(threading.Thread):
                     self.opt.tell(self.ids[trial_id], None, state="failed")
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
-                t.state, t.values, t.error, t.finished_at = state, _finite_or_none(values), error, utcnow()
+                t.state, t.values, t.error, t.finished_at = state, finite_or_none(values), error, utcnow()
                 t.epochs_trained = (t.epochs_trained or 0.0) + trained
                 if outcome.attempt is not None and outcome.attempt > t.attempts:
                     t.attempts = outcome.attempt   # the executor retried a lost worker itself (Ray)
                 if outcome.retries:
                     self._event(s, "retries", {"trial_id": trial_id, "retries": list(outcome.retries)})
                 if trial_id not in self.baselines:
-                    self._event(s, "tell", {"trial_id": trial_id, "values": _exact(tell_values), "state": state})
+                    self._event(s, "tell", {"trial_id": trial_id, "values": exact(tell_values), "state": state})
                 ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
                 if ckpt.is_dir() and any(ckpt.iterdir()):
                     s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
         if state == "complete":
             self._queue_tests()
         return False
-
-    # -- PBT ----------------------------------------------------------------------------------
-    def _pause_member(self, trial_id: int, values: dict[str, float] | None, trained: float) -> None:
-        with self.db.write(self.study_id) as s:
-            t = s.get(Trial, trial_id)
-            t.state = "queued"
-            t.epochs_trained = (t.epochs_trained or 0.0) + trained
-            last = s.scalar(select(TrialReport.step).where(TrialReport.trial_id == trial_id)
-                            .order_by(TrialReport.id.desc()).limit(1))
-        with self._lock:
-            self.next_step[trial_id] = int(last or 0) + int(self.opt.options["perturbation_interval"])
-            self.paused.append(trial_id)
-
-    def _exploit(self, trial_id: int, exploit: Any, trained: float) -> bool:
-        """PBT: continue this trial from the donor's checkpoint with the perturbed config; the
-        donor's checkpoint is copied into this trial's folder now (the donor may train on)."""
-        config = getattr(exploit, "config", None)
-        donor_tid = self.by_opt_id.get(str(exploit.source_id))
-        with self.db.read() as s:
-            t = s.get(Trial, trial_id)
-            number = t.number
-            donor_number = s.get(Trial, donor_tid).number if donor_tid is not None else None
-        own = trial_dir(self.m.artifacts_dir, self.study_id, number) / "checkpoint"
-        donor = trial_dir(self.m.artifacts_dir, self.study_id, donor_number) / "checkpoint" \
-            if donor_number is not None else None
-        copied = donor is not None and _copy_checkpoint(donor, own)
-        with self.db.write(self.study_id) as s:
-            t = s.get(Trial, trial_id)
-            if config is not None:
-                t.config = dict(config)
-            if donor_tid is not None:
-                t.parent_id = donor_tid
-            t.epochs_trained = (t.epochs_trained or 0.0) + trained
-            entry = {"step": int(exploit.step), "source": donor_tid, "source_number": donor_number,
-                     "changes": {k: list(v) for k, v in (exploit.changes or {}).items()}, "restored": copied}
-            t.lineage = [*(t.lineage or []), entry]
-            if self.turns:
-                t.state = "queued"
-        log.info("study %s: trial %s exploits trial %s (%s)", self.study_id, number, donor_number,
-                 "from its checkpoint" if copied else "no checkpoint to copy: weights kept")
-        if self.turns:
-            with self._lock:
-                self.next_step[trial_id] = int(exploit.step) + int(self.opt.options["perturbation_interval"])
-                self.paused.append(trial_id)
-            return False
-        self._submit(trial_id, restore_dir=str(own) if copied else None)
-        return True
-
-    def _end_paused(self, why: str) -> None:
-        """The budget ended with PBT members between segments: each is told with its last report
-        (``pruned``: not trained to its last report) so it stays on record and out of the front."""
-        with self._lock:
-            members, self.paused = list(self.paused), []
-        for tid in members:
-            with self.db.read() as s:
-                last = s.scalars(select(TrialReport).where(TrialReport.trial_id == tid)
-                                 .order_by(TrialReport.id.desc()).limit(1)).first()
-            values = dict(last.values) if last is not None else None
-            with self._lock:
-                self.opt.tell(self.ids[tid], values, state="pruned")
-                with self.db.write(self.study_id) as s:
-                    t = s.get(Trial, tid)
-                    t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
-                    self._event(s, "tell", {"trial_id": tid, "values": _exact(values), "state": "pruned"})
-
-    # -- held-out test split ------------------------------------------------------------------
-    def _queue_tests(self) -> None:
-        """Queue a test evaluation for every trial on the validation front, and every baseline,
-        that has a saved adapter and no test values yet (peft workloads)."""
-        if self.spec["workload"].get("kind") != "peft":
-            return
-        from autopeft.api.services.studies import front_trials
-
-        with self.db.read() as s:
-            study = s.get(Study, self.study_id)
-            front, complete = front_trials(s, study)
-            wanted = [t.id for t in complete if t.test_values is None and (t in front or t.kind == "baseline")]
-        with self._lock:
-            for tid in wanted:
-                if tid not in self.evaluating and tid not in self.pending_tests:
-                    self.pending_tests.append(tid)
-
-    def _submit_test(self, trial_id: int) -> None:
-        with self.db.read() as s:
-            t = s.get(Trial, trial_id)
-            root = trial_dir(self.m.artifacts_dir, self.study_id, t.number)
-            spec = TrialSpec(trial_id=t.id, study_id=t.study_id, number=t.number,
-                             workload={**self._workload_of(t), "evaluate": "test"}, config=dict(t.config),
-                             attempt=t.attempts)
-        spec.restore_dir = str(root / "checkpoint")
-        spec.log_path = str(root / "test.log")
-        if self.m.cpus_per_trial:
-            spec.resources = {"cpus": self.m.cpus_per_trial, "gpus": 0}
-        with self._lock:
-            self.evaluating.add(trial_id)
-        try:
-            self.executor.submit(spec, lambda step, values: "continue", lambda outcome: self._on_tested(trial_id, outcome))
-        except Exception as err:  # noqa: BLE001
-            self._on_tested(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
-
-    def _on_tested(self, trial_id: int, outcome: TrialOutcome) -> None:
-        try:
-            if outcome.state == "complete" and outcome.values:
-                with self.db.write(self.study_id) as s:
-                    t = s.get(Trial, trial_id)
-                    if t is not None:
-                        t.test_values = _finite_or_none({k: v for k, v in outcome.values.items()
-                                                         if k.startswith("test_")})
-            elif not outcome.cancelled:
-                log.warning("study %s: test evaluation of trial %s failed: %s", self.study_id, trial_id,
-                            (outcome.error or "").splitlines()[0] if outcome.error else "?")
-                with self.db.write(self.study_id) as s:
-                    self._event(s, "test_failed", {"trial_id": trial_id, "error": (outcome.error or "")[:2000]})
-        finally:
-            with self._lock:
-                self.evaluating.discard(trial_id)
-            self._wake.set()
 
     # -- end ----------------------------------------------------------------------------------
     def _pause(self, elapsed: float) -> None:
@@ -624,28 +445,6 @@ class StudyRunner(threading.Thread):
             if study.state == "running":
                 study.state, study.finished_at, study.message = "finished", utcnow(), message
             study.elapsed_s = elapsed
-
-
-def _copy_checkpoint(source: Path, target: Path, tries: int = 5) -> bool:
-    """Copy a checkpoint folder (for the peft workload's format ``meta.json`` names the files'
-    step: a copy taken while the source was being rewritten is retried). False when the source
-    has none."""
-    from autopeft.trials import checkpoint
-
-    for _ in range(tries):
-        if not source.is_dir() or not any(source.iterdir()):
-            return False
-        tmp = target.with_name(target.name + ".copy")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        # a peft checkpoint can be checked; a python workload's own format is taken as written
-        if not checkpoint.exists(tmp) or checkpoint.is_consistent(tmp):
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)
-            return True
-        time.sleep(0.2)
-    shutil.rmtree(target.with_name(target.name + ".copy"), ignore_errors=True)
-    return False
 
 
 class SchedulerManager:

@@ -1,0 +1,1 @@
+"""Parts of the scheduler (``autopeft.api.scheduler``), one idea per module."""

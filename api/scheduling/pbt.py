@@ -1,0 +1,121 @@
+"""PBT on a peft workload, members taking turns (a mixin of ``StudyRunner``).
+
+``population_size`` members (independent of ``max_parallel``) train in segments of
+``perturbation_interval`` reports (budget ``{"step": n}``); between segments a member is paused
+(``queued``, its checkpoint kept) and the next one in line runs. At a segment's last report the
+optimiser may answer with an ``Exploit``: the donor's checkpoint is copied into the member's own
+folder at once (the donor may train on and overwrite its own), the member's config becomes the
+explored one, and the exploit is appended to the trial's ``lineage`` (every one, in order).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from autopeft.api.models import Trial, TrialReport, utcnow
+from autopeft.api.scheduling.values import exact
+from autopeft.api.services.studies import trial_dir
+
+
+log = logging.getLogger("autopeft.scheduler")
+
+
+class PBTTurns:
+    def _room_for_member(self) -> bool:
+        """PBT keeps ``population_size`` members alive (training or paused); others always ask."""
+        if not self.turns:
+            return True
+        with self._lock:
+            alive = len(self.inflight - self.baselines) + len(self.paused)
+        return alive < int(self.opt.options["population_size"])
+
+    def _pause_member(self, trial_id: int, values: dict[str, float] | None, trained: float) -> None:
+        with self.db.write(self.study_id) as s:
+            t = s.get(Trial, trial_id)
+            t.state = "queued"
+            t.epochs_trained = (t.epochs_trained or 0.0) + trained
+            last = s.scalar(select(TrialReport.step).where(TrialReport.trial_id == trial_id)
+                            .order_by(TrialReport.id.desc()).limit(1))
+        with self._lock:
+            self.next_step[trial_id] = int(last or 0) + int(self.opt.options["perturbation_interval"])
+            self.paused.append(trial_id)
+
+    def _exploit(self, trial_id: int, exploit: Any, trained: float) -> bool:
+        """PBT: continue this trial from the donor's checkpoint with the perturbed config; the
+        donor's checkpoint is copied into this trial's folder now (the donor may train on)."""
+        config = getattr(exploit, "config", None)
+        donor_tid = self.by_opt_id.get(str(exploit.source_id))
+        with self.db.read() as s:
+            t = s.get(Trial, trial_id)
+            number = t.number
+            donor_number = s.get(Trial, donor_tid).number if donor_tid is not None else None
+        own = trial_dir(self.m.artifacts_dir, self.study_id, number) / "checkpoint"
+        donor = trial_dir(self.m.artifacts_dir, self.study_id, donor_number) / "checkpoint" \
+            if donor_number is not None else None
+        copied = donor is not None and _copy_checkpoint(donor, own)
+        with self.db.write(self.study_id) as s:
+            t = s.get(Trial, trial_id)
+            if config is not None:
+                t.config = dict(config)
+            if donor_tid is not None:
+                t.parent_id = donor_tid
+            t.epochs_trained = (t.epochs_trained or 0.0) + trained
+            entry = {"step": int(exploit.step), "source": donor_tid, "source_number": donor_number,
+                     "changes": {k: list(v) for k, v in (exploit.changes or {}).items()}, "restored": copied}
+            t.lineage = [*(t.lineage or []), entry]
+            if self.turns:
+                t.state = "queued"
+        log.info("study %s: trial %s exploits trial %s (%s)", self.study_id, number, donor_number,
+                 "from its checkpoint" if copied else "no checkpoint to copy: weights kept")
+        if self.turns:
+            with self._lock:
+                self.next_step[trial_id] = int(exploit.step) + int(self.opt.options["perturbation_interval"])
+                self.paused.append(trial_id)
+            return False
+        self._submit(trial_id, restore_dir=str(own) if copied else None)
+        return True
+
+    def _end_paused(self, why: str) -> None:
+        """The budget ended with PBT members between segments: each is told with its last report
+        (``pruned``: not trained to its last report) so it stays on record and out of the front."""
+        with self._lock:
+            members, self.paused = list(self.paused), []
+        for tid in members:
+            with self.db.read() as s:
+                last = s.scalars(select(TrialReport).where(TrialReport.trial_id == tid)
+                                 .order_by(TrialReport.id.desc()).limit(1)).first()
+            values = dict(last.values) if last is not None else None
+            with self._lock:
+                self.opt.tell(self.ids[tid], values, state="pruned")
+                with self.db.write(self.study_id) as s:
+                    t = s.get(Trial, tid)
+                    t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
+                    self._event(s, "tell", {"trial_id": tid, "values": exact(values), "state": "pruned"})
+
+
+def _copy_checkpoint(source: Path, target: Path, tries: int = 5) -> bool:
+    """Copy a checkpoint folder (for the peft workload's format ``meta.json`` names the files'
+    step: a copy taken while the source was being rewritten is retried). False when the source
+    has none."""
+    from autopeft.trials import checkpoint
+
+    for _ in range(tries):
+        if not source.is_dir() or not any(source.iterdir()):
+            return False
+        tmp = target.with_name(target.name + ".copy")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        # a peft checkpoint can be checked; a python workload's own format is taken as written
+        if not checkpoint.exists(tmp) or checkpoint.is_consistent(tmp):
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            return True
+        time.sleep(0.2)
+    shutil.rmtree(target.with_name(target.name + ".copy"), ignore_errors=True)
+    return False

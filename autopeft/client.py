@@ -170,11 +170,14 @@ class Study:
                 return out
             cursor = page["next_after"]
 
-    def pareto(self) -> list[dict[str, Any]]:
-        return self._client._json("GET", f"/api/v1/studies/{self.id}/pareto")["trials"]
+    def pareto(self, split: str = "validation") -> list[dict[str, Any]]:
+        """The front selected on validation (baselines included, ``kind == "baseline"``); with
+        ``split="test"`` each trial's ``values`` are its held-out test metrics (None until tested)."""
+        return self._client._json("GET", f"/api/v1/studies/{self.id}/pareto", params={"split": split})["trials"]
 
-    def hypervolume(self) -> float:
-        return float(self._client._json("GET", f"/api/v1/studies/{self.id}/hypervolume")["hypervolume"])
+    def hypervolume(self, split: str = "validation") -> float:
+        return float(self._client._json("GET", f"/api/v1/studies/{self.id}/hypervolume",
+                                        params={"split": split})["hypervolume"])
 
     def wait(self, timeout: float | None = None, poll: float = 1.0, progress: bool = True) -> "Study":
         """Block until the study is finished, stopped or failed; show a progress bar on stderr."""
@@ -210,9 +213,10 @@ class Study:
 
         rows = []
         for t in self.trials():
-            row = {k: t[k] for k in ("id", "number", "state", "attempts", "parent_id", "created_at",
-                                      "started_at", "finished_at")}
+            row = {k: t.get(k) for k in ("id", "number", "state", "kind", "label", "attempts", "parent_id",
+                                          "epochs_trained", "created_at", "started_at", "finished_at")}
             row.update({f"values.{k}": v for k, v in (t.get("values") or {}).items()})
+            row.update({f"test.{k}": v for k, v in (t.get("test_values") or {}).items()})
             row.update({f"config.{k}": v for k, v in (t.get("config") or {}).items()})
             rows.append(row)
         return pd.DataFrame(rows)

@@ -166,6 +166,7 @@ def check_fidelity(spec: dict[str, Any], space) -> None:
                                 f"{fewest}): with perturbation_interval {interval} no member ever reaches a "
                                 f"perturbation before its last report, so PBT could never exploit; use an interval "
                                 f"below {fewest} or train longer", "optimizer.options.perturbation_interval")
+        options.setdefault("max_step", fewest)   # no exploit at a member's last report
         size = options.get("population_size", 8)
         if isinstance(size, int) and size > spec["max_trials"]:
             raise InvalidConfig(f"population_size {size} is above max_trials {spec['max_trials']}: the "

@@ -108,11 +108,30 @@ def format_table(rows: list[list], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+#: objectives the held-out test evaluation measures (others, e.g. trainable_params, do not change)
+TESTED = ("accuracy", "macro_f1", "loss")
+
+
 def pareto_table(study) -> str:
+    """The validation front, each tested objective on validation and on the held-out test split
+    side by side ("-" until tested); baselines marked by their name; sorted by trainable params."""
     names = [o["name"] for o in study.spec["objectives"]]
-    rows = [[t["id"], t["number"], *[(t.get("values") or {}).get(n) for n in names]] for t in study.pareto()]
-    rows.sort(key=lambda r: r[2] if isinstance(r[2], float) else 0.0)
-    return format_table(rows, ["trial", "number", *names])
+    tested = {t["id"]: t.get("values") or {} for t in study.pareto(split="test")}
+    headers = ["trial", "number", "baseline"]
+    for n in names:
+        headers += [f"{n} (val)", f"{n} (test)"] if n in TESTED else [n]
+    rows = []
+    for t in study.pareto():
+        row = [t["id"], t["number"], t.get("label") or ""]
+        for n in names:
+            row.append((t.get("values") or {}).get(n))
+            if n in TESTED:
+                row.append(tested.get(t["id"], {}).get(n))
+        rows.append(row)
+    if "trainable_params" in names:
+        col = headers.index("trainable_params")
+        rows.sort(key=lambda r: r[col] if isinstance(r[col], (int, float)) else 0.0)
+    return format_table(rows, headers)
 
 
 @_run
@@ -138,11 +157,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     client = _client(args)
     study = client.study(args.id)
     if args.json:
-        print(json.dumps({"study": study.data, "pareto": study.pareto(), "hypervolume": study.hypervolume()},
+        print(json.dumps({"study": study.data, "pareto": study.pareto(), "pareto_test": study.pareto(split="test"),
+                          "hypervolume": study.hypervolume(), "hypervolume_test": study.hypervolume(split="test")},
                          indent=1, default=str))
         return 0
     print(f"study {study.id}: {study.name}  state {study.state}  trials {study.counts}")
-    print(f"hypervolume {study.hypervolume():.6g}")
+    print(f"hypervolume {study.hypervolume():.6g} (validation), {study.hypervolume(split='test'):.6g} (test)")
     print(pareto_table(study))
     return 0
 

@@ -15,7 +15,8 @@ A trial in the bottom ``quantile_fraction`` (25%) *exploits*: it copies the conf
 the worker, the latest checkpoint) of a trial drawn from the top quantile (``pbt``) or from
 the first non-dominated front (``mopbt``), then *explores*: every mutable knob is resampled
 with probability ``resample_probability`` (0.25), else multiplied by 0.8 or 1.2 (numbers,
-clipped to the bounds) or moved to a neighbouring choice. Only knobs in ``mutable`` change —
+clipped to the bounds) or moved to a neighbouring choice. No member exploits at or after
+``max_step`` (its last report: the service sets it from the workload). Only knobs in ``mutable`` change —
 by default those of ``lr, learning_rate, weight_decay, dropout, lora.dropout, warmup_ratio``
 present in the space: architecture cannot change mid-training. ``report`` answers with an
 :class:`~autopeft.optim.base.Exploit`; every exploit is appended to :attr:`lineage`, and
@@ -91,7 +92,7 @@ class PBTOptimizer(BaseOptimizer):
     name = "pbt"
     OPTIONS = {
         "population_size": 8, "perturbation_interval": 4, "quantile_fraction": 0.25,
-        "resample_probability": 0.25, "mutable": None, "metric": None, "weights": None,
+        "resample_probability": 0.25, "mutable": None, "metric": None, "weights": None, "max_step": None,
     }
 
     def __init__(self, space, objectives, seed=0, **options):
@@ -104,6 +105,8 @@ class PBTOptimizer(BaseOptimizer):
                                 "perturbation_interval")
         if not 0 < o["quantile_fraction"] <= 0.5:
             raise InvalidConfig(f"must be in (0, 0.5], got {o['quantile_fraction']!r}", "quantile_fraction")
+        if o["max_step"] is not None and (not isinstance(o["max_step"], int) or o["max_step"] < 1):
+            raise InvalidConfig(f"must be an integer >= 1, got {o['max_step']!r}", "max_step")
         if not 0 <= o["resample_probability"] <= 1:
             raise InvalidConfig(f"must be in [0, 1], got {o['resample_probability']!r}", "resample_probability")
         if o["mutable"] is None:
@@ -150,6 +153,8 @@ class PBTOptimizer(BaseOptimizer):
         interval = self.options["perturbation_interval"]
         if step - self._last_perturb.get(record.id, 0) < interval:
             return "continue"
+        if self.options["max_step"] is not None and step >= self.options["max_step"]:
+            return "continue"   # a member's last report: it is done, nothing left to continue
         self._last_perturb[record.id] = step
         members = [r for r in self._records_in("running") if r.reports
                    and self._objective_vector(r.reports[max(r.reports)]) is not None]
@@ -204,7 +209,7 @@ class MOPBTOptimizer(PBTOptimizer):
     name = "mopbt"
     OPTIONS = {
         "population_size": 8, "perturbation_interval": 4, "quantile_fraction": 0.25,
-        "resample_probability": 0.25, "mutable": None, "tie_break": "crowding",
+        "resample_probability": 0.25, "mutable": None, "tie_break": "crowding", "max_step": None,
     }
 
     def _check_scoring(self):

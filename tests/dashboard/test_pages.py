@@ -205,14 +205,16 @@ def test_trials_table_sorts_and_filters(page, seeded, dash_server):
     p.wait_for_url("**/#/trials/*")
 
 
-def test_lineage_shows_parent_edges(page, dash_server):
+def test_lineage_shows_every_exploit(page, dash_server):
     api = dash_server.api
     s = api.create(study_spec("pbt lineage", entrypoint="tests.dashboard.workloads:pbt_arch", max_trials=4,
                               max_parallel=4, optimizer={"name": "pbt", "options": {"population_size": 4,
                                                                                     "perturbation_interval": 2}}))
     s = api.wait_done(s["id"])
     trials = api.get(f"/studies/{s['id']}/trials")["trials"]
-    edges = sorted((t["parent_id"], t["id"]) for t in trials if t["parent_id"])
+    # one edge per exploit in a trial's lineage (every one, not only the last parent)
+    edges = sorted((e["source"], t["id"]) for t in trials for e in (t["lineage"] or []))
+    assert {(t["parent_id"], t["id"]) for t in trials if t["parent_id"]} <= set(edges)
     p = page.goto(f"#/studies/{s['id']}/lineage")
     p.locator("#lineage-note").filter(has_text="pbt").wait_for()
     p.wait_for_function("() => { const d = document.getElementById('lineage-plot'); return d && d.data; }")
@@ -226,7 +228,8 @@ def test_lineage_shows_parent_edges(page, dash_server):
     assert sorted(nodes) == sorted(t["id"] for t in trials)
     page.screenshot("lineage")
     if edges:   # the trial page names its parent
-        parent, child = edges[0]
+        child = edges[0][1]
+        parent = next(t["parent_id"] for t in trials if t["id"] == child)
         p.goto(f"{dash_server.url}/#/trials/{child}")
         p.locator("#trial-lineage a[href='#/trials/%d']" % parent).wait_for()
 

@@ -106,3 +106,21 @@ def test_constructor_validation(space):
         create_optimizer("mopbt", space, [("a", "maximize"), ("b", "minimize")], tie_break="random")
     opt = create_optimizer("pbt", space, [("acc", "maximize")])
     assert opt.mutable == ["lr", "weight_decay", "dropout"]
+
+
+def test_no_exploit_at_or_after_max_step(mixed_space):
+    from autopeft.optim import Exploit, create_optimizer
+
+    def run(max_step):
+        opt = create_optimizer("pbt", mixed_space, [("accuracy", "maximize")], seed=0, population_size=4,
+                               perturbation_interval=2, quantile_fraction=0.5, max_step=max_step)
+        ids = [s.id for s in opt.ask(4)]
+        answers = []
+        for step in (2, 4):
+            for i, tid in enumerate(ids):
+                answers.append(opt.report(tid, step, {"accuracy": 0.1 * i}))
+        return answers
+    free = run(None)
+    assert any(isinstance(a, Exploit) for a in free[4:])      # without it, members exploit at step 4
+    capped = run(4)
+    assert capped[:4] == free[:4] and all(a == "continue" for a in capped[4:])

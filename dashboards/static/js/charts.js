@@ -46,10 +46,13 @@ export function purge(node) { if (plotlyReady() && node) window.Plotly.purge(nod
 const axisTitle = (o) => `${o.name} (${o.direction === "maximize" ? "max ↑" : "min ↓"})`;
 
 // Pareto scatter: the front from /pareto (trace "Pareto front"), every other complete trial
-// faded (trace "dominated"). customdata = trial id, for clicks.
-export function paretoFigure({ complete, front, objectives, x, y, z = null }) {
+// faded (trace "dominated"), baselines as labelled diamonds (trace "baselines"), and, when
+// given, the front's trials at their held-out test values (trace "front on test split", open
+// circles: the same trials, selected on validation). customdata = trial id, for clicks.
+export function paretoFigure({ complete, front, objectives, x, y, z = null, test = null }) {
   const frontIds = new Set(front.map((t) => t.id));
-  const dominated = complete.filter((t) => !frontIds.has(t.id));
+  const dominated = complete.filter((t) => !frontIds.has(t.id) && t.kind !== "baseline");
+  const baselines = complete.filter((t) => t.kind === "baseline");
   const ox = objectives[x], oy = objectives[y], oz = z === null ? null : objectives[z];
   const point = (ts, name, style) => {
     const trace = {
@@ -63,8 +66,15 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null }) {
   };
   const data = [
     point(dominated, "dominated", { color: COLORS.dominated, opacity: 0.35, size: oz ? 4 : 8 }),
-    point(front, "Pareto front", { color: COLORS.front, size: oz ? 5 : 11, line: { color: "#ffffff", width: 1 } }),
+    point(front.filter((t) => t.kind !== "baseline"), "Pareto front", { color: COLORS.front, size: oz ? 5 : 11, line: { color: "#ffffff", width: 1 } }),
   ];
+  if (baselines.length) {
+    const b = point(baselines, "baselines", { color: COLORS.accent, symbol: "diamond", size: oz ? 5 : 12, line: { color: "#ffffff", width: 1 } });
+    if (!oz) { b.mode = "markers+text"; b.textposition = "top center"; b.texttemplate = baselines.map((t) => t.label || "baseline"); b.textfont = { size: 10, color: COLORS.accent }; }
+    data.push(b);
+  }
+  const tested = (test || []).filter((t) => t.values && Number.isFinite(t.values[ox.name]) && Number.isFinite(t.values[oy.name]));
+  if (tested.length && !oz) data.push(point(tested, "front on test split", { color: COLORS.front, symbol: "circle-open", size: 10, line: { width: 2 } }));
   if (!oz && objectives.length === 2 && front.length > 1) {
     const sorted = [...front].sort((a, b) => a.values[ox.name] - b.values[ox.name]);
     data.push({ type: "scatter", mode: "lines", name: "front", x: sorted.map((t) => t.values[ox.name]),

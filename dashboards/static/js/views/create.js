@@ -60,7 +60,14 @@ export function render(main, _params, ctx) {
     addObjective("accuracy", "maximize");
     addObjective("trainable_params", "minimize");
 
-    const optimizer = el("select", { id: "f-optimizer", name: "optimizer" }, m.optimizers.map((o) => el("option", { value: o, text: o, selected: o === "random" })));
+    const optimizer = el("select", { id: "f-optimizer", name: "optimizer" },
+      el("option", { value: "", text: "default (measured best: mobo + MO-ASHA for peft)", selected: true }),
+      m.optimizers.map((o) => el("option", { value: o, text: o })));
+    const baselines = el("select", { id: "f-baselines" },
+      el("option", { value: "", text: "linear probe (peft default)", selected: true }),
+      el("option", { value: "default", text: "linear probe + LoRA r8" }),
+      el("option", { value: "all", text: "all hand-picked points (probe, LoRA r4/r8/r16, MAM, full fine-tuning)" }),
+      el("option", { value: "none", text: "none" }));
     const stopping = el("select", { id: "f-stopping" }, el("option", { value: "", text: "none" }), m.early_stopping.map((s) => el("option", { value: s, text: s })));
     const options = el("textarea", { id: "f-options", rows: 2, spellcheck: "false" });
     options.value = "{}";
@@ -91,6 +98,7 @@ export function render(main, _params, ctx) {
         el("button", { type: "button", id: "add-objective", text: "Add objective", onclick: () => addObjective("", "minimize").focus() })),
       el("fieldset", {}, el("legend", { text: "Optimiser" }),
         el("div", { class: "grid2" }, field("f-optimizer", "Optimiser", optimizer), field("f-stopping", "Early stopping", stopping)),
+        field("f-baselines", "Baselines", baselines, "Reference points run beside the search (counted in its budget), marked on the front."),
         field("f-options", "Options (JSON)", options, 'e.g. {"population_size": 8} for pbt')),
       el("fieldset", {}, el("legend", { text: "Budget" }),
         el("div", { class: "grid4" }, field("f-max-trials", "Max trials", maxTrials), field("f-max-parallel", "Parallel trials", maxParallel),
@@ -104,7 +112,8 @@ export function render(main, _params, ctx) {
       if (!path) return null;
       const [head, second] = path.split(".");
       const map = { name: name, space: space.value === "__inline__" ? inline : space, num_layers: numLayers, max_trials: maxTrials,
-        max_parallel: maxParallel, max_seconds: maxSeconds, seed, optimizer: path.startsWith("optimizer.options") ? options : optimizer };
+        max_parallel: maxParallel, max_seconds: maxSeconds, seed, optimizer: path.startsWith("optimizer.options") ? options : optimizer,
+        baselines };
       if (head === "objectives") return objList.querySelector(`#obj-name-${Number(second) || 0}`) || objList.querySelector("input");
       if (head === "workload") {
         const byKey = { entrypoint, model, dataset, kind };
@@ -149,9 +158,13 @@ export function render(main, _params, ctx) {
           name: name.value.trim(),
           space: space.value === "__inline__" ? json(inline, "Inline space") : space.value,
           objectives: [...objList.querySelectorAll(".obj-row")].map((r) => ({ name: r.querySelector(".obj-name").value.trim(), direction: r.querySelector(".obj-dir").value })),
-          optimizer: { name: stopping.value ? `${stopping.value}+${opt}` : opt, options: json(options, "Options") },
           workload, max_trials: Number(maxTrials.value), max_parallel: Number(maxParallel.value), seed: Number(seed.value || 0),
         };
+        const opts = json(options, "Options");
+        if (opt) body.optimizer = { name: stopping.value ? `${stopping.value}+${opt}` : opt, options: opts };
+        else if (stopping.value || Object.keys(opts).length) body.optimizer = { name: stopping.value ? `${stopping.value}+mobo` : "mobo", options: opts };
+        const chosen = { default: "default", all: ["linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"], none: [] };
+        if (baselines.value in chosen) body.baselines = chosen[baselines.value];
         const ms = optionalNumber(maxSeconds); if (ms !== undefined) body.max_seconds = ms;
         const nl = optionalNumber(numLayers); if (nl !== undefined) body.num_layers = nl;
       } catch (err) { showError(err.message, err.input); return; }

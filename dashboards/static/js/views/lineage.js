@@ -1,5 +1,7 @@
 // PBT lineage: every trial is a node (x: trial number, y: a chosen objective), an arrow goes
-// from parent to child (`parent_id`: the trial whose checkpoint the child continued from).
+// from donor to member for every exploit in the member's `lineage` (the trial whose checkpoint
+// it continued from, at which step, what changed); trials without a lineage fall back to
+// `parent_id`.
 // The same edges are listed as links below the plot for keyboard and screen-reader use.
 
 import { get, trialsAfter } from "../api.js";
@@ -28,16 +30,16 @@ export function render(main, [idText], ctx) {
     const byId = new Map(trials.map((t) => [t.id, t]));
     const yOf = (t) => (t.values && Number.isFinite(t.values[o.name]) ? t.values[o.name] : null);
     const placed = trials.filter((t) => yOf(t) !== null);
-    const edges = trials.filter((t) => t.parent_id && byId.has(t.parent_id));
+    const edges = trials.flatMap((t) => (t.lineage && t.lineage.length
+      ? t.lineage.map((e) => ({ child: t, parent: byId.get(e.source), step: e.step, changes: e.changes || {} }))
+      : t.parent_id ? [{ child: t, parent: byId.get(t.parent_id), step: null, changes: {} }] : [])).filter((e) => e.parent);
     const ex = [], ey = [];
-    for (const c of edges) {
-      const p = byId.get(c.parent_id);
+    for (const { child: c, parent: p } of edges) {
       if (yOf(p) === null || yOf(c) === null) continue;
       ex.push(p.number, c.number, null);
       ey.push(yOf(p), yOf(c), null);
     }
-    const annotations = edges.filter((c) => yOf(c) !== null && yOf(byId.get(c.parent_id)) !== null).slice(0, 300).map((c) => {
-      const p = byId.get(c.parent_id);
+    const annotations = edges.filter((e) => yOf(e.child) !== null && yOf(e.parent) !== null).slice(0, 300).map(({ child: c, parent: p }) => {
       return { x: c.number, y: yOf(c), ax: p.number, ay: yOf(p), xref: "x", yref: "y", axref: "x", ayref: "y",
         showarrow: true, arrowhead: 2, arrowsize: 1.2, arrowwidth: 1, arrowcolor: "#64748b", standoff: 6, text: "" };
     });
@@ -58,14 +60,17 @@ export function render(main, [idText], ctx) {
       plot.on("plotly_click", (ev) => { const p = ev?.points?.[0]; if (p && p.customdata) ctx.navigate(`#/trials/${p.customdata}`); });
     }
     const opt = study.spec.optimizer?.name || "?";
+    const members = new Set(edges.map((e) => e.child.id)).size;
     note.textContent = edges.length
-      ? `${edges.length} trial${edges.length === 1 ? "" : "s"} continued from another trial's checkpoint (optimiser ${opt}); ${trials.length - placed.length} trial(s) without a value are not plotted.`
+      ? `${edges.length} exploit${edges.length === 1 ? "" : "s"}: ${members} trial${members === 1 ? "" : "s"} continued from another trial's checkpoint (optimiser ${opt}); ${trials.length - placed.length} trial(s) without a value are not plotted.`
       : `No trial of this study has a parent: lineage comes from the PBT optimisers (pbt, mopbt); this study uses ${opt}.`;
+    const changes = (e) => Object.entries(e.changes).map(([k, [a, b]]) => `${k}: ${fmt(a)} → ${fmt(b)}`).join("; ") || "–";
     clear(list, edges.length ? el("table", { class: "data compact" },
-      el("thead", {}, el("tr", {}, ["parent", "child", "child state", o.name].map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, edges.map((c) => {
-        const p = byId.get(c.parent_id);
+      el("thead", {}, el("tr", {}, ["donor", "member", "at step", "changes", "member state", o.name].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, edges.map((e) => {
+        const { child: c, parent: p } = e;
         return el("tr", {}, el("td", {}, el("a", { href: `#/trials/${p.id}`, text: `#${p.number}` })), el("td", {}, el("a", { href: `#/trials/${c.id}`, text: `#${c.number}` })),
+          el("td", { class: "num", text: e.step === null ? "–" : String(e.step) }), el("td", { class: "small", text: changes(e) }),
           el("td", {}, stateBadge(c.state)), el("td", { class: "num", text: fmt(yOf(c)) }));
       }))) : el("p", { class: "muted", text: "No edges." }));
   }
@@ -81,7 +86,7 @@ export function render(main, [idText], ctx) {
       select.addEventListener("change", () => { objective = Number(select.value); drawGraph(); });
       clear(controls, el("div", { class: "field" }, el("label", { for: "lineage-objective", text: "y axis" }), select));
     }
-    const next = JSON.stringify(trials.map((t) => [t.id, t.state, t.parent_id, t.values]));
+    const next = JSON.stringify(trials.map((t) => [t.id, t.state, t.parent_id, t.values, t.lineage]));
     if (next !== sig) { sig = next; drawGraph(); }
     message.hidden = true;
     main.dataset.loaded = "true";

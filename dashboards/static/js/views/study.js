@@ -12,7 +12,7 @@ import { trialsTable } from "./trials_table.js";
 export function render(main, [idText], ctx) {
   const id = Number(idText);
   const trials = new Map();
-  let study = null, pareto = null, hv = null, table = null, completeSig = "", studySig = "";
+  let study = null, pareto = null, paretoTest = null, hv = null, hvTest = null, table = null, completeSig = "", studySig = "";
   const view = { x: 0, y: 1, z: 2, mode: "2d" };
 
   const head = el("div", { class: "page-head" });
@@ -60,7 +60,9 @@ export function render(main, [idText], ctx) {
       ["complete", String(c.complete || 0)], ["failed", String(c.failed || 0)], ["pruned", String(c.pruned || 0)],
       ["optimiser", opt.name || "?"], ["space", typeof spec.space === "string" ? spec.space : "inline"],
       ["workload", spec.workload?.kind === "python" ? spec.workload.entrypoint : `${spec.workload?.kind || "?"} ${spec.workload?.model || ""} ${spec.workload?.dataset || ""}`.trim()],
-      ["parallel", String(spec.max_parallel ?? 1)], ["created", fmtDate(s.created_at)],
+      ["parallel", String(spec.max_parallel ?? 1)],
+      ["compute", `${fmt([...trials.values()].reduce((a, t) => a + (t.epochs_trained || 0), 0), 3)}${spec.max_epochs ? ` / ${spec.max_epochs}` : ""} epochs`],
+      ["baselines", (spec.baselines || []).join(", ") || "none"], ["created", fmtDate(s.created_at)],
     ];
     clear(summary, el("dl", { class: "facts" }, items.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v, dataset: { fact: k } })))),
       s.message ? el("p", { class: "muted", text: s.message }) : null);
@@ -114,13 +116,17 @@ export function render(main, [idText], ctx) {
     } else if (view.mode === "parallel") {
       fig = parallelFigure({ complete, front, objectives: objs });
     } else {
-      fig = paretoFigure({ complete, front, objectives: objs, x: view.x, y: view.y, z: view.mode === "3d" && objs.length > 2 ? view.z : null });
+      fig = paretoFigure({ complete, front, objectives: objs, x: view.x, y: view.y, z: view.mode === "3d" && objs.length > 2 ? view.z : null,
+        test: paretoTest?.trials || null });
     }
     if (!complete.length) fig.layout.annotations = [{ text: "no complete trial yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { size: 14, color: "#6b7280" } }];
     paretoPlot.dataset.mode = objs.length > 2 ? view.mode : "2d";
     draw(paretoPlot, fig.data, fig.layout);
     bindClick();
-    paretoNote.textContent = `${front.length} trial${front.length === 1 ? "" : "s"} on the front of ${complete.length} complete` +
+    const nTested = (paretoTest?.trials || []).filter((t) => t.values).length;
+    paretoNote.textContent = `${front.length} trial${front.length === 1 ? "" : "s"} on the front of ${complete.length} complete, selected on the validation split` +
+      (nTested ? `; open circles: the same trials on the held-out test split (${nTested} evaluated)` : "") +
+      (complete.some((t) => t.kind === "baseline") ? "; diamonds: hand-picked baselines" : "") +
       (objs.length > 2 && view.mode === "2d" ? "; faded points are dominated in all objectives, not only the two shown" : "") + ". Click a point to open its trial.";
   }
 
@@ -132,7 +138,9 @@ export function render(main, [idText], ctx) {
     draw(hvTime, figs.time.data, figs.time.layout);
     if (!hv) return;
     const ref = hv.reference_point ? Object.entries(hv.reference_point).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") : "–";
-    clear(hvText, el("strong", { id: "hv-value", text: fmt(hv.hypervolume, 6) }), ` with ${hv.n_pareto} of ${hv.n_complete} complete trials on the front; reference point: ${ref}. `,
+    clear(hvText, el("strong", { id: "hv-value", text: fmt(hv.hypervolume, 6) }), " on validation",
+      hvTest && hvTest.hypervolume ? [", ", el("strong", { id: "hv-test-value", text: fmt(hvTest.hypervolume, 6) }), " on the held-out test split"] : "",
+      ` with ${hv.n_pareto} of ${hv.n_complete} complete trials on the front; reference point: ${ref}. `,
       el("span", { class: "muted", text: "The history is recomputed here against this reference point." }));
   }
 
@@ -154,14 +162,15 @@ export function render(main, [idText], ctx) {
       const old = trials.get(t.id);
       if (!old || JSON.stringify(old) !== JSON.stringify(t)) { trials.set(t.id, t); changed = true; }
     }
-    const cSig = [...trials.values()].filter((t) => t.state === "complete").map((t) => t.id).join(",");
+    const cSig = [...trials.values()].filter((t) => t.state === "complete").map((t) => `${t.id}:${t.test_values ? 1 : 0}`).join(",");
     if (cSig !== completeSig || !pareto) {
-      [pareto, hv] = await Promise.all([get(`/studies/${id}/pareto`), get(`/studies/${id}/hypervolume`)]);
+      [pareto, hv, paretoTest, hvTest] = await Promise.all([get(`/studies/${id}/pareto`), get(`/studies/${id}/hypervolume`),
+        get(`/studies/${id}/pareto?split=test`), get(`/studies/${id}/hypervolume?split=test`)]);
       completeSig = cSig;
       changed = true;
     }
     study = s;
-    const sSig = JSON.stringify([s.state, s.counts, s.message, s.name]);
+    const sSig = JSON.stringify([s.state, s.counts, s.message, s.name, [...trials.values()].reduce((a, t) => a + (t.epochs_trained || 0), 0)]);
     if (sSig !== studySig) { studySig = sSig; drawHead(); }
     if (!table) { table = trialsTable(objectives()); tableSlot.append(table.node); drawControls(); changed = true; }
     if (changed) {

@@ -5,6 +5,8 @@
 import { clear, condenseConfig, duration, el, fmt, fmtDate, fmtSeconds, stateBadge } from "../util.js";
 
 const MAX_ROWS = 500;
+// objectives the held-out test evaluation measures (trials on the front and baselines)
+const TESTED = ["accuracy", "macro_f1", "loss"];
 
 export function trialsTable(objectives) {
   const sort = { key: "number", dir: -1 };
@@ -14,7 +16,10 @@ export function trialsTable(objectives) {
   const columns = [
     { key: "number", label: "#", value: (t) => t.number, num: true },
     { key: "state", label: "State", value: (t) => t.state },
+    { key: "kind", label: "Baseline", value: (t) => t.label || "" },
     ...objectives.map((o) => ({ key: "obj:" + o.name, label: `${o.name} ${o.direction === "maximize" ? "↑" : "↓"}`, value: (t) => t.values?.[o.name] ?? null, num: true })),
+    ...objectives.filter((o) => TESTED.includes(o.name)).map((o) => ({ key: "test:" + o.name, label: `${o.name} (test)`, value: (t) => t.test_values?.["test_" + o.name] ?? null, num: true })),
+    { key: "epochs", label: "Epochs", value: (t) => t.epochs_trained ?? null, num: true },
     { key: "front", label: "Front", value: (t) => (frontIds.has(t.id) ? 1 : 0), num: true },
     { key: "parent", label: "Parent", value: (t) => (t.parent_id ? byId.get(t.parent_id)?.number ?? t.parent_id : null), num: true },
     { key: "attempts", label: "Attempts", value: (t) => t.attempts, num: true },
@@ -75,7 +80,10 @@ export function trialsTable(objectives) {
       return el("tr", { dataset: { trialId: t.id, state: t.state }, class: frontIds.has(t.id) ? "on-front" : null, title: condenseConfig(t.config).map(([k, v]) => `${k} = ${v}`).join("\n") },
         el("th", { scope: "row", class: "num" }, el("a", { href: `#/trials/${t.id}`, text: `#${t.number}` })),
         el("td", {}, stateBadge(t.state)),
+        el("td", { class: "small", text: t.label || "" }),
         objectives.map((o) => el("td", { class: "num", text: fmt(t.values?.[o.name]) })),
+        objectives.filter((o) => TESTED.includes(o.name)).map((o) => el("td", { class: "num", text: t.test_values ? fmt(t.test_values["test_" + o.name]) : "–" })),
+        el("td", { class: "num", text: fmt(t.epochs_trained, 3) }),
         el("td", { class: "num", text: frontIds.has(t.id) ? "★" : "", "aria-label": frontIds.has(t.id) ? "on the Pareto front" : "" }),
         el("td", { class: "num" }, t.parent_id ? el("a", { href: `#/trials/${t.parent_id}`, text: parent ? `#${parent.number}` : `id ${t.parent_id}` }) : "–"),
         el("td", { class: "num", text: String(t.attempts) }),

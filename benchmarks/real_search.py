@@ -194,6 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--no-handpicked", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="ignore cached studies")
+    ap.add_argument("--report-only", action="store_true", help="summarise the cached studies, run nothing")
     ap.add_argument("--runs", default=str(RESULTS / "real_search_runs.json"))
     ap.add_argument("--out", default=str(RESULTS / "real_search.json"))
     args = ap.parse_args(argv)
@@ -204,6 +205,9 @@ def main(argv=None) -> int:
     runs = {} if args.fresh or not runs_path.exists() else json.loads(runs_path.read_text())
     setting = {k: getattr(args, k) for k in ("budget", "epochs", "max_train", "max_eval", "max_test", "max_length",
                                               "parallel")}
+    if args.report_only:
+        report(runs, args, setting)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="autopeft-real-search-"))
     with LocalServer(work) as server:
         client = server.client()

@@ -8,7 +8,11 @@ rung). With ``n`` recorded values it continues when it is among the best
 
 * ``asha``: one metric — the first objective (or ``metric``, an objective index).
 * ``moasha``: all objectives; the rung is ordered by non-dominated sorting, ties within a front
-  broken by crowding distance (Syne Tune's MOASHA uses the same idea).
+  broken by crowding distance (Syne Tune's MOASHA uses the same idea). With ``keep_front``
+  (the default) a trial on the rung's first non-dominated front always continues, even beyond
+  the top ``1 / reduction_factor``: with an exactly known cost among the objectives, the cheap
+  configs are what a front (and its hypervolume) needs, and ranking by crowding alone pruned
+  them (measured: BENCHMARKS.md, "Real-task search").
 
 Values are in minimisation form (see ``pareto.py``). The decision is a pure function of the
 sequence of reports, so replaying reports rebuilds the state.
@@ -24,13 +28,14 @@ from autopeft.errors import InvalidConfig
 from autopeft.optim.pareto import rank_order
 
 KINDS = ("asha", "moasha")
-_KEYS = ("kind", "min_step", "reduction_factor", "max_step", "metric")
+_KEYS = ("kind", "min_step", "reduction_factor", "max_step", "metric", "keep_front")
 
 
 class SuccessiveHalving:
     def __init__(self, kind: str, directions: Sequence[str], min_step: int = 1, reduction_factor: int = 3,
-                 max_step: int | None = None, metric: int = 0):
+                 max_step: int | None = None, metric: int = 0, keep_front: bool = True):
         self.kind = kind
+        self.keep_front = keep_front
         self.m = len(directions)
         self.min_step = min_step
         self.reduction_factor = reduction_factor
@@ -67,8 +72,11 @@ class SuccessiveHalving:
             mine = recorded[trial_id][self.metric]
             better = int(np.sum(Y[:, self.metric] < mine))
             return better < keep
+        me = ids.index(trial_id)
+        if self.keep_front and not any(np.all(Y[j] <= Y[me]) and np.any(Y[j] < Y[me]) for j in range(n)):
+            return True   # non-dominated at this rung
         order = rank_order(Y, "crowding")
-        position = int(np.flatnonzero(order == ids.index(trial_id))[0])
+        position = int(np.flatnonzero(order == me)[0])
         return position < keep
 
     def rung_table(self) -> dict[int, dict[int, list[float]]]:
@@ -102,4 +110,7 @@ def make_stopper(spec: Any, directions: Sequence[str]) -> SuccessiveHalving | No
     if not isinstance(metric, int) or not (0 <= metric < len(directions)):
         raise InvalidConfig(f"must be an objective index below {len(directions)}, got {metric!r}",
                             "early_stopping.metric")
-    return SuccessiveHalving(kind, directions, min_step, rf, max_step, metric)
+    keep_front = spec.get("keep_front", True)
+    if not isinstance(keep_front, bool):
+        raise InvalidConfig(f"must be true or false, got {keep_front!r}", "early_stopping.keep_front")
+    return SuccessiveHalving(kind, directions, min_step, rf, max_step, metric, keep_front)

@@ -25,7 +25,7 @@ def test_asha_keeps_the_top_third():
 
 
 def test_moasha_ranks_by_non_dominated_sorting():
-    s = make_stopper({"kind": "moasha", "reduction_factor": 2}, ["minimize", "minimize"])
+    s = make_stopper({"kind": "moasha", "reduction_factor": 2, "keep_front": False}, ["minimize", "minimize"])
     assert s.decide(0, 1, [1.0, 1.0]) == "continue"
     assert s.decide(1, 1, [2.0, 2.0]) == "stop"  # dominated; keep 1 of 2
     # first front {0, 2}, but only 3 // 2 = 1 is kept: both are boundary points (equal crowding),
@@ -68,3 +68,15 @@ def test_known_cost_objectives_rank_at_every_rung(mixed_space):
     assert answers == ["continue", "continue", "stop"]                  # the 30.0-cost one goes
     assert opt.trials[sugg[2].id].reports[1]["params"] == 30.0          # filled in from the config
     assert opt.report(sugg[0].id, 4, {"accuracy": 0.1}) == "continue"   # no rung at max_step: never pruned there
+
+
+def test_moasha_keeps_the_rungs_front_by_default():
+    """Without keep_front only one of three non-dominated trials survives (crowding picks the
+    earliest boundary point); with it (the default) every non-dominated trial goes on."""
+    ranked = make_stopper({"kind": "moasha", "reduction_factor": 3, "keep_front": False}, ["minimize", "minimize"])
+    kept = make_stopper({"kind": "moasha", "reduction_factor": 3}, ["minimize", "minimize"])
+    points = [[0.30, 100.0], [0.25, 400.0], [0.35, 5.0], [0.40, 300.0]]   # the last is dominated
+    assert [ranked.decide(i, 1, p) for i, p in enumerate(points)] == ["continue", "continue", "stop", "stop"]
+    assert [kept.decide(i, 1, p) for i, p in enumerate(points)] == ["continue", "continue", "continue", "stop"]
+    with pytest.raises(InvalidConfig, match="early_stopping.keep_front"):
+        make_stopper({"kind": "moasha", "keep_front": "yes"}, ["minimize"])

@@ -211,8 +211,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="autopeft-real-search-"))
     with LocalServer(work) as server:
         client = server.client()
-        for task in args.tasks:
-            for seed in range(args.seeds):
+        for seed in range(args.seeds):      # seed-major: a cut-short run still covers every task
+            for task in args.tasks:
                 jobs = [] if args.no_handpicked else [("handpicked", None)]
                 jobs += [(m, METHODS[m]) for m in args.methods]
                 for method, cfg in jobs:

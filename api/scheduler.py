@@ -390,7 +390,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         error = outcome.error
         finished = bool((values or {}).get("budget_reached", 1.0))
         if state == "complete" and self.turns and trial_id not in self.baselines and not finished:
-            self._pause_member(trial_id, values, trained)   # end of a PBT segment: the next member's turn
+            self._pause_member(trial_id, trained)   # end of a PBT segment: the next member's turn
             return False
         if state == "complete":
             missing = [n for n, _ in self.objectives if n not in (values or {})]

@@ -35,7 +35,7 @@ class PBTTurns:
             alive = len(self.inflight - self.baselines) + len(self.paused)
         return alive < int(self.opt.options["population_size"])
 
-    def _pause_member(self, trial_id: int, values: dict[str, float] | None, trained: float) -> None:
+    def _pause_member(self, trial_id: int, trained: float) -> None:
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             t.state = "queued"
@@ -90,7 +90,7 @@ class PBTTurns:
             with self.db.read() as s:
                 last = s.scalars(select(TrialReport).where(TrialReport.trial_id == tid)
                                  .order_by(TrialReport.id.desc()).limit(1)).first()
-            values = dict(last.values) if last is not None else None
+            values = {k: v for k, v in last.values.items() if v is not None} if last is not None else None
             with self._lock:
                 self.opt.tell(self.ids[tid], values, state="pruned")
                 with self.db.write(self.study_id) as s:

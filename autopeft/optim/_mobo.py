@@ -5,7 +5,8 @@ Pipeline of one ``ask(n)``:
 1. **Initial design.** Until ``n_initial`` trials exist (default ``clip(2 * (p + 1), 6, 20)``
    for ``p`` searchable parameters), trial ``i`` is point ``i`` of a scrambled Sobol sequence
    over the unit-cube encoding (``space.encode``), decoded to a valid config.
-2. **Surrogates.** Complete trials are encoded (``X (n, d)`` in ``[0, 1]^d``; categorical
+2. **Surrogates.** Complete trials (and, with ``use_pruned`` (default), trials pruned by early
+   stopping, at the values they were stopped with) are encoded (``X (n, d)`` in ``[0, 1]^d``; categorical
    one-hot, ordinals as ``index / (k - 1)``, log parameters log-scaled). Every objective *not*
    in ``known_objectives`` and every constraint metric that is not known is modelled by an
    independent-output ``SingleTaskGP`` (ARD, ``Standardize``), or with
@@ -93,6 +94,7 @@ class MOBOOptimizer(BaseOptimizer):
         "n_initial": None, "model": "gp", "max_train": 160, "mc_samples": 64, "pool_size": 512,
         "local_search_starts": 3, "local_search_steps": 3, "num_restarts": 4, "raw_samples": 256,
         "fit_maxiter": 75, "torch_threads": 1, "pareto_starts": 5, "lengthscale_prior": "auto", "max_baseline": 48, "ref_rule": "cycle", "warm_start_hypers": False,
+        "use_pruned": True,
     }
 
     def __init__(self, space, objectives, seed=0, **options):
@@ -155,8 +157,12 @@ class MOBOOptimizer(BaseOptimizer):
         return [self.space.decode(x[: self.space.dim]) for x in X]
 
     def _suggest(self, n, first_number):
-        done = [r for r in self._records_in("complete")
-                if all(math.isfinite(r.values.get(k, float("nan"))) for k in self._modelled)]
+        # pruned trials (early stopping) are observations too, at the values they were stopped
+        # with: a lower fidelity, but the verdict that stopped them is what the model should learn
+        # (with MO-ASHA most trials end pruned; modelling only the complete ones starves the GP)
+        states = ("complete", "pruned") if self.options["use_pruned"] else ("complete",)
+        done = [r for r in self._records_in(*states) if r.values is not None
+                and all(math.isfinite(r.values.get(k, float("nan"))) for k in self._modelled)]
         if first_number < self.options["n_initial"] or len(done) < 2 or not self._modelled:
             if not self._modelled and first_number >= self.options["n_initial"]:
                 self.last_info = {"fallback": "every objective is known exactly: nothing to model, Sobol design"}
@@ -309,8 +315,8 @@ class MOBOOptimizer(BaseOptimizer):
         from botorch.sampling import SobolQMCNormalSampler
 
         dtype = torch.double
-        self.last_info = {}
         train = self._training_set(done, first_number)
+        self.last_info = {"n_train": len(train), "n_pruned": sum(r.state == "pruned" for r in train)}
         X = torch.tensor(self._codec.encode([r.config for r in train]), dtype=dtype)
         cols = []
         for k in self._modelled:

@@ -221,3 +221,22 @@ def test_mobo_continuous_search_starts_from_pareto_points(pareto_starts):
     config = opt._optimize_continuous(Needle(centre), front, number=7)
     reached = abs(config["x0"] - 0.31) < 1e-3 and config["x1"] + config["x2"] + config["x3"] < 1e-3
     assert reached == (pareto_starts > 0)
+
+
+@pytest.mark.parametrize("use_pruned", [True, False])
+def test_mobo_learns_from_pruned_trials(mixed_space, use_pruned):
+    """With early stopping most trials end pruned: mobo models them at the values they were
+    stopped with (``use_pruned``, the default), so BO starts once two trials are done either way."""
+    from tests.optim.conftest import FAST_OPTIONS
+
+    opt = create_optimizer("mobo", mixed_space, [("accuracy", "maximize"), ("loss", "minimize")], seed=0,
+                           **{**FAST_OPTIONS["mobo"], "n_initial": 3, "use_pruned": use_pruned})
+    first = opt.ask(3)
+    opt.tell(first[0].id, {"accuracy": 0.7, "loss": 0.5})
+    opt.tell(first[1].id, {"accuracy": 0.4, "loss": 0.9}, state="pruned")
+    opt.tell(first[2].id, {"accuracy": 0.5, "loss": 0.8}, state="pruned")
+    opt.ask(1)
+    if use_pruned:
+        assert opt.last_info["n_train"] == 3 and opt.last_info["n_pruned"] == 2
+    else:
+        assert "n_train" not in opt.last_info   # one complete trial: still the Sobol design

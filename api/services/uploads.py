@@ -133,8 +133,9 @@ async def receive_multipart(request, tmp_dir: Path, max_bytes: int) -> Received:
         raise
     except Exception as err:  # noqa: BLE001 - a malformed body is the client's error
         _discard(state, out)
-        if getattr(err, "status_code", None) == 413:
-            raise
+        if getattr(err, "status_code", None) == 413:   # the body limit of the middleware
+            raise ApiError(413, "too_large", f"the dataset is larger than the server's limit of {max_bytes} bytes "
+                           "(AUTOPEFT_MAX_UPLOAD_BYTES)", "file") from None
         raise _bad(f"malformed multipart body: {type(err).__name__}", "file") from None
     if state["error"] is not None:
         _discard(state, out)

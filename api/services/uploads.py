@@ -294,13 +294,14 @@ def _check_decodes(path: Path, filename: str, fmt: str, encoding: str, texts: li
             try:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as err:
-                pos = max(0, min(err.start, len(chunk)))
+                # err.object is the decoder's pending bytes (part of a character, no newline) + chunk
+                pos = max(0, min(err.start - (len(err.object) - len(chunk)), len(chunk)))
                 line += chunk.count(b"\n", 0, pos)
                 start = chunk.rfind(b"\n", 0, pos) + 1
                 prefix = (tail + chunk[:pos] if start == 0 else chunk[start:pos]).decode(encoding, "replace")
                 column = _column_at(fmt, header or "", prefix, (*texts, label))
                 raise _bad(f"{filename}: row {line}, column {column}: bytes that are not valid {encoding} "
-                           f"(byte 0x{chunk[pos]:02x}); re-encode the file or give encoding=...", "encoding") from None
+                           f"(byte 0x{err.object[err.start]:02x}); re-encode the file or give encoding=...", "encoding") from None
             if not chunk:
                 return
             line += chunk.count(b"\n")

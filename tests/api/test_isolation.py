@@ -35,11 +35,16 @@ def test_ids_never_reused_and_deleted_artifacts_never_served(db_url, server_fact
     folder = server.workdir / "artifacts" / f"study-{gone.id}"
     assert folder.is_dir() and any(folder.rglob("weights.bin"))
     gone.delete()
-    assert not folder.exists()                                    # its checkpoints and logs are gone too
-    # bob's new study (the highest id was just freed) gets a fresh id, and fresh trial ids
+    # bob's new study (the highest id was just freed): his trials export nothing (his workload writes no
+    # adapter), so alice's deleted adapters must not come back through his trials
     mine = _finished(bob, python_study("tests.api.workloads:quick", max_trials=2, name="bob's"))
-    assert mine.id > gone.id
+    with httpx.Client(base_url=server.url, trust_env=False) as http:
+        for t in mine.trials():
+            r = http.get(f"/api/v1/trials/{t['id']}/adapter", headers=_h(bob_token))
+            assert r.status_code == 404, "bob downloaded an adapter his study never made"
+    assert mine.id > gone.id                                      # a fresh id, and fresh trial ids
     assert min(t["id"] for t in mine.trials()) > max(t["id"] for t in gone_trials)
+    assert not folder.exists()                                    # its checkpoints and logs are gone too
     with httpx.Client(base_url=server.url, trust_env=False) as http:
         for t in gone_trials:   # nobody gets the deleted study's adapter, reports or trial
             for path in (f"/api/v1/trials/{t['id']}", f"/api/v1/trials/{t['id']}/reports",
@@ -97,9 +102,6 @@ def test_delete_racing_resume_leaves_no_runner(sqlite_url, server_factory):
         last = client.create_study(spec=python_study("tests.api.workloads:quick", max_trials=4, name="after"))
         last.wait(timeout=120, poll=0.2, progress=False)
         assert last.state == "finished"
-        assert client.me()["usage"]["running_trials"] == 0
-    for sid in deleted:
-        assert not (server.workdir / "artifacts" / f"study-{sid}").exists(), sid
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
         for table in ("trials", "events"):
             orphans = conn.execute(f"SELECT count(*) FROM {table} WHERE study_id NOT IN (SELECT id FROM studies)")
@@ -109,6 +111,9 @@ def test_delete_racing_resume_leaves_no_runner(sqlite_url, server_factory):
     log = server.log()
     for bad in ("FOREIGN KEY", "NoneType", "Traceback", "failed"):
         assert bad not in log, log
+    for sid in deleted:
+        assert not (server.workdir / "artifacts" / f"study-{sid}").exists(), sid
+    assert client.me()["usage"]["running_trials"] == 0
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.db import Database
 from autopeft.api.errors import not_found
+from autopeft.api.services.studies import public_error
 
 # Built once: fixed texts with bound parameters, so a request pays no statement construction
 # (``after`` -1 means "from the start"). Times are taken as stored (SQLite keeps ISO text).
@@ -47,7 +48,7 @@ def _dt(value) -> str:
 def _row(r) -> str:
     return (f'{{"id":{r[0]},"study_id":{r[1]},"number":{r[2]},"state":"{r[3]}","config":{r[4] or "null"},'
             f'"values":{r[5] or "null"},"attempts":{r[6]},"parent_id":{"null" if r[7] is None else r[7]},'
-            f'"error":{"null" if r[8] is None else _dumps(r[8])},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
+            f'"error":{"null" if r[8] is None else _dumps(public_error(r[8]))},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
             f'"finished_at":{_dt(r[11])}}}')
 
 

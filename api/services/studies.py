@@ -46,13 +46,13 @@ def counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
 
 def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
     return {"id": study.id, "name": study.name, "state": study.state, "counts": study_counts,
-            "spec": study.spec, "message": study.message, "created_at": study.created_at,
+            "spec": study.spec, "message": public_error(study.message), "created_at": study.created_at,
             "started_at": study.started_at, "finished_at": study.finished_at}
 
 
 def trial_public(t: Trial) -> dict[str, Any]:
     return {"id": t.id, "study_id": t.study_id, "number": t.number, "state": t.state, "config": t.config,
-            "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "error": t.error,
+            "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "error": public_error(t.error),
             "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at}
 
 

@@ -126,13 +126,14 @@ def server_factory_repo() -> str:
 @pytest.mark.parametrize("mode", ["off", "admins"])
 def test_python_workloads_are_opt_in(sqlite_url, server_factory, mode):
     server = server_factory(sqlite_url, env={"AUTOPEFT_PYTHON_WORKLOADS": mode})
-    user, admin = make_token(sqlite_url, "user"), make_token(sqlite_url, "boss", role="admin")
+    user = make_token(sqlite_url, "user")
     spec = python_study(max_trials=1)
     with httpx.Client(base_url=server.url, trust_env=False) as http:
         r = http.post("/api/v1/studies", json=spec, headers={"Authorization": f"Bearer {user}"})
         assert r.status_code == 403 and r.json()["error"]["field"] == "workload.kind", r.text
         assert "AUTOPEFT_PYTHON_WORKLOADS" in r.json()["error"]["message"]
         assert http.get("/api/v1/me", headers={"Authorization": f"Bearer {user}"}).json()["python_workloads"] is False
+        admin = make_token(sqlite_url, "boss", role="admin")
         r = http.post("/api/v1/studies", json=spec, headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == (403 if mode == "off" else 201), r.text
 

@@ -47,7 +47,9 @@ def test_two_users_share_two_workers_evenly(sqlite_url, server_factory):
     window = [c for when, c in timeline if start <= when < end]
     assert len(window) >= 8, timeline
     assert all(abs(c["alice"] - c["bob"]) <= 1 for c in window), window
-    assert sum(1 for c in window if c["alice"] == c["bob"] == 1) >= len(window) // 2
+    assert {"alice": 1, "bob": 1} in window                                # side by side, not in turns
+    for study in (a, b):   # both progressed during the window: each started trials in it
+        assert sum(start <= dt.datetime.fromisoformat(t["started_at"]) < end for t in study.trials()) >= 3
 
 
 def test_per_user_limits(sqlite_url, server_factory):

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: ``SessionDep`` (read session), ``CurrentUser`` (bearer token), ``StateDep``."""
+"""FastAPI dependencies: ``SessionDep`` (read session), ``CurrentUser`` (bearer token, with its role),
+``StateDep``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,7 +15,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.errors import ApiError
-from autopeft.api.security import hash_token, user_for_token
 
 if TYPE_CHECKING:
     from autopeft.api.db import Database
@@ -29,6 +29,12 @@ class AppState:
     db: "Database"
     scheduler: "SchedulerManager"
     listing: "ListingCache"
+    tokens: "TokenCache" = None   # type: ignore[assignment]
+    datasets: Any = None          # services.datasets.DatasetStore
+
+    def __post_init__(self):
+        if self.tokens is None:
+            self.tokens = TokenCache(self.settings.token_cache_s)
 
 
 async def get_state(request: Request) -> AppState:
@@ -50,50 +56,88 @@ SessionDep = Annotated[Session, Depends(get_session)]
 class UserRef:
     id: int
     name: str
+    role: str = "user"
+    token_id: int = 0
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
-class _TokenCache:
-    """token hash -> user for a few seconds, so a poll does not cost a token query each time."""
+class TokenCache:
+    """token HMAC -> (user, expiry) for ``ttl`` seconds, so a poll does not cost a token query each
+    time. Expiry is checked on every hit; :meth:`drop` forgets a revoked token at once."""
 
-    def __init__(self, ttl: float = 10.0, size: int = 1024):
+    def __init__(self, ttl: float = 5.0, size: int = 1024):
         self.ttl, self.size, self._data, self._lock = ttl, size, {}, threading.Lock()
 
-    def get(self, key: str) -> UserRef | None:
+    def get(self, key: str) -> tuple[UserRef, Any] | None:
         with self._lock:
             hit = self._data.get(key)
-            if hit and hit[1] > time.monotonic():
-                return hit[0]
+            if hit and hit[2] > time.monotonic():
+                return hit[0], hit[1]
             return None
 
-    def put(self, key: str, user: UserRef) -> None:
+    def put(self, key: str, user: UserRef, expires_at: Any) -> None:
+        if self.ttl <= 0:
+            return
         with self._lock:
             if len(self._data) >= self.size:
                 self._data.clear()
-            self._data[key] = (user, time.monotonic() + self.ttl)
+            self._data[key] = (user, expires_at, time.monotonic() + self.ttl)
+
+    def drop(self, token_id: int | None = None, user_id: int | None = None) -> None:
+        with self._lock:
+            for key, (user, _, _) in list(self._data.items()):
+                if user.token_id == token_id or user.id == user_id:
+                    del self._data[key]
 
 
-_bearer = HTTPBearer(auto_error=False, description="an API token from `autopeft token create USER`")
-_cache = _TokenCache()
+_bearer = HTTPBearer(auto_error=False, description="an API token (`autopeft token create USER`, or "
+                     "POST /api/v1/tokens with a token you have)")
+LAST_USED_EVERY_S = 60.0
 
 
-def _lookup(db: "Database", token: str) -> UserRef | None:
-    with db.read() as session:
-        row = user_for_token(session, token)
-        return UserRef(row.id, row.name) if row is not None else None
+def _lookup(state: "AppState", token: str, key: str) -> tuple[UserRef, Any] | None:
+    from autopeft.api.models import ApiToken, utcnow
+    from autopeft.api.security import find_token, rehash
+
+    secret = state.settings.secret
+    with state.db.read() as session:
+        owner, legacy = find_token(session, token, secret)
+    if owner is None:
+        return None
+    now = utcnow()
+    stale = owner.last_used_at is None or (now - owner.last_used_at).total_seconds() > LAST_USED_EVERY_S
+    if legacy or stale:
+        with state.db.write() as session:
+            if legacy:
+                rehash(session, owner.token_id, token, secret)
+            row = session.get(ApiToken, owner.token_id)
+            if row is not None:
+                row.last_used_at = now
+    return UserRef(owner.user_id, owner.user_name, owner.role, owner.token_id), owner.expires_at
 
 
 async def current_user(state: StateDep,
                        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> UserRef:
     """The token's user. Async so that a cached token costs no thread hop; a miss queries in a thread."""
+    from autopeft.api.security import MAX_TOKEN_CHARS, hash_token, is_expired
+
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")
-    key = hash_token(creds.credentials)
-    user = _cache.get(key)
-    if user is None:
-        user = await run_in_threadpool(_lookup, state.db, creds.credentials)
-        if user is None:
-            raise ApiError(401, "unauthorized", "invalid or revoked token")
-        _cache.put(key, user)
+    if len(creds.credentials) > MAX_TOKEN_CHARS:
+        raise ApiError(401, "unauthorized", "invalid, expired or revoked token")
+    key = hash_token(creds.credentials, state.settings.secret)
+    hit = state.tokens.get(key)
+    if hit is None:
+        hit = await run_in_threadpool(_lookup, state, creds.credentials, key)
+        if hit is None:
+            raise ApiError(401, "unauthorized", "invalid, expired or revoked token")
+        state.tokens.put(key, *hit)
+    user, expires_at = hit
+    if is_expired(expires_at):
+        raise ApiError(401, "unauthorized", "invalid, expired or revoked token")
     return user
 
 

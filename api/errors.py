@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from autopeft.api.limits import LimitError
 from autopeft.errors import InvalidConfig
 
 log = logging.getLogger("autopeft.api")
@@ -55,8 +56,11 @@ def install(app: FastAPI) -> None:
         errors = err.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, LimitError) and cause.path:   # a bounded free-form field: name the inner path
+            field = f"{field}.{cause.path}" if field else cause.path
         message = "; ".join(f"{_field_of(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}" for e in errors[:5])
-        return envelope(422, "invalid_request", message, field)
+        return envelope(422, "invalid_request", message[:2000], field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, err: StarletteHTTPException):

@@ -1,7 +1,10 @@
 """SQLAlchemy 2 models of the controller's store.
 
-Tables: users, api_tokens (sha256 of the token only), studies, trials, trial_reports,
-checkpoints, events. The Pareto front and hypervolume are never stored: they are derived from
+Tables: users (with a role), api_tokens (an HMAC of the token only, keyed with the server
+secret; expiry, last use, revocation), datasets (uploaded files, owned by a user), studies,
+trials, trial_reports, checkpoints, events. Every table is ``AUTOINCREMENT`` on SQLite (and
+SERIAL on PostgreSQL), so an id is never handed out twice, even after the row with the highest
+id was deleted: a deleted study's id cannot come back as another user's study. The Pareto front and hypervolume are never stored: they are derived from
 the trials. ``events`` is the append-only ask / tell / report history of each study's
 optimiser, in order (``seq``); replaying it rebuilds the optimiser after a restart.
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
                         UniqueConstraint, Index)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -26,6 +29,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+ROLES = ("admin", "user")
 TRIAL_STATES = ("queued", "running", "complete", "failed", "pruned")
 STUDY_STATES = ("running", "stopped", "finished", "failed")
 FINISHED_TRIAL_STATES = ("complete", "failed", "pruned")
@@ -39,28 +43,66 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# ids are never reused on SQLite (PostgreSQL sequences never reuse them anyway)
+_NO_REUSE = {"sqlite_autoincrement": True}
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = _NO_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="user")   # admin | user
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = _NO_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    # sha256 hex of the token; the token itself is shown once and never stored.
+    # HMAC-SHA256 hex of the token keyed with AUTOPEFT_SECRET (scheme "hmac"); tokens made before
+    # that have the plain sha256 (scheme "sha256") and are rehashed on first use. The token itself
+    # is shown once and never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scheme: Mapped[str] = mapped_column(String(8), default="hmac")
     prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell tokens apart
+    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Dataset(Base):
+    """An uploaded file (CSV / TSV / JSONL), validated at upload; stored under the datasets folder
+    as ``<user id>/<dataset id>.<format>``. Only its owner sees it."""
+    __tablename__ = "datasets"
+    __table_args__ = _NO_REUSE
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(8))          # csv | tsv | jsonl
+    encoding: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer)
+    columns: Mapped[list[str]] = mapped_column(JSON)
+    text_column: Mapped[list[str]] = mapped_column(JSON)   # one name, or two for sentence pairs
+    label_column: Mapped[str] = mapped_column(String(200))
+    label_counts: Mapped[dict[str, int]] = mapped_column(JSON)   # label -> rows, in label order
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Study(Base):
     __tablename__ = "studies"
+    __table_args__ = _NO_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # the uploaded dataset of a peft workload (workload.dataset_id); deleting it keeps the study
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True,
+                                                   nullable=True)
     name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16), default="running")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -76,7 +118,7 @@ class Study(Base):
 
 class Trial(Base):
     __tablename__ = "trials"
-    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_trials_study_id_number"),)
+    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_trials_study_id_number"), _NO_REUSE)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
@@ -108,6 +150,7 @@ Index("ix_trials_study_id_id", Trial.study_id, Trial.id)
 
 class TrialReport(Base):
     __tablename__ = "trial_reports"
+    __table_args__ = _NO_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
@@ -119,6 +162,7 @@ class TrialReport(Base):
 
 class Checkpoint(Base):
     __tablename__ = "checkpoints"
+    __table_args__ = _NO_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(Text)
@@ -129,7 +173,7 @@ class Checkpoint(Base):
 class Event(Base):
     """One entry of a study's optimiser history: ``kind`` is ask, tell or report."""
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("study_id", "seq", name="uq_events_study_id_seq"),)
+    __table_args__ = (UniqueConstraint("study_id", "seq", name="uq_events_study_id_seq"), _NO_REUSE)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)

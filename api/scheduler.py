@@ -43,7 +43,8 @@ from autopeft.api.db import Database
 from autopeft.errors import InvalidConfig
 from autopeft.api.models import Checkpoint, Event, Study, Trial, TrialReport, utcnow
 from autopeft.api.services.spec import build_optimizer, build_space, objectives_of
-from autopeft.api.services.studies import trial_dir
+from autopeft.api.services.studies import public_error, trial_dir
+from autopeft.api.slots import Holder, SlotAllocator
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.tests import HeldOutTests
 from autopeft.api.scheduling.values import (decision_name, exact, finite_or_none, planned_epochs,
@@ -80,11 +81,20 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         self.run_start: dict[int, float] = {}
         self.exploits: dict[int, Any] = {}
         self.seq = 0
+        self.slot: Holder | None = None      # this runner in the manager's fair-share allocator
 
     # -- control ------------------------------------------------------------------------------
     def request_stop(self) -> None:
         self._stop_requested.set()
         self._wake.set()
+
+    def _has_slot(self) -> bool:
+        """A fair-share slot for one more trial (see ``autopeft.api.slots``)."""
+        return self.slot is None or self.m.slots.acquire(self.slot)
+
+    def _release_slot(self) -> None:
+        if self.slot is not None:
+            self.m.slots.release(self.slot)
 
     # -- thread -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -95,8 +105,10 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
             with self.db.write(self.study_id) as s:
                 study = s.get(Study, self.study_id)
                 if study is not None:
-                    study.state, study.message, study.finished_at = "failed", f"{type(err).__name__}: {err}", utcnow()
+                    study.state, study.message, study.finished_at = "failed", public_error(f"{type(err).__name__}: {err}"), utcnow()
         finally:
+            if self.slot is not None:
+                self.m.slots.forget(self.slot)
             self.m._forget(self.study_id, self)
 
     def _run(self) -> None:
@@ -106,6 +118,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                 return
             self.spec = dict(study.spec)
             elapsed_before = float(study.elapsed_s or 0.0)
+            self.slot = Holder(study.user_id, self.study_id, self._wake)
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
@@ -131,23 +144,28 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
             with self._lock:
                 busy = len(self.inflight) + len(self.evaluating)
             while busy < max_parallel and not self._stop_requested.is_set():
-                if requeue:
-                    self._submit(requeue.pop(0), requeue=True)
-                elif (test := self._take(self.pending_tests)) is not None:
-                    self._submit_test(test)
-                elif out_of_budget:
+                action = self._next_run(requeue, out_of_budget, todo_baselines, created < max_trials)
+                if action is None:
+                    self.m.slots.withdraw(self.slot)
                     break
-                elif todo_baselines and created < max_trials:
+                if not self._has_slot():   # other users' / studies' turn: woken when a slot frees up
+                    break
+                if action == "requeue":
+                    self._submit(requeue.pop(0), requeue=True)
+                elif action == "test":
+                    self._submit_test(self._take(self.pending_tests))
+                elif action == "baseline":
                     self._create_baseline(todo_baselines.pop(0), created)
                     created += 1
-                elif (member := self._take(self.paused)) is not None:
+                elif action == "member":
+                    member = self._take(self.paused)
                     self._submit(member, restore_dir=self._own_checkpoint(member))
-                elif created < max_trials and self._room_for_member():
+                else:
                     self._ask_and_submit(created)
                     created += 1
-                else:
-                    break
                 busy += 1
+            if self._stop_requested.is_set():
+                self.m.slots.withdraw(self.slot)
             with self._lock:
                 idle = not (self.inflight or self.evaluating or self.exploits or self.pending_tests)
                 waiting = bool(self.paused)
@@ -181,6 +199,22 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
     def _take(self, queue: list[int]) -> int | None:
         with self._lock:
             return queue.pop(0) if queue else None
+
+    def _next_run(self, requeue: list[int], out_of_budget: bool, todo_baselines: list[str], room: bool) -> str | None:
+        """What the next free slot goes to (see the module docstring), or None: nothing to run."""
+        with self._lock:
+            tests, paused = bool(self.pending_tests), bool(self.paused)
+        if requeue:
+            return "requeue"
+        if tests:
+            return "test"
+        if out_of_budget:
+            return None
+        if todo_baselines and room:
+            return "baseline"
+        if paused:
+            return "member"
+        return "ask" if room and self._room_for_member() else None
 
     # -- history ------------------------------------------------------------------------------
     def _event(self, s, kind: str, payload: dict[str, Any]) -> None:
@@ -331,6 +365,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
             self.run_start[trial_id], self.progress[trial_id] = start, 0.0
             self.planned[trial_id] = max(0.0, planned_epochs(spec) - start)
         try:
+            spec.workload, spec.data_file = self.m.trial_workload(spec.workload)   # e.g. an uploaded dataset
             self.executor.submit(spec, lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
                                  lambda outcome: self._on_done(trial_id, outcome))
         except Exception as err:  # noqa: BLE001
@@ -362,11 +397,14 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         try:
             resubmitted = self._handle_done(trial_id, outcome)
         finally:
-            with self._lock:
-                if not resubmitted:   # an exploiting trial stays in flight: it was submitted again
+            if not resubmitted:   # an exploiting trial stays in flight (and keeps its slot): submitted again
+                with self._lock:
+                    known = trial_id in self.inflight
                     self.inflight.discard(trial_id)
                     self.progress.pop(trial_id, None)
                     self.planned.pop(trial_id, None)
+                if known:
+                    self._release_slot()
             self._wake.set()
 
     def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
@@ -407,9 +445,11 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                 except InvalidConfig as err:   # e.g. a constraint's metric is missing from the result
                     state, error, tell_values = "failed", f"the optimiser refused the result: {err}", None
                     self.opt.tell(self.ids[trial_id], None, state="failed")
+            if error:   # users see the reason without server paths or tracebacks; the log keeps it whole
+                log.info("study %s trial %s %s: %s", self.study_id, trial_id, state, error)
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
-                t.state, t.values, t.error, t.finished_at = state, finite_or_none(values), error, utcnow()
+                t.state, t.values, t.error, t.finished_at = state, finite_or_none(values), public_error(error), utcnow()
                 t.epochs_trained = (t.epochs_trained or 0.0) + trained
                 if outcome.attempt is not None and outcome.attempt > t.attempts:
                     t.attempts = outcome.attempt   # the executor retried a lost worker itself (Ray)
@@ -450,13 +490,30 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
 class SchedulerManager:
     """Owns the executor and one :class:`StudyRunner` per running study."""
 
-    def __init__(self, db: Database, executor: Executor | None, artifacts_dir: str | Path, cpus_per_trial: int = 1):
+    def __init__(self, db: Database, executor: Executor | None, artifacts_dir: str | Path, cpus_per_trial: int = 1,
+                 slots: SlotAllocator | None = None, trial_workload=None):
         self.db, self.executor = db, executor
         self.artifacts_dir = Path(artifacts_dir)
         self.cpus_per_trial = cpus_per_trial
+        self.slots = slots or SlotAllocator()
+        # workload as stored -> (workload a worker runs, data file to ship or None); see services.datasets
+        self.trial_workload = trial_workload or (lambda workload: (workload, None))
         self._runners: dict[int, StudyRunner] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._deleted: set[int] = set()
+        self._study_locks: dict[int, threading.Lock] = {}
+
+    def study_lock(self, study_id: int) -> threading.Lock:
+        """Serialises the stop / resume / delete of one study (no runner outlives its study)."""
+        with self._lock:
+            return self._study_locks.setdefault(study_id, threading.Lock())
+
+    def forget_study(self, study_id: int) -> None:
+        """The study is being deleted: its runner is stopped and none starts again."""
+        with self._lock:
+            self._deleted.add(study_id)
+        self.stop(study_id, wait=True)
 
     def recover(self) -> list[int]:
         """Start a runner for every study left ``running`` (after a restart or crash)."""
@@ -470,7 +527,7 @@ class SchedulerManager:
         if self.executor is None:
             return
         with self._lock:
-            if self._closed:
+            if self._closed or study_id in self._deleted:
                 return
             runner = self._runners.get(study_id)
             if runner is not None and runner.is_alive() and not runner._stop_requested.is_set():
@@ -489,7 +546,9 @@ class SchedulerManager:
         if runner is not None:
             runner.request_stop()
             if wait:
-                runner.join(timeout=30)
+                runner.join(timeout=120)
+                if runner.is_alive():
+                    log.warning("study %s: its runner did not stop within 120 s", study_id)
 
     def _forget(self, study_id: int, runner: StudyRunner) -> None:
         with self._lock:

@@ -9,10 +9,14 @@ from fastapi import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from autopeft.api.limits import check_json, check_name, check_spec_size
+
 # ids are 32-bit (INTEGER on PostgreSQL): larger ones are a 422, never a database error
 MAX_ID = 2**31 - 1
 StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="study id")]
 TrialId = Annotated[int, Path(ge=1, le=MAX_ID, description="trial id")]
+DatasetId = Annotated[int, Path(ge=1, le=MAX_ID, description="dataset id")]
+TokenId = Annotated[int, Path(ge=1, le=MAX_ID, description="token id")]
 
 TrialState = Literal["queued", "running", "complete", "failed", "pruned"]
 StudyState = Literal["running", "stopped", "finished", "failed"]
@@ -28,10 +32,17 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+def _bounded(value: Any) -> Any:
+    check_json(value)
+    return value
+
+
 class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     direction: Literal["minimize", "maximize"]
+
+    _printable = field_validator("name")(lambda cls, v: check_name(v, "an objective name"))
 
 
 class OptimizerSpec(BaseModel):
@@ -39,17 +50,25 @@ class OptimizerSpec(BaseModel):
     name: str = Field(min_length=1, max_length=50)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    _bounded = field_validator("options")(lambda cls, v: _bounded(v))
+
 
 class StudyCreate(BaseModel):
-    """A study: what to search (space), for what (objectives), how (optimiser), on what (workload)."""
-    model_config = ConfigDict(extra="forbid")
+    """A study: what to search (space), for what (objectives), how (optimiser), on what (workload).
+
+    Free-form parts (space, workload, optimizer options) are bounded (depth, entries, string
+    length; see ``autopeft.api.limits``) and hold finite numbers only; the whole spec is at most
+    64 KiB as JSON."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=200)
     space: str | dict[str, Any] = Field(description="preset name, or an inline space mapping")
     objectives: list[Objective] = Field(min_length=1, max_length=8)
     optimizer: OptimizerSpec | None = Field(
         default=None, description="default: the method that measured best on real fine-tuning (see BENCHMARKS.md); "
         "the stored spec says which")
-    workload: dict[str, Any] = Field(description='{"kind": "peft", ...} or {"kind": "python", "entrypoint": "pkg.mod:fn"}')
+    workload: dict[str, Any] = Field(description='{"kind": "peft", "model": ..., "dataset_id": <an uploaded '
+                                     'dataset> | "dataset": <built-in name or server path>, ...} or '
+                                     '{"kind": "python", "entrypoint": "pkg.mod:fn"} (when the operator enables them)')
     max_trials: int = Field(default=50, ge=1, le=100_000)
     max_parallel: int = Field(default=1, ge=1, le=256)
     max_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
@@ -69,9 +88,12 @@ class StudyCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str) -> str:
-        if any(ord(c) < 32 for c in name):
-            raise ValueError("name must not contain control characters")
-        return name
+        return check_name(name)
+
+    @field_validator("space", "workload")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        return _bounded(value)
 
     @field_validator("objectives")
     @classmethod
@@ -87,6 +109,7 @@ class StudyCreate(BaseModel):
             names = {o.name for o in self.objectives}
             if set(self.reference_point) != names:
                 raise ValueError(f"reference_point must give exactly the objectives {sorted(names)}")
+        check_spec_size(self.model_dump(mode="json"))
         return self
 
 
@@ -167,3 +190,64 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     database: str
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str | None = Field(default=None, min_length=1, max_length=100, description="a label for the token")
+    expires_in_days: float = Field(default=90, gt=0, le=3650,
+                                   description="days until the token expires (at most AUTOPEFT_TOKEN_MAX_DAYS)")
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str | None) -> str | None:
+        return None if name is None else check_name(name)
+
+
+class TokenPublic(BaseModel):
+    id: int
+    prefix: str = Field(description="the first characters of the token, to tell tokens apart")
+    name: str | None = None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None
+    revoked: bool
+    expired: bool
+    current: bool = Field(description="the token of this request")
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the token itself: shown this once, stored only as an HMAC")
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenPublic]
+
+
+class MePublic(BaseModel):
+    id: int
+    name: str
+    role: Literal["admin", "user"]
+    python_workloads: bool = Field(description="whether this user may submit python workloads")
+    limits: dict[str, int | None] = Field(description="the operator's limits (null: none)")
+    usage: dict[str, int] = Field(description="what the user uses of them now")
+
+
+class DatasetPublic(BaseModel):
+    id: int
+    name: str
+    filename: str
+    format: Literal["csv", "tsv", "jsonl"]
+    encoding: str
+    size_bytes: int
+    sha256: str = Field(description="content hash of the stored file")
+    rows: int = Field(description="examples (rows with a text and a label)")
+    columns: list[str]
+    text_column: list[str] = Field(description="the text column, or two for sentence pairs")
+    label_column: str
+    labels: dict[str, int] = Field(description="rows per label, in label order")
+    created_at: dt.datetime
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetPublic]

@@ -8,6 +8,9 @@
     study.pareto(); study.hypervolume(); study.to_dataframe()
     study.export(trial_id, "adapter/")
 
+    ds = client.upload_dataset("reviews.csv")          # your own data, from any machine
+    client.create_study(..., workload={"kind": "peft", "model": "...", "dataset_id": ds["id"]})
+
 Server errors raise :class:`ApiError` carrying the envelope's ``code``, ``message``, ``field``.
 Only httpx is imported here; pandas is imported by ``to_dataframe`` and tqdm by ``wait``.
 """
@@ -98,6 +101,48 @@ class Client:
 
     def studies(self) -> list["Study"]:
         return [Study(self, s) for s in self._json("GET", "/api/v1/studies")["studies"]]
+
+    # -- datasets -------------------------------------------------------------------------------
+    def upload_dataset(self, path: str | Path, name: str | None = None, text_column: str | list[str] | None = None,
+                       label_column: str | None = None, format: str | None = None,
+                       encoding: str | None = None) -> dict[str, Any]:
+        """Upload a CSV / TSV / JSONL file (streamed from disk) and return the stored dataset:
+        ``id`` (use it as ``workload["dataset_id"]``), ``rows``, ``labels`` (rows per label), ``sha256``...
+        The server checks it first; a bad file raises :class:`ApiError` naming the row and column."""
+        path = Path(path)
+        fields = {"name": name, "label_column": label_column, "format": format, "encoding": encoding,
+                  "text_column": ",".join(text_column) if isinstance(text_column, (list, tuple)) else text_column}
+        data = {k: v for k, v in fields.items() if v is not None}
+        with open(path, "rb") as fh:
+            return self._json("POST", "/api/v1/datasets", data=data,
+                              files={"file": (path.name, fh, "application/octet-stream")}, timeout=None)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/api/v1/datasets")["datasets"]
+
+    def dataset(self, dataset_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/api/v1/datasets/{int(dataset_id)}")
+
+    def delete_dataset(self, dataset_id: int) -> None:
+        self.request("DELETE", f"/api/v1/datasets/{int(dataset_id)}")
+
+    # -- tokens and account -----------------------------------------------------------------------
+    def me(self) -> dict[str, Any]:
+        """Your name, role, whether you may run python workloads, your limits and usage."""
+        return self._json("GET", "/api/v1/me")
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/api/v1/tokens")["tokens"]
+
+    def create_token(self, expires_in_days: float = 90, name: str | None = None) -> dict[str, Any]:
+        """A new token of yours; ``["token"]`` is the token itself, shown this once."""
+        body: dict[str, Any] = {"expires_in_days": expires_in_days}
+        if name is not None:
+            body["name"] = name
+        return self._json("POST", "/api/v1/tokens", json=body)
+
+    def revoke_token(self, token_id: int) -> None:
+        self.request("DELETE", f"/api/v1/tokens/{int(token_id)}")
 
     def trial(self, trial_id: int) -> dict[str, Any]:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}")

@@ -87,6 +87,7 @@ def start_controller(work: Path, port: int, run_scheduler: bool, cache: bool = T
 
     env = dict(os.environ, AUTOPEFT_LISTING_CACHE="true" if cache else "false", AUTOPEFT_DB_URL=f"sqlite:///{work / 'bench.db'}", AUTOPEFT_PORT=str(port),
                AUTOPEFT_HOST="127.0.0.1", AUTOPEFT_ARTIFACTS_DIR=str(work / "artifacts"),
+               AUTOPEFT_PYTHON_WORKLOADS="all",   # the benchmarks' python workloads (off by default)
                AUTOPEFT_WORKER_PYTHONPATH=str(HERE), AUTOPEFT_LOG_LEVEL="warning",
                AUTOPEFT_RUN_SCHEDULER="true" if run_scheduler else "false")
     log = open(work / f"server-{port}.log", "ab")

@@ -80,6 +80,7 @@ def start_controller(work: Path, port: int, args):
 
     env = dict(os.environ, AUTOPEFT_DB_URL=f"sqlite:///{work / 'bench.db'}", AUTOPEFT_PORT=str(port),
                AUTOPEFT_HOST="127.0.0.1", AUTOPEFT_ARTIFACTS_DIR=str(work / "artifacts"),
+               AUTOPEFT_PYTHON_WORKLOADS="all",   # the benchmarks' python workloads (off by default)
                AUTOPEFT_LOG_LEVEL="warning", AUTOPEFT_EXECUTOR="ray",
                PYTHONPATH=os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH")) if p),
                RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",

@@ -27,6 +27,7 @@ import contextlib
 import io
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import traceback
@@ -125,12 +126,37 @@ class Hub:
 
 
 # -- the trial task -----------------------------------------------------------------------------
+def local_data_file(data_file: dict[str, Any], blob: bytes) -> str:
+    """Write a shipped dataset file into this node's cache (once per content hash) and return its
+    path; when the node restricts dataset paths (``AUTOPEFT_DATA_DIRS``), the cache becomes one of
+    its data folders."""
+    import hashlib
+
+    from autopeft.trials.data import DATA_DIRS_ENV
+
+    if hashlib.sha256(blob).hexdigest() != data_file["sha256"]:
+        raise RuntimeError("the dataset file shipped to this node does not match its content hash")
+    cache = Path(tempfile.gettempdir()) / "autopeft-datasets"
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{data_file['sha256']}{data_file.get('suffix') or ''}"
+    if not (target.is_file() and target.stat().st_size == len(blob)):
+        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, target)
+    roots = os.environ.get(DATA_DIRS_ENV)
+    if roots is not None and str(cache.resolve()) not in roots.split(os.pathsep):
+        os.environ[DATA_DIRS_ENV] = os.pathsep.join(p for p in (roots, str(cache.resolve())) if p)
+    return str(target)
+
+
 def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transfer: str,
-              restore_blob: bytes | None, max_checkpoint_bytes: int) -> dict[str, Any]:
+              restore_blob: bytes | None, max_checkpoint_bytes: int, data: list | None = None) -> dict[str, Any]:
     """One attempt of one trial, inside a Ray worker. Returns ``{"type": "done" | "error", ...}``.
 
     Exceptions of the workload become ``error`` results (no retry, like the local executor);
     only a lost worker or node (seen by the controller as a Ray system error) is retried.
+    ``data``: ``[object ref]`` of the dataset file (``spec["data_file"]``) for nodes without it.
     """
     import ray
 
@@ -152,6 +178,10 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
             restore = ckpt if same and ckpt else str(scratch / "restore")
             unpack_dir(restore_blob, restore)
     last_sig = [dir_signature(ckpt) if not local else None]
+    if not local and data and spec.get("data_file"):   # the dataset is on the controller's disk only
+        workload = dict(spec["workload"])
+        workload["dataset"] = local_data_file(spec["data_file"], ray.get(data[0]))
+        spec = {**spec, "workload": workload}
 
     def shipped_checkpoint() -> bytes | None:
         if local or ckpt is None:
@@ -183,6 +213,7 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
                 values = {str(k): float(v) for k, v in dict(values).items()}
             except (Exception, SystemExit) as err:  # noqa: BLE001 - a failed trial with its reason
                 tb = traceback.format_exc(limit=8)
+                print(traceback.format_exc(), file=sys.stderr, flush=True)   # the worker log keeps it whole
                 return {"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}", "node_id": node}
             stopped = ctx.last_decision not in (None, True, "continue")
             result: dict[str, Any] = {"type": "done", "values": values, "stopped": bool(stopped), "node_id": node}

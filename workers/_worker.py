@@ -69,6 +69,7 @@ def main(argv: list[str]) -> int:
         values = {str(k): float(v) for k, v in dict(values).items()}
     except BaseException as err:  # noqa: BLE001 - everything becomes a failed trial with its reason
         tb = traceback.format_exc(limit=8)
+        print(traceback.format_exc(), file=sys.stderr, flush=True)   # the whole traceback: the worker log
         send({"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}"})
         return 1
     stopped = ctx.last_decision not in (None, True, "continue")

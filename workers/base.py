@@ -76,6 +76,9 @@ class TrialSpec:
     budget: dict[str, float] | None = None
     resources: dict[str, float] = field(default_factory=dict)
     log_path: str | None = None   # where the worker's stdout / stderr go (local executor)
+    # the dataset file the workload reads, as it is on the controller's node: {"path", "sha256",
+    # "size", "suffix"}. A local worker reads ``path``; the Ray executor ships the file to other nodes.
+    data_file: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,9 @@ cannot tell them apart. What Ray adds:
   ``infeasible_timeout_s``, for autoscaling clusters) instead of waiting forever.
 * **Reports** reach the controller as they arrive, through a hub actor on the controller's
   node (see :mod:`autopeft.workers._ray_remote` for why), and the decision flows back.
+* **Datasets** (``TrialSpec.data_file``: an uploaded file on the controller's disk) reach nodes that do
+  not share it through the object store: the file is put once per content hash and written into a
+  node-local cache (same rule as checkpoints: ``checkpoint_transfer``).
 * **Checkpoints** (adapter-only) cross nodes through the object store (``checkpoint_transfer``
   ``auto`` or ``object_store``), or are used in place on a shared file system (``shared``).
 * **Faults.** A lost worker process or node (``WorkerCrashedError``, ``NodeDiedError``, ...)
@@ -143,6 +146,7 @@ class RayExecutor(Executor):
         self._runs: dict[int, _Run] = {}
         self._closed = False
         self._nodes_cache: tuple[float, list[dict]] = (0.0, [])
+        self._data_refs: dict[str, Any] = {}   # sha256 -> object ref of a dataset file (a few, newest last)
 
         renv = dict(runtime_env or {})
         env_vars = dict(renv.get("env_vars") or {})
@@ -275,11 +279,12 @@ class RayExecutor(Executor):
                 restore_blob = pack_dir(spec.restore_dir, self._max_ckpt)
             except CheckpointTooLarge as err:
                 return TrialOutcome("failed", error=str(err)), None
+        data = self._data_ref(spec.data_file)
         with self._lock:
             if run.cancelled or self._closed:
                 return None, "cancelled"
             run.ref = ref = self._task.options(max_retries=0, **req.ray_options()).remote(
-                spec.to_dict(), hub, key, self.driver_node, self._transfer, restore_blob, self._max_ckpt)
+                spec.to_dict(), hub, key, self.driver_node, self._transfer, restore_blob, self._max_ckpt, data)
         nxt = hub.next.remote(key, self._poll * 5)
         pending_since = time.monotonic()
         started = False
@@ -317,6 +322,23 @@ class RayExecutor(Executor):
                 hub.drop.remote(key)
             except Exception:  # noqa: BLE001 - the hub may be gone with the cluster
                 pass
+
+    def _data_ref(self, data_file: dict[str, Any] | None) -> list | None:
+        """``[object ref]`` of the trial's dataset file (in a list: a task fetches it only when its node
+        needs a copy), put into the object store once per content; None when not shipped."""
+        if not data_file or self._transfer == "shared":
+            return None
+        sha = data_file["sha256"]
+        with self._lock:
+            ref = self._data_refs.get(sha)
+        if ref is None:
+            with open(data_file["path"], "rb") as fh:
+                ref = self._ray.put(fh.read())
+            with self._lock:
+                self._data_refs[sha] = ref
+                while len(self._data_refs) > 4:
+                    self._data_refs.pop(next(iter(self._data_refs)))
+        return [ref]
 
     def _handle_event(self, run: _Run, hub: Any, key: str, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -10,16 +10,27 @@ from autopeft.api.deps import CurrentUser, SessionDep, StateDep
 from autopeft.api.schemas import (MAX_ID, ErrorEnvelope, StudyId, HypervolumePublic, ParetoPublic, StudyCreate, StudyList,
                                   StudyPublic, TrialList, TrialState)
 from autopeft.api.services import studies as svc
-from autopeft.api.services.spec import validate_spec
+from autopeft.api.services.spec import SpecContext, validate_spec
 
 _ERRORS = {401: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}, 422: {"model": ErrorEnvelope}}
+_LIMITS = {403: {"model": ErrorEnvelope, "description": "not allowed (python workloads) or over a quota"},
+           429: {"model": ErrorEnvelope, "description": "too many running studies"}}
 router = APIRouter(prefix="/studies", tags=["studies"], responses=_ERRORS)
+# stateful API tests (schemathesis) follow these from a created study to its other operations
+_STUDY_LINKS = {op: {"operationId": op_id, "parameters": {"study_id": "$response.body#/id"}}
+                for op, op_id in (("GetStudy", "get_study"), ("ListTrials", "list_trials"),
+                                  ("GetPareto", "get_pareto"), ("GetHypervolume", "get_hypervolume"),
+                                  ("StopStudy", "stop_study"), ("ResumeStudy", "resume_study"),
+                                  ("DeleteStudy", "delete_study"))}
 
 
-@router.post("", status_code=201, response_model=StudyPublic)
+@router.post("", status_code=201, response_model=StudyPublic, operation_id="create_study",
+             responses={**_LIMITS, 201: {"description": "the study, started", "links": _STUDY_LINKS}})
 def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
     """Validate the whole spec (space, objectives, optimiser and options, workload), store, start."""
-    spec = validate_spec(body.model_dump(mode="json"))
+    with state.db.read() as session:
+        spec = validate_spec(body.model_dump(mode="json"), SpecContext(user, state.settings, session, state.datasets))
+        svc.check_quotas(session, state.settings, user.id, spec["max_parallel"])
     with state.db.write() as session:
         study = svc.create_study(session, user.id, spec)
         out = svc.study_public(study, svc.counts(session, [study.id])[study.id])
@@ -27,47 +38,64 @@ def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
     return out
 
 
-@router.get("", response_model=StudyList)
+@router.get("", response_model=StudyList, operation_id="list_studies")
 def list_studies(user: CurrentUser, session: SessionDep):
     return {"studies": svc.list_studies(session, user.id)}
 
 
-@router.get("/{study_id}", response_model=StudyPublic)
+@router.get("/{study_id}", response_model=StudyPublic, operation_id="get_study")
 def get_study(study_id: StudyId, user: CurrentUser, session: SessionDep):
     return svc.show_study(session, user.id, study_id)
 
 
-@router.post("/{study_id}/stop", response_model=StudyPublic, responses={409: {"model": ErrorEnvelope}})
+@router.post("/{study_id}/stop", response_model=StudyPublic, responses={409: {"model": ErrorEnvelope}},
+             operation_id="stop_study")
 def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Stop: no new trial starts; running trials are cancelled and stay in the history."""
-    with state.db.write(study_id) as session:
-        svc.set_state(session, user.id, study_id, "stopped")
-    state.scheduler.stop(study_id)
+    with state.scheduler.study_lock(study_id):
+        with state.db.write(study_id) as session:
+            svc.set_state(session, user.id, study_id, "stopped")
+        state.scheduler.stop(study_id)
     with state.db.read() as session:
         return svc.show_study(session, user.id, study_id)
 
 
-@router.post("/{study_id}/resume", response_model=StudyPublic)
+@router.post("/{study_id}/resume", response_model=StudyPublic, operation_id="resume_study", responses=_LIMITS)
 def resume_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Resume a stopped (or finished, after raising nothing) study: its optimiser is rebuilt."""
-    with state.db.write(study_id) as session:
-        svc.set_state(session, user.id, study_id, "running")
-    state.scheduler.start(study_id)
+    with state.scheduler.study_lock(study_id):   # never interleaved with a delete of the same study
+        with state.db.read() as session:
+            study = svc.get_study(session, user.id, study_id)
+            if study.state != "running":
+                svc.check_quotas(session, state.settings, user.id, study.spec["max_parallel"], study_id)
+        with state.db.write(study_id) as session:
+            svc.set_state(session, user.id, study_id, "running")
+        state.scheduler.start(study_id)
     with state.db.read() as session:
         return svc.show_study(session, user.id, study_id)
 
 
-@router.delete("/{study_id}", status_code=204, response_class=Response)
+@router.delete("/{study_id}", status_code=204, response_class=Response, operation_id="delete_study")
 def delete_study(study_id: StudyId, user: CurrentUser, state: StateDep):
-    with state.db.read() as session:
-        svc.get_study(session, user.id, study_id)
-    state.scheduler.stop(study_id, wait=True)
-    with state.db.write(study_id) as session:
-        svc.delete_study(session, user.id, study_id)
+    """Delete the study, its trials and their artifacts (checkpoints, adapters, logs). Its id is never
+    used again."""
+    with state.scheduler.study_lock(study_id):
+        with state.db.read() as session:
+            svc.get_study(session, user.id, study_id)
+        state.scheduler.forget_study(study_id)   # stops its runner (waits), and none starts again
+        with state.db.write(study_id) as session:
+            svc.delete_study(session, user.id, study_id)
+        svc.remove_artifacts(state.settings.artifacts_dir, study_id)
     return Response(status_code=204)
 
 
-@router.get("/{study_id}/trials", response_model=TrialList)
+_TRIAL_LINKS = {op: {"operationId": op_id, "parameters": {"trial_id": "$response.body#/trials/0/id"}}
+                for op, op_id in (("GetTrial", "get_trial"), ("GetReports", "get_reports"),
+                                  ("GetAdapter", "get_adapter"))}
+
+
+@router.get("/{study_id}/trials", response_model=TrialList, operation_id="list_trials",
+            responses={200: {"description": "a page of trials", "links": _TRIAL_LINKS}})
 async def list_trials(study_id: StudyId, user: CurrentUser, state: StateDep,
                       after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only trials with id > after")] = None,
                       limit: Annotated[int, Query(ge=1, le=svc.MAX_PAGE)] = 100,
@@ -84,7 +112,7 @@ Split = Annotated[Literal["validation", "test"], Query(
     description="validation: the values the search selected on; test: the same front's held-out test metrics")]
 
 
-@router.get("/{study_id}/pareto", response_model=ParetoPublic)
+@router.get("/{study_id}/pareto", response_model=ParetoPublic, operation_id="get_pareto")
 def get_pareto(study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"):
     """Complete trials on the first non-dominated front of the study's objectives on the
     validation split (baselines included, marked ``kind: baseline``); ``?split=test`` gives the
@@ -92,6 +120,6 @@ def get_pareto(study_id: StudyId, user: CurrentUser, session: SessionDep, split:
     return svc.pareto(session, user.id, study_id, split)
 
 
-@router.get("/{study_id}/hypervolume", response_model=HypervolumePublic)
+@router.get("/{study_id}/hypervolume", response_model=HypervolumePublic, operation_id="get_hypervolume")
 def get_hypervolume(study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"):
     return svc.hypervolume(session, user.id, study_id, split)

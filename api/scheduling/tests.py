@@ -52,6 +52,7 @@ class HeldOutTests:
         with self._lock:
             self.evaluating.add(trial_id)
         try:
+            spec.workload, spec.data_file = self.m.trial_workload(spec.workload)   # e.g. an uploaded dataset
             self.executor.submit(spec, lambda step, values: "continue", lambda outcome: self._on_tested(trial_id, outcome))
         except Exception as err:  # noqa: BLE001
             self._on_tested(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
@@ -71,5 +72,8 @@ class HeldOutTests:
                     self._event(s, "test_failed", {"trial_id": trial_id, "error": (outcome.error or "")[:2000]})
         finally:
             with self._lock:
+                known = trial_id in self.evaluating
                 self.evaluating.discard(trial_id)
+            if known:
+                self._release_slot()
             self._wake.set()

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.db import Database
 from autopeft.api.errors import not_found
+from autopeft.api.services.studies import public_error
 
 # Built once: fixed texts with bound parameters, so a request pays no statement construction
 # (``after`` -1 means "from the start"). Times are taken as stored (SQLite keeps ISO text).
@@ -52,7 +53,7 @@ def _row(r) -> str:
             f'"kind":"{r[12] or "search"}","label":{"null" if r[13] is None else _dumps(r[13])},'
             f'"test_values":{r[14] or "null"},"epochs_trained":{_dumps(float(r[15] or 0.0))},'
             f'"lineage":{r[16] or "null"},'
-            f'"error":{"null" if r[8] is None else _dumps(r[8])},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
+            f'"error":{"null" if r[8] is None else _dumps(public_error(r[8]))},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
             f'"finished_at":{_dt(r[11])}}}')
 
 

@@ -9,9 +9,68 @@ constructed with its options.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from autopeft.api.errors import ApiError
 from autopeft.errors import InvalidConfig
+
+
+@dataclass
+class SpecContext:
+    """Who submits the spec and under which rules (the operator's settings, the user's datasets)."""
+    user: Any            # deps.UserRef
+    settings: Any        # settings.Settings
+    session: Any = None  # a read session, for workload.dataset_id
+    datasets: Any = None  # services.datasets.DatasetStore
+
+
+def check_python_allowed(workload: dict[str, Any], ctx: SpecContext) -> None:
+    """Python workloads run the user's code on the server: only when the operator opted in."""
+    if not isinstance(workload, dict) or workload.get("kind") != "python":
+        return
+    mode = ctx.settings.python_workloads
+    if mode == "off" or (mode == "admins" and not ctx.user.is_admin):
+        who = "" if mode == "off" else " for admins only"
+        raise ApiError(403, "forbidden", f"python workloads are disabled on this server{who}: they run your code "
+                       "on the server. The operator enables them with AUTOPEFT_PYTHON_WORKLOADS=admins (admins "
+                       "only) or =all (every user), optionally limited by AUTOPEFT_PYTHON_MODULES", "workload.kind")
+    prefixes = ctx.settings.python_module_prefixes()
+    entry = workload.get("entrypoint")
+    module = entry.split(":")[0] if isinstance(entry, str) else ""
+    if prefixes and not any(module == p or module.startswith(p + ".") for p in prefixes):
+        raise ApiError(403, "forbidden", f"entrypoint module {module[:100]!r} is not allowed here: this server runs "
+                       f"python workloads from {', '.join(prefixes)} only (AUTOPEFT_PYTHON_MODULES)",
+                       "workload.entrypoint")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_not_server_state(workload: dict[str, Any], ctx: SpecContext) -> None:
+    """A dataset named by path is never one of the server's own files (uploads, artifacts, the
+    database): uploads are used by ``dataset_id``, with their owner checked."""
+    from autopeft.trials.data import BUILTIN_DATASETS
+
+    dataset = workload.get("dataset") if isinstance(workload, dict) else None
+    if workload.get("kind") != "peft" or not isinstance(dataset, str) or dataset in BUILTIN_DATASETS \
+            or "dataset_id" in workload:
+        return
+    try:
+        path = Path(dataset).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return   # check_server_path reports it
+    settings = ctx.settings
+    roots = [Path(settings.artifacts_dir).expanduser().resolve(), Path(settings.datasets_path).expanduser().resolve()]
+    if settings.db_url.startswith("sqlite:///"):
+        db = Path(settings.db_url[len("sqlite:///"):]).expanduser().resolve()
+        roots += [db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
+    if any(_inside(path, r) for r in roots):
+        raise InvalidConfig(f"dataset {dataset[:200]!r} is not allowed: the server's own files are never datasets; "
+                            "upload your file (POST /api/v1/datasets) and give workload.dataset_id",
+                            "workload.dataset")
 
 
 @functools.lru_cache(maxsize=16)
@@ -173,19 +232,38 @@ def check_fidelity(spec: dict[str, Any], space) -> None:
                                 "population could never be filled", "optimizer.options.population_size")
 
 
-def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[str, Any]:
     """Check every part of a (schema-valid) spec; returns it normalised: the workload's defaults
     filled in, the default optimiser when none is named, baselines expanded.
 
-    Raises ``InvalidConfig`` naming the field; an unexpected exception from a part's validator
-    (a malformed mapping it did not anticipate) is reported against that part, not as a 500.
+    With a ``ctx`` (every REST request): python workloads only when the operator allows them, an
+    uploaded dataset by ``workload.dataset_id`` (the user's own), no dataset path into the
+    server's own files. Raises ``InvalidConfig`` naming the field (``ApiError`` 403 for a python
+    workload that is not allowed); an unexpected exception from a part's validator (a malformed
+    mapping it did not anticipate) is reported against that part, not as a 500.
     """
     from autopeft.trials.baselines import check_baselines
 
     spec = dict(spec)
     part = "workload"
+    dataset = None
+    workload = spec["workload"]
+    if ctx is not None:
+        check_python_allowed(workload, ctx)
+        check_not_server_state(workload, ctx)
+        if ctx.datasets is not None:
+            workload, dataset = ctx.datasets.resolve_for_validation(ctx.session, ctx.user.id, workload)
     try:
-        spec["workload"] = normalise_workload(spec["workload"])
+        try:
+            spec["workload"] = normalise_workload(workload)
+        except InvalidConfig as err:
+            if dataset is None:
+                raise
+            # about the stored file: name the dataset, never its server path
+            message = err.message.replace(workload["dataset"], f"dataset {dataset.id}")
+            raise InvalidConfig(message, err.field) from None
+        if dataset is not None:
+            spec["workload"] = ctx.datasets.stored_workload(spec["workload"], dataset)
         part = "optimizer"
         spec["optimizer"] = normalise_optimizer(spec.get("optimizer"), spec["workload"])
         part = "baselines"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,20 @@ from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, utcnow
 from autopeft.api.services.spec import objectives_of
 
 MAX_PAGE = 5000
+MAX_ERROR_CHARS = 2000
+# an absolute path (two or more segments), not the middle of a word, a fraction or a URL
+_PATH = re.compile(r"(?<![\w.~:/])(?:/[^\s/'\"`:,;()\[\]<>]+){2,}/?")
+
+
+def public_error(error: str | None) -> str | None:
+    """What users see of a trial's (or study's) error: no traceback and no server paths (an absolute
+    path keeps its last part, ``…/data.csv``). The whole text goes to the controller's log and the
+    worker's log."""
+    if not error:
+        return error
+    text = error.split("Traceback (most recent call last)")[0].rstrip()
+    text = _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+    return text[:MAX_ERROR_CHARS] or "failed (see the worker log)"
 
 
 def counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -30,7 +46,7 @@ def counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
 
 def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
     return {"id": study.id, "name": study.name, "state": study.state, "counts": study_counts,
-            "spec": study.spec, "message": study.message, "created_at": study.created_at,
+            "spec": study.spec, "message": public_error(study.message), "created_at": study.created_at,
             "started_at": study.started_at, "finished_at": study.finished_at}
 
 
@@ -38,7 +54,7 @@ def trial_public(t: Trial) -> dict[str, Any]:
     return {"id": t.id, "study_id": t.study_id, "number": t.number, "state": t.state, "config": t.config,
             "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "kind": t.kind or "search",
             "label": t.label, "test_values": t.test_values, "epochs_trained": float(t.epochs_trained or 0.0),
-            "lineage": t.lineage, "error": t.error,
+            "lineage": t.lineage, "error": public_error(t.error),
             "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at}
 
 
@@ -56,8 +72,26 @@ def get_trial(session: Session, user_id: int, trial_id: int) -> Trial:
     return trial
 
 
+def check_quotas(session: Session, settings, user_id: int, max_parallel: int, study_id: int | None = None) -> None:
+    """The operator's per-user limits on starting a study: running trials (403 naming
+    ``max_parallel``) and running studies (429)."""
+    cap = settings.max_running_trials_per_user
+    if cap and max_parallel > cap:
+        raise ApiError(403, "quota_exceeded", f"max_parallel {max_parallel} is above your limit of {cap} running "
+                       f"trials (AUTOPEFT_MAX_RUNNING_TRIALS_PER_USER); ask for at most {cap}", "max_parallel")
+    limit = settings.max_active_studies_per_user
+    if limit:
+        running = session.scalar(select(func.count()).select_from(Study).where(
+            Study.user_id == user_id, Study.state == "running", Study.id != (study_id or 0)))
+        if running >= limit:
+            raise ApiError(429, "too_many_requests", f"you have {running} running studies, the limit is {limit} "
+                           "(AUTOPEFT_MAX_ACTIVE_STUDIES_PER_USER); wait for one to finish or stop one")
+
+
 def create_study(session: Session, user_id: int, spec: dict[str, Any]) -> Study:
-    study = Study(user_id=user_id, name=spec["name"], state="running", spec=spec, started_at=utcnow())
+    dataset_id = (spec.get("workload") or {}).get("dataset_id")
+    study = Study(user_id=user_id, name=spec["name"], state="running", spec=spec, started_at=utcnow(),
+                  dataset_id=dataset_id)
     session.add(study)
     session.flush()
     return study
@@ -92,6 +126,15 @@ def delete_study(session: Session, user_id: int, study_id: int) -> None:
     trial_ids = select(Trial.id).where(Trial.study_id == study.id).scalar_subquery()
     session.execute(delete(TrialReport).where(TrialReport.trial_id.in_(trial_ids)))
     session.delete(study)
+
+
+def study_dir(artifacts_dir: Path, study_id: int) -> Path:
+    return Path(artifacts_dir) / f"study-{study_id}"
+
+
+def remove_artifacts(artifacts_dir: Path, study_id: int) -> None:
+    """Delete a study's checkpoints, adapters and worker logs (after its rows are gone)."""
+    shutil.rmtree(study_dir(artifacts_dir, study_id), ignore_errors=True)
 
 
 def list_reports(session: Session, user_id: int, trial_id: int) -> dict[str, Any]:
@@ -209,14 +252,18 @@ def hypervolume(session: Session, user_id: int, study_id: int, split: str = "val
             "reference_rule": REFERENCE_RULE, "n_complete": len(trials), "n_pareto": int(front.sum())}
 
 
-def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path) -> bytes:
+def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path, resolve_workload=None) -> bytes:
     """Zip of the trial's exported adapter (``adapter/``, built from a peft trial's checkpoint on
-    first use, see ``services.export``), else of its checkpoint folder."""
+    first use, see ``services.export``), else of its checkpoint folder. ``resolve_workload``: the
+    stored workload -> one a trainer accepts (an uploaded dataset's file)."""
     from autopeft.api.services.export import ensure_peft_adapter
 
     root = trial_dir(artifacts_dir, trial.study_id, trial.number)
     study = session.get(Study, trial.study_id)
-    ensure_peft_adapter(study.spec, trial.config, trial.id, root)
+    spec = study.spec
+    if resolve_workload is not None and not (root / "adapter").is_dir():
+        spec = {**spec, "workload": resolve_workload(spec.get("workload") or {})}
+    ensure_peft_adapter(spec, trial.config, trial.id, root)
     for candidate in (root / "adapter", root / "checkpoint"):
         if candidate.is_dir() and any(candidate.iterdir()):
             buf = io.BytesIO()
@@ -230,4 +277,4 @@ def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path) -> bytes:
 
 
 def trial_dir(artifacts_dir: Path, study_id: int, number: int) -> Path:
-    return Path(artifacts_dir) / f"study-{study_id}" / f"trial-{number:05d}"
+    return study_dir(artifacts_dir, study_id) / f"trial-{number:05d}"

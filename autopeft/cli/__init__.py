@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "autopeft.cli.serve",
     "autopeft.cli.token",
     "autopeft.cli.study",
+    "autopeft.cli.dataset",
     "autopeft.cli.demo",
 ]
 

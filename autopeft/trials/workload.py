@@ -33,7 +33,6 @@ A ``python`` workload is ``{"kind": "python", "entrypoint": "pkg.mod:fn"}``.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -192,17 +191,48 @@ def _validate_python(workload: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(f"entrypoint must look like 'package.module:function', got {entry!r}",
                             field="workload.entrypoint")
     module = entry.split(":")[0]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not module_exists(module):
         raise InvalidConfig(f"entrypoint module {module!r} cannot be found on the Python path",
                             field="workload.entrypoint")
     out: dict[str, Any] = {"kind": "python", "entrypoint": entry}
     if workload.get("resources") is not None:
         out["resources"] = validate_resources(workload["resources"])
     return out
+
+
+def module_exists(module: str) -> bool:
+    """Whether ``module`` can be imported, found on the file system without importing it or any of
+    its parent packages (so validating a spec runs no user-named code: ``importlib.util.find_spec``
+    would import the parents). Packages already imported are searched through their ``__path__``."""
+    import importlib.machinery
+    import sys
+
+    parts = module.split(".")
+    if module in sys.modules or (len(parts) == 1 and module in sys.builtin_module_names):
+        return True
+    paths: list[str] = list(sys.path)
+    for i, name in enumerate(parts):
+        last = i == len(parts) - 1
+        loaded = sys.modules.get(".".join(parts[:i + 1]))
+        if loaded is not None and not last:
+            paths = list(getattr(loaded, "__path__", None) or [])
+            if not paths:
+                return False
+            continue
+        packages = []
+        for folder in paths:
+            base = Path(folder or ".") / name
+            if last and any(base.with_name(name + suffix).is_file()
+                            for suffix in importlib.machinery.all_suffixes()):
+                return True
+            if base.is_dir():
+                packages.append(str(base))   # a package (or a namespace package)
+        if not packages:
+            return False
+        if last:
+            return True
+        paths = packages
+    return False
 
 
 def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,8 @@ class Server:
         env.update({"AUTOPEFT_DB_URL": self.db_url, "AUTOPEFT_PORT": str(self.port), "AUTOPEFT_HOST": "127.0.0.1",
                     "AUTOPEFT_ARTIFACTS_DIR": str(self.workdir / "artifacts"),
                     "AUTOPEFT_WORKER_PYTHONPATH": str(REPO), "AUTOPEFT_LOG_LEVEL": "warning",
+                    # the tests' python workloads run code on the server: opted in here (off by default)
+                    "AUTOPEFT_PYTHON_WORKLOADS": "all",
                     "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)})
         env.update(self.extra_env)
         return env
@@ -167,10 +169,12 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'autopeft.db'}"
 
 
-def make_token(db_url: str, user: str) -> str:
+def make_token(db_url: str, user: str, secret: str | None = None, role: str | None = None, **kw) -> str:
+    """A token made the admin's way (``autopeft token create``); ``secret``: the server's
+    ``AUTOPEFT_SECRET`` when the test sets one."""
     from autopeft.cli.token import create_token
 
-    return create_token(db_url, user)
+    return create_token(db_url, user, secret, role, **kw)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def test_server_files_never_come_back_in_errors(sqlite_url, server_factory, tmp_
     root.mkdir()
     (root / "ok.csv").write_text("text,label\nfine,pos\nbad,neg\n")
     server = server_factory(sqlite_url, env={"AUTOPEFT_SECRET": secret})
-    token = make_token(sqlite_url, "mallory")
+    token = make_token(sqlite_url, "mallory", secret)
     passwd = open("/etc/passwd").readline().strip()
     for dataset in ("/etc/passwd", "/proc/self/environ", "/proc/1/environ", "/dev/zero",
                     str(root / ".." / ".." / ".." / ".." / "proc" / "self" / "environ")):

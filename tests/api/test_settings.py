@@ -52,10 +52,14 @@ def test_dataset_paths_off_loopback_default_to_none(monkeypatch):
     from autopeft.api.settings import apply_data_dirs
     from autopeft.trials.data import DATA_DIRS_ENV, data_roots
 
-    monkeypatch.delenv(DATA_DIRS_ENV, raising=False)
+    monkeypatch.setenv(DATA_DIRS_ENV, "")   # recorded, so apply_data_dirs' changes are undone afterwards
+    monkeypatch.delenv(DATA_DIRS_ENV)        # (they used to leak into every later test of the session)
     apply_data_dirs(Settings(host="127.0.0.1"))
     assert data_roots() is None                       # loopback: the user's own files
-    apply_data_dirs(Settings(host="0.0.0.0", secret="a-long-random-secret-0123456789"))
-    assert data_roots() == ()                         # exposed: no server path unless configured
-    apply_data_dirs(Settings(host="0.0.0.0", data_dirs="/srv/data"))
-    assert data_roots() == (Path("/srv/data").resolve(),)
+    exposed = Settings(host="0.0.0.0", secret="a-long-random-secret-0123456789", artifacts_dir="/srv/a")
+    apply_data_dirs(exposed)
+    # exposed: no server path a user can name unless configured; only the uploads folder, which
+    # users cannot name (the API refuses paths inside the server's own folders)
+    assert data_roots() == (Path("/srv/a/datasets").resolve(),)
+    apply_data_dirs(Settings(host="0.0.0.0", data_dirs="/srv/data", artifacts_dir="/srv/a"))
+    assert data_roots() == (Path("/srv/data").resolve(), Path("/srv/a/datasets").resolve())

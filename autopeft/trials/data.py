@@ -110,6 +110,8 @@ def data_spec(dataset: str, *, text_column: str | Sequence[str] = "text",
     if dataset in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[dataset]()
     path = check_server_path(dataset)
+    if not is_text_encoding(encoding):
+        raise InvalidConfig(f"unknown text encoding {encoding!r}", field="workload.encoding")
     fmt = format or _FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "tsv", "jsonl"):
         raise InvalidConfig(f"dataset {dataset!r}: cannot tell the format from the suffix "
@@ -179,6 +181,17 @@ def check_server_path(dataset: str) -> Path:
         raise InvalidConfig(f"dataset {dataset!r} is neither a built-in dataset ({builtins}) nor an "
                             f"existing regular file", field="workload.dataset")
     return path
+
+
+def is_text_encoding(name: Any) -> bool:
+    """``name`` is a codec Python knows that decodes bytes to text (not ``base64``, ``rot13``...)."""
+    import codecs
+
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):   # unknown, or not a name at all (NUL bytes)
+        return False
+    return getattr(info, "_is_text_encoding", True)
 
 
 def _label_str(value: Any) -> str:

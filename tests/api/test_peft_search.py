@@ -81,7 +81,7 @@ def test_moasha_never_prunes_a_trial_trained_to_the_end(sqlite_url, server_facto
     client = client_for(server, make_token(sqlite_url, "alice"))
     wl = {**peft_workload, "epochs": 1, "evals_per_epoch": 2}
     study = client.create_study(spec=_spec(wl, max_trials=8, optimizer={"name": "random", "options": {
-        "early_stopping": {"kind": "moasha", "reduction_factor": 2, "max_step": 100}}}))
+        "early_stopping": {"kind": "moasha", "reduction_factor": 2, "max_step": 100, "keep_front": False}}}))
     study.wait(timeout=600, poll=0.5, progress=False)
     trials = [t for t in study.trials() if t["kind"] == "search"]
     stopped_at_end = 0
@@ -110,8 +110,9 @@ def test_compute_budget_ends_the_study(sqlite_url, server_factory, peft_workload
 
 
 def _pbt(peft_workload, **options):
+    # 4 reports a member (2 epochs x 2): turns of one report, a chance to exploit at steps 1, 2, 3
     return _spec(peft_workload, max_trials=4, max_parallel=2, baselines=[], optimizer={"name": "pbt", "options": {
-        "population_size": 4, "perturbation_interval": 2, "quantile_fraction": 0.5, **options}})
+        "population_size": 4, "perturbation_interval": 1, "quantile_fraction": 0.5, **options}})
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
@@ -130,21 +131,22 @@ def test_pbt_members_take_turns_and_exploit(sqlite_url, server_factory, peft_wor
     for t in exploited:
         for entry in t["lineage"]:
             assert entry["source"] in trials and entry["source"] != t["id"] and entry["restored"]
-            assert entry["step"] == 2 and set(entry["changes"]) <= {"lr"}
+            assert entry["step"] in (1, 2, 3) and set(entry["changes"]) <= {"lr"}   # never at the last report
         assert t["parent_id"] == t["lineage"][-1]["source"]
         reports = client.reports(t["id"])
         assert "exploit" in [r["decision"] for r in reports]
-    for t in trials.values():   # every member trained to its last report, in two turns of 1 epoch
+    for t in trials.values():   # every member trained to its last report, in turns of half an epoch
         reports = client.reports(t["id"])
-        assert reports[-1]["step"] == 4 and t["epochs_trained"] == pytest.approx(2.0), (t, reports)
-        assert t["attempts"] == 2
+        assert reports[-1]["step"] == 4 and t["attempts"] == 4, (t, reports)
+        # an exploit continues from the donor's step: a member's own compute is what it trained itself
+        assert 0.5 <= t["epochs_trained"] <= 2.0
 
 
 def test_pbt_and_early_stopping_that_could_never_act_are_refused(sqlite_url, server_factory, peft_workload):
     server = server_factory(sqlite_url)
     token = make_token(sqlite_url, "alice")
     cases = [
-        (_pbt({**peft_workload, "epochs": 1}), "optimizer.options.perturbation_interval"),   # 2 reports, interval 2
+        (_pbt({**peft_workload, "epochs": 1}, perturbation_interval=2), "optimizer.options.perturbation_interval"),
         (_pbt(peft_workload, population_size=8), "optimizer.options.population_size"),       # above max_trials
         ({**_pbt(peft_workload), "space": "autopeft_sapa"}, "optimizer.options.mutable"),     # nothing to explore
         (_spec(peft_workload, objectives=[*OBJECTIVES, {"name": "train_time_s", "direction": "minimize"}],

@@ -12,7 +12,7 @@ import pytest
 
 from autopeft.client import ApiError, Client
 from tests.api.conftest import make_token
-from tests.trials.conftest import TOKENIZER_FILES, make_rows
+from tests.conftest import TOKENIZER_FILES, make_rows
 
 torch = pytest.importorskip("torch")
 

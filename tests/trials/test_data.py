@@ -229,3 +229,11 @@ def test_no_message_contains_file_content(tmp_path, monkeypatch, content, kwargs
         data.check_header(spec)
         data.read_examples(spec)
     assert SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize("encoding", ["no-such-codec", "base64", "rot13", "utf\x00-8", ""])
+def test_encodings_must_be_text_codecs(tmp_path, encoding):
+    path = _write(tmp_path / "d.csv", "text,label\na,pos\nb,neg\n")
+    with pytest.raises(InvalidConfig) as err:
+        data.data_spec(str(path), encoding=encoding)
+    assert err.value.field == "workload.encoding"

@@ -17,7 +17,7 @@ pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[defaul
 from autopeft.client import Client  # noqa: E402
 from tests.api.conftest import make_token, server_factory, sqlite_url, workdir  # noqa: E402,F401
 from tests.api.test_remote_user import tiny_model  # noqa: E402,F401
-from tests.trials.conftest import make_rows  # noqa: E402
+from tests.conftest import make_rows  # noqa: E402
 from tests.workers.cluster import LocalCluster  # noqa: E402
 from tests.workers.conftest import REPO  # noqa: E402
 

@@ -94,7 +94,12 @@ export function render(main, _params, ctx) {
         el("option", { value: "path", text: "a file on the server (path)…" }));
       pathField.hidden = dataset.value !== "path";
     };
-    const loadDatasets = (selected) => get("/datasets").then((r) => { if (!cancelled) fillDatasets(r.datasets, selected); }).catch(() => fillDatasets([], null));
+    let loads = 0;   // only the latest listing is applied: an earlier one answering late must not undo an upload's pick
+    const loadDatasets = (selected) => {
+      const mine = ++loads;
+      return get("/datasets").then((r) => { if (!cancelled && mine === loads) fillDatasets(r.datasets, selected); })
+        .catch(() => { if (mine === loads) fillDatasets([], null); });
+    };
     dataset.addEventListener("change", () => { pathField.hidden = dataset.value !== "path"; });
     fileIn.addEventListener("change", async () => {
       const file = fileIn.files[0];

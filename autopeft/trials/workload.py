@@ -108,7 +108,7 @@ KNOBS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
     # evaluations (reports) per epoch: the resolution of learning curves, rungs and PBT intervals
     "evals_per_epoch": (2, _int(1, 1000)),
 }
-SMALL_DATA = 1000          # training sets up to this size train at SMALL_DATA_BATCH by default
+SMALL_DATA = 2000          # training sets up to this size train at SMALL_DATA_BATCH by default
 SMALL_DATA_BATCH = 16
 
 

@@ -28,12 +28,14 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from autopeft.trials import data, sft_data
-from autopeft.trials.train import PeftTrainer
+from autopeft.trials import checkpoint, data, sft_data
+from autopeft.trials.train import PeftTrainer, _Rss
+from autopeft.trials.workload import default_batch_size
 
 #: what a causal_lm trial reports at every evaluation (besides epoch and train_loss)
 CAUSAL_METRICS = ("loss", "perplexity", "exact_match", "accuracy")
@@ -56,6 +58,39 @@ class CausalLmTrainer(PeftTrainer):
     def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
         self.pooling = "model"
         return AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True)
+
+    def _run(self) -> dict[str, float]:
+        """``PeftTrainer._run``, except for a config that leaves nothing to train (every LoRA rank 0,
+        every layer masked off): there is no head to train either, so it is the base model as it is,
+        a legitimate point of the front. It is evaluated once and reported at the trial's last
+        report, checkpointed (without tensors) so it is tested and exported like any trial, and
+        counts 0 epochs of compute."""
+        from transformers import AutoConfig
+
+        import autopeft
+
+        if self.evaluate_split is not None or self.workload["full_finetune"] or autopeft.count_trainable(
+                self.config, AutoConfig.from_pretrained(self.model_dir, local_files_only=True), None):
+            return super()._run()
+        t_start = time.perf_counter()
+        tokens = self.prepare_data()
+        train_idx, val_idx, _ = self.select(tokens)
+        model = self.build_model(0, ())
+        pad_to = self.knobs["max_length"] if self.workload["padding"] == "max_length" else None
+        order = val_idx[np.argsort(tokens.lengths(val_idx), kind="stable")]
+        metrics = {"epoch": 0.0, **self._evaluate(model, tokens, order, pad_to, 0, self._autocast())}
+        bs = self.knobs["batch_size"] or default_batch_size(len(train_idx))
+        report = self.target_reports(min(self.knobs["evals_per_epoch"], math.ceil(len(train_idx) / bs)))
+        if self.trial.checkpoint_dir is not None:
+            state = checkpoint.TrainingState(epoch=0, step=0, train_size=len(train_idx), fraction=self.fraction,
+                                             optimizer={}, scheduler={}, scaler=None, rng=checkpoint.rng_state(),
+                                             history=[metrics], report=report)
+            checkpoint.save(self.trial.checkpoint_dir, model, state, self.config, extra={"pooling": self.pooling})
+        self.trial.report(report, metrics)
+        self.timings.total_s = time.perf_counter() - t_start
+        out = self._final(metrics, 0, _Rss(), len(train_idx), len(val_idx), 0.0)
+        out["budget_reached"] = 1.0
+        return out
 
     def group_lrs(self) -> dict[str, float]:
         lr = self.knobs["lr"]

@@ -157,3 +157,17 @@ def test_sentiment_words_are_the_label_set(tiny_gpt2, sft_jsonl):
     tokens = CausalLmTrainer(_workload(tiny_gpt2, sft_jsonl), LORA, TrialContext("t")).prepare_data()
     assert tokens.label_names == tuple(sorted(WORDS.values()))
     assert np.bincount(tokens.labels).tolist() == [80, 80, 80]
+
+
+def test_a_config_with_nothing_to_train_is_the_base_model(tiny_llama, sft_jsonl, tmp_path):
+    """Every rank 0 (per-layer spaces sample it): no head to train either, so the trial evaluates the
+    base model once, at its last report, and is tested like any trial."""
+    workload = _workload(tiny_llama, sft_jsonl, evals_per_epoch=2)
+    steps = []
+    out = run_workload(workload, {"lora.rank.0": 0, "lora.rank.1": 0, "lr": 1e-3, "epochs": 2},
+                       TrialContext("t", checkpoint_dir=tmp_path, reporter=lambda s, m: steps.append(s)))
+    assert steps == [4] and out["trainable_params"] == 0 and out["epochs_trained"] == 0
+    assert out["budget_reached"] == 1.0 and out["loss"] > 0 and 0 <= out["accuracy"] <= 1
+    tested = run_workload({**workload, "evaluate": "test"}, {"lora.rank.0": 0, "lora.rank.1": 0},
+                          TrialContext("t", restore_dir=tmp_path))
+    assert tested["test_examples"] == 24 and tested["test_loss"] > 0

@@ -142,7 +142,7 @@ def predicted_memory_bytes(workload: Mapping[str, Any], config: Mapping[str, Any
             log.info("autopeft has no adapter_memory_bytes: no memory prediction for placement")
             return None
         model_dir, model_config = _model(str(workload["model"]))
-        labels = workload.get("labels")
+        labels = workload.get("labels") if workload.get("task", "classification") == "classification" else None
         dtype_bytes = {"bf16": 2, "fp16": 2}.get(str(workload.get("precision", "fp32")), 4)
         adapter = int(adapter_memory(dict(config), model_config, len(labels) if labels else None,
                                      dtype_bytes=dtype_bytes))

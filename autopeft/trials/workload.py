@@ -415,6 +415,13 @@ def resolve_knobs(workload: Mapping[str, Any], config: Mapping[str, Any]) -> dic
 
 #: metrics a peft trial reports at every step (besides the optimiser's exactly known objectives)
 REPORTED_METRICS = ("epoch", "train_loss", "accuracy", "macro_f1", "loss")
+#: ... of the causal_lm task (``accuracy`` is its exact match: ``autopeft.trials.causal``)
+CAUSAL_LM_METRICS = ("epoch", "train_loss", "accuracy", "exact_match", "loss", "perplexity")
+
+
+def reported_metrics(workload: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metrics a peft trial of ``workload`` reports at every evaluation."""
+    return CAUSAL_LM_METRICS if workload.get("task") == "causal_lm" else REPORTED_METRICS
 
 
 def _knob_range(name: str, workload: Mapping[str, Any], space) -> tuple[Any, Any]:

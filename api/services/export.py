@@ -51,7 +51,9 @@ def ensure_peft_adapter(spec: dict[str, Any], config: dict[str, Any], trial_id: 
             labels = [f"LABEL_{i}" for i in range(num_labels)]
         meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
         config = dict(meta.get("config") or config)
-        trainer = trainer_for(workload, config, TrialContext(trial_id=trial_id, resources={"cpus": 1, "gpus": 0}))
+        # a 4-bit trial's adapter is exported on the full-precision base (what QLoRA adapters load onto)
+        trainer = trainer_for({**workload, "quantization": None}, config,
+                              TrialContext(trial_id=trial_id, resources={"cpus": 1, "gpus": 0}))
         model = trainer.build_model(num_labels, tuple(str(x) for x in labels)).to("cpu")
         checkpoint.load(ckpt, model)
         tmp = root / "adapter.tmp"

@@ -57,7 +57,7 @@ class CausalLmTrainer(PeftTrainer):
 
     def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
         self.pooling = "model"
-        return AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True)
+        return AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True, **self._quantized())
 
     def _run(self) -> dict[str, float]:
         """``PeftTrainer._run``, except for a config that leaves nothing to train (every LoRA rank 0,

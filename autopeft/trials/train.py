@@ -42,7 +42,7 @@ import transformers  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from autopeft.errors import InvalidConfig  # noqa: E402
-from autopeft.trials import checkpoint, data  # noqa: E402
+from autopeft.trials import checkpoint, data, quant  # noqa: E402
 from autopeft.trials.context import TrialContext  # noqa: E402
 from autopeft.trials.workload import default_batch_size, resolve_knobs, resolve_model_dir, validate_workload  # noqa: E402
 
@@ -239,6 +239,7 @@ class PeftTrainer:
         hf_log.disable_progress_bar()
         try:
             model = self._load(num_labels, label_names)
+            quant.prepare(model)
         finally:
             hf_log.set_verbosity(verbosity)
             if bars:
@@ -247,7 +248,7 @@ class PeftTrainer:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = self.knobs["dropout"]
-        self.base_params = sum(p.numel() for p in model.parameters())
+        self.base_params = quant.param_count(model)
         if self.workload["full_finetune"]:
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -262,7 +263,7 @@ class PeftTrainer:
         token (GPT-2) gets the id batches are padded with (``data.pad_token_id``): its head reads the
         last non-pad token, and transformers refuses batches of more than one without one."""
         model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_dir, num_labels=num_labels, local_files_only=True,
+            self.model_dir, num_labels=num_labels, local_files_only=True, **self._quantized(),
             id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
         if getattr(model.config, "pad_token_id", 0) is None:
             tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
@@ -272,6 +273,9 @@ class PeftTrainer:
 
         apply_pooling(model, self.pooling)
         return model
+
+    def _quantized(self) -> dict[str, Any]:
+        return quant.load_kwargs(self.workload.get("quantization"), self.precision, self.device)
 
     def _pooling(self) -> str:
         pooling = self.workload.get("pooling", "auto")

@@ -25,6 +25,7 @@ A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional):
      "evaluate": None,                  # "test" | "validation": evaluate restore_dir's adapter only
      "task": "classification",          # | "causal_lm": SFT of a decoder LM (see below)
      "prompt_template": None,           # causal_lm on a classification dataset: "{text}\nAnswer:"
+     "quantization": None,              # "4bit": QLoRA-style NF4 base (bitsandbytes; trials/quant.py)
      # plus defaults for any training knob of KNOBS ("lr": 1e-3, "epochs": 2, ...)
     }
 
@@ -144,7 +145,7 @@ _DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
 }
 _PEFT_KEYS = {"kind", "model", "dataset", "text_column", "label_column", "labels", "format",
               "precision", "full_finetune", "cache_dir", "resources", "evaluate", "linear_probe",
-              "task", "prompt_template", *_DATA_DEFAULTS, *KNOBS}
+              "task", "prompt_template", "quantization", *_DATA_DEFAULTS, *KNOBS}
 EVALUATE_SPLITS = ("validation", "test")
 TASKS = ("classification", "causal_lm")
 _PYTHON_KEYS = {"kind", "entrypoint", "resources"}
@@ -241,6 +242,9 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(f"full_finetune must be true or false, got {full!r}",
                             field="workload.full_finetune")
     out["full_finetune"] = full
+    from autopeft.trials.quant import check as check_quantization
+
+    out["quantization"] = check_quantization(workload.get("quantization"), full)
     for key in ("linear_probe",):
         if workload.get(key) is not None:
             if not isinstance(workload[key], bool):

@@ -63,5 +63,5 @@ def test_trial_run_causal_lm(tiny_llama, sft_jsonl, tmp_path):
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout)
     assert {"loss", "perplexity", "exact_match", "accuracy"} <= set(metrics) and metrics["train_examples"] == 60
-    # q, k, v, o, gate, up, down of 2 layers: 64 wide, k / v 32 (GQA), MLP 96
-    assert metrics["trainable_params"] == 2 * 4 * (2 * 128 + 2 * 96 + 3 * 160)
+    # q, k, v, o, gate, up, down of 2 layers: 64 wide, k / v 32 (GQA), MLP 128
+    assert metrics["trainable_params"] == 2 * 4 * (2 * 128 + 2 * 96 + 3 * 192)

@@ -61,6 +61,20 @@ def test_qlora_sft_learns_on_a_4bit_base(tiny_llama, sft_jsonl, tmp_path):
     assert tested["test_examples"] == 24
 
 
+def test_a_classifier_on_a_4bit_gpt2(tiny_gpt2, small_csv):
+    """GPT-2's Conv1D projections are quantised too (fused qkv: LoRA on their slices); the new head
+    stays in full precision and trains."""
+    from autopeft.trials.train import PeftTrainer
+
+    workload = {"kind": "peft", "model": str(tiny_gpt2), "dataset": str(small_csv), "quantization": "4bit",
+                "validation_fraction": 0.2, "batch_size": 16, "max_length": 32, "evals_per_epoch": 1}
+    model = PeftTrainer(workload, {"lora.rank": 4}, TrialContext("t")).build_model(3, ("neg", "neutral", "pos"))
+    assert isinstance(model.transformer.h[0].attn.c_attn.base_layer, bnb.nn.Linear4bit)
+    assert model.score.weight.dtype == torch.float32 and model.score.weight.requires_grad
+    out = run_workload(workload, {"lora.rank": 4, "lr": 3e-3, "epochs": 2}, TrialContext("t"))
+    assert out["trainable_params"] == 2 * 4 * (64 * 2 + 64 * 2) + 64 * 3 and out["accuracy"] > 0.45
+
+
 def test_quantization_refusals(tiny_llama, sft_jsonl):
     for extra in ({"quantization": "8bit"}, {"full_finetune": True}):
         with pytest.raises(InvalidConfig) as err:

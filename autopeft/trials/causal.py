@@ -37,10 +37,6 @@ from autopeft.trials import checkpoint, data, sft_data
 from autopeft.trials.train import PeftTrainer, _Rss
 from autopeft.trials.workload import default_batch_size
 
-#: what a causal_lm trial reports at every evaluation (besides epoch and train_loss)
-CAUSAL_METRICS = ("loss", "perplexity", "exact_match", "accuracy")
-
-
 class CausalLmTrainer(PeftTrainer):
     """One SFT run of a decoder LM for one config (see the module docstring)."""
 
@@ -101,9 +97,13 @@ class CausalLmTrainer(PeftTrainer):
         tokens of the batch: position t's logits predict token t + 1."""
         rows, cols = (labels[:, 1:] != sft_data.IGNORE).nonzero(as_tuple=True)
         head = model.get_output_embeddings()
+        gathered = []
 
         def completion_positions(module, args):
-            return (args[0][rows, cols].unsqueeze(0), *args[1:])   # (batch, length, hidden) -> (1, N, hidden)
+            if args[0].dim() != 3 or args[0].shape[:2] != labels.shape:
+                return None                # not the full-sequence call this hook is for: leave it
+            gathered.append(True)
+            return (args[0][:, :-1][rows, cols].unsqueeze(0), *args[1:])   # (batch, length, h) -> (1, N, h)
 
         handle = head.register_forward_pre_hook(completion_positions) if head is not None else None
         try:
@@ -112,7 +112,8 @@ class CausalLmTrainer(PeftTrainer):
         finally:
             if handle is not None:
                 handle.remove()
-        logits = logits[0] if head is not None else logits[:, :-1][rows, cols]
+        # a model that computes its logits without calling its output embedding module: gather after
+        logits = logits[0] if gathered else logits[:, :-1][rows, cols]
         return logits.float(), labels[:, 1:][rows, cols], rows
 
     def _loss(self, model, batch, labels, autocast) -> torch.Tensor:

@@ -45,10 +45,23 @@ def test_gpt2_without_a_pad_token_classifies_in_batches(tiny_gpt2, small_csv):
     assert len(reports) == 2 and out["budget_reached"] == 1.0 and 0 <= out["accuracy"] <= 1
 
 
+@pytest.fixture(scope="module")
+def sft_runs(request, sft_jsonl, tmp_path_factory):
+    """One 4-epoch LoRA SFT run per decoder, made on first use: (workload, metrics, reports, checkpoint)."""
+    runs = {}
+
+    def run(arch):
+        if arch not in runs:
+            workload = _workload(request.getfixturevalue(f"tiny_{arch}"), sft_jsonl)
+            folder = tmp_path_factory.mktemp(f"sft_{arch}")
+            runs[arch] = (workload, *_run(workload, {**LORA, "epochs": 4}, checkpoint_dir=folder), folder)
+        return runs[arch]
+    return run
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_sft_with_lora_learns_the_sentiment_word(arch, request, sft_jsonl, tmp_path):
-    model = request.getfixturevalue(f"tiny_{arch}")
-    out, reports = _run(_workload(model, sft_jsonl), {**LORA, "epochs": 4}, checkpoint_dir=tmp_path)
+def test_sft_with_lora_learns_the_sentiment_word(arch, sft_runs, sft_jsonl):
+    _, out, reports, folder = sft_runs(arch)
     losses = [r["loss"] for r in reports]
     first, last = reports[0], reports[-1]
     print(f"\n{arch}: eval loss {losses}, exact match {[r['exact_match'] for r in reports]}")
@@ -63,19 +76,18 @@ def test_sft_with_lora_learns_the_sentiment_word(arch, request, sft_jsonl, tmp_p
     # LoRA r8 on q, k, v, o of 2 layers, 64 wide (the Llama's k and v: 32, 2 of its 4 heads), nothing else
     kv = 32 if arch == "llama" else 64
     assert out["trainable_params"] == 2 * 8 * ((64 + 64) * 2 + (64 + kv) * 2)
-    assert all(n.split(".")[-2] in ("lora_A", "lora_B") for n in load_file(tmp_path / ckpt.WEIGHTS))
+    assert all(n.split(".")[-2] in ("lora_A", "lora_B") for n in load_file(folder / ckpt.WEIGHTS))
 
 
-def test_exact_match_is_greedy_decoding(tiny_gpt2, sft_jsonl, tmp_path):
+def test_exact_match_is_greedy_decoding(sft_runs):
     """Per example, the metric's match (teacher-forced argmax) equals generate()'s greedy output."""
     from autopeft.trials.causal import CausalLmTrainer
 
-    workload = _workload(tiny_gpt2, sft_jsonl)
-    _run(workload, {**LORA, "epochs": 3}, checkpoint_dir=tmp_path)
+    workload, _, _, folder = sft_runs("gpt2")
     trainer = CausalLmTrainer(workload, LORA, TrialContext("t"))
     tokens = trainer.prepare_data()
     model = trainer.build_model(0, ())
-    ckpt.load(tmp_path, model)
+    ckpt.load(folder, model)
     _, val, _ = trainer.select(tokens)
     hits = []
     for i in val:

@@ -78,3 +78,30 @@ def small_csv(tmp_path_factory) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(make_rows(180))
     return path
+
+
+# -- tiny decoder LMs (no pretrained decoder can be downloaded): built and pretrained once a session --------
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A pretrained 2-layer GPT-2 folder (tied embeddings, a byte-level BPE tokenizer without a pad
+    token): ``tests.decoders``."""
+    from tests.decoders import build_decoder
+
+    return build_decoder(tmp_path_factory.mktemp("tiny_gpt2"), "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A pretrained 2-layer Llama-style folder (GQA 4/2 heads, untied output embeddings, BOS, a chat
+    template, no pad token): ``tests.decoders``."""
+    from tests.decoders import build_decoder
+
+    return build_decoder(tmp_path_factory.mktemp("tiny_llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def sft_jsonl(tmp_path_factory) -> Path:
+    """240 toy rows as SFT JSONL: ``{"prompt": "<text>\\nSentiment:", "completion": " positive"}``."""
+    from tests.decoders import write_sft_jsonl
+
+    return write_sft_jsonl(tmp_path_factory.mktemp("sft") / "sft.jsonl", 240)

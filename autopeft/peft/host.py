@@ -117,6 +117,9 @@ def get_host(model: nn.Module, path: str) -> PeftHost:
 
 
 def new_like(base: nn.Module) -> dict[str, Any]:
-    """``device``/``dtype`` keyword arguments matching a base layer's weight."""
-    w = base.weight
-    return {"device": w.device, "dtype": w.dtype}
+    """``device``/``dtype`` keyword arguments matching a base layer's weight; for a quantised weight
+    (bitsandbytes 4-bit, stored packed as uint8) the layer's compute dtype (fp32 when unset)."""
+    layer = getattr(base, "base_layer", base)
+    w = layer.weight
+    dtype = w.dtype if w.dtype.is_floating_point else (getattr(layer, "compute_dtype", None) or torch.float32)
+    return {"device": w.device, "dtype": dtype}

@@ -1,7 +1,8 @@
 """LoRA: ``y = W x + (alpha / r) * B A dropout(x)`` with ``B`` zero-initialised.
 
 Per-layer ranks (``lora.rank.{i}``), on any subset of the logical projections; on a fused
-projection (GPT-2 ``c_attn``) a target ``q``/``k``/``v`` adapts only its output slice.
+projection (GPT-2 ``c_attn``) a target ``q``/``k``/``v`` adapts only its output slice; the target
+``all`` adapts every logical projection the model has (``ffn_gate`` only on a gated MLP).
 ``A`` is initialised like peft (Kaiming-uniform, a = sqrt(5)), so a fresh model's outputs are
 unchanged. Parameters per adapted projection: ``r * (in + out)`` (no bias).
 """
@@ -13,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from autopeft.peft.arch import ArchDesc, ModelMap
+from autopeft.peft.arch import LOGICAL, ArchDesc, ModelMap
 from autopeft.peft.config import PeftSpec
 from autopeft.peft.host import get_host, new_like
 
@@ -39,10 +40,18 @@ class LoraBranch(nn.Module):
         return f"rank={self.rank}, scaling={self.scaling:g}{where}"
 
 
+def targets(spec: PeftSpec, available) -> tuple[str, ...]:
+    """The logical projections LoRA adapts: ``lora.targets``, with ``all`` standing for every one of
+    ``LOGICAL`` in ``available`` (a model's projections, or the names an ``ArchDesc`` has)."""
+    if spec.lora_targets == ("all",):
+        return tuple(t for t in LOGICAL if t in available)
+    return spec.lora_targets
+
+
 def check_targets(spec: PeftSpec, available) -> None:
     from autopeft.errors import InvalidConfig
 
-    missing = [t for t in spec.lora_targets if t not in available]
+    missing = [t for t in targets(spec, available) if t not in available]
     if missing:
         raise InvalidConfig(f"this model has no {', '.join(missing)} projection (it has "
                             f"{', '.join(sorted(available))})", "lora.targets")
@@ -54,7 +63,7 @@ def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
         rank = spec.lora_rank[layer.index]
         if rank == 0:
             continue
-        for target in spec.lora_targets:
+        for target in targets(spec, mmap.layers[0].projs):
             proj = mmap.proj(layer.index, target, "lora.targets")
             host = get_host(model, proj.path)
             out = proj.stop - proj.start if proj.sliced else host.out_features
@@ -64,5 +73,6 @@ def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
 
 
 def count(spec: PeftSpec, desc: ArchDesc) -> int:
-    per_rank = sum(sum(desc.linear_shape(t)) for t in spec.lora_targets)
+    available = [t for t in LOGICAL if t != "ffn_gate" or desc.gated]
+    per_rank = sum(sum(desc.linear_shape(t)) for t in targets(spec, available))
     return per_rank * sum(spec.lora_rank)

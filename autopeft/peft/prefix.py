@@ -190,8 +190,9 @@ def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
     k_width = k_proj.stop - k_proj.start if k_proj.sliced else linear_dims(k_module)[1]
     kv_heads, head_dim = _kv_shape(model.get_submodule(first.attention), k_width, config)
     hidden = linear_dims(k_module)[0]
-    weight = k_module.weight
-    kw = {"device": weight.device, "dtype": weight.dtype}
+    from autopeft.peft.host import new_like
+
+    kw = new_like(k_module)
     reparam = None
     if spec.prefix_reparam:
         reparam = PrefixReparam(hidden, spec.prefix_reparam, kv_heads * head_dim, **kw)

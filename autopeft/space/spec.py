@@ -43,11 +43,20 @@ def _check_unit(value: Any, where: str) -> float:
     return float(value)
 
 
-def _target_checker(allowed: tuple[str, ...], allow_empty: bool) -> Callable[[Any, str], str]:
+#: LoRA target standing for every logical projection the model has (ffn_gate only on gated MLPs)
+ALL_TARGETS = "all"
+
+
+def _target_checker(allowed: tuple[str, ...], allow_empty: bool, all_alias: bool = False) -> Callable[[Any, str], str]:
     def check(value: Any, where: str) -> str:
         if not isinstance(value, str):
             raise InvalidConfig(f"expected a comma-separated string such as 'q,v', got {value!r}", where)
         names = [n.strip() for n in value.split(",") if n.strip()]
+        if all_alias and ALL_TARGETS in names:
+            if names != [ALL_TARGETS]:
+                raise InvalidConfig(f"{ALL_TARGETS!r} (every projection of the model) stands alone, got {value!r}",
+                                    where)
+            return ALL_TARGETS
         if not names and not allow_empty:
             raise InvalidConfig("needs at least one target", where)
         unknown = [n for n in names if n not in allowed]
@@ -70,7 +79,7 @@ def _check_activation(value: Any, where: str) -> str:
 PEFT_FIELDS: dict[str, dict[str, tuple[Callable[[Any, str], Any], bool]]] = {
     "lora": {
         "rank": (_check_size, True),
-        "targets": (_target_checker(LORA_TARGETS, allow_empty=False), False),
+        "targets": (_target_checker(LORA_TARGETS, allow_empty=False, all_alias=True), False),
         "alpha_ratio": (_check_positive, False),
         "alpha": (_check_positive, False),
         "dropout": (_check_unit, False),

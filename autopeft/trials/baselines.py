@@ -45,13 +45,20 @@ DEFAULT_BASELINES = ("linear_probe", "lora_r8")
 IMPLICIT_BASELINES = ("linear_probe",)
 
 
+#: baselines that train a classification head: not for the causal_lm task (it has none)
+HEAD_ONLY = ("linear_probe",)
+
+
 def check_baselines(names: Any, workload: dict[str, Any]) -> list[str]:
     """The study's baseline names (``"default"`` expands; not given: :data:`IMPLICIT_BASELINES` for
-    a peft workload, none otherwise), or ``InvalidConfig`` naming ``baselines``."""
+    a peft classification workload, none otherwise), or ``InvalidConfig`` naming ``baselines``.
+    A causal_lm workload has no head to probe: ``"default"`` is LoRA r8 alone and
+    ``linear_probe`` is refused."""
+    causal = workload.get("task") == "causal_lm"
     if names is None:
-        return list(IMPLICIT_BASELINES) if workload.get("kind") == "peft" else []
+        return list(IMPLICIT_BASELINES) if workload.get("kind") == "peft" and not causal else []
     if names == "default":
-        names = list(DEFAULT_BASELINES)
+        names = [n for n in DEFAULT_BASELINES if not (causal and n in HEAD_ONLY)]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise InvalidConfig(f"baselines must be a list of names ({', '.join(BASELINES)}) or 'default', got "
                             f"{names!r}", "baselines")
@@ -62,6 +69,9 @@ def check_baselines(names: Any, workload: dict[str, Any]) -> list[str]:
         raise InvalidConfig("each baseline may be named once", "baselines")
     if names and workload.get("kind") != "peft":
         raise InvalidConfig("baselines are fine-tuning reference points: they need a peft workload", "baselines")
+    for i, name in enumerate(names):
+        if causal and name in HEAD_ONLY:
+            raise InvalidConfig(f"{name} fits a classification head; a causal_lm workload has none", f"baselines.{i}")
     return list(names)
 
 

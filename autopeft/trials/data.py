@@ -40,7 +40,7 @@ import numpy as np
 
 from autopeft.errors import InvalidConfig
 
-CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+CACHE_FORMAT = 2  # bump when the cached arrays change meaning (2: pad id falls back to EOS)
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
     "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
@@ -435,6 +435,12 @@ class TokenizedData:
         return out
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id of padded positions: the pad token, else EOS (decoders such as GPT-2 have no pad), else 0."""
+    ids = (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None))
+    return int(next((v for v in ids if v is not None), 0))
+
+
 def cache_dir() -> Path:
     """Root of autopeft's on-disk caches: ``$AUTOPEFT_CACHE_DIR`` or ``~/.cache/autopeft``."""
     return Path(os.environ.get("AUTOPEFT_CACHE_DIR") or Path.home() / ".cache" / "autopeft")
@@ -491,8 +497,7 @@ def load_tokenized(spec: DataSpec, tokenizer: Any, tokenizer_dir: Path, max_leng
     if len(columns) == 2:
         type_ids = np.fromiter((t for x in encoded["token_type_ids"] for t in x),
                                dtype=np.int8, count=int(offsets[-1]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    data = TokenizedData(ids, offsets, type_ids, raw.labels, raw.label_names, int(pad_id), key)
+    data = TokenizedData(ids, offsets, type_ids, raw.labels, raw.label_names, pad_token_id(tokenizer), key)
     if use_cache:
         _save_npz(file, data)
     return data, False

@@ -1,4 +1,5 @@
-"""The ``peft`` workload: fine-tune a sequence classifier with a PEFT config and measure it.
+"""The ``peft`` workload: fine-tune a sequence classifier with a PEFT config and measure it
+(the ``causal_lm`` task subclasses ``PeftTrainer``: ``autopeft.trials.causal``).
 
 ``PeftTrainer(workload, config, trial).run()`` returns the final epoch's task metrics
 (``accuracy``, ``macro_f1``, ``loss`` on the fixed validation split, ``train_loss``)
@@ -41,7 +42,7 @@ import transformers  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from autopeft.errors import InvalidConfig  # noqa: E402
-from autopeft.trials import checkpoint, data  # noqa: E402
+from autopeft.trials import checkpoint, data, quant  # noqa: E402
 from autopeft.trials.context import TrialContext  # noqa: E402
 from autopeft.trials.workload import default_batch_size, resolve_knobs, resolve_model_dir, validate_workload  # noqa: E402
 
@@ -237,23 +238,17 @@ class PeftTrainer:
         hf_log.set_verbosity_error()  # "newly initialised head" is expected, not news
         hf_log.disable_progress_bar()
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                self.model_dir, num_labels=num_labels, local_files_only=True,
-                id2label=dict(enumerate(label_names)),
-                label2id={n: i for i, n in enumerate(label_names)})
+            model = self._load(num_labels, label_names)
+            quant.prepare(model)
         finally:
             hf_log.set_verbosity(verbosity)
             if bars:
                 hf_log.enable_progress_bar()
-        self.pooling = self._pooling()
-        from autopeft.peft.pooling import apply_pooling
-
-        apply_pooling(model, self.pooling)
         if self.knobs["dropout"] is not None:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = self.knobs["dropout"]
-        self.base_params = sum(p.numel() for p in model.parameters())
+        self.base_params = quant.param_count(model)
         if self.workload["full_finetune"]:
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -262,6 +257,25 @@ class PeftTrainer:
 
             model = autopeft.apply_peft(model, self.config)
         return model.to(self.device)
+
+    def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
+        """The sequence classifier with a fresh head, its pooling applied. A decoder without a pad
+        token (GPT-2) gets the id batches are padded with (``data.pad_token_id``): its head reads the
+        last non-pad token, and transformers refuses batches of more than one without one."""
+        model = AutoModelForSequenceClassification.from_pretrained(
+            self.model_dir, num_labels=num_labels, local_files_only=True, **self._quantized(),
+            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+        if getattr(model.config, "pad_token_id", 0) is None:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            model.config.pad_token_id = data.pad_token_id(tokenizer)
+        self.pooling = self._pooling()
+        from autopeft.peft.pooling import apply_pooling
+
+        apply_pooling(model, self.pooling)
+        return model
+
+    def _quantized(self) -> dict[str, Any]:
+        return quant.load_kwargs(self.workload.get("quantization"), self.precision, self.device)
 
     def _pooling(self) -> str:
         pooling = self.workload.get("pooling", "auto")
@@ -434,9 +448,7 @@ class PeftTrainer:
         labels = batch.pop("labels")
         self._sync()
         t1 = time.perf_counter()
-        with autocast:
-            logits = model(**batch).logits
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = self._loss(model, batch, labels, autocast)
         self._sync()
         t2 = time.perf_counter()
         if scaler is not None:
@@ -453,6 +465,12 @@ class PeftTrainer:
         t.backward_s += t3 - t2
         t.optimizer_s += t4 - t3
         return loss.detach()
+
+    def _loss(self, model, batch, labels, autocast) -> torch.Tensor:
+        """The training loss of one batch (mean cross-entropy of the head's logits)."""
+        with autocast:
+            logits = model(**batch).logits
+        return F.cross_entropy(logits.float(), labels)
 
     def _checkpoint(self, model, optimizer, scheduler, scaler, step, report, spe, train_size, history) -> None:
         if self.trial.checkpoint_dir is None:
@@ -580,7 +598,17 @@ class PeftTrainer:
         return out
 
 
+def trainer_for(workload: dict[str, Any], config: dict[str, Any], trial: TrialContext) -> PeftTrainer:
+    """The trainer of the workload's ``task``: ``PeftTrainer`` (classification) or
+    ``autopeft.trials.causal.CausalLmTrainer`` (causal_lm)."""
+    if validate_workload(workload)["task"] != "causal_lm":
+        return PeftTrainer(workload, config, trial)
+    from autopeft.trials.causal import CausalLmTrainer
+
+    return CausalLmTrainer(workload, config, trial)
+
+
 def run_peft(workload: dict[str, Any], config: dict[str, Any], trial: TrialContext
              ) -> dict[str, float]:
-    """Run the peft workload (see ``PeftTrainer``)."""
-    return PeftTrainer(workload, config, trial).run()
+    """Run the peft workload (see ``PeftTrainer``; the causal_lm task: ``trials/causal.py``)."""
+    return trainer_for(workload, config, trial).run()

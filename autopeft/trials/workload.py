@@ -23,8 +23,19 @@ A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional):
      "cache_dir": None,                 # default $AUTOPEFT_CACHE_DIR or ~/.cache/autopeft
      "linear_probe": False,             # fit the head alone on frozen features (a baseline)
      "evaluate": None,                  # "test" | "validation": evaluate restore_dir's adapter only
+     "task": "classification",          # | "causal_lm": SFT of a decoder LM (see below)
+     "prompt_template": None,           # causal_lm on a classification dataset: "{text}\nAnswer:"
+     "quantization": None,              # "4bit": QLoRA-style NF4 base (bitsandbytes; trials/quant.py)
      # plus defaults for any training knob of KNOBS ("lr": 1e-3, "epochs": 2, ...)
     }
+
+``task: "causal_lm"`` fine-tunes ``AutoModelForCausalLM`` on prompt / completion pairs with the
+loss on the completion tokens only (``autopeft.trials.sft_data``: JSONL ``prompt`` /
+``completion`` or ``messages`` records, or a classification dataset rendered as
+``prompt_template`` + " label"); it reports ``loss`` (per completion token), ``perplexity`` and
+``exact_match`` (greedy decoding reproduces the completion), which is also its ``accuracy``
+(``autopeft.trials.causal``). It has no task head: ``linear_probe``, ``head_lr`` and ``pooling:
+mean`` are refused.
 
 A training knob is read from the trial's config first, then from the workload, then
 from ``KNOBS``' default (a config's value wins: it is what the optimiser searches).
@@ -133,8 +144,9 @@ _DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
 }
 _PEFT_KEYS = {"kind", "model", "dataset", "text_column", "label_column", "labels", "format",
               "precision", "full_finetune", "cache_dir", "resources", "evaluate", "linear_probe",
-              *_DATA_DEFAULTS, *KNOBS}
+              "task", "prompt_template", "quantization", *_DATA_DEFAULTS, *KNOBS}
 EVALUATE_SPLITS = ("validation", "test")
+TASKS = ("classification", "causal_lm")
 _PYTHON_KEYS = {"kind", "entrypoint", "resources"}
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
@@ -239,7 +251,9 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
     from autopeft.trials import data
 
     _unknown(workload, _PEFT_KEYS)
-    out: dict[str, Any] = {"kind": "peft"}
+    out: dict[str, Any] = {"kind": "peft", "task": workload.get("task", "classification")}
+    if out["task"] not in TASKS:
+        raise InvalidConfig(f"task must be one of {list(TASKS)}, got {out['task']!r}", field="workload.task")
     for key in ("model", "dataset"):
         if key not in workload:
             raise InvalidConfig(f"a peft workload needs {key!r}", field=f"workload.{key}")
@@ -258,6 +272,9 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(f"full_finetune must be true or false, got {full!r}",
                             field="workload.full_finetune")
     out["full_finetune"] = full
+    from autopeft.trials.quant import check as check_quantization
+
+    out["quantization"] = check_quantization(workload.get("quantization"), full)
     for key in ("linear_probe",):
         if workload.get(key) is not None:
             if not isinstance(workload[key], bool):
@@ -297,8 +314,14 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
     fmt = workload.get("format")
     spec = data.data_spec(out["dataset"], text_column=text_column, label_column=label_column,
                           labels=labels, format=fmt, encoding=out["encoding"])
-    if spec.format != "folders":
-        data.check_header(spec)
+    if out["task"] == "causal_lm":
+        _validate_causal(workload, out, spec)
+    else:
+        if workload.get("prompt_template") is not None:
+            raise InvalidConfig("prompt_template renders a classification dataset for task causal_lm; this "
+                                "workload's task is classification", field="workload.prompt_template")
+        if spec.format != "folders":
+            data.check_header(spec)
     out.update(text_column=text_column, label_column=label_column,
                labels=None if labels is None else list(labels), format=fmt)
     for key, value in workload.items():
@@ -306,6 +329,37 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         if name in KNOBS:
             out[name] = KNOBS[name][1](value, f"workload.{key}")
     return out
+
+
+def _validate_causal(workload: Mapping[str, Any], out: dict[str, Any], spec) -> None:
+    """What the causal_lm task refuses or needs (it has no task head); reads one record."""
+    from autopeft.trials import sft_data
+
+    for key, why in (("linear_probe", "fits a classification head"), ("head_lr", "is the task head's lr")):
+        if workload.get(key) not in (None, False):
+            raise InvalidConfig(f"{key} {why}; a causal_lm model has none (its LM head is pretrained)",
+                                field=f"workload.{key}")
+    if out["pooling"] == "mean":
+        raise InvalidConfig("pooling is what a classification head reads; a causal_lm model has none",
+                            field="workload.pooling")
+    source = sft_data.check_first(spec)
+    template = workload.get("prompt_template")
+    if source != "labelled":
+        defaults = {"text_column": "text", "label_column": "label", "labels": None, "prompt_template": None}
+        given = [k for k, v in defaults.items() if workload.get(k, v) != v]
+        if given:
+            raise InvalidConfig(f"{given[0]} is not used: {spec.path} holds {source.replace('_', ' / ')} records",
+                                field=f"workload.{given[0]}")
+    elif template is not None:
+        if not isinstance(template, str) or "{text}" not in template:
+            raise InvalidConfig(f"prompt_template must be a string with a {{text}} placeholder, got {template!r}",
+                                field="workload.prompt_template")
+        try:
+            template.format(text="")
+        except (KeyError, IndexError, ValueError) as err:
+            raise InvalidConfig(f"prompt_template may hold only the {{text}} placeholder ({err!r}); write other "
+                                "braces doubled", field="workload.prompt_template") from None
+        out["prompt_template"] = template
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -395,6 +449,13 @@ def resolve_knobs(workload: Mapping[str, Any], config: Mapping[str, Any]) -> dic
 
 #: metrics a peft trial reports at every step (besides the optimiser's exactly known objectives)
 REPORTED_METRICS = ("epoch", "train_loss", "accuracy", "macro_f1", "loss")
+#: ... of the causal_lm task (``accuracy`` is its exact match: ``autopeft.trials.causal``)
+CAUSAL_LM_METRICS = ("epoch", "train_loss", "accuracy", "exact_match", "loss", "perplexity")
+
+
+def reported_metrics(workload: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metrics a peft trial of ``workload`` reports at every evaluation."""
+    return CAUSAL_LM_METRICS if workload.get("task") == "causal_lm" else REPORTED_METRICS
 
 
 def _knob_range(name: str, workload: Mapping[str, Any], space) -> tuple[Any, Any]:

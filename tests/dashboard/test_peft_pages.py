@@ -53,3 +53,26 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     assert "linear_probe" in row.inner_text() and f"{probe['test_values']['test_accuracy']:.4g}" in row.inner_text()
     assert "epochs" in p.locator("dd[data-fact='compute']").inner_text()
     page.screenshot("study-peft", full_page=True)
+
+
+def test_the_form_creates_a_causal_lm_study(page, dash_server, tiny_llama, sft_jsonl):
+    """The create form's Task select: causal_lm reaches the workload, and "all hand-picked points"
+    leaves out the linear probe (a causal LM has no head to probe)."""
+    p = page.goto("#/new")
+    p.locator("#create-form").wait_for()
+    p.get_by_label("Name", exact=True).fill("sft from the form")
+    p.get_by_label("Search space").select_option("lora_decoder")
+    p.get_by_label("Baselines").select_option("all")
+    p.get_by_label("Max trials").fill("7")
+    p.get_by_label("Model").fill(str(tiny_llama))
+    p.get_by_label("Dataset", exact=True).select_option("path")
+    p.get_by_label("Server path").fill(str(sft_jsonl))
+    p.get_by_label("Task").select_option("causal_lm")
+    p.get_by_label("More workload keys (JSON)").fill('{"max_train": 32, "max_length": 32, "epochs": 1}')
+    p.get_by_role("button", name="Create study").click()
+    p.wait_for_url("**/#/studies/*")
+    study_id = int(p.url.rsplit("/", 1)[1])
+    dash_server.api.http.post(f"/studies/{study_id}/stop")
+    spec = dash_server.api.get(f"/studies/{study_id}")["spec"]
+    assert spec["workload"]["task"] == "causal_lm" and spec["space"] == "lora_decoder"
+    assert spec["baselines"] == ["lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"]

@@ -54,3 +54,14 @@ def test_trial_run_errors_exit_2_with_a_message(tiny_model, small_csv, tmp_path,
                cache=tmp_path)
     assert out.returncode == 2
     assert needle in out.stderr and out.stdout == ""
+
+
+def test_trial_run_causal_lm(tiny_llama, sft_jsonl, tmp_path):
+    out = _cli("--task", "causal_lm", "--model", str(tiny_llama), "--dataset", str(sft_jsonl),
+               "--config", json.dumps({"lora.rank": 4, "lora.targets": "all", "lr": 1e-2}), "--max-train", "60",
+               "--json", cache=tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    assert {"loss", "perplexity", "exact_match", "accuracy"} <= set(metrics) and metrics["train_examples"] == 60
+    # q, k, v, o, gate, up, down of 2 layers: 64 wide, k / v 32 (GQA), MLP 128
+    assert metrics["trainable_params"] == 2 * 4 * (2 * 128 + 2 * 96 + 3 * 192)

@@ -118,11 +118,14 @@ export function render(main, _params, ctx) {
     });
     fillDatasets([], null);
     loadDatasets(null);
+    const task = el("select", { id: "f-task" }, el("option", { value: "classification", text: "classification — a new head on the model" }),
+      el("option", { value: "causal_lm", text: "causal_lm — SFT of a decoder LM (prompt/completion or messages JSONL)" }));
     const entrypoint = el("input", { id: "f-entrypoint", placeholder: "mypkg.objectives:train" });
     const extra = el("textarea", { id: "f-workload-extra", rows: 2, spellcheck: "false" });
     extra.value = "{}";
     const peftFields = el("div", {}, el("div", { class: "grid2" }, field("f-model", "Model", model), field("f-dataset", "Dataset", dataset)),
-      pathField, field("f-upload", "Upload a dataset", fileIn, "CSV / TSV / JSONL with a text and a label column; checked by the server, then selectable above."), uploadStatus);
+      pathField, field("f-upload", "Upload a dataset", fileIn, "CSV / TSV / JSONL with a text and a label column; checked by the server, then selectable above."), uploadStatus,
+      field("f-task", "Task", task, "causal_lm reports loss, perplexity and exact match (as accuracy); it has no head, so no linear probe."));
     const pyFields = el("div", {}, field("f-entrypoint", "Entrypoint", entrypoint, "Importable by the server's trial processes; returns a dict with every objective."));
     const syncKind = () => { peftFields.hidden = kind.value !== "peft"; pyFields.hidden = kind.value !== "python"; };
     kind.addEventListener("change", syncKind);
@@ -155,7 +158,7 @@ export function render(main, _params, ctx) {
         baselines };
       if (head === "objectives") return objList.querySelector(`#obj-name-${Number(second) || 0}`) || objList.querySelector("input");
       if (head === "workload") {
-        const byKey = { entrypoint, model, dataset: dataset.value === "path" ? datasetPath : dataset, dataset_id: dataset, kind };
+        const byKey = { entrypoint, model, dataset: dataset.value === "path" ? datasetPath : dataset, dataset_id: dataset, kind, task, prompt_template: task };
         return byKey[second] || (kind.value === "python" ? entrypoint : model);
       }
       return map[head] || null;
@@ -197,6 +200,7 @@ export function render(main, _params, ctx) {
           if (pick.startsWith("id:")) workload.dataset_id = Number(pick.slice(3));
           else if (pick.startsWith("builtin:")) workload.dataset = pick.slice(8);
           else if (pick === "path" && datasetPath.value.trim()) workload.dataset = datasetPath.value.trim();
+          if (task.value !== "classification") workload.task = task.value;
         }
         const opt = optimizer.value;
         body = {
@@ -210,6 +214,7 @@ export function render(main, _params, ctx) {
         else if (stopping.value || Object.keys(opts).length) body.optimizer = { name: stopping.value ? `${stopping.value}+mobo` : "mobo", options: opts };
         const chosen = { default: "default", all: ["linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"], none: [] };
         if (baselines.value in chosen) body.baselines = chosen[baselines.value];
+        if (workload.task === "causal_lm" && Array.isArray(body.baselines)) body.baselines = body.baselines.filter((b) => b !== "linear_probe");
         const ms = optionalNumber(maxSeconds); if (ms !== undefined) body.max_seconds = ms;
         const nl = optionalNumber(numLayers); if (nl !== undefined) body.num_layers = nl;
       } catch (err) { showError(err.message, err.input); return; }

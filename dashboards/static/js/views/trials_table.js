@@ -6,7 +6,7 @@ import { clear, condenseConfig, duration, el, fmt, fmtDate, fmtSeconds, stateBad
 
 const MAX_ROWS = 500;
 // objectives the held-out test evaluation measures (trials on the front and baselines)
-const TESTED = ["accuracy", "macro_f1", "loss"];
+const TESTED = ["accuracy", "macro_f1", "loss", "exact_match", "perplexity"];
 
 export function trialsTable(objectives) {
   const sort = { key: "number", dir: -1 };

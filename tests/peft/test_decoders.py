@@ -1,0 +1,113 @@
+"""Decoder LMs as ``AutoModelForCausalLM`` (the causal_lm task): every preset's sampled configs on
+GPT-2 (tied embeddings, fused qkv), Llama (GQA, tied and untied), Qwen2 (qkv bias) and Mistral (GQA
+4/1): the LM head stays frozen and count_trainable equals the measured count; the ``all`` LoRA
+target; LoRA / IA3 exports that peft's AutoPeftModelForCausalLM loads with the same logits."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from autopeft import InvalidConfig
+from autopeft.peft import apply_peft, count_trainable, export_adapter
+from autopeft.space import list_presets, load_space
+from tests.peft.conftest import batch, check_grads, measured_trainable, tiny_configs
+
+SAMPLES = 15
+
+
+def causal_configs():
+    configs = {k: v for k, v in tiny_configs().items() if k in ("gpt2", "llama", "qwen2", "mistral")}
+    tied = copy.deepcopy(configs["llama"])
+    tied.tie_word_embeddings = True
+    configs["llama"].tie_word_embeddings = False
+    return {**configs, "llama_tied": tied}
+
+
+CAUSAL = tuple(causal_configs())
+
+
+def build_causal(arch: str, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(copy.deepcopy(causal_configs()[arch])).eval()
+
+
+def test_tied_and_untied_as_built():
+    for arch, tied in (("gpt2", True), ("llama_tied", True), ("llama", False)):
+        model = build_causal(arch)
+        same = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+        assert same == tied, arch
+
+
+@pytest.mark.parametrize("arch", CAUSAL)
+@pytest.mark.parametrize("preset", sorted(list_presets()))
+def test_preset_on_causal_lm(preset, arch):
+    space = load_space(preset, causal_configs()[arch])
+    inputs = batch(length=6)
+    for config in space.sample(SAMPLES, seed=3):
+        model = build_causal(arch)
+        pristine = {id(p) for p in model.parameters()}
+        apply_peft(model, config)
+        assert not model.get_output_embeddings().weight.requires_grad
+        for n, p in model.named_parameters():
+            assert p.requires_grad == (id(p) not in pristine), (n, config)
+        assert measured_trainable(model) == count_trainable(config, model.config, None), config
+        check_grads(model, inputs)
+
+
+@pytest.mark.parametrize("arch, per_rank", [
+    # h = 32; Llama / Qwen2: 4 heads over 2 kv heads (k, v 16 wide), gated MLP of 40; Mistral: 1 kv head (8 wide)
+    ("gpt2", (32 + 32) * 3 + (32 + 32) + (32 + 128) + (128 + 32)),
+    ("llama", (32 + 32) * 2 + (32 + 16) * 2 + (32 + 40) * 2 + (40 + 32)),
+    ("llama_tied", (32 + 32) * 2 + (32 + 16) * 2 + (32 + 40) * 2 + (40 + 32)),
+    ("mistral", (32 + 32) * 2 + (32 + 8) * 2 + (32 + 40) * 2 + (40 + 32)),
+])
+def test_all_targets_every_projection(arch, per_rank):
+    config = {"lora.rank.0": 4, "lora.rank.1": 2, "lora.targets": "all"}
+    model = apply_peft(build_causal(arch), config)
+    assert count_trainable(config, model.config, None) == measured_trainable(model) == per_rank * (4 + 2)
+    check_grads(model, batch())
+
+
+def test_all_stands_alone():
+    with pytest.raises(InvalidConfig) as err:
+        apply_peft(build_causal("llama"), {"lora.rank": 2, "lora.targets": "all,q"})
+    assert err.value.field == "lora.targets"
+
+
+LORA = {"lora.rank.0": 4, "lora.rank.1": 2, "lora.targets": "all", "lora.alpha_ratio": 2.0}
+IA3 = {"ia3.targets": "k,v,ffn_out", "layers.0": False}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "llama_tied", "qwen2"])
+@pytest.mark.parametrize("config", [LORA, IA3], ids=["lora", "ia3"])
+def test_causal_lm_exports_load_with_peft(tmp_path, arch, config):
+    import json
+
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    build_causal(arch).save_pretrained(tmp_path / "base")
+    base = lambda: AutoModelForCausalLM.from_pretrained(tmp_path / "base").eval()  # noqa: E731
+    model = apply_peft(base(), config)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+    export_adapter(model, config, tmp_path / "adapter")
+    peft_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert peft_config["task_type"] == "CAUSAL_LM" and peft_config["modules_to_save"] is None
+    assert json.loads((tmp_path / "adapter" / "autopeft_config.json").read_text())["task"] == "causal_lm"
+    inputs = batch()
+    auto = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter")).eval()
+    plain = PeftModel.from_pretrained(base(), str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        assert (auto(**inputs).logits - expected).abs().max() < 1e-5
+        assert (plain(**inputs).logits - expected).abs().max() < 1e-5
+        assert (base()(**inputs).logits - expected).abs().max() > 1e-3   # the adapter matters

@@ -10,6 +10,7 @@ explored one, and the exploit is appended to the trial's ``lineage`` (every one,
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -74,8 +75,12 @@ class PBTTurns:
         log.info("study %s: trial %s exploits trial %s (%s)", self.study_id, number, donor_number,
                  "from its checkpoint" if copied else "no checkpoint to copy: weights kept")
         if self.turns:
+            # the member goes on from the copied checkpoint's report (the donor may be ahead)
+            start = max(int(exploit.step), _checkpoint_report(own) if copied else 0)
+            nxt = start + int(self.opt.options["perturbation_interval"])
+            last = self.opt.options.get("max_step")
             with self._lock:
-                self.next_step[trial_id] = int(exploit.step) + int(self.opt.options["perturbation_interval"])
+                self.next_step[trial_id] = min(nxt, int(last)) if last else nxt
                 self.paused.append(trial_id)
             return False
         self._submit(trial_id, restore_dir=str(own) if copied else None)
@@ -97,6 +102,14 @@ class PBTTurns:
                     t = s.get(Trial, tid)
                     t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
                     self._event(s, "tell", {"trial_id": tid, "values": exact(values), "state": "pruned"})
+
+
+def _checkpoint_report(directory: Path) -> int:
+    """The report a peft checkpoint was saved at (0 for another workload's format)."""
+    try:
+        return int(json.loads((directory / "meta.json").read_text(encoding="utf-8")).get("report") or 0)
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def _copy_checkpoint(source: Path, target: Path, tries: int = 5) -> bool:

@@ -156,7 +156,10 @@ class PBTOptimizer(BaseOptimizer):
         if self.options["max_step"] is not None and step >= self.options["max_step"]:
             return "continue"   # a member's last report: it is done, nothing left to continue
         self._last_perturb[record.id] = step
+        last = self.options["max_step"]
+        # a member at its last report is done: copying it would only clone it
         members = [r for r in self._records_in("running") if r.reports
+                   and (r is record or last is None or max(r.reports) < last)
                    and self._objective_vector(r.reports[max(r.reports)]) is not None]
         if record not in members or len(members) < 2:
             return "continue"

@@ -160,7 +160,7 @@ def test_three_objectives_views(page, seeded, dash_server):
     assert all(y == by_id[i]["values"]["latency_ms"] for i, y in zip(traces["Pareto front"]["ids"], traces["Pareto front"]["y"]))
     # parallel coordinates: one line per complete trial, front lines highlighted
     p.get_by_label("Parallel coordinates").check()
-    p.wait_for_function(f"() => document.getElementById('pareto-plot').dataset.mode === 'parallel'")
+    p.wait_for_function("() => document.getElementById('pareto-plot').dataset.mode === 'parallel'")
     lines = plot_traces(p, PARETO)
     assert sorted(t["ids"][0] for t in lines if t["name"] == "Pareto front") == ids
     assert len(lines) == s["counts"]["complete"]

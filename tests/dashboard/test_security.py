@@ -4,7 +4,6 @@ uploads a dataset and picks it from the user's datasets."""
 
 from __future__ import annotations
 
-from tests.dashboard.conftest import study_spec
 
 WATCH = """window.__csp = []; document.addEventListener('securitypolicyviolation',
     e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""

@@ -42,7 +42,8 @@ from sqlalchemy import func, select
 from autopeft.api.db import Database
 from autopeft.errors import InvalidConfig
 from autopeft.api.models import Checkpoint, Event, Study, Trial, TrialReport, utcnow
-from autopeft.api.services.spec import build_optimizer, build_space, objectives_of
+from autopeft.api.services.constraints import constraints_of, feasibility
+from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error, trial_dir
 from autopeft.api.slots import Holder, SlotAllocator
 from autopeft.api.scheduling.pbt import PBTTurns
@@ -122,6 +123,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
+        self.constraints, self.known = constraints_of(self.spec), known_objectives(self.spec)
         self.turns = self._pbt_turns()
         requeue = self._replay()
         started = time.monotonic()
@@ -450,6 +452,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
                 t.state, t.values, t.error, t.finished_at = state, finite_or_none(values), public_error(error), utcnow()
+                self._judge(t, values if state != "failed" else None)
                 t.epochs_trained = (t.epochs_trained or 0.0) + trained
                 if outcome.attempt is not None and outcome.attempt > t.attempts:
                     t.attempts = outcome.attempt   # the executor retried a lost worker itself (Ray)
@@ -463,6 +466,11 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         if state == "complete":
             self._queue_tests()
         return False
+
+    def _judge(self, t: Trial, values: dict[str, float] | None) -> None:
+        """Store whether ``t``'s final values satisfy the study's constraints (and why not)."""
+        known = self.known if t.kind != "baseline" else None
+        t.feasible, t.infeasible_reason = feasibility(self.constraints, values, known, dict(t.config))
 
     # -- end ----------------------------------------------------------------------------------
     def _pause(self, elapsed: float) -> None:

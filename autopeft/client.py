@@ -216,9 +216,15 @@ class Study:
             cursor = page["next_after"]
 
     def pareto(self, split: str = "validation") -> list[dict[str, Any]]:
-        """The front selected on validation (baselines included, ``kind == "baseline"``); with
+        """The front selected on validation among feasible trials (baselines included, ``kind ==
+        "baseline"``; trials violating a constraint never, see :meth:`infeasible`); with
         ``split="test"`` each trial's ``values`` are its held-out test metrics (None until tested)."""
         return self._client._json("GET", f"/api/v1/studies/{self.id}/pareto", params={"split": split})["trials"]
+
+    def infeasible(self) -> list[dict[str, Any]]:
+        """Complete trials that violate a constraint of the study (``infeasible_reason`` says
+        which): never on :meth:`pareto` nor in :meth:`hypervolume`."""
+        return [t for t in self.trials(state="complete") if t.get("feasible") is False]
 
     def hypervolume(self, split: str = "validation") -> float:
         return float(self._client._json("GET", f"/api/v1/studies/{self.id}/hypervolume",
@@ -259,7 +265,8 @@ class Study:
         rows = []
         for t in self.trials():
             row = {k: t.get(k) for k in ("id", "number", "state", "kind", "label", "attempts", "parent_id",
-                                          "epochs_trained", "created_at", "started_at", "finished_at")}
+                                          "epochs_trained", "feasible", "infeasible_reason", "created_at",
+                                          "started_at", "finished_at")}
             row.update({f"values.{k}": v for k, v in (t.get("values") or {}).items()})
             row.update({f"test.{k}": v for k, v in (t.get("test_values") or {}).items()})
             row.update({f"config.{k}": v for k, v in (t.get("config") or {}).items()})

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from autopeft.api.errors import ApiError, not_found
 from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, utcnow
+from autopeft.api.services.constraints import constraints_of, trial_feasible
 from autopeft.api.services.spec import objectives_of
 
 MAX_PAGE = 5000
@@ -54,7 +55,8 @@ def trial_public(t: Trial) -> dict[str, Any]:
     return {"id": t.id, "study_id": t.study_id, "number": t.number, "state": t.state, "config": t.config,
             "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "kind": t.kind or "search",
             "label": t.label, "test_values": t.test_values, "epochs_trained": float(t.epochs_trained or 0.0),
-            "lineage": t.lineage, "error": public_error(t.error),
+            "lineage": t.lineage, "feasible": t.feasible, "infeasible_reason": t.infeasible_reason,
+            "error": public_error(t.error),
             "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at}
 
 
@@ -166,18 +168,24 @@ def on_test(t: Trial, names: list[str]) -> dict[str, Any] | None:
     return values
 
 
-def _complete(session: Session, study: Study) -> tuple[list[Trial], Any]:
-    """Complete trials with finite values for every objective, and their values in minimisation form."""
+def _complete(session: Session, study: Study, infeasible: list[Trial] | None = None) -> tuple[list[Trial], Any]:
+    """Complete feasible trials with finite values for every objective, and their values in
+    minimisation form; complete trials that violate a constraint go to ``infeasible`` if given."""
     import numpy as np
 
     from autopeft.optim import pareto as pm
 
     objectives = objectives_of(study.spec)
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
+    constraints = constraints_of(study.spec)
     trials = session.scalars(select(Trial).where(Trial.study_id == study.id, Trial.state == "complete")
                              .order_by(Trial.number)).all()
     kept, rows = [], []
     for t in trials:
+        if not trial_feasible(t, constraints):
+            if infeasible is not None:
+                infeasible.append(t)
+            continue
         vals = t.values or {}
         row = [vals.get(n) for n in names]
         if all(isinstance(v, (int, float)) and math.isfinite(v) for v in row):
@@ -187,11 +195,13 @@ def _complete(session: Session, study: Study) -> tuple[list[Trial], Any]:
     return kept, Y
 
 
-def front_trials(session: Session, study: Study) -> tuple[list[Trial], list[Trial]]:
-    """(the validation front, every complete trial with finite objectives); baselines included."""
+def front_trials(session: Session, study: Study, infeasible: list[Trial] | None = None
+                 ) -> tuple[list[Trial], list[Trial]]:
+    """(the validation front, every complete feasible trial with finite objectives); baselines
+    included; infeasible complete trials are appended to ``infeasible`` if given."""
     from autopeft.optim import pareto as pm
 
-    trials, Y = _complete(session, study)
+    trials, Y = _complete(session, study, infeasible)
     mask = pm.is_non_dominated(Y) if len(trials) else []
     return [t for t, keep in zip(trials, mask) if keep], trials
 
@@ -206,7 +216,8 @@ def pareto(session: Session, user_id: int, study_id: int, split: str = "validati
     test metrics (selection never looks at test)."""
     _check_split(split)
     study = get_study(session, user_id, study_id)
-    front, _ = front_trials(session, study)
+    infeasible: list[Trial] = []
+    front, _ = front_trials(session, study, infeasible)
     out = []
     names = [n for n, _ in objectives_of(study.spec)]
     for t in front:
@@ -214,13 +225,15 @@ def pareto(session: Session, user_id: int, study_id: int, split: str = "validati
         if split == "test":
             public["values"] = on_test(t, names)
         out.append(public)
-    return {"objectives": study.spec["objectives"], "split": split, "trials": out}
+    return {"objectives": study.spec["objectives"], "split": split, "trials": out,
+            "n_infeasible": len(infeasible)}
 
 
 REFERENCE_RULE = ("the study's reference_point if given, else per objective the worst observed value among "
                   "complete trials plus 10% of the observed range (autopeft.optim.pareto.reference_point); "
                   "the reference point is reported in the objectives' own sign; split=test: the validation "
-                  "front's trials at their test values, with the validation reference point")
+                  "front's trials at their test values, with the validation reference point; trials that "
+                  "violate a constraint count nowhere (n_infeasible)")
 
 
 def hypervolume(session: Session, user_id: int, study_id: int, split: str = "validation") -> dict[str, Any]:
@@ -232,11 +245,12 @@ def hypervolume(session: Session, user_id: int, study_id: int, split: str = "val
     study = get_study(session, user_id, study_id)
     objectives = objectives_of(study.spec)
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
-    trials, Y = _complete(session, study)
+    infeasible: list[Trial] = []
+    trials, Y = _complete(session, study, infeasible)
     given = study.spec.get("reference_point")
     if not len(trials):
         return {"split": split, "hypervolume": 0.0, "reference_point": given, "reference_rule": REFERENCE_RULE,
-                "n_complete": 0, "n_pareto": 0}
+                "n_complete": 0, "n_pareto": 0, "n_infeasible": len(infeasible)}
     given_min = (pm.to_minimization(np.asarray([[given[n] for n in names]], float), directions)[0]
                  if given else None)
     ref = pm.reference_point(Y, given_min)
@@ -249,7 +263,8 @@ def hypervolume(session: Session, user_id: int, study_id: int, split: str = "val
     ref_user = pm.to_minimization(ref.reshape(1, -1), directions)[0]  # negation is its own inverse
     return {"split": split, "hypervolume": float(hv),
             "reference_point": {n: float(r) for n, r in zip(names, ref_user)},
-            "reference_rule": REFERENCE_RULE, "n_complete": len(trials), "n_pareto": int(front.sum())}
+            "reference_rule": REFERENCE_RULE, "n_complete": len(trials), "n_pareto": int(front.sum()),
+            "n_infeasible": len(infeasible)}
 
 
 def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path, resolve_workload=None) -> bytes:

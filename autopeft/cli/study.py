@@ -164,6 +164,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"study {study.id}: {study.name}  state {study.state}  trials {study.counts}")
     print(f"hypervolume {study.hypervolume():.6g} (validation), {study.hypervolume(split='test'):.6g} (test)")
     print(pareto_table(study))
+    infeasible = study.infeasible()
+    if infeasible:
+        print(f"\n{len(infeasible)} infeasible trial(s), left off the front and the hypervolume:")
+        for t in infeasible:
+            print(f"  trial {t['id']} (#{t['number']}): {t.get('infeasible_reason') or 'violates a constraint'}")
     return 0
 
 

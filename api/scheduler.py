@@ -46,6 +46,7 @@ from autopeft.api.services.constraints import constraints_of, feasibility
 from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error, trial_dir
 from autopeft.api.slots import Holder, SlotAllocator
+from autopeft.api.scheduling.lifecycle import Lifecycle, budget_of, cancel_in_store
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.tests import HeldOutTests
 from autopeft.api.scheduling.values import (decision_name, exact, finite_or_none, planned_epochs,
@@ -59,7 +60,7 @@ CHEAP_REPLAY = ("random", "sobol", "mobo")
 PBT = ("pbt", "mopbt")
 
 
-class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
+class StudyRunner(Lifecycle, PBTTurns, HeldOutTests, threading.Thread):
     def __init__(self, manager: "SchedulerManager", study_id: int):
         super().__init__(daemon=True, name=f"autopeft-study-{study_id}")
         self.m, self.db, self.executor = manager, manager.db, manager.executor
@@ -67,6 +68,8 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         self._stop_requested = threading.Event()
         self._shutting_down = threading.Event()   # process exit: leave trials as they are
         self._wake = threading.Event()
+        self._budget_changed = threading.Event()   # extend: reload the budget from the stored spec
+        self._ending = threading.Event()           # the study is marked finished: no restart from here
         self._lock = threading.RLock()       # optimiser + in-flight bookkeeping
         self.opt = None
         self.ids: dict[int, Any] = {}        # trial id -> optimiser suggestion id (search trials)
@@ -81,6 +84,8 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         self.planned: dict[int, float] = {}  # in-flight run -> epochs it is planned to train
         self.run_start: dict[int, float] = {}
         self.exploits: dict[int, Any] = {}
+        self.requeue: list[int] = []         # trials to run again (restart / resume), in order
+        self.cancelling: dict[int, str] = {} # trial id -> why a user cancelled it
         self.seq = 0
         self.slot: Holder | None = None      # this runner in the manager's fair-share allocator
 
@@ -125,17 +130,17 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         self.opt = build_optimizer(self.spec, space)
         self.constraints, self.known = constraints_of(self.spec), known_objectives(self.spec)
         self.turns = self._pbt_turns()
-        requeue = self._replay()
+        self.requeue = requeue = self._replay()
         started = time.monotonic()
         last_flush = started
-        max_trials = int(self.spec["max_trials"])
         max_parallel = int(self.spec["max_parallel"])
-        max_seconds = self.spec.get("max_seconds")
         todo_baselines = self._baselines_to_create()
         with self.db.read() as s:
             created = s.scalar(select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id))
         self._queue_tests()
         while True:
+            self._reload_if_extended()
+            max_trials, max_seconds = int(self.spec["max_trials"]), self.spec.get("max_seconds")
             elapsed = elapsed_before + time.monotonic() - started
             if self._stop_requested.is_set():
                 self._pause(elapsed)
@@ -153,7 +158,9 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                 if not self._has_slot():   # other users' / studies' turn: woken when a slot frees up
                     break
                 if action == "requeue":
-                    self._submit(requeue.pop(0), requeue=True)
+                    tid = self._take(requeue)
+                    if tid is not None:   # None: cancelled meanwhile
+                        self._submit(tid, requeue=True)
                 elif action == "test":
                     self._submit_test(self._take(self.pending_tests))
                 elif action == "baseline":
@@ -161,7 +168,8 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                     created += 1
                 elif action == "member":
                     member = self._take(self.paused)
-                    self._submit(member, restore_dir=self._own_checkpoint(member))
+                    if member is not None:
+                        self._submit(member, restore_dir=self._own_checkpoint(member))
                 else:
                     self._ask_and_submit(created)
                     created += 1
@@ -176,9 +184,10 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                 if waiting:
                     self._end_paused("the study's budget ended before this member's last report")
                     continue   # their test evaluations, if any, come next
-                self._finish(elapsed, None if not out_of_budget or created >= max_trials else
-                             "time budget reached" if out_of_time else "compute budget (max_epochs) reached")
-                return
+                if self._finish(elapsed, None if not out_of_budget or created >= max_trials else
+                                "time budget reached" if out_of_time else "compute budget (max_epochs) reached"):
+                    return
+                continue   # extended meanwhile: go on with the new budget
             if time.monotonic() - last_flush > ELAPSED_FLUSH_S:
                 last_flush = time.monotonic()
                 with self.db.write(self.study_id) as s:
@@ -205,7 +214,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
     def _next_run(self, requeue: list[int], out_of_budget: bool, todo_baselines: list[str], room: bool) -> str | None:
         """What the next free slot goes to (see the module docstring), or None: nothing to run."""
         with self._lock:
-            tests, paused = bool(self.pending_tests), bool(self.paused)
+            tests, paused, requeue = bool(self.pending_tests), bool(self.paused), bool(requeue)
         if requeue:
             return "requeue"
         if tests:
@@ -343,6 +352,14 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         return str(ckpt) if (ckpt / "meta.json").is_file() else None
 
     def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
+        with self._lock:   # in flight from here, so a cancel from now on goes through the executor
+            cancelled = trial_id in self.cancelling
+            if not cancelled:
+                self.inflight.add(trial_id)
+        if cancelled:      # ended by cancel_trial before it started
+            self._release_slot()
+            self._wake.set()
+            return
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
@@ -372,6 +389,11 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                                  lambda outcome: self._on_done(trial_id, outcome))
         except Exception as err:  # noqa: BLE001
             self._on_done(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
+            return
+        with self._lock:
+            cancelled = trial_id in self.cancelling
+        if cancelled:   # cancelled while it was being submitted
+            self.executor.cancel(trial_id)
 
     def _on_report(self, trial_id: int, attempt: int, step: int, values: dict[str, float]) -> Any:
         if self._stop_requested.is_set():
@@ -413,6 +435,11 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
         user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
         trained = float((outcome.values or {}).get("epochs_trained") or 0.0)
+        with self._lock:
+            cancelled_by = self.cancelling.get(trial_id)
+        if cancelled_by is not None:   # a user cancelled this trial: failed, whatever it returned
+            self._end_cancelled(trial_id, cancelled_by, trained)
+            return False
         if outcome.cancelled or (user_stop and (outcome.state == "failed" or outcome.stopped)):
             # ended by the user's stop (cancelled, or told "stop" on its way out): not pruned, not failed
             with self.db.write(self.study_id) as s:   # user stop: back to the queue, rerun on resume
@@ -487,12 +514,19 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         with self.db.write(self.study_id) as s:
             s.get(Study, self.study_id).elapsed_s = elapsed
 
-    def _finish(self, elapsed: float, message: str | None) -> None:
+    def _finish(self, elapsed: float, message: str | None) -> bool:
+        """Mark the study finished; False (and the new budget taken) when it was extended meanwhile.
+        The row is locked (PostgreSQL) so an ``extend`` commits wholly before or after this."""
         with self.db.write(self.study_id) as s:
-            study = s.get(Study, self.study_id)
-            if study.state == "running":
-                study.state, study.finished_at, study.message = "finished", utcnow(), message
+            study = s.get(Study, self.study_id, with_for_update=True)
             study.elapsed_s = elapsed
+            if study.state == "running" and budget_of(study.spec) != budget_of(self.spec):
+                self._apply_budget(dict(study.spec))
+                return False
+            if study.state == "running":
+                self._ending.set()
+                study.state, study.finished_at, study.message = "finished", utcnow(), message
+        return True
 
 
 class SchedulerManager:
@@ -538,7 +572,8 @@ class SchedulerManager:
             if self._closed or study_id in self._deleted:
                 return
             runner = self._runners.get(study_id)
-            if runner is not None and runner.is_alive() and not runner._stop_requested.is_set():
+            if (runner is not None and runner.is_alive() and not runner._stop_requested.is_set()
+                    and not runner._ending.is_set()):
                 return
             old = runner
         if old is not None:
@@ -557,6 +592,33 @@ class SchedulerManager:
                 runner.join(timeout=120)
                 if runner.is_alive():
                     log.warning("study %s: its runner did not stop within 120 s", study_id)
+
+    def _live(self, study_id: int) -> StudyRunner | None:
+        with self._lock:
+            runner = self._runners.get(study_id)
+        if runner is None or not runner.is_alive() or runner._stop_requested.is_set() or runner._ending.is_set():
+            return None
+        return runner
+
+    def extended(self, study_id: int) -> None:
+        """The study's stored budget grew: its runner (if any) goes on with it; a finished or
+        stopped-and-resumed study gets a runner through :meth:`start`."""
+        runner = self._live(study_id)
+        if runner is not None:
+            runner.reload_budget()
+
+    def cancel_trial(self, study_id: int, trial_id: int, reason: str) -> None:
+        """End one queued or running trial as failed with ``reason`` (callers hold
+        :meth:`study_lock`). Through the study's runner when it has one, else in the store."""
+        runner = self._live(study_id)
+        if runner is not None:
+            runner.cancel_trial(trial_id, reason)
+            return
+        with self._lock:
+            stopping = self._runners.get(study_id)
+        if stopping is not None:   # a runner on its way out (a stop): let it put its trials back first
+            stopping.join(timeout=60)
+        cancel_in_store(self.db, study_id, trial_id, reason)
 
     def _forget(self, study_id: int, runner: StudyRunner) -> None:
         with self._lock:

@@ -113,6 +113,17 @@ class StudyCreate(BaseModel):
         return self
 
 
+class StudyExtend(BaseModel):
+    """More budget for a running, stopped or finished study: each field is added to the study's own
+    (at least one above 0). A finished study runs again, exactly the added trials / time / epochs."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    max_trials: int = Field(default=0, ge=0, le=100_000, description="trials to add")
+    max_seconds: float = Field(default=0, ge=0, le=10 * 365 * 86400,
+                               description="seconds to add to the time budget (the study must have one)")
+    max_epochs: float = Field(default=0, ge=0, le=1e9,
+                              description="training epochs to add to the compute budget (the study must have one)")
+
+
 class StudyPublic(BaseModel):
     id: int
     name: str

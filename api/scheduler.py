@@ -46,7 +46,7 @@ from autopeft.api.services.constraints import constraints_of, feasibility
 from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error, trial_dir
 from autopeft.api.slots import Holder, SlotAllocator
-from autopeft.api.scheduling.lifecycle import Lifecycle, budget_of, cancel_in_store
+from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.tests import HeldOutTests
 from autopeft.api.scheduling.values import (decision_name, exact, finite_or_none, planned_epochs,
@@ -514,22 +514,8 @@ class StudyRunner(Lifecycle, PBTTurns, HeldOutTests, threading.Thread):
         with self.db.write(self.study_id) as s:
             s.get(Study, self.study_id).elapsed_s = elapsed
 
-    def _finish(self, elapsed: float, message: str | None) -> bool:
-        """Mark the study finished; False (and the new budget taken) when it was extended meanwhile.
-        The row is locked (PostgreSQL) so an ``extend`` commits wholly before or after this."""
-        with self.db.write(self.study_id) as s:
-            study = s.get(Study, self.study_id, with_for_update=True)
-            study.elapsed_s = elapsed
-            if study.state == "running" and budget_of(study.spec) != budget_of(self.spec):
-                self._apply_budget(dict(study.spec))
-                return False
-            if study.state == "running":
-                self._ending.set()
-                study.state, study.finished_at, study.message = "finished", utcnow(), message
-        return True
 
-
-class SchedulerManager:
+class SchedulerManager(LifecycleManager):
     """Owns the executor and one :class:`StudyRunner` per running study."""
 
     def __init__(self, db: Database, executor: Executor | None, artifacts_dir: str | Path, cpus_per_trial: int = 1,
@@ -599,26 +585,6 @@ class SchedulerManager:
         if runner is None or not runner.is_alive() or runner._stop_requested.is_set() or runner._ending.is_set():
             return None
         return runner
-
-    def extended(self, study_id: int) -> None:
-        """The study's stored budget grew: its runner (if any) goes on with it; a finished or
-        stopped-and-resumed study gets a runner through :meth:`start`."""
-        runner = self._live(study_id)
-        if runner is not None:
-            runner.reload_budget()
-
-    def cancel_trial(self, study_id: int, trial_id: int, reason: str) -> None:
-        """End one queued or running trial as failed with ``reason`` (callers hold
-        :meth:`study_lock`). Through the study's runner when it has one, else in the store."""
-        runner = self._live(study_id)
-        if runner is not None:
-            runner.cancel_trial(trial_id, reason)
-            return
-        with self._lock:
-            stopping = self._runners.get(study_id)
-        if stopping is not None:   # a runner on its way out (a stop): let it put its trials back first
-            stopping.join(timeout=60)
-        cancel_in_store(self.db, study_id, trial_id, reason)
 
     def _forget(self, study_id: int, runner: StudyRunner) -> None:
         with self._lock:

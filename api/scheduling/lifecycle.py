@@ -56,6 +56,20 @@ class Lifecycle:
             if self._apply_budget(spec):
                 log.info("study %s: budget now %s", self.study_id, dict(zip(BUDGET_KEYS, budget_of(self.spec))))
 
+    def _finish(self, elapsed: float, message: str | None) -> bool:
+        """Mark the study finished; False (and the new budget taken) when it was extended meanwhile.
+        The row is locked (PostgreSQL) so an ``extend`` commits wholly before or after this."""
+        with self.db.write(self.study_id) as s:
+            study = s.get(Study, self.study_id, with_for_update=True)
+            study.elapsed_s = elapsed
+            if study.state == "running" and budget_of(study.spec) != budget_of(self.spec):
+                self._apply_budget(dict(study.spec))
+                return False
+            if study.state == "running":
+                self._ending.set()
+                study.state, study.finished_at, study.message = "finished", utcnow(), message
+        return True
+
     # -- one trial cancelled ------------------------------------------------------------------
     def cancel_trial(self, trial_id: int, reason: str) -> None:
         """End ``trial_id`` (queued or running) as failed with ``reason``: a running one through
@@ -89,6 +103,30 @@ class Lifecycle:
                 t.feasible, t.infeasible_reason = None, None
                 t.epochs_trained = (t.epochs_trained or 0.0) + trained
         log.info("study %s trial %s: %s", self.study_id, trial_id, reason)
+
+
+class LifecycleManager:
+    """The ``SchedulerManager`` side: find a study's live runner, or act in the store."""
+
+    def extended(self, study_id: int) -> None:
+        """The study's stored budget grew: its runner (if any) goes on with it; a finished or
+        stopped-and-resumed study gets a runner through :meth:`start`."""
+        runner = self._live(study_id)
+        if runner is not None:
+            runner.reload_budget()
+
+    def cancel_trial(self, study_id: int, trial_id: int, reason: str) -> None:
+        """End one queued or running trial as failed with ``reason`` (callers hold
+        :meth:`study_lock`). Through the study's runner when it has one, else in the store."""
+        runner = self._live(study_id)
+        if runner is not None:
+            runner.cancel_trial(trial_id, reason)
+            return
+        with self._lock:
+            stopping = self._runners.get(study_id)
+        if stopping is not None:   # a runner on its way out (a stop): let it put its trials back first
+            stopping.join(timeout=60)
+        cancel_in_store(self.db, study_id, trial_id, reason)
 
 
 def cancel_in_store(db, study_id: int, trial_id: int, reason: str) -> None:

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from autopeft.client import ApiError
+from tests.api import test_peft_search
 from tests.api.conftest import REPO, client_for, make_token, python_study, wait_for
-from tests.api.test_peft_search import _spec as peft_spec, peft_workload  # noqa: F401
+from tests.api.test_peft_search import _spec as peft_spec
+
+peft_workload = test_peft_search.peft_workload   # the tiny-BERT workload fixture, shared
 
 
 def _error(call) -> ApiError:
@@ -26,7 +29,7 @@ def _error(call) -> ApiError:
 def _cli(server, token, *args) -> subprocess.CompletedProcess:
     env = {"AUTOPEFT_URL": server.url, "AUTOPEFT_TOKEN": token, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "autopeft.cli", "study", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def test_extend_a_finished_study_runs_exactly_the_added_trials(db_url, server_factory):
@@ -58,7 +61,7 @@ def test_extend_a_finished_study_runs_exactly_the_added_trials(db_url, server_fa
     url = f"/api/v1/studies/{study.id}/extend"
     for body, field in (({}, "max_trials"), ({"max_trials": -1}, "max_trials"), ({"max_epochs": 2}, "max_epochs"),
                         ({"max_trials": 100_000}, "max_trials"), ({"trials": 2}, "trials")):
-        err = _error(lambda: client._json("POST", url, json=body))
+        err = _error(lambda body=body: client._json("POST", url, json=body))
         assert err.status == 422 and err.field == field, (body, err)
     bob = client_for(server, make_token(db_url, "bob"))
     assert _error(lambda: bob._json("POST", url, json={"max_trials": 1})).status == 404
@@ -153,7 +156,7 @@ def test_clone_with_overrides(sqlite_url, server_factory):
     for patch, field in (({"max_trials": 0}, "max_trials"), ({"space": "no_such_preset"}, "space"),
                          ({"objectives": None}, "objectives"), ({"extensions": []}, "extensions"),
                          ({"workload": {"kind": "nope"}}, "workload.kind")):
-        err = _error(lambda: original.clone(patch))
+        err = _error(lambda patch=patch: original.clone(patch))
         assert err.status == 422 and err.field == field, (patch, err)
     bob = client_for(server, make_token(sqlite_url, "bob"))
     err = _error(lambda: bob._json("POST", f"/api/v1/studies/{original.id}/clone", json={}))

@@ -49,6 +49,7 @@ from autopeft.api.slots import Holder, SlotAllocator
 from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.tests import HeldOutTests
+from autopeft.api.scheduling.warmstart import WarmStartReuse
 from autopeft.api.scheduling.values import (decision_name, exact, finite_or_none, planned_epochs,
                                             trial_budget, unexact)
 from autopeft.workers.base import Executor, TrialOutcome, TrialSpec
@@ -60,7 +61,7 @@ CHEAP_REPLAY = ("random", "sobol", "mobo")
 PBT = ("pbt", "mopbt")
 
 
-class StudyRunner(Lifecycle, PBTTurns, HeldOutTests, threading.Thread):
+class StudyRunner(Lifecycle, WarmStartReuse, PBTTurns, HeldOutTests, threading.Thread):
     def __init__(self, manager: "SchedulerManager", study_id: int):
         super().__init__(daemon=True, name=f"autopeft-study-{study_id}")
         self.m, self.db, self.executor = manager, manager.db, manager.executor
@@ -137,6 +138,7 @@ class StudyRunner(Lifecycle, PBTTurns, HeldOutTests, threading.Thread):
         todo_baselines = self._baselines_to_create()
         with self.db.read() as s:
             created = s.scalar(select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id))
+        created = self._reuse_warm_start(created)   # warm start: the source's results, not trained again
         self._queue_tests()
         while True:
             self._reload_if_extended()
@@ -261,6 +263,10 @@ class StudyRunner(Lifecycle, PBTTurns, HeldOutTests, threading.Thread):
                         diverged += 1
                 if str(opt_id) != p["optimizer_id"]:
                     diverged += 1
+                self.ids[tid] = opt_id
+                self.by_opt_id[str(opt_id)] = tid
+            elif ev.kind == "add":   # a reused warm-start trial (scheduling.warmstart)
+                opt_id = self.opt.add_trial(p["config"], unexact(p["values"]), "complete").id
                 self.ids[tid] = opt_id
                 self.by_opt_id[str(opt_id)] = tid
             elif ev.kind == "report":

@@ -280,6 +280,9 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         part = "space"
         space = build_space(spec)
         part = "optimizer"
+        from autopeft.api.services.warmstart import resolve_warm_start
+
+        resolve_warm_start(spec, space, ctx)
         check_fidelity(spec, space)
         opt = build_optimizer(spec, space)
         from autopeft.api.services.constraints import check_constraints

@@ -158,7 +158,7 @@ def extend_study(session: Session, user_id: int, study_id: int, added: dict[str,
 
 
 #: keys the service adds to a stored spec (not part of a new study's body)
-SERVICE_KEYS = ("extensions", "cloned_from")
+SERVICE_KEYS = ("extensions", "cloned_from", "warm_start")
 
 
 def merge_patch(base: Any, patch: Any) -> Any:

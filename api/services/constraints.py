@@ -67,7 +67,7 @@ def feasibility(constraints: list[tuple[str, str, float]], values: Mapping[str, 
                 known: Mapping[str, Callable[[dict], float]] | None = None,
                 config: dict | None = None) -> tuple[bool | None, str | None]:
     """``(feasible, reason)`` of a trial's final ``values``: ``(None, None)`` without values (a
-    failed trial); ``(False, "trainable_params = 2.1e+06 > bound: trainable_params <= 1e+06; ...")``
+    failed trial); ``(False, "trainable_params = 2.1e+06 violates <= 1e+06; ...")``
     naming every violated constraint; ``(True, None)`` otherwise (always, without constraints)."""
     from autopeft.optim.base import _OPS
 
@@ -83,7 +83,7 @@ def feasibility(constraints: list[tuple[str, str, float]], values: Mapping[str, 
         elif not isinstance(value, (int, float)) or not math.isfinite(value):
             reasons.append(f"{metric} is not finite (constraint {metric} {op} {_show(bound)})")
         elif not _OPS[op](float(value), bound):
-            reasons.append(f"{metric} = {_show(float(value))} violates {metric} {op} {_show(bound)}")
+            reasons.append(f"{metric} = {_show(float(value))} violates {op} {_show(bound)}")
     return (False, "; ".join(reasons)) if reasons else (True, None)
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 import pytest
 
 from autopeft.client import ApiError
+from tests.api import test_peft_search
 from tests.api.conftest import client_for, make_token, python_study
+from tests.api.test_peft_search import OBJECTIVES as PEFT_OBJECTIVES
 from tests.dashboard.conftest import study_spec
+
+peft_workload = test_peft_search.peft_workload   # the tiny-BERT workload fixture, shared
 
 
 def _trainings(counter) -> int:
@@ -95,3 +99,60 @@ def test_warm_start_onto_a_model_of_another_depth(sqlite_url, server_factory):
             who.create_study(spec=study_spec("bad", max_trials=3, num_layers=4, optimizer={
                 "name": "random", "options": {"warm_start": ws}}))
         assert err.value.status == 422 and err.value.field == field, (ws, err.value)
+
+
+@pytest.fixture
+def deeper_model(tiny_model, tmp_path):
+    """tiny_model's twin with 3 layers instead of 2 (same width and tokenizer)."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig.from_pretrained(tiny_model)
+    config.num_hidden_layers = 3
+    folder = tmp_path / "tiny_bert_3"
+    BertModel(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(tiny_model / name, folder / name)
+    return folder
+
+
+@pytest.mark.slow   # about 90 s on 2 busy cores: five tiny-BERT trainings plus test evaluations
+def test_peft_warm_start_reuses_on_the_same_model_and_maps_onto_a_deeper_one(sqlite_url, server_factory,
+                                                                              peft_workload, deeper_model, tmp_path):
+    """The real peft workload: a 2-layer source study; warm starts on the same model (the best trial
+    reused: not trained, its adapter exported from the copied checkpoint) and on a 3-layer model
+    (mapped by relative depth, trained)."""
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    workload = {**peft_workload, "epochs": 1}
+    base = {"space": "lora_per_layer", "objectives": PEFT_OBJECTIVES, "baselines": [], "max_parallel": 1}
+    source = client.create_study(spec={**base, "name": "src", "workload": workload, "max_trials": 2,
+                                       "optimizer": {"name": "random"}})
+    source.wait(timeout=600, poll=0.5, progress=False)
+    assert source.counts["complete"] == 2, source.data
+    warm = {"name": "random", "options": {"warm_start": {"study": source.id, "top": 1}}}
+    same = client.create_study(spec={**base, "name": "same", "workload": workload, "max_trials": 2, "optimizer": warm})
+    deep = client.create_study(spec={**base, "name": "deep", "workload": {**workload, "model": str(deeper_model)},
+                                     "max_trials": 1, "optimizer": warm})
+    best = max(source.pareto(), key=lambda t: t["values"]["accuracy"])
+    assert [e["source_trial"] for e in same.spec["warm_start"]["reused"]] == [best["id"]]
+    record = deep.spec["warm_start"]
+    assert record["reused"] == [] and [e["source_trial"] for e in record["mapped"]] == [best["id"]]
+    mapped = record["mapped"][0]["config"]
+    per_layer = [k for k in best["config"] if k.rpartition(".")[2] == "1"]
+    assert per_layer
+    for key in per_layer:   # relative depth: layers 0, 1, 2 of 3 take the source's layers 0, 1, 1 (of 2)
+        group = key.rpartition(".")[0]
+        assert [mapped[f"{group}.{i}"] for i in range(3)] == [best["config"][f"{group}.{j}"] for j in (0, 1, 1)]
+    same.wait(timeout=600, poll=0.5, progress=False)
+    deep.wait(timeout=600, poll=0.5, progress=False)
+    assert same.counts["complete"] == 2 and deep.counts["complete"] == 1, (same.data, deep.data)
+    reused = next(t for t in same.trials() if t["number"] == 0)
+    assert reused["attempts"] == 0 and reused["values"] == best["values"] and reused["config"] == best["config"]
+    assert client.reports(reused["id"]) == []                         # never trained here
+    assert (same.export(reused["id"], tmp_path / "adapter") / "adapter_config.json").is_file()
+    trained = next(t for t in deep.trials() if t["number"] == 0)
+    assert trained["attempts"] == 1 and trained["config"] == mapped and client.reports(trained["id"])

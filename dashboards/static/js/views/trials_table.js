@@ -90,7 +90,7 @@ export function trialsTable(objectives) {
         objectives.filter((o) => TESTED.includes(o.name)).map((o) => el("td", { class: "num", text: t.test_values ? fmt(t.test_values["test_" + o.name]) : "–" })),
         el("td", { class: "num", text: fmt(t.epochs_trained, 3) }),
         el("td", { class: "num", text: frontIds.has(t.id) ? "★" : "", "aria-label": frontIds.has(t.id) ? "on the Pareto front" : "" }),
-        el("td", { class: "small constraint", text: t.feasible === false ? `✗ ${t.infeasible_reason || "violated"}` : t.feasible ? "ok" : "" }),
+        el("td", { class: "small constraint", title: t.infeasible_reason || null, text: t.feasible === false ? `✗ ${t.infeasible_reason || "violated"}` : t.feasible ? "ok" : "" }),
         el("td", { class: "num" }, t.parent_id ? el("a", { href: `#/trials/${t.parent_id}`, text: parent ? `#${parent.number}` : `id ${t.parent_id}` }) : "–"),
         el("td", { class: "num", text: String(t.attempts) }),
         el("td", { class: "num", text: fmtSeconds(duration(t)) }),

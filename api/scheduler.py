@@ -359,10 +359,15 @@ class StudyRunner(Lifecycle, WarmStartReuse, PBTTurns, HeldOutTests, threading.T
 
     def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
         with self._lock:   # in flight from here, so a cancel from now on goes through the executor
-            cancelled = trial_id in self.cancelling
-            if not cancelled:
+            reason = self.cancelling.get(trial_id)
+            if reason is None:
                 self.inflight.add(trial_id)
-        if cancelled:      # ended by cancel_trial before it started
+            else:          # cancelled before this run started (or between two PBT segments)
+                self.inflight.discard(trial_id)
+                self.progress.pop(trial_id, None)
+                self.planned.pop(trial_id, None)
+        if reason is not None:
+            self._end_cancelled(trial_id, reason)   # a no-op when cancel_trial ended it already
             self._release_slot()
             self._wake.set()
             return

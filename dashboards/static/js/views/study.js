@@ -175,7 +175,11 @@ export function render(main, [idText], ctx) {
     study = s;
     const sSig = JSON.stringify([s.state, s.counts, s.message, s.name, [...trials.values()].reduce((a, t) => a + (t.epochs_trained || 0), 0)]);
     if (sSig !== studySig) { studySig = sSig; drawHead(); }
-    if (!table) { table = trialsTable(objectives()); tableSlot.append(table.node); drawControls(); changed = true; }
+    if (!table) {
+      const constrained = (study?.spec?.optimizer?.options?.constraints || []).length > 0;
+      table = trialsTable(objectives(), { constraints: constrained });
+      tableSlot.append(table.node); drawControls(); changed = true;
+    }
     if (changed) {
       drawPareto();
       drawHypervolume();

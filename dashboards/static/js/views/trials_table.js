@@ -9,7 +9,8 @@ const MAX_ROWS = 500;
 // objectives the held-out test evaluation measures (trials on the front and baselines)
 const TESTED = ["accuracy", "macro_f1", "loss", "exact_match", "perplexity"];
 
-export function trialsTable(objectives) {
+// `constraints`: the study declares some; then a "Constraints" column says "ok" or, greyed row, why not.
+export function trialsTable(objectives, { constraints = false } = {}) {
   const sort = { key: "number", dir: -1 };
   const filter = { text: "", state: "", front: false };
   let trials = [], frontIds = new Set(), byId = new Map();
@@ -22,7 +23,7 @@ export function trialsTable(objectives) {
     ...objectives.filter((o) => TESTED.includes(o.name)).map((o) => ({ key: "test:" + o.name, label: `${o.name} (test)`, value: (t) => t.test_values?.["test_" + o.name] ?? null, num: true })),
     { key: "epochs", label: "Epochs", value: (t) => t.epochs_trained ?? null, num: true },
     { key: "front", label: "Front", value: (t) => (frontIds.has(t.id) ? 1 : 0), num: true },
-    { key: "feasible", label: "Constraints", value: (t) => (t.feasible === false ? t.infeasible_reason || "violated" : t.feasible ? "ok" : "") },
+    ...(constraints ? [{ key: "feasible", label: "Constraints", value: (t) => (t.feasible === false ? t.infeasible_reason || "violated" : t.feasible ? "ok" : "") }] : []),
     { key: "parent", label: "Parent", value: (t) => (t.parent_id ? byId.get(t.parent_id)?.number ?? t.parent_id : null), num: true },
     { key: "attempts", label: "Attempts", value: (t) => t.attempts, num: true },
     { key: "duration", label: "Duration", value: (t) => duration(t), num: true },
@@ -90,7 +91,7 @@ export function trialsTable(objectives) {
         objectives.filter((o) => TESTED.includes(o.name)).map((o) => el("td", { class: "num", text: t.test_values ? fmt(t.test_values["test_" + o.name]) : "–" })),
         el("td", { class: "num", text: fmt(t.epochs_trained, 3) }),
         el("td", { class: "num", text: frontIds.has(t.id) ? "★" : "", "aria-label": frontIds.has(t.id) ? "on the Pareto front" : "" }),
-        el("td", { class: "small constraint", title: t.infeasible_reason || null, text: t.feasible === false ? `✗ ${t.infeasible_reason || "violated"}` : t.feasible ? "ok" : "" }),
+        constraints ? el("td", { class: "small constraint", title: t.infeasible_reason || null, text: t.feasible === false ? `✗ ${t.infeasible_reason || "violated"}` : t.feasible ? "ok" : "" }) : null,
         el("td", { class: "num" }, t.parent_id ? el("a", { href: `#/trials/${t.parent_id}`, text: parent ? `#${parent.number}` : `id ${t.parent_id}` }) : "–"),
         el("td", { class: "num", text: String(t.attempts) }),
         el("td", { class: "num", text: fmtSeconds(duration(t)) }),

@@ -137,6 +137,10 @@ class Trial(Base):
     epochs_trained: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # PBT: every exploit, in order: {"step", "source", "source_number", "changes"}
     lineage: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # under the study's constraints (optimizer.options.constraints), judged when the trial ends:
+    # null while it has no values; infeasible ones are never on the front (services.constraints)
+    feasible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    infeasible_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -42,11 +42,14 @@ from sqlalchemy import func, select
 from autopeft.api.db import Database
 from autopeft.errors import InvalidConfig
 from autopeft.api.models import Checkpoint, Event, Study, Trial, TrialReport, utcnow
-from autopeft.api.services.spec import build_optimizer, build_space, objectives_of
+from autopeft.api.services.constraints import constraints_of, feasibility
+from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error, trial_dir
 from autopeft.api.slots import Holder, SlotAllocator
+from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.tests import HeldOutTests
+from autopeft.api.scheduling.warmstart import WarmStartReuse
 from autopeft.api.scheduling.values import (decision_name, exact, finite_or_none, planned_epochs,
                                             trial_budget, unexact)
 from autopeft.workers.base import Executor, TrialOutcome, TrialSpec
@@ -58,7 +61,7 @@ CHEAP_REPLAY = ("random", "sobol", "mobo")
 PBT = ("pbt", "mopbt")
 
 
-class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
+class StudyRunner(Lifecycle, WarmStartReuse, PBTTurns, HeldOutTests, threading.Thread):
     def __init__(self, manager: "SchedulerManager", study_id: int):
         super().__init__(daemon=True, name=f"autopeft-study-{study_id}")
         self.m, self.db, self.executor = manager, manager.db, manager.executor
@@ -66,6 +69,8 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         self._stop_requested = threading.Event()
         self._shutting_down = threading.Event()   # process exit: leave trials as they are
         self._wake = threading.Event()
+        self._budget_changed = threading.Event()   # extend: reload the budget from the stored spec
+        self._ending = threading.Event()           # the study is marked finished: no restart from here
         self._lock = threading.RLock()       # optimiser + in-flight bookkeeping
         self.opt = None
         self.ids: dict[int, Any] = {}        # trial id -> optimiser suggestion id (search trials)
@@ -80,6 +85,8 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         self.planned: dict[int, float] = {}  # in-flight run -> epochs it is planned to train
         self.run_start: dict[int, float] = {}
         self.exploits: dict[int, Any] = {}
+        self.requeue: list[int] = []         # trials to run again (restart / resume), in order
+        self.cancelling: dict[int, str] = {} # trial id -> why a user cancelled it
         self.seq = 0
         self.slot: Holder | None = None      # this runner in the manager's fair-share allocator
 
@@ -122,18 +129,20 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
+        self.constraints, self.known = constraints_of(self.spec), known_objectives(self.spec)
         self.turns = self._pbt_turns()
-        requeue = self._replay()
+        self.requeue = requeue = self._replay()
         started = time.monotonic()
         last_flush = started
-        max_trials = int(self.spec["max_trials"])
         max_parallel = int(self.spec["max_parallel"])
-        max_seconds = self.spec.get("max_seconds")
         todo_baselines = self._baselines_to_create()
         with self.db.read() as s:
             created = s.scalar(select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id))
+        created = self._reuse_warm_start(created)   # warm start: the source's results, not trained again
         self._queue_tests()
         while True:
+            self._reload_if_extended()
+            max_trials, max_seconds = int(self.spec["max_trials"]), self.spec.get("max_seconds")
             elapsed = elapsed_before + time.monotonic() - started
             if self._stop_requested.is_set():
                 self._pause(elapsed)
@@ -151,7 +160,9 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                 if not self._has_slot():   # other users' / studies' turn: woken when a slot frees up
                     break
                 if action == "requeue":
-                    self._submit(requeue.pop(0), requeue=True)
+                    tid = self._take(requeue)
+                    if tid is not None:   # None: cancelled meanwhile
+                        self._submit(tid, requeue=True)
                 elif action == "test":
                     self._submit_test(self._take(self.pending_tests))
                 elif action == "baseline":
@@ -159,7 +170,8 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                     created += 1
                 elif action == "member":
                     member = self._take(self.paused)
-                    self._submit(member, restore_dir=self._own_checkpoint(member))
+                    if member is not None:
+                        self._submit(member, restore_dir=self._own_checkpoint(member))
                 else:
                     self._ask_and_submit(created)
                     created += 1
@@ -174,9 +186,10 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                 if waiting:
                     self._end_paused("the study's budget ended before this member's last report")
                     continue   # their test evaluations, if any, come next
-                self._finish(elapsed, None if not out_of_budget or created >= max_trials else
-                             "time budget reached" if out_of_time else "compute budget (max_epochs) reached")
-                return
+                if self._finish(elapsed, None if not out_of_budget or created >= max_trials else
+                                "time budget reached" if out_of_time else "compute budget (max_epochs) reached"):
+                    return
+                continue   # extended meanwhile: go on with the new budget
             if time.monotonic() - last_flush > ELAPSED_FLUSH_S:
                 last_flush = time.monotonic()
                 with self.db.write(self.study_id) as s:
@@ -203,7 +216,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
     def _next_run(self, requeue: list[int], out_of_budget: bool, todo_baselines: list[str], room: bool) -> str | None:
         """What the next free slot goes to (see the module docstring), or None: nothing to run."""
         with self._lock:
-            tests, paused = bool(self.pending_tests), bool(self.paused)
+            tests, paused, requeue = bool(self.pending_tests), bool(self.paused), bool(requeue)
         if requeue:
             return "requeue"
         if tests:
@@ -250,6 +263,10 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                         diverged += 1
                 if str(opt_id) != p["optimizer_id"]:
                     diverged += 1
+                self.ids[tid] = opt_id
+                self.by_opt_id[str(opt_id)] = tid
+            elif ev.kind == "add":   # a reused warm-start trial (scheduling.warmstart)
+                opt_id = self.opt.add_trial(p["config"], unexact(p["values"]), "complete").id
                 self.ids[tid] = opt_id
                 self.by_opt_id[str(opt_id)] = tid
             elif ev.kind == "report":
@@ -341,6 +358,19 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         return str(ckpt) if (ckpt / "meta.json").is_file() else None
 
     def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
+        with self._lock:   # in flight from here, so a cancel from now on goes through the executor
+            reason = self.cancelling.get(trial_id)
+            if reason is None:
+                self.inflight.add(trial_id)
+            else:          # cancelled before this run started (or between two PBT segments)
+                self.inflight.discard(trial_id)
+                self.progress.pop(trial_id, None)
+                self.planned.pop(trial_id, None)
+        if reason is not None:
+            self._end_cancelled(trial_id, reason)   # a no-op when cancel_trial ended it already
+            self._release_slot()
+            self._wake.set()
+            return
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
@@ -370,6 +400,11 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
                                  lambda outcome: self._on_done(trial_id, outcome))
         except Exception as err:  # noqa: BLE001
             self._on_done(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
+            return
+        with self._lock:
+            cancelled = trial_id in self.cancelling
+        if cancelled:   # cancelled while it was being submitted
+            self.executor.cancel(trial_id)
 
     def _on_report(self, trial_id: int, attempt: int, step: int, values: dict[str, float]) -> Any:
         if self._stop_requested.is_set():
@@ -411,6 +446,11 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
         user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
         trained = float((outcome.values or {}).get("epochs_trained") or 0.0)
+        with self._lock:
+            cancelled_by = self.cancelling.get(trial_id)
+        if cancelled_by is not None:   # a user cancelled this trial: failed, whatever it returned
+            self._end_cancelled(trial_id, cancelled_by, trained)
+            return False
         if outcome.cancelled or (user_stop and (outcome.state == "failed" or outcome.stopped)):
             # ended by the user's stop (cancelled, or told "stop" on its way out): not pruned, not failed
             with self.db.write(self.study_id) as s:   # user stop: back to the queue, rerun on resume
@@ -450,6 +490,7 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
                 t.state, t.values, t.error, t.finished_at = state, finite_or_none(values), public_error(error), utcnow()
+                self._judge(t, values if state != "failed" else None)
                 t.epochs_trained = (t.epochs_trained or 0.0) + trained
                 if outcome.attempt is not None and outcome.attempt > t.attempts:
                     t.attempts = outcome.attempt   # the executor retried a lost worker itself (Ray)
@@ -463,6 +504,11 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         if state == "complete":
             self._queue_tests()
         return False
+
+    def _judge(self, t: Trial, values: dict[str, float] | None) -> None:
+        """Store whether ``t``'s final values satisfy the study's constraints (and why not)."""
+        known = self.known if t.kind != "baseline" else None
+        t.feasible, t.infeasible_reason = feasibility(self.constraints, values, known, dict(t.config))
 
     # -- end ----------------------------------------------------------------------------------
     def _pause(self, elapsed: float) -> None:
@@ -479,15 +525,8 @@ class StudyRunner(PBTTurns, HeldOutTests, threading.Thread):
         with self.db.write(self.study_id) as s:
             s.get(Study, self.study_id).elapsed_s = elapsed
 
-    def _finish(self, elapsed: float, message: str | None) -> None:
-        with self.db.write(self.study_id) as s:
-            study = s.get(Study, self.study_id)
-            if study.state == "running":
-                study.state, study.finished_at, study.message = "finished", utcnow(), message
-            study.elapsed_s = elapsed
 
-
-class SchedulerManager:
+class SchedulerManager(LifecycleManager):
     """Owns the executor and one :class:`StudyRunner` per running study."""
 
     def __init__(self, db: Database, executor: Executor | None, artifacts_dir: str | Path, cpus_per_trial: int = 1,
@@ -530,7 +569,8 @@ class SchedulerManager:
             if self._closed or study_id in self._deleted:
                 return
             runner = self._runners.get(study_id)
-            if runner is not None and runner.is_alive() and not runner._stop_requested.is_set():
+            if (runner is not None and runner.is_alive() and not runner._stop_requested.is_set()
+                    and not runner._ending.is_set()):
                 return
             old = runner
         if old is not None:
@@ -549,6 +589,13 @@ class SchedulerManager:
                 runner.join(timeout=120)
                 if runner.is_alive():
                     log.warning("study %s: its runner did not stop within 120 s", study_id)
+
+    def _live(self, study_id: int) -> StudyRunner | None:
+        with self._lock:
+            runner = self._runners.get(study_id)
+        if runner is None or not runner.is_alive() or runner._stop_requested.is_set() or runner._ending.is_set():
+            return None
+        return runner
 
     def _forget(self, study_id: int, runner: StudyRunner) -> None:
         with self._lock:

@@ -113,6 +113,17 @@ class StudyCreate(BaseModel):
         return self
 
 
+class StudyExtend(BaseModel):
+    """More budget for a running, stopped or finished study: each field is added to the study's own
+    (at least one above 0). A finished study runs again, exactly the added trials / time / epochs."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    max_trials: int = Field(default=0, ge=0, le=100_000, description="trials to add")
+    max_seconds: float = Field(default=0, ge=0, le=10 * 365 * 86400,
+                               description="seconds to add to the time budget (the study must have one)")
+    max_epochs: float = Field(default=0, ge=0, le=1e9,
+                              description="training epochs to add to the compute budget (the study must have one)")
+
+
 class StudyPublic(BaseModel):
     id: int
     name: str
@@ -145,6 +156,10 @@ class TrialPublic(BaseModel):
         default=None, description="metrics of the saved adapter on the held-out test split (front and baselines)")
     epochs_trained: float = Field(default=0.0, description="compute used, in training epochs")
     lineage: list[dict[str, Any]] | None = Field(default=None, description="PBT: every exploit, in order")
+    feasible: bool | None = Field(default=None, description="whether the final values satisfy the study's "
+                                  "constraints (optimizer.options.constraints); null while the trial has no values. "
+                                  "Infeasible trials are never on the front nor in the hypervolume")
+    infeasible_reason: str | None = Field(default=None, description="every violated constraint, with the value")
     error: str | None = None
     created_at: dt.datetime
     started_at: dt.datetime | None = None
@@ -175,6 +190,7 @@ class ParetoPublic(BaseModel):
         description="the front is always selected on validation; with split=test each trial's values are its "
         "held-out test metrics (objectives without a test counterpart, e.g. trainable_params, unchanged)")
     trials: list[TrialPublic]
+    n_infeasible: int = Field(default=0, description="complete trials left out: they violate a constraint")
 
 
 class HypervolumePublic(BaseModel):
@@ -182,8 +198,9 @@ class HypervolumePublic(BaseModel):
     hypervolume: float
     reference_point: dict[str, float] | None
     reference_rule: str
-    n_complete: int
+    n_complete: int = Field(description="complete feasible trials")
     n_pareto: int
+    n_infeasible: int = Field(default=0, description="complete trials left out: they violate a constraint")
 
 
 class Health(BaseModel):

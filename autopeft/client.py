@@ -7,6 +7,9 @@
     study.wait()                 # progress bar on stderr
     study.pareto(); study.hypervolume(); study.to_dataframe()
     study.export(trial_id, "adapter/")
+    study.extend(max_trials=10)  # more budget, also for a finished study
+    study.clone({"workload": {"epochs": 3}})          # a new study with changes
+    client.cancel_trial(trial_id)                     # one trial ends failed; the study goes on
 
     ds = client.upload_dataset("reviews.csv")          # your own data, from any machine
     client.create_study(..., workload={"kind": "peft", "model": "...", "dataset_id": ds["id"]})
@@ -147,6 +150,11 @@ class Client:
     def trial(self, trial_id: int) -> dict[str, Any]:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}")
 
+    def cancel_trial(self, trial_id: int) -> dict[str, Any]:
+        """End one of your queued or running trials as ``failed`` ("cancelled by <you>"; a running
+        trial's worker is stopped); the study goes on. Returns the trial (``failed`` once it ended)."""
+        return self._json("POST", f"/api/v1/trials/{int(trial_id)}/cancel")
+
     def reports(self, trial_id: int) -> list[dict[str, Any]]:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}/reports")["reports"]
 
@@ -199,6 +207,20 @@ class Study:
     def delete(self) -> None:
         self._client.request("DELETE", f"/api/v1/studies/{self.id}")
 
+    def extend(self, max_trials: int = 0, max_seconds: float = 0, max_epochs: float = 0) -> "Study":
+        """Add budget: trials, seconds (time budget) and / or training epochs (compute budget). A
+        finished study runs again, exactly the added budget; a running one goes on with it."""
+        body = {k: v for k, v in (("max_trials", max_trials), ("max_seconds", max_seconds),
+                                  ("max_epochs", max_epochs)) if v}
+        self._data = self._client._json("POST", f"/api/v1/studies/{self.id}/extend", json=body)
+        return self
+
+    def clone(self, overrides: dict[str, Any] | None = None, **fields: Any) -> "Study":
+        """A new study from this one's spec with ``overrides`` (and keyword fields) merged over it
+        (mappings merge key by key, None removes a key), validated like a new study."""
+        body = {**(overrides or {}), **fields}
+        return Study(self._client, self._client._json("POST", f"/api/v1/studies/{self.id}/clone", json=body))
+
     def trials(self, after: int | None = None, state: str | None = None) -> list[dict[str, Any]]:
         """All trials (or those created after trial id ``after``), following pages."""
         out: list[dict[str, Any]] = []
@@ -216,9 +238,15 @@ class Study:
             cursor = page["next_after"]
 
     def pareto(self, split: str = "validation") -> list[dict[str, Any]]:
-        """The front selected on validation (baselines included, ``kind == "baseline"``); with
+        """The front selected on validation among feasible trials (baselines included, ``kind ==
+        "baseline"``; trials violating a constraint never, see :meth:`infeasible`); with
         ``split="test"`` each trial's ``values`` are its held-out test metrics (None until tested)."""
         return self._client._json("GET", f"/api/v1/studies/{self.id}/pareto", params={"split": split})["trials"]
+
+    def infeasible(self) -> list[dict[str, Any]]:
+        """Complete trials that violate a constraint of the study (``infeasible_reason`` says
+        which): never on :meth:`pareto` nor in :meth:`hypervolume`."""
+        return [t for t in self.trials(state="complete") if t.get("feasible") is False]
 
     def hypervolume(self, split: str = "validation") -> float:
         return float(self._client._json("GET", f"/api/v1/studies/{self.id}/hypervolume",
@@ -259,7 +287,8 @@ class Study:
         rows = []
         for t in self.trials():
             row = {k: t.get(k) for k in ("id", "number", "state", "kind", "label", "attempts", "parent_id",
-                                          "epochs_trained", "created_at", "started_at", "finished_at")}
+                                          "epochs_trained", "feasible", "infeasible_reason", "created_at",
+                                          "started_at", "finished_at")}
             row.update({f"values.{k}": v for k, v in (t.get("values") or {}).items()})
             row.update({f"test.{k}": v for k, v in (t.get("test_values") or {}).items()})
             row.update({f"config.{k}": v for k, v in (t.get("config") or {}).items()})

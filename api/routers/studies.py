@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
-from autopeft.api.schemas import (MAX_ID, ErrorEnvelope, StudyId, HypervolumePublic, ParetoPublic, StudyCreate, StudyList,
-                                  StudyPublic, TrialList, TrialState)
+from autopeft.api.schemas import (MAX_ID, ErrorEnvelope, StudyId, HypervolumePublic, ParetoPublic, StudyCreate,
+                                  StudyExtend, StudyList, StudyPublic, TrialList, TrialState)
 from autopeft.api.services import studies as svc
 from autopeft.api.services.spec import SpecContext, validate_spec
 
@@ -73,6 +73,48 @@ def resume_study(study_id: StudyId, user: CurrentUser, state: StateDep):
         state.scheduler.start(study_id)
     with state.db.read() as session:
         return svc.show_study(session, user.id, study_id)
+
+
+@router.post("/{study_id}/extend", response_model=StudyPublic, operation_id="extend_study",
+             responses={**_LIMITS, 409: {"model": ErrorEnvelope}})
+def extend_study(study_id: StudyId, body: StudyExtend, user: CurrentUser, state: StateDep):
+    """Add budget (``max_trials``, ``max_seconds``, ``max_epochs``) to a running, stopped or finished
+    study. A running study goes on with it; a finished one runs again, exactly the added budget (its
+    optimiser rebuilt from the history); a stopped one keeps it for its resume. Each extension is
+    recorded in ``spec.extensions``."""
+    with state.scheduler.study_lock(study_id):
+        with state.db.read() as session:
+            study = svc.get_study(session, user.id, study_id)
+            if study.state == "finished":
+                svc.check_quotas(session, state.settings, user.id, study.spec["max_parallel"], study_id)
+        with state.db.write(study_id) as session:
+            _, restart = svc.extend_study(session, user.id, study_id, body.model_dump())
+        if restart:
+            state.scheduler.start(study_id)
+        else:
+            state.scheduler.extended(study_id)
+    with state.db.read() as session:
+        return svc.show_study(session, user.id, study_id)
+
+
+@router.post("/{study_id}/clone", status_code=201, response_model=StudyPublic, operation_id="clone_study",
+             responses={**_LIMITS, 201: {"description": "the new study, started", "links": _STUDY_LINKS}})
+def clone_study(study_id: StudyId, user: CurrentUser, state: StateDep,
+                overrides: Annotated[dict[str, Any], Body(description="spec fields to change (merge patch)")] = {}):
+    """A new study from this one's spec with ``overrides`` merged over it (JSON merge patch, RFC 7396:
+    mappings merge key by key, ``null`` removes a key), validated like a new study. The clone
+    starts from scratch; its ``spec.cloned_from`` names the original."""
+    with state.db.read() as session:
+        original = svc.get_study(session, user.id, study_id)
+        body = svc.clone_spec(original, overrides)
+        spec = validate_spec(body, SpecContext(user, state.settings, session, state.datasets))
+        svc.check_quotas(session, state.settings, user.id, spec["max_parallel"])
+    spec["cloned_from"] = study_id
+    with state.db.write() as session:
+        study = svc.create_study(session, user.id, spec)
+        out = svc.study_public(study, svc.counts(session, [study.id])[study.id])
+    state.scheduler.start(out["id"])
+    return out
 
 
 @router.delete("/{study_id}", status_code=204, response_class=Response, operation_id="delete_study")

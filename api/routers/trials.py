@@ -10,6 +10,7 @@ from autopeft.api.deps import CurrentUser, SessionDep, StateDep
 from autopeft.api.schemas import ErrorEnvelope, ReportList, TrialPublic
 from autopeft.api.services import studies as svc
 
+CANCEL_WAIT_S = 30.0   # a running trial's worker gets SIGTERM, then SIGKILL after the executor's grace
 router = APIRouter(prefix="/trials", tags=["trials"],
                    responses={401: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope},
                               422: {"model": ErrorEnvelope}})
@@ -18,6 +19,21 @@ router = APIRouter(prefix="/trials", tags=["trials"],
 @router.get("/{trial_id}", response_model=TrialPublic, operation_id="get_trial")
 def get_trial(trial_id: TrialId, user: CurrentUser, session: SessionDep):
     return svc.trial_public(svc.get_trial(session, user.id, trial_id))
+
+
+@router.post("/{trial_id}/cancel", response_model=TrialPublic, operation_id="cancel_trial",
+             responses={409: {"model": ErrorEnvelope}})
+def cancel_trial(trial_id: TrialId, user: CurrentUser, state: StateDep):
+    """End a queued or running trial as ``failed`` with the reason "cancelled by <user>" (a running
+    trial's worker is stopped); the optimiser is told it failed and the study goes on. Answers the
+    trial once it ended (at most 30 s; a worker slower to die is answered still ``running``)."""
+    with state.db.read() as session:
+        study_id = svc.cancel_trial_check(session, user.id, trial_id).study_id
+    with state.scheduler.study_lock(study_id):
+        with state.db.read() as session:
+            svc.cancel_trial_check(session, user.id, trial_id)
+        state.scheduler.cancel_trial(study_id, trial_id, f"cancelled by {user.name}")
+    return svc.trial_when_ended(state.db, user.id, trial_id, CANCEL_WAIT_S)
 
 
 @router.get("/{trial_id}/reports", response_model=ReportList, operation_id="get_reports")

@@ -101,6 +101,7 @@ class PBTTurns:
                 with self.db.write(self.study_id) as s:
                     t = s.get(Trial, tid)
                     t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
+                    self._judge(t, values)
                     self._event(s, "tell", {"trial_id": tid, "values": exact(values), "state": "pruned"})
 
 

@@ -17,7 +17,7 @@ import json
 import threading
 from collections import OrderedDict
 
-from sqlalchemy import Float, Integer, String, Text, text
+from sqlalchemy import Boolean, Float, Integer, String, Text, text
 from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.db import Database
@@ -28,11 +28,11 @@ from autopeft.api.services.studies import public_error
 # (``after`` -1 means "from the start"). Times are taken as stored (SQLite keeps ISO text).
 _SELECT = ('SELECT id, study_id, number, state, CAST(config AS TEXT), CAST("values" AS TEXT), attempts, '
            "parent_id, error, created_at, started_at, finished_at, kind, label, CAST(test_values AS TEXT), "
-           "epochs_trained, CAST(lineage AS TEXT) FROM trials "
+           "epochs_trained, CAST(lineage AS TEXT), feasible, infeasible_reason FROM trials "
            "WHERE study_id = :study_id AND id > :after{} ORDER BY id LIMIT :limit")
 _TYPES = dict(id=Integer, study_id=Integer, number=Integer, state=String, config=Text, values=Text,
               attempts=Integer, parent_id=Integer, error=Text, kind=String, label=Text, test_values=Text,
-              epochs_trained=Float, lineage=Text)
+              epochs_trained=Float, lineage=Text, feasible=Boolean, infeasible_reason=Text)
 _PAGE = text(_SELECT.format("")).columns(**_TYPES)
 _PAGE_STATE = text(_SELECT.format(" AND state = :state")).columns(**_TYPES)
 _OWNER = text("SELECT user_id FROM studies WHERE id = :study_id").columns(user_id=Integer)
@@ -52,7 +52,8 @@ def _row(r) -> str:
             f'"values":{r[5] or "null"},"attempts":{r[6]},"parent_id":{"null" if r[7] is None else r[7]},'
             f'"kind":"{r[12] or "search"}","label":{"null" if r[13] is None else _dumps(r[13])},'
             f'"test_values":{r[14] or "null"},"epochs_trained":{_dumps(float(r[15] or 0.0))},'
-            f'"lineage":{r[16] or "null"},'
+            f'"lineage":{r[16] or "null"},"feasible":{"null" if r[17] is None else "true" if r[17] else "false"},'
+            f'"infeasible_reason":{"null" if r[18] is None else _dumps(r[18])},'
             f'"error":{"null" if r[8] is None else _dumps(public_error(r[8]))},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
             f'"finished_at":{_dt(r[11])}}}')
 

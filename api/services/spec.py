@@ -280,8 +280,14 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         part = "space"
         space = build_space(spec)
         part = "optimizer"
+        from autopeft.api.services.warmstart import resolve_warm_start
+
+        resolve_warm_start(spec, space, ctx)
         check_fidelity(spec, space)
         opt = build_optimizer(spec, space)
+        from autopeft.api.services.constraints import check_constraints
+
+        check_constraints(spec)
         if spec["optimizer"]["name"] in _PBT and not opt.mutable:
             raise InvalidConfig("no parameter of this space can change mid-training (lr, weight_decay, dropout, "
                                 "warmup_ratio): PBT could only copy members, never explore; search lr or name "

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from autopeft.api.errors import ApiError, not_found
 from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, utcnow
+from autopeft.api.services.constraints import constraints_of, trial_feasible
 from autopeft.api.services.spec import objectives_of
 
 MAX_PAGE = 5000
@@ -54,7 +55,8 @@ def trial_public(t: Trial) -> dict[str, Any]:
     return {"id": t.id, "study_id": t.study_id, "number": t.number, "state": t.state, "config": t.config,
             "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "kind": t.kind or "search",
             "label": t.label, "test_values": t.test_values, "epochs_trained": float(t.epochs_trained or 0.0),
-            "lineage": t.lineage, "error": public_error(t.error),
+            "lineage": t.lineage, "feasible": t.feasible, "infeasible_reason": t.infeasible_reason,
+            "error": public_error(t.error),
             "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at}
 
 
@@ -121,6 +123,128 @@ def set_state(session: Session, user_id: int, study_id: int, state: str) -> Stud
     return study
 
 
+EXTEND_LIMITS = {"max_trials": 100_000, "max_seconds": 10 * 365 * 86400, "max_epochs": 1e9}
+
+
+def extend_study(session: Session, user_id: int, study_id: int, added: dict[str, float]) -> tuple[Study, bool]:
+    """Add ``added`` (``max_trials`` / ``max_seconds`` / ``max_epochs``) to the study's budget and
+    record it in ``spec.extensions``; a finished study is set running again. Returns (study,
+    whether it needs a runner started)."""
+    session.get(Study, study_id, with_for_update=True)   # PostgreSQL: serialised with the runner's finish
+    study = get_study(session, user_id, study_id)
+    added = {k: v for k, v in added.items() if v}
+    if not added:
+        raise ApiError(422, "invalid_request", "nothing to add: give max_trials, max_seconds and / or max_epochs "
+                       "above 0", "max_trials")
+    if study.state == "failed":
+        raise ApiError(409, "conflict", f"study {study_id} failed ({public_error(study.message)}); resume it to "
+                       "retry, or clone it with changes")
+    spec = dict(study.spec)
+    for key, more in added.items():
+        if key != "max_trials" and spec.get(key) is None:
+            raise ApiError(422, "invalid_request", f"study {study_id} has no {key} budget to extend (it is not "
+                           "limited by it)", key)
+        total = (spec.get(key) or 0) + more
+        if total > EXTEND_LIMITS[key]:
+            raise ApiError(422, "invalid_request", f"{key} would be {total:g}, above the limit of "
+                           f"{EXTEND_LIMITS[key]:g}", key)
+        spec[key] = int(total) if key == "max_trials" else float(total)
+    spec["extensions"] = [*(spec.get("extensions") or []), {**added, "at": utcnow().isoformat(timespec="seconds")}]
+    study.spec = spec
+    restart = study.state == "finished"
+    if restart:
+        study.state, study.finished_at, study.message = "running", None, None
+    return study, restart
+
+
+#: keys the service adds to a stored spec (not part of a new study's body)
+SERVICE_KEYS = ("extensions", "cloned_from", "warm_start")
+
+
+def merge_patch(base: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: mappings merge key by key, ``None`` removes a key, anything else
+    replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(base) if isinstance(base, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _without_derived(spec: dict[str, Any]) -> dict[str, Any]:
+    """The stored spec less what validation derived from the workload (the last report step given to
+    early stopping and PBT as ``max_step``), so a clone with another workload derives its own."""
+    import copy
+
+    from autopeft.api.services.spec import build_space
+    from autopeft.trials.workload import final_report_steps
+
+    spec = copy.deepcopy({k: v for k, v in spec.items() if k not in SERVICE_KEYS})
+    workload = spec.get("workload") or {}
+    options = (spec.get("optimizer") or {}).get("options") or {}
+    if workload.get("kind") != "peft":
+        return spec
+    try:
+        fewest, most = final_report_steps(workload, build_space(spec))
+    except Exception:   # noqa: BLE001 - nothing derived can be told apart; validation will say what is wrong
+        return spec
+    stopper = options.get("early_stopping")
+    if isinstance(stopper, dict) and stopper.get("max_step") == most:
+        stopper.pop("max_step")
+    if spec["optimizer"].get("name") in ("pbt", "mopbt") and options.get("max_step") == fewest:
+        options.pop("max_step")
+    return spec
+
+
+def clone_spec(original: Study, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The body of a new study: ``original``'s spec with ``overrides`` merged over it (see
+    :func:`merge_patch`), checked by the create schema (422 naming the field)."""
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    from autopeft.api.schemas import StudyCreate
+
+    if not isinstance(overrides, dict):
+        raise ApiError(422, "invalid_request", "the body is a mapping of the spec fields to change", None)
+    bad = [k for k in overrides if k in SERVICE_KEYS]
+    if bad:
+        raise ApiError(422, "invalid_request", f"{bad[0]} is kept by the service, not set by a clone", bad[0])
+    merged = merge_patch(_without_derived(dict(original.spec)), overrides)
+    merged.setdefault("name", f"{original.name} (clone)"[:200])
+    if "name" not in overrides:
+        merged["name"] = f"{original.name} (clone)"[:200]
+    try:
+        return StudyCreate.model_validate(merged).model_dump(mode="json")
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
+
+
+def cancel_trial_check(session: Session, user_id: int, trial_id: int) -> Trial:
+    """The user's trial, if it can be cancelled (queued or running; 409 otherwise)."""
+    trial = get_trial(session, user_id, trial_id)
+    if trial.state not in ("queued", "running"):
+        raise ApiError(409, "conflict", f"trial {trial_id} is {trial.state}: only a queued or running trial can "
+                       "be cancelled")
+    return trial
+
+
+def trial_when_ended(db, user_id: int, trial_id: int, timeout: float) -> dict[str, Any]:
+    """The trial once it is no longer queued or running, or as it is after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.read() as session:
+            out = trial_public(get_trial(session, user_id, trial_id))
+        if out["state"] not in ("queued", "running") or time.monotonic() > deadline:
+            return out
+        time.sleep(0.05)
+
+
 def delete_study(session: Session, user_id: int, study_id: int) -> None:
     study = get_study(session, user_id, study_id)
     trial_ids = select(Trial.id).where(Trial.study_id == study.id).scalar_subquery()
@@ -166,18 +290,24 @@ def on_test(t: Trial, names: list[str]) -> dict[str, Any] | None:
     return values
 
 
-def _complete(session: Session, study: Study) -> tuple[list[Trial], Any]:
-    """Complete trials with finite values for every objective, and their values in minimisation form."""
+def _complete(session: Session, study: Study, infeasible: list[Trial] | None = None) -> tuple[list[Trial], Any]:
+    """Complete feasible trials with finite values for every objective, and their values in
+    minimisation form; complete trials that violate a constraint go to ``infeasible`` if given."""
     import numpy as np
 
     from autopeft.optim import pareto as pm
 
     objectives = objectives_of(study.spec)
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
+    constraints = constraints_of(study.spec)
     trials = session.scalars(select(Trial).where(Trial.study_id == study.id, Trial.state == "complete")
                              .order_by(Trial.number)).all()
     kept, rows = [], []
     for t in trials:
+        if not trial_feasible(t, constraints):
+            if infeasible is not None:
+                infeasible.append(t)
+            continue
         vals = t.values or {}
         row = [vals.get(n) for n in names]
         if all(isinstance(v, (int, float)) and math.isfinite(v) for v in row):
@@ -187,11 +317,13 @@ def _complete(session: Session, study: Study) -> tuple[list[Trial], Any]:
     return kept, Y
 
 
-def front_trials(session: Session, study: Study) -> tuple[list[Trial], list[Trial]]:
-    """(the validation front, every complete trial with finite objectives); baselines included."""
+def front_trials(session: Session, study: Study, infeasible: list[Trial] | None = None
+                 ) -> tuple[list[Trial], list[Trial]]:
+    """(the validation front, every complete feasible trial with finite objectives); baselines
+    included; infeasible complete trials are appended to ``infeasible`` if given."""
     from autopeft.optim import pareto as pm
 
-    trials, Y = _complete(session, study)
+    trials, Y = _complete(session, study, infeasible)
     mask = pm.is_non_dominated(Y) if len(trials) else []
     return [t for t, keep in zip(trials, mask) if keep], trials
 
@@ -206,7 +338,8 @@ def pareto(session: Session, user_id: int, study_id: int, split: str = "validati
     test metrics (selection never looks at test)."""
     _check_split(split)
     study = get_study(session, user_id, study_id)
-    front, _ = front_trials(session, study)
+    infeasible: list[Trial] = []
+    front, _ = front_trials(session, study, infeasible)
     out = []
     names = [n for n, _ in objectives_of(study.spec)]
     for t in front:
@@ -214,13 +347,15 @@ def pareto(session: Session, user_id: int, study_id: int, split: str = "validati
         if split == "test":
             public["values"] = on_test(t, names)
         out.append(public)
-    return {"objectives": study.spec["objectives"], "split": split, "trials": out}
+    return {"objectives": study.spec["objectives"], "split": split, "trials": out,
+            "n_infeasible": len(infeasible)}
 
 
 REFERENCE_RULE = ("the study's reference_point if given, else per objective the worst observed value among "
                   "complete trials plus 10% of the observed range (autopeft.optim.pareto.reference_point); "
                   "the reference point is reported in the objectives' own sign; split=test: the validation "
-                  "front's trials at their test values, with the validation reference point")
+                  "front's trials at their test values, with the validation reference point; trials that "
+                  "violate a constraint count nowhere (n_infeasible)")
 
 
 def hypervolume(session: Session, user_id: int, study_id: int, split: str = "validation") -> dict[str, Any]:
@@ -232,11 +367,12 @@ def hypervolume(session: Session, user_id: int, study_id: int, split: str = "val
     study = get_study(session, user_id, study_id)
     objectives = objectives_of(study.spec)
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
-    trials, Y = _complete(session, study)
+    infeasible: list[Trial] = []
+    trials, Y = _complete(session, study, infeasible)
     given = study.spec.get("reference_point")
     if not len(trials):
         return {"split": split, "hypervolume": 0.0, "reference_point": given, "reference_rule": REFERENCE_RULE,
-                "n_complete": 0, "n_pareto": 0}
+                "n_complete": 0, "n_pareto": 0, "n_infeasible": len(infeasible)}
     given_min = (pm.to_minimization(np.asarray([[given[n] for n in names]], float), directions)[0]
                  if given else None)
     ref = pm.reference_point(Y, given_min)
@@ -249,7 +385,8 @@ def hypervolume(session: Session, user_id: int, study_id: int, split: str = "val
     ref_user = pm.to_minimization(ref.reshape(1, -1), directions)[0]  # negation is its own inverse
     return {"split": split, "hypervolume": float(hv),
             "reference_point": {n: float(r) for n, r in zip(names, ref_user)},
-            "reference_rule": REFERENCE_RULE, "n_complete": len(trials), "n_pareto": int(front.sum())}
+            "reference_rule": REFERENCE_RULE, "n_complete": len(trials), "n_pareto": int(front.sum()),
+            "n_infeasible": len(infeasible)}
 
 
 def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path, resolve_workload=None) -> bytes:

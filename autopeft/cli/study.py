@@ -1,4 +1,9 @@
-"""``autopeft study create FILE | list | show ID | stop ID | resume ID | wait ID | export ID ...``.
+"""``autopeft study create FILE | list | show ID | stop ID | resume ID | wait ID | export ID ... |
+extend ID | clone ID | cancel-trial TRIAL``.
+
+``extend ID --trials N [--seconds S] [--epochs E]`` adds budget (a finished study runs again);
+``clone ID [--set KEY=VALUE ...] [--file PATCH]`` submits a copy with changes (dotted keys, values
+as YAML: ``--set workload.epochs=3``); ``cancel-trial TRIAL`` ends one queued or running trial.
 
 ``export ID TRIAL DIR`` unpacks one trial's adapter into DIR; ``export ID --output FILE
 [--format csv|parquet]`` writes the trials table (pandas, ``Study.to_dataframe()``) and
@@ -35,6 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("id", type=int)
         p.add_argument("--json", action="store_true", help="print JSON") if name == "show" else None
         p.set_defaults(func=func)
+    p = ssub.add_parser("extend", parents=[common], help="add budget to a study (a finished one runs again)")
+    p.add_argument("id", type=int)
+    p.add_argument("--trials", type=int, default=0, help="trials to add")
+    p.add_argument("--seconds", type=float, default=0, help="seconds to add to its time budget")
+    p.add_argument("--epochs", type=float, default=0, help="training epochs to add to its compute budget")
+    p.set_defaults(func=_cmd_extend)
+    p = ssub.add_parser("clone", parents=[common], help="submit a copy of a study with changes")
+    p.add_argument("id", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a change, dotted key and YAML value (e.g. workload.epochs=3, max_trials=20); repeatable")
+    p.add_argument("--file", help="changes as a YAML / JSON mapping (merged over the spec)")
+    p.set_defaults(func=_cmd_clone)
+    p = ssub.add_parser("cancel-trial", parents=[common], help="cancel one queued or running trial (it ends failed)")
+    p.add_argument("trial", type=int)
+    p.set_defaults(func=_cmd_cancel_trial)
     p = ssub.add_parser("export", parents=[common],
                         help="download a trial's adapter into DIR, or the trials table / Pareto adapters",
                         description="export ID TRIAL DIR: one trial's adapter into DIR.  "
@@ -164,6 +184,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"study {study.id}: {study.name}  state {study.state}  trials {study.counts}")
     print(f"hypervolume {study.hypervolume():.6g} (validation), {study.hypervolume(split='test'):.6g} (test)")
     print(pareto_table(study))
+    infeasible = study.infeasible()
+    if infeasible:
+        print(f"\n{len(infeasible)} infeasible trial(s), left off the front and the hypervolume:")
+        for t in infeasible:
+            print(f"  trial {t['id']} (#{t['number']}): {t.get('infeasible_reason') or 'violates a constraint'}")
     return 0
 
 
@@ -186,6 +211,47 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     study = _client(args).study(args.id).wait()
     print(f"study {study.id}: {study.state} {study.counts}")
     return 0 if study.state == "finished" else 1
+
+
+@_run
+def _cmd_extend(args: argparse.Namespace) -> int:
+    study = _client(args).study(args.id).extend(args.trials, args.seconds, args.epochs)
+    spec = study.spec
+    print(f"study {study.id}: {study.state}, max_trials {spec.get('max_trials')}"
+          + "".join(f", {k} {spec[k]:g}" for k in ("max_seconds", "max_epochs") if spec.get(k) is not None))
+    return 0
+
+
+def parse_overrides(pairs: list[str], file: str | None) -> dict:
+    """``--file`` then each ``--set a.b=value`` (YAML value) as one merge patch."""
+    import yaml
+
+    patch = load_spec(file) if file else {}
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"error: --set wants KEY=VALUE, got {pair!r}")
+        node = patch
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return patch
+
+
+@_run
+def _cmd_clone(args: argparse.Namespace) -> int:
+    patch = parse_overrides(args.set, args.file)
+    clone = _client(args).study(args.id).clone(patch)
+    print(f"study {clone.id} ({clone.name}) created from study {args.id}, state {clone.state}")
+    return 0
+
+
+@_run
+def _cmd_cancel_trial(args: argparse.Namespace) -> int:
+    trial = _client(args).cancel_trial(args.trial)
+    print(f"trial {trial['id']} (#{trial['number']}): {trial['state']}" + (f" ({trial['error']})" if trial.get("error") else ""))
+    return 0
 
 
 @_run

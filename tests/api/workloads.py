@@ -119,3 +119,38 @@ def report_then_hang(config, trial):
     trial.report(0, {"accuracy": 0.0})
     time.sleep(60)
     return _metrics(config)
+
+
+def gated(config, trial):
+    """Waits (up to 5 minutes) for the file named by ``AUTOPEFT_TEST_GATE``, then as ``quick``."""
+    from pathlib import Path
+
+    gate = Path(os.environ["AUTOPEFT_TEST_GATE"])
+    deadline = time.monotonic() + 300
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return quick(config, trial)
+
+
+def stuck_first(config, trial):
+    """Trial number 0 never ends on its own: it writes its pid to ``<checkpoint_dir>/pid`` and reports
+    every 0.1 s for 10 minutes, ignoring "stop" (only killing its process ends it). Others: ``quick``."""
+    from pathlib import Path
+
+    if trial.number != 0:
+        return quick(config, trial)
+    folder = Path(trial.checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pid.part").write_text(str(os.getpid()))
+    (folder / "pid.part").rename(folder / "pid")
+    for step in range(6000):
+        trial.report(step, {"accuracy": 0.0})
+        time.sleep(0.1)
+    return _metrics(config)
+
+
+def counted(config, trial):
+    """As ``quick``, and appends a line to the file named by ``AUTOPEFT_TEST_COUNTER``: one per training."""
+    with open(os.environ["AUTOPEFT_TEST_COUNTER"], "a") as fh:
+        fh.write(f"{trial.number}\n")
+    return quick(config, trial)

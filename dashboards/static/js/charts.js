@@ -4,7 +4,7 @@
 
 import { el, fmt, hoverText } from "./util.js";
 
-export const COLORS = { front: "#1d4ed8", dominated: "#94a3b8", line: "#1d4ed8", accent: "#b45309" };
+export const COLORS = { front: "#1d4ed8", dominated: "#94a3b8", infeasible: "#9ca3af", line: "#1d4ed8", accent: "#b45309" };
 const PALETTE = ["#1d4ed8", "#b45309", "#047857", "#9333ea", "#be123c", "#0e7490", "#4d7c0f", "#6b7280"];
 export const paletteColor = (i) => PALETTE[i % PALETTE.length];
 
@@ -48,9 +48,13 @@ const axisTitle = (o) => `${o.name} (${o.direction === "maximize" ? "max ↑" : 
 // Pareto scatter: the front from /pareto (trace "Pareto front"), every other complete trial
 // faded (trace "dominated"), baselines as labelled diamonds (trace "baselines"), and, when
 // given, the front's trials at their held-out test values (trace "front on test split", open
-// circles: the same trials, selected on validation). customdata = trial id, for clicks.
+// circles: the same trials, selected on validation). Trials that violate a constraint of the study
+// (feasible === false) are never on the front: grey crosses (trace "infeasible"), the reason in
+// their hover text. customdata = trial id, for clicks.
 export function paretoFigure({ complete, front, objectives, x, y, z = null, test = null }) {
   const frontIds = new Set(front.map((t) => t.id));
+  const infeasible = complete.filter((t) => t.feasible === false);
+  complete = complete.filter((t) => t.feasible !== false);
   const dominated = complete.filter((t) => !frontIds.has(t.id) && t.kind !== "baseline");
   const baselines = complete.filter((t) => t.kind === "baseline");
   const ox = objectives[x], oy = objectives[y], oz = z === null ? null : objectives[z];
@@ -66,6 +70,7 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
   };
   const data = [
     point(dominated, "dominated", { color: COLORS.dominated, opacity: 0.35, size: oz ? 4 : 8 }),
+    ...(infeasible.length ? [point(infeasible, "infeasible (violates a constraint)", { color: COLORS.infeasible, opacity: 0.6, symbol: oz ? "x" : "x-thin-open", size: oz ? 4 : 9, line: { color: COLORS.infeasible, width: 1.5 } })] : []),
     point(front.filter((t) => t.kind !== "baseline"), "Pareto front", { color: COLORS.front, size: oz ? 5 : 11, line: { color: "#ffffff", width: 1 } }),
   ];
   if (baselines.length) {
@@ -91,6 +96,7 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
 // Parallel coordinates drawn with SVG line traces (plotly's parcoords needs WebGL): one line per
 // complete trial over the objectives, each axis scaled to [0, 1] with its range annotated.
 export function parallelFigure({ complete, front, objectives }) {
+  complete = complete.filter((t) => t.feasible !== false);   // infeasible trials: only in the scatter and the table
   const frontIds = new Set(front.map((t) => t.id));
   const ranges = objectives.map((o) => {
     const vs = complete.map((t) => t.values[o.name]);

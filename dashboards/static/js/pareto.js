@@ -46,12 +46,13 @@ export function hypervolume(points, ref) {
 }
 
 // Hypervolume after each completed trial, in completion order, against one reference point
-// (the study's current one, from GET /hypervolume). Returns [{trial, n, time, hv}].
+// (the study's current one, from GET /hypervolume); infeasible trials never count.
+// Returns [{trial, n, time, hv}].
 export function hypervolumeHistory(trials, objectives, referencePoint) {
   if (!referencePoint) return [];
   const ref = toMin(referencePoint, objectives);
   const done = trials
-    .filter((t) => t.state === "complete" && t.values && objectives.every((o) => Number.isFinite(t.values[o.name])))
+    .filter((t) => t.state === "complete" && t.feasible !== false && t.values && objectives.every((o) => Number.isFinite(t.values[o.name])))
     .sort((a, b) => (a.finished_at || "").localeCompare(b.finished_at || "") || a.id - b.id);
   const out = [];
   let front = [];

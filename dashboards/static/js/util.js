@@ -91,6 +91,7 @@ export function condenseConfig(config) {
 export function hoverText(trial, objectives, maxLines = 14) {
   const head = [`<b>trial #${trial.number}</b> (id ${trial.id})`];
   for (const o of objectives) head.push(`${escapeHtml(o.name)}: ${escapeHtml(fmt(trial.values?.[o.name]))}`);
+  if (trial.feasible === false) head.push(`<i>infeasible: ${escapeHtml(trial.infeasible_reason || "violates a constraint")}</i>`);
   const cfg = condenseConfig(trial.config);
   const shown = cfg.slice(0, maxLines).map(([k, v]) => `${escapeHtml(k)} = ${escapeHtml(v.length > 60 ? v.slice(0, 57) + "…" : v)}`);
   if (cfg.length > maxLines) shown.push(`… ${cfg.length - maxLines} more`);

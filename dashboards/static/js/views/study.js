@@ -124,7 +124,9 @@ export function render(main, [idText], ctx) {
     draw(paretoPlot, fig.data, fig.layout);
     bindClick();
     const nTested = (paretoTest?.trials || []).filter((t) => t.values).length;
-    paretoNote.textContent = `${front.length} trial${front.length === 1 ? "" : "s"} on the front of ${complete.length} complete, selected on the validation split` +
+    const nInfeasible = complete.filter((t) => t.feasible === false).length;
+    paretoNote.textContent = `${front.length} trial${front.length === 1 ? "" : "s"} on the front of ${complete.length - nInfeasible} feasible complete, selected on the validation split` +
+      (nInfeasible ? `; grey crosses: ${nInfeasible} infeasible (they violate a constraint, never on the front)` : "") +
       (nTested ? `; open circles: the same trials on the held-out test split (${nTested} evaluated)` : "") +
       (complete.some((t) => t.kind === "baseline") ? "; diamonds: hand-picked baselines" : "") +
       (objs.length > 2 && view.mode === "2d" ? "; faded points are dominated in all objectives, not only the two shown" : "") + ". Click a point to open its trial.";
@@ -140,7 +142,8 @@ export function render(main, [idText], ctx) {
     const ref = hv.reference_point ? Object.entries(hv.reference_point).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") : "–";
     clear(hvText, el("strong", { id: "hv-value", text: fmt(hv.hypervolume, 6) }), " on validation",
       hvTest && hvTest.hypervolume ? [", ", el("strong", { id: "hv-test-value", text: fmt(hvTest.hypervolume, 6) }), " on the held-out test split"] : "",
-      ` with ${hv.n_pareto} of ${hv.n_complete} complete trials on the front; reference point: ${ref}. `,
+      ` with ${hv.n_pareto} of ${hv.n_complete} complete feasible trials on the front` +
+      (hv.n_infeasible ? ` (${hv.n_infeasible} infeasible left out)` : "") + `; reference point: ${ref}. `,
       el("span", { class: "muted", text: "The history is recomputed here against this reference point." }));
   }
 
@@ -172,7 +175,11 @@ export function render(main, [idText], ctx) {
     study = s;
     const sSig = JSON.stringify([s.state, s.counts, s.message, s.name, [...trials.values()].reduce((a, t) => a + (t.epochs_trained || 0), 0)]);
     if (sSig !== studySig) { studySig = sSig; drawHead(); }
-    if (!table) { table = trialsTable(objectives()); tableSlot.append(table.node); drawControls(); changed = true; }
+    if (!table) {
+      const constrained = (study?.spec?.optimizer?.options?.constraints || []).length > 0;
+      table = trialsTable(objectives(), { constraints: constrained });
+      tableSlot.append(table.node); drawControls(); changed = true;
+    }
     if (changed) {
       drawPareto();
       drawHypervolume();

@@ -1,6 +1,7 @@
 // The sortable, filterable trials table of the study page. Sorting: the column header buttons
 // (aria-sort on the header cell); filtering: free text (number, state, "key=value" of the
-// config), state, and "on the front only".
+// config, "infeasible" or words of the reason a trial violates a constraint), state, and "on the
+// front only". Infeasible trials (they violate a constraint of the study) are greyed, with the reason.
 
 import { clear, condenseConfig, duration, el, fmt, fmtDate, fmtSeconds, stateBadge } from "../util.js";
 
@@ -8,7 +9,8 @@ const MAX_ROWS = 500;
 // objectives the held-out test evaluation measures (trials on the front and baselines)
 const TESTED = ["accuracy", "macro_f1", "loss", "exact_match", "perplexity"];
 
-export function trialsTable(objectives) {
+// `constraints`: the study declares some; then a "Constraints" column says "ok" or, greyed row, why not.
+export function trialsTable(objectives, { constraints = false } = {}) {
   const sort = { key: "number", dir: -1 };
   const filter = { text: "", state: "", front: false };
   let trials = [], frontIds = new Set(), byId = new Map();
@@ -21,6 +23,7 @@ export function trialsTable(objectives) {
     ...objectives.filter((o) => TESTED.includes(o.name)).map((o) => ({ key: "test:" + o.name, label: `${o.name} (test)`, value: (t) => t.test_values?.["test_" + o.name] ?? null, num: true })),
     { key: "epochs", label: "Epochs", value: (t) => t.epochs_trained ?? null, num: true },
     { key: "front", label: "Front", value: (t) => (frontIds.has(t.id) ? 1 : 0), num: true },
+    ...(constraints ? [{ key: "feasible", label: "Constraints", value: (t) => (t.feasible === false ? t.infeasible_reason || "violated" : t.feasible ? "ok" : "") }] : []),
     { key: "parent", label: "Parent", value: (t) => (t.parent_id ? byId.get(t.parent_id)?.number ?? t.parent_id : null), num: true },
     { key: "attempts", label: "Attempts", value: (t) => t.attempts, num: true },
     { key: "duration", label: "Duration", value: (t) => duration(t), num: true },
@@ -61,7 +64,9 @@ export function trialsTable(objectives) {
     if (!filter.text) return true;
     const q = filter.text;
     if (String(t.number) === q || `#${t.number}` === q || t.state === q) return true;
-    return Object.entries(t.config || {}).some(([k, v]) => `${k}=${v}`.toLowerCase().includes(q)) || (t.error || "").toLowerCase().includes(q);
+    if (q === "infeasible" && t.feasible === false) return true;
+    return Object.entries(t.config || {}).some(([k, v]) => `${k}=${v}`.toLowerCase().includes(q)) || (t.error || "").toLowerCase().includes(q)
+      || (t.infeasible_reason || "").toLowerCase().includes(q);
   }
 
   function draw() {
@@ -77,7 +82,8 @@ export function trialsTable(objectives) {
     count.textContent = `${rows.length} of ${trials.length} trials` + (rows.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown)` : "");
     clear(body, rows.slice(0, MAX_ROWS).map((t) => {
       const parent = t.parent_id ? byId.get(t.parent_id) : null;
-      return el("tr", { dataset: { trialId: t.id, state: t.state }, class: frontIds.has(t.id) ? "on-front" : null, title: condenseConfig(t.config).map(([k, v]) => `${k} = ${v}`).join("\n") },
+      return el("tr", { dataset: { trialId: t.id, state: t.state, feasible: t.feasible === null || t.feasible === undefined ? "" : String(t.feasible) },
+        class: frontIds.has(t.id) ? "on-front" : t.feasible === false ? "infeasible" : null, title: condenseConfig(t.config).map(([k, v]) => `${k} = ${v}`).join("\n") },
         el("th", { scope: "row", class: "num" }, el("a", { href: `#/trials/${t.id}`, text: `#${t.number}` })),
         el("td", {}, stateBadge(t.state)),
         el("td", { class: "small", text: t.label || "" }),
@@ -85,6 +91,7 @@ export function trialsTable(objectives) {
         objectives.filter((o) => TESTED.includes(o.name)).map((o) => el("td", { class: "num", text: t.test_values ? fmt(t.test_values["test_" + o.name]) : "–" })),
         el("td", { class: "num", text: fmt(t.epochs_trained, 3) }),
         el("td", { class: "num", text: frontIds.has(t.id) ? "★" : "", "aria-label": frontIds.has(t.id) ? "on the Pareto front" : "" }),
+        constraints ? el("td", { class: "small constraint", title: t.infeasible_reason || null, text: t.feasible === false ? `✗ ${t.infeasible_reason || "violated"}` : t.feasible ? "ok" : "" }) : null,
         el("td", { class: "num" }, t.parent_id ? el("a", { href: `#/trials/${t.parent_id}`, text: parent ? `#${parent.number}` : `id ${t.parent_id}` }) : "–"),
         el("td", { class: "num", text: String(t.attempts) }),
         el("td", { class: "num", text: fmtSeconds(duration(t)) }),

@@ -145,13 +145,10 @@ def predicted_memory_bytes(workload: Mapping[str, Any], config: Mapping[str, Any
     workload's batch size or 32, the largest default), or None (logged) when it cannot be predicted
     (unreadable model, config error)."""
     try:
-        from autopeft.peft.memory import estimate_memory
+        from autopeft.peft.memory import predicted_memory_mb
 
         _, model_config = _model(str(workload["model"]))
-        wl = dict(workload)
-        wl.setdefault("batch_size", None)
-        wl["batch_size"] = wl["batch_size"] or 32
-        return estimate_memory(dict(config), model_config, wl).total
+        return int(predicted_memory_mb(dict(config), model_config, workload) * 2**20)
     except Exception as err:  # noqa: BLE001 - placement must not fail a trial; say why it fell back
         log.warning("no memory prediction for model %r: %s: %s", workload.get("model"), type(err).__name__, err)
         return None

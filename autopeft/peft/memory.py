@@ -45,6 +45,8 @@ from autopeft.peft.config import parse_peft_config
 from autopeft.peft.cost import count_trainable
 
 CAUSAL_COMPLETION_SHARE = 0.25   # share of tokens that are completion (whose logits the trainer keeps)
+#: the batch size a prediction assumes when the workload leaves it to the trainer (its largest default)
+DEFAULT_PREDICTION_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -206,3 +208,13 @@ def _first_attr(model_config: Any, names: tuple[str, ...]) -> float:
         if isinstance(value, (int, float)):
             return float(value)
     return 0.0
+
+
+def predicted_memory_mb(config: Mapping[str, Any], model_config: Any, workload: Mapping[str, Any],
+                        num_labels: int | None = None) -> float:
+    """The ``predicted_memory_mb`` objective (MiB): :func:`estimate_memory` at the workload's
+    ``batch_size``, or :data:`DEFAULT_PREDICTION_BATCH` when the workload leaves it to the trainer.
+    The same number the trainer reports, the controller knows before training, and placement packs by."""
+    wl = dict(workload)
+    wl["batch_size"] = wl.get("batch_size") or DEFAULT_PREDICTION_BATCH
+    return estimate_memory(config, model_config, wl, num_labels=num_labels).total / 2**20

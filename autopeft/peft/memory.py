@@ -23,7 +23,8 @@
     their input, prefixes their key / value caches (``2 B p H``) and the reparameterisation MLP's output;
   - only layers from the first one with a trainable module upwards keep anything (below it nothing
     needs a gradient); with ``gradient_checkpointing`` each of those layers keeps only its input
-    ``TH``, and one layer's activations are recomputed at a time.
+    ``TH``, one layer's activations are recomputed at a time, and the backward working set is half
+    as large (the recomputed tensors are freed as that layer's backward proceeds; factor measured).
 
   The logits (``B x labels``, or for ``causal_lm`` the completion tokens' ``x vocab`` in fp32: the
   trainer gathers them; a quarter of the tokens is assumed) and their gradient come on top.
@@ -192,6 +193,8 @@ def estimate_memory(config: Mapping[str, Any], model_config: Any, workload: Mapp
     # one layer's backward working set: four buffers of the FFN's width and, where materialised, four of
     # the attention map (the factor 4 is measured: MiniLM, LoRA q,v; BENCHMARKS.md "Memory model")
     transient = act * (4 * T * I + 4 * probs * batch * A * L * L) if kept or full else 0
+    if checkpointing and kept:
+        transient //= 2   # the recomputed layer's tensors are freed as its backward goes (measured: MiniLM)
     if task == "causal_lm":
         tokens = max(batch, int(T * CAUSAL_COMPLETION_SHARE))
         logits = 3 * 4 * tokens * vocab                    # logits, log-softmax, their gradient (fp32)

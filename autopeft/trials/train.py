@@ -250,6 +250,15 @@ class PeftTrainer:
                 if isinstance(module, torch.nn.Dropout):
                     module.p = self.knobs["dropout"]
         self.base_params = quant.param_count(model)
+        if self.workload.get("gradient_checkpointing"):
+            if not getattr(model, "supports_gradient_checkpointing", False):
+                raise InvalidConfig(f"gradient_checkpointing: {type(model).__name__} does not support it",
+                                    field="workload.gradient_checkpointing")
+            # non-reentrant: gradients reach PEFT modules inside a layer whose input needs no gradient
+            if hasattr(model, "activation_checkpointing_enable"):   # transformers >= 5.2x
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.workload["full_finetune"]:
             for p in model.parameters():
                 p.requires_grad_(True)

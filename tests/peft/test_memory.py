@@ -57,3 +57,36 @@ def test_bad_input_names_the_field(tiny_config):
     with pytest.raises(InvalidConfig) as err:
         estimate_memory(LORA, tiny_config, {"batch_size": -1})
     assert err.value.field == "workload.batch_size"
+
+
+def test_gradient_checkpointing_lowers_the_real_peak_and_keeps_the_gradients(tiny_model, tiny_config):
+    """The trainer's knob: the measured peak drops, the prediction follows it, and the LoRA gradients of
+    one step are those of the same step without checkpointing (recomputation, not approximation)."""
+    import numpy as np
+    import torch
+
+    from autopeft.trials.context import TrialContext
+    from autopeft.trials.memprobe import measure_memory, synthetic_tokens
+    from autopeft.trials.train import trainer_for
+
+    workload = {"kind": "peft", "model": str(tiny_model), "dataset": "tweets", "device": "cpu", "batch_size": 32,
+                "max_length": 64, "eval_batch_size": 8, "dropout": 0.0}
+    plain = measure_memory(workload, LORA)
+    ckpt = measure_memory({**workload, "gradient_checkpointing": True}, LORA)
+    assert ckpt.peak < plain.peak
+    predicted = estimate_memory(LORA, tiny_config, {**workload, "gradient_checkpointing": True}, num_labels=3)
+    assert predicted.total < estimate_memory(LORA, tiny_config, workload, num_labels=3).total
+    grads = []
+    for on in (False, True):
+        trainer = trainer_for({**workload, "gradient_checkpointing": on}, LORA, TrialContext("grads"))
+        model = trainer.build_model(3, ("a", "b", "c"))
+        model.train()
+        tokens = synthetic_tokens(trainer, 32, int(model.get_input_embeddings().num_embeddings))
+        batch = trainer._to_device(tokens.batch(np.arange(32), 64))
+        labels = batch.pop("labels")
+        trainer._loss(model, batch, labels, trainer._autocast()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and "lora" in n})
+    assert grads[0] and grads[0].keys() == grads[1].keys()
+    assert any(g.abs().sum() > 0 for g in grads[0].values())
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)

@@ -82,8 +82,11 @@ def cases(quick: bool) -> list[tuple[str, str, dict, dict]]:
                                                     **{f"prefix.length.{i}": 16 for i in range(6)}},
                      {"batch_size": 16, "max_length": 64}))
         rows.append((mini, "full fine-tuning", {}, {"batch_size": 16, "max_length": 64, "full_finetune": True}))
-        rows.append((mini, "LoRA r8 q,v, grad. ckpt", lora(8, 6),
-                     {"batch_size": 32, "max_length": 128, "gradient_checkpointing": True}))
+        for bs, length in ((32, 128), (16, 64)):
+            rows.append((mini, "LoRA r8 q,v, grad. ckpt", lora(8, 6),
+                         {"batch_size": bs, "max_length": length, "gradient_checkpointing": True}))
+        rows.append((mini, "full FT, grad. ckpt", {},
+                     {"batch_size": 16, "max_length": 64, "full_finetune": True, "gradient_checkpointing": True}))
     for name in ("BERT 4 x 128 (random)", "GPT-2 4 x 128 (random)", "Llama 4 x 128 GQA (random)"):
         rows.append((name, "LoRA r8 q,v", lora(8, 4), {"batch_size": 16, "max_length": 128}))
         if not quick:

@@ -58,11 +58,16 @@ class MemoryEstimate:
     gradients: int
     optimizer: int
     activations: int
+    checkpointing: bool = False
 
     @property
     def total(self) -> int:
         """Weights and optimiser states live throughout; the gradients of the layers are created while the
-        backward pass frees those layers' activations, so the peak holds the larger of the two."""
+        backward pass frees those layers' activations, so the peak holds the larger of the two. Under
+        gradient checkpointing the recomputed activations come on top of the gradients already made
+        (measured: full fine-tuning of MiniLM, 16 x 64)."""
+        if self.checkpointing:
+            return self.weights + self.optimizer + self.activations + self.gradients
         return self.weights + self.optimizer + max(self.activations, self.gradients)
 
     @property
@@ -202,7 +207,7 @@ def estimate_memory(config: Mapping[str, Any], model_config: Any, workload: Mapp
         logits = 3 * 4 * batch * num_labels
     activations = int(saved + transient + logits)
     return MemoryEstimate(weights=int(weights), gradients=4 * trainable, optimizer=8 * trainable,
-                          activations=activations)
+                          activations=activations, checkpointing=checkpointing)
 
 
 def _first_attr(model_config: Any, names: tuple[str, ...]) -> float:

@@ -1,7 +1,8 @@
 """The GPUs of this node, and packing trials onto them by memory share.
 
 :func:`inventory` lists the node's GPUs (index, memory, name): NVML through ``pynvml`` when it is
-installed, else ``torch.cuda`` (honouring ``CUDA_VISIBLE_DEVICES``); none without CUDA.
+installed, else ``torch.cuda`` (honouring ``CUDA_VISIBLE_DEVICES``); none without an NVIDIA driver
+(checked before importing torch).
 
 Test hook: ``AUTOPEFT_FAKE_GPUS`` (e.g. ``2x80GiB`` or ``80GiB,40GiB``) replaces the inventory, so
 that placement, packing and the ``CUDA_VISIBLE_DEVICES`` each trial gets can be exercised on a machine
@@ -58,6 +59,8 @@ def inventory() -> list[Gpu]:
     fake = os.environ.get(FAKE_GPUS_ENV)
     if fake:
         return parse_fake_gpus(fake)
+    if not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")):
+        return []   # no NVIDIA driver: skip importing torch in the controller just to learn that
     try:
         import pynvml  # type: ignore[import-not-found]
     except ImportError:

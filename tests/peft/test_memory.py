@@ -90,3 +90,23 @@ def test_gradient_checkpointing_lowers_the_real_peak_and_keeps_the_gradients(tin
     assert any(g.abs().sum() > 0 for g in grads[0].values())
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config, batch, length", [(LORA, 32, 128), ({}, 16, 64)])
+def test_prediction_is_within_15_percent_on_cuda(minilm_path, config, batch, length):
+    """The issue's goal on a GPU: torch.cuda.max_memory_allocated of the real MiniLM's steps."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from autopeft.models import load_model_config
+    from autopeft.trials.memprobe import measure_memory
+
+    cfg = {**LORA, **{f"lora.rank.{i}": 8 for i in range(6)}} if config else {}
+    workload = {"kind": "peft", "model": str(minilm_path), "dataset": "tweets", "device": "cuda", "batch_size": batch,
+                "max_length": length, "eval_batch_size": 8, "full_finetune": not config}
+    predicted = estimate_memory(cfg, load_model_config(minilm_path), workload, num_labels=3)
+    measured = measure_memory(workload, cfg)
+    assert measured.device == "cuda"
+    assert abs(predicted.total - measured.peak) / measured.peak < 0.15, (predicted.as_dict(), measured)

@@ -20,6 +20,7 @@ _LAZY = {
     "apply_peft": "autopeft.peft",
     "count_trainable": "autopeft.peft",
     "adapter_memory_bytes": "autopeft.peft",
+    "estimate_memory": "autopeft.peft",
     "export_adapter": "autopeft.peft",
     "load_adapter": "autopeft.peft",
     "Client": "autopeft.client",

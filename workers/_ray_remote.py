@@ -214,7 +214,10 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
             except (Exception, SystemExit) as err:  # noqa: BLE001 - a failed trial with its reason
                 tb = traceback.format_exc(limit=8)
                 print(traceback.format_exc(), file=sys.stderr, flush=True)   # the worker log keeps it whole
-                return {"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}", "node_id": node}
+                from autopeft.workers.gpus import is_cuda_oom
+
+                return {"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}", "node_id": node,
+                        "oom": is_cuda_oom(err)}
             stopped = ctx.last_decision not in (None, True, "continue")
             result: dict[str, Any] = {"type": "done", "values": values, "stopped": bool(stopped), "node_id": node}
             try:

@@ -47,6 +47,8 @@ def main(argv: list[str]) -> int:
     if not line:
         return 0  # a pre-started worker that was never used
     spec = json.loads(line)["spec"]
+    if spec.get("cuda_visible_devices") is not None:   # before anything initialises CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec["cuda_visible_devices"]
     log_path = spec.get("log_path")
     if log_path:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -70,7 +72,9 @@ def main(argv: list[str]) -> int:
     except BaseException as err:  # noqa: BLE001 - everything becomes a failed trial with its reason
         tb = traceback.format_exc(limit=8)
         print(traceback.format_exc(), file=sys.stderr, flush=True)   # the whole traceback: the worker log
-        send({"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}"})
+        from autopeft.workers.gpus import is_cuda_oom
+
+        send({"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}", "oom": is_cuda_oom(err)})
         return 1
     stopped = ctx.last_decision not in (None, True, "continue")
     send({"type": "done", "values": values, "stopped": bool(stopped)})

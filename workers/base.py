@@ -79,6 +79,8 @@ class TrialSpec:
     # the dataset file the workload reads, as it is on the controller's node: {"path", "sha256",
     # "size", "suffix"}. A local worker reads ``path``; the Ray executor ships the file to other nodes.
     data_file: dict[str, Any] | None = None
+    # the GPUs the local executor granted, as CUDA_VISIBLE_DEVICES ("" : none); None: not set by us
+    cuda_visible_devices: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +101,7 @@ class TrialOutcome:
     cancelled: bool = False
     attempt: int | None = None    # the attempt that produced this outcome, when the executor retried
     retries: list[str] = field(default_factory=list)   # why each earlier attempt was retried
+    oom: bool = False             # failed with CUDA out of memory (executors retry such a trial alone)
 
 
 OnDone = Callable[[TrialOutcome], None]

@@ -7,12 +7,14 @@ Pure Python (no Ray import), so it is cheap to test. Precedence, per key:
 2. the resources the controller put on the spec (``TrialSpec.resources``, e.g. ``cpus_per_trial``);
 3. the executor's defaults.
 
-Memory: ``"auto"`` (the default for peft workloads) is the size of the frozen base weights on
-disk plus :func:`autopeft.adapter_memory_bytes` (adapter weights, gradients, AdamW moments)
-plus the executor's ``memory_overhead_bytes`` (activations, framework); python workloads ask
-for no memory unless they say so. ``gpus: "auto"`` is that memory divided by the GPU memory
-the executor was told (``gpu_memory_bytes``), rounded up to 1/100 of a GPU, so that small
-adapters pack many trials onto one GPU.
+Memory: ``"auto"`` (the default for peft workloads) is the predicted peak training memory
+(:func:`autopeft.estimate_memory`: weights, gradients, AdamW moments, activations at the workload's
+batch x length), times the executor's safety ``margin`` (which grows after an out-of-memory error),
+plus its ``memory_overhead_bytes`` (CUDA context, framework); python workloads ask for no memory
+unless they say so. ``gpus: "auto"`` is that memory divided by the memory of one GPU
+(``gpu_memory_bytes``: the executors read it from the node's inventory, :mod:`autopeft.workers.gpus`),
+rounded up to 1/100 of a GPU, so that small trials pack many to a GPU. An executor whose *default* is
+``"auto"`` (the node has GPUs) gives GPU shares to peft trials and none to python workloads.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ from typing import Any
 from autopeft.errors import InvalidConfig
 
 log = logging.getLogger("autopeft.workers.placement")
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
 
 @dataclass(frozen=True)
 class ResourceRequest:
@@ -53,6 +52,12 @@ class ResourceRequest:
         if self.labels:
             opts["label_selector"] = dict(self.labels)
         return opts
+
+    def alone(self) -> "ResourceRequest":
+        """The same request on a whole GPU (at least one): nobody else is placed on it."""
+        import dataclasses
+
+        return dataclasses.replace(self, gpus=float(max(1, math.ceil(self.gpus - 1e-9))))
 
     def granted(self) -> dict[str, float]:
         """What the workload sees as ``trial.resources``."""
@@ -91,20 +96,24 @@ class ResourceRequest:
 def request_for(workload: Mapping[str, Any], config: Mapping[str, Any], spec_resources: Mapping[str, Any] | None,
                 *, cpus: float = 1.0, gpus: float = 0.0, memory: int | None = None,
                 custom: Mapping[str, float] | None = None, labels: Mapping[str, str] | None = None,
-                gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 0) -> ResourceRequest:
+                gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 0,
+                margin: float = 1.0) -> ResourceRequest:
     """The request of one trial (see the module doc for the rules). Raises ``InvalidConfig``."""
     from autopeft.trials.workload import validate_resources
 
     asked = validate_resources(workload.get("resources") or {})
     spec_resources = dict(spec_resources or {})
     n_cpus = float(asked.get("cpus", spec_resources.get("cpus") or cpus))
-    n_gpus: Any = asked.get("gpus", spec_resources.get("gpus") or gpus)
+    explicit_gpus = asked.get("gpus", spec_resources.get("gpus") or None)
+    n_gpus: Any = explicit_gpus if explicit_gpus is not None else gpus
     mem: Any = asked.get("memory", spec_resources.get("memory") or memory)
     predicted = None
     if workload.get("kind") == "peft" and (mem is None or mem == "auto" or n_gpus == "auto"):
         predicted = predicted_memory_bytes(workload, config)
         if predicted is not None:
-            predicted += int(memory_overhead_bytes)
+            predicted = int(predicted * float(margin)) + int(memory_overhead_bytes)
+    if n_gpus == "auto" and explicit_gpus is None and (predicted is None or not gpu_memory_bytes):
+        n_gpus = 0.0   # the executor's default: GPU shares for peft trials on a node with GPUs only
     if mem == "auto" or (mem is None and workload.get("kind") == "peft"):
         if predicted is None and mem == "auto":
             raise InvalidConfig("workload.resources.memory is 'auto' but no memory prediction is available for "
@@ -113,9 +122,9 @@ def request_for(workload: Mapping[str, Any], config: Mapping[str, Any], spec_res
         mem = predicted
     if n_gpus == "auto":
         if predicted is None or not gpu_memory_bytes:
-            raise InvalidConfig("workload.resources.gpus is 'auto': it needs a peft workload whose memory can be "
-                                "predicted and the executor's gpu_memory_bytes (memory of one GPU)",
-                                field="workload.resources.gpus")
+            why = ("the node has no GPU (no CUDA device found)" if not gpu_memory_bytes else
+                   "no memory prediction for this workload (python workloads, or a model config that cannot be read)")
+            raise InvalidConfig(f"workload.resources.gpus is 'auto' but {why}", field="workload.resources.gpus")
         n_gpus = gpu_fraction(predicted, gpu_memory_bytes)
     merged_custom = {**(custom or {}), **asked.get("custom", {})}
     merged_labels = {**(labels or {}), **asked.get("labels", {})}
@@ -132,26 +141,14 @@ def gpu_fraction(needed_bytes: int, gpu_memory_bytes: int) -> float:
 
 
 def predicted_memory_bytes(workload: Mapping[str, Any], config: Mapping[str, Any]) -> int | None:
-    """Base weights on disk + adapter training memory for a peft workload, or None (logged) when
-    it cannot be predicted (no cost model in this autopeft, unreadable model, config error)."""
+    """Predicted peak training memory of a peft trial (:func:`autopeft.estimate_memory`, at the
+    workload's batch size or 32, the largest default), or None (logged) when it cannot be predicted
+    (unreadable model, config error)."""
     try:
-        import autopeft
+        from autopeft.peft.memory import predicted_memory_mb
 
-        adapter_memory = getattr(autopeft, "adapter_memory_bytes", None)
-        if adapter_memory is None:
-            log.info("autopeft has no adapter_memory_bytes: no memory prediction for placement")
-            return None
-        model_dir, model_config = _model(str(workload["model"]))
-        labels = workload.get("labels") if workload.get("task", "classification") == "classification" else None
-        dtype_bytes = {"bf16": 2, "fp16": 2}.get(str(workload.get("precision", "fp32")), 4)
-        adapter = int(adapter_memory(dict(config), model_config, len(labels) if labels else None,
-                                     dtype_bytes=dtype_bytes))
-        base = _weights_bytes(model_dir)
-        if workload.get("quantization") == "4bit":
-            from autopeft.trials.quant import base_memory_bytes
-
-            base = base_memory_bytes(model_config, base)
-        return base + adapter
+        _, model_config = _model(str(workload["model"]))
+        return int(predicted_memory_mb(dict(config), model_config, workload) * 2**20)
     except Exception as err:  # noqa: BLE001 - placement must not fail a trial; say why it fell back
         log.warning("no memory prediction for model %r: %s: %s", workload.get("model"), type(err).__name__, err)
         return None
@@ -162,10 +159,3 @@ def _model(model: str) -> tuple[Path, Any]:
     from autopeft.models import load_model_config, resolve_model_path
 
     return resolve_model_path(model), load_model_config(model)
-
-
-@functools.lru_cache(maxsize=16)
-def _weights_bytes(model_dir: Path) -> int:
-    files = [p for p in Path(model_dir).iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()]
-    safetensors = [p for p in files if p.suffix == ".safetensors"]
-    return sum(p.stat().st_size for p in (safetensors or files))

@@ -16,6 +16,13 @@ cannot tell them apart. What Ray adds:
   node-local cache (same rule as checkpoints: ``checkpoint_transfer``).
 * **Checkpoints** (adapter-only) cross nodes through the object store (``checkpoint_transfer``
   ``auto`` or ``object_store``), or are used in place on a shared file system (``shared``).
+* **GPUs.** Trials ask Ray for GPU shares (``gpus_per_trial="auto"``, the default, gives peft
+  trials their predicted memory times a safety margin over one GPU's memory when the cluster has
+  GPUs; Ray sets ``CUDA_VISIBLE_DEVICES``). The private local Ray declares the GPUs of
+  :func:`autopeft.workers.gpus.inventory`; one GPU's memory is read from it too (pass
+  ``gpu_memory_bytes`` for a cluster whose GPUs differ from the controller's node). A trial that runs
+  out of CUDA memory is asked again for a whole GPU (alone), and the margin grows; up to
+  ``oom_retries`` times, listed in ``outcome.retries``, not a failed config.
 * **Faults.** A lost worker process or node (``WorkerCrashedError``, ``NodeDiedError``, ...)
   is retried up to ``max_retries`` times; each retry bumps ``spec.attempt`` and is listed in
   ``outcome.retries``; after that the trial fails with the reason. Exceptions of the workload
@@ -44,6 +51,7 @@ from autopeft.errors import InvalidConfig
 from autopeft.workers._ray_remote import CheckpointTooLarge, Hub, dir_signature, pack_dir, run_trial, unpack_dir
 from autopeft.workers.base import (Executor, OnDone, OnReport, TrialOutcome, TrialSpec, is_loopback_host,
                                    relay_decision)
+from autopeft.workers.gpus import MemoryMargin, inventory
 from autopeft.workers.placement import ResourceRequest, request_for
 
 log = logging.getLogger("autopeft.workers.ray")
@@ -87,6 +95,7 @@ class _Run:
     node: str | None = None
     cancelled: bool = False
     retries: list[str] = field(default_factory=list)
+    oom_retries: list[str] = field(default_factory=list)
     thread: threading.Thread | None = None
 
 
@@ -100,7 +109,8 @@ class RayExecutor(Executor):
             declared on CPU-only hosts).
         cpus_per_trial, gpus_per_trial, memory_per_trial, custom_per_trial, labels_per_trial:
             defaults of each trial's request (the workload's ``resources`` win).
-        gpu_memory_bytes: memory of one GPU, for ``gpus: "auto"``.
+        gpu_memory_bytes: memory of one GPU, for ``gpus: "auto"`` (default: this node's inventory).
+        gpu_margin: initial safety factor on predicted memory; oom_retries: see GPUs above.
         memory_overhead_bytes: added to predicted peft memory (activations, framework).
         max_retries: attempts after the first when the worker or node is lost.
         pythonpath, env, runtime_env: for the workers (``PYTHONPATH`` entries, variables).
@@ -120,7 +130,8 @@ class RayExecutor(Executor):
                  resources: dict[str, float] | None = None, node_labels: dict[str, str] | None = None,
                  object_store_memory: int | None = 200 * 2**20,
                  temp_dir: str | None = None, namespace: str = "autopeft",
-                 cpus_per_trial: float = 1, gpus_per_trial: float = 0, memory_per_trial: int | None = None,
+                 cpus_per_trial: float = 1, gpus_per_trial: float | str = "auto",
+                 memory_per_trial: int | None = None, gpu_margin: float = 1.2, oom_retries: int = 2,
                  custom_per_trial: dict[str, float] | None = None, labels_per_trial: dict[str, str] | None = None,
                  gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 512 * 2**20,
                  max_retries: int = 3, pythonpath: str | None = None, env: dict[str, str] | None = None,
@@ -133,7 +144,15 @@ class RayExecutor(Executor):
         if int(max_retries) < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
         address = address or ray_address
-        self._defaults = dict(cpus=float(cpus_per_trial), gpus=float(gpus_per_trial), memory=memory_per_trial,
+        local_gpus = inventory()
+        if gpu_memory_bytes is None and local_gpus:
+            gpu_memory_bytes = min(g.memory for g in local_gpus)
+        if num_gpus is None and local_gpus and (not address or address == "local"):
+            num_gpus = len(local_gpus)
+        self.margin = MemoryMargin(gpu_margin)
+        self.oom_retries = max(0, int(oom_retries))
+        gpus_default = gpus_per_trial if gpus_per_trial == "auto" else float(gpus_per_trial)
+        self._defaults = dict(cpus=float(cpus_per_trial), gpus=gpus_default, memory=memory_per_trial,
                               custom=dict(custom_per_trial or {}), labels=dict(labels_per_trial or {}),
                               gpu_memory_bytes=gpu_memory_bytes, memory_overhead_bytes=int(memory_overhead_bytes))
         self.max_retries = int(max_retries)
@@ -194,7 +213,13 @@ class RayExecutor(Executor):
     # -- placement ----------------------------------------------------------------------------
     def request(self, spec: TrialSpec) -> ResourceRequest:
         """The resource request of ``spec`` (public for tests and tools)."""
-        return request_for(spec.workload, spec.config, spec.resources, **self._defaults)
+        defaults = dict(self._defaults)
+        if defaults["gpus"] == "auto" and not self._cluster_gpus():
+            defaults["gpus"] = 0.0
+        return request_for(spec.workload, spec.config, spec.resources, margin=self.margin.factor, **defaults)
+
+    def _cluster_gpus(self) -> float:
+        return sum(n.get("Resources", {}).get("GPU", 0.0) for n in self._alive_nodes(5.0))
 
     def _alive_nodes(self, max_age: float = 1.0) -> list[dict]:
         stamp, nodes = self._nodes_cache
@@ -231,6 +256,15 @@ class RayExecutor(Executor):
                 result, lost = self._attempt(run, req)
                 if self._closed:
                     return
+                if (lost is None and result.oom and req.gpus > 0 and not run.cancelled
+                        and len(run.oom_retries) < self.oom_retries):
+                    run.oom_retries.append(f"attempt {spec.attempt}: CUDA out of memory (share {req.gpus:g} GPU); "
+                                           f"retried alone, margin now x{self.margin.grow():.2f}")
+                    log.warning("trial %s: %s", spec.trial_id, run.oom_retries[-1])
+                    req = req.alone()
+                    spec.resources = req.granted()
+                    spec.attempt += 1
+                    continue
                 if lost is None:
                     outcome = result
                 elif run.cancelled:
@@ -261,7 +295,7 @@ class RayExecutor(Executor):
             return  # shut down: the controller requeues the trial on its next start
         if run.cancelled and not outcome.cancelled:
             outcome = TrialOutcome("failed", error="cancelled", cancelled=True)
-        outcome.attempt, outcome.retries = spec.attempt, list(run.retries)
+        outcome.attempt, outcome.retries = spec.attempt, list(run.oom_retries) + list(run.retries)
         try:
             run.on_done(outcome)
         except Exception:  # noqa: BLE001
@@ -364,7 +398,7 @@ class RayExecutor(Executor):
                 return None, f"attempt {run.spec.attempt} lost its worker{where}: {_first_line(err)}"
             return TrialOutcome("failed", error=f"{_first_line(err)}"), None
         if res.get("type") == "error":
-            return TrialOutcome("failed", error=res["message"]), None
+            return TrialOutcome("failed", error=res["message"], oom=bool(res.get("oom"))), None
         if res.get("checkpoint") and run.spec.checkpoint_dir:
             unpack_dir(res["checkpoint"], run.spec.checkpoint_dir)
         return TrialOutcome("complete", values=res["values"], stopped=bool(res.get("stopped"))), None

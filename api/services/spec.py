@@ -127,16 +127,21 @@ def num_labels_of(workload: dict[str, Any]) -> int | None:
 
 def known_objectives(spec: dict[str, Any]) -> dict[str, Any]:
     """Objectives computed exactly from the config instead of being modelled: for a peft
-    workload (not full fine-tuning), ``trainable_params`` is ``autopeft.count_trainable``."""
+    workload (not full fine-tuning), ``trainable_params`` is ``autopeft.count_trainable`` and
+    ``predicted_memory_mb`` is :func:`autopeft.peft.memory.predicted_memory_mb` (what the trainer reports)."""
     workload = spec.get("workload") or {}
-    names = {o["name"] for o in spec["objectives"]}
-    if workload.get("kind") != "peft" or workload.get("full_finetune") or "trainable_params" not in names:
+    names = {o["name"] for o in spec["objectives"]} & {"trainable_params", "predicted_memory_mb"}
+    if workload.get("kind") != "peft" or workload.get("full_finetune") or not names:
         return {}
     import autopeft
+    from autopeft.peft.memory import predicted_memory_mb
 
     model_config = _model_config(workload["model"])
     num_labels = num_labels_of(workload)
-    return {"trainable_params": lambda config: float(autopeft.count_trainable(config, model_config, num_labels))}
+    known = {"trainable_params": lambda config: float(autopeft.count_trainable(config, model_config, num_labels)),
+             "predicted_memory_mb": lambda config: predicted_memory_mb(config, model_config, workload,
+                                                                       num_labels=num_labels or 2)}
+    return {name: known[name] for name in sorted(names)}
 
 
 def build_optimizer(spec: dict[str, Any], space=None):

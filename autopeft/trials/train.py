@@ -233,6 +233,7 @@ class PeftTrainer:
     def build_model(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
         """Load the model, set dropout, then apply the config's PEFT (the one place it is)."""
         seed_all(self.knobs["seed"])  # the new head and PEFT modules initialise from it
+        self.num_labels = num_labels
         hf_log = transformers.utils.logging
         verbosity, bars = hf_log.get_verbosity(), hf_log.is_progress_bar_enabled()
         hf_log.set_verbosity_error()  # "newly initialised head" is expected, not news
@@ -249,6 +250,15 @@ class PeftTrainer:
                 if isinstance(module, torch.nn.Dropout):
                     module.p = self.knobs["dropout"]
         self.base_params = quant.param_count(model)
+        if self.workload.get("gradient_checkpointing"):
+            if not getattr(model, "supports_gradient_checkpointing", False):
+                raise InvalidConfig(f"gradient_checkpointing: {type(model).__name__} does not support it",
+                                    field="workload.gradient_checkpointing")
+            # non-reentrant: gradients reach PEFT modules inside a layer whose input needs no gradient
+            if hasattr(model, "activation_checkpointing_enable"):   # transformers >= 5.2x
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.workload["full_finetune"]:
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -595,7 +605,25 @@ class PeftTrainer:
             eval_examples=float(n_val),
             epochs_trained=float(epochs_trained),   # compute of this run, in epochs of the training set
         )
+        predicted = self.predicted_memory_mb()
+        if predicted is not None:
+            out["predicted_memory_mb"] = predicted
         return out
+
+    def predicted_memory_mb(self) -> float | None:
+        """The memory model's peak for this trial (``autopeft.peft.memory.predicted_memory_mb``: the
+        workload's batch size, or 32 when it leaves it to the trainer), as the controller knows it
+        before training; None (logged) when it cannot be computed."""
+        from autopeft.models import load_model_config
+        from autopeft.peft.memory import predicted_memory_mb
+
+        try:
+            labels = None if self.workload.get("task") == "causal_lm" else getattr(self, "num_labels", None)
+            return float(predicted_memory_mb({} if self.workload["full_finetune"] else self.config,
+                                             load_model_config(self.model_dir), self.workload, num_labels=labels))
+        except Exception as err:  # noqa: BLE001 - a missing estimate must not fail a trained trial; say why
+            log.warning("no predicted_memory_mb: %s: %s", type(err).__name__, err)
+            return None
 
 
 def trainer_for(workload: dict[str, Any], config: dict[str, Any], trial: TrialContext) -> PeftTrainer:

@@ -20,6 +20,7 @@ A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional):
      "precision": "fp32",               # fp32 | bf16 | fp16 (autocast; CUDA only)
      "device": "auto",                  # auto | cpu | cuda
      "full_finetune": False,            # train every weight instead of apply_peft(config)
+     "gradient_checkpointing": False,   # recompute each layer's activations in the backward pass
      "cache_dir": None,                 # default $AUTOPEFT_CACHE_DIR or ~/.cache/autopeft
      "linear_probe": False,             # fit the head alone on frozen features (a baseline)
      "evaluate": None,                  # "test" | "validation": evaluate restore_dir's adapter only
@@ -144,7 +145,7 @@ _DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
 }
 _PEFT_KEYS = {"kind", "model", "dataset", "text_column", "label_column", "labels", "format",
               "precision", "full_finetune", "cache_dir", "resources", "evaluate", "linear_probe",
-              "task", "prompt_template", "quantization", *_DATA_DEFAULTS, *KNOBS}
+              "task", "prompt_template", "quantization", "gradient_checkpointing", *_DATA_DEFAULTS, *KNOBS}
 EVALUATE_SPLITS = ("validation", "test")
 TASKS = ("classification", "causal_lm")
 _PYTHON_KEYS = {"kind", "entrypoint", "resources"}
@@ -272,6 +273,11 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(f"full_finetune must be true or false, got {full!r}",
                             field="workload.full_finetune")
     out["full_finetune"] = full
+    checkpointing = workload.get("gradient_checkpointing", False)
+    if not isinstance(checkpointing, bool):
+        raise InvalidConfig(f"gradient_checkpointing must be true or false, got {checkpointing!r}",
+                            field="workload.gradient_checkpointing")
+    out["gradient_checkpointing"] = checkpointing
     from autopeft.trials.quant import check as check_quantization
 
     out["quantization"] = check_quantization(workload.get("quantization"), full)

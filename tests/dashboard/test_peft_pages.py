@@ -76,3 +76,46 @@ def test_the_form_creates_a_causal_lm_study(page, dash_server, tiny_llama, sft_j
     spec = dash_server.api.get(f"/studies/{study_id}")["spec"]
     assert spec["workload"]["task"] == "causal_lm" and spec["space"] == "lora_decoder"
     assert spec["baselines"] == ["lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"]
+
+
+OBJ_MEMORY = OBJ2 + [{"name": "predicted_memory_mb", "direction": "minimize"}]
+
+
+def test_three_objective_memory_study_shows_its_3d_front(page, dash_server, tiny_model, small_csv, tmp_path_factory):
+    """accuracy, trainable parameters and predicted peak memory: created over REST, run by the real
+    peft trainer, each trial's predicted memory the memory model's number, and the study page draws
+    the 3-objective front in 3-D (when the browser has WebGL) with predicted_memory_mb on an axis."""
+    from autopeft.models import load_model_config
+    from autopeft.peft.memory import predicted_memory_mb
+
+    api = dash_server.api
+    workload = {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv), "validation_fraction": 0.2,
+                "labels": ["neg", "neutral", "pos"], "max_length": 32, "epochs": 1, "evals_per_epoch": 1,
+                "pooling": "mean", "cache_dir": str(tmp_path_factory.mktemp("cache3"))}
+    spec = {"name": "memory front", "space": "lora_per_layer", "objectives": OBJ_MEMORY, "baselines": [],
+            "optimizer": {"name": "random", "options": {}}, "workload": workload,
+            "max_trials": 5, "max_parallel": 2, "seed": 3}
+    s = api.wait_done(api.create(spec)["id"], timeout=600)
+    assert s["state"] == "finished" and s["counts"]["failed"] == 0, s
+    model_config = load_model_config(tiny_model)
+    trials = [t for t in api.get(f"/studies/{s['id']}/trials")["trials"] if t["state"] == "complete"]
+    for t in trials:   # the reported objective is the model's prediction, known before training
+        assert t["values"]["predicted_memory_mb"] == pytest.approx(
+            predicted_memory_mb(t["config"], model_config, workload, num_labels=3), rel=1e-9)
+    assert len({round(t["values"]["predicted_memory_mb"], 6) for t in trials}) > 1   # it differs by config
+    front = api.get(f"/studies/{s['id']}/pareto")["trials"]
+    ids = sorted(t["id"] for t in front)
+    p = page.goto(f"#/studies/{s['id']}")
+    p.wait_for_function(f"() => {{ const gd = {PARETO}; return gd && gd.data && gd.data.some(t => t.name === 'Pareto front'); }}")
+    assert p.locator("#pareto-z").count() == 1          # a third axis to choose
+    if p.evaluate("() => !document.getElementById('mode-3d').disabled"):
+        p.get_by_label("3-D scatter").check()
+        p.wait_for_function(f"() => {PARETO}.data.some(t => t.type === 'scatter3d')")
+        traces = {t["name"]: t for t in plot_traces(p, PARETO)}
+        assert sorted(traces["Pareto front"]["ids"]) == ids
+        by_id = {t["id"]: t for t in front}
+        zs = {i: z for i, z in zip(traces["Pareto front"]["ids"], traces["Pareto front"]["z"])}
+        assert any(z == by_id[i]["values"]["predicted_memory_mb"] for i, z in zs.items())
+        page.screenshot("study-memory-3d")
+    else:
+        pytest.fail("this Chromium has no WebGL: the 3-D front cannot be shown")

@@ -47,6 +47,7 @@ def test_builtin_dataset_and_model_package():
     ({"precision": "int8"}, "workload.precision", "fp16"),
     ({"device": "tpu"}, "workload.device", "cuda"),
     ({"full_finetune": "yes"}, "workload.full_finetune", "true or false"),
+    ({"gradient_checkpointing": 1}, "workload.gradient_checkpointing", "true or false"),
     ({"lr": -1.0}, "workload.lr", "lr"),
     ({"batch_size": 0}, "workload.batch_size", "batch_size"),
     ({"scheduler": "step"}, "workload.scheduler", "cosine"),

@@ -38,26 +38,34 @@ def test_fits_checks_every_resource_and_label():
     assert not req.fits({"CPU": 2, "memory": 1000, "special": 1}, {"zone": "a"})   # no GPU
 
 
-def test_peft_memory_is_base_weights_plus_adapter(minilm_path):
+def test_peft_memory_is_the_predicted_peak_times_the_margin(minilm_path):
     import autopeft
     from autopeft.models import load_model_config
 
     workload = {"kind": "peft", "model": str(minilm_path), "dataset": "tweets", "labels": ["a", "b", "c"]}
     model_config = load_model_config(minilm_path)
     config = autopeft.load_space("lora_per_layer", model_config).sample(1, seed=0)[0]
-    adapter = autopeft.adapter_memory_bytes(config, model_config, 3)
-    assert adapter > 0
+    peak = autopeft.estimate_memory(config, model_config, {**workload, "batch_size": 32}).total
     weights = (minilm_path / "model.safetensors").stat().st_size
-    assert predicted_memory_bytes(workload, config) == weights + adapter
+    assert peak > weights                                   # weights, AdamW states, activations
+    assert predicted_memory_bytes(workload, config) == peak   # batch 32: the largest default
+    assert predicted_memory_bytes({**workload, "batch_size": 8}, config) < peak
     req = request_for(workload, config, None, memory_overhead_bytes=1000, gpu_memory_bytes=10 * 2**30)
-    assert req.memory == weights + adapter + 1000 and req.gpus == 0.0
+    assert req.memory == peak + 1000 and req.gpus == 0.0
     auto = request_for({**workload, "resources": {"gpus": "auto"}}, config, None, memory_overhead_bytes=1000,
-                       gpu_memory_bytes=10 * 2**30)
-    assert auto.gpus == gpu_fraction(weights + adapter + 1000, 10 * 2**30) and 0 < auto.gpus < 1
+                       gpu_memory_bytes=10 * 2**30, margin=1.5)
+    assert auto.memory == int(peak * 1.5) + 1000
+    assert auto.gpus == gpu_fraction(int(peak * 1.5) + 1000, 10 * 2**30) and 0 < auto.gpus < 1
+    assert auto.alone().gpus == 1.0 and ResourceRequest(gpus=1.5).alone().gpus == 2.0
+    # an executor's default "auto" gives peft trials a share on a GPU node, python workloads none
+    assert request_for(workload, config, None, gpus="auto", gpu_memory_bytes=10 * 2**30).gpus == \
+        gpu_fraction(peak, 10 * 2**30)
+    assert request_for(PY, {}, None, gpus="auto", gpu_memory_bytes=10 * 2**30).gpus == 0.0
+    assert request_for(workload, config, None, gpus="auto").gpus == 0.0       # no GPU on the node
 
 
 def test_auto_needs_a_prediction_and_the_gpu_size():
-    with pytest.raises(InvalidConfig, match="gpu_memory_bytes") as err:
+    with pytest.raises(InvalidConfig, match="no GPU") as err:
         request_for({**PY, "resources": {"gpus": "auto"}}, {}, None)
     assert err.value.field == "workload.resources.gpus"
     with pytest.raises(InvalidConfig, match="no memory prediction"):

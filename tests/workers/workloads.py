@@ -145,3 +145,26 @@ def gpu_probe(config, trial):
         ok = float((x @ x).sum().item()) == 256.0 ** 3
     rec.end()
     return {"cuda": float(ok), "devices": float(torch.cuda.device_count()), "gpus": float(trial.gpus or 0)}
+
+
+def oom_once(config, trial):
+    """The first attempt raises CUDA out of memory (``torch.OutOfMemoryError``, what the allocator
+    raises; the fake is this boundary only); later attempts complete."""
+    import torch
+
+    rec = _Record(config, trial)
+    marker = Path(config["marker"])
+    if not marker.exists():
+        marker.write_text("raised")
+        rec.end()
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test workload)")
+    rec.end()
+    return _metrics(config)
+
+
+def oom_always(config, trial):
+    """Every attempt runs out of CUDA memory."""
+    import torch
+
+    _Record(config, trial).end()
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test workload)")

@@ -1,0 +1,228 @@
+"""Peak training memory of a trial, predicted from the config, the model's config and the workload.
+
+``estimate_memory(config, model_config, workload)`` adds up, in bytes (``MemoryEstimate``):
+
+* **weights**: every parameter and buffer of the task model (counted on the meta device: exact, no
+  weights read), in fp32 (the trainer loads fp32; autocast keeps the weights fp32), or the 4-bit base
+  of :mod:`autopeft.trials.quant` when ``quantization: 4bit``; plus the PEFT modules' own weights
+  (``count_trainable``, fp32);
+* **gradients**: one fp32 value per trainable parameter (every weight for ``full_finetune``);
+* **optimizer**: AdamW's ``exp_avg`` and ``exp_avg_sq``, two fp32 values per trainable parameter;
+* **activations**: what autograd keeps for the backward pass of one batch of ``batch_size`` x
+  ``max_length`` tokens (padding to the longest example is the worst case, one full example), plus the
+  largest transient working set of one layer. Per layer, for ``T`` tokens, hidden ``H``, intermediate
+  ``I``, ``A`` heads, attention over ``S = L + prefix`` keys, activations of ``a`` bytes (4; 2 under
+  bf16 / fp16 autocast):
+
+  - layer norms keep their inputs (2 ``TH``), the FFN activation its input (``TI``; gated FFNs 3 ``TI``),
+    attention its query, key, value (3 ``TH``) and its probabilities (``B A L S``, plus the dropout's
+    output and one-byte mask when attention dropout is on), dropouts a one-byte mask per element;
+  - frozen linears keep nothing (no weight gradient), trainable ones their input; full fine-tuning
+    also keeps the inputs of the output projection and of the FFN's down projection (``TH + TI``);
+  - LoRA keeps its ``T r`` bottleneck per target, bottleneck adapters their ``T size`` hidden and
+    their input, prefixes their key / value caches (``2 B p H``) and the reparameterisation MLP's output;
+  - only layers from the first one with a trainable module upwards keep anything (below it nothing
+    needs a gradient); with ``gradient_checkpointing`` each of those layers keeps only its input
+    ``TH``, one layer's activations are recomputed at a time, and the backward working set is half
+    as large (the recomputed tensors are freed as that layer's backward proceeds; factor measured).
+
+  The logits (``B x labels``, or for ``causal_lm`` the completion tokens' ``x vocab`` in fp32: the
+  trainer gathers them; a quarter of the tokens is assumed) and their gradient come on top.
+
+Checked against measured peaks in ``benchmarks/memory_model.py`` (BENCHMARKS.md, "Memory model").
+It is a model: the caching allocator on CUDA rounds blocks and keeps a workspace (cuBLAS), which the
+placement's safety margin covers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from autopeft.peft.arch import describe_config
+from autopeft.peft.config import parse_peft_config
+from autopeft.peft.cost import count_trainable
+
+CAUSAL_COMPLETION_SHARE = 0.25   # share of tokens that are completion (whose logits the trainer keeps)
+#: the batch size a prediction assumes when the workload leaves it to the trainer (its largest default)
+DEFAULT_PREDICTION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted peak training memory, in bytes, by component (module doc); ``total`` is the peak."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    checkpointing: bool = False
+
+    @property
+    def total(self) -> int:
+        """Weights and optimiser states live throughout; the gradients of the layers are created while the
+        backward pass frees those layers' activations, so the peak holds the larger of the two. Under
+        gradient checkpointing the recomputed activations come on top of the gradients already made
+        (measured: full fine-tuning of MiniLM, 16 x 64)."""
+        if self.checkpointing:
+            return self.weights + self.optimizer + self.activations + self.gradients
+        return self.weights + self.optimizer + max(self.activations, self.gradients)
+
+    @property
+    def total_mb(self) -> float:
+        return self.total / 2**20
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+@functools.lru_cache(maxsize=32)
+def _model_bytes(config_json: str, task: str, num_labels: int) -> tuple[int, int, int]:
+    """(bytes of parameters + buffers in fp32, parameter count, vocabulary size) of the task model,
+    built on the meta device."""
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**__import__("json").loads(config_json))
+    with torch.device("meta"):
+        if task == "causal_lm":
+            model = transformers.AutoModelForCausalLM.from_config(config)
+        else:
+            config.num_labels = num_labels
+            model = transformers.AutoModelForSequenceClassification.from_config(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    vocab = int(model.get_input_embeddings().num_embeddings)
+    return 4 * n_params + n_buffers, n_params, vocab
+
+
+def _config_json(model_config: Any) -> str:
+    d = model_config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id"):
+        d.pop(key, None)
+    return __import__("json").dumps(d, sort_keys=True, default=str)
+
+
+def estimate_memory(config: Mapping[str, Any], model_config: Any, workload: Mapping[str, Any],
+                    num_labels: int | None = None) -> MemoryEstimate:
+    """Predicted peak memory of training ``config`` (see the module doc for every term).
+
+    ``workload`` keys read: ``task`` (classification), ``batch_size`` (default 32), ``max_length``
+    (128), ``precision`` (fp32), ``quantization``, ``full_finetune``, ``gradient_checkpointing``,
+    ``labels``, ``dropout``. ``num_labels`` defaults to ``len(workload["labels"])``, else 2.
+    Raises :class:`autopeft.InvalidConfig` for a bad config, like ``count_trainable``.
+    """
+    from autopeft.errors import InvalidConfig
+
+    task = str(workload.get("task") or "classification")
+    if num_labels is None:
+        labels = workload.get("labels")
+        num_labels = len(labels) if labels else 2
+    batch = int(workload.get("batch_size") or 32)
+    length = int(workload.get("max_length") or 128)
+    if batch < 1 or length < 1:
+        raise InvalidConfig("batch_size and max_length must be >= 1", field="workload.batch_size")
+    act = 2 if str(workload.get("precision", "fp32")) in ("bf16", "fp16") else 4
+    full = bool(workload.get("full_finetune"))
+    checkpointing = bool(workload.get("gradient_checkpointing"))
+
+    desc = describe_config(model_config)
+    spec = parse_peft_config({} if full else config, desc.num_layers)
+    head_labels = None if task == "causal_lm" else num_labels
+    weights, n_base, vocab = _model_bytes(_config_json(model_config), task, num_labels)
+    if workload.get("quantization") == "4bit":
+        from autopeft.trials.quant import base_memory_bytes
+
+        weights = base_memory_bytes(model_config, weights)
+    if full:
+        trainable = n_base
+    else:
+        trainable = count_trainable(config, model_config, head_labels)
+        head = desc.head_params(head_labels)
+        weights += 4 * (trainable - head)   # PEFT modules are new weights; the head is in the model already
+
+    L, H, I, A, N = length, desc.hidden, desc.intermediate, desc.heads, desc.num_layers
+    T = batch * length
+    drop = workload.get("dropout")
+    attn_drop = float(drop) if drop is not None else _first_attr(
+        model_config, ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout"))
+    hidden_drop = float(drop) if drop is not None else _first_attr(
+        model_config, ("hidden_dropout_prob", "resid_pdrop", "dropout", "hidden_dropout"))
+    # the attention map is materialised (and kept) by eager attention and by torch's SDPA whenever
+    # attention dropout is on and the fused kernels do not apply (the CPU); the fused CUDA kernels keep
+    # only the output and a log-sum-exp per row
+    fused = str(workload.get("device", "auto")) == "cuda" or (attn_drop == 0 and desc.family == "decoder")
+    probs = 0 if fused else 1
+    act_fn = str(getattr(model_config, "activation_function", getattr(model_config, "hidden_act", "")))
+    n_ffn = 3 if desc.gated else (4 if act_fn == "gelu_new" else 1)   # gelu_new: tanh formula in 4 ops
+
+    def layer_bytes(i: int) -> float:
+        prefix = spec.prefix_length[i] if spec.prefix_length else 0
+        S = L + prefix
+        b = act * (2 * T * H + n_ffn * T * I + 3 * T * H + probs * batch * A * L * S)   # norms, FFN, q k v, map
+        if attn_drop > 0 and probs:
+            b += (act + 1) * batch * A * L * S                                 # dropped map and its mask
+        if hidden_drop > 0:
+            b += 2 * T * H                                                   # two one-byte dropout masks
+        if full:
+            b += act * (T * H + T * I + T * H)                             # inputs of o, down, and q/k/v
+        else:
+            rank = spec.lora_rank[i] if spec.lora_rank else 0
+            if rank:
+                targets = set(spec.lora_targets)
+                inputs = (T * H * bool(targets & {"q", "k", "v"}) + T * H * ("o" in targets)
+                          + T * H * ("ffn_in" in targets) + T * I * ("ffn_out" in targets))
+                b += act * (inputs + len(targets) * T * rank)
+            for sizes in (spec.serial_size, spec.parallel_size):
+                size = sizes[i] if sizes else 0
+                if size:
+                    b += act * (T * H + 2 * T * size)
+            if prefix:
+                b += act * 2 * batch * prefix * H * 2
+        return b
+
+    def trainable_at(i: int) -> bool:
+        return full or any(seq and seq[i] for seq in (spec.lora_rank, spec.serial_size, spec.parallel_size,
+                                                     spec.prefix_length)) or i in spec.ia3_layers
+
+    first = next((i for i in range(N) if trainable_at(i)), N)
+    kept = [layer_bytes(i) for i in range(first, N)]
+    if checkpointing and kept:
+        saved = act * T * H * len(kept) + max(kept)
+    else:
+        saved = sum(kept)
+    if full:
+        saved += act * T * H * 2                          # embeddings: norm input and dropout
+    # one layer's backward working set: four buffers of the FFN's width and, where materialised, four of
+    # the attention map (the factor 4 is measured: MiniLM, LoRA q,v; BENCHMARKS.md "Memory model")
+    transient = act * (4 * T * I + 4 * probs * batch * A * L * L) if kept or full else 0
+    if checkpointing and kept:
+        transient //= 2   # the recomputed layer's tensors are freed as its backward goes (measured: MiniLM)
+    if task == "causal_lm":
+        tokens = max(batch, int(T * CAUSAL_COMPLETION_SHARE))
+        logits = 3 * 4 * tokens * vocab                    # logits, log-softmax, their gradient (fp32)
+    else:
+        logits = 3 * 4 * batch * num_labels
+    activations = int(saved + transient + logits)
+    return MemoryEstimate(weights=int(weights), gradients=4 * trainable, optimizer=8 * trainable,
+                          activations=activations, checkpointing=checkpointing)
+
+
+def _first_attr(model_config: Any, names: tuple[str, ...]) -> float:
+    for name in names:
+        value = getattr(model_config, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+def predicted_memory_mb(config: Mapping[str, Any], model_config: Any, workload: Mapping[str, Any],
+                        num_labels: int | None = None) -> float:
+    """The ``predicted_memory_mb`` objective (MiB): :func:`estimate_memory` at the workload's
+    ``batch_size``, or :data:`DEFAULT_PREDICTION_BATCH` when the workload leaves it to the trainer.
+    The same number the trainer reports, the controller knows before training, and placement packs by."""
+    wl = dict(workload)
+    wl["batch_size"] = wl.get("batch_size") or DEFAULT_PREDICTION_BATCH
+    return estimate_memory(config, model_config, wl, num_labels=num_labels).total / 2**20

@@ -115,7 +115,9 @@ def _pbt(peft_workload, **options):
         "population_size": 4, "perturbation_interval": 1, "quantile_fraction": 0.5, **options}})
 
 
-@pytest.mark.parametrize("executor", ["local", "ray"])
+# the Ray variant is slow-marked (make test-slow): under a loaded 2-core CI machine it once
+# missed its turns; the local variant keeps the same checks in the default suite
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
 def test_pbt_members_take_turns_and_exploit(sqlite_url, server_factory, peft_workload, executor):
     if executor == "ray":
         pytest.importorskip("ray")

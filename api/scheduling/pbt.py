@@ -10,7 +10,6 @@ explored one, and the exploit is appended to the trial's ``lineage`` (every one,
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -107,8 +106,10 @@ class PBTTurns:
 
 def _checkpoint_report(directory: Path) -> int:
     """The report a peft checkpoint was saved at (0 for another workload's format)."""
+    from autopeft.trials import checkpoint
+
     try:
-        return int(json.loads((directory / "meta.json").read_text(encoding="utf-8")).get("report") or 0)
+        return int(checkpoint.read_meta(directory).get("report") or 0)
     except (OSError, ValueError, TypeError):
         return 0
 

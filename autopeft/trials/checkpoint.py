@@ -124,11 +124,16 @@ def exists(directory: str | Path | None) -> bool:
     return directory is not None and (Path(directory) / META).is_file()
 
 
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's ``meta.json`` (epoch, step, report, history, config, ...)."""
+    return json.loads((Path(directory) / META).read_text(encoding="utf-8"))
+
+
 def is_consistent(directory: str | Path) -> bool:
     """The three files belong to one save (a copy taken during a rewrite may mix two)."""
     directory = Path(directory)
     try:
-        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+        meta = read_meta(directory)
         payload = torch.load(directory / STATE, map_location="cpu", weights_only=True)
         from safetensors import safe_open
 
@@ -148,7 +153,7 @@ def load(directory: str | Path, model: torch.nn.Module) -> TrainingState:
     directory = Path(directory)
     if not exists(directory):
         raise InvalidConfig(f"no checkpoint in {directory} (no {META})", field="restore_dir")
-    meta = json.loads((directory / META).read_text(encoding="utf-8"))
+    meta = read_meta(directory)
     payload = torch.load(directory / STATE, map_location="cpu", weights_only=True)
     if payload.get("step") != meta.get("step"):
         raise InvalidConfig(f"checkpoint in {directory} is inconsistent (a write was "

@@ -395,8 +395,23 @@ def check_header(spec: DataSpec) -> None:
 
 # ----------------------------------------------------------------------- tokenising + cache
 
+class FlatExamples:
+    """Examples stored flat: example i's tokens are ``ids[offsets[i]:offsets[i+1]]`` and its
+    label ``labels[i]`` (shared by the classification and the SFT data)."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def lengths(self, indices: np.ndarray) -> np.ndarray:
+        return self.offsets[indices + 1] - self.offsets[indices]
+
+
 @dataclass
-class TokenizedData:
+class TokenizedData(FlatExamples):
     """All examples of a dataset, tokenised and truncated, stored flat.
 
     ``ids[offsets[i]:offsets[i+1]]`` are example i's token ids (``type_ids`` likewise,
@@ -410,12 +425,6 @@ class TokenizedData:
     label_names: tuple[str, ...]
     pad_id: int
     fingerprint: str
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def lengths(self, indices: np.ndarray) -> np.ndarray:
-        return self.offsets[indices + 1] - self.offsets[indices]
 
     def batch(self, indices: np.ndarray, pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Padded ``input_ids`` / ``attention_mask`` (/ ``token_type_ids``) and ``labels``.

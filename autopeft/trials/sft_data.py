@@ -204,7 +204,7 @@ def label_set(completions: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
 
 # ------------------------------------------------------------------------------ tokens
 @dataclass
-class SftData:
+class SftData(data.FlatExamples):
     """Tokenised SFT examples, flat: example i is ``ids[offsets[i]:offsets[i+1]]``, of which the
     first ``prompt_lens[i]`` tokens are the prompt and the rest the completion. ``labels`` /
     ``label_names``: the label set (see the module docstring), used to stratify the split."""
@@ -216,12 +216,6 @@ class SftData:
     label_names: tuple[str, ...]
     pad_id: int
     fingerprint: str
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def lengths(self, indices: np.ndarray) -> np.ndarray:
-        return self.offsets[indices + 1] - self.offsets[indices]
 
     def completion_tokens(self, indices: np.ndarray) -> int:
         return int(np.sum(self.lengths(indices) - self.prompt_lens[indices]))

@@ -303,19 +303,24 @@ def _check_columns(spec: DataSpec, header: Sequence[str]) -> None:
                                 f"column(s) of its header", field=f"workload.{key}")
 
 
+def jsonl_record(spec: DataSpec, line: str, line_no: int) -> dict[str, Any]:
+    """One JSONL line as an object (``InvalidConfig`` naming the line otherwise)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InvalidConfig(f"{spec.path}: line {line_no}: not valid JSON ({err.msg})",
+                            field="workload.dataset") from None
+    if not isinstance(record, dict):
+        raise InvalidConfig(f"{spec.path}: line {line_no}: expected a JSON object", field="workload.dataset")
+    return record
+
+
 def _read_jsonl(spec: DataSpec, text: str) -> list[tuple[int, tuple[str, ...], str]]:
     rows = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InvalidConfig(f"{spec.path}: line {line_no}: not valid JSON ({err.msg})",
-                                field="workload.dataset") from None
-        if not isinstance(record, dict):
-            raise InvalidConfig(f"{spec.path}: line {line_no}: expected a JSON object",
-                                field="workload.dataset")
+        record = jsonl_record(spec, line, line_no)
         if not rows:
             _check_columns(spec, list(record))
         texts = []

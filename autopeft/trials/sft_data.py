@@ -70,19 +70,8 @@ def _first_record(spec: data.DataSpec) -> tuple[dict[str, Any], int]:
     with open(spec.path, "rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
             if raw.strip():
-                return _record(spec, data._decode(spec, spec.path, raw), line_no), line_no
+                return data.jsonl_record(spec, data._decode(spec, spec.path, raw), line_no), line_no
     raise InvalidConfig(f"{spec.path}: the file is empty", field="workload.dataset")
-
-
-def _record(spec: data.DataSpec, line: str, line_no: int) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InvalidConfig(f"{spec.path}: line {line_no}: not valid JSON ({err.msg})",
-                            field="workload.dataset") from None
-    if not isinstance(record, dict):
-        raise InvalidConfig(f"{spec.path}: line {line_no}: expected a JSON object", field="workload.dataset")
-    return record
 
 
 def check_first(spec: data.DataSpec) -> str:
@@ -163,7 +152,7 @@ def read_rows(spec: data.DataSpec, tokenizer: Any, template: str | None = None) 
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        record = _record(spec, line, line_no)
+        record = data.jsonl_record(spec, line, line_no)
         if source == "prompt_completion":
             prompt, completion = _pair(spec, record, line_no)
         else:

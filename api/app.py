@@ -36,10 +36,19 @@ def _executor(settings: Settings):
     from autopeft.workers import create_executor
 
     if settings.executor == "ray":
-        return create_executor("ray", address=settings.ray_address, pythonpath=settings.worker_pythonpath,
-                               cpus_per_trial=settings.cpus_per_trial, checkpoint_transfer=settings.ray_transfer)
-    return create_executor("local", pythonpath=settings.worker_pythonpath, cpus_per_trial=settings.cpus_per_trial,
-                           prestart=settings.prestart_workers)
+        return create_executor(
+            "ray",
+            address=settings.ray_address,
+            pythonpath=settings.worker_pythonpath,
+            cpus_per_trial=settings.cpus_per_trial,
+            checkpoint_transfer=settings.ray_transfer,
+        )
+    return create_executor(
+        "local",
+        pythonpath=settings.worker_pythonpath,
+        cpus_per_trial=settings.cpus_per_trial,
+        prestart=settings.prestart_workers,
+    )
 
 
 def _slots(settings: Settings, executor) -> SlotAllocator:
@@ -66,13 +75,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade(settings.db_url)
         db = Database(settings.db_url)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        store = DatasetStore(settings.datasets_path, settings.max_upload_bytes, settings.max_stored_bytes_per_user)
+        store = DatasetStore(
+            settings.datasets_path, settings.max_upload_bytes, settings.max_stored_bytes_per_user
+        )
         executor = _executor(settings)
-        manager = SchedulerManager(db, executor, settings.artifacts_dir, settings.cpus_per_trial,
-                                   slots=_slots(settings, executor),
-                                   trial_workload=lambda workload: store.trial_workload(db, workload))
-        app.state.autopeft = AppState(settings=settings, db=db, scheduler=manager,
-                                      listing=ListingCache(db, enabled=settings.listing_cache), datasets=store)
+        manager = SchedulerManager(
+            db,
+            executor,
+            settings.artifacts_dir,
+            settings.cpus_per_trial,
+            slots=_slots(settings, executor),
+            trial_workload=lambda workload: store.trial_workload(db, workload),
+        )
+        app.state.autopeft = AppState(
+            settings=settings,
+            db=db,
+            scheduler=manager,
+            listing=ListingCache(db, enabled=settings.listing_cache),
+            datasets=store,
+        )
         recovered = manager.recover()
         if recovered:
             log.info("resumed studies %s", recovered)
@@ -82,11 +103,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             manager.shutdown()
             db.dispose()
 
-    app = FastAPI(title="autopeft", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Multi-objective search over parameter-efficient fine-tuning configs. "
-                              "Authenticate with `Authorization: Bearer <token>` "
-                              "(`autopeft token create USER`). Errors: "
-                              '`{"error": {"code", "message", "field"}}`.')
+    app = FastAPI(
+        title="autopeft",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Multi-objective search over parameter-efficient fine-tuning configs. "
+        "Authenticate with `Authorization: Bearer <token>` "
+        "(`autopeft token create USER`). Errors: "
+        '`{"error": {"code", "message", "field"}}`.',
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(docs.router)
@@ -94,14 +121,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(trials.router, prefix="/api/v1")
     app.include_router(datasets.router, prefix="/api/v1")
     app.include_router(tokens.router, prefix="/api/v1")
-    upload_limit = settings.max_upload_bytes + 64 * 1024   # multipart framing and the small fields
+    upload_limit = settings.max_upload_bytes + 64 * 1024  # multipart framing and the small fields
 
     def body_limit(method: str, path: str) -> int:
-        return upload_limit if method == "POST" and path == "/api/v1/datasets" else settings.max_body_bytes
+        return (
+            upload_limit
+            if method == "POST" and path == "/api/v1/datasets"
+            else settings.max_body_bytes
+        )
 
     app.add_middleware(BodyLimit, limit_for=body_limit)
     app.add_middleware(SecurityHeaders)
     from autopeft.dashboards import mount_dashboard
 
-    mount_dashboard(app)   # the web UI at / and /static (replaces the placeholder page)
+    mount_dashboard(app)  # the web UI at / and /static (replaces the placeholder page)
     return app

@@ -27,9 +27,9 @@ BUSY_TIMEOUT_MS = 30_000
 def normalise_url(url: str) -> str:
     """Map ``postgres://`` / ``postgresql://`` to the psycopg 3 driver; create SQLite folders."""
     if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -39,8 +39,12 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
-                               pool_size=10, max_overflow=20)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+            pool_size=10,
+            max_overflow=20,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -96,9 +100,8 @@ class Database:
         commit (and also when the write fails, to be safe)."""
         try:
             if not self.is_sqlite:
-                with self._factory() as session:
-                    with session.begin():
-                        yield session
+                with self._factory() as session, session.begin():
+                    yield session
                 return
             with self._write_lock, self.engine.connect() as conn:
                 conn.info["begin_mode"] = "BEGIN IMMEDIATE"

@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class AppState:
-    settings: "Settings"
-    db: "Database"
-    scheduler: "SchedulerManager"
-    listing: "ListingCache"
-    tokens: "TokenCache" = None   # type: ignore[assignment]
-    datasets: Any = None          # services.datasets.DatasetStore
+    settings: Settings
+    db: Database
+    scheduler: SchedulerManager
+    listing: ListingCache
+    tokens: TokenCache = None  # type: ignore[assignment]
+    datasets: Any = None  # services.datasets.DatasetStore
 
     def __post_init__(self):
         if self.tokens is None:
@@ -93,12 +93,15 @@ class TokenCache:
                     del self._data[key]
 
 
-_bearer = HTTPBearer(auto_error=False, description="an API token (`autopeft token create USER`, or "
-                     "POST /api/v1/tokens with a token you have)")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="an API token (`autopeft token create USER`, or "
+    "POST /api/v1/tokens with a token you have)",
+)
 LAST_USED_EVERY_S = 60.0
 
 
-def _lookup(state: "AppState", token: str, key: str) -> tuple[UserRef, Any] | None:
+def _lookup(state: AppState, token: str, key: str) -> tuple[UserRef, Any] | None:
     from autopeft.api.models import ApiToken, utcnow
     from autopeft.api.security import find_token, rehash
 
@@ -108,7 +111,9 @@ def _lookup(state: "AppState", token: str, key: str) -> tuple[UserRef, Any] | No
     if owner is None:
         return None
     now = utcnow()
-    stale = owner.last_used_at is None or (now - owner.last_used_at).total_seconds() > LAST_USED_EVERY_S
+    stale = (
+        owner.last_used_at is None or (now - owner.last_used_at).total_seconds() > LAST_USED_EVERY_S
+    )
     if legacy or stale:
         with state.db.write() as session:
             if legacy:
@@ -119,8 +124,9 @@ def _lookup(state: "AppState", token: str, key: str) -> tuple[UserRef, Any] | No
     return UserRef(owner.user_id, owner.user_name, owner.role, owner.token_id), owner.expires_at
 
 
-async def current_user(state: StateDep,
-                       creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> UserRef:
+async def current_user(
+    state: StateDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> UserRef:
     """The token's user. Async so that a cached token costs no thread hop; a miss queries in a thread."""
     from autopeft.api.security import MAX_TOKEN_CHARS, hash_token, is_expired
 

@@ -14,9 +14,19 @@ from autopeft.errors import InvalidConfig
 
 log = logging.getLogger("autopeft.api")
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-                 422: "invalid_request", 429: "too_many_requests", 500: "internal_error"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+}
 
 
 class ApiError(Exception):
@@ -31,9 +41,14 @@ def not_found(what: str, ident: object) -> ApiError:
     return ApiError(404, "not_found", f"{what} {ident} not found")
 
 
-def envelope(status: int, code: str, message: str, field: str | None = None, headers=None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status,
-                        headers=headers)
+def envelope(
+    status: int, code: str, message: str, field: str | None = None, headers=None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "field": field}},
+        status_code=status,
+        headers=headers,
+    )
 
 
 def _field_of(loc: tuple) -> str | None:
@@ -57,9 +72,13 @@ def install(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))
         cause = (first.get("ctx") or {}).get("error")
-        if isinstance(cause, LimitError) and cause.path:   # a bounded free-form field: name the inner path
+        if (
+            isinstance(cause, LimitError) and cause.path
+        ):  # a bounded free-form field: name the inner path
             field = f"{field}.{cause.path}" if field else cause.path
-        message = "; ".join(f"{_field_of(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}" for e in errors[:5])
+        message = "; ".join(
+            f"{_field_of(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}" for e in errors[:5]
+        )
         return envelope(422, "invalid_request", message[:2000], field)
 
     @app.exception_handler(StarletteHTTPException)

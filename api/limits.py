@@ -16,11 +16,11 @@ import json
 import math
 from typing import Any
 
-MAX_DEPTH = 8             # nesting of lists / mappings inside one free-form field
-MAX_ITEMS = 512           # entries of one list or mapping
-MAX_STRING = 4096         # characters of one string value
-MAX_KEY = 200             # characters of one mapping key
-MAX_SPEC_BYTES = 64 * 1024   # a whole study spec, as stored JSON
+MAX_DEPTH = 8  # nesting of lists / mappings inside one free-form field
+MAX_ITEMS = 512  # entries of one list or mapping
+MAX_STRING = 4096  # characters of one string value
+MAX_KEY = 200  # characters of one mapping key
+MAX_SPEC_BYTES = 64 * 1024  # a whole study spec, as stored JSON
 
 
 class LimitError(ValueError):
@@ -47,13 +47,17 @@ def check_json(value: Any, path: str = "", depth: int = 0) -> None:
         return
     if isinstance(value, str):
         if len(value) > MAX_STRING:
-            raise LimitError(f"strings are limited to {MAX_STRING} characters (got {len(value)})", path)
+            raise LimitError(
+                f"strings are limited to {MAX_STRING} characters (got {len(value)})", path
+            )
         return
     if isinstance(value, (dict, list, tuple)):
         if depth >= MAX_DEPTH:
             raise LimitError(f"nested deeper than {MAX_DEPTH} levels", path)
         if len(value) > MAX_ITEMS:
-            raise LimitError(f"at most {MAX_ITEMS} entries per list or mapping (got {len(value)})", path)
+            raise LimitError(
+                f"at most {MAX_ITEMS} entries per list or mapping (got {len(value)})", path
+            )
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str) or len(key) > MAX_KEY:
@@ -70,14 +74,19 @@ def check_spec_size(spec: dict[str, Any]) -> None:
     size = len(json.dumps(spec, separators=(",", ":")))
     if size > MAX_SPEC_BYTES:
         biggest = max(spec, key=lambda k: len(json.dumps(spec[k], separators=(",", ":"))))
-        raise LimitError(f"the study spec is {size} bytes as JSON, more than {MAX_SPEC_BYTES}; its largest "
-                         f"part is {biggest!r}", biggest)
+        raise LimitError(
+            f"the study spec is {size} bytes as JSON, more than {MAX_SPEC_BYTES}; its largest "
+            f"part is {biggest!r}",
+            biggest,
+        )
 
 
 def check_name(value: str, what: str = "name") -> str:
     if not value.isprintable():
-        raise ValueError(f"{what} must hold printable characters only (no control, bidi or zero-width "
-                         "characters)")
+        raise ValueError(
+            f"{what} must hold printable characters only (no control, bidi or zero-width "
+            "characters)"
+        )
     if value != value.strip():
         raise ValueError(f"{what} must not start or end with spaces")
     return value

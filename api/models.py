@@ -17,8 +17,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
-                        UniqueConstraint, Index)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -52,7 +64,7 @@ class User(Base):
     __table_args__ = _NO_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    role: Mapped[str] = mapped_column(String(16), default="user")   # admin | user
+    role: Mapped[str] = mapped_column(String(16), default="user")  # admin | user
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -77,21 +89,22 @@ class ApiToken(Base):
 class Dataset(Base):
     """An uploaded file (CSV / TSV / JSONL), validated at upload; stored under the datasets folder
     as ``<user id>/<dataset id>.<format>``. Only its owner sees it."""
+
     __tablename__ = "datasets"
     __table_args__ = _NO_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(255))
-    format: Mapped[str] = mapped_column(String(8))          # csv | tsv | jsonl
+    format: Mapped[str] = mapped_column(String(8))  # csv | tsv | jsonl
     encoding: Mapped[str] = mapped_column(String(32))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     rows: Mapped[int] = mapped_column(Integer)
     columns: Mapped[list[str]] = mapped_column(JSON)
-    text_column: Mapped[list[str]] = mapped_column(JSON)   # one name, or two for sentence pairs
+    text_column: Mapped[list[str]] = mapped_column(JSON)  # one name, or two for sentence pairs
     label_column: Mapped[str] = mapped_column(String(200))
-    label_counts: Mapped[dict[str, int]] = mapped_column(JSON)   # label -> rows, in label order
+    label_counts: Mapped[dict[str, int]] = mapped_column(JSON)  # label -> rows, in label order
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -101,8 +114,9 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     # the uploaded dataset of a peft workload (workload.dataset_id); deleting it keeps the study
-    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True,
-                                                   nullable=True)
+    dataset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True, nullable=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16), default="running")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -112,13 +126,17 @@ class Study(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     # seconds of budget used by earlier runs (before a stop / restart); max_seconds counts all.
     elapsed_s: Mapped[float] = mapped_column(Float, default=0.0)
-    trials: Mapped[list["Trial"]] = relationship(back_populates="study", cascade="all, delete-orphan",
-                                                 passive_deletes=True)
+    trials: Mapped[list[Trial]] = relationship(
+        back_populates="study", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Trial(Base):
     __tablename__ = "trials"
-    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_trials_study_id_number"), _NO_REUSE)
+    __table_args__ = (
+        UniqueConstraint("study_id", "number", name="uq_trials_study_id_number"),
+        _NO_REUSE,
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
@@ -176,6 +194,7 @@ class Checkpoint(Base):
 
 class Event(Base):
     """One entry of a study's optimiser history: ``kind`` is ask, tell or report."""
+
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("study_id", "seq", name="uq_events_study_id_seq"), _NO_REUSE)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

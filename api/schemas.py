@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autopeft.api.limits import check_json, check_name, check_spec_size
@@ -23,7 +22,9 @@ StudyState = Literal["running", "stopped", "finished", "failed"]
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="machine-readable code, e.g. not_found, invalid_spec, unauthorized")
+    code: str = Field(
+        description="machine-readable code, e.g. not_found, invalid_spec, unauthorized"
+    )
     message: str
     field: str | None = Field(default=None, description="offending field (dotted path), if any")
 
@@ -59,31 +60,52 @@ class StudyCreate(BaseModel):
     Free-form parts (space, workload, optimizer options) are bounded (depth, entries, string
     length; see ``autopeft.api.limits``) and hold finite numbers only; the whole spec is at most
     64 KiB as JSON."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=200)
     space: str | dict[str, Any] = Field(description="preset name, or an inline space mapping")
     objectives: list[Objective] = Field(min_length=1, max_length=8)
     optimizer: OptimizerSpec | None = Field(
-        default=None, description="default: the method that measured best on real fine-tuning (see BENCHMARKS.md); "
-        "the stored spec says which")
-    workload: dict[str, Any] = Field(description='{"kind": "peft", "model": ..., "dataset_id": <an uploaded '
-                                     'dataset> | "dataset": <built-in name or server path>, ...} or '
-                                     '{"kind": "python", "entrypoint": "pkg.mod:fn"} (when the operator enables them)')
+        default=None,
+        description="default: the method that measured best on real fine-tuning (see BENCHMARKS.md); "
+        "the stored spec says which",
+    )
+    workload: dict[str, Any] = Field(
+        description='{"kind": "peft", "model": ..., "dataset_id": <an uploaded '
+        'dataset> | "dataset": <built-in name or server path>, ...} or '
+        '{"kind": "python", "entrypoint": "pkg.mod:fn"} (when the operator enables them)'
+    )
     max_trials: int = Field(default=50, ge=1, le=100_000)
     max_parallel: int = Field(default=1, ge=1, le=256)
-    max_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
-                                      description="time budget; no new trial starts after it")
+    max_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=10 * 365 * 86400,
+        description="time budget; no new trial starts after it",
+    )
     max_epochs: float | None = Field(
-        default=None, gt=0, le=1e9, description="compute budget: training epochs summed over all trials (a trial "
-        "pruned after half an epoch counts 0.5); no new trial starts once it is used")
+        default=None,
+        gt=0,
+        le=1e9,
+        description="compute budget: training epochs summed over all trials (a trial "
+        "pruned after half an epoch counts 0.5); no new trial starts once it is used",
+    )
     baselines: list[str] | Literal["default"] | None = Field(
-        default=None, description="hand-picked reference points run beside the search (linear_probe, lora_r4, "
-        "lora_r8, lora_r16, mam, full_finetune; 'default': linear_probe and lora_r8), counted in the budget")
+        default=None,
+        description="hand-picked reference points run beside the search (linear_probe, lora_r4, "
+        "lora_r8, lora_r16, mam, full_finetune; 'default': linear_probe and lora_r8), counted in the budget",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    num_layers: int | None = Field(default=None, ge=1, le=1024,
-                                   description="layer count for per-layer spaces when the workload names no model")
+    num_layers: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="layer count for per-layer spaces when the workload names no model",
+    )
     reference_point: dict[str, float] | None = Field(
-        default=None, description="hypervolume reference point per objective (default: derived, see /hypervolume)")
+        default=None,
+        description="hypervolume reference point per objective (default: derived, see /hypervolume)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -104,11 +126,13 @@ class StudyCreate(BaseModel):
         return objectives
 
     @model_validator(mode="after")
-    def _reference(self) -> "StudyCreate":
+    def _reference(self) -> StudyCreate:
         if self.reference_point is not None:
             names = {o.name for o in self.objectives}
             if set(self.reference_point) != names:
-                raise ValueError(f"reference_point must give exactly the objectives {sorted(names)}")
+                raise ValueError(
+                    f"reference_point must give exactly the objectives {sorted(names)}"
+                )
         check_spec_size(self.model_dump(mode="json"))
         return self
 
@@ -116,12 +140,21 @@ class StudyCreate(BaseModel):
 class StudyExtend(BaseModel):
     """More budget for a running, stopped or finished study: each field is added to the study's own
     (at least one above 0). A finished study runs again, exactly the added trials / time / epochs."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     max_trials: int = Field(default=0, ge=0, le=100_000, description="trials to add")
-    max_seconds: float = Field(default=0, ge=0, le=10 * 365 * 86400,
-                               description="seconds to add to the time budget (the study must have one)")
-    max_epochs: float = Field(default=0, ge=0, le=1e9,
-                              description="training epochs to add to the compute budget (the study must have one)")
+    max_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=10 * 365 * 86400,
+        description="seconds to add to the time budget (the study must have one)",
+    )
+    max_epochs: float = Field(
+        default=0,
+        ge=0,
+        le=1e9,
+        description="training epochs to add to the compute budget (the study must have one)",
+    )
 
 
 class StudyPublic(BaseModel):
@@ -146,20 +179,30 @@ class TrialPublic(BaseModel):
     number: int
     state: TrialState
     config: dict[str, Any]
-    values: dict[str, float | None] | None = Field(default=None, description="the workload's metrics; "
-                                                      "non-finite values are stored as null")
+    values: dict[str, float | None] | None = Field(
+        default=None, description="the workload's metrics; non-finite values are stored as null"
+    )
     attempts: int
     parent_id: int | None = None
     kind: Literal["search", "baseline"] = "search"
     label: str | None = Field(default=None, description="a baseline's name")
     test_values: dict[str, float | None] | None = Field(
-        default=None, description="metrics of the saved adapter on the held-out test split (front and baselines)")
+        default=None,
+        description="metrics of the saved adapter on the held-out test split (front and baselines)",
+    )
     epochs_trained: float = Field(default=0.0, description="compute used, in training epochs")
-    lineage: list[dict[str, Any]] | None = Field(default=None, description="PBT: every exploit, in order")
-    feasible: bool | None = Field(default=None, description="whether the final values satisfy the study's "
-                                  "constraints (optimizer.options.constraints); null while the trial has no values. "
-                                  "Infeasible trials are never on the front nor in the hypervolume")
-    infeasible_reason: str | None = Field(default=None, description="every violated constraint, with the value")
+    lineage: list[dict[str, Any]] | None = Field(
+        default=None, description="PBT: every exploit, in order"
+    )
+    feasible: bool | None = Field(
+        default=None,
+        description="whether the final values satisfy the study's "
+        "constraints (optimizer.options.constraints); null while the trial has no values. "
+        "Infeasible trials are never on the front nor in the hypervolume",
+    )
+    infeasible_reason: str | None = Field(
+        default=None, description="every violated constraint, with the value"
+    )
     error: str | None = None
     created_at: dt.datetime
     started_at: dt.datetime | None = None
@@ -168,8 +211,9 @@ class TrialPublic(BaseModel):
 
 class TrialList(BaseModel):
     trials: list[TrialPublic]
-    next_after: int | None = Field(description="pass as ?after= to get the trials created since; "
-                                               "null when this page is empty")
+    next_after: int | None = Field(
+        description="pass as ?after= to get the trials created since; null when this page is empty"
+    )
 
 
 class ReportPublic(BaseModel):
@@ -188,9 +232,12 @@ class ParetoPublic(BaseModel):
     objectives: list[Objective]
     split: Literal["validation", "test"] = Field(
         description="the front is always selected on validation; with split=test each trial's values are its "
-        "held-out test metrics (objectives without a test counterpart, e.g. trainable_params, unchanged)")
+        "held-out test metrics (objectives without a test counterpart, e.g. trainable_params, unchanged)"
+    )
     trials: list[TrialPublic]
-    n_infeasible: int = Field(default=0, description="complete trials left out: they violate a constraint")
+    n_infeasible: int = Field(
+        default=0, description="complete trials left out: they violate a constraint"
+    )
 
 
 class HypervolumePublic(BaseModel):
@@ -200,7 +247,9 @@ class HypervolumePublic(BaseModel):
     reference_rule: str
     n_complete: int = Field(description="complete feasible trials")
     n_pareto: int
-    n_infeasible: int = Field(default=0, description="complete trials left out: they violate a constraint")
+    n_infeasible: int = Field(
+        default=0, description="complete trials left out: they violate a constraint"
+    )
 
 
 class Health(BaseModel):
@@ -211,9 +260,15 @@ class Health(BaseModel):
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    name: str | None = Field(default=None, min_length=1, max_length=100, description="a label for the token")
-    expires_in_days: float = Field(default=90, gt=0, le=3650,
-                                   description="days until the token expires (at most AUTOPEFT_TOKEN_MAX_DAYS)")
+    name: str | None = Field(
+        default=None, min_length=1, max_length=100, description="a label for the token"
+    )
+    expires_in_days: float = Field(
+        default=90,
+        gt=0,
+        le=3650,
+        description="days until the token expires (at most AUTOPEFT_TOKEN_MAX_DAYS)",
+    )
 
     @field_validator("name")
     @classmethod

@@ -37,7 +37,9 @@ def legacy_hash(token: str) -> str:
 
 def check_user_name(name: str) -> str:
     if not name or len(name) > 128 or not name.isprintable() or name != name.strip():
-        raise ValueError(f"user name must be 1-128 printable characters without surrounding spaces, got {name!r}")
+        raise ValueError(
+            f"user name must be 1-128 printable characters without surrounding spaces, got {name!r}"
+        )
     return name
 
 
@@ -56,19 +58,36 @@ def ensure_user(session: Session, user_name: str, role: str | None = None) -> Us
     return user
 
 
-def issue_token(session: Session, user_id: int, secret: str, name: str | None = None,
-                expires_at: dt.datetime | None = None) -> tuple[str, ApiToken]:
+def issue_token(
+    session: Session,
+    user_id: int,
+    secret: str,
+    name: str | None = None,
+    expires_at: dt.datetime | None = None,
+) -> tuple[str, ApiToken]:
     """A new token for ``user_id``; returns it (the only time it exists) and its row."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(user_id=user_id, token_hash=hash_token(token, secret), scheme="hmac", prefix=token[:10],
-                   name=name, expires_at=expires_at)
+    row = ApiToken(
+        user_id=user_id,
+        token_hash=hash_token(token, secret),
+        scheme="hmac",
+        prefix=token[:10],
+        name=name,
+        expires_at=expires_at,
+    )
     session.add(row)
     session.flush()
     return token, row
 
 
-def create_token(session: Session, user_name: str, secret: str, role: str | None = None, name: str | None = None,
-                 expires_at: dt.datetime | None = None) -> str:
+def create_token(
+    session: Session,
+    user_name: str,
+    secret: str,
+    role: str | None = None,
+    name: str | None = None,
+    expires_at: dt.datetime | None = None,
+) -> str:
     """Create ``user_name`` if needed and a new token for it; returns the token."""
     user = ensure_user(session, user_name, role)
     return issue_token(session, user.id, secret, name, expires_at)[0]
@@ -94,14 +113,19 @@ def find_token(session: Session, token: str, secret: str) -> tuple[TokenOwner | 
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None, False
     for digest, scheme in ((hash_token(token, secret), "hmac"), (legacy_hash(token), "sha256")):
-        row = session.execute(select(ApiToken, User).join(User, ApiToken.user_id == User.id)
-                              .where(ApiToken.token_hash == digest, ApiToken.scheme == scheme)).first()
+        row = session.execute(
+            select(ApiToken, User)
+            .join(User, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == digest, ApiToken.scheme == scheme)
+        ).first()
         if row is None:
             continue
         tok, user = row
         if tok.revoked or is_expired(tok.expires_at):
             return None, False
-        return TokenOwner(user.id, user.name, user.role, tok.id, tok.expires_at, tok.last_used_at), scheme == "sha256"
+        return TokenOwner(
+            user.id, user.name, user.role, tok.id, tok.expires_at, tok.last_used_at
+        ), scheme == "sha256"
     return None, False
 
 

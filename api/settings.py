@@ -20,54 +20,101 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AUTOPEFT_", extra="ignore")
 
-    db_url: str = Field(default=f"sqlite:///{DEFAULT_HOME / 'autopeft.db'}",
-                        description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db")
-    secret: str = Field(default=DEFAULT_SECRET, description="server secret: the HMAC key of the stored token "
-                        "hashes (changing it revokes every token); required off loopback")
+    db_url: str = Field(
+        default=f"sqlite:///{DEFAULT_HOME / 'autopeft.db'}",
+        description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db",
+    )
+    secret: str = Field(
+        default=DEFAULT_SECRET,
+        description="server secret: the HMAC key of the stored token "
+        "hashes (changing it revokes every token); required off loopback",
+    )
     host: str = "127.0.0.1"
     port: int = 8642
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     ray_transfer: Literal["auto", "object_store", "shared"] = Field(
-        default="auto", description="how checkpoints and uploaded datasets reach Ray workers: auto (the object "
-        "store for nodes other than the controller's), object_store (always), shared (one file system)")
-    artifacts_dir: Path = Field(default=DEFAULT_HOME / "artifacts",
-                                description="trial checkpoints, adapters and worker logs")
+        default="auto",
+        description="how checkpoints and uploaded datasets reach Ray workers: auto (the object "
+        "store for nodes other than the controller's), object_store (always), shared (one file system)",
+    )
+    artifacts_dir: Path = Field(
+        default=DEFAULT_HOME / "artifacts",
+        description="trial checkpoints, adapters and worker logs",
+    )
     run_scheduler: bool = Field(default=True, description="run studies (off: a read-only API)")
     migrate: bool = Field(default=True, description="run `alembic upgrade head` at start-up")
-    worker_pythonpath: str | None = Field(default=None, description="extra PYTHONPATH for trial processes")
+    worker_pythonpath: str | None = Field(
+        default=None, description="extra PYTHONPATH for trial processes"
+    )
     cpus_per_trial: int = 1
-    prestart_workers: int = Field(default=2, ge=0, le=64,
-                                  description="trial processes started ahead of time (local executor)")
-    listing_cache: bool = Field(default=True, description="cache encoded trial pages (one API process per database)")
+    prestart_workers: int = Field(
+        default=2, ge=0, le=64, description="trial processes started ahead of time (local executor)"
+    )
+    listing_cache: bool = Field(
+        default=True, description="cache encoded trial pages (one API process per database)"
+    )
     log_level: str = "info"
-    datasets_dir: Path | None = Field(default=None, description="uploaded datasets (default <artifacts_dir>/datasets)")
-    max_upload_bytes: int = Field(default=100 * 2**20, ge=1, description="largest dataset upload (413 above)")
-    max_stored_bytes_per_user: int = Field(default=2**30, ge=0,
-                                           description="uploaded data one user may keep (403 above; 0: no limit)")
-    max_body_bytes: int = Field(default=2**20, ge=1024, description="largest JSON request body (413 above)")
+    datasets_dir: Path | None = Field(
+        default=None, description="uploaded datasets (default <artifacts_dir>/datasets)"
+    )
+    max_upload_bytes: int = Field(
+        default=100 * 2**20, ge=1, description="largest dataset upload (413 above)"
+    )
+    max_stored_bytes_per_user: int = Field(
+        default=2**30, ge=0, description="uploaded data one user may keep (403 above; 0: no limit)"
+    )
+    max_body_bytes: int = Field(
+        default=2**20, ge=1024, description="largest JSON request body (413 above)"
+    )
     python_workloads: Literal["off", "admins", "all"] = Field(
-        default="off", description="who may submit python workloads (they run code on the server): off "
-        "(nobody, the default), admins, or all users")
-    python_modules: str | None = Field(default=None, description="comma-separated module prefixes python "
-                                       "entrypoints must start with (unset: any module on the workers' path)")
-    max_running_trials: int = Field(default=0, ge=0, description="trials running at once over all users, shared "
-                                    "fairly (0: the executor's capacity when it knows it, else no limit)")
-    max_running_trials_per_user: int = Field(default=0, ge=0, description="trials one user may run at once (0: no "
-                                             "limit); a study's max_parallel above it is refused (403)")
-    max_active_studies_per_user: int = Field(default=20, ge=0, description="running studies per user (429 above; "
-                                             "0: no limit)")
-    token_cache_s: float = Field(default=5.0, ge=0, le=60, description="seconds a token lookup is cached; a token "
-                                 "revoked by `autopeft token revoke` (another process) is refused after at most this")
-    token_max_days: int = Field(default=365, ge=1, le=3650, description="longest expiry of a token made over REST")
+        default="off",
+        description="who may submit python workloads (they run code on the server): off "
+        "(nobody, the default), admins, or all users",
+    )
+    python_modules: str | None = Field(
+        default=None,
+        description="comma-separated module prefixes python "
+        "entrypoints must start with (unset: any module on the workers' path)",
+    )
+    max_running_trials: int = Field(
+        default=0,
+        ge=0,
+        description="trials running at once over all users, shared "
+        "fairly (0: the executor's capacity when it knows it, else no limit)",
+    )
+    max_running_trials_per_user: int = Field(
+        default=0,
+        ge=0,
+        description="trials one user may run at once (0: no "
+        "limit); a study's max_parallel above it is refused (403)",
+    )
+    max_active_studies_per_user: int = Field(
+        default=20, ge=0, description="running studies per user (429 above; 0: no limit)"
+    )
+    token_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="seconds a token lookup is cached; a token "
+        "revoked by `autopeft token revoke` (another process) is refused after at most this",
+    )
+    token_max_days: int = Field(
+        default=365, ge=1, le=3650, description="longest expiry of a token made over REST"
+    )
     data_dirs: str | None = Field(
-        default=None, description="folders (os.pathsep-separated) that datasets named by a server path must "
-        "lie in; unset: any regular file on a loopback bind, none on any other bind")
-
+        default=None,
+        description="folders (os.pathsep-separated) that datasets named by a server path must "
+        "lie in; unset: any regular file on a loopback bind, none on any other bind",
+    )
 
     @property
     def datasets_path(self) -> Path:
-        return Path(self.datasets_dir) if self.datasets_dir is not None else Path(self.artifacts_dir) / "datasets"
+        return (
+            Path(self.datasets_dir)
+            if self.datasets_dir is not None
+            else Path(self.artifacts_dir) / "datasets"
+        )
 
     def python_module_prefixes(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in (self.python_modules or "").split(",") if p.strip())
@@ -95,7 +142,10 @@ def apply_data_dirs(settings: Settings) -> None:
 
 def check_bind(settings: Settings) -> None:
     """Refuse a non-loopback address without a configured secret (raises ``ValueError``)."""
-    if not is_loopback(settings.host) and (not settings.secret or settings.secret == DEFAULT_SECRET
-                                           or len(settings.secret) < 16):
-        raise ValueError(f"refusing to bind {settings.host}: not a loopback address and no secret is "
-                         "configured; set AUTOPEFT_SECRET to a random string of >= 16 characters")
+    if not is_loopback(settings.host) and (
+        not settings.secret or settings.secret == DEFAULT_SECRET or len(settings.secret) < 16
+    ):
+        raise ValueError(
+            f"refusing to bind {settings.host}: not a loopback address and no secret is "
+            "configured; set AUTOPEFT_SECRET to a random string of >= 16 characters"
+        )

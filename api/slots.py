@@ -24,22 +24,25 @@ from dataclasses import dataclass, field
 @dataclass(eq=False)
 class Holder:
     """One study runner as the allocator sees it."""
+
     user_id: int
     study_id: int
     wake: threading.Event = field(default_factory=threading.Event)
 
 
 class SlotAllocator:
-    def __init__(self, capacity: int | Callable[[], int | None] | None = None, per_user: int | None = None):
+    def __init__(
+        self, capacity: int | Callable[[], int | None] | None = None, per_user: int | None = None
+    ):
         """``capacity``: slots in all, or a function asked each time (an executor whose cluster grows
         and shrinks); None or 0: no limit."""
         self._capacity = capacity
         self.per_user = per_user if per_user and per_user > 0 else None
         self._lock = threading.Lock()
-        self._held: Counter = Counter()          # holder -> slots held
+        self._held: Counter = Counter()  # holder -> slots held
         self._by_user: Counter = Counter()
         self._by_study: Counter = Counter()
-        self._waiting: dict[Holder, int] = {}     # holder -> order of arrival
+        self._waiting: dict[Holder, int] = {}  # holder -> order of arrival
         self._order = itertools.count()
 
     @property

@@ -49,12 +49,14 @@ class Client:
         self.url = (url or os.environ.get("AUTOPEFT_URL") or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get("AUTOPEFT_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, trust_env=False
+        )
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -66,7 +68,12 @@ class Client:
         if resp.status_code >= 400:
             try:
                 err = resp.json()["error"]
-                raise ApiError(resp.status_code, err.get("code", "error"), err.get("message", ""), err.get("field"))
+                raise ApiError(
+                    resp.status_code,
+                    err.get("code", "error"),
+                    err.get("message", ""),
+                    err.get("field"),
+                )
             except (ValueError, KeyError, TypeError):
                 raise ApiError(resp.status_code, "error", resp.text[:500]) from None
         return resp
@@ -78,47 +85,79 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/healthz")
 
-    def create_study(self, name: str | None = None, space: str | dict | None = None,
-                     objectives: list | None = None, optimizer: str | dict | None = None,
-                     workload: dict | None = None, spec: dict | None = None, **fields: Any) -> "Study":
+    def create_study(
+        self,
+        name: str | None = None,
+        space: str | dict | None = None,
+        objectives: list | None = None,
+        optimizer: str | dict | None = None,
+        workload: dict | None = None,
+        spec: dict | None = None,
+        **fields: Any,
+    ) -> Study:
         """Submit a study. Give its fields as keywords, or a whole ``spec`` mapping.
 
         ``objectives`` may be ``[("accuracy", "maximize"), ...]`` or the REST form
         ``[{"name": ..., "direction": ...}]``; ``optimizer`` may be a name or ``{"name", "options"}``.
         """
         body = dict(spec or {})
-        for key, value in (("name", name), ("space", space), ("objectives", objectives),
-                           ("optimizer", optimizer), ("workload", workload)):
+        for key, value in (
+            ("name", name),
+            ("space", space),
+            ("objectives", objectives),
+            ("optimizer", optimizer),
+            ("workload", workload),
+        ):
             if value is not None:
                 body[key] = value
         body.update(fields)
         if isinstance(body.get("optimizer"), str):
             body["optimizer"] = {"name": body["optimizer"], "options": {}}
         if body.get("objectives"):
-            body["objectives"] = [o if isinstance(o, dict) else {"name": o[0], "direction": o[1]}
-                                  for o in body["objectives"]]
+            body["objectives"] = [
+                o if isinstance(o, dict) else {"name": o[0], "direction": o[1]}
+                for o in body["objectives"]
+            ]
         return Study(self, self._json("POST", "/api/v1/studies", json=body))
 
-    def study(self, study_id: int) -> "Study":
+    def study(self, study_id: int) -> Study:
         return Study(self, self._json("GET", f"/api/v1/studies/{int(study_id)}"))
 
-    def studies(self) -> list["Study"]:
+    def studies(self) -> list[Study]:
         return [Study(self, s) for s in self._json("GET", "/api/v1/studies")["studies"]]
 
     # -- datasets -------------------------------------------------------------------------------
-    def upload_dataset(self, path: str | Path, name: str | None = None, text_column: str | list[str] | None = None,
-                       label_column: str | None = None, format: str | None = None,
-                       encoding: str | None = None) -> dict[str, Any]:
+    def upload_dataset(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        text_column: str | list[str] | None = None,
+        label_column: str | None = None,
+        format: str | None = None,
+        encoding: str | None = None,
+    ) -> dict[str, Any]:
         """Upload a CSV / TSV / JSONL file (streamed from disk) and return the stored dataset:
         ``id`` (use it as ``workload["dataset_id"]``), ``rows``, ``labels`` (rows per label), ``sha256``...
         The server checks it first; a bad file raises :class:`ApiError` naming the row and column."""
         path = Path(path)
-        fields = {"name": name, "label_column": label_column, "format": format, "encoding": encoding,
-                  "text_column": ",".join(text_column) if isinstance(text_column, (list, tuple)) else text_column}
+        fields = {
+            "name": name,
+            "label_column": label_column,
+            "format": format,
+            "encoding": encoding,
+            "text_column": ",".join(text_column)
+            if isinstance(text_column, (list, tuple))
+            else text_column,
+        }
         data = {k: v for k, v in fields.items() if v is not None}
         with open(path, "rb") as fh:
-            return self._json("POST", "/api/v1/datasets", data=data,
-                              files={"file": (path.name, fh, "application/octet-stream")}, timeout=None)
+            return self._json(
+                "POST",
+                "/api/v1/datasets",
+                data=data,
+                files={"file": (path.name, fh, "application/octet-stream")},
+                timeout=None,
+            )
 
     def datasets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/api/v1/datasets")["datasets"]
@@ -166,7 +205,9 @@ class Study:
         self._client, self._data = client, data
 
     def __repr__(self) -> str:
-        return f"Study(id={self.id}, name={self.name!r}, state={self.state!r}, counts={self.counts})"
+        return (
+            f"Study(id={self.id}, name={self.name!r}, state={self.state!r}, counts={self.counts})"
+        )
 
     @property
     def id(self) -> int:
@@ -192,34 +233,43 @@ class Study:
     def data(self) -> dict[str, Any]:
         return dict(self._data)
 
-    def refresh(self) -> "Study":
+    def refresh(self) -> Study:
         self._data = self._client._json("GET", f"/api/v1/studies/{self.id}")
         return self
 
-    def stop(self) -> "Study":
+    def stop(self) -> Study:
         self._data = self._client._json("POST", f"/api/v1/studies/{self.id}/stop")
         return self
 
-    def resume(self) -> "Study":
+    def resume(self) -> Study:
         self._data = self._client._json("POST", f"/api/v1/studies/{self.id}/resume")
         return self
 
     def delete(self) -> None:
         self._client.request("DELETE", f"/api/v1/studies/{self.id}")
 
-    def extend(self, max_trials: int = 0, max_seconds: float = 0, max_epochs: float = 0) -> "Study":
+    def extend(self, max_trials: int = 0, max_seconds: float = 0, max_epochs: float = 0) -> Study:
         """Add budget: trials, seconds (time budget) and / or training epochs (compute budget). A
         finished study runs again, exactly the added budget; a running one goes on with it."""
-        body = {k: v for k, v in (("max_trials", max_trials), ("max_seconds", max_seconds),
-                                  ("max_epochs", max_epochs)) if v}
+        body = {
+            k: v
+            for k, v in (
+                ("max_trials", max_trials),
+                ("max_seconds", max_seconds),
+                ("max_epochs", max_epochs),
+            )
+            if v
+        }
         self._data = self._client._json("POST", f"/api/v1/studies/{self.id}/extend", json=body)
         return self
 
-    def clone(self, overrides: dict[str, Any] | None = None, **fields: Any) -> "Study":
+    def clone(self, overrides: dict[str, Any] | None = None, **fields: Any) -> Study:
         """A new study from this one's spec with ``overrides`` (and keyword fields) merged over it
         (mappings merge key by key, None removes a key), validated like a new study."""
         body = {**(overrides or {}), **fields}
-        return Study(self._client, self._client._json("POST", f"/api/v1/studies/{self.id}/clone", json=body))
+        return Study(
+            self._client, self._client._json("POST", f"/api/v1/studies/{self.id}/clone", json=body)
+        )
 
     def trials(self, after: int | None = None, state: str | None = None) -> list[dict[str, Any]]:
         """All trials (or those created after trial id ``after``), following pages."""
@@ -241,7 +291,9 @@ class Study:
         """The front selected on validation among feasible trials (baselines included, ``kind ==
         "baseline"``; trials violating a constraint never, see :meth:`infeasible`); with
         ``split="test"`` each trial's ``values`` are its held-out test metrics (None until tested)."""
-        return self._client._json("GET", f"/api/v1/studies/{self.id}/pareto", params={"split": split})["trials"]
+        return self._client._json(
+            "GET", f"/api/v1/studies/{self.id}/pareto", params={"split": split}
+        )["trials"]
 
     def infeasible(self) -> list[dict[str, Any]]:
         """Complete trials that violate a constraint of the study (``infeasible_reason`` says
@@ -249,18 +301,26 @@ class Study:
         return [t for t in self.trials(state="complete") if t.get("feasible") is False]
 
     def hypervolume(self, split: str = "validation") -> float:
-        return float(self._client._json("GET", f"/api/v1/studies/{self.id}/hypervolume",
-                                        params={"split": split})["hypervolume"])
+        return float(
+            self._client._json(
+                "GET", f"/api/v1/studies/{self.id}/hypervolume", params={"split": split}
+            )["hypervolume"]
+        )
 
-    def wait(self, timeout: float | None = None, poll: float = 1.0, progress: bool = True) -> "Study":
+    def wait(self, timeout: float | None = None, poll: float = 1.0, progress: bool = True) -> Study:
         """Block until the study is finished, stopped or failed; show a progress bar on stderr."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=int(self.spec.get("max_trials", 0)) or None, desc=f"study {self.id}",
-                       unit="trial", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(
+                total=int(self.spec.get("max_trials", 0)) or None,
+                desc=f"study {self.id}",
+                unit="trial",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         try:
             while True:
                 self.refresh()
@@ -268,13 +328,19 @@ class Study:
                 done = c.get("complete", 0) + c.get("failed", 0) + c.get("pruned", 0)
                 if bar is not None:
                     bar.n = done
-                    bar.set_postfix(running=c.get("running", 0), failed=c.get("failed", 0),
-                                    pruned=c.get("pruned", 0), refresh=False)
+                    bar.set_postfix(
+                        running=c.get("running", 0),
+                        failed=c.get("failed", 0),
+                        pruned=c.get("pruned", 0),
+                        refresh=False,
+                    )
                     bar.refresh()
                 if self.state in FINISHED_STATES:
                     return self
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"study {self.id} still {self.state} after {timeout} s ({c})")
+                    raise TimeoutError(
+                        f"study {self.id} still {self.state} after {timeout} s ({c})"
+                    )
                 time.sleep(poll)
         finally:
             if bar is not None:
@@ -286,9 +352,24 @@ class Study:
 
         rows = []
         for t in self.trials():
-            row = {k: t.get(k) for k in ("id", "number", "state", "kind", "label", "attempts", "parent_id",
-                                          "epochs_trained", "feasible", "infeasible_reason", "created_at",
-                                          "started_at", "finished_at")}
+            row = {
+                k: t.get(k)
+                for k in (
+                    "id",
+                    "number",
+                    "state",
+                    "kind",
+                    "label",
+                    "attempts",
+                    "parent_id",
+                    "epochs_trained",
+                    "feasible",
+                    "infeasible_reason",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                )
+            }
             row.update({f"values.{k}": v for k, v in (t.get("values") or {}).items()})
             row.update({f"test.{k}": v for k, v in (t.get("test_values") or {}).items()})
             row.update({f"config.{k}": v for k, v in (t.get("config") or {}).items()})

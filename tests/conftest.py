@@ -30,12 +30,16 @@ def minilm_path() -> Path:
 
 
 # -- a tiny random BERT with MiniLM's real tokenizer, and a small learnable dataset ----------------------
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 
 POSITIVE = ["great", "love", "wonderful", "excellent", "happy", "superb", "nice", "brilliant"]
 NEGATIVE = ["awful", "hate", "terrible", "horrible", "sad", "poor", "nasty", "dreadful"]
 FILLER = ["the", "car", "drives", "today", "really", "was", "a", "ride", "city", "road"]
-
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +50,14 @@ def tiny_model(tmp_path_factory, minilm_path) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     folder = tmp_path_factory.mktemp("tiny_bert")
     BertModel(config).save_pretrained(folder)
     for name in TOKENIZER_FILES:

@@ -44,8 +44,13 @@ def dir_signature(path: str | Path | None) -> tuple | None:
     """Names, sizes and mtimes of the files in ``path`` (None: missing or empty)."""
     if not path or not Path(path).is_dir():
         return None
-    sig = tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                       for p in Path(path).rglob("*") if p.is_file()))
+    sig = tuple(
+        sorted(
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in Path(path).rglob("*")
+            if p.is_file()
+        )
+    )
     return sig or None
 
 
@@ -55,8 +60,10 @@ def pack_dir(path: str | Path | None, max_bytes: int) -> bytes | None:
         return None
     size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
     if size > max_bytes:
-        raise CheckpointTooLarge(f"checkpoint {path} holds {size / 2**20:.1f} MiB, more than max_checkpoint_bytes "
-                                 f"({max_bytes / 2**20:.1f} MiB): checkpoints must be adapter-only, not model copies")
+        raise CheckpointTooLarge(
+            f"checkpoint {path} holds {size / 2**20:.1f} MiB, more than max_checkpoint_bytes "
+            f"({max_bytes / 2**20:.1f} MiB): checkpoints must be adapter-only, not model copies"
+        )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(str(path), arcname=".")
@@ -150,8 +157,16 @@ def local_data_file(data_file: dict[str, Any], blob: bytes) -> str:
     return str(target)
 
 
-def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transfer: str,
-              restore_blob: bytes | None, max_checkpoint_bytes: int, data: list | None = None) -> dict[str, Any]:
+def run_trial(
+    spec: dict[str, Any],
+    hub: Any,
+    key: str,
+    driver_node: str,
+    transfer: str,
+    restore_blob: bytes | None,
+    max_checkpoint_bytes: int,
+    data: list | None = None,
+) -> dict[str, Any]:
     """One attempt of one trial, inside a Ray worker. Returns ``{"type": "done" | "error", ...}``.
 
     Exceptions of the workload become ``error`` results (no retry, like the local executor);
@@ -164,8 +179,15 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
 
     ctx_rt = ray.get_runtime_context()
     node = ctx_rt.get_node_id()
-    hub.put.remote(key, {"type": "start", "node_id": node, "node_ip": ray.util.get_node_ip_address(),
-                         "pid": os.getpid()})
+    hub.put.remote(
+        key,
+        {
+            "type": "start",
+            "node_id": node,
+            "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+        },
+    )
     local = transfer == "shared" or (transfer == "auto" and node == driver_node)
     scratch = None
     ckpt, restore = spec.get("checkpoint_dir"), spec.get("restore_dir")
@@ -178,7 +200,7 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
             restore = ckpt if same and ckpt else str(scratch / "restore")
             unpack_dir(restore_blob, restore)
     last_sig = [dir_signature(ckpt) if not local else None]
-    if not local and data and spec.get("data_file"):   # the dataset is on the controller's disk only
+    if not local and data and spec.get("data_file"):  # the dataset is on the controller's disk only
         workload = dict(spec["workload"])
         workload["dataset"] = local_data_file(spec["data_file"], ray.get(data[0]))
         spec = {**spec, "workload": workload}
@@ -196,7 +218,7 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
         event: dict[str, Any] = {"type": "report", "step": int(step), "metrics": metrics}
         blob = shipped_checkpoint()
         if blob is not None:
-            event["checkpoint"] = [ray.put(blob)]   # in a list: the controller fetches it itself
+            event["checkpoint"] = [ray.put(blob)]  # in a list: the controller fetches it itself
         return ray.get(hub.put.remote(key, event))
 
     log_cm: Any = contextlib.nullcontext()
@@ -205,21 +227,38 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
         log_cm = _redirect_output(log_path)
     try:
         with log_cm:
-            ctx = TrialContext(trial_id=spec["trial_id"], number=spec["number"], checkpoint_dir=ckpt,
-                               restore_dir=restore, reporter=reporter, budget=spec.get("budget"),
-                               resources=spec.get("resources") or None)
+            ctx = TrialContext(
+                trial_id=spec["trial_id"],
+                number=spec["number"],
+                checkpoint_dir=ckpt,
+                restore_dir=restore,
+                reporter=reporter,
+                budget=spec.get("budget"),
+                resources=spec.get("resources") or None,
+            )
             try:
                 values = run_workload(spec["workload"], spec["config"], ctx)
                 values = {str(k): float(v) for k, v in dict(values).items()}
-            except (Exception, SystemExit) as err:  # noqa: BLE001 - a failed trial with its reason
+            except (Exception, SystemExit) as err:
                 tb = traceback.format_exc(limit=8)
-                print(traceback.format_exc(), file=sys.stderr, flush=True)   # the worker log keeps it whole
+                print(
+                    traceback.format_exc(), file=sys.stderr, flush=True
+                )  # the worker log keeps it whole
                 from autopeft.workers.gpus import is_cuda_oom
 
-                return {"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}", "node_id": node,
-                        "oom": is_cuda_oom(err)}
+                return {
+                    "type": "error",
+                    "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}",
+                    "node_id": node,
+                    "oom": is_cuda_oom(err),
+                }
             stopped = ctx.last_decision not in (None, True, "continue")
-            result: dict[str, Any] = {"type": "done", "values": values, "stopped": bool(stopped), "node_id": node}
+            result: dict[str, Any] = {
+                "type": "done",
+                "values": values,
+                "stopped": bool(stopped),
+                "node_id": node,
+            }
             try:
                 result["checkpoint"] = shipped_checkpoint()
             except CheckpointTooLarge as err:
@@ -232,6 +271,9 @@ def run_trial(spec: dict[str, Any], hub: Any, key: str, driver_node: str, transf
 
 @contextlib.contextmanager
 def _redirect_output(path: str):
-    with open(path, "a", encoding="utf-8", buffering=1) as f, contextlib.redirect_stdout(f), \
-            contextlib.redirect_stderr(f):
+    with (
+        open(path, "a", encoding="utf-8", buffering=1) as f,
+        contextlib.redirect_stdout(f),
+        contextlib.redirect_stderr(f),
+    ):
         yield

@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     if not line:
         return 0  # a pre-started worker that was never used
     spec = json.loads(line)["spec"]
-    if spec.get("cuda_visible_devices") is not None:   # before anything initialises CUDA
+    if spec.get("cuda_visible_devices") is not None:  # before anything initialises CUDA
         os.environ["CUDA_VISIBLE_DEVICES"] = spec["cuda_visible_devices"]
     log_path = spec.get("log_path")
     if log_path:
@@ -63,18 +63,32 @@ def main(argv: list[str]) -> int:
             os._exit(71)  # controller gone
         return json.loads(answer)["decision"]
 
-    ctx = TrialContext(trial_id=spec["trial_id"], number=spec["number"], checkpoint_dir=spec.get("checkpoint_dir"),
-                       restore_dir=spec.get("restore_dir"), reporter=reporter, budget=spec.get("budget"),
-                       resources=spec.get("resources") or None)
+    ctx = TrialContext(
+        trial_id=spec["trial_id"],
+        number=spec["number"],
+        checkpoint_dir=spec.get("checkpoint_dir"),
+        restore_dir=spec.get("restore_dir"),
+        reporter=reporter,
+        budget=spec.get("budget"),
+        resources=spec.get("resources") or None,
+    )
     try:
         values = run_workload(spec["workload"], spec["config"], ctx)
         values = {str(k): float(v) for k, v in dict(values).items()}
-    except BaseException as err:  # noqa: BLE001 - everything becomes a failed trial with its reason
+    except BaseException as err:
         tb = traceback.format_exc(limit=8)
-        print(traceback.format_exc(), file=sys.stderr, flush=True)   # the whole traceback: the worker log
+        print(
+            traceback.format_exc(), file=sys.stderr, flush=True
+        )  # the whole traceback: the worker log
         from autopeft.workers.gpus import is_cuda_oom
 
-        send({"type": "error", "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}", "oom": is_cuda_oom(err)})
+        send(
+            {
+                "type": "error",
+                "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}",
+                "oom": is_cuda_oom(err),
+            }
+        )
         return 1
     stopped = ctx.last_decision not in (None, True, "continue")
     send({"type": "done", "values": values, "stopped": bool(stopped)})

@@ -44,7 +44,7 @@ def relay_decision(on_report: OnReport, step: int, metrics: dict[str, Any]) -> s
     A controller-side error is logged and the trial continues, so it never dies silently."""
     try:
         decision = on_report(int(step), metrics)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("on_report failed; telling the trial to continue")
         return "continue"
     if decision is None or decision is True or decision == "continue":
@@ -65,6 +65,7 @@ def is_loopback_host(host: str) -> bool:
 @dataclass
 class TrialSpec:
     """What a worker needs to run one attempt of one trial."""
+
     trial_id: int
     study_id: int
     number: int
@@ -75,7 +76,7 @@ class TrialSpec:
     restore_dir: str | None = None
     budget: dict[str, float] | None = None
     resources: dict[str, float] = field(default_factory=dict)
-    log_path: str | None = None   # where the worker's stdout / stderr go (local executor)
+    log_path: str | None = None  # where the worker's stdout / stderr go (local executor)
     # the dataset file the workload reads, as it is on the controller's node: {"path", "sha256",
     # "size", "suffix"}. A local worker reads ``path``; the Ray executor ships the file to other nodes.
     data_file: dict[str, Any] | None = None
@@ -86,7 +87,7 @@ class TrialSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
+    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
         return cls(**d)
 
 
@@ -94,14 +95,15 @@ class TrialSpec:
 class TrialOutcome:
     """How an attempt ended. ``state`` is complete or failed; ``stopped`` says the workload
     returned early because a report was answered with something other than "continue"."""
+
     state: Literal["complete", "failed"]
     values: dict[str, float] | None = None
     error: str | None = None
     stopped: bool = False
     cancelled: bool = False
-    attempt: int | None = None    # the attempt that produced this outcome, when the executor retried
-    retries: list[str] = field(default_factory=list)   # why each earlier attempt was retried
-    oom: bool = False             # failed with CUDA out of memory (executors retry such a trial alone)
+    attempt: int | None = None  # the attempt that produced this outcome, when the executor retried
+    retries: list[str] = field(default_factory=list)  # why each earlier attempt was retried
+    oom: bool = False  # failed with CUDA out of memory (executors retry such a trial alone)
 
 
 OnDone = Callable[[TrialOutcome], None]

@@ -28,7 +28,16 @@ from dataclasses import dataclass
 log = logging.getLogger("autopeft.workers.gpus")
 
 FAKE_GPUS_ENV = "AUTOPEFT_FAKE_GPUS"
-_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,9 @@ def parse_fake_gpus(text: str) -> list[Gpu]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         m = re.fullmatch(r"(?:(\d+)\s*x\s*)?(\d+(?:\.\d+)?)\s*([a-zA-Z]*)", part)
         if not m or m.group(3).lower() not in _UNITS:
-            raise ValueError(f"{FAKE_GPUS_ENV}: cannot read {part!r}; write e.g. '2x80GiB' or '80GiB,40GiB'")
+            raise ValueError(
+                f"{FAKE_GPUS_ENV}: cannot read {part!r}; write e.g. '2x80GiB' or '80GiB,40GiB'"
+            )
         count = int(m.group(1) or 1)
         size = int(float(m.group(2)) * _UNITS[m.group(3).lower()])
         gpus += [Gpu(len(gpus) + i, size, "fake") for i in range(count)]
@@ -60,7 +71,7 @@ def inventory() -> list[Gpu]:
     if fake:
         return parse_fake_gpus(fake)
     if not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")):
-        return []   # no NVIDIA driver: skip importing torch in the controller just to learn that
+        return []  # no NVIDIA driver: skip importing torch in the controller just to learn that
     try:
         import pynvml  # type: ignore[import-not-found]
     except ImportError:
@@ -69,12 +80,18 @@ def inventory() -> list[Gpu]:
         try:
             pynvml.nvmlInit()
             try:
-                return [Gpu(i, int(pynvml.nvmlDeviceGetMemoryInfo(h).total), str(pynvml.nvmlDeviceGetName(h)))
-                        for i in range(pynvml.nvmlDeviceGetCount())
-                        for h in [pynvml.nvmlDeviceGetHandleByIndex(i)]]
+                return [
+                    Gpu(
+                        i,
+                        int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
+                        str(pynvml.nvmlDeviceGetName(h)),
+                    )
+                    for i in range(pynvml.nvmlDeviceGetCount())
+                    for h in [pynvml.nvmlDeviceGetHandleByIndex(i)]
+                ]
             finally:
                 pynvml.nvmlShutdown()
-        except Exception as err:  # noqa: BLE001 - no driver: fall through to torch, and say so
+        except Exception as err:
             log.info("NVML unavailable (%s); asking torch for the GPUs", err)
     try:
         import torch
@@ -106,15 +123,22 @@ class GpuPool:
         """The smallest GPU's memory (shares are computed against it), None without GPUs."""
         return min((g.memory for g in self.gpus), default=None)
 
-    def acquire(self, share: float, alone: bool = False, cancelled: Callable[[], bool] = lambda: False,
-                poll_s: float = 0.5) -> list[int] | None:
+    def acquire(
+        self,
+        share: float,
+        alone: bool = False,
+        cancelled: Callable[[], bool] = lambda: False,
+        poll_s: float = 0.5,
+    ) -> list[int] | None:
         """Block until ``share`` GPUs (fractions of one) can be granted; the GPU indices granted, or
         None when ``cancelled()`` became true while waiting. ``ValueError`` when the node can never
         grant it (more whole GPUs than it has, or no GPU)."""
         whole = math.ceil(share - 1e-9) if share >= 1 or alone else 0
         if not self.gpus or whole > len(self.gpus):
-            raise ValueError(f"this node has {len(self.gpus)} GPU(s); the trial asks for {share:g}"
-                             + (" alone" if alone else ""))
+            raise ValueError(
+                f"this node has {len(self.gpus)} GPU(s); the trial asks for {share:g}"
+                + (" alone" if alone else "")
+            )
         with self._cond:
             while True:
                 got = self._try(share, whole or None, alone)
@@ -136,10 +160,12 @@ class GpuPool:
                 if alone:
                     self._alone.add(i)
             return got
-        fits = [i for i in self._used if i not in self._alone and self._used[i] + share <= 1.0 + 1e-9]
+        fits = [
+            i for i in self._used if i not in self._alone and self._used[i] + share <= 1.0 + 1e-9
+        ]
         if not fits:
             return None
-        best = max(fits, key=lambda i: (self._used[i], -i))   # fullest first: pack
+        best = max(fits, key=lambda i: (self._used[i], -i))  # fullest first: pack
         self._used[best] += share
         self._holders[best] += 1
         return [best]
@@ -149,7 +175,9 @@ class GpuPool:
             for i in indices:
                 self._alone.discard(i)
                 self._holders[i] = max(0, self._holders[i] - 1)
-                self._used[i] = 0.0 if share >= 1 or self._holders[i] == 0 else max(0.0, self._used[i] - share)
+                self._used[i] = (
+                    0.0 if share >= 1 or self._holders[i] == 0 else max(0.0, self._used[i] - share)
+                )
             self._cond.notify_all()
 
     def holders(self, index: int) -> int:
@@ -163,7 +191,9 @@ class MemoryMargin:
 
     def __init__(self, factor: float = 1.2, growth: float = 1.25, ceiling: float = 4.0):
         if factor < 1 or growth <= 1 or ceiling < factor:
-            raise ValueError(f"margin: need 1 <= factor <= ceiling and growth > 1, got {factor}, {growth}, {ceiling}")
+            raise ValueError(
+                f"margin: need 1 <= factor <= ceiling and growth > 1, got {factor}, {growth}, {ceiling}"
+            )
         self._factor, self.growth, self.ceiling = float(factor), float(growth), float(ceiling)
         self._lock = threading.Lock()
 
@@ -175,10 +205,15 @@ class MemoryMargin:
     def grow(self) -> float:
         with self._lock:
             self._factor = min(self.ceiling, self._factor * self.growth)
-            log.warning("a trial ran out of GPU memory: the packing margin is now x%.2f", self._factor)
+            log.warning(
+                "a trial ran out of GPU memory: the packing margin is now x%.2f", self._factor
+            )
             return self._factor
 
 
 def is_cuda_oom(err: BaseException) -> bool:
     """A CUDA out-of-memory error of torch (``torch.OutOfMemoryError``), without importing torch."""
-    return any(c.__name__ == "OutOfMemoryError" and c.__module__.startswith("torch") for c in type(err).__mro__)
+    return any(
+        c.__name__ == "OutOfMemoryError" and c.__module__.startswith("torch")
+        for c in type(err).__mro__
+    )

@@ -33,7 +33,14 @@ import time
 from pathlib import Path
 
 from autopeft.errors import InvalidConfig
-from autopeft.workers.base import Executor, OnDone, OnReport, TrialOutcome, TrialSpec, relay_decision
+from autopeft.workers.base import (
+    Executor,
+    OnDone,
+    OnReport,
+    TrialOutcome,
+    TrialSpec,
+    relay_decision,
+)
 from autopeft.workers.gpus import Gpu, GpuPool, MemoryMargin, inventory
 
 log = logging.getLogger("autopeft.workers.local")
@@ -45,8 +52,12 @@ class _Proc:
         from_child_r, from_child_w = os.pipe()
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "autopeft.workers._worker", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            pass_fds=(to_child_r, from_child_w),
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         self.to_child = os.fdopen(to_child_w, "w", encoding="utf-8", buffering=1)
@@ -120,10 +131,20 @@ class LocalProcessExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, pythonpath: str | None = None, env: dict[str, str] | None = None, prestart: int = 1,
-                 cpus_per_trial: int = 1, cancel_grace_s: float = 3.0, cwd: str | None = None,
-                 gpus: list[Gpu] | None = None, gpus_per_trial: float | str = "auto", gpu_margin: float = 1.2,
-                 memory_overhead_bytes: int = 512 * 2**20, oom_retries: int = 2):
+    def __init__(
+        self,
+        pythonpath: str | None = None,
+        env: dict[str, str] | None = None,
+        prestart: int = 1,
+        cpus_per_trial: int = 1,
+        cancel_grace_s: float = 3.0,
+        cwd: str | None = None,
+        gpus: list[Gpu] | None = None,
+        gpus_per_trial: float | str = "auto",
+        gpu_margin: float = 1.2,
+        memory_overhead_bytes: int = 512 * 2**20,
+        oom_retries: int = 2,
+    ):
         self._env = dict(os.environ)
         self._env.update(env or {})
         paths = [p for p in (pythonpath, self._env.get("PYTHONPATH")) if p]
@@ -145,8 +166,11 @@ class LocalProcessExecutor(Executor):
         self._overhead = int(memory_overhead_bytes)
         self._oom_retries = max(0, int(oom_retries))
         if self.gpu_pool.gpus:
-            log.info("local executor: %d GPU(s): %s", len(self.gpu_pool.gpus),
-                     ", ".join(f"{g.index} ({g.memory / 2**30:.0f} GiB)" for g in self.gpu_pool.gpus))
+            log.info(
+                "local executor: %d GPU(s): %s",
+                len(self.gpu_pool.gpus),
+                ", ".join(f"{g.index} ({g.memory / 2**30:.0f} GiB)" for g in self.gpu_pool.gpus),
+            )
         self._refill()
 
     # -- pool -------------------------------------------------------------------------------
@@ -182,8 +206,12 @@ class LocalProcessExecutor(Executor):
         proc = self._take()
         with self._lock:
             self._running[spec.trial_id] = proc
-        threading.Thread(target=self._drive, args=(spec, proc, on_report, on_done), daemon=True,
-                         name=f"autopeft-trial-{spec.trial_id}").start()
+        threading.Thread(
+            target=self._drive,
+            args=(spec, proc, on_report, on_done),
+            daemon=True,
+            name=f"autopeft-trial-{spec.trial_id}",
+        ).start()
 
     def _gpu_request(self, spec: TrialSpec) -> float:
         """The GPU share of ``spec`` (0 on a node without GPUs); ``InvalidConfig`` when it cannot be met."""
@@ -191,9 +219,16 @@ class LocalProcessExecutor(Executor):
             return 0.0
         from autopeft.workers.placement import request_for
 
-        req = request_for(spec.workload, spec.config, spec.resources, cpus=self._cpus, gpus=self._gpus_per_trial,
-                          gpu_memory_bytes=self.gpu_pool.memory_per_gpu, memory_overhead_bytes=self._overhead,
-                          margin=self.margin.factor)
+        req = request_for(
+            spec.workload,
+            spec.config,
+            spec.resources,
+            cpus=self._cpus,
+            gpus=self._gpus_per_trial,
+            gpu_memory_bytes=self.gpu_pool.memory_per_gpu,
+            memory_overhead_bytes=self._overhead,
+            margin=self.margin.factor,
+        )
         return req.gpus
 
     def _drive(self, spec: TrialSpec, proc: _Proc, on_report: OnReport, on_done: OnDone) -> None:
@@ -208,18 +243,27 @@ class LocalProcessExecutor(Executor):
                 outcome, code = TrialOutcome("failed", error=f"resources: {err}"), None
                 proc.kill()
             else:
-                outcome, code = (self._attempt(spec, proc, on_report) if granted is not None
-                                 else (None, None))
+                outcome, code = (
+                    self._attempt(spec, proc, on_report) if granted is not None else (None, None)
+                )
                 if granted:
                     self.gpu_pool.release(granted, 1.0 if alone else share)
             with self._lock:
-                retry = (outcome is not None and outcome.oom and share > 0 and len(retries) < self._oom_retries
-                         and not self._closed and spec.trial_id not in self._cancelled)
+                retry = (
+                    outcome is not None
+                    and outcome.oom
+                    and share > 0
+                    and len(retries) < self._oom_retries
+                    and not self._closed
+                    and spec.trial_id not in self._cancelled
+                )
             if not retry:
                 break
             where = f"GPU {','.join(map(str, granted))}" if granted else "its GPU"
-            retries.append(f"attempt {spec.attempt}: CUDA out of memory on {where} (share {share:g}); "
-                           f"retried alone, margin now x{self.margin.grow():.2f}")
+            retries.append(
+                f"attempt {spec.attempt}: CUDA out of memory on {where} (share {share:g}); "
+                f"retried alone, margin now x{self.margin.grow():.2f}"
+            )
             log.warning("trial %s: %s", spec.trial_id, retries[-1])
             self._reap(proc)
             spec.attempt += 1
@@ -227,24 +271,29 @@ class LocalProcessExecutor(Executor):
             proc = self._take()
             with self._lock:
                 self._running[spec.trial_id] = proc
-        if outcome is None and granted is not None:  # no result: the exit code (or signal) is the reason
+        if (
+            outcome is None and granted is not None
+        ):  # no result: the exit code (or signal) is the reason
             code = self._reap(proc)
         with self._lock:
             self._running.pop(spec.trial_id, None)
             cancelled = spec.trial_id in self._cancelled
             self._cancelled.discard(spec.trial_id)
             closed = self._closed
-        if not closed:   # shut down: no on_done, the controller requeues the trial on its next start
+        if not closed:  # shut down: no on_done, the controller requeues the trial on its next start
             if cancelled:
                 outcome = TrialOutcome("failed", error="cancelled", cancelled=True)
             elif outcome is None:
                 tail = _tail(spec.log_path)
-                outcome = TrialOutcome("failed", error=_describe_exit(code) + (f"; last output:\n{tail}" if tail else ""))
+                outcome = TrialOutcome(
+                    "failed",
+                    error=_describe_exit(code) + (f"; last output:\n{tail}" if tail else ""),
+                )
             if retries:
                 outcome.attempt, outcome.retries = spec.attempt, list(retries)
             try:
-                on_done(outcome)   # with a result in hand, before the process has finished exiting
-            except Exception:  # noqa: BLE001
+                on_done(outcome)  # with a result in hand, before the process has finished exiting
+            except Exception:
                 log.exception("on_done of trial %s failed", spec.trial_id)
         if code is None:
             self._reap(proc)
@@ -258,8 +307,11 @@ class LocalProcessExecutor(Executor):
             return []
         granted: list[int] = []
         if share > 0:
-            got = self.gpu_pool.acquire(share, alone=alone,
-                                        cancelled=lambda: self._closed or spec.trial_id in self._cancelled)
+            got = self.gpu_pool.acquire(
+                share,
+                alone=alone,
+                cancelled=lambda: self._closed or spec.trial_id in self._cancelled,
+            )
             if got is None:
                 return None
             granted = got
@@ -270,7 +322,9 @@ class LocalProcessExecutor(Executor):
         spec.cuda_visible_devices = ",".join(str(i) for i in granted)
         return granted
 
-    def _attempt(self, spec: TrialSpec, proc: _Proc, on_report: OnReport) -> tuple[TrialOutcome | None, int | None]:
+    def _attempt(
+        self, spec: TrialSpec, proc: _Proc, on_report: OnReport
+    ) -> tuple[TrialOutcome | None, int | None]:
         """Run one attempt in ``proc``; ``(outcome, None)``, or ``(None, None)`` when it ended without one."""
         outcome: TrialOutcome | None = None
         try:
@@ -283,10 +337,14 @@ class LocalProcessExecutor(Executor):
                         decision = relay_decision(on_report, msg["step"], msg["metrics"])
                         proc.send({"decision": decision})
                     elif kind == "done":
-                        outcome = TrialOutcome("complete", values=msg["values"], stopped=bool(msg.get("stopped")))
+                        outcome = TrialOutcome(
+                            "complete", values=msg["values"], stopped=bool(msg.get("stopped"))
+                        )
                         break
                     elif kind == "error":
-                        outcome = TrialOutcome("failed", error=msg["message"], oom=bool(msg.get("oom")))
+                        outcome = TrialOutcome(
+                            "failed", error=msg["message"], oom=bool(msg.get("oom"))
+                        )
                         break
         except (OSError, ValueError) as err:  # broken pipe, bad line
             log.warning("trial %s: lost the worker's pipe: %s", spec.trial_id, err)

@@ -31,6 +31,7 @@ from autopeft.errors import InvalidConfig
 
 log = logging.getLogger("autopeft.workers.placement")
 
+
 @dataclass(frozen=True)
 class ResourceRequest:
     """Resources of one trial attempt. ``memory`` in bytes (None: not asked for)."""
@@ -40,7 +41,7 @@ class ResourceRequest:
     memory: int | None = None
     custom: dict[str, float] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    predicted_memory: int | None = None   # what the cost model predicted, for messages
+    predicted_memory: int | None = None  # what the cost model predicted, for messages
 
     def ray_options(self) -> dict[str, Any]:
         """Keyword arguments for ``remote_function.options(...)``."""
@@ -53,7 +54,7 @@ class ResourceRequest:
             opts["label_selector"] = dict(self.labels)
         return opts
 
-    def alone(self) -> "ResourceRequest":
+    def alone(self) -> ResourceRequest:
         """The same request on a whole GPU (at least one): nobody else is placed on it."""
         import dataclasses
 
@@ -74,7 +75,9 @@ class ResourceRequest:
             out["memory"] = float(self.memory)
         return {k: v for k, v in out.items() if v}
 
-    def fits(self, node_total: Mapping[str, float], node_labels: Mapping[str, str] | None = None) -> bool:
+    def fits(
+        self, node_total: Mapping[str, float], node_labels: Mapping[str, str] | None = None
+    ) -> bool:
         """Could a node with these total resources and labels ever run this request?"""
         for name, amount in self.as_ray_resources().items():
             if node_total.get(name, 0.0) + 1e-9 < amount:
@@ -93,11 +96,20 @@ class ResourceRequest:
         return ", ".join(parts)
 
 
-def request_for(workload: Mapping[str, Any], config: Mapping[str, Any], spec_resources: Mapping[str, Any] | None,
-                *, cpus: float = 1.0, gpus: float = 0.0, memory: int | None = None,
-                custom: Mapping[str, float] | None = None, labels: Mapping[str, str] | None = None,
-                gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 0,
-                margin: float = 1.0) -> ResourceRequest:
+def request_for(
+    workload: Mapping[str, Any],
+    config: Mapping[str, Any],
+    spec_resources: Mapping[str, Any] | None,
+    *,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    memory: int | None = None,
+    custom: Mapping[str, float] | None = None,
+    labels: Mapping[str, str] | None = None,
+    gpu_memory_bytes: int | None = None,
+    memory_overhead_bytes: int = 0,
+    margin: float = 1.0,
+) -> ResourceRequest:
     """The request of one trial (see the module doc for the rules). Raises ``InvalidConfig``."""
     from autopeft.trials.workload import validate_resources
 
@@ -113,23 +125,36 @@ def request_for(workload: Mapping[str, Any], config: Mapping[str, Any], spec_res
         if predicted is not None:
             predicted = int(predicted * float(margin)) + int(memory_overhead_bytes)
     if n_gpus == "auto" and explicit_gpus is None and (predicted is None or not gpu_memory_bytes):
-        n_gpus = 0.0   # the executor's default: GPU shares for peft trials on a node with GPUs only
+        n_gpus = 0.0  # the executor's default: GPU shares for peft trials on a node with GPUs only
     if mem == "auto" or (mem is None and workload.get("kind") == "peft"):
         if predicted is None and mem == "auto":
-            raise InvalidConfig("workload.resources.memory is 'auto' but no memory prediction is available for "
-                                "this workload (python workloads, or a model config that cannot be read)",
-                                field="workload.resources.memory")
+            raise InvalidConfig(
+                "workload.resources.memory is 'auto' but no memory prediction is available for "
+                "this workload (python workloads, or a model config that cannot be read)",
+                field="workload.resources.memory",
+            )
         mem = predicted
     if n_gpus == "auto":
         if predicted is None or not gpu_memory_bytes:
-            why = ("the node has no GPU (no CUDA device found)" if not gpu_memory_bytes else
-                   "no memory prediction for this workload (python workloads, or a model config that cannot be read)")
-            raise InvalidConfig(f"workload.resources.gpus is 'auto' but {why}", field="workload.resources.gpus")
+            why = (
+                "the node has no GPU (no CUDA device found)"
+                if not gpu_memory_bytes
+                else "no memory prediction for this workload (python workloads, or a model config that cannot be read)"
+            )
+            raise InvalidConfig(
+                f"workload.resources.gpus is 'auto' but {why}", field="workload.resources.gpus"
+            )
         n_gpus = gpu_fraction(predicted, gpu_memory_bytes)
     merged_custom = {**(custom or {}), **asked.get("custom", {})}
     merged_labels = {**(labels or {}), **asked.get("labels", {})}
-    return ResourceRequest(cpus=n_cpus, gpus=float(n_gpus), memory=int(mem) if mem else None,
-                           custom=merged_custom, labels=merged_labels, predicted_memory=predicted)
+    return ResourceRequest(
+        cpus=n_cpus,
+        gpus=float(n_gpus),
+        memory=int(mem) if mem else None,
+        custom=merged_custom,
+        labels=merged_labels,
+        predicted_memory=predicted,
+    )
 
 
 def gpu_fraction(needed_bytes: int, gpu_memory_bytes: int) -> float:
@@ -149,8 +174,13 @@ def predicted_memory_bytes(workload: Mapping[str, Any], config: Mapping[str, Any
 
         _, model_config = _model(str(workload["model"]))
         return int(predicted_memory_mb(dict(config), model_config, workload) * 2**20)
-    except Exception as err:  # noqa: BLE001 - placement must not fail a trial; say why it fell back
-        log.warning("no memory prediction for model %r: %s: %s", workload.get("model"), type(err).__name__, err)
+    except Exception as err:
+        log.warning(
+            "no memory prediction for model %r: %s: %s",
+            workload.get("model"),
+            type(err).__name__,
+            err,
+        )
         return None
 
 

@@ -48,17 +48,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import InvalidConfig
-from autopeft.workers._ray_remote import CheckpointTooLarge, Hub, dir_signature, pack_dir, run_trial, unpack_dir
-from autopeft.workers.base import (Executor, OnDone, OnReport, TrialOutcome, TrialSpec, is_loopback_host,
-                                   relay_decision)
+from autopeft.workers._ray_remote import (
+    CheckpointTooLarge,
+    Hub,
+    dir_signature,
+    pack_dir,
+    run_trial,
+    unpack_dir,
+)
+from autopeft.workers.base import (
+    Executor,
+    OnDone,
+    OnReport,
+    TrialOutcome,
+    TrialSpec,
+    is_loopback_host,
+    relay_decision,
+)
 from autopeft.workers.gpus import MemoryMargin, inventory
 from autopeft.workers.placement import ResourceRequest, request_for
 
 log = logging.getLogger("autopeft.workers.ray")
 
-_SYSTEM_ERRORS = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",
-                  "LocalRayletDiedError", "OutOfMemoryError", "ActorDiedError", "ActorUnavailableError",
-                  "RayActorError", "ObjectFetchTimedOutError", "ObjectReconstructionFailedError")
+_SYSTEM_ERRORS = (
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "RaySystemError",
+    "LocalRayletDiedError",
+    "OutOfMemoryError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "RayActorError",
+    "ObjectFetchTimedOutError",
+    "ObjectReconstructionFailedError",
+)
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -125,22 +150,42 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, ray_address: str | None = None,
-                 num_cpus: float | None = None, num_gpus: float | None = None,
-                 resources: dict[str, float] | None = None, node_labels: dict[str, str] | None = None,
-                 object_store_memory: int | None = 200 * 2**20,
-                 temp_dir: str | None = None, namespace: str = "autopeft",
-                 cpus_per_trial: float = 1, gpus_per_trial: float | str = "auto",
-                 memory_per_trial: int | None = None, gpu_margin: float = 1.2, oom_retries: int = 2,
-                 custom_per_trial: dict[str, float] | None = None, labels_per_trial: dict[str, str] | None = None,
-                 gpu_memory_bytes: int | None = None, memory_overhead_bytes: int = 512 * 2**20,
-                 max_retries: int = 3, pythonpath: str | None = None, env: dict[str, str] | None = None,
-                 runtime_env: dict[str, Any] | None = None, checkpoint_transfer: str = "auto",
-                 max_checkpoint_bytes: int = 256 * 2**20, infeasible_timeout_s: float = 30.0,
-                 cancel_grace_s: float = 3.0, poll_s: float = 2.0):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        ray_address: str | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        resources: dict[str, float] | None = None,
+        node_labels: dict[str, str] | None = None,
+        object_store_memory: int | None = 200 * 2**20,
+        temp_dir: str | None = None,
+        namespace: str = "autopeft",
+        cpus_per_trial: float = 1,
+        gpus_per_trial: float | str = "auto",
+        memory_per_trial: int | None = None,
+        gpu_margin: float = 1.2,
+        oom_retries: int = 2,
+        custom_per_trial: dict[str, float] | None = None,
+        labels_per_trial: dict[str, str] | None = None,
+        gpu_memory_bytes: int | None = None,
+        memory_overhead_bytes: int = 512 * 2**20,
+        max_retries: int = 3,
+        pythonpath: str | None = None,
+        env: dict[str, str] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        checkpoint_transfer: str = "auto",
+        max_checkpoint_bytes: int = 256 * 2**20,
+        infeasible_timeout_s: float = 30.0,
+        cancel_grace_s: float = 3.0,
+        poll_s: float = 2.0,
+    ):
         if checkpoint_transfer not in ("auto", "object_store", "shared"):
-            raise ValueError(f"checkpoint_transfer must be 'auto', 'object_store' or 'shared', "
-                             f"got {checkpoint_transfer!r}")
+            raise ValueError(
+                f"checkpoint_transfer must be 'auto', 'object_store' or 'shared', "
+                f"got {checkpoint_transfer!r}"
+            )
         if int(max_retries) < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
         address = address or ray_address
@@ -152,9 +197,15 @@ class RayExecutor(Executor):
         self.margin = MemoryMargin(gpu_margin)
         self.oom_retries = max(0, int(oom_retries))
         gpus_default = gpus_per_trial if gpus_per_trial == "auto" else float(gpus_per_trial)
-        self._defaults = dict(cpus=float(cpus_per_trial), gpus=gpus_default, memory=memory_per_trial,
-                              custom=dict(custom_per_trial or {}), labels=dict(labels_per_trial or {}),
-                              gpu_memory_bytes=gpu_memory_bytes, memory_overhead_bytes=int(memory_overhead_bytes))
+        self._defaults = dict(
+            cpus=float(cpus_per_trial),
+            gpus=gpus_default,
+            memory=memory_per_trial,
+            custom=dict(custom_per_trial or {}),
+            labels=dict(labels_per_trial or {}),
+            gpu_memory_bytes=gpu_memory_bytes,
+            memory_overhead_bytes=int(memory_overhead_bytes),
+        )
         self.max_retries = int(max_retries)
         self._transfer = checkpoint_transfer
         self._max_ckpt = int(max_checkpoint_bytes)
@@ -165,28 +216,46 @@ class RayExecutor(Executor):
         self._runs: dict[int, _Run] = {}
         self._closed = False
         self._nodes_cache: tuple[float, list[dict]] = (0.0, [])
-        self._data_refs: dict[str, Any] = {}   # sha256 -> object ref of a dataset file (a few, newest last)
+        self._data_refs: dict[
+            str, Any
+        ] = {}  # sha256 -> object ref of a dataset file (a few, newest last)
 
         renv = dict(runtime_env or {})
         env_vars = dict(renv.get("env_vars") or {})
         env_vars.update(env or {})
         if pythonpath:
-            env_vars["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env_vars.get("PYTHONPATH")) if p)
+            env_vars["PYTHONPATH"] = os.pathsep.join(
+                p for p in (pythonpath, env_vars.get("PYTHONPATH")) if p
+            )
         if env_vars:
             renv["env_vars"] = env_vars
         ray = self._ray = _import_ray(_is_loopback(address))
         self.owns_ray = not ray.is_initialized()
         if not self.owns_ray:
-            log.info("Ray is already initialised in this process: using that cluster (it is not stopped at shutdown)")
+            log.info(
+                "Ray is already initialised in this process: using that cluster (it is not stopped at shutdown)"
+            )
         elif address and address != "local":
-            ray.init(address=address, namespace=namespace, runtime_env=renv or None, log_to_driver=False)
+            ray.init(
+                address=address, namespace=namespace, runtime_env=renv or None, log_to_driver=False
+            )
         else:
             self._own_temp_dir = None if temp_dir else tempfile.mkdtemp(prefix="autopeft-ray-")
             self._temp_dir = temp_dir or self._own_temp_dir
-            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus,
-                     num_gpus=num_gpus, resources=resources, labels=node_labels,
-                     object_store_memory=object_store_memory,
-                     _temp_dir=self._temp_dir, namespace=namespace, runtime_env=renv or None, log_to_driver=False)
+            ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=resources,
+                labels=node_labels,
+                object_store_memory=object_store_memory,
+                _temp_dir=self._temp_dir,
+                namespace=namespace,
+                runtime_env=renv or None,
+                log_to_driver=False,
+            )
         self.driver_node = ray.get_runtime_context().get_node_id()
         self._task = ray.remote(run_trial)
         self._hub_lock = threading.Lock()
@@ -196,9 +265,16 @@ class RayExecutor(Executor):
     def _new_hub(self):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        hub = self._ray.remote(Hub).options(
-            num_cpus=0, max_concurrency=10_000, name=f"autopeft-hub-{uuid.uuid4().hex[:8]}",
-            scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node, soft=False)).remote()
+        hub = (
+            self._ray.remote(Hub)
+            .options(
+                num_cpus=0,
+                max_concurrency=10_000,
+                name=f"autopeft-hub-{uuid.uuid4().hex[:8]}",
+                scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node, soft=False),
+            )
+            .remote()
+        )
         self._ray.get(hub.ping.remote(), timeout=120)
         return hub
 
@@ -216,7 +292,9 @@ class RayExecutor(Executor):
         defaults = dict(self._defaults)
         if defaults["gpus"] == "auto" and not self._cluster_gpus():
             defaults["gpus"] = 0.0
-        return request_for(spec.workload, spec.config, spec.resources, margin=self.margin.factor, **defaults)
+        return request_for(
+            spec.workload, spec.config, spec.resources, margin=self.margin.factor, **defaults
+        )
 
     def _cluster_gpus(self) -> float:
         return sum(n.get("Resources", {}).get("GPU", 0.0) for n in self._alive_nodes(5.0))
@@ -229,7 +307,9 @@ class RayExecutor(Executor):
         return nodes
 
     def _feasible(self, req: ResourceRequest) -> bool:
-        return any(req.fits(n.get("Resources", {}), n.get("Labels") or {}) for n in self._alive_nodes())
+        return any(
+            req.fits(n.get("Resources", {}), n.get("Labels") or {}) for n in self._alive_nodes()
+        )
 
     def capacity(self) -> int | None:
         cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in self._alive_nodes(5.0))
@@ -242,8 +322,9 @@ class RayExecutor(Executor):
         run = _Run(spec, on_report, on_done)
         with self._lock:
             self._runs[spec.trial_id] = run
-        run.thread = threading.Thread(target=self._drive, args=(run,), daemon=True,
-                                      name=f"autopeft-ray-trial-{spec.trial_id}")
+        run.thread = threading.Thread(
+            target=self._drive, args=(run,), daemon=True, name=f"autopeft-ray-trial-{spec.trial_id}"
+        )
         run.thread.start()
 
     def _drive(self, run: _Run) -> None:
@@ -256,10 +337,17 @@ class RayExecutor(Executor):
                 result, lost = self._attempt(run, req)
                 if self._closed:
                     return
-                if (lost is None and result.oom and req.gpus > 0 and not run.cancelled
-                        and len(run.oom_retries) < self.oom_retries):
-                    run.oom_retries.append(f"attempt {spec.attempt}: CUDA out of memory (share {req.gpus:g} GPU); "
-                                           f"retried alone, margin now x{self.margin.grow():.2f}")
+                if (
+                    lost is None
+                    and result.oom
+                    and req.gpus > 0
+                    and not run.cancelled
+                    and len(run.oom_retries) < self.oom_retries
+                ):
+                    run.oom_retries.append(
+                        f"attempt {spec.attempt}: CUDA out of memory (share {req.gpus:g} GPU); "
+                        f"retried alone, margin now x{self.margin.grow():.2f}"
+                    )
                     log.warning("trial %s: %s", spec.trial_id, run.oom_retries[-1])
                     req = req.alone()
                     spec.resources = req.granted()
@@ -271,22 +359,34 @@ class RayExecutor(Executor):
                     outcome = TrialOutcome("failed", error="cancelled", cancelled=True)
                 elif len(run.retries) < self.max_retries:
                     run.retries.append(lost)
-                    log.warning("trial %s: %s; retry %d of %d", spec.trial_id, lost, len(run.retries),
-                                self.max_retries)
+                    log.warning(
+                        "trial %s: %s; retry %d of %d",
+                        spec.trial_id,
+                        lost,
+                        len(run.retries),
+                        self.max_retries,
+                    )
                     spec.attempt += 1
                     if dir_signature(spec.checkpoint_dir) is not None:
-                        spec.restore_dir = spec.checkpoint_dir   # go on from its last shipped checkpoint
+                        spec.restore_dir = (
+                            spec.checkpoint_dir
+                        )  # go on from its last shipped checkpoint
                 else:
                     n = len(run.retries) + 1
-                    outcome = TrialOutcome("failed", error=f"{lost} (gave up after {n} attempt{'s' * (n > 1)}; "
-                                                           f"max_retries={self.max_retries})")
+                    outcome = TrialOutcome(
+                        "failed",
+                        error=f"{lost} (gave up after {n} attempt{'s' * (n > 1)}; "
+                        f"max_retries={self.max_retries})",
+                    )
         except InvalidConfig as err:
             outcome = TrialOutcome("failed", error=f"resources: {err}")
-        except Exception as err:  # noqa: BLE001 - never leave a trial without on_done
+        except Exception as err:
             if self._closed:
                 return
             log.exception("trial %s: executor error", spec.trial_id)
-            outcome = TrialOutcome("failed", error=f"ray executor error: {type(err).__name__}: {err}")
+            outcome = TrialOutcome(
+                "failed", error=f"ray executor error: {type(err).__name__}: {err}"
+            )
         finally:
             with self._lock:
                 self._runs.pop(spec.trial_id, None)
@@ -298,7 +398,7 @@ class RayExecutor(Executor):
         outcome.attempt, outcome.retries = spec.attempt, list(run.oom_retries) + list(run.retries)
         try:
             run.on_done(outcome)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("on_done of trial %s failed", spec.trial_id)
 
     def _attempt(self, run: _Run, req: ResourceRequest) -> tuple[TrialOutcome | None, str | None]:
@@ -318,7 +418,15 @@ class RayExecutor(Executor):
             if run.cancelled or self._closed:
                 return None, "cancelled"
             run.ref = ref = self._task.options(max_retries=0, **req.ray_options()).remote(
-                spec.to_dict(), hub, key, self.driver_node, self._transfer, restore_blob, self._max_ckpt, data)
+                spec.to_dict(),
+                hub,
+                key,
+                self.driver_node,
+                self._transfer,
+                restore_blob,
+                self._max_ckpt,
+                data,
+            )
         nxt = hub.next.remote(key, self._poll * 5)
         pending_since = time.monotonic()
         started = False
@@ -333,14 +441,22 @@ class RayExecutor(Executor):
                     except ray.exceptions.RayError as err:
                         self._hub_for(broken=hub)
                         self._cancel_ref(ref, force=True)
-                        return None, f"attempt {spec.attempt}: the report channel was lost ({_first_line(err)})"
+                        return (
+                            None,
+                            f"attempt {spec.attempt}: the report channel was lost ({_first_line(err)})",
+                        )
                     if event is not None:
                         started = True
                         try:
                             self._handle_event(run, hub, key, event)
-                        except ray.exceptions.RayError as err:   # its checkpoint died with its worker
+                        except (
+                            ray.exceptions.RayError
+                        ) as err:  # its checkpoint died with its worker
                             self._cancel_ref(ref, force=True)
-                            return None, f"attempt {spec.attempt} lost its worker: {_first_line(err)}"
+                            return (
+                                None,
+                                f"attempt {spec.attempt} lost its worker: {_first_line(err)}",
+                            )
                     nxt = hub.next.remote(key, self._poll * 5)
                     continue
                 if ref in ready:
@@ -354,7 +470,7 @@ class RayExecutor(Executor):
         finally:
             try:
                 hub.drop.remote(key)
-            except Exception:  # noqa: BLE001 - the hub may be gone with the cluster
+            except Exception:
                 pass
 
     def _data_ref(self, data_file: dict[str, Any] | None) -> list | None:
@@ -377,7 +493,9 @@ class RayExecutor(Executor):
     def _handle_event(self, run: _Run, hub: Any, key: str, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "start":
-            run.node = f"{event.get('node_ip')}/{str(event.get('node_id'))[:8]} pid {event.get('pid')}"
+            run.node = (
+                f"{event.get('node_ip')}/{str(event.get('node_id'))[:8]} pid {event.get('pid')}"
+            )
         elif kind == "report":
             refs = event.get("checkpoint")
             if refs and run.spec.checkpoint_dir:
@@ -395,21 +513,36 @@ class RayExecutor(Executor):
                 return TrialOutcome("failed", error="cancelled", cancelled=True), None
             if {c.__name__ for c in type(err).__mro__} & set(_SYSTEM_ERRORS):
                 where = f" on {run.node}" if run.node else ""
-                return None, f"attempt {run.spec.attempt} lost its worker{where}: {_first_line(err)}"
+                return (
+                    None,
+                    f"attempt {run.spec.attempt} lost its worker{where}: {_first_line(err)}",
+                )
             return TrialOutcome("failed", error=f"{_first_line(err)}"), None
         if res.get("type") == "error":
             return TrialOutcome("failed", error=res["message"], oom=bool(res.get("oom"))), None
         if res.get("checkpoint") and run.spec.checkpoint_dir:
             unpack_dir(res["checkpoint"], run.spec.checkpoint_dir)
-        return TrialOutcome("complete", values=res["values"], stopped=bool(res.get("stopped"))), None
+        return TrialOutcome(
+            "complete", values=res["values"], stopped=bool(res.get("stopped"))
+        ), None
 
     def _infeasible_message(self, req: ResourceRequest) -> str:
-        nodes = "; ".join(
-            f"{n.get('NodeManagerAddress')}: " + ", ".join(f"{v:g} {k}" for k, v in sorted(n.get("Resources", {}).items())
-                                                          if not k.startswith("node:") and k != "object_store_memory")
-            for n in self._alive_nodes(0.0)) or "none alive"
-        return (f"no node of the Ray cluster can hold this trial's request ({req.describe()}) "
-                f"for {self._infeasible_timeout:g} s; nodes: {nodes}")
+        nodes = (
+            "; ".join(
+                f"{n.get('NodeManagerAddress')}: "
+                + ", ".join(
+                    f"{v:g} {k}"
+                    for k, v in sorted(n.get("Resources", {}).items())
+                    if not k.startswith("node:") and k != "object_store_memory"
+                )
+                for n in self._alive_nodes(0.0)
+            )
+            or "none alive"
+        )
+        return (
+            f"no node of the Ray cluster can hold this trial's request ({req.describe()}) "
+            f"for {self._infeasible_timeout:g} s; nodes: {nodes}"
+        )
 
     def cancel(self, trial_id: int) -> bool:
         with self._lock:
@@ -426,7 +559,7 @@ class RayExecutor(Executor):
     def _cancel_ref(self, ref: Any, force: bool) -> None:
         try:
             self._ray.cancel(ref, force=force)
-        except Exception as err:  # noqa: BLE001 - already finished, or the cluster is gone
+        except Exception as err:
             log.debug("cancel: %s", err)
 
     def running(self) -> list[int]:
@@ -448,7 +581,7 @@ class RayExecutor(Executor):
                     run.thread.join(timeout=max(10.0, self._poll * 3))
         try:
             self._ray.kill(self._hub)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         if self.owns_ray:
             self._ray.shutdown()

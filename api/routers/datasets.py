@@ -12,24 +12,65 @@ from autopeft.api.schemas import DatasetId, DatasetList, DatasetPublic, ErrorEnv
 from autopeft.api.services import uploads
 from autopeft.api.services.datasets import dataset_public
 
-router = APIRouter(prefix="/datasets", tags=["datasets"],
-                   responses={401: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope},
-                              422: {"model": ErrorEnvelope}})
+router = APIRouter(
+    prefix="/datasets",
+    tags=["datasets"],
+    responses={
+        401: {"model": ErrorEnvelope},
+        404: {"model": ErrorEnvelope},
+        422: {"model": ErrorEnvelope},
+    },
+)
 
-_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "the CSV / TSV / JSONL file"},
-        "name": {"type": "string", "maxLength": 200, "description": "default: the file name"},
-        "text_column": {"type": "string", "description": "text column (default text), or two names "
-                                                         "separated by a comma for sentence pairs"},
-        "label_column": {"type": "string", "description": "label column (default label)"},
-        "format": {"type": "string", "enum": ["csv", "tsv", "jsonl"], "description": "default: from the suffix"},
-        "encoding": {"type": "string", "description": "default utf-8"}}}}}}}
-_LINKS = {op: {"operationId": op_id, "parameters": {"dataset_id": "$response.body#/id"}}
-          for op, op_id in (("GetDataset", "get_dataset"), ("DeleteDataset", "delete_dataset"))}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the CSV / TSV / JSONL file",
+                        },
+                        "name": {
+                            "type": "string",
+                            "maxLength": 200,
+                            "description": "default: the file name",
+                        },
+                        "text_column": {
+                            "type": "string",
+                            "description": "text column (default text), or two names "
+                            "separated by a comma for sentence pairs",
+                        },
+                        "label_column": {
+                            "type": "string",
+                            "description": "label column (default label)",
+                        },
+                        "format": {
+                            "type": "string",
+                            "enum": ["csv", "tsv", "jsonl"],
+                            "description": "default: from the suffix",
+                        },
+                        "encoding": {"type": "string", "description": "default utf-8"},
+                    },
+                }
+            }
+        },
+    }
+}
+_LINKS = {
+    op: {"operationId": op_id, "parameters": {"dataset_id": "$response.body#/id"}}
+    for op, op_id in (("GetDataset", "get_dataset"), ("DeleteDataset", "delete_dataset"))
+}
 
 
-def _store(session, state, user_id: int, received: uploads.Received, fields: dict[str, str]) -> dict:
+def _store(
+    session, state, user_id: int, received: uploads.Received, fields: dict[str, str]
+) -> dict:
     fmt = uploads.upload_format(received.filename or "upload", fields.get("format"))
     texts = uploads.text_columns(fields.get("text_column"))
     label = (fields.get("label_column") or "label").strip()
@@ -40,17 +81,26 @@ def _store(session, state, user_id: int, received: uploads.Received, fields: dic
         check_name(received.filename or "upload", "the file name")
     except ValueError as err:
         raise ApiError(422, "invalid_dataset", str(err), "name") from None
-    state.datasets.check_quota(session, user_id, received.size)   # before reading it through
-    schema = uploads.check_file(received.path, received.filename or "upload", fmt, encoding, texts, label)
+    state.datasets.check_quota(session, user_id, received.size)  # before reading it through
+    schema = uploads.check_file(
+        received.path, received.filename or "upload", fmt, encoding, texts, label
+    )
     return schema, name
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, operation_id="upload_dataset",
-             openapi_extra=_UPLOAD_BODY,
-             responses={201: {"description": "the stored dataset", "links": _LINKS},
-                        403: {"model": ErrorEnvelope, "description": "over your stored-data quota"},
-                        413: {"model": ErrorEnvelope, "description": "larger than AUTOPEFT_MAX_UPLOAD_BYTES"},
-                        415: {"model": ErrorEnvelope, "description": "not multipart/form-data"}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    operation_id="upload_dataset",
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        201: {"description": "the stored dataset", "links": _LINKS},
+        403: {"model": ErrorEnvelope, "description": "over your stored-data quota"},
+        413: {"model": ErrorEnvelope, "description": "larger than AUTOPEFT_MAX_UPLOAD_BYTES"},
+        415: {"model": ErrorEnvelope, "description": "not multipart/form-data"},
+    },
+)
 async def upload_dataset(request: Request, user: CurrentUser, state: StateDep):
     """Upload a CSV / TSV / JSONL file (multipart field ``file``). It is streamed to disk (never held in
     memory), refused above the size limit, and checked before it is stored: encoding, columns, a text
@@ -59,17 +109,27 @@ async def upload_dataset(request: Request, user: CurrentUser, state: StateDep):
     store = state.datasets
     received = await uploads.receive_multipart(request, store.incoming, store.max_upload_bytes)
     try:
+
         def work():
             with state.db.read() as session:
                 schema, name = _store(session, state, user.id, received, received.fields)
             with state.db.write() as session:
-                ds = store.add(session, user.id, name, received.filename or name, schema, received.size,
-                               received.sha256, received.path)
+                ds = store.add(
+                    session,
+                    user.id,
+                    name,
+                    received.filename or name,
+                    schema,
+                    received.size,
+                    received.sha256,
+                    received.path,
+                )
                 return dataset_public(ds)
+
         return await run_in_threadpool(work)
     finally:
         if received.path is not None:
-            received.path.unlink(missing_ok=True)   # moved into place on success
+            received.path.unlink(missing_ok=True)  # moved into place on success
 
 
 @router.get("", response_model=DatasetList, operation_id="list_datasets")
@@ -83,8 +143,13 @@ def get_dataset(dataset_id: DatasetId, user: CurrentUser, session: SessionDep, s
     return dataset_public(state.datasets.get(session, user.id, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204, response_class=Response, operation_id="delete_dataset",
-               responses={409: {"model": ErrorEnvelope, "description": "a running study uses it"}})
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    operation_id="delete_dataset",
+    responses={409: {"model": ErrorEnvelope, "description": "a running study uses it"}},
+)
 def delete_dataset(dataset_id: DatasetId, user: CurrentUser, state: StateDep):
     with state.db.write() as session:
         path = state.datasets.delete(session, user.id, dataset_id)

@@ -52,6 +52,12 @@ def asset(name: str):
     if name not in ASSETS:
         return envelope(404, "not_found", f"no docs asset {name[:50]!r}")
     if folder is None:
-        return envelope(404, "not_found", "Swagger UI is not installed: pip install fastapi-offline (its static "
-                        "files are served here)")
-    return FileResponse(folder / name, media_type=ASSETS[name], headers={"Cache-Control": "max-age=86400"})
+        return envelope(
+            404,
+            "not_found",
+            "Swagger UI is not installed: pip install fastapi-offline (its static "
+            "files are served here)",
+        )
+    return FileResponse(
+        folder / name, media_type=ASSETS[name], headers={"Cache-Control": "max-age=86400"}
+    )

@@ -7,29 +7,60 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Response
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
-from autopeft.api.schemas import (MAX_ID, ErrorEnvelope, StudyId, HypervolumePublic, ParetoPublic, StudyCreate,
-                                  StudyExtend, StudyList, StudyPublic, TrialList, TrialState)
+from autopeft.api.schemas import (
+    MAX_ID,
+    ErrorEnvelope,
+    HypervolumePublic,
+    ParetoPublic,
+    StudyCreate,
+    StudyExtend,
+    StudyId,
+    StudyList,
+    StudyPublic,
+    TrialList,
+    TrialState,
+)
 from autopeft.api.services import studies as svc
 from autopeft.api.services.spec import SpecContext, validate_spec
 
-_ERRORS = {401: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}, 422: {"model": ErrorEnvelope}}
-_LIMITS = {403: {"model": ErrorEnvelope, "description": "not allowed (python workloads) or over a quota"},
-           429: {"model": ErrorEnvelope, "description": "too many running studies"}}
+_ERRORS = {
+    401: {"model": ErrorEnvelope},
+    404: {"model": ErrorEnvelope},
+    422: {"model": ErrorEnvelope},
+}
+_LIMITS = {
+    403: {"model": ErrorEnvelope, "description": "not allowed (python workloads) or over a quota"},
+    429: {"model": ErrorEnvelope, "description": "too many running studies"},
+}
 router = APIRouter(prefix="/studies", tags=["studies"], responses=_ERRORS)
 # stateful API tests (schemathesis) follow these from a created study to its other operations
-_STUDY_LINKS = {op: {"operationId": op_id, "parameters": {"study_id": "$response.body#/id"}}
-                for op, op_id in (("GetStudy", "get_study"), ("ListTrials", "list_trials"),
-                                  ("GetPareto", "get_pareto"), ("GetHypervolume", "get_hypervolume"),
-                                  ("StopStudy", "stop_study"), ("ResumeStudy", "resume_study"),
-                                  ("DeleteStudy", "delete_study"))}
+_STUDY_LINKS = {
+    op: {"operationId": op_id, "parameters": {"study_id": "$response.body#/id"}}
+    for op, op_id in (
+        ("GetStudy", "get_study"),
+        ("ListTrials", "list_trials"),
+        ("GetPareto", "get_pareto"),
+        ("GetHypervolume", "get_hypervolume"),
+        ("StopStudy", "stop_study"),
+        ("ResumeStudy", "resume_study"),
+        ("DeleteStudy", "delete_study"),
+    )
+}
 
 
-@router.post("", status_code=201, response_model=StudyPublic, operation_id="create_study",
-             responses={**_LIMITS, 201: {"description": "the study, started", "links": _STUDY_LINKS}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=StudyPublic,
+    operation_id="create_study",
+    responses={**_LIMITS, 201: {"description": "the study, started", "links": _STUDY_LINKS}},
+)
 def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
     """Validate the whole spec (space, objectives, optimiser and options, workload), store, start."""
     with state.db.read() as session:
-        spec = validate_spec(body.model_dump(mode="json"), SpecContext(user, state.settings, session, state.datasets))
+        spec = validate_spec(
+            body.model_dump(mode="json"), SpecContext(user, state.settings, session, state.datasets)
+        )
         svc.check_quotas(session, state.settings, user.id, spec["max_parallel"])
     with state.db.write() as session:
         study = svc.create_study(session, user.id, spec)
@@ -48,8 +79,12 @@ def get_study(study_id: StudyId, user: CurrentUser, session: SessionDep):
     return svc.show_study(session, user.id, study_id)
 
 
-@router.post("/{study_id}/stop", response_model=StudyPublic, responses={409: {"model": ErrorEnvelope}},
-             operation_id="stop_study")
+@router.post(
+    "/{study_id}/stop",
+    response_model=StudyPublic,
+    responses={409: {"model": ErrorEnvelope}},
+    operation_id="stop_study",
+)
 def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Stop: no new trial starts; running trials are cancelled and stay in the history."""
     with state.scheduler.study_lock(study_id):
@@ -60,14 +95,18 @@ def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
         return svc.show_study(session, user.id, study_id)
 
 
-@router.post("/{study_id}/resume", response_model=StudyPublic, operation_id="resume_study", responses=_LIMITS)
+@router.post(
+    "/{study_id}/resume", response_model=StudyPublic, operation_id="resume_study", responses=_LIMITS
+)
 def resume_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Resume a stopped (or finished, after raising nothing) study: its optimiser is rebuilt."""
-    with state.scheduler.study_lock(study_id):   # never interleaved with a delete of the same study
+    with state.scheduler.study_lock(study_id):  # never interleaved with a delete of the same study
         with state.db.read() as session:
             study = svc.get_study(session, user.id, study_id)
             if study.state != "running":
-                svc.check_quotas(session, state.settings, user.id, study.spec["max_parallel"], study_id)
+                svc.check_quotas(
+                    session, state.settings, user.id, study.spec["max_parallel"], study_id
+                )
         with state.db.write(study_id) as session:
             svc.set_state(session, user.id, study_id, "running")
         state.scheduler.start(study_id)
@@ -75,8 +114,12 @@ def resume_study(study_id: StudyId, user: CurrentUser, state: StateDep):
         return svc.show_study(session, user.id, study_id)
 
 
-@router.post("/{study_id}/extend", response_model=StudyPublic, operation_id="extend_study",
-             responses={**_LIMITS, 409: {"model": ErrorEnvelope}})
+@router.post(
+    "/{study_id}/extend",
+    response_model=StudyPublic,
+    operation_id="extend_study",
+    responses={**_LIMITS, 409: {"model": ErrorEnvelope}},
+)
 def extend_study(study_id: StudyId, body: StudyExtend, user: CurrentUser, state: StateDep):
     """Add budget (``max_trials``, ``max_seconds``, ``max_epochs``) to a running, stopped or finished
     study. A running study goes on with it; a finished one runs again, exactly the added budget (its
@@ -86,7 +129,9 @@ def extend_study(study_id: StudyId, body: StudyExtend, user: CurrentUser, state:
         with state.db.read() as session:
             study = svc.get_study(session, user.id, study_id)
             if study.state == "finished":
-                svc.check_quotas(session, state.settings, user.id, study.spec["max_parallel"], study_id)
+                svc.check_quotas(
+                    session, state.settings, user.id, study.spec["max_parallel"], study_id
+                )
         with state.db.write(study_id) as session:
             _, restart = svc.extend_study(session, user.id, study_id, body.model_dump())
         if restart:
@@ -97,16 +142,27 @@ def extend_study(study_id: StudyId, body: StudyExtend, user: CurrentUser, state:
         return svc.show_study(session, user.id, study_id)
 
 
-@router.post("/{study_id}/clone", status_code=201, response_model=StudyPublic, operation_id="clone_study",
-             responses={**_LIMITS, 201: {"description": "the new study, started", "links": _STUDY_LINKS}})
-def clone_study(study_id: StudyId, user: CurrentUser, state: StateDep,
-                overrides: Annotated[dict[str, Any], Body(description="spec fields to change (merge patch)")] = {}):
+@router.post(
+    "/{study_id}/clone",
+    status_code=201,
+    response_model=StudyPublic,
+    operation_id="clone_study",
+    responses={**_LIMITS, 201: {"description": "the new study, started", "links": _STUDY_LINKS}},
+)
+def clone_study(
+    study_id: StudyId,
+    user: CurrentUser,
+    state: StateDep,
+    overrides: Annotated[
+        dict[str, Any] | None, Body(description="spec fields to change (merge patch)")
+    ] = None,
+):
     """A new study from this one's spec with ``overrides`` merged over it (JSON merge patch, RFC 7396:
     mappings merge key by key, ``null`` removes a key), validated like a new study. The clone
     starts from scratch; its ``spec.cloned_from`` names the original."""
     with state.db.read() as session:
         original = svc.get_study(session, user.id, study_id)
-        body = svc.clone_spec(original, overrides)
+        body = svc.clone_spec(original, overrides or {})
         spec = validate_spec(body, SpecContext(user, state.settings, session, state.datasets))
         svc.check_quotas(session, state.settings, user.id, spec["max_parallel"])
     spec["cloned_from"] = study_id
@@ -124,24 +180,39 @@ def delete_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     with state.scheduler.study_lock(study_id):
         with state.db.read() as session:
             svc.get_study(session, user.id, study_id)
-        state.scheduler.forget_study(study_id)   # stops its runner (waits), and none starts again
+        state.scheduler.forget_study(study_id)  # stops its runner (waits), and none starts again
         with state.db.write(study_id) as session:
             svc.delete_study(session, user.id, study_id)
         svc.remove_artifacts(state.settings.artifacts_dir, study_id)
     return Response(status_code=204)
 
 
-_TRIAL_LINKS = {op: {"operationId": op_id, "parameters": {"trial_id": "$response.body#/trials/0/id"}}
-                for op, op_id in (("GetTrial", "get_trial"), ("GetReports", "get_reports"),
-                                  ("GetAdapter", "get_adapter"))}
+_TRIAL_LINKS = {
+    op: {"operationId": op_id, "parameters": {"trial_id": "$response.body#/trials/0/id"}}
+    for op, op_id in (
+        ("GetTrial", "get_trial"),
+        ("GetReports", "get_reports"),
+        ("GetAdapter", "get_adapter"),
+    )
+}
 
 
-@router.get("/{study_id}/trials", response_model=TrialList, operation_id="list_trials",
-            responses={200: {"description": "a page of trials", "links": _TRIAL_LINKS}})
-async def list_trials(study_id: StudyId, user: CurrentUser, state: StateDep,
-                      after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only trials with id > after")] = None,
-                      limit: Annotated[int, Query(ge=1, le=svc.MAX_PAGE)] = 100,
-                      trial_state: Annotated[TrialState | None, Query(alias="state")] = None):
+@router.get(
+    "/{study_id}/trials",
+    response_model=TrialList,
+    operation_id="list_trials",
+    responses={200: {"description": "a page of trials", "links": _TRIAL_LINKS}},
+)
+async def list_trials(
+    study_id: StudyId,
+    user: CurrentUser,
+    state: StateDep,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="only trials with id > after")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=svc.MAX_PAGE)] = 100,
+    trial_state: Annotated[TrialState | None, Query(alias="state")] = None,
+):
     """Trials in creation order, ``limit`` per page; poll with ``?after=<next_after>`` for the new ones.
 
     Served from a small cache of encoded pages keyed on the study's change counter (see
@@ -150,18 +221,28 @@ async def list_trials(study_id: StudyId, user: CurrentUser, state: StateDep,
     return Response(body, media_type="application/json")
 
 
-Split = Annotated[Literal["validation", "test"], Query(
-    description="validation: the values the search selected on; test: the same front's held-out test metrics")]
+Split = Annotated[
+    Literal["validation", "test"],
+    Query(
+        description="validation: the values the search selected on; test: the same front's held-out test metrics"
+    ),
+]
 
 
 @router.get("/{study_id}/pareto", response_model=ParetoPublic, operation_id="get_pareto")
-def get_pareto(study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"):
+def get_pareto(
+    study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"
+):
     """Complete trials on the first non-dominated front of the study's objectives on the
     validation split (baselines included, marked ``kind: baseline``); ``?split=test`` gives the
     same trials at their held-out test values (null until evaluated)."""
     return svc.pareto(session, user.id, study_id, split)
 
 
-@router.get("/{study_id}/hypervolume", response_model=HypervolumePublic, operation_id="get_hypervolume")
-def get_hypervolume(study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"):
+@router.get(
+    "/{study_id}/hypervolume", response_model=HypervolumePublic, operation_id="get_hypervolume"
+)
+def get_hypervolume(
+    study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"
+):
     return svc.hypervolume(session, user.id, study_id, split)

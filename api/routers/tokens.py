@@ -8,46 +8,94 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
-from autopeft.api.errors import not_found, ApiError
+from autopeft.api.errors import ApiError, not_found
 from autopeft.api.models import ApiToken, Dataset, Study, utcnow
-from autopeft.api.schemas import ErrorEnvelope, MePublic, TokenCreate, TokenCreated, TokenId, TokenList
+from autopeft.api.schemas import (
+    ErrorEnvelope,
+    MePublic,
+    TokenCreate,
+    TokenCreated,
+    TokenId,
+    TokenList,
+)
 from autopeft.api.security import is_expired, issue_token
 
-router = APIRouter(tags=["tokens"], responses={401: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope},
-                                               422: {"model": ErrorEnvelope}})
+router = APIRouter(
+    tags=["tokens"],
+    responses={
+        401: {"model": ErrorEnvelope},
+        404: {"model": ErrorEnvelope},
+        422: {"model": ErrorEnvelope},
+    },
+)
 
 
 def _public(tok: ApiToken, current_id: int, now: dt.datetime) -> dict:
-    return {"id": tok.id, "prefix": tok.prefix, "name": tok.name, "created_at": tok.created_at,
-            "expires_at": tok.expires_at, "last_used_at": tok.last_used_at, "revoked": tok.revoked,
-            "expired": is_expired(tok.expires_at, now), "current": tok.id == current_id}
+    return {
+        "id": tok.id,
+        "prefix": tok.prefix,
+        "name": tok.name,
+        "created_at": tok.created_at,
+        "expires_at": tok.expires_at,
+        "last_used_at": tok.last_used_at,
+        "revoked": tok.revoked,
+        "expired": is_expired(tok.expires_at, now),
+        "current": tok.id == current_id,
+    }
 
 
 @router.get("/tokens", response_model=TokenList, operation_id="list_tokens")
 def list_tokens(user: CurrentUser, session: SessionDep):
     """Your tokens (never the tokens themselves): prefix, name, created, expiry, last use, state."""
     now = utcnow()
-    rows = session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)).all()
+    rows = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    ).all()
     return {"tokens": [_public(t, user.token_id, now) for t in rows]}
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated, operation_id="create_token",
-             responses={201: {"description": "the new token, shown once", "links": {
-                 "RevokeToken": {"operationId": "revoke_token", "parameters": {"token_id": "$response.body#/id"}}}}})
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=TokenCreated,
+    operation_id="create_token",
+    responses={
+        201: {
+            "description": "the new token, shown once",
+            "links": {
+                "RevokeToken": {
+                    "operationId": "revoke_token",
+                    "parameters": {"token_id": "$response.body#/id"},
+                }
+            },
+        }
+    },
+)
 def create_token(body: TokenCreate, user: CurrentUser, state: StateDep):
     """A new token for yourself, expiring after ``expires_in_days``. The token is in this answer only."""
     limit = state.settings.token_max_days
     if body.expires_in_days > limit:
-        raise ApiError(422, "invalid_request", f"expires_in_days must be at most {limit} on this server "
-                       "(AUTOPEFT_TOKEN_MAX_DAYS)", "expires_in_days")
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"expires_in_days must be at most {limit} on this server (AUTOPEFT_TOKEN_MAX_DAYS)",
+            "expires_in_days",
+        )
     now = utcnow()
     with state.db.write() as session:
-        token, row = issue_token(session, user.id, state.settings.secret, body.name,
-                                 now + dt.timedelta(days=body.expires_in_days))
+        token, row = issue_token(
+            session,
+            user.id,
+            state.settings.secret,
+            body.name,
+            now + dt.timedelta(days=body.expires_in_days),
+        )
         return {**_public(row, user.token_id, now), "token": token}
 
 
-@router.delete("/tokens/{token_id}", status_code=204, response_class=Response, operation_id="revoke_token")
+@router.delete(
+    "/tokens/{token_id}", status_code=204, response_class=Response, operation_id="revoke_token"
+)
 def revoke_token(token_id: TokenId, user: CurrentUser, state: StateDep):
     """Revoke one of your tokens (this one too, if you wish); it is refused from the next request on."""
     with state.db.write() as session:
@@ -65,13 +113,29 @@ def me(user: CurrentUser, session: SessionDep, state: StateDep):
     s = state.settings
     from sqlalchemy import func
 
-    running = session.scalar(select(func.count()).select_from(Study).where(Study.user_id == user.id,
-                                                                           Study.state == "running"))
-    stored = session.scalar(select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.user_id == user.id))
+    running = session.scalar(
+        select(func.count())
+        .select_from(Study)
+        .where(Study.user_id == user.id, Study.state == "running")
+    )
+    stored = session.scalar(
+        select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.user_id == user.id)
+    )
     python = s.python_workloads == "all" or (s.python_workloads == "admins" and user.is_admin)
-    return {"id": user.id, "name": user.name, "role": user.role, "python_workloads": python,
-            "limits": {"max_upload_bytes": s.max_upload_bytes, "max_stored_bytes": s.max_stored_bytes_per_user or None,
-                       "max_running_trials": s.max_running_trials_per_user or None,
-                       "max_active_studies": s.max_active_studies_per_user or None},
-            "usage": {"stored_bytes": int(stored or 0), "active_studies": int(running or 0),
-                      "running_trials": state.scheduler.slots.running(user.id)}}
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "python_workloads": python,
+        "limits": {
+            "max_upload_bytes": s.max_upload_bytes,
+            "max_stored_bytes": s.max_stored_bytes_per_user or None,
+            "max_running_trials": s.max_running_trials_per_user or None,
+            "max_active_studies": s.max_active_studies_per_user or None,
+        },
+        "usage": {
+            "stored_bytes": int(stored or 0),
+            "active_studies": int(running or 0),
+            "running_trials": state.scheduler.slots.running(user.id),
+        },
+    }

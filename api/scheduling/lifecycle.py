@@ -54,7 +54,11 @@ class Lifecycle:
                 study = s.get(Study, self.study_id)
                 spec = dict(study.spec) if study is not None else self.spec
             if self._apply_budget(spec):
-                log.info("study %s: budget now %s", self.study_id, dict(zip(BUDGET_KEYS, budget_of(self.spec))))
+                log.info(
+                    "study %s: budget now %s",
+                    self.study_id,
+                    dict(zip(BUDGET_KEYS, budget_of(self.spec))),
+                )
 
     def _finish(self, elapsed: float, message: str | None) -> bool:
         """Mark the study finished; False (and the new budget taken) when it was extended meanwhile.
@@ -82,7 +86,9 @@ class Lifecycle:
                 if trial_id in queue:
                     queue.remove(trial_id)
         if running:
-            self.executor.cancel(trial_id)   # False while it is being submitted: _submit cancels it then
+            self.executor.cancel(
+                trial_id
+            )  # False while it is being submitted: _submit cancels it then
         else:
             self._end_cancelled(trial_id, reason)
             self._wake.set()
@@ -94,11 +100,13 @@ class Lifecycle:
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
                 if t is None or t.state in FINISHED_TRIAL_STATES:
-                    return   # it ended on its own first
+                    return  # it ended on its own first
                 search = trial_id not in self.baselines and trial_id in self.ids
                 if search:
                     self.opt.tell(self.ids[trial_id], None, state="failed")
-                    self._event(s, "tell", {"trial_id": trial_id, "values": None, "state": "failed"})
+                    self._event(
+                        s, "tell", {"trial_id": trial_id, "values": None, "state": "failed"}
+                    )
                 t.state, t.error, t.finished_at = "failed", reason, utcnow()
                 t.feasible, t.infeasible_reason = None, None
                 t.epochs_trained = (t.epochs_trained or 0.0) + trained
@@ -124,7 +132,9 @@ class LifecycleManager:
             return
         with self._lock:
             stopping = self._runners.get(study_id)
-        if stopping is not None:   # a runner on its way out (a stop): let it put its trials back first
+        if (
+            stopping is not None
+        ):  # a runner on its way out (a stop): let it put its trials back first
             stopping.join(timeout=60)
         cancel_in_store(self.db, study_id, trial_id, reason)
 
@@ -138,6 +148,14 @@ def cancel_in_store(db, study_id: int, trial_id: int, reason: str) -> None:
             return
         t.state, t.error, t.finished_at = "failed", reason, utcnow()
         if t.kind != "baseline" and t.optimizer_id:
-            seq = s.scalar(select(func.coalesce(func.max(Event.seq), 0)).where(Event.study_id == study_id))
-            s.add(Event(study_id=study_id, seq=int(seq) + 1, kind="tell",
-                        payload={"trial_id": trial_id, "values": None, "state": "failed"}))
+            seq = s.scalar(
+                select(func.coalesce(func.max(Event.seq), 0)).where(Event.study_id == study_id)
+            )
+            s.add(
+                Event(
+                    study_id=study_id,
+                    seq=int(seq) + 1,
+                    kind="tell",
+                    payload={"trial_id": trial_id, "values": None, "state": "failed"},
+                )
+            )

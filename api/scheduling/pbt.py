@@ -22,7 +22,6 @@ from autopeft.api.models import Trial, TrialReport, utcnow
 from autopeft.api.scheduling.values import exact
 from autopeft.api.services.studies import trial_dir
 
-
 log = logging.getLogger("autopeft.scheduler")
 
 
@@ -40,10 +39,16 @@ class PBTTurns:
             t = s.get(Trial, trial_id)
             t.state = "queued"
             t.epochs_trained = (t.epochs_trained or 0.0) + trained
-            last = s.scalar(select(TrialReport.step).where(TrialReport.trial_id == trial_id)
-                            .order_by(TrialReport.id.desc()).limit(1))
+            last = s.scalar(
+                select(TrialReport.step)
+                .where(TrialReport.trial_id == trial_id)
+                .order_by(TrialReport.id.desc())
+                .limit(1)
+            )
         with self._lock:
-            self.next_step[trial_id] = int(last or 0) + int(self.opt.options["perturbation_interval"])
+            self.next_step[trial_id] = int(last or 0) + int(
+                self.opt.options["perturbation_interval"]
+            )
             self.paused.append(trial_id)
 
     def _exploit(self, trial_id: int, exploit: Any, trained: float) -> bool:
@@ -56,8 +61,11 @@ class PBTTurns:
             number = t.number
             donor_number = s.get(Trial, donor_tid).number if donor_tid is not None else None
         own = trial_dir(self.m.artifacts_dir, self.study_id, number) / "checkpoint"
-        donor = trial_dir(self.m.artifacts_dir, self.study_id, donor_number) / "checkpoint" \
-            if donor_number is not None else None
+        donor = (
+            trial_dir(self.m.artifacts_dir, self.study_id, donor_number) / "checkpoint"
+            if donor_number is not None
+            else None
+        )
         copied = donor is not None and _copy_checkpoint(donor, own)
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
@@ -66,13 +74,23 @@ class PBTTurns:
             if donor_tid is not None:
                 t.parent_id = donor_tid
             t.epochs_trained = (t.epochs_trained or 0.0) + trained
-            entry = {"step": int(exploit.step), "source": donor_tid, "source_number": donor_number,
-                     "changes": {k: list(v) for k, v in (exploit.changes or {}).items()}, "restored": copied}
+            entry = {
+                "step": int(exploit.step),
+                "source": donor_tid,
+                "source_number": donor_number,
+                "changes": {k: list(v) for k, v in (exploit.changes or {}).items()},
+                "restored": copied,
+            }
             t.lineage = [*(t.lineage or []), entry]
             if self.turns:
                 t.state = "queued"
-        log.info("study %s: trial %s exploits trial %s (%s)", self.study_id, number, donor_number,
-                 "from its checkpoint" if copied else "no checkpoint to copy: weights kept")
+        log.info(
+            "study %s: trial %s exploits trial %s (%s)",
+            self.study_id,
+            number,
+            donor_number,
+            "from its checkpoint" if copied else "no checkpoint to copy: weights kept",
+        )
         if self.turns:
             # the member goes on from the copied checkpoint's report (the donor may be ahead)
             start = max(int(exploit.step), _checkpoint_report(own) if copied else 0)
@@ -92,16 +110,26 @@ class PBTTurns:
             members, self.paused = list(self.paused), []
         for tid in members:
             with self.db.read() as s:
-                last = s.scalars(select(TrialReport).where(TrialReport.trial_id == tid)
-                                 .order_by(TrialReport.id.desc()).limit(1)).first()
-            values = {k: v for k, v in last.values.items() if v is not None} if last is not None else None
+                last = s.scalars(
+                    select(TrialReport)
+                    .where(TrialReport.trial_id == tid)
+                    .order_by(TrialReport.id.desc())
+                    .limit(1)
+                ).first()
+            values = (
+                {k: v for k, v in last.values.items() if v is not None}
+                if last is not None
+                else None
+            )
             with self._lock:
                 self.opt.tell(self.ids[tid], values, state="pruned")
                 with self.db.write(self.study_id) as s:
                     t = s.get(Trial, tid)
                     t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
                     self._judge(t, values)
-                    self._event(s, "tell", {"trial_id": tid, "values": exact(values), "state": "pruned"})
+                    self._event(
+                        s, "tell", {"trial_id": tid, "values": exact(values), "state": "pruned"}
+                    )
 
 
 def _checkpoint_report(directory: Path) -> int:

@@ -12,11 +12,11 @@ every front the study ever had is tested; trials never on the front never touch 
 from __future__ import annotations
 
 import logging
+
 from autopeft.api.models import Study, Trial
 from autopeft.api.scheduling.values import finite_or_none
 from autopeft.api.services.studies import trial_dir
 from autopeft.workers.base import TrialOutcome, TrialSpec
-
 
 log = logging.getLogger("autopeft.scheduler")
 
@@ -32,7 +32,11 @@ class HeldOutTests:
         with self.db.read() as s:
             study = s.get(Study, self.study_id)
             front, complete = front_trials(s, study)
-            wanted = [t.id for t in complete if t.test_values is None and (t in front or t.kind == "baseline")]
+            wanted = [
+                t.id
+                for t in complete
+                if t.test_values is None and (t in front or t.kind == "baseline")
+            ]
         with self._lock:
             for tid in wanted:
                 if tid not in self.evaluating and tid not in self.pending_tests:
@@ -42,9 +46,14 @@ class HeldOutTests:
         with self.db.read() as s:
             t = s.get(Trial, trial_id)
             root = trial_dir(self.m.artifacts_dir, self.study_id, t.number)
-            spec = TrialSpec(trial_id=t.id, study_id=t.study_id, number=t.number,
-                             workload={**self._workload_of(t), "evaluate": "test"}, config=dict(t.config),
-                             attempt=t.attempts)
+            spec = TrialSpec(
+                trial_id=t.id,
+                study_id=t.study_id,
+                number=t.number,
+                workload={**self._workload_of(t), "evaluate": "test"},
+                config=dict(t.config),
+                attempt=t.attempts,
+            )
         spec.restore_dir = str(root / "checkpoint")
         spec.log_path = str(root / "test.log")
         if self.m.cpus_per_trial:
@@ -52,9 +61,15 @@ class HeldOutTests:
         with self._lock:
             self.evaluating.add(trial_id)
         try:
-            spec.workload, spec.data_file = self.m.trial_workload(spec.workload)   # e.g. an uploaded dataset
-            self.executor.submit(spec, lambda step, values: "continue", lambda outcome: self._on_tested(trial_id, outcome))
-        except Exception as err:  # noqa: BLE001
+            spec.workload, spec.data_file = self.m.trial_workload(
+                spec.workload
+            )  # e.g. an uploaded dataset
+            self.executor.submit(
+                spec,
+                lambda step, values: "continue",
+                lambda outcome: self._on_tested(trial_id, outcome),
+            )
+        except Exception as err:
             self._on_tested(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
 
     def _on_tested(self, trial_id: int, outcome: TrialOutcome) -> None:
@@ -63,13 +78,22 @@ class HeldOutTests:
                 with self.db.write(self.study_id) as s:
                     t = s.get(Trial, trial_id)
                     if t is not None:
-                        t.test_values = finite_or_none({k: v for k, v in outcome.values.items()
-                                                         if k.startswith("test_")})
+                        t.test_values = finite_or_none(
+                            {k: v for k, v in outcome.values.items() if k.startswith("test_")}
+                        )
             elif not outcome.cancelled:
-                log.warning("study %s: test evaluation of trial %s failed: %s", self.study_id, trial_id,
-                            (outcome.error or "").splitlines()[0] if outcome.error else "?")
+                log.warning(
+                    "study %s: test evaluation of trial %s failed: %s",
+                    self.study_id,
+                    trial_id,
+                    (outcome.error or "").splitlines()[0] if outcome.error else "?",
+                )
                 with self.db.write(self.study_id) as s:
-                    self._event(s, "test_failed", {"trial_id": trial_id, "error": (outcome.error or "")[:2000]})
+                    self._event(
+                        s,
+                        "test_failed",
+                        {"trial_id": trial_id, "error": (outcome.error or "")[:2000]},
+                    )
         finally:
             with self._lock:
                 known = trial_id in self.evaluating

@@ -12,14 +12,20 @@ def finite_or_none(values: dict[str, float] | None) -> dict[str, float | None] |
     """What is stored (JSON has no NaN / inf): non-finite metrics become null."""
     if values is None:
         return None
-    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in values.items()}
+    return {
+        k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None)
+        for k, v in values.items()
+    }
 
 
 def exact(values: dict[str, float] | None) -> dict[str, Any] | None:
     """For the event log, which must replay exactly: non-finite floats as the strings nan / inf / -inf."""
     if values is None:
         return None
-    return {k: (repr(float(v)) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+    return {
+        k: (repr(float(v)) if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in values.items()
+    }
 
 
 def unexact(values: dict[str, Any] | None) -> dict[str, float] | None:

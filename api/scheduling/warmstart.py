@@ -23,7 +23,11 @@ log = logging.getLogger("autopeft.scheduler")
 class WarmStartReuse:
     def _reuse_warm_start(self, created: int) -> int:
         """Create the reused trials still missing; returns the trial count after them."""
-        todo = [e for e in (self.spec.get("warm_start") or {}).get("reused") or [] if "trial_id" not in e]
+        todo = [
+            e
+            for e in (self.spec.get("warm_start") or {}).get("reused") or []
+            if "trial_id" not in e
+        ]
         if not todo:
             return created
         with self.db.write(self.study_id) as s:
@@ -36,14 +40,30 @@ class WarmStartReuse:
                 with self._lock:
                     told = self.opt.add_trial(entry["config"], entry["values"], "complete")
                 now = utcnow()
-                t = Trial(study_id=self.study_id, number=created, state="complete", config=dict(told.config),
-                          values=dict(entry["values"]), optimizer_id=str(told.id), attempts=0,
-                          test_values=entry.get("test_values"), started_at=now, finished_at=now)
+                t = Trial(
+                    study_id=self.study_id,
+                    number=created,
+                    state="complete",
+                    config=dict(told.config),
+                    values=dict(entry["values"]),
+                    optimizer_id=str(told.id),
+                    attempts=0,
+                    test_values=entry.get("test_values"),
+                    started_at=now,
+                    finished_at=now,
+                )
                 s.add(t)
                 s.flush()
                 self._judge(t, entry["values"])
-                self._event(s, "add", {"trial_id": t.id, "config": dict(told.config),
-                                       "values": exact(entry["values"])})
+                self._event(
+                    s,
+                    "add",
+                    {
+                        "trial_id": t.id,
+                        "config": dict(told.config),
+                        "values": exact(entry["values"]),
+                    },
+                )
                 with self._lock:
                     self.ids[t.id] = told.id
                     self.by_opt_id[str(told.id)] = t.id
@@ -52,12 +72,19 @@ class WarmStartReuse:
                 created += 1
             study.spec = spec
         self.spec["warm_start"] = spec["warm_start"]
-        log.info("study %s: reused %d trial(s) of study %s without training", self.study_id, len(todo), source_id)
+        log.info(
+            "study %s: reused %d trial(s) of study %s without training",
+            self.study_id,
+            len(todo),
+            source_id,
+        )
         return created
 
     def _copy_artifacts(self, source_study: int, source_number: int, number: int) -> None:
-        src, dst = trial_dir(self.m.artifacts_dir, source_study, source_number), \
-            trial_dir(self.m.artifacts_dir, self.study_id, number)
+        src, dst = (
+            trial_dir(self.m.artifacts_dir, source_study, source_number),
+            trial_dir(self.m.artifacts_dir, self.study_id, number),
+        )
         for name in ("checkpoint", "adapter"):
             if (src / name).is_dir() and not (dst / name).exists():
                 shutil.copytree(src / name, dst / name)

@@ -16,21 +16,32 @@ trial is infeasible ("not reported"). Trials stored before feasibility was (rows
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from autopeft.errors import InvalidConfig
 
 #: metrics every peft trial ends with besides those it reports at every step (autopeft.trials.train)
-PEFT_FINAL_METRICS = ("trainable_params", "params_pct", "base_params", "train_time_s", "eval_time_s",
-                      "wall_time_s", "peak_memory_mb", "examples_per_s", "train_examples", "eval_examples",
-                      "epochs_trained")
+PEFT_FINAL_METRICS = (
+    "trainable_params",
+    "params_pct",
+    "base_params",
+    "train_time_s",
+    "eval_time_s",
+    "wall_time_s",
+    "peak_memory_mb",
+    "examples_per_s",
+    "train_examples",
+    "eval_examples",
+    "epochs_trained",
+)
 
 
 def constraints_of(spec: Mapping[str, Any]) -> list[tuple[str, str, float]]:
     """The study's constraints as ``(metric, op, bound)`` (empty without any)."""
     from autopeft.optim.base import _check_constraints
 
-    options = ((spec.get("optimizer") or {}).get("options") or {})
+    options = (spec.get("optimizer") or {}).get("options") or {}
     return _check_constraints(options.get("constraints"))
 
 
@@ -54,18 +65,23 @@ def check_constraints(spec: Mapping[str, Any]) -> None:
     known = peft_metrics(workload)
     for i, (metric, _, _) in enumerate(constraints):
         if metric not in known:
-            raise InvalidConfig(f"constraint {i} is on metric {metric!r}, which no trial of this workload reports, so "
-                                f"it could never be evaluated; metrics: {', '.join(sorted(known))}",
-                                f"optimizer.options.constraints.{i}.metric")
+            raise InvalidConfig(
+                f"constraint {i} is on metric {metric!r}, which no trial of this workload reports, so "
+                f"it could never be evaluated; metrics: {', '.join(sorted(known))}",
+                f"optimizer.options.constraints.{i}.metric",
+            )
 
 
 def _show(x: float) -> str:
     return f"{x:.6g}"
 
 
-def feasibility(constraints: list[tuple[str, str, float]], values: Mapping[str, Any] | None,
-                known: Mapping[str, Callable[[dict], float]] | None = None,
-                config: dict | None = None) -> tuple[bool | None, str | None]:
+def feasibility(
+    constraints: list[tuple[str, str, float]],
+    values: Mapping[str, Any] | None,
+    known: Mapping[str, Callable[[dict], float]] | None = None,
+    config: dict | None = None,
+) -> tuple[bool | None, str | None]:
     """``(feasible, reason)`` of a trial's final ``values``: ``(None, None)`` without values (a
     failed trial); ``(False, "trainable_params = 2.1e+06 violates <= 1e+06; ...")``
     naming every violated constraint; ``(True, None)`` otherwise (always, without constraints)."""

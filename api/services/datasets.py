@@ -29,10 +29,21 @@ UPLOAD_PREFIX = "upload:"
 
 
 def dataset_public(ds: Dataset) -> dict[str, Any]:
-    return {"id": ds.id, "name": ds.name, "filename": ds.filename, "format": ds.format, "encoding": ds.encoding,
-            "size_bytes": ds.size_bytes, "sha256": ds.sha256, "rows": ds.rows, "columns": ds.columns,
-            "text_column": ds.text_column, "label_column": ds.label_column, "labels": ds.label_counts,
-            "created_at": ds.created_at}
+    return {
+        "id": ds.id,
+        "name": ds.name,
+        "filename": ds.filename,
+        "format": ds.format,
+        "encoding": ds.encoding,
+        "size_bytes": ds.size_bytes,
+        "sha256": ds.sha256,
+        "rows": ds.rows,
+        "columns": ds.columns,
+        "text_column": ds.text_column,
+        "label_column": ds.label_column,
+        "labels": ds.label_counts,
+        "created_at": ds.created_at,
+    }
 
 
 class DatasetStore:
@@ -42,7 +53,7 @@ class DatasetStore:
         self.max_stored = max_stored_bytes_per_user or None
         self.incoming = self.root / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
-        for stale in self.incoming.glob("*.part"):   # uploads cut off by a restart
+        for stale in self.incoming.glob("*.part"):  # uploads cut off by a restart
             stale.unlink(missing_ok=True)
 
     def path_of(self, ds: Dataset) -> Path:
@@ -51,36 +62,68 @@ class DatasetStore:
     # -- queries ---------------------------------------------------------------------------------
     def get(self, session: Session, user_id: int, dataset_id: int) -> Dataset:
         ds = session.get(Dataset, dataset_id)
-        if ds is None or ds.user_id != user_id:   # others' datasets do not exist for you
+        if ds is None or ds.user_id != user_id:  # others' datasets do not exist for you
             raise not_found("dataset", dataset_id)
         return ds
 
     def list(self, session: Session, user_id: int) -> list[dict[str, Any]]:
-        rows = session.scalars(select(Dataset).where(Dataset.user_id == user_id).order_by(Dataset.id)).all()
+        rows = session.scalars(
+            select(Dataset).where(Dataset.user_id == user_id).order_by(Dataset.id)
+        ).all()
         return [dataset_public(d) for d in rows]
 
     def stored_bytes(self, session: Session, user_id: int) -> int:
-        return int(session.scalar(select(func.coalesce(func.sum(Dataset.size_bytes), 0))
-                                  .where(Dataset.user_id == user_id)) or 0)
+        return int(
+            session.scalar(
+                select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+                    Dataset.user_id == user_id
+                )
+            )
+            or 0
+        )
 
     def check_quota(self, session: Session, user_id: int, size: int) -> None:
         if self.max_stored is None:
             return
         used = self.stored_bytes(session, user_id)
         if used + size > self.max_stored:
-            raise ApiError(403, "quota_exceeded", f"storing this dataset ({size} bytes) would take your data to "
-                           f"{used + size} bytes, above your limit of {self.max_stored} "
-                           "(AUTOPEFT_MAX_STORED_BYTES_PER_USER); delete datasets you no longer need", "file")
+            raise ApiError(
+                403,
+                "quota_exceeded",
+                f"storing this dataset ({size} bytes) would take your data to "
+                f"{used + size} bytes, above your limit of {self.max_stored} "
+                "(AUTOPEFT_MAX_STORED_BYTES_PER_USER); delete datasets you no longer need",
+                "file",
+            )
 
     # -- changes ---------------------------------------------------------------------------------
-    def add(self, session: Session, user_id: int, name: str, filename: str, schema, size: int, sha256: str,
-            tmp: Path) -> Dataset:
+    def add(
+        self,
+        session: Session,
+        user_id: int,
+        name: str,
+        filename: str,
+        schema,
+        size: int,
+        sha256: str,
+        tmp: Path,
+    ) -> Dataset:
         """Store a checked upload (moves ``tmp`` into place); the caller commits."""
         self.check_quota(session, user_id, size)
-        ds = Dataset(user_id=user_id, name=name, filename=filename, format=schema.format, encoding=schema.encoding,
-                     size_bytes=size, sha256=sha256, rows=schema.rows, columns=schema.columns,
-                     text_column=schema.text_column, label_column=schema.label_column,
-                     label_counts=schema.label_counts)
+        ds = Dataset(
+            user_id=user_id,
+            name=name,
+            filename=filename,
+            format=schema.format,
+            encoding=schema.encoding,
+            size_bytes=size,
+            sha256=sha256,
+            rows=schema.rows,
+            columns=schema.columns,
+            text_column=schema.text_column,
+            label_column=schema.label_column,
+            label_counts=schema.label_counts,
+        )
         session.add(ds)
         session.flush()
         target = self.path_of(ds)
@@ -92,12 +135,19 @@ class DatasetStore:
         """Delete the row (the caller commits, then removes the returned file). 409 while a running
         study uses it."""
         ds = self.get(session, user_id, dataset_id)
-        running = session.scalars(select(Study.id).where(Study.dataset_id == ds.id, Study.state == "running")
-                                  .order_by(Study.id)).all()
+        running = session.scalars(
+            select(Study.id)
+            .where(Study.dataset_id == ds.id, Study.state == "running")
+            .order_by(Study.id)
+        ).all()
         if running:
-            raise ApiError(409, "conflict", f"dataset {dataset_id} is used by running stud"
-                           f"{'y' if len(running) == 1 else 'ies'} {', '.join(map(str, running))}; stop "
-                           f"{'it' if len(running) == 1 else 'them'} first")
+            raise ApiError(
+                409,
+                "conflict",
+                f"dataset {dataset_id} is used by running stud"
+                f"{'y' if len(running) == 1 else 'ies'} {', '.join(map(str, running))}; stop "
+                f"{'it' if len(running) == 1 else 'them'} first",
+            )
         path = self.path_of(ds)
         session.delete(ds)
         return path
@@ -106,33 +156,47 @@ class DatasetStore:
         shutil.rmtree(self.root / str(user_id), ignore_errors=True)
 
     # -- studies and trials ------------------------------------------------------------------------
-    def resolve_for_validation(self, session: Session, user_id: int, workload: dict[str, Any]
-                               ) -> tuple[dict[str, Any], Dataset | None]:
+    def resolve_for_validation(
+        self, session: Session, user_id: int, workload: dict[str, Any]
+    ) -> tuple[dict[str, Any], Dataset | None]:
         """``workload`` with an uploaded dataset's stored path and schema filled in (for
         ``validate_workload``), and the dataset; unchanged and None without ``dataset_id``."""
         if workload.get("kind") != "peft" or "dataset_id" not in workload:
             return workload, None
         ref = workload["dataset_id"]
         if isinstance(ref, bool) or not isinstance(ref, int) or not 1 <= ref <= 2**31 - 1:
-            raise InvalidConfig(f"workload.dataset_id must be the id of one of your datasets, got {ref!r}",
-                                "workload.dataset_id")
+            raise InvalidConfig(
+                f"workload.dataset_id must be the id of one of your datasets, got {ref!r}",
+                "workload.dataset_id",
+            )
         ds = session.get(Dataset, ref)
         if ds is None or ds.user_id != user_id:
-            raise InvalidConfig(f"dataset {ref} not found among your datasets (GET /api/v1/datasets)",
-                                "workload.dataset_id")
+            raise InvalidConfig(
+                f"dataset {ref} not found among your datasets (GET /api/v1/datasets)",
+                "workload.dataset_id",
+            )
         given = workload.get("dataset")
         if given is not None and given != f"{UPLOAD_PREFIX}{ds.id}":
-            raise InvalidConfig("give workload.dataset_id or workload.dataset, not both", "workload.dataset")
+            raise InvalidConfig(
+                "give workload.dataset_id or workload.dataset, not both", "workload.dataset"
+            )
         for key, value in (("format", ds.format), ("encoding", ds.encoding)):
             if workload.get(key) not in (None, value):
-                raise InvalidConfig(f"dataset {ds.id} is {value}; workload.{key} {workload[key]!r} would not "
-                                    f"read it", f"workload.{key}")
+                raise InvalidConfig(
+                    f"dataset {ds.id} is {value}; workload.{key} {workload[key]!r} would not "
+                    f"read it",
+                    f"workload.{key}",
+                )
         out = {k: v for k, v in workload.items() if k != "dataset_id"}
         out.update(dataset=str(self.path_of(ds)), format=ds.format, encoding=ds.encoding)
-        out.setdefault("text_column", ds.text_column[0] if len(ds.text_column) == 1 else list(ds.text_column))
+        out.setdefault(
+            "text_column", ds.text_column[0] if len(ds.text_column) == 1 else list(ds.text_column)
+        )
         out.setdefault("label_column", ds.label_column)
         if out.get("labels") is None and out["label_column"] == ds.label_column:
-            out["labels"] = list(ds.label_counts)   # the order the trials would infer; makes num_labels known
+            out["labels"] = list(
+                ds.label_counts
+            )  # the order the trials would infer; makes num_labels known
         return out, ds
 
     def stored_workload(self, normalised: dict[str, Any], ds: Dataset | None) -> dict[str, Any]:
@@ -141,19 +205,28 @@ class DatasetStore:
             return normalised
         return {**normalised, "dataset": f"{UPLOAD_PREFIX}{ds.id}", "dataset_id": ds.id}
 
-    def trial_workload(self, db, workload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def trial_workload(
+        self, db, workload: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The workload a worker runs and the data file to ship (None: nothing to ship)."""
         if "dataset_id" not in workload:
             return workload, None
         with db.read() as session:
             ds = session.get(Dataset, int(workload["dataset_id"]))
         if ds is None:
-            raise RuntimeError(f"dataset {workload['dataset_id']} was deleted; upload it again and create a new "
-                               "study")
+            raise RuntimeError(
+                f"dataset {workload['dataset_id']} was deleted; upload it again and create a new "
+                "study"
+            )
         path = self.path_of(ds)
         out = {k: v for k, v in workload.items() if k != "dataset_id"}
         out["dataset"] = str(path)
-        return out, {"path": str(path), "sha256": ds.sha256, "size": ds.size_bytes, "suffix": f".{ds.format}"}
+        return out, {
+            "path": str(path),
+            "sha256": ds.sha256,
+            "size": ds.size_bytes,
+            "suffix": f".{ds.format}",
+        }
 
     def export_workload(self, db, workload: dict[str, Any]) -> dict[str, Any]:
         """The workload to rebuild a trial's model for an adapter export. The data itself is not read
@@ -166,14 +239,18 @@ class DatasetStore:
         except RuntimeError:
             pass
         labels = [str(v) for v in workload.get("labels") or []]
-        stub = self.incoming / f"export-{int(workload['dataset_id'])}.{workload.get('format', 'csv')}"
+        stub = (
+            self.incoming / f"export-{int(workload['dataset_id'])}.{workload.get('format', 'csv')}"
+        )
         texts = workload.get("text_column") or "text"
         texts = [texts] if isinstance(texts, str) else list(texts)
         label = workload.get("label_column") or "label"
         if workload.get("format") == "jsonl":
             import json
 
-            stub.write_text("".join(json.dumps({**{t: "x" for t in texts}, label: v}) + "\n" for v in labels))
+            stub.write_text(
+                "".join(json.dumps({**{t: "x" for t in texts}, label: v}) + "\n" for v in labels)
+            )
         else:
             import csv
             import io

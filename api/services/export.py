@@ -20,7 +20,9 @@ _lock = threading.Lock()
 _HEAD_SUFFIXES = ("classifier.weight", "classifier.out_proj.weight", "score.weight")
 
 
-def ensure_peft_adapter(spec: dict[str, Any], config: dict[str, Any], trial_id: int, root: Path) -> Path | None:
+def ensure_peft_adapter(
+    spec: dict[str, Any], config: dict[str, Any], trial_id: int, root: Path
+) -> Path | None:
     """``root/adapter`` for a peft trial with a checkpoint (built on first use), else None."""
     adapter = root / "adapter"
     ckpt = root / "checkpoint"
@@ -39,7 +41,7 @@ def ensure_peft_adapter(spec: dict[str, Any], config: dict[str, Any], trial_id: 
         from autopeft.trials.train import trainer_for
 
         with safe_open(str(ckpt / checkpoint.WEIGHTS), "pt") as f:
-            heads = [f.get_slice(k).get_shape()[0] for k in f.keys() if k.endswith(_HEAD_SUFFIXES)]
+            heads = [f.get_slice(k).get_shape()[0] for k in f.keys() if k.endswith(_HEAD_SUFFIXES)]  # noqa: SIM118 (safe_open has no __iter__)
         labels = list(workload.get("labels") or [])
         if not labels:
             from autopeft.trials.data import BUILTIN_DATASETS
@@ -52,8 +54,11 @@ def ensure_peft_adapter(spec: dict[str, Any], config: dict[str, Any], trial_id: 
         meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
         config = dict(meta.get("config") or config)
         # a 4-bit trial's adapter is exported on the full-precision base (what QLoRA adapters load onto)
-        trainer = trainer_for({**workload, "quantization": None}, config,
-                              TrialContext(trial_id=trial_id, resources={"cpus": 1, "gpus": 0}))
+        trainer = trainer_for(
+            {**workload, "quantization": None},
+            config,
+            TrialContext(trial_id=trial_id, resources={"cpus": 1, "gpus": 0}),
+        )
         model = trainer.build_model(num_labels, tuple(str(x) for x in labels)).to("cpu")
         checkpoint.load(ckpt, model)
         tmp = root / "adapter.tmp"

@@ -26,13 +26,30 @@ from autopeft.api.services.studies import public_error
 
 # Built once: fixed texts with bound parameters, so a request pays no statement construction
 # (``after`` -1 means "from the start"). Times are taken as stored (SQLite keeps ISO text).
-_SELECT = ('SELECT id, study_id, number, state, CAST(config AS TEXT), CAST("values" AS TEXT), attempts, '
-           "parent_id, error, created_at, started_at, finished_at, kind, label, CAST(test_values AS TEXT), "
-           "epochs_trained, CAST(lineage AS TEXT), feasible, infeasible_reason FROM trials "
-           "WHERE study_id = :study_id AND id > :after{} ORDER BY id LIMIT :limit")
-_TYPES = dict(id=Integer, study_id=Integer, number=Integer, state=String, config=Text, values=Text,
-              attempts=Integer, parent_id=Integer, error=Text, kind=String, label=Text, test_values=Text,
-              epochs_trained=Float, lineage=Text, feasible=Boolean, infeasible_reason=Text)
+_SELECT = (
+    'SELECT id, study_id, number, state, CAST(config AS TEXT), CAST("values" AS TEXT), attempts, '
+    "parent_id, error, created_at, started_at, finished_at, kind, label, CAST(test_values AS TEXT), "
+    "epochs_trained, CAST(lineage AS TEXT), feasible, infeasible_reason FROM trials "
+    "WHERE study_id = :study_id AND id > :after{} ORDER BY id LIMIT :limit"
+)
+_TYPES = dict(
+    id=Integer,
+    study_id=Integer,
+    number=Integer,
+    state=String,
+    config=Text,
+    values=Text,
+    attempts=Integer,
+    parent_id=Integer,
+    error=Text,
+    kind=String,
+    label=Text,
+    test_values=Text,
+    epochs_trained=Float,
+    lineage=Text,
+    feasible=Boolean,
+    infeasible_reason=Text,
+)
 _PAGE = text(_SELECT.format("")).columns(**_TYPES)
 _PAGE_STATE = text(_SELECT.format(" AND state = :state")).columns(**_TYPES)
 _OWNER = text("SELECT user_id FROM studies WHERE id = :study_id").columns(user_id=Integer)
@@ -42,24 +59,27 @@ _dumps = json.dumps
 def _dt(value) -> str:
     if value is None:
         return "null"
-    if isinstance(value, str):   # SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]" as SQLAlchemy stored it
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]" as SQLAlchemy stored it
         return '"' + value.replace(" ", "T", 1) + '"'
     return '"' + value.isoformat() + '"'
 
 
 def _row(r) -> str:
-    return (f'{{"id":{r[0]},"study_id":{r[1]},"number":{r[2]},"state":"{r[3]}","config":{r[4] or "null"},'
-            f'"values":{r[5] or "null"},"attempts":{r[6]},"parent_id":{"null" if r[7] is None else r[7]},'
-            f'"kind":"{r[12] or "search"}","label":{"null" if r[13] is None else _dumps(r[13])},'
-            f'"test_values":{r[14] or "null"},"epochs_trained":{_dumps(float(r[15] or 0.0))},'
-            f'"lineage":{r[16] or "null"},"feasible":{"null" if r[17] is None else "true" if r[17] else "false"},'
-            f'"infeasible_reason":{"null" if r[18] is None else _dumps(r[18])},'
-            f'"error":{"null" if r[8] is None else _dumps(public_error(r[8]))},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
-            f'"finished_at":{_dt(r[11])}}}')
+    return (
+        f'{{"id":{r[0]},"study_id":{r[1]},"number":{r[2]},"state":"{r[3]}","config":{r[4] or "null"},'
+        f'"values":{r[5] or "null"},"attempts":{r[6]},"parent_id":{"null" if r[7] is None else r[7]},'
+        f'"kind":"{r[12] or "search"}","label":{"null" if r[13] is None else _dumps(r[13])},'
+        f'"test_values":{r[14] or "null"},"epochs_trained":{_dumps(float(r[15] or 0.0))},'
+        f'"lineage":{r[16] or "null"},"feasible":{"null" if r[17] is None else "true" if r[17] else "false"},'
+        f'"infeasible_reason":{"null" if r[18] is None else _dumps(r[18])},'
+        f'"error":{"null" if r[8] is None else _dumps(public_error(r[8]))},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
+        f'"finished_at":{_dt(r[11])}}}'
+    )
 
 
-def encode_page(db: Database, user_id: int, study_id: int, after: int | None, limit: int,
-                state: str | None) -> bytes:
+def encode_page(
+    db: Database, user_id: int, study_id: int, after: int | None, limit: int, state: str | None
+) -> bytes:
     with db.engine.connect() as conn:
         owner = conn.execute(_OWNER, {"study_id": study_id}).scalar()
         if owner is None or owner != user_id:
@@ -69,8 +89,13 @@ def encode_page(db: Database, user_id: int, study_id: int, after: int | None, li
             params["state"] = state
         rows = conn.execute(_PAGE if state is None else _PAGE_STATE, params).all()
     next_after = rows[-1][0] if rows else after
-    return ('{"trials":[' + ",".join(_row(r) for r in rows) + '],"next_after":'
-            + ("null" if next_after is None else str(next_after)) + "}").encode()
+    return (
+        '{"trials":['
+        + ",".join(_row(r) for r in rows)
+        + '],"next_after":'
+        + ("null" if next_after is None else str(next_after))
+        + "}"
+    ).encode()
 
 
 class ListingCache:
@@ -79,8 +104,17 @@ class ListingCache:
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    async def get(self, user_id: int, study_id: int, after: int | None, limit: int, state: str | None) -> bytes:
-        key = (user_id, study_id, self.db.version(study_id), after, limit, state)  # version read first
+    async def get(
+        self, user_id: int, study_id: int, after: int | None, limit: int, state: str | None
+    ) -> bytes:
+        key = (
+            user_id,
+            study_id,
+            self.db.version(study_id),
+            after,
+            limit,
+            state,
+        )  # version read first
         if self.enabled:
             with self._lock:
                 body = self._pages.get(key)

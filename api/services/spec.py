@@ -20,8 +20,9 @@ from autopeft.errors import InvalidConfig
 @dataclass
 class SpecContext:
     """Who submits the spec and under which rules (the operator's settings, the user's datasets)."""
-    user: Any            # deps.UserRef
-    settings: Any        # settings.Settings
+
+    user: Any  # deps.UserRef
+    settings: Any  # settings.Settings
     session: Any = None  # a read session, for workload.dataset_id
     datasets: Any = None  # services.datasets.DatasetStore
 
@@ -33,16 +34,25 @@ def check_python_allowed(workload: dict[str, Any], ctx: SpecContext) -> None:
     mode = ctx.settings.python_workloads
     if mode == "off" or (mode == "admins" and not ctx.user.is_admin):
         who = "" if mode == "off" else " for admins only"
-        raise ApiError(403, "forbidden", f"python workloads are disabled on this server{who}: they run your code "
-                       "on the server. The operator enables them with AUTOPEFT_PYTHON_WORKLOADS=admins (admins "
-                       "only) or =all (every user), optionally limited by AUTOPEFT_PYTHON_MODULES", "workload.kind")
+        raise ApiError(
+            403,
+            "forbidden",
+            f"python workloads are disabled on this server{who}: they run your code "
+            "on the server. The operator enables them with AUTOPEFT_PYTHON_WORKLOADS=admins (admins "
+            "only) or =all (every user), optionally limited by AUTOPEFT_PYTHON_MODULES",
+            "workload.kind",
+        )
     prefixes = ctx.settings.python_module_prefixes()
     entry = workload.get("entrypoint")
     module = entry.split(":")[0] if isinstance(entry, str) else ""
     if prefixes and not any(module == p or module.startswith(p + ".") for p in prefixes):
-        raise ApiError(403, "forbidden", f"entrypoint module {module[:100]!r} is not allowed here: this server runs "
-                       f"python workloads from {', '.join(prefixes)} only (AUTOPEFT_PYTHON_MODULES)",
-                       "workload.entrypoint")
+        raise ApiError(
+            403,
+            "forbidden",
+            f"entrypoint module {module[:100]!r} is not allowed here: this server runs "
+            f"python workloads from {', '.join(prefixes)} only (AUTOPEFT_PYTHON_MODULES)",
+            "workload.entrypoint",
+        )
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -55,22 +65,31 @@ def check_not_server_state(workload: dict[str, Any], ctx: SpecContext) -> None:
     from autopeft.trials.data import BUILTIN_DATASETS
 
     dataset = workload.get("dataset") if isinstance(workload, dict) else None
-    if workload.get("kind") != "peft" or not isinstance(dataset, str) or dataset in BUILTIN_DATASETS \
-            or "dataset_id" in workload:
+    if (
+        workload.get("kind") != "peft"
+        or not isinstance(dataset, str)
+        or dataset in BUILTIN_DATASETS
+        or "dataset_id" in workload
+    ):
         return
     try:
         path = Path(dataset).expanduser().resolve()
     except (OSError, RuntimeError, ValueError):
-        return   # check_server_path reports it
+        return  # check_server_path reports it
     settings = ctx.settings
-    roots = [Path(settings.artifacts_dir).expanduser().resolve(), Path(settings.datasets_path).expanduser().resolve()]
+    roots = [
+        Path(settings.artifacts_dir).expanduser().resolve(),
+        Path(settings.datasets_path).expanduser().resolve(),
+    ]
     if settings.db_url.startswith("sqlite:///"):
-        db = Path(settings.db_url[len("sqlite:///"):]).expanduser().resolve()
+        db = Path(settings.db_url[len("sqlite:///") :]).expanduser().resolve()
         roots += [db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
     if any(_inside(path, r) for r in roots):
-        raise InvalidConfig(f"dataset {dataset[:200]!r} is not allowed: the server's own files are never datasets; "
-                            "upload your file (POST /api/v1/datasets) and give workload.dataset_id",
-                            "workload.dataset")
+        raise InvalidConfig(
+            f"dataset {dataset[:200]!r} is not allowed: the server's own files are never datasets; "
+            "upload your file (POST /api/v1/datasets) and give workload.dataset_id",
+            "workload.dataset",
+        )
 
 
 @functools.lru_cache(maxsize=16)
@@ -92,17 +111,30 @@ def build_space(spec: dict[str, Any]):
 
     ref = spec["space"]
     if isinstance(ref, str) and ref not in list_presets():
-        raise InvalidConfig(f"unknown space preset {ref!r}; presets: {', '.join(list_presets())} "
-                            "(or give the space inline as a mapping)", "space")
+        raise InvalidConfig(
+            f"unknown space preset {ref!r}; presets: {', '.join(list_presets())} "
+            "(or give the space inline as a mapping)",
+            "space",
+        )
     model_config = None
     num_layers = spec.get("num_layers")
     workload = spec.get("workload") or {}
-    if num_layers is None and workload.get("kind") == "peft" and isinstance(workload.get("model"), str):
+    if (
+        num_layers is None
+        and workload.get("kind") == "peft"
+        and isinstance(workload.get("model"), str)
+    ):
         model_config = _model_config(workload["model"])
     try:
         return load_space(ref, model_config=model_config, num_layers=num_layers)
     except InvalidConfig as err:
-        field = err.field if err.field and err.field.startswith("space") else f"space.{err.field}" if err.field else "space"
+        field = (
+            err.field
+            if err.field and err.field.startswith("space")
+            else f"space.{err.field}"
+            if err.field
+            else "space"
+        )
         raise InvalidConfig(err.message, field) from None
 
 
@@ -138,9 +170,14 @@ def known_objectives(spec: dict[str, Any]) -> dict[str, Any]:
 
     model_config = _model_config(workload["model"])
     num_labels = num_labels_of(workload)
-    known = {"trainable_params": lambda config: float(autopeft.count_trainable(config, model_config, num_labels)),
-             "predicted_memory_mb": lambda config: predicted_memory_mb(config, model_config, workload,
-                                                                       num_labels=num_labels or 2)}
+    known = {
+        "trainable_params": lambda config: float(
+            autopeft.count_trainable(config, model_config, num_labels)
+        ),
+        "predicted_memory_mb": lambda config: predicted_memory_mb(
+            config, model_config, workload, num_labels=num_labels or 2
+        ),
+    }
     return {name: known[name] for name in sorted(names)}
 
 
@@ -156,14 +193,18 @@ def build_optimizer(spec: dict[str, Any], space=None):
     if known and "known_objectives" not in options:
         options["known_objectives"] = known
     try:
-        return create_optimizer(opt["name"], space, objectives_of(spec), seed=spec.get("seed", 0), **options)
+        return create_optimizer(
+            opt["name"], space, objectives_of(spec), seed=spec.get("seed", 0), **options
+        )
     except InvalidConfig as err:
         field = err.field or "optimizer"
         if not field.startswith("optimizer"):
             field = f"optimizer.options.{field}"
         raise InvalidConfig(err.message, field) from None
     except (TypeError, ValueError, KeyError) as err:
-        raise InvalidConfig(f"invalid optimizer {opt['name']!r} or options: {err}", "optimizer") from None
+        raise InvalidConfig(
+            f"invalid optimizer {opt['name']!r} or options: {err}", "optimizer"
+        ) from None
 
 
 #: what a study that names no optimiser gets (measured: BENCHMARKS.md, "Real-task search")
@@ -177,10 +218,14 @@ _PBT = ("pbt", "mopbt")
 def default_optimizer(workload: dict[str, Any]) -> dict[str, Any]:
     import copy
 
-    return copy.deepcopy(DEFAULT_OPTIMIZER if workload.get("kind") == "peft" else DEFAULT_OPTIMIZER_PYTHON)
+    return copy.deepcopy(
+        DEFAULT_OPTIMIZER if workload.get("kind") == "peft" else DEFAULT_OPTIMIZER_PYTHON
+    )
 
 
-def normalise_optimizer(optimizer: dict[str, Any] | None, workload: dict[str, Any]) -> dict[str, Any]:
+def normalise_optimizer(
+    optimizer: dict[str, Any] | None, workload: dict[str, Any]
+) -> dict[str, Any]:
     """The optimiser part with the default filled in and an ``asha+`` / ``moasha+`` prefix moved
     into ``options.early_stopping`` (one place for the scheduler and the checks to read)."""
     if optimizer is None:
@@ -189,8 +234,10 @@ def normalise_optimizer(optimizer: dict[str, Any] | None, workload: dict[str, An
     stopper, plus, base = optimizer["name"].partition("+")
     if plus and stopper in _STOPPER_PREFIXES:
         if "early_stopping" in optimizer["options"]:
-            raise InvalidConfig(f"{optimizer['name']!r} already sets early stopping; drop the option or the prefix",
-                                "optimizer.options.early_stopping")
+            raise InvalidConfig(
+                f"{optimizer['name']!r} already sets early stopping; drop the option or the prefix",
+                "optimizer.options.early_stopping",
+            )
         optimizer["name"], optimizer["options"]["early_stopping"] = base, {"kind": stopper}
     return optimizer
 
@@ -214,30 +261,44 @@ def check_fidelity(spec: dict[str, Any], space) -> None:
         stopper = options["early_stopping"] = {"kind": stopper}
     if isinstance(stopper, dict):
         if late:
-            raise InvalidConfig(f"objective {late[0]!r} is known only when a trial ends, so early stopping cannot "
-                                f"rank trials by it at a rung (reported at every step: {', '.join(sorted(rankable))}); "
-                                "drop early stopping or that objective", "optimizer.options.early_stopping")
+            raise InvalidConfig(
+                f"objective {late[0]!r} is known only when a trial ends, so early stopping cannot "
+                f"rank trials by it at a rung (reported at every step: {', '.join(sorted(rankable))}); "
+                "drop early stopping or that objective",
+                "optimizer.options.early_stopping",
+            )
         min_step = stopper.get("min_step", 1)
         if isinstance(min_step, int) and min_step >= most:
-            raise InvalidConfig(f"trials report {most} time(s) (epochs x evals_per_epoch); a first rung at step "
-                                f"{min_step} would never stop anything: use min_step below {most}",
-                                "optimizer.options.early_stopping.min_step")
+            raise InvalidConfig(
+                f"trials report {most} time(s) (epochs x evals_per_epoch); a first rung at step "
+                f"{min_step} would never stop anything: use min_step below {most}",
+                "optimizer.options.early_stopping.min_step",
+            )
         stopper.setdefault("max_step", most)
     if name in _PBT:
         if late:
-            raise InvalidConfig(f"objective {late[0]!r} is known only when a trial ends, so PBT cannot rank members "
-                                f"by it mid-training", "objectives")
+            raise InvalidConfig(
+                f"objective {late[0]!r} is known only when a trial ends, so PBT cannot rank members "
+                f"by it mid-training",
+                "objectives",
+            )
         interval = options.get("perturbation_interval", 4)
         if isinstance(interval, int) and interval >= fewest:
-            raise InvalidConfig(f"trials report {fewest} time(s) (epochs x evals_per_epoch = "
-                                f"{fewest}): with perturbation_interval {interval} no member ever reaches a "
-                                f"perturbation before its last report, so PBT could never exploit; use an interval "
-                                f"below {fewest} or train longer", "optimizer.options.perturbation_interval")
-        options.setdefault("max_step", fewest)   # no exploit at a member's last report
+            raise InvalidConfig(
+                f"trials report {fewest} time(s) (epochs x evals_per_epoch = "
+                f"{fewest}): with perturbation_interval {interval} no member ever reaches a "
+                f"perturbation before its last report, so PBT could never exploit; use an interval "
+                f"below {fewest} or train longer",
+                "optimizer.options.perturbation_interval",
+            )
+        options.setdefault("max_step", fewest)  # no exploit at a member's last report
         size = options.get("population_size", 8)
         if isinstance(size, int) and size > spec["max_trials"]:
-            raise InvalidConfig(f"population_size {size} is above max_trials {spec['max_trials']}: the "
-                                "population could never be filled", "optimizer.options.population_size")
+            raise InvalidConfig(
+                f"population_size {size} is above max_trials {spec['max_trials']}: the "
+                "population could never be filled",
+                "optimizer.options.population_size",
+            )
 
 
 def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[str, Any]:
@@ -260,7 +321,9 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         check_python_allowed(workload, ctx)
         check_not_server_state(workload, ctx)
         if ctx.datasets is not None:
-            workload, dataset = ctx.datasets.resolve_for_validation(ctx.session, ctx.user.id, workload)
+            workload, dataset = ctx.datasets.resolve_for_validation(
+                ctx.session, ctx.user.id, workload
+            )
     try:
         try:
             spec["workload"] = normalise_workload(workload)
@@ -278,10 +341,13 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         given = spec.get("baselines")
         spec["baselines"] = check_baselines(given, spec["workload"])
         if given is None and len(spec["baselines"]) >= spec["max_trials"]:
-            spec["baselines"] = []   # an implicit probe never takes a study's only trial
+            spec["baselines"] = []  # an implicit probe never takes a study's only trial
         if len(spec["baselines"]) >= spec["max_trials"]:
-            raise InvalidConfig(f"max_trials {spec['max_trials']} leaves no trial for the search beside "
-                                f"{len(spec['baselines'])} baseline(s) (they count in the budget)", "max_trials")
+            raise InvalidConfig(
+                f"max_trials {spec['max_trials']} leaves no trial for the search beside "
+                f"{len(spec['baselines'])} baseline(s) (they count in the budget)",
+                "max_trials",
+            )
         part = "space"
         space = build_space(spec)
         part = "optimizer"
@@ -294,9 +360,12 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
 
         check_constraints(spec)
         if spec["optimizer"]["name"] in _PBT and not opt.mutable:
-            raise InvalidConfig("no parameter of this space can change mid-training (lr, weight_decay, dropout, "
-                                "warmup_ratio): PBT could only copy members, never explore; search lr or name "
-                                "mutable parameters", "optimizer.options.mutable")
+            raise InvalidConfig(
+                "no parameter of this space can change mid-training (lr, weight_decay, dropout, "
+                "warmup_ratio): PBT could only copy members, never explore; search lr or name "
+                "mutable parameters",
+                "optimizer.options.mutable",
+            )
     except InvalidConfig:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as err:

@@ -38,31 +38,57 @@ def public_error(error: str | None) -> str | None:
 def counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
     out = {sid: dict.fromkeys(TRIAL_STATES, 0) for sid in study_ids}
     if study_ids:
-        rows = session.execute(select(Trial.study_id, Trial.state, func.count())
-                               .where(Trial.study_id.in_(study_ids)).group_by(Trial.study_id, Trial.state))
+        rows = session.execute(
+            select(Trial.study_id, Trial.state, func.count())
+            .where(Trial.study_id.in_(study_ids))
+            .group_by(Trial.study_id, Trial.state)
+        )
         for sid, state, n in rows:
             out[sid][state] = n
     return out
 
 
 def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
-    return {"id": study.id, "name": study.name, "state": study.state, "counts": study_counts,
-            "spec": study.spec, "message": public_error(study.message), "created_at": study.created_at,
-            "started_at": study.started_at, "finished_at": study.finished_at}
+    return {
+        "id": study.id,
+        "name": study.name,
+        "state": study.state,
+        "counts": study_counts,
+        "spec": study.spec,
+        "message": public_error(study.message),
+        "created_at": study.created_at,
+        "started_at": study.started_at,
+        "finished_at": study.finished_at,
+    }
 
 
 def trial_public(t: Trial) -> dict[str, Any]:
-    return {"id": t.id, "study_id": t.study_id, "number": t.number, "state": t.state, "config": t.config,
-            "values": t.values, "attempts": t.attempts, "parent_id": t.parent_id, "kind": t.kind or "search",
-            "label": t.label, "test_values": t.test_values, "epochs_trained": float(t.epochs_trained or 0.0),
-            "lineage": t.lineage, "feasible": t.feasible, "infeasible_reason": t.infeasible_reason,
-            "error": public_error(t.error),
-            "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at}
+    return {
+        "id": t.id,
+        "study_id": t.study_id,
+        "number": t.number,
+        "state": t.state,
+        "config": t.config,
+        "values": t.values,
+        "attempts": t.attempts,
+        "parent_id": t.parent_id,
+        "kind": t.kind or "search",
+        "label": t.label,
+        "test_values": t.test_values,
+        "epochs_trained": float(t.epochs_trained or 0.0),
+        "lineage": t.lineage,
+        "feasible": t.feasible,
+        "infeasible_reason": t.infeasible_reason,
+        "error": public_error(t.error),
+        "created_at": t.created_at,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+    }
 
 
 def get_study(session: Session, user_id: int, study_id: int) -> Study:
     study = session.get(Study, study_id)
-    if study is None or study.user_id != user_id:   # others' studies do not exist for you
+    if study is None or study.user_id != user_id:  # others' studies do not exist for you
         raise not_found("study", study_id)
     return study
 
@@ -74,33 +100,55 @@ def get_trial(session: Session, user_id: int, trial_id: int) -> Trial:
     return trial
 
 
-def check_quotas(session: Session, settings, user_id: int, max_parallel: int, study_id: int | None = None) -> None:
+def check_quotas(
+    session: Session, settings, user_id: int, max_parallel: int, study_id: int | None = None
+) -> None:
     """The operator's per-user limits on starting a study: running trials (403 naming
     ``max_parallel``) and running studies (429)."""
     cap = settings.max_running_trials_per_user
     if cap and max_parallel > cap:
-        raise ApiError(403, "quota_exceeded", f"max_parallel {max_parallel} is above your limit of {cap} running "
-                       f"trials (AUTOPEFT_MAX_RUNNING_TRIALS_PER_USER); ask for at most {cap}", "max_parallel")
+        raise ApiError(
+            403,
+            "quota_exceeded",
+            f"max_parallel {max_parallel} is above your limit of {cap} running "
+            f"trials (AUTOPEFT_MAX_RUNNING_TRIALS_PER_USER); ask for at most {cap}",
+            "max_parallel",
+        )
     limit = settings.max_active_studies_per_user
     if limit:
-        running = session.scalar(select(func.count()).select_from(Study).where(
-            Study.user_id == user_id, Study.state == "running", Study.id != (study_id or 0)))
+        running = session.scalar(
+            select(func.count())
+            .select_from(Study)
+            .where(Study.user_id == user_id, Study.state == "running", Study.id != (study_id or 0))
+        )
         if running >= limit:
-            raise ApiError(429, "too_many_requests", f"you have {running} running studies, the limit is {limit} "
-                           "(AUTOPEFT_MAX_ACTIVE_STUDIES_PER_USER); wait for one to finish or stop one")
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"you have {running} running studies, the limit is {limit} "
+                "(AUTOPEFT_MAX_ACTIVE_STUDIES_PER_USER); wait for one to finish or stop one",
+            )
 
 
 def create_study(session: Session, user_id: int, spec: dict[str, Any]) -> Study:
     dataset_id = (spec.get("workload") or {}).get("dataset_id")
-    study = Study(user_id=user_id, name=spec["name"], state="running", spec=spec, started_at=utcnow(),
-                  dataset_id=dataset_id)
+    study = Study(
+        user_id=user_id,
+        name=spec["name"],
+        state="running",
+        spec=spec,
+        started_at=utcnow(),
+        dataset_id=dataset_id,
+    )
     session.add(study)
     session.flush()
     return study
 
 
 def list_studies(session: Session, user_id: int) -> list[dict[str, Any]]:
-    studies = session.scalars(select(Study).where(Study.user_id == user_id).order_by(Study.id)).all()
+    studies = session.scalars(
+        select(Study).where(Study.user_id == user_id).order_by(Study.id)
+    ).all()
     c = counts(session, [s.id for s in studies])
     return [study_public(s, c[s.id]) for s in studies]
 
@@ -126,30 +174,53 @@ def set_state(session: Session, user_id: int, study_id: int, state: str) -> Stud
 EXTEND_LIMITS = {"max_trials": 100_000, "max_seconds": 10 * 365 * 86400, "max_epochs": 1e9}
 
 
-def extend_study(session: Session, user_id: int, study_id: int, added: dict[str, float]) -> tuple[Study, bool]:
+def extend_study(
+    session: Session, user_id: int, study_id: int, added: dict[str, float]
+) -> tuple[Study, bool]:
     """Add ``added`` (``max_trials`` / ``max_seconds`` / ``max_epochs``) to the study's budget and
     record it in ``spec.extensions``; a finished study is set running again. Returns (study,
     whether it needs a runner started)."""
-    session.get(Study, study_id, with_for_update=True)   # PostgreSQL: serialised with the runner's finish
+    session.get(
+        Study, study_id, with_for_update=True
+    )  # PostgreSQL: serialised with the runner's finish
     study = get_study(session, user_id, study_id)
     added = {k: v for k, v in added.items() if v}
     if not added:
-        raise ApiError(422, "invalid_request", "nothing to add: give max_trials, max_seconds and / or max_epochs "
-                       "above 0", "max_trials")
+        raise ApiError(
+            422,
+            "invalid_request",
+            "nothing to add: give max_trials, max_seconds and / or max_epochs above 0",
+            "max_trials",
+        )
     if study.state == "failed":
-        raise ApiError(409, "conflict", f"study {study_id} failed ({public_error(study.message)}); resume it to "
-                       "retry, or clone it with changes")
+        raise ApiError(
+            409,
+            "conflict",
+            f"study {study_id} failed ({public_error(study.message)}); resume it to "
+            "retry, or clone it with changes",
+        )
     spec = dict(study.spec)
     for key, more in added.items():
         if key != "max_trials" and spec.get(key) is None:
-            raise ApiError(422, "invalid_request", f"study {study_id} has no {key} budget to extend (it is not "
-                           "limited by it)", key)
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"study {study_id} has no {key} budget to extend (it is not limited by it)",
+                key,
+            )
         total = (spec.get(key) or 0) + more
         if total > EXTEND_LIMITS[key]:
-            raise ApiError(422, "invalid_request", f"{key} would be {total:g}, above the limit of "
-                           f"{EXTEND_LIMITS[key]:g}", key)
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"{key} would be {total:g}, above the limit of {EXTEND_LIMITS[key]:g}",
+                key,
+            )
         spec[key] = int(total) if key == "max_trials" else float(total)
-    spec["extensions"] = [*(spec.get("extensions") or []), {**added, "at": utcnow().isoformat(timespec="seconds")}]
+    spec["extensions"] = [
+        *(spec.get("extensions") or []),
+        {**added, "at": utcnow().isoformat(timespec="seconds")},
+    ]
     study.spec = spec
     restart = study.state == "finished"
     if restart:
@@ -190,7 +261,7 @@ def _without_derived(spec: dict[str, Any]) -> dict[str, Any]:
         return spec
     try:
         fewest, most = final_report_steps(workload, build_space(spec))
-    except Exception:   # noqa: BLE001 - nothing derived can be told apart; validation will say what is wrong
+    except Exception:
         return spec
     stopper = options.get("early_stopping")
     if isinstance(stopper, dict) and stopper.get("max_step") == most:
@@ -209,10 +280,14 @@ def clone_spec(original: Study, overrides: dict[str, Any]) -> dict[str, Any]:
     from autopeft.api.schemas import StudyCreate
 
     if not isinstance(overrides, dict):
-        raise ApiError(422, "invalid_request", "the body is a mapping of the spec fields to change", None)
+        raise ApiError(
+            422, "invalid_request", "the body is a mapping of the spec fields to change", None
+        )
     bad = [k for k in overrides if k in SERVICE_KEYS]
     if bad:
-        raise ApiError(422, "invalid_request", f"{bad[0]} is kept by the service, not set by a clone", bad[0])
+        raise ApiError(
+            422, "invalid_request", f"{bad[0]} is kept by the service, not set by a clone", bad[0]
+        )
     merged = merge_patch(_without_derived(dict(original.spec)), overrides)
     merged.setdefault("name", f"{original.name} (clone)"[:200])
     if "name" not in overrides:
@@ -227,8 +302,11 @@ def cancel_trial_check(session: Session, user_id: int, trial_id: int) -> Trial:
     """The user's trial, if it can be cancelled (queued or running; 409 otherwise)."""
     trial = get_trial(session, user_id, trial_id)
     if trial.state not in ("queued", "running"):
-        raise ApiError(409, "conflict", f"trial {trial_id} is {trial.state}: only a queued or running trial can "
-                       "be cancelled")
+        raise ApiError(
+            409,
+            "conflict",
+            f"trial {trial_id} is {trial.state}: only a queued or running trial can be cancelled",
+        )
     return trial
 
 
@@ -263,10 +341,21 @@ def remove_artifacts(artifacts_dir: Path, study_id: int) -> None:
 
 def list_reports(session: Session, user_id: int, trial_id: int) -> dict[str, Any]:
     trial = get_trial(session, user_id, trial_id)
-    reports = session.scalars(select(TrialReport).where(TrialReport.trial_id == trial.id)
-                              .order_by(TrialReport.id)).all()
-    return {"reports": [{"step": r.step, "attempt": r.attempt, "values": r.values, "decision": r.decision,
-                         "created_at": r.created_at} for r in reports]}
+    reports = session.scalars(
+        select(TrialReport).where(TrialReport.trial_id == trial.id).order_by(TrialReport.id)
+    ).all()
+    return {
+        "reports": [
+            {
+                "step": r.step,
+                "attempt": r.attempt,
+                "values": r.values,
+                "decision": r.decision,
+                "created_at": r.created_at,
+            }
+            for r in reports
+        ]
+    }
 
 
 SPLITS = ("validation", "test")
@@ -290,7 +379,9 @@ def on_test(t: Trial, names: list[str]) -> dict[str, Any] | None:
     return values
 
 
-def _complete(session: Session, study: Study, infeasible: list[Trial] | None = None) -> tuple[list[Trial], Any]:
+def _complete(
+    session: Session, study: Study, infeasible: list[Trial] | None = None
+) -> tuple[list[Trial], Any]:
     """Complete feasible trials with finite values for every objective, and their values in
     minimisation form; complete trials that violate a constraint go to ``infeasible`` if given."""
     import numpy as np
@@ -300,8 +391,11 @@ def _complete(session: Session, study: Study, infeasible: list[Trial] | None = N
     objectives = objectives_of(study.spec)
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
     constraints = constraints_of(study.spec)
-    trials = session.scalars(select(Trial).where(Trial.study_id == study.id, Trial.state == "complete")
-                             .order_by(Trial.number)).all()
+    trials = session.scalars(
+        select(Trial)
+        .where(Trial.study_id == study.id, Trial.state == "complete")
+        .order_by(Trial.number)
+    ).all()
     kept, rows = [], []
     for t in trials:
         if not trial_feasible(t, constraints):
@@ -317,8 +411,9 @@ def _complete(session: Session, study: Study, infeasible: list[Trial] | None = N
     return kept, Y
 
 
-def front_trials(session: Session, study: Study, infeasible: list[Trial] | None = None
-                 ) -> tuple[list[Trial], list[Trial]]:
+def front_trials(
+    session: Session, study: Study, infeasible: list[Trial] | None = None
+) -> tuple[list[Trial], list[Trial]]:
     """(the validation front, every complete feasible trial with finite objectives); baselines
     included; infeasible complete trials are appended to ``infeasible`` if given."""
     from autopeft.optim import pareto as pm
@@ -330,10 +425,17 @@ def front_trials(session: Session, study: Study, infeasible: list[Trial] | None 
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ApiError(422, "invalid_request", f"split must be one of {', '.join(SPLITS)}, got {split!r}", "split")
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"split must be one of {', '.join(SPLITS)}, got {split!r}",
+            "split",
+        )
 
 
-def pareto(session: Session, user_id: int, study_id: int, split: str = "validation") -> dict[str, Any]:
+def pareto(
+    session: Session, user_id: int, study_id: int, split: str = "validation"
+) -> dict[str, Any]:
     """The front selected on validation; with ``split="test"`` each trial's values are its held-out
     test metrics (selection never looks at test)."""
     _check_split(split)
@@ -347,18 +449,26 @@ def pareto(session: Session, user_id: int, study_id: int, split: str = "validati
         if split == "test":
             public["values"] = on_test(t, names)
         out.append(public)
-    return {"objectives": study.spec["objectives"], "split": split, "trials": out,
-            "n_infeasible": len(infeasible)}
+    return {
+        "objectives": study.spec["objectives"],
+        "split": split,
+        "trials": out,
+        "n_infeasible": len(infeasible),
+    }
 
 
-REFERENCE_RULE = ("the study's reference_point if given, else per objective the worst observed value among "
-                  "complete trials plus 10% of the observed range (autopeft.optim.pareto.reference_point); "
-                  "the reference point is reported in the objectives' own sign; split=test: the validation "
-                  "front's trials at their test values, with the validation reference point; trials that "
-                  "violate a constraint count nowhere (n_infeasible)")
+REFERENCE_RULE = (
+    "the study's reference_point if given, else per objective the worst observed value among "
+    "complete trials plus 10% of the observed range (autopeft.optim.pareto.reference_point); "
+    "the reference point is reported in the objectives' own sign; split=test: the validation "
+    "front's trials at their test values, with the validation reference point; trials that "
+    "violate a constraint count nowhere (n_infeasible)"
+)
 
 
-def hypervolume(session: Session, user_id: int, study_id: int, split: str = "validation") -> dict[str, Any]:
+def hypervolume(
+    session: Session, user_id: int, study_id: int, split: str = "validation"
+) -> dict[str, Any]:
     import numpy as np
 
     from autopeft.optim import pareto as pm
@@ -371,25 +481,46 @@ def hypervolume(session: Session, user_id: int, study_id: int, split: str = "val
     trials, Y = _complete(session, study, infeasible)
     given = study.spec.get("reference_point")
     if not len(trials):
-        return {"split": split, "hypervolume": 0.0, "reference_point": given, "reference_rule": REFERENCE_RULE,
-                "n_complete": 0, "n_pareto": 0, "n_infeasible": len(infeasible)}
-    given_min = (pm.to_minimization(np.asarray([[given[n] for n in names]], float), directions)[0]
-                 if given else None)
+        return {
+            "split": split,
+            "hypervolume": 0.0,
+            "reference_point": given,
+            "reference_rule": REFERENCE_RULE,
+            "n_complete": 0,
+            "n_pareto": 0,
+            "n_infeasible": len(infeasible),
+        }
+    given_min = (
+        pm.to_minimization(np.asarray([[given[n] for n in names]], float), directions)[0]
+        if given
+        else None
+    )
     ref = pm.reference_point(Y, given_min)
     front = pm.is_non_dominated(Y)
     if split == "test":
         rows = [on_test(t, names) for t, keep in zip(trials, front) if keep]
-        rows = [[v[n] for n in names] for v in rows if v and all(isinstance(v.get(n), (int, float)) for n in names)]
+        rows = [
+            [v[n] for n in names]
+            for v in rows
+            if v and all(isinstance(v.get(n), (int, float)) for n in names)
+        ]
         Y = pm.to_minimization(np.asarray(rows, float).reshape(len(rows), len(names)), directions)
     hv = pm.hypervolume(Y, ref) if len(Y) else 0.0
     ref_user = pm.to_minimization(ref.reshape(1, -1), directions)[0]  # negation is its own inverse
-    return {"split": split, "hypervolume": float(hv),
-            "reference_point": {n: float(r) for n, r in zip(names, ref_user)},
-            "reference_rule": REFERENCE_RULE, "n_complete": len(trials), "n_pareto": int(front.sum()),
-            "n_infeasible": len(infeasible)}
+    return {
+        "split": split,
+        "hypervolume": float(hv),
+        "reference_point": {n: float(r) for n, r in zip(names, ref_user)},
+        "reference_rule": REFERENCE_RULE,
+        "n_complete": len(trials),
+        "n_pareto": int(front.sum()),
+        "n_infeasible": len(infeasible),
+    }
 
 
-def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path, resolve_workload=None) -> bytes:
+def adapter_zip(
+    session: Session, trial: Trial, artifacts_dir: Path, resolve_workload=None
+) -> bytes:
     """Zip of the trial's exported adapter (``adapter/``, built from a peft trial's checkpoint on
     first use, see ``services.export``), else of its checkpoint folder. ``resolve_workload``: the
     stored workload -> one a trainer accepts (an uploaded dataset's file)."""
@@ -409,8 +540,11 @@ def adapter_zip(session: Session, trial: Trial, artifacts_dir: Path, resolve_wor
                     if path.is_file():
                         zf.write(path, path.relative_to(candidate).as_posix())
             return buf.getvalue()
-    raise ApiError(404, "not_found", f"trial {trial.id} has no adapter or checkpoint to export "
-                                     f"(state {trial.state})")
+    raise ApiError(
+        404,
+        "not_found",
+        f"trial {trial.id} has no adapter or checkpoint to export (state {trial.state})",
+    )
 
 
 def trial_dir(artifacts_dir: Path, study_id: int, number: int) -> Path:

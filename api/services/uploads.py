@@ -42,7 +42,7 @@ def _bad(message: str, field: str | None = None) -> ApiError:
 
 @dataclass
 class Received:
-    path: Path | None = None        # the temporary file of the ``file`` part
+    path: Path | None = None  # the temporary file of the ``file`` part
     filename: str = ""
     size: int = 0
     sha256: str = ""
@@ -56,12 +56,24 @@ async def receive_multipart(request, tmp_dir: Path, max_bytes: int) -> Received:
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
-        raise ApiError(415, "unsupported_media_type", "upload the dataset as multipart/form-data with a part "
-                       "named 'file' (curl -F file=@data.csv ...)", "file")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "upload the dataset as multipart/form-data with a part "
+            "named 'file' (curl -F file=@data.csv ...)",
+            "file",
+        )
     out = Received()
     digest = hashlib.sha256()
-    state: dict[str, Any] = {"headers": {}, "name": None, "fh": None, "value": bytearray(), "header": b"",
-                             "hvalue": b"", "error": None}
+    state: dict[str, Any] = {
+        "headers": {},
+        "name": None,
+        "fh": None,
+        "value": bytearray(),
+        "header": b"",
+        "hvalue": b"",
+        "error": None,
+    }
 
     def on_header_field(data, start, end):
         state["header"] += data[start:end]
@@ -87,7 +99,9 @@ async def receive_multipart(request, tmp_dir: Path, max_bytes: int) -> Received:
             out.path = Path(tmp)
             state["fh"] = os.fdopen(fd, "wb")
         elif name not in FIELDS:
-            state["error"] = _bad(f"unknown form field {name[:50]!r} (known: file, {', '.join(FIELDS)})", name[:50])
+            state["error"] = _bad(
+                f"unknown form field {name[:50]!r} (known: file, {', '.join(FIELDS)})", name[:50]
+            )
 
     def on_part_data(data, start, end):
         if state["error"] is not None:
@@ -96,16 +110,23 @@ async def receive_multipart(request, tmp_dir: Path, max_bytes: int) -> Received:
         if state["fh"] is not None:
             out.size += len(chunk)
             if out.size > max_bytes:
-                state["error"] = ApiError(413, "too_large", f"the dataset is larger than the server's limit of "
-                                          f"{max_bytes} bytes (AUTOPEFT_MAX_UPLOAD_BYTES)", "file")
+                state["error"] = ApiError(
+                    413,
+                    "too_large",
+                    f"the dataset is larger than the server's limit of "
+                    f"{max_bytes} bytes (AUTOPEFT_MAX_UPLOAD_BYTES)",
+                    "file",
+                )
                 return
             digest.update(chunk)
             state["fh"].write(chunk)
         else:
             state["value"] += chunk
             if len(state["value"]) > MAX_FIELD_BYTES:
-                state["error"] = _bad(f"form field {state['name']!r} is longer than {MAX_FIELD_BYTES} bytes",
-                                      state["name"])
+                state["error"] = _bad(
+                    f"form field {state['name']!r} is longer than {MAX_FIELD_BYTES} bytes",
+                    state["name"],
+                )
 
     def on_part_end():
         if state["fh"] is not None:
@@ -118,9 +139,17 @@ async def receive_multipart(request, tmp_dir: Path, max_bytes: int) -> Received:
                 state["error"] = _bad(f"form field {state['name']!r} is not UTF-8", state["name"])
         state["headers"], state["value"] = {}, bytearray()
 
-    parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
-                                        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-                                        "on_part_data": on_part_data, "on_part_end": on_part_end})
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     try:
         async for chunk in request.stream():
             if chunk:
@@ -131,11 +160,16 @@ async def receive_multipart(request, tmp_dir: Path, max_bytes: int) -> Received:
     except ApiError:
         _discard(state, out)
         raise
-    except Exception as err:  # noqa: BLE001 - a malformed body is the client's error
+    except Exception as err:
         _discard(state, out)
-        if getattr(err, "status_code", None) == 413:   # the body limit of the middleware
-            raise ApiError(413, "too_large", f"the dataset is larger than the server's limit of {max_bytes} bytes "
-                           "(AUTOPEFT_MAX_UPLOAD_BYTES)", "file") from None
+        if getattr(err, "status_code", None) == 413:  # the body limit of the middleware
+            raise ApiError(
+                413,
+                "too_large",
+                f"the dataset is larger than the server's limit of {max_bytes} bytes "
+                "(AUTOPEFT_MAX_UPLOAD_BYTES)",
+                "file",
+            ) from None
         raise _bad(f"malformed multipart body: {type(err).__name__}", "file") from None
     if state["error"] is not None:
         _discard(state, out)
@@ -156,6 +190,7 @@ def _discard(state: dict, out: Received) -> None:
 
 # ------------------------------------------------------------------------------------- checking
 
+
 @dataclass
 class Schema:
     format: str
@@ -170,15 +205,19 @@ class Schema:
 def upload_format(filename: str, given: str | None) -> str:
     fmt = given or FORMATS.get(Path(filename).suffix.lower())
     if fmt not in ("csv", "tsv", "jsonl"):
-        raise _bad(f"cannot tell the format of {filename!r} from its suffix; give format=csv, tsv or jsonl",
-                   "format")
+        raise _bad(
+            f"cannot tell the format of {filename!r} from its suffix; give format=csv, tsv or jsonl",
+            "format",
+        )
     return fmt
 
 
 def text_columns(value: str | None) -> list[str]:
     cols = [c.strip() for c in (value or "text").split(",")]
     if not 1 <= len(cols) <= 2 or not all(cols):
-        raise _bad("text_column must be a column name, or two names separated by a comma", "text_column")
+        raise _bad(
+            "text_column must be a column name, or two names separated by a comma", "text_column"
+        )
     return cols
 
 
@@ -191,9 +230,11 @@ def _label_order(counts: Counter) -> dict[str, int]:
     return {n: counts[n] for n in names}
 
 
-def check_file(path: Path, filename: str, fmt: str, encoding: str, texts: list[str], label: str) -> Schema:
+def check_file(
+    path: Path, filename: str, fmt: str, encoding: str, texts: list[str], label: str
+) -> Schema:
     """Stream-check an uploaded file; :class:`ApiError` (422) naming the row and column."""
-    from autopeft.trials.data import _label_str, is_text_encoding   # the trials' own rules
+    from autopeft.trials.data import _label_str, is_text_encoding  # the trials' own rules
 
     if not is_text_encoding(encoding):
         raise _bad(f"unknown text encoding {encoding!r}", "encoding")
@@ -210,7 +251,9 @@ def check_file(path: Path, filename: str, fmt: str, encoding: str, texts: list[s
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise _bad(f"{filename}: row {line_no}: not valid JSON ({err.msg})", "file") from None
+                    raise _bad(
+                        f"{filename}: row {line_no}: not valid JSON ({err.msg})", "file"
+                    ) from None
                 if not isinstance(record, dict):
                     raise _bad(f"{filename}: row {line_no}: expected a JSON object", "file")
                 if columns is None:
@@ -249,25 +292,34 @@ def check_file(path: Path, filename: str, fmt: str, encoding: str, texts: list[s
                     rows += 1
                     _count(counts, _label_str(record[label_pos]), filename, line, label)
             except csv.Error as err:
-                raise _bad(f"{filename}: row {reader.line_num}: malformed {fmt.upper()} ({err})", "file") from None
+                raise _bad(
+                    f"{filename}: row {reader.line_num}: malformed {fmt.upper()} ({err})", "file"
+                ) from None
     if rows == 0 or columns is None:
         raise _bad(f"{filename}: no examples (only a header?)", "file")
     if len(counts) < 2:
-        raise _bad(f"{filename}: column {label!r} has a single label value; classification needs two or more",
-                   "label_column")
+        raise _bad(
+            f"{filename}: column {label!r} has a single label value; classification needs two or more",
+            "label_column",
+        )
     return Schema(fmt, encoding, rows, list(columns), texts, label, _label_order(counts))
 
 
 def _count(counts: Counter, value: str, filename: str, line: int, label: str) -> None:
     counts[value] += 1
     if len(counts) > MAX_LABELS:
-        raise _bad(f"{filename}: row {line}, column {label!r}: more than {MAX_LABELS} distinct labels (is it "
-                   "the label column?)", "label_column")
+        raise _bad(
+            f"{filename}: row {line}, column {label!r}: more than {MAX_LABELS} distinct labels (is it "
+            "the label column?)",
+            "label_column",
+        )
 
 
 def _missing(filename: str, line: int, column: str, label: str) -> ApiError:
-    return _bad(f"{filename}: row {line}, column {column!r}: no value",
-                "label_column" if column == label else "text_column")
+    return _bad(
+        f"{filename}: row {line}, column {column!r}: no value",
+        "label_column" if column == label else "text_column",
+    )
 
 
 def _check_columns(filename: str, header: list[str], texts: list[str], label: str) -> None:
@@ -280,7 +332,9 @@ def _check_columns(filename: str, header: list[str], texts: list[str], label: st
             raise _bad(f"{filename}: no column {column!r}; its columns are {shown}", field)
 
 
-def _check_decodes(path: Path, filename: str, fmt: str, encoding: str, texts: list[str], label: str) -> None:
+def _check_decodes(
+    path: Path, filename: str, fmt: str, encoding: str, texts: list[str], label: str
+) -> None:
     """Decode the whole file in chunks; a bad byte names its row and (best guess) its column."""
     decoder = codecs.getincrementaldecoder(encoding)()
     line, offset, header, tail = 1, 0, None, b""
@@ -296,15 +350,20 @@ def _check_decodes(path: Path, filename: str, fmt: str, encoding: str, texts: li
                 pos = max(0, min(err.start - (len(err.object) - len(chunk)), len(chunk)))
                 line += chunk.count(b"\n", 0, pos)
                 start = chunk.rfind(b"\n", 0, pos) + 1
-                prefix = (tail + chunk[:pos] if start == 0 else chunk[start:pos]).decode(encoding, "replace")
+                prefix = (tail + chunk[:pos] if start == 0 else chunk[start:pos]).decode(
+                    encoding, "replace"
+                )
                 column = _column_at(fmt, header or "", prefix, (*texts, label))
-                raise _bad(f"{filename}: row {line}, column {column}: bytes that are not valid {encoding} "
-                           f"(byte 0x{err.object[err.start]:02x}); re-encode the file or give encoding=...", "encoding") from None
+                raise _bad(
+                    f"{filename}: row {line}, column {column}: bytes that are not valid {encoding} "
+                    f"(byte 0x{err.object[err.start]:02x}); re-encode the file or give encoding=...",
+                    "encoding",
+                ) from None
             if not chunk:
                 return
             line += chunk.count(b"\n")
             nl = chunk.rfind(b"\n")
-            tail = chunk[nl + 1:] if nl >= 0 else (tail + chunk)[-CHUNK:]
+            tail = chunk[nl + 1 :] if nl >= 0 else (tail + chunk)[-CHUNK:]
             offset += len(chunk)
 
 

@@ -37,7 +37,9 @@ def _best_first(trials: list, spec: dict[str, Any]) -> list:
 def _why_not_same(source: dict[str, Any], spec: dict[str, Any]) -> str | None:
     if source.get("workload") != spec.get("workload"):
         return "another workload (model, data or training knobs differ): mapped configs are trained"
-    if source.get("space") != spec.get("space") or source.get("num_layers") != spec.get("num_layers"):
+    if source.get("space") != spec.get("space") or source.get("num_layers") != spec.get(
+        "num_layers"
+    ):
         return "another space or depth: mapped configs are trained"
     return None
 
@@ -47,7 +49,6 @@ def resolve_warm_start(spec: dict[str, Any], space, ctx) -> None:
     to the optimiser as before. Raises ``InvalidConfig`` naming the field."""
     from autopeft.api.models import Study
     from autopeft.api.services.studies import front_trials
-
     from autopeft.optim._warmstart import map_configs
     from autopeft.optim.base import config_key
 
@@ -57,17 +58,26 @@ def resolve_warm_start(spec: dict[str, Any], space, ctx) -> None:
         return
     for key in ws:
         if key not in ("study", "top"):
-            raise InvalidConfig(f"unknown key {key!r}: warm_start from a study is {{\"study\": ID, \"top\": K}}",
-                                f"{FIELD}.{key}")
+            raise InvalidConfig(
+                f'unknown key {key!r}: warm_start from a study is {{"study": ID, "top": K}}',
+                f"{FIELD}.{key}",
+            )
     room = spec["max_trials"] - len(spec.get("baselines") or [])
-    sid, top = ws.get("study"), ws.get("top", min(5, room))   # default: 5, or what the budget leaves
+    sid, top = ws.get("study"), ws.get("top", min(5, room))  # default: 5, or what the budget leaves
     if isinstance(sid, bool) or not isinstance(sid, int) or not 1 <= sid <= 2**31 - 1:
-        raise InvalidConfig(f"warm_start.study must be the id of one of your studies, got {sid!r}", f"{FIELD}.study")
+        raise InvalidConfig(
+            f"warm_start.study must be the id of one of your studies, got {sid!r}", f"{FIELD}.study"
+        )
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
-        raise InvalidConfig(f"warm_start.top must be an integer from 1 to {MAX_TOP}, got {top!r}", f"{FIELD}.top")
+        raise InvalidConfig(
+            f"warm_start.top must be an integer from 1 to {MAX_TOP}, got {top!r}", f"{FIELD}.top"
+        )
     if top > room:
-        raise InvalidConfig(f"warm_start.top {top} is above the {room} trial(s) max_trials leaves beside the "
-                            "baselines", f"{FIELD}.top")
+        raise InvalidConfig(
+            f"warm_start.top {top} is above the {room} trial(s) max_trials leaves beside the "
+            "baselines",
+            f"{FIELD}.top",
+        )
     if ctx is None or ctx.session is None:
         raise InvalidConfig("warm_start from a study is resolved by the service (REST)", FIELD)
     source = ctx.session.get(Study, sid)
@@ -76,8 +86,10 @@ def resolve_warm_start(spec: dict[str, Any], space, ctx) -> None:
     front, _ = front_trials(ctx.session, source)
     front = [t for t in front if t.kind != "baseline"]
     if not front:
-        raise InvalidConfig(f"study {sid} has no complete (feasible) trial on its front to start from",
-                            f"{FIELD}.study")
+        raise InvalidConfig(
+            f"study {sid} has no complete (feasible) trial on its front to start from",
+            f"{FIELD}.study",
+        )
     why = _why_not_same(source.spec, spec)
     names = [o["name"] for o in spec["objectives"]]
     reused, mapped = [], []
@@ -85,16 +97,32 @@ def resolve_warm_start(spec: dict[str, Any], space, ctx) -> None:
         try:
             config = map_configs([t.config], space)[0]
         except InvalidConfig as err:
-            raise InvalidConfig(f"trial {t.id} of study {sid} does not map onto this space: {err.message}",
-                                f"{FIELD}.study") from None
+            raise InvalidConfig(
+                f"trial {t.id} of study {sid} does not map onto this space: {err.message}",
+                f"{FIELD}.study",
+            ) from None
         entry = {"source_trial": t.id, "source_number": t.number, "config": config}
-        values = {k: v for k, v in (t.values or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        same = (why is None and not t.lineage and not t.budget and all(n in values for n in names)
-                and config_key(space.validate(dict(t.config))) == config_key(config))
+        values = {
+            k: v
+            for k, v in (t.values or {}).items()
+            if isinstance(v, (int, float)) and math.isfinite(v)
+        }
+        same = (
+            why is None
+            and not t.lineage
+            and not t.budget
+            and all(n in values for n in names)
+            and config_key(space.validate(dict(t.config))) == config_key(config)
+        )
         if same:
             reused.append({**entry, "values": values, "test_values": t.test_values})
         else:
             mapped.append(entry)
     options["warm_start"] = [e["config"] for e in reused + mapped]
-    spec["warm_start"] = {"study": sid, "top": top, "reused": reused, "mapped": mapped,
-                          "not_reused": why if why else None}
+    spec["warm_start"] = {
+        "study": sid,
+        "top": top,
+        "reused": reused,
+        "mapped": mapped,
+        "not_reused": why if why else None,
+    }

@@ -17,13 +17,19 @@ from autopeft.cli.study import _client, _run, format_table
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("dataset", help="upload and manage your datasets on a controller")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="controller URL (default $AUTOPEFT_URL or http://127.0.0.1:8642)")
+    common.add_argument(
+        "--url", help="controller URL (default $AUTOPEFT_URL or http://127.0.0.1:8642)"
+    )
     common.add_argument("--token", help="API token (default $AUTOPEFT_TOKEN)")
     dsub = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
-    p = dsub.add_parser("upload", parents=[common], help="upload a CSV / TSV / JSONL file; prints its id")
+    p = dsub.add_parser(
+        "upload", parents=[common], help="upload a CSV / TSV / JSONL file; prints its id"
+    )
     p.add_argument("file")
     p.add_argument("--name", help="default: the file name")
-    p.add_argument("--text-column", help="text column (default text), or two comma-separated for pairs")
+    p.add_argument(
+        "--text-column", help="text column (default text), or two comma-separated for pairs"
+    )
     p.add_argument("--label-column", help="label column (default label)")
     p.add_argument("--format", choices=["csv", "tsv", "jsonl"], help="default: from the suffix")
     p.add_argument("--encoding", help="default utf-8")
@@ -40,22 +46,43 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @_run
 def _cmd_upload(args: argparse.Namespace) -> int:
-    ds = _client(args).upload_dataset(args.file, name=args.name, text_column=args.text_column,
-                                      label_column=args.label_column, format=args.format, encoding=args.encoding)
+    ds = _client(args).upload_dataset(
+        args.file,
+        name=args.name,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        format=args.format,
+        encoding=args.encoding,
+    )
     if args.json:
         print(json.dumps(ds, indent=1, default=str))
     else:
         labels = ", ".join(f"{k}: {v}" for k, v in ds["labels"].items())
-        print(f"dataset {ds['id']}: {ds['name']}  {ds['rows']} rows  labels {labels}  "
-              f"(use \"dataset_id\": {ds['id']} in a workload)")
+        print(
+            f"dataset {ds['id']}: {ds['name']}  {ds['rows']} rows  labels {labels}  "
+            f'(use "dataset_id": {ds["id"]} in a workload)'
+        )
     return 0
 
 
 @_run
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = [[d["id"], d["name"], d["format"], d["rows"], len(d["labels"]), d["size_bytes"], d["sha256"][:12],
-             str(d["created_at"])[:16]] for d in _client(args).datasets()]
-    print(format_table(rows, ["id", "name", "format", "rows", "labels", "bytes", "sha256", "created"]))
+    rows = [
+        [
+            d["id"],
+            d["name"],
+            d["format"],
+            d["rows"],
+            len(d["labels"]),
+            d["size_bytes"],
+            d["sha256"][:12],
+            str(d["created_at"])[:16],
+        ]
+        for d in _client(args).datasets()
+    ]
+    print(
+        format_table(rows, ["id", "name", "format", "rows", "labels", "bytes", "sha256", "created"])
+    )
     return 0
 
 

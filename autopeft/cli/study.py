@@ -24,7 +24,9 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("study", help="submit and follow studies on a controller")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="controller URL (default $AUTOPEFT_URL or http://127.0.0.1:8642)")
+    common.add_argument(
+        "--url", help="controller URL (default $AUTOPEFT_URL or http://127.0.0.1:8642)"
+    )
     common.add_argument("--token", help="API token (default $AUTOPEFT_TOKEN)")
     ssub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
     p = ssub.add_parser("create", parents=[common], help="submit a study spec (YAML or JSON file)")
@@ -32,40 +34,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="wait for it to end, with a progress bar")
     p.set_defaults(func=_cmd_create)
     ssub.add_parser("list", parents=[common], help="your studies").set_defaults(func=_cmd_list)
-    for name, helptext, func in (("show", "one study with its Pareto front", _cmd_show),
-                                 ("stop", "stop a study (running trials go back to the queue)", _cmd_stop),
-                                 ("resume", "resume a stopped study", _cmd_resume),
-                                 ("wait", "wait for a study to end, with a progress bar", _cmd_wait)):
+    for name, helptext, func in (
+        ("show", "one study with its Pareto front", _cmd_show),
+        ("stop", "stop a study (running trials go back to the queue)", _cmd_stop),
+        ("resume", "resume a stopped study", _cmd_resume),
+        ("wait", "wait for a study to end, with a progress bar", _cmd_wait),
+    ):
         p = ssub.add_parser(name, parents=[common], help=helptext)
         p.add_argument("id", type=int)
         p.add_argument("--json", action="store_true", help="print JSON") if name == "show" else None
         p.set_defaults(func=func)
-    p = ssub.add_parser("extend", parents=[common], help="add budget to a study (a finished one runs again)")
+    p = ssub.add_parser(
+        "extend", parents=[common], help="add budget to a study (a finished one runs again)"
+    )
     p.add_argument("id", type=int)
     p.add_argument("--trials", type=int, default=0, help="trials to add")
     p.add_argument("--seconds", type=float, default=0, help="seconds to add to its time budget")
-    p.add_argument("--epochs", type=float, default=0, help="training epochs to add to its compute budget")
+    p.add_argument(
+        "--epochs", type=float, default=0, help="training epochs to add to its compute budget"
+    )
     p.set_defaults(func=_cmd_extend)
     p = ssub.add_parser("clone", parents=[common], help="submit a copy of a study with changes")
     p.add_argument("id", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a change, dotted key and YAML value (e.g. workload.epochs=3, max_trials=20); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a change, dotted key and YAML value (e.g. workload.epochs=3, max_trials=20); repeatable",
+    )
     p.add_argument("--file", help="changes as a YAML / JSON mapping (merged over the spec)")
     p.set_defaults(func=_cmd_clone)
-    p = ssub.add_parser("cancel-trial", parents=[common], help="cancel one queued or running trial (it ends failed)")
+    p = ssub.add_parser(
+        "cancel-trial", parents=[common], help="cancel one queued or running trial (it ends failed)"
+    )
     p.add_argument("trial", type=int)
     p.set_defaults(func=_cmd_cancel_trial)
-    p = ssub.add_parser("export", parents=[common],
-                        help="download a trial's adapter into DIR, or the trials table / Pareto adapters",
-                        description="export ID TRIAL DIR: one trial's adapter into DIR.  "
-                                    "export ID --output FILE [--format csv|parquet] [--adapters FILE.zip]: "
-                                    "the study's trials as a table, the Pareto trials' adapters as one zip.")
+    p = ssub.add_parser(
+        "export",
+        parents=[common],
+        help="download a trial's adapter into DIR, or the trials table / Pareto adapters",
+        description="export ID TRIAL DIR: one trial's adapter into DIR.  "
+        "export ID --output FILE [--format csv|parquet] [--adapters FILE.zip]: "
+        "the study's trials as a table, the Pareto trials' adapters as one zip.",
+    )
     p.add_argument("id", type=int)
     p.add_argument("trial", type=int, nargs="?", help="trial id (with DIR)")
     p.add_argument("dir", nargs="?", help="folder for the trial's adapter")
     p.add_argument("--output", "-o", help="write the trials table here (one row per trial)")
-    p.add_argument("--format", choices=["csv", "parquet"],
-                   help="table format (default: from the --output suffix, .parquet or else csv)")
+    p.add_argument(
+        "--format",
+        choices=["csv", "parquet"],
+        help="table format (default: from the --output suffix, .parquet or else csv)",
+    )
     p.add_argument("--adapters", help="zip the adapters of the Pareto trials into this file")
     p.set_defaults(func=_cmd_export)
 
@@ -92,9 +113,13 @@ def _run(func):
                 where = str(err.request.url)
             except RuntimeError:  # no request attached
                 where = args.url or "the default URL"
-            print(f"error: cannot talk to the controller at {where}: {err} "
-                  "(is `autopeft serve` running? see --url / AUTOPEFT_URL)", file=sys.stderr)
+            print(
+                f"error: cannot talk to the controller at {where}: {err} "
+                "(is `autopeft serve` running? see --url / AUTOPEFT_URL)",
+                file=sys.stderr,
+            )
             return 1
+
     return wrapper
 
 
@@ -166,9 +191,21 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 @_run
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = [[s.id, s.name, s.state, s.counts.get("complete", 0), s.counts.get("running", 0),
-             s.counts.get("failed", 0), s.spec.get("max_trials")] for s in _client(args).studies()]
-    print(format_table(rows, ["id", "name", "state", "complete", "running", "failed", "max_trials"]))
+    rows = [
+        [
+            s.id,
+            s.name,
+            s.state,
+            s.counts.get("complete", 0),
+            s.counts.get("running", 0),
+            s.counts.get("failed", 0),
+            s.spec.get("max_trials"),
+        ]
+        for s in _client(args).studies()
+    ]
+    print(
+        format_table(rows, ["id", "name", "state", "complete", "running", "failed", "max_trials"])
+    )
     return 0
 
 
@@ -177,18 +214,32 @@ def _cmd_show(args: argparse.Namespace) -> int:
     client = _client(args)
     study = client.study(args.id)
     if args.json:
-        print(json.dumps({"study": study.data, "pareto": study.pareto(), "pareto_test": study.pareto(split="test"),
-                          "hypervolume": study.hypervolume(), "hypervolume_test": study.hypervolume(split="test")},
-                         indent=1, default=str))
+        print(
+            json.dumps(
+                {
+                    "study": study.data,
+                    "pareto": study.pareto(),
+                    "pareto_test": study.pareto(split="test"),
+                    "hypervolume": study.hypervolume(),
+                    "hypervolume_test": study.hypervolume(split="test"),
+                },
+                indent=1,
+                default=str,
+            )
+        )
         return 0
     print(f"study {study.id}: {study.name}  state {study.state}  trials {study.counts}")
-    print(f"hypervolume {study.hypervolume():.6g} (validation), {study.hypervolume(split='test'):.6g} (test)")
+    print(
+        f"hypervolume {study.hypervolume():.6g} (validation), {study.hypervolume(split='test'):.6g} (test)"
+    )
     print(pareto_table(study))
     infeasible = study.infeasible()
     if infeasible:
         print(f"\n{len(infeasible)} infeasible trial(s), left off the front and the hypervolume:")
         for t in infeasible:
-            print(f"  trial {t['id']} (#{t['number']}): {t.get('infeasible_reason') or 'violates a constraint'}")
+            print(
+                f"  trial {t['id']} (#{t['number']}): {t.get('infeasible_reason') or 'violates a constraint'}"
+            )
     return 0
 
 
@@ -217,8 +268,12 @@ def _cmd_wait(args: argparse.Namespace) -> int:
 def _cmd_extend(args: argparse.Namespace) -> int:
     study = _client(args).study(args.id).extend(args.trials, args.seconds, args.epochs)
     spec = study.spec
-    print(f"study {study.id}: {study.state}, max_trials {spec.get('max_trials')}"
-          + "".join(f", {k} {spec[k]:g}" for k in ("max_seconds", "max_epochs") if spec.get(k) is not None))
+    print(
+        f"study {study.id}: {study.state}, max_trials {spec.get('max_trials')}"
+        + "".join(
+            f", {k} {spec[k]:g}" for k in ("max_seconds", "max_epochs") if spec.get(k) is not None
+        )
+    )
     return 0
 
 
@@ -250,7 +305,10 @@ def _cmd_clone(args: argparse.Namespace) -> int:
 @_run
 def _cmd_cancel_trial(args: argparse.Namespace) -> int:
     trial = _client(args).cancel_trial(args.trial)
-    print(f"trial {trial['id']} (#{trial['number']}): {trial['state']}" + (f" ({trial['error']})" if trial.get("error") else ""))
+    print(
+        f"trial {trial['id']} (#{trial['number']}): {trial['state']}"
+        + (f" ({trial['error']})" if trial.get("error") else "")
+    )
     return 0
 
 
@@ -260,7 +318,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print("error: give both TRIAL and DIR (one trial's adapter), or neither", file=sys.stderr)
         return 2
     if args.trial is None and not (args.output or args.adapters):
-        print("error: nothing to export: give TRIAL DIR, --output FILE or --adapters FILE.zip", file=sys.stderr)
+        print(
+            "error: nothing to export: give TRIAL DIR, --output FILE or --adapters FILE.zip",
+            file=sys.stderr,
+        )
         return 2
     if args.format and not args.output:
         print("error: --format needs --output FILE", file=sys.stderr)
@@ -275,8 +336,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"{n} trials of study {study.id} written to {args.output} ({fmt})")
     if args.adapters:
         zipped, missing = export_pareto_adapters(study, args.adapters)
-        print(f"{len(zipped)} Pareto adapters of study {study.id} written to {args.adapters}"
-              + (f"; no adapter for trials {missing}" if missing else ""))
+        print(
+            f"{len(zipped)} Pareto adapters of study {study.id} written to {args.adapters}"
+            + (f"; no adapter for trials {missing}" if missing else "")
+        )
     return 0
 
 
@@ -309,7 +372,9 @@ def export_pareto_adapters(study, path: str | Path) -> tuple[list[int], list[int
         for t in sorted(pareto, key=lambda t: t["number"]):
             folder = f"trial-{t['number']:05d}"
             try:
-                blob = study._client.request("GET", f"/api/v1/trials/{int(t['id'])}/adapter").content
+                blob = study._client.request(
+                    "GET", f"/api/v1/trials/{int(t['id'])}/adapter"
+                ).content
             except ApiError as err:
                 if err.status != 404:
                     raise
@@ -324,14 +389,34 @@ def export_pareto_adapters(study, path: str | Path) -> tuple[list[int], list[int
                         if not info.is_dir():
                             out.writestr(f"{folder}/{name}", src.read(info))
                 zipped.append(t["id"])
-            manifest.append({"id": t["id"], "number": t["number"], "values": t.get("values"),
-                             "config": t.get("config"), "adapter": folder})
-        out.writestr("pareto.json", json.dumps({"study": study.id, "name": study.name,
-                                                "objectives": study.spec.get("objectives"),
-                                                "trials": manifest}, indent=1, default=str))
+            manifest.append(
+                {
+                    "id": t["id"],
+                    "number": t["number"],
+                    "values": t.get("values"),
+                    "config": t.get("config"),
+                    "adapter": folder,
+                }
+            )
+        out.writestr(
+            "pareto.json",
+            json.dumps(
+                {
+                    "study": study.id,
+                    "name": study.name,
+                    "objectives": study.spec.get("objectives"),
+                    "trials": manifest,
+                },
+                indent=1,
+                default=str,
+            ),
+        )
     if not zipped:
         tmp.unlink()
-        raise ApiError(404, "not_found", f"no Pareto trial of study {study.id} has an adapter "
-                                         f"(trials {missing or 'none'})")
+        raise ApiError(
+            404,
+            "not_found",
+            f"no Pareto trial of study {study.id} has an adapter (trials {missing or 'none'})",
+        )
     tmp.replace(target)
     return zipped, missing

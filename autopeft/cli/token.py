@@ -15,15 +15,26 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("token", help="manage API tokens and roles (admin: works on the database)")
+    parser = sub.add_parser(
+        "token", help="manage API tokens and roles (admin: works on the database)"
+    )
     tsub = parser.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="database URL (default: $AUTOPEFT_DB_URL or ~/.autopeft/autopeft.db)")
-    p = tsub.add_parser("create", parents=[common],
-                        help="create a token for USER (the user is created if new); printed once")
+    common.add_argument(
+        "--db", help="database URL (default: $AUTOPEFT_DB_URL or ~/.autopeft/autopeft.db)"
+    )
+    p = tsub.add_parser(
+        "create",
+        parents=[common],
+        help="create a token for USER (the user is created if new); printed once",
+    )
     p.add_argument("user")
-    p.add_argument("--role", choices=["admin", "user"], help="set the user's role (new users: user)")
-    p.add_argument("--expires-in", type=float, metavar="DAYS", help="expire after DAYS days (default: never)")
+    p.add_argument(
+        "--role", choices=["admin", "user"], help="set the user's role (new users: user)"
+    )
+    p.add_argument(
+        "--expires-in", type=float, metavar="DAYS", help="expire after DAYS days (default: never)"
+    )
     p.add_argument("--name", help="a label to tell the token apart")
     p.set_defaults(func=_cmd_create)
     p = tsub.add_parser("list", parents=[common], help="list tokens (never the tokens themselves)")
@@ -48,8 +59,14 @@ def _db(db_url: str):
     return Database(db_url)
 
 
-def create_token(db_url: str, user: str, secret: str | None = None, role: str | None = None,
-                 expires_at: dt.datetime | None = None, name: str | None = None) -> str:
+def create_token(
+    db_url: str,
+    user: str,
+    secret: str | None = None,
+    role: str | None = None,
+    expires_at: dt.datetime | None = None,
+    name: str | None = None,
+) -> str:
     """A new token for ``user`` (created if new). ``secret``: the server's ``AUTOPEFT_SECRET``
     (default: this process's setting)."""
     from autopeft.api.security import create_token as _create
@@ -75,7 +92,9 @@ def _cmd_create(args: argparse.Namespace) -> int:
             return 2
         expires = utcnow() + dt.timedelta(days=args.expires_in)
     try:
-        print(create_token(settings.db_url, args.user, settings.secret, args.role, expires, args.name))
+        print(
+            create_token(settings.db_url, args.user, settings.secret, args.role, expires, args.name)
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -95,19 +114,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
     db = _db(_settings(args).db_url)
     try:
         with db.read() as session:
-            query = select(ApiToken, User).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
+            query = (
+                select(ApiToken, User).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
+            )
             if args.user:
                 query = query.where(User.name == args.user)
             rows = session.execute(query).all()
     finally:
         db.dispose()
     now = utcnow()
-    print(f"{'ID':>5}  {'PREFIX':<11} {'USER':<16} {'ROLE':<6} {'CREATED':<16}  {'EXPIRES':<16}  "
-          f"{'LAST USED':<16}  STATE  NAME")
+    print(
+        f"{'ID':>5}  {'PREFIX':<11} {'USER':<16} {'ROLE':<6} {'CREATED':<16}  {'EXPIRES':<16}  "
+        f"{'LAST USED':<16}  STATE  NAME"
+    )
     for tok, user in rows:
-        state = "revoked" if tok.revoked else "expired" if is_expired(tok.expires_at, now) else "active"
-        print(f"{tok.id:>5}  {tok.prefix:<11} {user.name[:16]:<16} {user.role:<6} {_when(tok.created_at):<16}  "
-              f"{_when(tok.expires_at):<16}  {_when(tok.last_used_at):<16}  {state:<6} {tok.name or ''}")
+        state = (
+            "revoked" if tok.revoked else "expired" if is_expired(tok.expires_at, now) else "active"
+        )
+        print(
+            f"{tok.id:>5}  {tok.prefix:<11} {user.name[:16]:<16} {user.role:<6} {_when(tok.created_at):<16}  "
+            f"{_when(tok.expires_at):<16}  {_when(tok.last_used_at):<16}  {state:<6} {tok.name or ''}"
+        )
     return 0
 
 

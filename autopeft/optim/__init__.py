@@ -15,7 +15,8 @@ the optimiser that needs them imports them when created.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from autopeft.errors import InvalidConfig
 from autopeft.optim.base import BaseOptimizer, Exploit, Suggestion, Trial
@@ -38,14 +39,18 @@ OPTIMIZERS = tuple(_REGISTRY)
 def optimizer_class(name: str) -> type[BaseOptimizer]:
     """The class registered under ``name`` (imports its module)."""
     if name not in _REGISTRY:
-        raise InvalidConfig(f"unknown optimiser {name!r}; known: {', '.join(_REGISTRY)} "
-                            f"(optionally prefixed by {' or '.join(s + '+' for s in _STOPPERS)})", "optimizer")
+        raise InvalidConfig(
+            f"unknown optimiser {name!r}; known: {', '.join(_REGISTRY)} "
+            f"(optionally prefixed by {' or '.join(s + '+' for s in _STOPPERS)})",
+            "optimizer",
+        )
     module, cls = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def create_optimizer(name: str, space, objectives: Sequence[tuple[str, str]], seed: int = 0,
-                     **options: Any) -> BaseOptimizer:
+def create_optimizer(
+    name: str, space, objectives: Sequence[tuple[str, str]], seed: int = 0, **options: Any
+) -> BaseOptimizer:
     """Create the optimiser ``name`` over ``space`` for ``objectives`` ``[(name, "minimize" |
     "maximize"), ...]``. ``"asha+random"`` = ``random`` with ``early_stopping={"kind": "asha"}``.
     Unknown names and options raise :class:`autopeft.InvalidConfig` naming them."""
@@ -54,11 +59,15 @@ def create_optimizer(name: str, space, objectives: Sequence[tuple[str, str]], se
     if "+" in name:
         stopper, _, base = name.partition("+")
         if stopper not in _STOPPERS:
-            raise InvalidConfig(f"unknown early-stopping prefix {stopper!r}; known: {', '.join(_STOPPERS)}",
-                                "optimizer")
+            raise InvalidConfig(
+                f"unknown early-stopping prefix {stopper!r}; known: {', '.join(_STOPPERS)}",
+                "optimizer",
+            )
         if "early_stopping" in options:
-            raise InvalidConfig(f"{name!r} already sets early stopping; drop the option or the prefix",
-                                "early_stopping")
+            raise InvalidConfig(
+                f"{name!r} already sets early stopping; drop the option or the prefix",
+                "early_stopping",
+            )
         options["early_stopping"] = {"kind": stopper}
         name = base
     return optimizer_class(name)(space, objectives, seed, **options)
@@ -70,4 +79,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'autopeft.optim' has no attribute {name!r}")
 
 
-__all__ = ["BaseOptimizer", "Exploit", "OPTIMIZERS", "Suggestion", "Trial", "create_optimizer", "optimizer_class"]
+__all__ = [
+    "BaseOptimizer",
+    "Exploit",
+    "OPTIMIZERS",
+    "Suggestion",
+    "Trial",
+    "create_optimizer",
+    "optimizer_class",
+]

@@ -78,29 +78,52 @@ from autopeft.errors import InvalidConfig
 from autopeft.optim import pareto as _pareto
 from autopeft.optim.base import BaseOptimizer, config_key, derive_seed
 
-
 # Reference rules of the acquisition (see the module docstring), and the named portfolios of
 # them that are taken in turn by suggestion number.
 _REF_RULES = ("expanding", "far", "front", "observed")
 _REF_RULE_TURNS = {
-    "cycle": ("expanding", "expanding", "far"),  # two suggestions focus on the front, the third on its extremes
-    "alternate": ("expanding", "observed"),  # even suggestions focus on the front, odd ones reward extremes
+    "cycle": (
+        "expanding",
+        "expanding",
+        "far",
+    ),  # two suggestions focus on the front, the third on its extremes
+    "alternate": (
+        "expanding",
+        "observed",
+    ),  # even suggestions focus on the front, odd ones reward extremes
 }
 
 
 class MOBOOptimizer(BaseOptimizer):
     name = "mobo"
     OPTIONS = {
-        "n_initial": None, "model": "gp", "max_train": 160, "mc_samples": 64, "pool_size": 512,
-        "local_search_starts": 3, "local_search_steps": 3, "num_restarts": 4, "raw_samples": 256,
-        "fit_maxiter": 75, "torch_threads": 1, "pareto_starts": 5, "lengthscale_prior": "auto", "max_baseline": 48, "ref_rule": "cycle", "warm_start_hypers": False,
+        "n_initial": None,
+        "model": "gp",
+        "max_train": 160,
+        "mc_samples": 64,
+        "pool_size": 512,
+        "local_search_starts": 3,
+        "local_search_steps": 3,
+        "num_restarts": 4,
+        "raw_samples": 256,
+        "fit_maxiter": 75,
+        "torch_threads": 1,
+        "pareto_starts": 5,
+        "lengthscale_prior": "auto",
+        "max_baseline": 48,
+        "ref_rule": "cycle",
+        "warm_start_hypers": False,
         "use_pruned": True,
     }
 
     def __init__(self, space, objectives, seed=0, **options):
         super().__init__(space, objectives, seed, **options)
         o = self.options
-        priors = o["lengthscale_prior"] if isinstance(o["lengthscale_prior"], (list, tuple)) else [o["lengthscale_prior"]]
+        priors = (
+            o["lengthscale_prior"]
+            if isinstance(o["lengthscale_prior"], (list, tuple))
+            else [o["lengthscale_prior"]]
+        )
         for prior in priors:
             if prior in ("auto", "dim_scaled", "gamma"):
                 continue
@@ -109,37 +132,58 @@ class MOBOOptimizer(BaseOptimizer):
             except ValueError:
                 ok = False
             if not ok:
-                raise InvalidConfig(f"must be 'auto', 'dim_scaled', 'gamma' or 'lognormal:<median lengthscale>' (or a list of "
-                                    f"them), got {prior!r}", "lengthscale_prior")
+                raise InvalidConfig(
+                    f"must be 'auto', 'dim_scaled', 'gamma' or 'lognormal:<median lengthscale>' (or a list of "
+                    f"them), got {prior!r}",
+                    "lengthscale_prior",
+                )
         rules = o["ref_rule"] if isinstance(o["ref_rule"], (list, tuple)) else [o["ref_rule"]]
         for rule in rules:
             if rule not in _REF_RULES and rule not in _REF_RULE_TURNS:
                 names = ", ".join(repr(r) for r in (*_REF_RULE_TURNS, *_REF_RULES))
-                raise InvalidConfig(f"must be one of {names} (or a list of them), got {rule!r}", "ref_rule")
+                raise InvalidConfig(
+                    f"must be one of {names} (or a list of them), got {rule!r}", "ref_rule"
+                )
         if o["model"] not in ("gp", "saas"):
             raise InvalidConfig(f"model must be 'gp' or 'saas', got {o['model']!r}", "model")
         if o["model"] == "saas":
             import importlib.util
 
             if not all(importlib.util.find_spec(m) for m in ("jax", "numpyro")):
-                raise InvalidConfig("model 'saas' needs JAX and NumPyro (BoTorch's fully Bayesian models): "
-                                    "pip install 'autopeft[saas]'", "model")
-        for key in ("max_train", "mc_samples", "pool_size", "local_search_starts", "num_restarts", "raw_samples"):
+                raise InvalidConfig(
+                    "model 'saas' needs JAX and NumPyro (BoTorch's fully Bayesian models): "
+                    "pip install 'autopeft[saas]'",
+                    "model",
+                )
+        for key in (
+            "max_train",
+            "mc_samples",
+            "pool_size",
+            "local_search_starts",
+            "num_restarts",
+            "raw_samples",
+        ):
             if not isinstance(o[key], int) or o[key] < 1:
                 raise InvalidConfig(f"must be a positive integer, got {o[key]!r}", key)
         if not isinstance(o["pareto_starts"], int) or o["pareto_starts"] < 0:
-            raise InvalidConfig(f"must be a non-negative integer, got {o['pareto_starts']!r}", "pareto_starts")
+            raise InvalidConfig(
+                f"must be a non-negative integer, got {o['pareto_starts']!r}", "pareto_starts"
+            )
         if o["n_initial"] is None:
             o["n_initial"] = int(min(max(2 * (len(space.params) + 1), 6), 20))
         elif not isinstance(o["n_initial"], int) or o["n_initial"] < 1:
             raise InvalidConfig(f"must be a positive integer, got {o['n_initial']!r}", "n_initial")
         self._modelled = [k for k in self.objective_names if k not in self.known_objectives]
         self._known = [k for k in self.objective_names if k in self.known_objectives]
-        self._modelled_constraints = [i for i, (m, _, _) in enumerate(self.constraints)
-                                      if m not in self.known_objectives]
+        self._modelled_constraints = [
+            i for i, (m, _, _) in enumerate(self.constraints) if m not in self.known_objectives
+        ]
         known_constraint = any(m in self.known_objectives for m, _, _ in self.constraints)
-        self._continuous = (all(p.kind == "float" and not p.active_if for p in space.params)
-                            and not self._known and not known_constraint)
+        self._continuous = (
+            all(p.kind == "float" and not p.active_if for p in space.params)
+            and not self._known
+            and not known_constraint
+        )
         self.last_info: dict = {}
         self._hypers = None  # GP hyper-parameters of the last fit (warm start of the next)
         self._codec = _Codec(space)
@@ -161,11 +205,17 @@ class MOBOOptimizer(BaseOptimizer):
         # with: a lower fidelity, but the verdict that stopped them is what the model should learn
         # (with MO-ASHA most trials end pruned; modelling only the complete ones starves the GP)
         states = ("complete", "pruned") if self.options["use_pruned"] else ("complete",)
-        done = [r for r in self._records_in(*states) if r.values is not None
-                and all(math.isfinite(r.values.get(k, float("nan"))) for k in self._modelled)]
+        done = [
+            r
+            for r in self._records_in(*states)
+            if r.values is not None
+            and all(math.isfinite(r.values.get(k, float("nan"))) for k in self._modelled)
+        ]
         if first_number < self.options["n_initial"] or len(done) < 2 or not self._modelled:
             if not self._modelled and first_number >= self.options["n_initial"]:
-                self.last_info = {"fallback": "every objective is known exactly: nothing to model, Sobol design"}
+                self.last_info = {
+                    "fallback": "every objective is known exactly: nothing to model, Sobol design"
+                }
             return [(c, None, None) for c in self._sobol(n, first_number)]
         import torch
 
@@ -185,7 +235,7 @@ class MOBOOptimizer(BaseOptimizer):
             return done
         order = _pareto.rank_order(self._Y(done))
         best = [done[i] for i in order[: cap // 2]]
-        rest = [done[i] for i in order[cap // 2:]]
+        rest = [done[i] for i in order[cap // 2 :]]
         rng = self.rng(first_number, "subsample")
         pick = rng.choice(len(rest), size=cap - len(best), replace=False)
         return best + [rest[i] for i in sorted(pick)]
@@ -201,16 +251,19 @@ class MOBOOptimizer(BaseOptimizer):
         return self._fit_gp(X, Y, prior)
 
     def _fit_saas(self, X, Y):
-        from botorch.models.transforms.outcome import Standardize
-
         from botorch.fit import fit_fully_bayesian_model_nuts
         from botorch.models import ModelListGP
         from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+        from botorch.models.transforms.outcome import Standardize
 
         models = []
         for j in range(Y.shape[-1]):
-            m = SaasFullyBayesianSingleTaskGP(X, Y[:, j:j + 1], outcome_transform=Standardize(m=1))
-            fit_fully_bayesian_model_nuts(m, warmup_steps=128, num_samples=64, thinning=16, disable_progbar=True)
+            m = SaasFullyBayesianSingleTaskGP(
+                X, Y[:, j : j + 1], outcome_transform=Standardize(m=1)
+            )
+            fit_fully_bayesian_model_nuts(
+                m, warmup_steps=128, num_samples=64, thinning=16, disable_progbar=True
+            )
             models.append(m)
         return ModelListGP(*models)
 
@@ -223,14 +276,20 @@ class MOBOOptimizer(BaseOptimizer):
 
         kwargs = {}
         if prior == "gamma":  # BoTorch's former default: Gamma(3, 6) lengthscales (mean 0.5)
-            from botorch.models.utils.gpytorch_modules import (get_gaussian_likelihood_with_gamma_prior,
-                                                               get_matern_kernel_with_gamma_prior)
+            from botorch.models.utils.gpytorch_modules import (
+                get_gaussian_likelihood_with_gamma_prior,
+                get_matern_kernel_with_gamma_prior,
+            )
 
             batch = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
-            kwargs = {"covar_module": get_matern_kernel_with_gamma_prior(X.shape[-1], batch_shape=batch),
-                      "likelihood": get_gaussian_likelihood_with_gamma_prior(batch_shape=batch)}
+            kwargs = {
+                "covar_module": get_matern_kernel_with_gamma_prior(X.shape[-1], batch_shape=batch),
+                "likelihood": get_gaussian_likelihood_with_gamma_prior(batch_shape=batch),
+            }
         elif prior.startswith("lognormal"):
-            from botorch.models.utils.gpytorch_modules import get_gaussian_likelihood_with_lognormal_prior
+            from botorch.models.utils.gpytorch_modules import (
+                get_gaussian_likelihood_with_lognormal_prior,
+            )
             from gpytorch.constraints import GreaterThan
             from gpytorch.kernels import RBFKernel
             from gpytorch.priors import LogNormalPrior
@@ -238,9 +297,16 @@ class MOBOOptimizer(BaseOptimizer):
             batch = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
             median = float(prior.partition(":")[2])
             lp = LogNormalPrior(loc=math.log(median), scale=math.sqrt(3))
-            kernel = RBFKernel(ard_num_dims=X.shape[-1], batch_shape=batch, lengthscale_prior=lp,
-                               lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=median))
-            kwargs = {"covar_module": kernel, "likelihood": get_gaussian_likelihood_with_lognormal_prior(batch_shape=batch)}
+            kernel = RBFKernel(
+                ard_num_dims=X.shape[-1],
+                batch_shape=batch,
+                lengthscale_prior=lp,
+                lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=median),
+            )
+            kwargs = {
+                "covar_module": kernel,
+                "likelihood": get_gaussian_likelihood_with_lognormal_prior(batch_shape=batch),
+            }
         model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=Y.shape[-1]), **kwargs)
         maxiter = self.options["fit_maxiter"]
         hypers = (self._hypers or {}).get(prior)
@@ -259,9 +325,14 @@ class MOBOOptimizer(BaseOptimizer):
                 fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
             except Exception as err:  # keep the prior hyper-parameters, but say so
                 self.last_info["fit_error"] = f"{type(err).__name__}: {err}"
-        self._hypers = {**(self._hypers or {}),
-                        prior: {k: v.detach().clone() for k, v in model.state_dict().items()
-                                if not k.startswith("outcome_transform") and "train" not in k}}
+        self._hypers = {
+            **(self._hypers or {}),
+            prior: {
+                k: v.detach().clone()
+                for k, v in model.state_dict().items()
+                if not k.startswith("outcome_transform") and "train" not in k
+            },
+        }
         return model
 
     def _acq_reference_point(self, Yf, number):
@@ -291,7 +362,10 @@ class MOBOOptimizer(BaseOptimizer):
 
         cache = self._known_cache = {}
         fns = [self.known_objectives[k] for k in self._known]
-        signs = [(-1.0 if self.directions[self.objective_names.index(k)] == "minimize" else 1.0) for k in self._known]
+        signs = [
+            (-1.0 if self.directions[self.objective_names.index(k)] == "minimize" else 1.0)
+            for k in self._known
+        ]
         space = self.space
 
         def f(X):
@@ -309,14 +383,21 @@ class MOBOOptimizer(BaseOptimizer):
 
     def _bo(self, done, n, first_number):
         import torch
-        from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
-        from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
-        from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
+        from botorch.acquisition.multi_objective.logei import (
+            qLogNoisyExpectedHypervolumeImprovement,
+        )
+        from botorch.acquisition.multi_objective.objective import (
+            GenericMCMultiOutputObjective,
+            IdentityMCMultiOutputObjective,
+        )
         from botorch.sampling import SobolQMCNormalSampler
 
         dtype = torch.double
         train = self._training_set(done, first_number)
-        self.last_info = {"n_train": len(train), "n_pruned": sum(r.state == "pruned" for r in train)}
+        self.last_info = {
+            "n_train": len(train),
+            "n_pruned": sum(r.state == "pruned" for r in train),
+        }
         X = torch.tensor(self._codec.encode([r.config for r in train]), dtype=dtype)
         cols = []
         for k in self._modelled:
@@ -330,13 +411,20 @@ class MOBOOptimizer(BaseOptimizer):
         # computed from X inside the MC objective, exactly (never modelled).
         if self._known:
             known_fn = self._known_fn()
-            n_mod = len(self._modelled)
-            order = [("gp", self._modelled.index(k)) if k in self._modelled else ("known", self._known.index(k))
-                     for k in self.objective_names]
+            order = [
+                ("gp", self._modelled.index(k))
+                if k in self._modelled
+                else ("known", self._known.index(k))
+                for k in self.objective_names
+            ]
 
             def combine(samples, X=None):
-                exact = known_fn(X)  # (batch, q, k); samples: (mc, batch, [mcmc models,] q, outputs)
-                if samples.dim() == exact.dim() + 2:  # fully Bayesian (SAAS): one dim per MCMC sample
+                exact = known_fn(
+                    X
+                )  # (batch, q, k); samples: (mc, batch, [mcmc models,] q, outputs)
+                if (
+                    samples.dim() == exact.dim() + 2
+                ):  # fully Bayesian (SAAS): one dim per MCMC sample
                     exact = exact.unsqueeze(-3)
                 exact = exact.expand(*samples.shape[:-1], len(self._known))
                 cols = [samples[..., j] if src == "gp" else exact[..., j] for src, j in order]
@@ -345,7 +433,10 @@ class MOBOOptimizer(BaseOptimizer):
             objective = GenericMCMultiOutputObjective(combine)
         else:
             objective = IdentityMCMultiOutputObjective(outcomes=list(range(len(self._modelled))))
-        constraints = [(lambda Z, j=len(self._modelled) + c: Z[..., j]) for c in range(len(self._modelled_constraints))]
+        n_mod = len(self._modelled)
+        constraints = [
+            (lambda Z, j=n_mod + c: Z[..., j]) for c in range(len(self._modelled_constraints))
+        ]
         feasible = [r for r in done if self.is_feasible(r.values)] or done
         ref_min = self._acq_reference_point(self._Y(feasible), first_number)
         ref_max = (-torch.tensor(ref_min, dtype=dtype)).tolist()
@@ -358,7 +449,9 @@ class MOBOOptimizer(BaseOptimizer):
         sampler_seed = derive_seed(self.seed, first_number, "qmc") % (2**31)
 
         def make_sampler():
-            return SobolQMCNormalSampler(sample_shape=torch.Size([self.options["mc_samples"]]), seed=sampler_seed)
+            return SobolQMCNormalSampler(
+                sample_shape=torch.Size([self.options["mc_samples"]]), seed=sampler_seed
+            )
 
         def make_acqf(pending_configs):
             X_pending = None
@@ -367,15 +460,25 @@ class MOBOOptimizer(BaseOptimizer):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return qLogNoisyExpectedHypervolumeImprovement(
-                    model=model, ref_point=ref_max, X_baseline=X_base, objective=objective,
-                    constraints=constraints or None, X_pending=X_pending, prune_baseline=False,
-                    sampler=make_sampler())
+                    model=model,
+                    ref_point=ref_max,
+                    X_baseline=X_base,
+                    objective=objective,
+                    constraints=constraints or None,
+                    X_pending=X_pending,
+                    prune_baseline=False,
+                    sampler=make_sampler(),
+                )
 
         if self._continuous:
             out = []
-            ok = [i for i, r in enumerate(train) if self.is_feasible(r.values)] or list(range(len(train)))
+            ok = [i for i, r in enumerate(train) if self.is_feasible(r.values)] or list(
+                range(len(train))
+            )
             Yok = self._Y([train[i] for i in ok])
-            front_X = X[torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])]
+            front_X = X[
+                torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])
+            ]
             for j in range(n):
                 acqf = make_acqf(running + out)
                 out.append(self._optimize_continuous(acqf, front_X, first_number + j))
@@ -400,23 +503,35 @@ class MOBOOptimizer(BaseOptimizer):
         from botorch.optim.initializers import gen_batch_initial_conditions
 
         dim = self.space.dim
-        bounds = torch.stack([torch.zeros(dim, dtype=torch.double), torch.ones(dim, dtype=torch.double)])
+        bounds = torch.stack(
+            [torch.zeros(dim, dtype=torch.double), torch.ones(dim, dtype=torch.double)]
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            starts = gen_batch_initial_conditions(acqf, bounds, q=1, num_restarts=self.options["num_restarts"],
-                                                  raw_samples=self.options["raw_samples"])
+            starts = gen_batch_initial_conditions(
+                acqf,
+                bounds,
+                q=1,
+                num_restarts=self.options["num_restarts"],
+                raw_samples=self.options["raw_samples"],
+            )
             k = min(self.options["pareto_starts"], len(front_X))
             if k:
                 rng = self.rng(number, "starts")
                 pick = torch.as_tensor(np.sort(rng.choice(len(front_X), size=k, replace=False)))
                 starts = torch.cat([starts, front_X[pick].unsqueeze(1)])
-            cand, _ = optimize_acqf(acqf, bounds=bounds, q=1, num_restarts=len(starts),
-                                    batch_initial_conditions=starts, options={"maxiter": 100, "batch_limit": 16})
+            cand, _ = optimize_acqf(
+                acqf,
+                bounds=bounds,
+                q=1,
+                num_restarts=len(starts),
+                batch_initial_conditions=starts,
+                options={"maxiter": 100, "batch_limit": 16},
+            )
         return self.space.decode(cand[0].detach().numpy())
 
     # ------------------------------------------------------------------ discrete optimisation
     def _optimize_discrete(self, acqf, done, number, chosen):
-        import torch
 
         rng = self.rng(number, "pool")
         blocked = set(self._seen) | {config_key(c) for c in chosen}
@@ -438,7 +553,9 @@ class MOBOOptimizer(BaseOptimizer):
                 for c in self._neighbours(r.config, rng, limit=4):
                     add(c)
             if len(pool) < n_pool:
-                for c in self.space.sample(min(64, n_pool - len(pool)), seed=int(rng.integers(2**63 - 1))):
+                for c in self.space.sample(
+                    min(64, n_pool - len(pool)), seed=int(rng.integers(2**63 - 1))
+                ):
                     add(c)
             break
         if not pool:
@@ -471,13 +588,17 @@ class MOBOOptimizer(BaseOptimizer):
 
         enc = self._codec.encode(configs)
         if self._known:  # the exact values of these configs, without decoding them again
-            signs = [(-1.0 if self.directions[self.objective_names.index(k)] == "minimize" else 1.0)
-                     for k in self._known]
+            signs = [
+                (-1.0 if self.directions[self.objective_names.index(k)] == "minimize" else 1.0)
+                for k in self._known
+            ]
             for row, config in zip(enc, configs):
                 key = row.tobytes()
                 if key not in self._known_cache:
-                    self._known_cache[key] = [s * float(self.known_objectives[k](config))
-                                              for k, s in zip(self._known, signs)]
+                    self._known_cache[key] = [
+                        s * float(self.known_objectives[k](config))
+                        for k, s in zip(self._known, signs)
+                    ]
         X = torch.tensor(enc, dtype=torch.double).unsqueeze(1)
         out = []
         with torch.no_grad():

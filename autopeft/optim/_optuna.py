@@ -113,9 +113,13 @@ class TPEOptimizer(_OptunaOptimizer):
     def _make_sampler(self, number):
         multivariate = bool(self.options["multivariate"])
         return self._optuna.samplers.TPESampler(
-            seed=derive_seed(self.seed, number, "tpe") % (2**32), n_startup_trials=self.options["n_startup_trials"],
-            multivariate=multivariate, group=multivariate, constant_liar=True,
-            constraints_func=self._constraints_func())
+            seed=derive_seed(self.seed, number, "tpe") % (2**32),
+            n_startup_trials=self.options["n_startup_trials"],
+            multivariate=multivariate,
+            group=multivariate,
+            constant_liar=True,
+            constraints_func=self._constraints_func(),
+        )
 
 
 class NSGA2Optimizer(_OptunaOptimizer):
@@ -127,9 +131,12 @@ class NSGA2Optimizer(_OptunaOptimizer):
 
     def _make_sampler(self, number):
         return self._optuna.samplers.NSGAIISampler(
-            seed=derive_seed(self.seed, number, "nsga2") % (2**32), population_size=self.options["population_size"],
-            mutation_prob=self.options["mutation_prob"], crossover_prob=self.options["crossover_prob"],
-            constraints_func=self._constraints_func())
+            seed=derive_seed(self.seed, number, "nsga2") % (2**32),
+            population_size=self.options["population_size"],
+            mutation_prob=self.options["mutation_prob"],
+            crossover_prob=self.options["crossover_prob"],
+            constraints_func=self._constraints_func(),
+        )
 
 
 class GPOptimizer(_OptunaOptimizer):
@@ -141,6 +148,9 @@ class GPOptimizer(_OptunaOptimizer):
 
     def _make_sampler(self, number):
         return self._optuna.samplers.GPSampler(
-            seed=derive_seed(self.seed, number, "gp") % (2**32), n_startup_trials=self.options["n_startup_trials"],
+            seed=derive_seed(self.seed, number, "gp") % (2**32),
+            n_startup_trials=self.options["n_startup_trials"],
             deterministic_objective=bool(self.options["deterministic_objective"]),
-            constraints_func=self._constraints_func(), warn_independent_sampling=False)
+            constraints_func=self._constraints_func(),
+            warn_independent_sampling=False,
+        )

@@ -47,11 +47,17 @@ def quantiles(order: list[int], fraction: float) -> tuple[list[int], list[int]]:
     if n < 2:
         return [], []
     k = min(max(1, int(math.floor(n * fraction))), n // 2)
-    return list(order[:k]), list(order[n - k:])
+    return list(order[:k]), list(order[n - k :])
 
 
-def explore(config: dict, space, mutable: list[str], rng: np.random.Generator,
-            resample_probability: float = 0.25, factors: tuple[float, float] = (0.8, 1.2)) -> tuple[dict, dict]:
+def explore(
+    config: dict,
+    space,
+    mutable: list[str],
+    rng: np.random.Generator,
+    resample_probability: float = 0.25,
+    factors: tuple[float, float] = (0.8, 1.2),
+) -> tuple[dict, dict]:
     """A perturbed copy of ``config`` and ``{name: (old, new, how)}`` for what changed.
 
     For each active mutable parameter: with ``resample_probability`` draw a fresh value from
@@ -91,31 +97,47 @@ def explore(config: dict, space, mutable: list[str], rng: np.random.Generator,
 class PBTOptimizer(BaseOptimizer):
     name = "pbt"
     OPTIONS = {
-        "population_size": 8, "perturbation_interval": 4, "quantile_fraction": 0.25,
-        "resample_probability": 0.25, "mutable": None, "metric": None, "weights": None, "max_step": None,
+        "population_size": 8,
+        "perturbation_interval": 4,
+        "quantile_fraction": 0.25,
+        "resample_probability": 0.25,
+        "mutable": None,
+        "metric": None,
+        "weights": None,
+        "max_step": None,
     }
 
     def __init__(self, space, objectives, seed=0, **options):
         super().__init__(space, objectives, seed, **options)
         o = self.options
         if not isinstance(o["population_size"], int) or o["population_size"] < 2:
-            raise InvalidConfig(f"must be an integer >= 2, got {o['population_size']!r}", "population_size")
+            raise InvalidConfig(
+                f"must be an integer >= 2, got {o['population_size']!r}", "population_size"
+            )
         if not isinstance(o["perturbation_interval"], int) or o["perturbation_interval"] < 1:
-            raise InvalidConfig(f"must be an integer >= 1, got {o['perturbation_interval']!r}",
-                                "perturbation_interval")
+            raise InvalidConfig(
+                f"must be an integer >= 1, got {o['perturbation_interval']!r}",
+                "perturbation_interval",
+            )
         if not 0 < o["quantile_fraction"] <= 0.5:
-            raise InvalidConfig(f"must be in (0, 0.5], got {o['quantile_fraction']!r}", "quantile_fraction")
+            raise InvalidConfig(
+                f"must be in (0, 0.5], got {o['quantile_fraction']!r}", "quantile_fraction"
+            )
         if o["max_step"] is not None and (not isinstance(o["max_step"], int) or o["max_step"] < 1):
             raise InvalidConfig(f"must be an integer >= 1, got {o['max_step']!r}", "max_step")
         if not 0 <= o["resample_probability"] <= 1:
-            raise InvalidConfig(f"must be in [0, 1], got {o['resample_probability']!r}", "resample_probability")
+            raise InvalidConfig(
+                f"must be in [0, 1], got {o['resample_probability']!r}", "resample_probability"
+            )
         if o["mutable"] is None:
             self.mutable = [p.name for p in space.params if p.name in DEFAULT_MUTABLE]
         else:
             unknown = [m for m in o["mutable"] if m not in [p.name for p in space.params]]
             if unknown:
-                raise InvalidConfig(f"mutable parameter {unknown[0]!r} is not a searched parameter of the space",
-                                    "mutable")
+                raise InvalidConfig(
+                    f"mutable parameter {unknown[0]!r} is not a searched parameter of the space",
+                    "mutable",
+                )
             self.mutable = list(o["mutable"])
         self._check_scoring()
         self._last_perturb: dict[int, int] = {}
@@ -123,9 +145,10 @@ class PBTOptimizer(BaseOptimizer):
 
     def _check_scoring(self):
         o = self.options
-        if o["weights"] is not None:
-            if len(o["weights"]) != len(self.objectives):
-                raise InvalidConfig(f"needs one weight per objective ({len(self.objectives)})", "weights")
+        if o["weights"] is not None and len(o["weights"]) != len(self.objectives):
+            raise InvalidConfig(
+                f"needs one weight per objective ({len(self.objectives)})", "weights"
+            )
         metric = o["metric"]
         if metric is not None and metric not in self.objective_names:
             raise InvalidConfig(f"metric {metric!r} is not an objective", "metric")
@@ -154,13 +177,17 @@ class PBTOptimizer(BaseOptimizer):
         if step - self._last_perturb.get(record.id, 0) < interval:
             return "continue"
         if self.options["max_step"] is not None and step >= self.options["max_step"]:
-            return "continue"   # a member's last report: it is done, nothing left to continue
+            return "continue"  # a member's last report: it is done, nothing left to continue
         self._last_perturb[record.id] = step
         last = self.options["max_step"]
         # a member at its last report is done: copying it would only clone it
-        members = [r for r in self._records_in("running") if r.reports
-                   and (r is record or last is None or max(r.reports) < last)
-                   and self._objective_vector(r.reports[max(r.reports)]) is not None]
+        members = [
+            r
+            for r in self._records_in("running")
+            if r.reports
+            and (r is record or last is None or max(r.reports) < last)
+            and self._objective_vector(r.reports[max(r.reports)]) is not None
+        ]
         if record not in members or len(members) < 2:
             return "continue"
         Y = np.stack([self._objective_vector(r.reports[max(r.reports)]) for r in members])
@@ -172,17 +199,26 @@ class PBTOptimizer(BaseOptimizer):
             return "continue"
         rng = self.rng(record.id, step, "exploit")
         source = members[int(rng.choice(sources))]
-        config, changes = explore(source.config, self.space, self.mutable, rng,
-                                  self.options["resample_probability"])
-        self._lineage.append({
-            "step": step, "trial": record.id, "source": source.id,
-            "source_step": max(source.reports), "old_config": dict(record.config),
-            "values": dict(record.reports[step]), "source_values": dict(source.reports[max(source.reports)]),
-            "changes": changes,
-        })
+        config, changes = explore(
+            source.config, self.space, self.mutable, rng, self.options["resample_probability"]
+        )
+        self._lineage.append(
+            {
+                "step": step,
+                "trial": record.id,
+                "source": source.id,
+                "source_step": max(source.reports),
+                "old_config": dict(record.config),
+                "values": dict(record.reports[step]),
+                "source_values": dict(source.reports[max(source.reports)]),
+                "changes": changes,
+            }
+        )
         record.config = config
         record.parent_id = source.id
-        return Exploit(source.id, dict(config), step, {k: (a, b) for k, (a, b, _) in changes.items()})
+        return Exploit(
+            source.id, dict(config), step, {k: (a, b) for k, (a, b, _) in changes.items()}
+        )
 
     def _on_replayed_report(self, record, step, values):
         interval = self.options["perturbation_interval"]
@@ -200,27 +236,46 @@ class PBTOptimizer(BaseOptimizer):
         """One readable line per exploit."""
         lines = []
         for e in self._lineage:
-            vals = ", ".join(f"{k}={e['values'].get(k, float('nan')):.4g}" for k in self.objective_names)
-            src = ", ".join(f"{k}={e['source_values'].get(k, float('nan')):.4g}" for k in self.objective_names)
-            changes = "; ".join(f"{k}: {_fmt(a)} -> {_fmt(b)} ({how})" for k, (a, b, how) in e["changes"].items())
-            lines.append(f"step {e['step']}: trial {e['trial']} ({vals}) cloned trial {e['source']} "
-                         f"at step {e['source_step']} ({src}); {changes or 'no change'}")
+            vals = ", ".join(
+                f"{k}={e['values'].get(k, float('nan')):.4g}" for k in self.objective_names
+            )
+            src = ", ".join(
+                f"{k}={e['source_values'].get(k, float('nan')):.4g}" for k in self.objective_names
+            )
+            changes = "; ".join(
+                f"{k}: {_fmt(a)} -> {_fmt(b)} ({how})" for k, (a, b, how) in e["changes"].items()
+            )
+            lines.append(
+                f"step {e['step']}: trial {e['trial']} ({vals}) cloned trial {e['source']} "
+                f"at step {e['source_step']} ({src}); {changes or 'no change'}"
+            )
         return "\n".join(lines)
 
 
 class MOPBTOptimizer(PBTOptimizer):
     name = "mopbt"
     OPTIONS = {
-        "population_size": 8, "perturbation_interval": 4, "quantile_fraction": 0.25,
-        "resample_probability": 0.25, "mutable": None, "tie_break": "crowding", "max_step": None,
+        "population_size": 8,
+        "perturbation_interval": 4,
+        "quantile_fraction": 0.25,
+        "resample_probability": 0.25,
+        "mutable": None,
+        "tie_break": "crowding",
+        "max_step": None,
     }
 
     def _check_scoring(self):
         if self.options["tie_break"] not in ("crowding", "hv"):
-            raise InvalidConfig(f"must be 'crowding' or 'hv', got {self.options['tie_break']!r}", "tie_break")
+            raise InvalidConfig(
+                f"must be 'crowding' or 'hv', got {self.options['tie_break']!r}", "tie_break"
+            )
 
     def _order(self, Y):
-        ref = _pareto.reference_point(Y, self.reference_point_min) if self.options["tie_break"] == "hv" else None
+        ref = (
+            _pareto.reference_point(Y, self.reference_point_min)
+            if self.options["tie_break"] == "hv"
+            else None
+        )
         order = _pareto.rank_order(Y, self.options["tie_break"], ref)
         first_front = _pareto.non_dominated_sort(Y)[0].tolist()
         return order, first_front

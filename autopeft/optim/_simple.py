@@ -31,6 +31,8 @@ class SobolOptimizer(BaseOptimizer):
         if first_number:
             engine.fast_forward(first_number)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # balance properties need powers of two; irrelevant here
+            warnings.simplefilter(
+                "ignore"
+            )  # balance properties need powers of two; irrelevant here
             X = engine.random(n)
         return [(self.space.decode(x[: self.space.dim]), None, None) for x in X]

@@ -20,7 +20,8 @@ sequence of reports, so replaying reports rebuilds the state.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,16 @@ _KEYS = ("kind", "min_step", "reduction_factor", "max_step", "metric", "keep_fro
 
 
 class SuccessiveHalving:
-    def __init__(self, kind: str, directions: Sequence[str], min_step: int = 1, reduction_factor: int = 3,
-                 max_step: int | None = None, metric: int = 0, keep_front: bool = True):
+    def __init__(
+        self,
+        kind: str,
+        directions: Sequence[str],
+        min_step: int = 1,
+        reduction_factor: int = 3,
+        max_step: int | None = None,
+        metric: int = 0,
+        keep_front: bool = True,
+    ):
         self.kind = kind
         self.keep_front = keep_front
         self.m = len(directions)
@@ -73,8 +82,10 @@ class SuccessiveHalving:
             better = int(np.sum(Y[:, self.metric] < mine))
             return better < keep
         me = ids.index(trial_id)
-        if self.keep_front and not any(np.all(Y[j] <= Y[me]) and np.any(Y[j] < Y[me]) for j in range(n)):
-            return True   # non-dominated at this rung
+        if self.keep_front and not any(
+            np.all(Y[j] <= Y[me]) and np.any(Y[j] < Y[me]) for j in range(n)
+        ):
+            return True  # non-dominated at this rung
         order = rank_order(Y, "crowding")
         position = int(np.flatnonzero(order == me)[0])
         return position < keep
@@ -90,13 +101,19 @@ def make_stopper(spec: Any, directions: Sequence[str]) -> SuccessiveHalving | No
     if isinstance(spec, str):
         spec = {"kind": spec}
     if not isinstance(spec, dict):
-        raise InvalidConfig("early_stopping must be a mapping such as {'kind': 'moasha'}", "early_stopping")
+        raise InvalidConfig(
+            "early_stopping must be a mapping such as {'kind': 'moasha'}", "early_stopping"
+        )
     for key in spec:
         if key not in _KEYS:
-            raise InvalidConfig(f"unknown key {key!r}; allowed: {', '.join(_KEYS)}", f"early_stopping.{key}")
+            raise InvalidConfig(
+                f"unknown key {key!r}; allowed: {', '.join(_KEYS)}", f"early_stopping.{key}"
+            )
     kind = spec.get("kind")
     if kind not in KINDS:
-        raise InvalidConfig(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", "early_stopping.kind")
+        raise InvalidConfig(
+            f"kind must be one of {', '.join(KINDS)}, got {kind!r}", "early_stopping.kind"
+        )
     min_step = spec.get("min_step", 1)
     rf = spec.get("reduction_factor", 3)
     max_step = spec.get("max_step")
@@ -104,13 +121,21 @@ def make_stopper(spec: Any, directions: Sequence[str]) -> SuccessiveHalving | No
     if not isinstance(min_step, int) or isinstance(min_step, bool) or min_step < 1:
         raise InvalidConfig(f"must be an integer >= 1, got {min_step!r}", "early_stopping.min_step")
     if not isinstance(rf, int) or isinstance(rf, bool) or rf < 2:
-        raise InvalidConfig(f"must be an integer >= 2, got {rf!r}", "early_stopping.reduction_factor")
+        raise InvalidConfig(
+            f"must be an integer >= 2, got {rf!r}", "early_stopping.reduction_factor"
+        )
     if max_step is not None and (not isinstance(max_step, int) or max_step < min_step):
-        raise InvalidConfig(f"must be an integer >= min_step, got {max_step!r}", "early_stopping.max_step")
+        raise InvalidConfig(
+            f"must be an integer >= min_step, got {max_step!r}", "early_stopping.max_step"
+        )
     if not isinstance(metric, int) or not (0 <= metric < len(directions)):
-        raise InvalidConfig(f"must be an objective index below {len(directions)}, got {metric!r}",
-                            "early_stopping.metric")
+        raise InvalidConfig(
+            f"must be an objective index below {len(directions)}, got {metric!r}",
+            "early_stopping.metric",
+        )
     keep_front = spec.get("keep_front", True)
     if not isinstance(keep_front, bool):
-        raise InvalidConfig(f"must be true or false, got {keep_front!r}", "early_stopping.keep_front")
+        raise InvalidConfig(
+            f"must be true or false, got {keep_front!r}", "early_stopping.keep_front"
+        )
     return SuccessiveHalving(kind, directions, min_step, rf, max_step, metric, keep_front)

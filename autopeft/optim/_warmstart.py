@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from autopeft.errors import InvalidConfig
 
@@ -44,7 +45,9 @@ def _snap(param, value: Any) -> Any:
 def map_config(config: dict, space) -> dict:
     """One source config → a valid config of ``space`` (see the module docstring)."""
     if not isinstance(config, dict):
-        raise InvalidConfig(f"warm_start entries must be config mappings, got {type(config).__name__}", "warm_start")
+        raise InvalidConfig(
+            f"warm_start entries must be config mappings, got {type(config).__name__}", "warm_start"
+        )
     per_layer: dict[str, dict[int, Any]] = {}
     for key, value in config.items():
         m = _LAYER_KEY.match(str(key))
@@ -59,7 +62,11 @@ def map_config(config: dict, space) -> dict:
         if p.group is not None and p.layer is not None and p.group in per_layer:
             src = per_layer[p.group]
             n_src = source_layers
-            j = math.floor(p.layer * (n_src - 1) / (target_layers - 1) + 0.5) if target_layers > 1 else 0
+            j = (
+                math.floor(p.layer * (n_src - 1) / (target_layers - 1) + 0.5)
+                if target_layers > 1
+                else 0
+            )
             value = src.get(j, p.default)
         elif p.name in config:
             value = config[p.name]

@@ -30,8 +30,9 @@ from __future__ import annotations
 import abc
 import math
 import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,7 +42,11 @@ from autopeft.optim import pareto as _pareto
 STATES = ("running", "complete", "failed", "pruned")
 TELL_STATES = ("complete", "failed", "pruned")
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq,
+    "<=": operator.le,
+    "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "==": operator.eq,
 }
 
 
@@ -94,21 +99,32 @@ class _TrialRecord:
         self.state, self.values, self.reports, self.note = "running", None, {}, None
 
     def snapshot(self) -> Trial:
-        return Trial(self.id, dict(self.config), self.state,
-                     None if self.values is None else dict(self.values), self.parent_id,
-                     {s: dict(v) for s, v in self.reports.items()}, self.note)
+        return Trial(
+            self.id,
+            dict(self.config),
+            self.state,
+            None if self.values is None else dict(self.values),
+            self.parent_id,
+            {s: dict(v) for s, v in self.reports.items()},
+            self.note,
+        )
 
 
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from integers / strings, stable across processes (no ``hash()``)."""
-    ints = [int(p) if not isinstance(p, str) else sum((i + 1) * ord(c) for i, c in enumerate(p)) for p in parts]
+    ints = [
+        int(p) if not isinstance(p, str) else sum((i + 1) * ord(c) for i, c in enumerate(p))
+        for p in parts
+    ]
     state = np.random.SeedSequence([abs(i) for i in ints]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31 ^ int(state[1])) & ((1 << 63) - 1)
 
 
 def config_key(config: Mapping[str, Any]) -> tuple:
     """Hashable identity of a config (floats rounded to 12 significant digits)."""
-    return tuple(sorted((k, float(f"{v:.12g}") if isinstance(v, float) else v) for k, v in config.items()))
+    return tuple(
+        sorted((k, float(f"{v:.12g}") if isinstance(v, float) else v) for k, v in config.items())
+    )
 
 
 class BaseOptimizer(abc.ABC):
@@ -128,7 +144,12 @@ class BaseOptimizer(abc.ABC):
     #: option names this optimiser accepts besides the common ones (with defaults)
     OPTIONS: ClassVar[dict[str, Any]] = {}
     COMMON_OPTIONS: ClassVar[tuple[str, ...]] = (
-        "constraints", "warm_start", "known_objectives", "early_stopping", "reference_point")
+        "constraints",
+        "warm_start",
+        "known_objectives",
+        "early_stopping",
+        "reference_point",
+    )
 
     def __init__(self, space, objectives: Sequence[tuple[str, str]], seed: int = 0, **options: Any):
         self.space = space
@@ -141,17 +162,25 @@ class BaseOptimizer(abc.ABC):
         for key in options:
             if key not in self.OPTIONS and key not in self.COMMON_OPTIONS:
                 allowed = ", ".join(sorted(set(self.OPTIONS) | set(self.COMMON_OPTIONS)))
-                raise InvalidConfig(f"unknown option {key!r} for optimiser {self.name!r}; allowed: {allowed}", key)
+                raise InvalidConfig(
+                    f"unknown option {key!r} for optimiser {self.name!r}; allowed: {allowed}", key
+                )
         self.options = {**self.OPTIONS, **{k: v for k, v in options.items() if k in self.OPTIONS}}
-        self.known_objectives: dict[str, Callable[[dict], float]] = dict(options.get("known_objectives") or {})
+        self.known_objectives: dict[str, Callable[[dict], float]] = dict(
+            options.get("known_objectives") or {}
+        )
         for key, fn in self.known_objectives.items():
             if not callable(fn):
-                raise InvalidConfig(f"known_objectives[{key!r}] must be callable", "known_objectives")
+                raise InvalidConfig(
+                    f"known_objectives[{key!r}] must be callable", "known_objectives"
+                )
         self.constraints = _check_constraints(options.get("constraints"))
         ref = options.get("reference_point")
         if ref is not None:
             if len(ref) != len(self.objectives):
-                raise InvalidConfig(f"needs {len(self.objectives)} values, got {len(ref)}", "reference_point")
+                raise InvalidConfig(
+                    f"needs {len(self.objectives)} values, got {len(ref)}", "reference_point"
+                )
             ref = _pareto.to_minimization(np.asarray(ref, float).reshape(1, -1), self.directions)[0]
         self.reference_point_min = ref
         from autopeft.optim._warmstart import map_configs
@@ -173,11 +202,11 @@ class BaseOptimizer(abc.ABC):
         while len(out) < n:
             first = len(self._records)
             k = n - len(out)
-            from_warm = [c for c in self._warm[first:first + k]]
+            from_warm = [c for c in self._warm[first : first + k]]
             proposals = [(c, None, None) for c in from_warm]
             if len(proposals) < k:
                 proposals += self._suggest(k - len(proposals), first + len(proposals))
-            for j, (config, parent, budget) in enumerate(proposals):
+            for config, parent, budget in proposals:
                 number = len(self._records)
                 config = self._ensure_new(config, number, batch_keys)
                 record = _TrialRecord(number, config, parent)
@@ -193,7 +222,9 @@ class BaseOptimizer(abc.ABC):
         """Finish trial ``id`` with ``values`` (``None`` allowed unless ``complete``)."""
         record = self._record(id)
         if state not in TELL_STATES:
-            raise InvalidConfig(f"state must be one of {', '.join(TELL_STATES)}, got {state!r}", "state")
+            raise InvalidConfig(
+                f"state must be one of {', '.join(TELL_STATES)}, got {state!r}", "state"
+            )
         if record.state != "running":
             raise InvalidConfig(f"trial {id} was already told ({record.state})", "id")
         if values is not None:
@@ -203,17 +234,21 @@ class BaseOptimizer(abc.ABC):
                 raise InvalidConfig("a complete trial needs values", "values")
             missing = [m for m in self._required_metrics() if m not in values]
             if missing:
-                raise InvalidConfig(f"missing metric {missing[0]!r} (objective or constraint)", missing[0])
+                raise InvalidConfig(
+                    f"missing metric {missing[0]!r} (objective or constraint)", missing[0]
+                )
             bad = [m for m in self.objective_names if not math.isfinite(values[m])]
             if bad:
                 state = "failed"
-                record.note = f"told complete with non-finite {bad[0]}={values[bad[0]]}; recorded as failed"
+                record.note = (
+                    f"told complete with non-finite {bad[0]}={values[bad[0]]}; recorded as failed"
+                )
         record.state = state
         record.values = values
         self._on_tell(record)
         return record.snapshot()
 
-    def report(self, id: int, step: int, values: Mapping[str, float]) -> "str | Exploit":
+    def report(self, id: int, step: int, values: Mapping[str, float]) -> str | Exploit:
         """An intermediate result of a running trial. Returns ``"continue"``, ``"stop"`` (early
         stopping: tell it ``"pruned"``) or an :class:`Exploit` (PBT)."""
         record = self._record(id)
@@ -247,7 +282,9 @@ class BaseOptimizer(abc.ABC):
             return 0.0
         Y = self._Y(records)
         if ref_point is not None:
-            ref = _pareto.to_minimization(np.asarray(ref_point, float).reshape(1, -1), self.directions)[0]
+            ref = _pareto.to_minimization(
+                np.asarray(ref_point, float).reshape(1, -1), self.directions
+            )[0]
         else:
             ref = _pareto.reference_point(Y, self.reference_point_min)
         return _pareto.hypervolume(Y, ref)
@@ -257,7 +294,9 @@ class BaseOptimizer(abc.ABC):
         """Snapshots of every trial in id order."""
         return tuple(r.snapshot() for r in self._records)
 
-    def add_trial(self, config: dict, values: Mapping[str, float] | None = None, state: str = "complete") -> Trial:
+    def add_trial(
+        self, config: dict, values: Mapping[str, float] | None = None, state: str = "complete"
+    ) -> Trial:
         """Register a trial that was evaluated elsewhere (or before a restart) without asking."""
         config = self.space.validate(config)
         record = _TrialRecord(len(self._records), config)
@@ -283,8 +322,11 @@ class BaseOptimizer(abc.ABC):
         """
         for t in sorted(trials, key=lambda t: t.id):
             if t.id != len(self._records):
-                raise InvalidConfig(f"stored trial ids must be 0, 1, 2, ... in order; got {t.id} "
-                                    f"where {len(self._records)} was expected", "trials")
+                raise InvalidConfig(
+                    f"stored trial ids must be 0, 1, 2, ... in order; got {t.id} "
+                    f"where {len(self._records)} was expected",
+                    "trials",
+                )
             config = self.space.validate(t.config)
             record = _TrialRecord(len(self._records), config, t.parent_id)
             self._records.append(record)
@@ -338,7 +380,9 @@ class BaseOptimizer(abc.ABC):
     def _objective_vector(self, values: Mapping[str, float]) -> np.ndarray | None:
         if not all(k in values and math.isfinite(values[k]) for k in self.objective_names):
             return None
-        return _pareto.to_minimization(np.array([[values[k] for k in self.objective_names]]), self.directions)[0]
+        return _pareto.to_minimization(
+            np.array([[values[k] for k in self.objective_names]]), self.directions
+        )[0]
 
     def _records_in(self, *states: str) -> list[_TrialRecord]:
         return [r for r in self._records if r.state in states]
@@ -372,7 +416,10 @@ class BaseOptimizer(abc.ABC):
 
     def _complete_values(self, config: dict, values: Mapping[str, float]) -> dict:
         if not isinstance(values, Mapping):
-            raise InvalidConfig(f"values must be a mapping of metric to number, got {type(values).__name__}", "values")
+            raise InvalidConfig(
+                f"values must be a mapping of metric to number, got {type(values).__name__}",
+                "values",
+            )
         out = {}
         for k, v in values.items():
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
@@ -404,7 +451,7 @@ class BaseOptimizer(abc.ABC):
     def _on_tell(self, record: _TrialRecord) -> None:
         """Called after a trial is finished."""
 
-    def _on_report(self, record: _TrialRecord, step: int, values: dict) -> "str | Exploit":
+    def _on_report(self, record: _TrialRecord, step: int, values: dict) -> str | Exploit:
         return "continue"
 
     def _on_replayed_report(self, record: _TrialRecord, step: int, values: dict) -> None:
@@ -413,7 +460,9 @@ class BaseOptimizer(abc.ABC):
 
 def _check_objectives(objectives: Any) -> list[tuple[str, str]]:
     if not isinstance(objectives, (list, tuple)) or not objectives:
-        raise InvalidConfig("objectives must be a non-empty list of (name, direction)", "objectives")
+        raise InvalidConfig(
+            "objectives must be a non-empty list of (name, direction)", "objectives"
+        )
     out = []
     for item in objectives:
         if isinstance(item, Mapping):
@@ -421,8 +470,10 @@ def _check_objectives(objectives: Any) -> list[tuple[str, str]]:
         if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
             raise InvalidConfig(f"each objective is (name, direction), got {item!r}", "objectives")
         if item[1] not in _pareto.DIRECTIONS:
-            raise InvalidConfig(f"direction of {item[0]!r} must be 'minimize' or 'maximize', got {item[1]!r}",
-                                "objectives")
+            raise InvalidConfig(
+                f"direction of {item[0]!r} must be 'minimize' or 'maximize', got {item[1]!r}",
+                "objectives",
+            )
         out.append((item[0], item[1]))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
@@ -439,9 +490,17 @@ def _check_constraints(raw: Any) -> list[tuple[str, str, float]]:
     for item in raw:
         if isinstance(item, Mapping):
             item = (item.get("metric"), item.get("op"), item.get("bound"))
-        if (not isinstance(item, (list, tuple)) or len(item) != 3 or not isinstance(item[0], str)
-                or item[1] not in _OPS or isinstance(item[2], bool) or not isinstance(item[2], (int, float))):
-            raise InvalidConfig(f"each constraint is (metric, op in {list(_OPS)}, number), got {item!r}",
-                                "constraints")
+        if (
+            not isinstance(item, (list, tuple))
+            or len(item) != 3
+            or not isinstance(item[0], str)
+            or item[1] not in _OPS
+            or isinstance(item[2], bool)
+            or not isinstance(item[2], (int, float))
+        ):
+            raise InvalidConfig(
+                f"each constraint is (metric, op in {list(_OPS)}, number), got {item!r}",
+                "constraints",
+            )
         out.append((item[0], item[1], float(item[2])))
     return out

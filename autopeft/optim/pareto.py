@@ -27,20 +27,24 @@ Exact algorithms are used for ``m <= 3`` (2-D sweep, 3-D slicing into 2-D sweeps
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 DIRECTIONS = ("minimize", "maximize")
 
 
-def to_minimization(values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+def to_minimization(
+    values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]
+) -> np.ndarray:
     """``(n, m)`` values as given by the user → minimisation form (``maximize`` columns negated)."""
     Y = np.asarray(values, dtype=float)
     if Y.ndim == 1:
         Y = Y.reshape(1, -1) if len(directions) > 1 or Y.size == 1 else Y.reshape(-1, 1)
     if Y.shape[1] != len(directions):
-        raise ValueError(f"values have {Y.shape[1]} columns but {len(directions)} directions were given")
+        raise ValueError(
+            f"values have {Y.shape[1]} columns but {len(directions)} directions were given"
+        )
     signs = np.array([_sign(d) for d in directions])
     return Y * signs
 
@@ -134,7 +138,9 @@ def crowding_distance(Y: np.ndarray) -> np.ndarray:
     return dist
 
 
-def rank_order(Y: np.ndarray, tie_break: str = "crowding", ref_point: np.ndarray | None = None) -> np.ndarray:
+def rank_order(
+    Y: np.ndarray, tie_break: str = "crowding", ref_point: np.ndarray | None = None
+) -> np.ndarray:
     """Indices of ``Y (n, m)`` from best to worst: by front, then within a front by larger
     crowding distance (``tie_break="crowding"``) or larger hypervolume contribution
     (``"hv"``, w.r.t. ``ref_point`` or the rule of :func:`reference_point`). Ties keep index order."""
@@ -153,7 +159,9 @@ def rank_order(Y: np.ndarray, tie_break: str = "crowding", ref_point: np.ndarray
     return np.asarray(order, dtype=int)
 
 
-def reference_point(Y: np.ndarray, given: Sequence[float] | None = None, margin: float = 0.1) -> np.ndarray:
+def reference_point(
+    Y: np.ndarray, given: Sequence[float] | None = None, margin: float = 0.1
+) -> np.ndarray:
     """The reference point (minimisation form) for ``Y (n, m)``.
 
     ``given`` (already in minimisation form) is returned as is. Otherwise: the worst (largest)
@@ -215,7 +223,7 @@ def hypervolume(Y: np.ndarray, ref_point: Sequence[float]) -> float:
         return 0.0
     if Y.ndim != 2 or Y.shape[1] != r.shape[0]:
         raise ValueError(f"Y must be (n, {r.shape[0]}), got {Y.shape}")
-    P = Y[np.all(Y < r, axis=1)]
+    P = Y[np.all(r > Y, axis=1)]
     if len(P) == 0:
         return 0.0
     P = P[is_non_dominated(P, deduplicate=True)]

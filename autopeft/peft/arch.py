@@ -26,13 +26,30 @@ LOGICAL = ("q", "k", "v", "o", "ffn_gate", "ffn_in", "ffn_out")
 
 # last path component -> logical name (unambiguous names)
 _BY_NAME = {
-    "query": "q", "q_proj": "q", "q_lin": "q", "wq": "q",
-    "key": "k", "k_proj": "k", "k_lin": "k", "wk": "k",
-    "value": "v", "v_proj": "v", "v_lin": "v", "wv": "v",
-    "o_proj": "o", "out_lin": "o", "out_proj": "o", "wo": "o",
+    "query": "q",
+    "q_proj": "q",
+    "q_lin": "q",
+    "wq": "q",
+    "key": "k",
+    "k_proj": "k",
+    "k_lin": "k",
+    "wk": "k",
+    "value": "v",
+    "v_proj": "v",
+    "v_lin": "v",
+    "wv": "v",
+    "o_proj": "o",
+    "out_lin": "o",
+    "out_proj": "o",
+    "wo": "o",
     "gate_proj": "ffn_gate",
-    "up_proj": "ffn_in", "c_fc": "ffn_in", "lin1": "ffn_in", "fc1": "ffn_in",
-    "down_proj": "ffn_out", "lin2": "ffn_out", "fc2": "ffn_out",
+    "up_proj": "ffn_in",
+    "c_fc": "ffn_in",
+    "lin1": "ffn_in",
+    "fc1": "ffn_in",
+    "down_proj": "ffn_out",
+    "lin2": "ffn_out",
+    "fc2": "ffn_out",
 }
 _FUSED_QKV = ("c_attn", "qkv_proj", "query_key_value", "Wqkv")
 _CROSS = ("crossattention", "cross_attn", "encoder_attn")
@@ -72,21 +89,33 @@ class ArchDesc:
     def linear_shape(self, name: str) -> tuple[int, int]:
         """(in_features, out_features) of logical projection ``name`` (a slice for fused qkv)."""
         h, i = self.hidden, self.intermediate
-        shapes = {"q": (h, self.q_dim), "k": (h, self.kv_dim), "v": (h, self.kv_dim),
-                  "o": (self.q_dim, h), "ffn_in": (h, i), "ffn_out": (i, h)}
+        shapes = {
+            "q": (h, self.q_dim),
+            "k": (h, self.kv_dim),
+            "v": (h, self.kv_dim),
+            "o": (self.q_dim, h),
+            "ffn_in": (h, i),
+            "ffn_out": (i, h),
+        }
         if self.gated:
             shapes["ffn_gate"] = (h, i)
         if name not in shapes:
-            raise InvalidConfig(f"{self.model_type} has no {name} projection "
-                                f"(it has {', '.join(s for s in LOGICAL if s in shapes)})", "lora.targets")
+            raise InvalidConfig(
+                f"{self.model_type} has no {name} projection "
+                f"(it has {', '.join(s for s in LOGICAL if s in shapes)})",
+                "lora.targets",
+            )
         return shapes[name]
 
     def head_params(self, num_labels: int | None) -> int:
         if num_labels is None:
             return 0
         if self.head is None:
-            raise InvalidConfig(f"the sequence-classification head of model type {self.model_type!r} is not "
-                                "known to the cost model (count without a head: num_labels=None)", "num_labels")
+            raise InvalidConfig(
+                f"the sequence-classification head of model type {self.model_type!r} is not "
+                "known to the cost model (count without a head: num_labels=None)",
+                "num_labels",
+            )
         total = 0
         for n_in, n_out, bias in self.head:
             out = num_labels if n_out == "labels" else n_out
@@ -112,8 +141,11 @@ def num_layers(model_config: Any) -> int:
     """Number of transformer blocks of a transformers config."""
     value = _get(model_config, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InvalidConfig("cannot tell the layer count of this model config "
-                            "(none of num_hidden_layers, n_layer, n_layers, num_layers)", "model_config")
+        raise InvalidConfig(
+            "cannot tell the layer count of this model config "
+            "(none of num_hidden_layers, n_layer, n_layers, num_layers)",
+            "model_config",
+        )
     return value
 
 
@@ -128,32 +160,79 @@ def _describe(c: Any) -> ArchDesc:
     hidden = _get(c, "hidden_size", "n_embd", "dim", "d_model")
     heads = _get(c, "num_attention_heads", "n_head", "n_heads")
     if not isinstance(hidden, int) or not isinstance(heads, int):
-        raise InvalidConfig(f"model config of type {model_type!r} has no hidden size / head count", "model_config")
+        raise InvalidConfig(
+            f"model config of type {model_type!r} has no hidden size / head count", "model_config"
+        )
     if model_type == "gpt2":
         inter = _get(c, "n_inner") or 4 * hidden
         b = {n: True for n in LOGICAL if n != "ffn_gate"}
-        return ArchDesc(model_type, "gpt2", layers, hidden, heads, heads, hidden // heads, inter, False, True, b,
-                        head=((hidden, "labels", False),))
+        return ArchDesc(
+            model_type,
+            "gpt2",
+            layers,
+            hidden,
+            heads,
+            heads,
+            hidden // heads,
+            inter,
+            False,
+            True,
+            b,
+            head=((hidden, "labels", False),),
+        )
     if model_type == "distilbert":
         inter = _get(c, "hidden_dim", "intermediate_size")
         b = {n: True for n in LOGICAL if n != "ffn_gate"}
-        return ArchDesc(model_type, "distilbert", layers, hidden, heads, heads, hidden // heads, inter, False, False, b,
-                        head=((hidden, hidden, True), (hidden, "labels", True)))
+        return ArchDesc(
+            model_type,
+            "distilbert",
+            layers,
+            hidden,
+            heads,
+            heads,
+            hidden // heads,
+            inter,
+            False,
+            False,
+            b,
+            head=((hidden, hidden, True), (hidden, "labels", True)),
+        )
     inter = _get(c, "intermediate_size")
     if not isinstance(inter, int):
-        raise InvalidConfig(f"model config of type {model_type!r} has no intermediate size: not a supported "
-                            "architecture (BERT-like encoders, DistilBERT, GPT-2, Llama-style decoders)",
-                            "model_config")
+        raise InvalidConfig(
+            f"model config of type {model_type!r} has no intermediate size: not a supported "
+            "architecture (BERT-like encoders, DistilBERT, GPT-2, Llama-style decoders)",
+            "model_config",
+        )
     if model_type in _LLAMA_LIKE:
         kv = _get(c, "num_key_value_heads", default=heads)
         head_dim = _get(c, "head_dim") or hidden // heads
         attn_bias = bool(_get(c, "attention_bias", default=False))
         qkv_bias = True if model_type == "qwen2" else attn_bias
         mlp_bias = bool(_get(c, "mlp_bias", default=False))
-        b = {"q": qkv_bias, "k": qkv_bias, "v": qkv_bias, "o": attn_bias,
-             "ffn_gate": mlp_bias, "ffn_in": mlp_bias, "ffn_out": mlp_bias}
-        return ArchDesc(model_type, "decoder", layers, hidden, heads, kv, head_dim, inter, True, False, b,
-                        head=((hidden, "labels", False),))
+        b = {
+            "q": qkv_bias,
+            "k": qkv_bias,
+            "v": qkv_bias,
+            "o": attn_bias,
+            "ffn_gate": mlp_bias,
+            "ffn_in": mlp_bias,
+            "ffn_out": mlp_bias,
+        }
+        return ArchDesc(
+            model_type,
+            "decoder",
+            layers,
+            hidden,
+            heads,
+            kv,
+            head_dim,
+            inter,
+            True,
+            False,
+            b,
+            head=((hidden, "labels", False),),
+        )
     if _get(c, "type_vocab_size") is not None or model_type in ("bert",) + _ROBERTA_HEAD:
         b = {n: True for n in LOGICAL if n != "ffn_gate"}
         if model_type in _ROBERTA_HEAD:
@@ -162,10 +241,25 @@ def _describe(c: Any) -> ArchDesc:
             head = ((hidden, "labels", True),)
         else:
             head = None  # body known, sequence-classification head not: head_params refuses
-        return ArchDesc(model_type, "encoder", layers, hidden, heads, heads, hidden // heads, inter, False, False, b,
-                        head=head)
-    raise InvalidConfig(f"model type {model_type!r} is not a supported architecture (BERT-like encoders, "
-                        "DistilBERT, GPT-2, Llama-style decoders)", "model_config")
+        return ArchDesc(
+            model_type,
+            "encoder",
+            layers,
+            hidden,
+            heads,
+            heads,
+            hidden // heads,
+            inter,
+            False,
+            False,
+            b,
+            head=head,
+        )
+    raise InvalidConfig(
+        f"model type {model_type!r} is not a supported architecture (BERT-like encoders, "
+        "DistilBERT, GPT-2, Llama-style decoders)",
+        "model_config",
+    )
 
 
 # ------------------------------------------------------------------------------- model view
@@ -200,8 +294,11 @@ class ModelMap:
     def proj(self, layer: int, name: str, field_name: str) -> Proj:
         projs = self.layers[layer].projs
         if name not in projs:
-            raise InvalidConfig(f"this model has no {name} projection (found: "
-                                f"{', '.join(f'{k}={v.path}' for k, v in projs.items())})", field_name)
+            raise InvalidConfig(
+                f"this model has no {name} projection (found: "
+                f"{', '.join(f'{k}={v.path}' for k, v in projs.items())})",
+                field_name,
+            )
         return projs[name]
 
 
@@ -245,7 +342,11 @@ def _classify(rel: str) -> str | None:
 
 
 def _linear_summary(model: Any, limit: int = 40) -> str:
-    names = [f"{n} ({type(m).__name__} {tuple(linear_dims(m))})" for n, m in model.named_modules() if is_linear(m)]
+    names = [
+        f"{n} ({type(m).__name__} {tuple(linear_dims(m))})"
+        for n, m in model.named_modules()
+        if is_linear(m)
+    ]
     more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
     return "; ".join(names[:limit]) + more if names else "no linear layers"
 
@@ -265,8 +366,11 @@ def _find_layer_list(model: Any) -> tuple[str, Any]:
         if best is None or len(module) > best[0]:
             best = (len(module), name, module)
     if best is None:
-        raise InvalidConfig(f"unknown architecture {type(model).__name__}: found no list of transformer blocks with "
-                            f"query/key/value projections. Modules found: {_linear_summary(model)}", "model")
+        raise InvalidConfig(
+            f"unknown architecture {type(model).__name__}: found no list of transformer blocks with "
+            f"query/key/value projections. Modules found: {_linear_summary(model)}",
+            "model",
+        )
     return best[1], best[2]
 
 
@@ -285,7 +389,10 @@ def map_model(model: Any) -> ModelMap:
                     found.setdefault(kind, []).append(rel)
         dupes = {k: v for k, v in found.items() if len(v) > 1}
         if dupes:
-            raise InvalidConfig(f"ambiguous projections in block {index} of {type(model).__name__}: {dupes}", "model")
+            raise InvalidConfig(
+                f"ambiguous projections in block {index} of {type(model).__name__}: {dupes}",
+                "model",
+            )
         block_path = f"{layers_path}.{index}"
         projs = {k: Proj(f"{block_path}.{v[0]}") for k, v in found.items() if k != "qkv"}
         if "qkv" in found:
@@ -296,8 +403,10 @@ def map_model(model: Any) -> ModelMap:
             q_dim = desc.q_dim if desc else out // 3
             kv_dim = desc.kv_dim if desc else out // 3
             if q_dim + 2 * kv_dim != out:
-                raise InvalidConfig(f"fused projection {rel} has {out} outputs, expected q {q_dim} + 2 x kv {kv_dim}",
-                                    "model")
+                raise InvalidConfig(
+                    f"fused projection {rel} has {out} outputs, expected q {q_dim} + 2 x kv {kv_dim}",
+                    "model",
+                )
             path = f"{block_path}.{rel}"
             projs["q"] = Proj(path, 0, q_dim)
             projs["k"] = Proj(path, q_dim, q_dim + kv_dim)
@@ -306,8 +415,11 @@ def map_model(model: Any) -> ModelMap:
         elif {"q", "k", "v"} <= set(found):
             q_rel = found["q"][0]
         else:
-            raise InvalidConfig(f"block {index} of {type(model).__name__} has no query/key/value projections "
-                                f"(found {sorted(found)})", "model")
+            raise InvalidConfig(
+                f"block {index} of {type(model).__name__} has no query/key/value projections "
+                f"(found {sorted(found)})",
+                "model",
+            )
         attention = f"{block_path}.{q_rel.rpartition('.')[0]}" if "." in q_rel else block_path
         layers.append(LayerMap(index, block_path, attention, projs))
     base_prefix = _base_prefix(model, layers_path)

@@ -21,7 +21,15 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, in_features: int, size: int, out_features: int, activation: str, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        size: int,
+        out_features: int,
+        activation: str,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.down = nn.Linear(in_features, size, device=device, dtype=dtype)
         self.act = ACTIVATIONS[activation]()
@@ -38,8 +46,13 @@ def inject_serial(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
         size = spec.serial_size[layer.index]
         if size:
             host = get_host(model, mmap.proj(layer.index, "ffn_out", "serial.size").path)
-            host.serial = Bottleneck(host.out_features, size, host.out_features, spec.serial_activation,
-                                     **new_like(host.base_layer))
+            host.serial = Bottleneck(
+                host.out_features,
+                size,
+                host.out_features,
+                spec.serial_activation,
+                **new_like(host.base_layer),
+            )
 
 
 def inject_parallel(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
@@ -50,8 +63,13 @@ def inject_parallel(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
         producer = get_host(model, mmap.proj(layer.index, "ffn_in", "parallel.size").path)
         consumer = get_host(model, mmap.proj(layer.index, "ffn_out", "parallel.size").path)
         site = ParallelSite()
-        producer.parallel = Bottleneck(producer.in_features, size, consumer.out_features, spec.parallel_activation,
-                                       **new_like(producer.base_layer))
+        producer.parallel = Bottleneck(
+            producer.in_features,
+            size,
+            consumer.out_features,
+            spec.parallel_activation,
+            **new_like(producer.base_layer),
+        )
         producer.parallel_scaling = spec.parallel_scaling
         producer.parallel_site, producer.parallel_role = site, "produce"
         consumer.parallel_site, consumer.parallel_role = site, "consume"

@@ -18,9 +18,15 @@ from autopeft.space.spec import check_peft_value
 PEFT_METHODS = ("layers", "lora", "serial", "parallel", "prefix", "ia3")
 PER_LAYER_FIELDS = ("lora.rank", "serial.size", "parallel.size", "prefix.length")
 DEFAULTS: dict[str, Any] = {
-    "lora.targets": "q,v", "lora.alpha_ratio": 2.0, "lora.alpha": None, "lora.dropout": 0.0,
-    "serial.activation": "relu", "parallel.scaling": 4.0, "parallel.activation": "relu",
-    "prefix.reparam": 0, "ia3.targets": "",
+    "lora.targets": "q,v",
+    "lora.alpha_ratio": 2.0,
+    "lora.alpha": None,
+    "lora.dropout": 0.0,
+    "serial.activation": "relu",
+    "parallel.scaling": 4.0,
+    "parallel.activation": "relu",
+    "prefix.reparam": 0,
+    "ia3.targets": "",
 }
 
 
@@ -47,7 +53,9 @@ class PeftSpec:
 
     def lora_alpha_for(self, rank: int) -> float:
         """``lora_alpha`` for a rank: ``lora.alpha`` if given, else ``alpha_ratio * rank``."""
-        return float(self.lora_alpha) if self.lora_alpha is not None else self.lora_alpha_ratio * rank
+        return (
+            float(self.lora_alpha) if self.lora_alpha is not None else self.lora_alpha_ratio * rank
+        )
 
     def lora_scaling(self, rank: int) -> float:
         return self.lora_alpha_for(rank) / rank
@@ -83,8 +91,10 @@ def parse_peft_config(config: Mapping[str, Any], num_layers: int) -> PeftSpec:
     Raises :class:`InvalidConfig` with ``field`` set to the offending key.
     """
     if not isinstance(config, Mapping):
-        raise InvalidConfig(f"a config must be a dict of parameter name -> value, got {type(config).__name__}",
-                            "config")
+        raise InvalidConfig(
+            f"a config must be a dict of parameter name -> value, got {type(config).__name__}",
+            "config",
+        )
     shared: dict[str, Any] = {}
     per_layer: dict[str, dict[int, int]] = {f: {} for f in PER_LAYER_FIELDS}
     mask = [True] * num_layers
@@ -100,8 +110,11 @@ def parse_peft_config(config: Mapping[str, Any], num_layers: int) -> PeftSpec:
             continue
         index = int(parts[-1])
         if index >= num_layers:
-            raise InvalidConfig(f"layer index {index} is out of range: the model has {num_layers} layers "
-                                f"(0..{num_layers - 1})", key)
+            raise InvalidConfig(
+                f"layer index {index} is out of range: the model has {num_layers} layers "
+                f"(0..{num_layers - 1})",
+                key,
+            )
         if parts[0] == "layers":
             mask[index] = bool(value)
         else:
@@ -109,8 +122,11 @@ def parse_peft_config(config: Mapping[str, Any], num_layers: int) -> PeftSpec:
     for name, values in per_layer.items():
         if values and name in shared:
             first = min(values)
-            raise InvalidConfig(f"{name} is given both shared ({name}) and per layer ({name}.{first}); "
-                                "use one form", f"{name}.{first}")
+            raise InvalidConfig(
+                f"{name} is given both shared ({name}) and per layer ({name}.{first}); "
+                "use one form",
+                f"{name}.{first}",
+            )
 
     def sizes(name: str) -> tuple[int, ...]:
         if name in shared:
@@ -141,4 +157,6 @@ def parse_peft_config(config: Mapping[str, Any], num_layers: int) -> PeftSpec:
 
 def peft_items(config: Mapping[str, Any]) -> dict[str, Any]:
     """The PEFT keys of a config (what the adapter export stores besides the head)."""
-    return {k: v for k, v in config.items() if isinstance(k, str) and k.split(".", 1)[0] in PEFT_METHODS}
+    return {
+        k: v for k, v in config.items() if isinstance(k, str) and k.split(".", 1)[0] in PEFT_METHODS
+    }

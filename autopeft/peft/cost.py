@@ -15,7 +15,9 @@ from autopeft.peft.config import parse_peft_config
 from autopeft.peft.registry import METHODS
 
 
-def count_by_method(config: Mapping[str, Any], model_config: Any, num_labels: int | None = None) -> dict[str, int]:
+def count_by_method(
+    config: Mapping[str, Any], model_config: Any, num_labels: int | None = None
+) -> dict[str, int]:
     """Trainable parameters per method (and ``head``), for the same inputs as :func:`count_trainable`."""
     desc = describe_config(model_config)
     spec = parse_peft_config(config, desc.num_layers)
@@ -24,7 +26,9 @@ def count_by_method(config: Mapping[str, Any], model_config: Any, num_labels: in
     return counts
 
 
-def count_trainable(config: Mapping[str, Any], model_config: Any, num_labels: int | None = None) -> int:
+def count_trainable(
+    config: Mapping[str, Any], model_config: Any, num_labels: int | None = None
+) -> int:
     """Exact number of trainable parameters after ``apply_peft(model, config)``.
 
     ``model`` is ``AutoModelForSequenceClassification`` with ``num_labels`` labels, or, when
@@ -37,8 +41,12 @@ def count_trainable(config: Mapping[str, Any], model_config: Any, num_labels: in
     return sum(count_by_method(config, model_config, num_labels).values())
 
 
-def adapter_memory_bytes(config: Mapping[str, Any], model_config: Any, num_labels: int | None = None,
-                         dtype_bytes: int = 4) -> int:
+def adapter_memory_bytes(
+    config: Mapping[str, Any],
+    model_config: Any,
+    num_labels: int | None = None,
+    dtype_bytes: int = 4,
+) -> int:
     """Training memory of the trainable parameters, in bytes: ``4 * n * dtype_bytes``.
 
     For ``n = count_trainable(...)`` parameters: the parameters themselves, their gradients,

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +49,8 @@ from autopeft.peft.arch import ModelMap, map_model
 from autopeft.peft.config import parse_peft_config
 from autopeft.peft.host import PeftHost
 from autopeft.peft.model import apply_peft, spec_of, trainable_state
-from autopeft.peft.pooling import ATTR as POOLING_ATTR, apply_pooling
+from autopeft.peft.pooling import ATTR as POOLING_ATTR
+from autopeft.peft.pooling import apply_pooling
 
 OWN_CONFIG = "autopeft_config.json"
 OWN_WEIGHTS = "autopeft_adapter.safetensors"
@@ -67,7 +69,9 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
 
     applied = spec_of(model)
     if applied is None:
-        raise InvalidConfig("this model has no autopeft modules: call apply_peft(model, config) first", "model")
+        raise InvalidConfig(
+            "this model has no autopeft modules: call apply_peft(model, config) first", "model"
+        )
     mmap = map_model(model)
     spec = parse_peft_config(config, len(mmap.layers))
     if spec != applied:
@@ -78,7 +82,9 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
     save_file(state, str(directory / OWN_WEIGHTS), metadata={"format": "pt"})
     peft_format = spec.methods in (("lora",), ("ia3",))
     meta = {
-        "format": FORMAT, "version": 1, "config": dict(config),
+        "format": FORMAT,
+        "version": 1,
+        "config": dict(config),
         "model_type": getattr(getattr(model, "config", None), "model_type", None),
         "head": mmap.head,
         "num_labels": getattr(model.config, "num_labels", None) if mmap.head else None,
@@ -101,24 +107,34 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:
     directory = Path(directory)
     path = directory / OWN_CONFIG
     if not path.is_file():
-        raise InvalidConfig(f"{directory} has no {OWN_CONFIG}: not an autopeft adapter directory", "directory")
+        raise InvalidConfig(
+            f"{directory} has no {OWN_CONFIG}: not an autopeft adapter directory", "directory"
+        )
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
-        raise InvalidConfig(f"{path} is not an autopeft adapter (format {meta.get('format')!r})", "directory")
+        raise InvalidConfig(
+            f"{path} is not an autopeft adapter (format {meta.get('format')!r})", "directory"
+        )
     apply_pooling(base_model, meta.get("pooling", "model"))
     model = apply_peft(base_model, meta["config"])
     stored = load_file(str(directory / OWN_WEIGHTS))
     expected = trainable_state(model)
     missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
     if missing or unexpected:
-        raise InvalidConfig(f"adapter in {directory} does not fit this model: missing {missing[:5]}, "
-                            f"unexpected {unexpected[:5]}", "directory")
+        raise InvalidConfig(
+            f"adapter in {directory} does not fit this model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}",
+            "directory",
+        )
     with torch.no_grad():
         for name, param in expected.items():
             tensor = stored[name]
             if tensor.shape != param.shape:
-                raise InvalidConfig(f"adapter tensor {name} has shape {tuple(tensor.shape)}, the model expects "
-                                    f"{tuple(param.shape)} (another model size or num_labels?)", "directory")
+                raise InvalidConfig(
+                    f"adapter tensor {name} has shape {tuple(tensor.shape)}, the model expects "
+                    f"{tuple(param.shape)} (another model size or num_labels?)",
+                    "directory",
+                )
             param.copy_(tensor)
     return model
 
@@ -153,7 +169,9 @@ def _lora_host_tensors(host: PeftHost) -> tuple[torch.Tensor, torch.Tensor, int,
         offset = 0
         for br in branches:
             start, stop = (0, host.out_features) if br.start is None else (br.start, br.stop)
-            b[start:stop, offset:offset + br.rank] = br.lora_B.weight.detach() * (br.scaling / scaling)
+            b[start:stop, offset : offset + br.rank] = br.lora_B.weight.detach() * (
+                br.scaling / scaling
+            )
             offset += br.rank
     return a.to("cpu").contiguous(), b.to("cpu").contiguous(), rank, scaling
 
@@ -167,8 +185,11 @@ def _export_peft(model: nn.Module, mmap: ModelMap, spec, directory: Path) -> Non
     targets: list[str] = []
     conv1d = False
     task_type = "SEQ_CLS" if mmap.head else "CAUSAL_LM" if is_causal_lm(model) else None
-    common = {"modules_to_save": list(mmap.head) or None, "task_type": task_type,
-              "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None}
+    common = {
+        "modules_to_save": list(mmap.head) or None,
+        "task_type": task_type,
+        "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None,
+    }
     hosts = [(n, m) for n, m in model.named_modules() if isinstance(m, PeftHost)]
     if spec.methods == ("lora",):
         rank_pattern, alpha_pattern = {}, {}
@@ -183,21 +204,35 @@ def _export_peft(model: nn.Module, mmap: ModelMap, spec, directory: Path) -> Non
             targets.append(path)
             conv1d |= isinstance(host.base_layer, Conv1D)
         first = next(iter(rank_pattern))
-        cfg = LoraConfig(r=rank_pattern[first], lora_alpha=alpha_pattern[first], target_modules=targets,
-                         rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, lora_dropout=spec.lora_dropout,
-                         fan_in_fan_out=conv1d, bias="none", **common)
+        cfg = LoraConfig(
+            r=rank_pattern[first],
+            lora_alpha=alpha_pattern[first],
+            target_modules=targets,
+            rank_pattern=rank_pattern,
+            alpha_pattern=alpha_pattern,
+            lora_dropout=spec.lora_dropout,
+            fan_in_fan_out=conv1d,
+            bias="none",
+            **common,
+        )
     else:
         feedforward = []
         for path, host in hosts:
             if host.ia3_in is not None:
-                tensors[f"base_model.model.{path}.ia3_l"] = host.ia3_in.detach().reshape(1, -1).to("cpu").clone()
+                tensors[f"base_model.model.{path}.ia3_l"] = (
+                    host.ia3_in.detach().reshape(1, -1).to("cpu").clone()
+                )
                 feedforward.append(path)
             elif len(host.ia3_out):
-                tensors[f"base_model.model.{path}.ia3_l"] = host._out_scale().detach().reshape(-1, 1).to("cpu").clone()
+                tensors[f"base_model.model.{path}.ia3_l"] = (
+                    host._out_scale().detach().reshape(-1, 1).to("cpu").clone()
+                )
             else:
                 continue
             targets.append(path)
             conv1d |= isinstance(host.base_layer, Conv1D)
-        cfg = IA3Config(target_modules=targets, feedforward_modules=feedforward, fan_in_fan_out=conv1d, **common)
+        cfg = IA3Config(
+            target_modules=targets, feedforward_modules=feedforward, fan_in_fan_out=conv1d, **common
+        )
     cfg.save_pretrained(str(directory))
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})

@@ -94,8 +94,10 @@ class PeftHost(nn.Module):
         if self.parallel_role == "consume":
             pending = self.parallel_site.pending
             if pending is None:
-                raise RuntimeError("parallel adapter: the FFN output projection ran without its FFN input "
-                                   "projection running first in the same block")
+                raise RuntimeError(
+                    "parallel adapter: the FFN output projection ran without its FFN input "
+                    "projection running first in the same block"
+                )
             self.parallel_site.pending = None
             out = out + pending
         return out
@@ -121,5 +123,9 @@ def new_like(base: nn.Module) -> dict[str, Any]:
     (bitsandbytes 4-bit, stored packed as uint8) the layer's compute dtype (fp32 when unset)."""
     layer = getattr(base, "base_layer", base)
     w = layer.weight
-    dtype = w.dtype if w.dtype.is_floating_point else (getattr(layer, "compute_dtype", None) or torch.float32)
+    dtype = (
+        w.dtype
+        if w.dtype.is_floating_point
+        else (getattr(layer, "compute_dtype", None) or torch.float32)
+    )
     return {"device": w.device, "dtype": dtype}

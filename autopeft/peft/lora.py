@@ -20,8 +20,18 @@ from autopeft.peft.host import get_host, new_like
 
 
 class LoraBranch(nn.Module):
-    def __init__(self, in_features: int, out_features: int, rank: int, scaling: float, dropout: float,
-                 start: int | None = None, stop: int | None = None, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        scaling: float,
+        dropout: float,
+        start: int | None = None,
+        stop: int | None = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.lora_A = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
         self.lora_B = nn.Linear(rank, out_features, bias=False, device=device, dtype=dtype)
@@ -53,8 +63,11 @@ def check_targets(spec: PeftSpec, available) -> None:
 
     missing = [t for t in targets(spec, available) if t not in available]
     if missing:
-        raise InvalidConfig(f"this model has no {', '.join(missing)} projection (it has "
-                            f"{', '.join(sorted(available))})", "lora.targets")
+        raise InvalidConfig(
+            f"this model has no {', '.join(missing)} projection (it has "
+            f"{', '.join(sorted(available))})",
+            "lora.targets",
+        )
 
 
 def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
@@ -68,8 +81,15 @@ def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
             host = get_host(model, proj.path)
             out = proj.stop - proj.start if proj.sliced else host.out_features
             host.lora[target if proj.sliced else "all"] = LoraBranch(
-                host.in_features, out, rank, spec.lora_scaling(rank), spec.lora_dropout, proj.start, proj.stop,
-                **new_like(host.base_layer))
+                host.in_features,
+                out,
+                rank,
+                spec.lora_scaling(rank),
+                spec.lora_dropout,
+                proj.start,
+                proj.stop,
+                **new_like(host.base_layer),
+            )
 
 
 def count(spec: PeftSpec, desc: ArchDesc) -> int:

@@ -45,7 +45,9 @@ from autopeft.peft.arch import describe_config
 from autopeft.peft.config import parse_peft_config
 from autopeft.peft.cost import count_trainable
 
-CAUSAL_COMPLETION_SHARE = 0.25   # share of tokens that are completion (whose logits the trainer keeps)
+CAUSAL_COMPLETION_SHARE = (
+    0.25  # share of tokens that are completion (whose logits the trainer keeps)
+)
 #: the batch size a prediction assumes when the workload leaves it to the trainer (its largest default)
 DEFAULT_PREDICTION_BATCH = 32
 
@@ -105,8 +107,12 @@ def _config_json(model_config: Any) -> str:
     return __import__("json").dumps(d, sort_keys=True, default=str)
 
 
-def estimate_memory(config: Mapping[str, Any], model_config: Any, workload: Mapping[str, Any],
-                    num_labels: int | None = None) -> MemoryEstimate:
+def estimate_memory(
+    config: Mapping[str, Any],
+    model_config: Any,
+    workload: Mapping[str, Any],
+    num_labels: int | None = None,
+) -> MemoryEstimate:
     """Predicted peak memory of training ``config`` (see the module doc for every term).
 
     ``workload`` keys read: ``task`` (classification), ``batch_size`` (default 32), ``max_length``
@@ -141,39 +147,63 @@ def estimate_memory(config: Mapping[str, Any], model_config: Any, workload: Mapp
     else:
         trainable = count_trainable(config, model_config, head_labels)
         head = desc.head_params(head_labels)
-        weights += 4 * (trainable - head)   # PEFT modules are new weights; the head is in the model already
+        weights += 4 * (
+            trainable - head
+        )  # PEFT modules are new weights; the head is in the model already
 
-    L, H, I, A, N = length, desc.hidden, desc.intermediate, desc.heads, desc.num_layers
+    L, H, I, A, N = length, desc.hidden, desc.intermediate, desc.heads, desc.num_layers  # noqa: E741 (the docstring's names)
     T = batch * length
     drop = workload.get("dropout")
-    attn_drop = float(drop) if drop is not None else _first_attr(
-        model_config, ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout"))
-    hidden_drop = float(drop) if drop is not None else _first_attr(
-        model_config, ("hidden_dropout_prob", "resid_pdrop", "dropout", "hidden_dropout"))
+    attn_drop = (
+        float(drop)
+        if drop is not None
+        else _first_attr(
+            model_config, ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout")
+        )
+    )
+    hidden_drop = (
+        float(drop)
+        if drop is not None
+        else _first_attr(
+            model_config, ("hidden_dropout_prob", "resid_pdrop", "dropout", "hidden_dropout")
+        )
+    )
     # the attention map is materialised (and kept) by eager attention and by torch's SDPA whenever
     # attention dropout is on and the fused kernels do not apply (the CPU); the fused CUDA kernels keep
     # only the output and a log-sum-exp per row
-    fused = str(workload.get("device", "auto")) == "cuda" or (attn_drop == 0 and desc.family == "decoder")
+    fused = str(workload.get("device", "auto")) == "cuda" or (
+        attn_drop == 0 and desc.family == "decoder"
+    )
     probs = 0 if fused else 1
-    act_fn = str(getattr(model_config, "activation_function", getattr(model_config, "hidden_act", "")))
-    n_ffn = 3 if desc.gated else (4 if act_fn == "gelu_new" else 1)   # gelu_new: tanh formula in 4 ops
+    act_fn = str(
+        getattr(model_config, "activation_function", getattr(model_config, "hidden_act", ""))
+    )
+    n_ffn = (
+        3 if desc.gated else (4 if act_fn == "gelu_new" else 1)
+    )  # gelu_new: tanh formula in 4 ops
 
     def layer_bytes(i: int) -> float:
         prefix = spec.prefix_length[i] if spec.prefix_length else 0
         S = L + prefix
-        b = act * (2 * T * H + n_ffn * T * I + 3 * T * H + probs * batch * A * L * S)   # norms, FFN, q k v, map
+        b = act * (
+            2 * T * H + n_ffn * T * I + 3 * T * H + probs * batch * A * L * S
+        )  # norms, FFN, q k v, map
         if attn_drop > 0 and probs:
-            b += (act + 1) * batch * A * L * S                                 # dropped map and its mask
+            b += (act + 1) * batch * A * L * S  # dropped map and its mask
         if hidden_drop > 0:
-            b += 2 * T * H                                                   # two one-byte dropout masks
+            b += 2 * T * H  # two one-byte dropout masks
         if full:
-            b += act * (T * H + T * I + T * H)                             # inputs of o, down, and q/k/v
+            b += act * (T * H + T * I + T * H)  # inputs of o, down, and q/k/v
         else:
             rank = spec.lora_rank[i] if spec.lora_rank else 0
             if rank:
                 targets = set(spec.lora_targets)
-                inputs = (T * H * bool(targets & {"q", "k", "v"}) + T * H * ("o" in targets)
-                          + T * H * ("ffn_in" in targets) + T * I * ("ffn_out" in targets))
+                inputs = (
+                    T * H * bool(targets & {"q", "k", "v"})
+                    + T * H * ("o" in targets)
+                    + T * H * ("ffn_in" in targets)
+                    + T * I * ("ffn_out" in targets)
+                )
                 b += act * (inputs + len(targets) * T * rank)
             for sizes in (spec.serial_size, spec.parallel_size):
                 size = sizes[i] if sizes else 0
@@ -184,8 +214,19 @@ def estimate_memory(config: Mapping[str, Any], model_config: Any, workload: Mapp
         return b
 
     def trainable_at(i: int) -> bool:
-        return full or any(seq and seq[i] for seq in (spec.lora_rank, spec.serial_size, spec.parallel_size,
-                                                     spec.prefix_length)) or i in spec.ia3_layers
+        return (
+            full
+            or any(
+                seq and seq[i]
+                for seq in (
+                    spec.lora_rank,
+                    spec.serial_size,
+                    spec.parallel_size,
+                    spec.prefix_length,
+                )
+            )
+            or i in spec.ia3_layers
+        )
 
     first = next((i for i in range(N) if trainable_at(i)), N)
     kept = [layer_bytes(i) for i in range(first, N)]
@@ -194,20 +235,27 @@ def estimate_memory(config: Mapping[str, Any], model_config: Any, workload: Mapp
     else:
         saved = sum(kept)
     if full:
-        saved += act * T * H * 2                          # embeddings: norm input and dropout
+        saved += act * T * H * 2  # embeddings: norm input and dropout
     # one layer's backward working set: four buffers of the FFN's width and, where materialised, four of
     # the attention map (the factor 4 is measured: MiniLM, LoRA q,v; BENCHMARKS.md "Memory model")
     transient = act * (4 * T * I + 4 * probs * batch * A * L * L) if kept or full else 0
     if checkpointing and kept:
-        transient //= 2   # the recomputed layer's tensors are freed as its backward goes (measured: MiniLM)
+        transient //= (
+            2  # the recomputed layer's tensors are freed as its backward goes (measured: MiniLM)
+        )
     if task == "causal_lm":
         tokens = max(batch, int(T * CAUSAL_COMPLETION_SHARE))
-        logits = 3 * 4 * tokens * vocab                    # logits, log-softmax, their gradient (fp32)
+        logits = 3 * 4 * tokens * vocab  # logits, log-softmax, their gradient (fp32)
     else:
         logits = 3 * 4 * batch * num_labels
     activations = int(saved + transient + logits)
-    return MemoryEstimate(weights=int(weights), gradients=4 * trainable, optimizer=8 * trainable,
-                          activations=activations, checkpointing=checkpointing)
+    return MemoryEstimate(
+        weights=int(weights),
+        gradients=4 * trainable,
+        optimizer=8 * trainable,
+        activations=activations,
+        checkpointing=checkpointing,
+    )
 
 
 def _first_attr(model_config: Any, names: tuple[str, ...]) -> float:
@@ -218,8 +266,12 @@ def _first_attr(model_config: Any, names: tuple[str, ...]) -> float:
     return 0.0
 
 
-def predicted_memory_mb(config: Mapping[str, Any], model_config: Any, workload: Mapping[str, Any],
-                        num_labels: int | None = None) -> float:
+def predicted_memory_mb(
+    config: Mapping[str, Any],
+    model_config: Any,
+    workload: Mapping[str, Any],
+    num_labels: int | None = None,
+) -> float:
     """The ``predicted_memory_mb`` objective (MiB): :func:`estimate_memory` at the workload's
     ``batch_size``, or :data:`DEFAULT_PREDICTION_BATCH` when the workload leaves it to the trainer.
     The same number the trainer reports, the controller knows before training, and placement packs by."""

@@ -19,8 +19,11 @@ PEFT_MARKERS = ("lora", "ia3_in", "ia3_out", "serial", "parallel", ATTR, REPARAM
 
 
 def has_peft(model: nn.Module) -> bool:
-    return any(isinstance(m, PeftHost) for m in model.modules()) or hasattr(model, REPARAM_ATTR) or any(
-        hasattr(m, ATTR) for m in model.modules())
+    return (
+        any(isinstance(m, PeftHost) for m in model.modules())
+        or hasattr(model, REPARAM_ATTR)
+        or any(hasattr(m, ATTR) for m in model.modules())
+    )
 
 
 def apply_peft(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
@@ -31,7 +34,9 @@ def apply_peft(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
     model keeps its train/eval mode. Raises :class:`InvalidConfig` naming the offending key.
     """
     if has_peft(model):
-        raise InvalidConfig("this model already has autopeft modules: apply_peft takes a pristine model", "model")
+        raise InvalidConfig(
+            "this model already has autopeft modules: apply_peft takes a pristine model", "model"
+        )
     mmap = map_model(model)
     spec = parse_peft_config(config, len(mmap.layers))
     _preflight(model, mmap, spec)  # every error is raised before the model is touched

@@ -32,8 +32,21 @@ from autopeft.errors import InvalidConfig
 
 POOLINGS = ("auto", "model", "mean")
 ATTR = "autopeft_pooling"
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt",
-             "falcon", "mixtral")
+_DECODERS = (
+    "gpt2",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "phi",
+    "phi3",
+    "gpt_neox",
+    "opt",
+    "falcon",
+    "mixtral",
+)
 
 
 def detect_pooling(model_dir: str | Path) -> str:
@@ -43,8 +56,11 @@ def detect_pooling(model_dir: str | Path) -> str:
         pooling = json.loads(config.read_text())
     except (OSError, ValueError):
         return "model"
-    return "mean" if pooling.get("pooling_mode_mean_tokens") and not pooling.get("pooling_mode_cls_token") \
+    return (
+        "mean"
+        if pooling.get("pooling_mode_mean_tokens") and not pooling.get("pooling_mode_cls_token")
         else "model"
+    )
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -80,27 +96,36 @@ class MeanPooler(nn.Module):
 def check_mean_pooling(model_type: str | None) -> None:
     """``InvalidConfig`` naming ``workload.pooling`` for a decoder (its head reads the last token)."""
     if model_type in _DECODERS:
-        raise InvalidConfig(f"mean pooling is for encoder classifiers; model type {model_type!r} reads its "
-                            "last token (use pooling 'model')", "workload.pooling")
+        raise InvalidConfig(
+            f"mean pooling is for encoder classifiers; model type {model_type!r} reads its "
+            "last token (use pooling 'model')",
+            "workload.pooling",
+        )
 
 
 def apply_pooling(model: nn.Module, pooling: str) -> nn.Module:
     """Make ``model``'s classification head read ``pooling`` (``model``: leave it; ``mean``)."""
     if pooling not in ("model", "mean"):
-        raise InvalidConfig(f"pooling must be 'model' or 'mean' here, got {pooling!r}", "workload.pooling")
+        raise InvalidConfig(
+            f"pooling must be 'model' or 'mean' here, got {pooling!r}", "workload.pooling"
+        )
     if pooling == "model" or getattr(model, ATTR, "model") == pooling:
         return model
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     body = getattr(model, "base_model", None)
     check_mean_pooling(model_type)
     if body is None or body is model:
-        raise InvalidConfig(f"mean pooling needs a model with a separate body; {type(model).__name__} has "
-                            "none (use pooling 'model')", "workload.pooling")
+        raise InvalidConfig(
+            f"mean pooling needs a model with a separate body; {type(model).__name__} has "
+            "none (use pooling 'model')",
+            "workload.pooling",
+        )
     capture = _MaskCapture()
     body.register_forward_pre_hook(capture, with_kwargs=True)
     if isinstance(getattr(body, "pooler", None), nn.Module):
         body.pooler = MeanPooler(capture)
     else:
+
         def first_token_is_mean(module, args, kwargs, output):
             hidden = output[0]
             pooled = masked_mean(hidden, capture.mask).unsqueeze(1)

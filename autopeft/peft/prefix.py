@@ -42,8 +42,11 @@ class PrefixReparam(nn.Module):
 
     def __init__(self, hidden: int, width: int, kv_dim: int, device=None, dtype=None):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(hidden, width, device=device, dtype=dtype), nn.Tanh(),
-                                 nn.Linear(width, 2 * kv_dim, device=device, dtype=dtype))
+        self.net = nn.Sequential(
+            nn.Linear(hidden, width, device=device, dtype=dtype),
+            nn.Tanh(),
+            nn.Linear(width, 2 * kv_dim, device=device, dtype=dtype),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -52,8 +55,16 @@ class PrefixReparam(nn.Module):
 class PrefixKV(nn.Module):
     """The prefix of one self-attention module: ``kv()`` gives key, value as (kv_heads, P, head_dim)."""
 
-    def __init__(self, length: int, kv_heads: int, head_dim: int, hidden: int,
-                 reparam: PrefixReparam | None, device=None, dtype=None):
+    def __init__(
+        self,
+        length: int,
+        kv_heads: int,
+        head_dim: int,
+        hidden: int,
+        reparam: PrefixReparam | None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.length, self.kv_heads, self.head_dim = length, kv_heads, head_dim
         kv_dim = kv_heads * head_dim
@@ -75,13 +86,21 @@ class PrefixKV(nn.Module):
         return key.reshape(shape).transpose(0, 1), value.reshape(shape).transpose(0, 1)
 
     def extra_repr(self) -> str:
-        return f"length={self.length}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, " \
-               f"reparam={self.embedding is not None}"
+        return (
+            f"length={self.length}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
+            f"reparam={self.embedding is not None}"
+        )
 
 
 # ----------------------------------------------------------------------------- attention hook
-def _with_prefix(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                 mask: torch.Tensor | None, base: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _with_prefix(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    base: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     prefix: PrefixKV = getattr(module, ATTR)
     pk, pv = prefix.kv()
     batch = key.shape[0]
@@ -118,10 +137,15 @@ def _sdpa(module: nn.Module, query, key, value, attention_mask, **kwargs):
 def _eager(module: nn.Module, query, key, value, attention_mask, **kwargs):
     fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
     if fn is None:
-        raise InvalidConfig(f"{type(module).__name__}'s module defines no eager_attention_forward: "
-                            "load the model with attn_implementation='sdpa' for prefix-tuning", "prefix.length")
+        raise InvalidConfig(
+            f"{type(module).__name__}'s module defines no eager_attention_forward: "
+            "load the model with attn_implementation='sdpa' for prefix-tuning",
+            "prefix.length",
+        )
     if getattr(module, ATTR, None) is not None:
-        key, value, attention_mask = _with_prefix(module, query, key, value, attention_mask, "eager")
+        key, value, attention_mask = _with_prefix(
+            module, query, key, value, attention_mask, "eager"
+        )
     return fn(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -156,8 +180,11 @@ def check_supported(model: nn.Module, mmap: ModelMap) -> None:
     for cfg in _configs(model, mmap):
         current = cfg._attn_implementation or "eager"
         if current not in _WRAPPED and current not in _WRAPPED.values():
-            raise InvalidConfig(f"prefix-tuning supports the 'sdpa' and 'eager' attention implementations, this "
-                                f"model uses {current!r}: load it with attn_implementation='sdpa'", "prefix.length")
+            raise InvalidConfig(
+                f"prefix-tuning supports the 'sdpa' and 'eager' attention implementations, this "
+                f"model uses {current!r}: load it with attn_implementation='sdpa'",
+                "prefix.length",
+            )
 
 
 def _switch_implementation(model: nn.Module, mmap: ModelMap) -> None:
@@ -169,10 +196,13 @@ def _switch_implementation(model: nn.Module, mmap: ModelMap) -> None:
 
 
 def _kv_shape(attention: nn.Module, k_width: int, config: Any) -> tuple[int, int]:
-    head_dim = (getattr(attention, "head_dim", None) or getattr(attention, "attention_head_size", None)
-                or getattr(config, "head_dim", None))
+    head_dim = (
+        getattr(attention, "head_dim", None)
+        or getattr(attention, "attention_head_size", None)
+        or getattr(config, "head_dim", None)
+    )
     if not head_dim:
-        heads = getattr(config, "num_attention_heads")
+        heads = config.num_attention_heads
         head_dim = config.hidden_size // heads
     return k_width // head_dim, head_dim
 

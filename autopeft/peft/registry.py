@@ -3,8 +3,8 @@ exact parameter count (from the config alone). Adding a method = one module + on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from autopeft.peft import bottleneck, ia3, lora, prefix
 from autopeft.peft.arch import ArchDesc

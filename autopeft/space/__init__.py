@@ -9,6 +9,16 @@ from autopeft.space.space import PEFT_PREFIXES, SearchSpace, num_layers_of
 from autopeft.space.spec import IA3_TARGETS, LORA_TARGETS, check_peft_value
 
 __all__ = [
-    "IA3_TARGETS", "KINDS", "LORA_TARGETS", "PEFT_PREFIXES", "Param", "SearchSpace", "check_peft_value",
-    "list_presets", "load_space", "num_layers_of", "parse_yaml", "preset_path",
+    "IA3_TARGETS",
+    "KINDS",
+    "LORA_TARGETS",
+    "PEFT_PREFIXES",
+    "Param",
+    "SearchSpace",
+    "check_peft_value",
+    "list_presets",
+    "load_space",
+    "num_layers_of",
+    "parse_yaml",
+    "preset_path",
 ]

@@ -53,7 +53,9 @@ class Param:
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise InvalidConfig(f"unknown parameter type {self.kind!r} (one of {', '.join(KINDS)})", self.name)
+            raise InvalidConfig(
+                f"unknown parameter type {self.kind!r} (one of {', '.join(KINDS)})", self.name
+            )
         if self.kind in ("float", "int"):
             if self.low is None or self.high is None:
                 raise InvalidConfig("needs both 'low' and 'high'", self.name)
@@ -122,17 +124,23 @@ class Param:
         """Return the normalised value or raise :class:`InvalidConfig` naming this parameter."""
         if self.kind == "float":
             if not _is_number(value):
-                raise InvalidConfig(f"expected a number, got {type(value).__name__} {value!r}", self.name)
+                raise InvalidConfig(
+                    f"expected a number, got {type(value).__name__} {value!r}", self.name
+                )
             value = float(value)
             if not math.isfinite(value) or not (self.low <= value <= self.high):
                 raise InvalidConfig(f"{value!r} is outside [{self.low}, {self.high}]", self.name)
             return value
         if self.kind == "int":
             if not _is_number(value) or int(value) != value:
-                raise InvalidConfig(f"expected an integer, got {type(value).__name__} {value!r}", self.name)
+                raise InvalidConfig(
+                    f"expected an integer, got {type(value).__name__} {value!r}", self.name
+                )
             value = int(value)
             if not (self.low <= value <= self.high):
-                raise InvalidConfig(f"{value!r} is outside [{int(self.low)}, {int(self.high)}]", self.name)
+                raise InvalidConfig(
+                    f"{value!r} is outside [{int(self.low)}, {int(self.high)}]", self.name
+                )
             return value
         for choice in self.choices:
             if _same_choice(choice, value):
@@ -152,7 +160,10 @@ class Param:
             return float(rng.uniform(self.low, self.high))
         if self.kind == "int":
             if self.log:
-                u = rng.uniform(math.log(self.low - 0.5 if self.low > 0.5 else self.low), math.log(self.high + 0.5))
+                u = rng.uniform(
+                    math.log(self.low - 0.5 if self.low > 0.5 else self.low),
+                    math.log(self.high + 0.5),
+                )
                 return int(min(self.high, max(self.low, round(math.exp(u)))))
             return int(rng.integers(int(self.low), int(self.high) + 1))
         return self.choices[int(rng.integers(len(self.choices)))]

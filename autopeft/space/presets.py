@@ -23,8 +23,11 @@ def list_presets() -> list[str]:
 def preset_path(name: str) -> Path:
     path = resources.files(_PRESET_PACKAGE) / f"{name}.yaml"
     if not path.is_file():
-        raise InvalidConfig(f"unknown search space {name!r}; presets: {', '.join(list_presets())}, "
-                            "or give a path to a YAML file", "space")
+        raise InvalidConfig(
+            f"unknown search space {name!r}; presets: {', '.join(list_presets())}, "
+            "or give a path to a YAML file",
+            "space",
+        )
     return Path(str(path))
 
 
@@ -39,8 +42,9 @@ def parse_yaml(text: str, source: str) -> Any:
         raise InvalidConfig(f"invalid YAML in {source}{where}: {problem}", source) from None
 
 
-def load_space(name_or_path: str | Path | dict, model_config: Any = None,
-               num_layers: int | None = None) -> SearchSpace:
+def load_space(
+    name_or_path: str | Path | dict, model_config: Any = None, num_layers: int | None = None
+) -> SearchSpace:
     """Load a preset by name, a YAML file by path, or a space mapping.
 
     Per-layer parameters are expanded for the layer count of ``model_config`` (a transformers

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -18,11 +19,18 @@ PEFT_PREFIXES = ("layers.", "lora.", "serial.", "parallel.", "prefix.", "ia3.")
 def num_layers_of(model_config: Any) -> int:
     """Number of transformer blocks of a transformers config (or a mapping with the same keys)."""
     for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
-        value = model_config.get(attr) if isinstance(model_config, dict) else getattr(model_config, attr, None)
+        value = (
+            model_config.get(attr)
+            if isinstance(model_config, dict)
+            else getattr(model_config, attr, None)
+        )
         if isinstance(value, int) and value > 0:
             return value
-    raise InvalidConfig("cannot tell the layer count of this model config "
-                        "(none of num_hidden_layers, n_layer, n_layers, num_layers)", "model_config")
+    raise InvalidConfig(
+        "cannot tell the layer count of this model config "
+        "(none of num_hidden_layers, n_layer, n_layers, num_layers)",
+        "model_config",
+    )
 
 
 class SearchSpace:
@@ -35,8 +43,16 @@ class SearchSpace:
     ``x``; ``decode(encode(c)) == c`` for a valid ``c`` up to float rounding.
     """
 
-    def __init__(self, params: list[Param], constants: dict[str, Any], *, name: str | None = None,
-                 description: str | None = None, spec: dict | None = None, num_layers: int | None = None):
+    def __init__(
+        self,
+        params: list[Param],
+        constants: dict[str, Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        spec: dict | None = None,
+        num_layers: int | None = None,
+    ):
         self.name = name
         self.description = description
         self.num_layers = num_layers
@@ -61,13 +77,17 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, d: dict, model_config: Any = None, num_layers: int | None = None) -> "SearchSpace":
+    def from_dict(
+        cls, d: dict, model_config: Any = None, num_layers: int | None = None
+    ) -> SearchSpace:
         """Build a space from the structure of a space YAML (see docs/config_format.md)."""
         if not isinstance(d, dict):
             raise InvalidConfig(f"a space must be a mapping, got {type(d).__name__}", "space")
         for key in d:
             if key not in TOP_LEVEL_KEYS:
-                raise InvalidConfig(f"unknown key {key!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}", str(key))
+                raise InvalidConfig(
+                    f"unknown key {key!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}", str(key)
+                )
         if num_layers is None and model_config is not None:
             num_layers = num_layers_of(model_config)
         params, constants = parse_params(d.get("params"))
@@ -75,9 +95,14 @@ class SearchSpace:
         name = d.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidConfig(f"expected a string, got {name!r}", "name")
-        return cls(params + peft_params, {**constants, **peft_constants}, name=name,
-                   description=d.get("description"), spec=d,
-                   num_layers=num_layers if needs_layers else num_layers)
+        return cls(
+            params + peft_params,
+            {**constants, **peft_constants},
+            name=name,
+            description=d.get("description"),
+            spec=d,
+            num_layers=num_layers if needs_layers else num_layers,
+        )
 
     def _check_conditions(self) -> None:
         seen: set[str] = set()
@@ -88,7 +113,9 @@ class SearchSpace:
                 if parent not in self._by_name:
                     raise InvalidConfig(f"active_if refers to unknown parameter {parent!r}", p.name)
                 if parent not in seen:
-                    raise InvalidConfig(f"active_if parent {parent!r} must be declared before it", p.name)
+                    raise InvalidConfig(
+                        f"active_if parent {parent!r} must be declared before it", p.name
+                    )
                 parent_param = self._by_name[parent]
                 if parent_param.kind == "float":
                     raise InvalidConfig(f"active_if parent {parent!r} must be discrete", p.name)
@@ -152,7 +179,9 @@ class SearchSpace:
         """Return the normalised config (constants filled in, inactive parameters dropped,
         values cast to their type) or raise :class:`InvalidConfig` naming the key."""
         if not isinstance(config, dict):
-            raise InvalidConfig(f"a config must be a mapping, got {type(config).__name__}", "config")
+            raise InvalidConfig(
+                f"a config must be a mapping, got {type(config).__name__}", "config"
+            )
         for key in config:
             if not isinstance(key, str):
                 raise InvalidConfig(f"config keys must be strings, got {key!r}", str(key))
@@ -201,7 +230,7 @@ class SearchSpace:
         config = self.validate(config)
         x = np.zeros(self._dim)
         for p, (_, _, sl) in zip(self._params, self._features):
-            x[sl] = p.to_unit(config[p.name] if p.name in config else p.default)
+            x[sl] = p.to_unit(config.get(p.name, p.default))
         return x
 
     def decode(self, x: np.ndarray | list[float]) -> dict:

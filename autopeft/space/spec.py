@@ -7,7 +7,8 @@ See ``docs/config_format.md`` for the format.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from autopeft.errors import InvalidConfig
 from autopeft.space.params import Param, _is_number
@@ -47,15 +48,21 @@ def _check_unit(value: Any, where: str) -> float:
 ALL_TARGETS = "all"
 
 
-def _target_checker(allowed: tuple[str, ...], allow_empty: bool, all_alias: bool = False) -> Callable[[Any, str], str]:
+def _target_checker(
+    allowed: tuple[str, ...], allow_empty: bool, all_alias: bool = False
+) -> Callable[[Any, str], str]:
     def check(value: Any, where: str) -> str:
         if not isinstance(value, str):
-            raise InvalidConfig(f"expected a comma-separated string such as 'q,v', got {value!r}", where)
+            raise InvalidConfig(
+                f"expected a comma-separated string such as 'q,v', got {value!r}", where
+            )
         names = [n.strip() for n in value.split(",") if n.strip()]
         if all_alias and ALL_TARGETS in names:
             if names != [ALL_TARGETS]:
-                raise InvalidConfig(f"{ALL_TARGETS!r} (every projection of the model) stands alone, got {value!r}",
-                                    where)
+                raise InvalidConfig(
+                    f"{ALL_TARGETS!r} (every projection of the model) stands alone, got {value!r}",
+                    where,
+                )
             return ALL_TARGETS
         if not names and not allow_empty:
             raise InvalidConfig("needs at least one target", where)
@@ -117,7 +124,9 @@ def _spec_kind(spec: dict, where: str) -> str:
     declared = spec.get("type")
     if declared is not None:
         if declared not in TYPE_ALIASES:
-            raise InvalidConfig(f"unknown type {declared!r}; one of float, int, categorical", f"{where}.type")
+            raise InvalidConfig(
+                f"unknown type {declared!r}; one of float, int, categorical", f"{where}.type"
+            )
         kind = TYPE_ALIASES[declared]
         if kind in ("categorical", "ordinal"):
             if "choices" not in spec:
@@ -153,7 +162,9 @@ def _parse_active_if(raw: Any, where: str) -> tuple[tuple[str, tuple], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict) or not raw:
-        raise InvalidConfig("'active_if' must map parameter names to a value or a list of values", where)
+        raise InvalidConfig(
+            "'active_if' must map parameter names to a value or a list of values", where
+        )
     out = []
     for parent, allowed in raw.items():
         values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
@@ -161,14 +172,23 @@ def _parse_active_if(raw: Any, where: str) -> tuple[tuple[str, tuple], ...]:
     return tuple(out)
 
 
-def build_param(name: str, spec: dict, where: str, *, group: str | None = None, layer: int | None = None,
-                value_check: Callable[[Any, str], Any] | None = None,
-                extra_active_if: tuple = ()) -> Param:
+def build_param(
+    name: str,
+    spec: dict,
+    where: str,
+    *,
+    group: str | None = None,
+    layer: int | None = None,
+    value_check: Callable[[Any, str], Any] | None = None,
+    extra_active_if: tuple = (),
+) -> Param:
     """Build a :class:`Param` from a spec mapping; ``where`` is its path in the document."""
     unknown = [k for k in spec if k not in PARAM_SPEC_KEYS and k != "ordered"]
     if unknown:
-        raise InvalidConfig(f"unknown key {unknown[0]!r}; allowed: {', '.join(PARAM_SPEC_KEYS)}",
-                            f"{where}.{unknown[0]}")
+        raise InvalidConfig(
+            f"unknown key {unknown[0]!r}; allowed: {', '.join(PARAM_SPEC_KEYS)}",
+            f"{where}.{unknown[0]}",
+        )
     kind = _spec_kind(spec, where)
     choices = tuple(spec.get("choices", ()))
     if value_check is not None:
@@ -183,9 +203,18 @@ def build_param(name: str, spec: dict, where: str, *, group: str | None = None, 
         raise InvalidConfig("'log' applies to float and int parameters only", f"{where}.log")
     active_if = extra_active_if + _parse_active_if(spec.get("active_if"), f"{where}.active_if")
     try:
-        return Param(name=name, kind=kind, low=spec.get("low"), high=spec.get("high"), log=log,
-                     choices=choices, default=spec.get("default"), active_if=active_if,
-                     group=group, layer=layer)
+        return Param(
+            name=name,
+            kind=kind,
+            low=spec.get("low"),
+            high=spec.get("high"),
+            log=log,
+            choices=choices,
+            default=spec.get("default"),
+            active_if=active_if,
+            group=group,
+            layer=layer,
+        )
     except InvalidConfig as err:
         raise InvalidConfig(err.message.replace(f"{name}: ", ""), where) from None
 
@@ -200,7 +229,9 @@ def parse_params(section: Any) -> tuple[list[Param], dict[str, Any]]:
     for name, spec in section.items():
         where = f"params.{name}"
         if not isinstance(name, str) or not name or "." in name:
-            raise InvalidConfig(f"invalid parameter name {name!r} (no dots; dots are for PEFT keys)", where)
+            raise InvalidConfig(
+                f"invalid parameter name {name!r} (no dots; dots are for PEFT keys)", where
+            )
         if isinstance(spec, dict):
             if spec.get("per_layer"):
                 raise InvalidConfig("'per_layer' is only for PEFT sizes", f"{where}.per_layer")
@@ -226,14 +257,19 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
 
     def require_layers(where: str) -> int:
         if num_layers is None:
-            raise InvalidConfig("this space has per-layer parameters: load it with a model config "
-                                "(load_space(name, model_config=...)) to know the layer count", where)
+            raise InvalidConfig(
+                "this space has per-layer parameters: load it with a model config "
+                "(load_space(name, model_config=...)) to know the layer count",
+                where,
+            )
         return num_layers
 
     for method in section:
         if method not in PEFT_METHODS:
-            raise InvalidConfig(f"unknown PEFT method {method!r}; known: {', '.join(PEFT_METHODS)}",
-                                f"peft.{method}")
+            raise InvalidConfig(
+                f"unknown PEFT method {method!r}; known: {', '.join(PEFT_METHODS)}",
+                f"peft.{method}",
+            )
 
     layers = section.get("layers")
     if layers is not None:
@@ -250,8 +286,16 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
             needs_layers = True
             mask_searched = True
             for i in range(require_layers(where)):
-                params.append(Param(name=f"layers.{i}", kind="ordinal", choices=(False, True),
-                                    default=True, group="layers", layer=i))
+                params.append(
+                    Param(
+                        name=f"layers.{i}",
+                        kind="ordinal",
+                        choices=(False, True),
+                        default=True,
+                        group="layers",
+                        layer=i,
+                    )
+                )
 
     for method, fields in PEFT_FIELDS.items():
         settings = section.get(method)
@@ -263,7 +307,9 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
         for fname, spec in settings.items():
             where = f"{where_m}.{fname}"
             if fname not in fields:
-                raise InvalidConfig(f"unknown field {fname!r} for {method}; known: {', '.join(fields)}", where)
+                raise InvalidConfig(
+                    f"unknown field {fname!r} for {method}; known: {', '.join(fields)}", where
+                )
             checker, may_be_per_layer = fields[fname]
             key = f"{method}.{fname}"
             if not isinstance(spec, dict):
@@ -271,7 +317,9 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
                 continue
             per_layer = spec.get("per_layer", False)
             if not isinstance(per_layer, bool):
-                raise InvalidConfig(f"expected true or false, got {per_layer!r}", f"{where}.per_layer")
+                raise InvalidConfig(
+                    f"expected true or false, got {per_layer!r}", f"{where}.per_layer"
+                )
             spec = {k: v for k, v in spec.items() if k != "per_layer"}
             if per_layer and not may_be_per_layer:
                 raise InvalidConfig(f"{key} cannot be per-layer", f"{where}.per_layer")
@@ -279,8 +327,17 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
                 needs_layers = True
                 for i in range(require_layers(where)):
                     extra = ((f"layers.{i}", (True,)),) if mask_searched else ()
-                    params.append(build_param(f"{key}.{i}", spec, where, group=key, layer=i,
-                                              value_check=checker, extra_active_if=extra))
+                    params.append(
+                        build_param(
+                            f"{key}.{i}",
+                            spec,
+                            where,
+                            group=key,
+                            layer=i,
+                            value_check=checker,
+                            extra_active_if=extra,
+                        )
+                    )
             else:
                 params.append(build_param(key, spec, where, value_check=checker))
     if "alpha" in section.get("lora", {}) and "alpha_ratio" in section.get("lora", {}):

@@ -27,8 +27,9 @@ from autopeft.trials.workload import KNOBS, resolve_model_dir, validate_workload
 __all__ = ["KNOBS", "TrialContext", "resolve_model_dir", "run_workload", "validate_workload"]
 
 
-def run_workload(workload: Mapping[str, Any], config: Mapping[str, Any], trial: TrialContext
-                 ) -> dict[str, float]:
+def run_workload(
+    workload: Mapping[str, Any], config: Mapping[str, Any], trial: TrialContext
+) -> dict[str, float]:
     """Run ``workload`` for ``config`` and return its final metrics (name -> float).
 
     Validates the workload first (``InvalidConfig`` if it is bad). Exceptions of the
@@ -42,22 +43,26 @@ def run_workload(workload: Mapping[str, Any], config: Mapping[str, Any], trial: 
     module_name, fn_name = spec["entrypoint"].split(":")
     fn = getattr(importlib.import_module(module_name), fn_name, None)
     if not callable(fn):
-        raise InvalidConfig(f"entrypoint {spec['entrypoint']!r}: {module_name} has no function "
-                            f"{fn_name!r}", field="workload.entrypoint")
+        raise InvalidConfig(
+            f"entrypoint {spec['entrypoint']!r}: {module_name} has no function {fn_name!r}",
+            field="workload.entrypoint",
+        )
     return _as_metrics(fn(dict(config), trial), spec["entrypoint"])
 
 
 def _as_metrics(result: Any, where: str) -> dict[str, float]:
     if not isinstance(result, Mapping):
-        raise TypeError(f"{where} must return a dict of metric name -> number, "
-                        f"got {type(result).__name__}")
+        raise TypeError(
+            f"{where} must return a dict of metric name -> number, got {type(result).__name__}"
+        )
     out: dict[str, float] = {}
     for key, value in result.items():
         if not isinstance(value, (int, float)):
             try:
                 value = float(value)  # numpy scalars, 0-d tensors
             except (TypeError, ValueError):
-                raise TypeError(f"{where} returned a non-numeric value for {key!r}: "
-                                f"{value!r}") from None
+                raise TypeError(
+                    f"{where} returned a non-numeric value for {key!r}: {value!r}"
+                ) from None
         out[str(key)] = float(value)
     return out

@@ -25,7 +25,13 @@ from autopeft.errors import InvalidConfig
 
 
 def _lora(rank: int) -> dict[str, Any]:
-    return {"lora.rank": rank, "lora.targets": "q,v", "lora.alpha_ratio": 2.0, "lora.dropout": 0.0, "lr": 2e-3}
+    return {
+        "lora.rank": rank,
+        "lora.targets": "q,v",
+        "lora.alpha_ratio": 2.0,
+        "lora.dropout": 0.0,
+        "lr": 2e-3,
+    }
 
 
 #: name -> (config, workload overrides)
@@ -34,7 +40,16 @@ BASELINES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "lora_r4": (_lora(4), {}),
     "lora_r8": (_lora(8), {}),
     "lora_r16": (_lora(16), {}),
-    "mam": ({"parallel.size": 64, "parallel.scaling": 4.0, "prefix.length": 16, "prefix.reparam": 0, "lr": 1e-3}, {}),
+    "mam": (
+        {
+            "parallel.size": 64,
+            "parallel.scaling": 4.0,
+            "prefix.length": 16,
+            "prefix.reparam": 0,
+            "lr": 1e-3,
+        },
+        {},
+    ),
     "full_finetune": ({"lr": 1e-4}, {"full_finetune": True}),
 }
 #: what the demo and ``"baselines": "default"`` run: the cheapest sensible point and the usual pick
@@ -60,18 +75,28 @@ def check_baselines(names: Any, workload: dict[str, Any]) -> list[str]:
     if names == "default":
         names = [n for n in DEFAULT_BASELINES if not (causal and n in HEAD_ONLY)]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise InvalidConfig(f"baselines must be a list of names ({', '.join(BASELINES)}) or 'default', got "
-                            f"{names!r}", "baselines")
+        raise InvalidConfig(
+            f"baselines must be a list of names ({', '.join(BASELINES)}) or 'default', got "
+            f"{names!r}",
+            "baselines",
+        )
     for i, name in enumerate(names):
         if name not in BASELINES:
-            raise InvalidConfig(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}", f"baselines.{i}")
+            raise InvalidConfig(
+                f"unknown baseline {name!r}; known: {', '.join(BASELINES)}", f"baselines.{i}"
+            )
     if len(set(names)) != len(names):
         raise InvalidConfig("each baseline may be named once", "baselines")
     if names and workload.get("kind") != "peft":
-        raise InvalidConfig("baselines are fine-tuning reference points: they need a peft workload", "baselines")
+        raise InvalidConfig(
+            "baselines are fine-tuning reference points: they need a peft workload", "baselines"
+        )
     for i, name in enumerate(names):
         if causal and name in HEAD_ONLY:
-            raise InvalidConfig(f"{name} fits a classification head; a causal_lm workload has none", f"baselines.{i}")
+            raise InvalidConfig(
+                f"{name} fits a classification head; a causal_lm workload has none",
+                f"baselines.{i}",
+            )
     return list(names)
 
 

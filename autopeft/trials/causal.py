@@ -37,23 +37,39 @@ from autopeft.trials import checkpoint, data, sft_data
 from autopeft.trials.train import PeftTrainer, _Rss
 from autopeft.trials.workload import default_batch_size
 
+
 class CausalLmTrainer(PeftTrainer):
     """One SFT run of a decoder LM for one config (see the module docstring)."""
 
     def prepare_data(self, use_cache: bool = True) -> sft_data.SftData:
         wl = self.workload
-        spec = data.data_spec(wl["dataset"], text_column=wl["text_column"], label_column=wl["label_column"],
-                              labels=wl["labels"], format=wl["format"], encoding=wl["encoding"])
+        spec = data.data_spec(
+            wl["dataset"],
+            text_column=wl["text_column"],
+            label_column=wl["label_column"],
+            labels=wl["labels"],
+            format=wl["format"],
+            encoding=wl["encoding"],
+        )
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         root = Path(wl["cache_dir"]).expanduser() if wl["cache_dir"] else None
-        tokens, hit = sft_data.load_sft(spec, tokenizer, self.model_dir, self.knobs["max_length"],
-                                        wl.get("prompt_template"), root=root, use_cache=use_cache)
+        tokens, hit = sft_data.load_sft(
+            spec,
+            tokenizer,
+            self.model_dir,
+            self.knobs["max_length"],
+            wl.get("prompt_template"),
+            root=root,
+            use_cache=use_cache,
+        )
         self.timings.cache_hit = hit
         return tokens
 
     def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
         self.pooling = "model"
-        return AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True, **self._quantized())
+        return AutoModelForCausalLM.from_pretrained(
+            self.model_dir, local_files_only=True, **self._quantized()
+        )
 
     def _run(self) -> dict[str, float]:
         """``PeftTrainer._run``, except for a config that leaves nothing to train (every LoRA rank 0,
@@ -65,8 +81,13 @@ class CausalLmTrainer(PeftTrainer):
 
         import autopeft
 
-        if self.evaluate_split is not None or self.workload["full_finetune"] or autopeft.count_trainable(
-                self.config, AutoConfig.from_pretrained(self.model_dir, local_files_only=True), None):
+        if (
+            self.evaluate_split is not None
+            or self.workload["full_finetune"]
+            or autopeft.count_trainable(
+                self.config, AutoConfig.from_pretrained(self.model_dir, local_files_only=True), None
+            )
+        ):
             return super()._run()
         t_start = time.perf_counter()
         tokens = self.prepare_data()
@@ -74,14 +95,34 @@ class CausalLmTrainer(PeftTrainer):
         model = self.build_model(0, ())
         pad_to = self.knobs["max_length"] if self.workload["padding"] == "max_length" else None
         order = val_idx[np.argsort(tokens.lengths(val_idx), kind="stable")]
-        metrics = {"epoch": 0.0, **self._evaluate(model, tokens, order, pad_to, 0, self._autocast())}
+        metrics = {
+            "epoch": 0.0,
+            **self._evaluate(model, tokens, order, pad_to, 0, self._autocast()),
+        }
         bs = self.knobs["batch_size"] or default_batch_size(len(train_idx))
-        report = self.target_reports(min(self.knobs["evals_per_epoch"], math.ceil(len(train_idx) / bs)))
+        report = self.target_reports(
+            min(self.knobs["evals_per_epoch"], math.ceil(len(train_idx) / bs))
+        )
         if self.trial.checkpoint_dir is not None:
-            state = checkpoint.TrainingState(epoch=0, step=0, train_size=len(train_idx), fraction=self.fraction,
-                                             optimizer={}, scheduler={}, scaler=None, rng=checkpoint.rng_state(),
-                                             history=[metrics], report=report)
-            checkpoint.save(self.trial.checkpoint_dir, model, state, self.config, extra={"pooling": self.pooling})
+            state = checkpoint.TrainingState(
+                epoch=0,
+                step=0,
+                train_size=len(train_idx),
+                fraction=self.fraction,
+                optimizer={},
+                scheduler={},
+                scaler=None,
+                rng=checkpoint.rng_state(),
+                history=[metrics],
+                report=report,
+            )
+            checkpoint.save(
+                self.trial.checkpoint_dir,
+                model,
+                state,
+                self.config,
+                extra={"pooling": self.pooling},
+            )
         self.trial.report(report, metrics)
         self.timings.total_s = time.perf_counter() - t_start
         out = self._final(metrics, 0, _Rss(), len(train_idx), len(val_idx), 0.0)
@@ -101,9 +142,12 @@ class CausalLmTrainer(PeftTrainer):
 
         def completion_positions(module, args):
             if args[0].dim() != 3 or args[0].shape[:2] != labels.shape:
-                return None                # not the full-sequence call this hook is for: leave it
+                return None  # not the full-sequence call this hook is for: leave it
             gathered.append(True)
-            return (args[0][:, :-1][rows, cols].unsqueeze(0), *args[1:])   # (batch, length, h) -> (1, N, h)
+            return (
+                args[0][:, :-1][rows, cols].unsqueeze(0),
+                *args[1:],
+            )  # (batch, length, h) -> (1, N, h)
 
         handle = head.register_forward_pre_hook(completion_positions) if head is not None else None
         try:
@@ -128,14 +172,15 @@ class CausalLmTrainer(PeftTrainer):
         ebs = self.knobs["eval_batch_size"]
         loss_sum, n_tokens, matched = 0.0, 0, 0
         for b in range(0, len(order), ebs):
-            batch = self._to_device(tokens.batch(order[b:b + ebs], pad_to))
+            batch = self._to_device(tokens.batch(order[b : b + ebs], pad_to))
             labels = batch.pop("labels")
             self._sync()
             t0 = time.perf_counter()
             logits, targets, rows = self._completion_logits(model, batch, labels, autocast)
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             missed = torch.zeros(labels.shape[0], device=logits.device).index_add_(
-                0, rows, (logits.argmax(-1) != targets).float())
+                0, rows, (logits.argmax(-1) != targets).float()
+            )
             matched += int((missed == 0).sum())
             n_tokens += int(targets.numel())
             self._sync()
@@ -144,5 +189,9 @@ class CausalLmTrainer(PeftTrainer):
         loss = loss_sum / max(1, n_tokens)
         exact = matched / len(order) if len(order) else 0.0
         t.eval_s += time.perf_counter() - t_eval
-        return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"),
-                "exact_match": exact, "accuracy": exact}
+        return {
+            "loss": loss,
+            "perplexity": math.exp(loss) if loss < 700 else float("inf"),
+            "exact_match": exact,
+            "accuracy": exact,
+        }

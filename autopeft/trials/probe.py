@@ -30,21 +30,29 @@ def _last_linear(model: nn.Module) -> nn.Linear:
     from autopeft.peft.arch import map_model
 
     head = map_model(model).head
-    linears = [m for name in head for m in model.get_submodule(name).modules() if isinstance(m, nn.Linear)]
+    linears = [
+        m for name in head for m in model.get_submodule(name).modules() if isinstance(m, nn.Linear)
+    ]
     if not linears:
-        raise InvalidConfig("linear_probe needs a task head ending in a linear layer", "workload.linear_probe")
+        raise InvalidConfig(
+            "linear_probe needs a task head ending in a linear layer", "workload.linear_probe"
+        )
     return linears[-1]
 
 
 @torch.no_grad()
-def _features(trainer, model, layer: nn.Linear, tokens, indices, pad_to, autocast) -> tuple[torch.Tensor, np.ndarray]:
+def _features(
+    trainer, model, layer: nn.Linear, tokens, indices, pad_to, autocast
+) -> tuple[torch.Tensor, np.ndarray]:
     captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda m, args, out: captured.append(args[0].detach().float().cpu()))
+    handle = layer.register_forward_hook(
+        lambda m, args, out: captured.append(args[0].detach().float().cpu())
+    )
     model.eval()
     ebs = trainer.knobs["eval_batch_size"]
     try:
         for b in range(0, len(indices), ebs):
-            batch = trainer._to_device(tokens.batch(indices[b:b + ebs], pad_to))
+            batch = trainer._to_device(tokens.batch(indices[b : b + ebs], pad_to))
             batch.pop("labels")
             with autocast:
                 model(**batch)
@@ -53,8 +61,9 @@ def _features(trainer, model, layer: nn.Linear, tokens, indices, pad_to, autocas
     return torch.cat(captured), tokens.labels[indices]
 
 
-def fit_linear(X: torch.Tensor, y: np.ndarray, num_labels: int, l2: float, max_iter: int = 200
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_linear(
+    X: torch.Tensor, y: np.ndarray, num_labels: int, l2: float, max_iter: int = 200
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression by full-batch L-BFGS: ``(weight (C, d), bias (C,))``."""
     target = torch.as_tensor(y, dtype=torch.long)
     W = torch.zeros(num_labels, X.shape[1], requires_grad=True)
@@ -71,7 +80,9 @@ def fit_linear(X: torch.Tensor, y: np.ndarray, num_labels: int, l2: float, max_i
     return W.detach(), b.detach()
 
 
-def run_probe(trainer, model, tokens, train_idx, val_idx, pad_to, num_labels, autocast) -> dict[str, float]:
+def run_probe(
+    trainer, model, tokens, train_idx, val_idx, pad_to, num_labels, autocast
+) -> dict[str, float]:
     """Fit the probe, put its weights into ``model``, checkpoint it, report once; the metrics."""
     from autopeft.trials.train import classification_metrics
 

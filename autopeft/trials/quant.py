@@ -34,14 +34,20 @@ def check(quantization: Any, full_finetune: bool) -> str | None:
     if quantization is None:
         return None
     if quantization not in QUANTIZATIONS:
-        raise InvalidConfig(f"quantization must be one of {list(QUANTIZATIONS)} or null, got {quantization!r}",
-                            field="workload.quantization")
+        raise InvalidConfig(
+            f"quantization must be one of {list(QUANTIZATIONS)} or null, got {quantization!r}",
+            field="workload.quantization",
+        )
     if full_finetune:
-        raise InvalidConfig("4-bit base weights cannot be trained: quantization excludes full_finetune",
-                            field="workload.quantization")
+        raise InvalidConfig(
+            "4-bit base weights cannot be trained: quantization excludes full_finetune",
+            field="workload.quantization",
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise InvalidConfig("quantization '4bit' needs bitsandbytes on the workers (pip install 'autopeft[quant]')",
-                            field="workload.quantization")
+        raise InvalidConfig(
+            "quantization '4bit' needs bitsandbytes on the workers (pip install 'autopeft[quant]')",
+            field="workload.quantization",
+        )
     return quantization
 
 
@@ -53,10 +59,21 @@ def load_kwargs(quantization: str | None, precision: str, device) -> dict[str, A
     from transformers import BitsAndBytesConfig
 
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                bnb_4bit_compute_dtype=compute)
-    index = device.index if device.index is not None else (torch.cuda.current_device() if device.type == "cuda" else None)
-    return {"quantization_config": config, "device_map": {"": index if device.type == "cuda" else "cpu"}}
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    index = (
+        device.index
+        if device.index is not None
+        else (torch.cuda.current_device() if device.type == "cuda" else None)
+    )
+    return {
+        "quantization_config": config,
+        "device_map": {"": index if device.type == "cuda" else "cpu"},
+    }
 
 
 def prepare(model) -> None:
@@ -91,7 +108,11 @@ def quantized_weights(model_config: Any) -> int:
 
 def base_memory_bytes(model_config: Any, weights_bytes: int) -> int:
     """Memory of the 4-bit base whose full-precision weights take ``weights_bytes`` on disk."""
-    dtype = str(getattr(model_config, "dtype", None) or getattr(model_config, "torch_dtype", None) or "float32")
+    dtype = str(
+        getattr(model_config, "dtype", None)
+        or getattr(model_config, "torch_dtype", None)
+        or "float32"
+    )
     per_weight = _DISK_BYTES.get(dtype.replace("torch.", ""), 4)
     n = quantized_weights(model_config)
     return int(max(0, weights_bytes - n * per_weight) + n * BYTES_PER_4BIT_WEIGHT)

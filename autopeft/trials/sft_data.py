@@ -49,7 +49,7 @@ SOURCES = ("prompt_completion", "messages", "labelled")
 PROMPT_TEMPLATE = "{text}\nAnswer:"
 LABEL_SET_MAX = 32
 LABEL_SET_MIN_EACH = 2
-IGNORE = -100                     # label of positions outside the completion (torch's ignore_index)
+IGNORE = -100  # label of positions outside the completion (torch's ignore_index)
 CACHE_FORMAT = 1
 _CHAT_FILES = ("chat_template.jinja", "chat_template.json")
 
@@ -84,12 +84,17 @@ def check_first(spec: data.DataSpec) -> str:
             except InvalidConfig as err:
                 if spec.format != "jsonl":
                     raise
-                raise InvalidConfig(f"{err.message}; a causal_lm JSONL dataset has records with 'prompt' and "
-                                    "'completion', or 'messages', or the text and label columns of a "
-                                    "classification dataset", field=err.field) from None
+                raise InvalidConfig(
+                    f"{err.message}; a causal_lm JSONL dataset has records with 'prompt' and "
+                    "'completion', or 'messages', or the text and label columns of a "
+                    "classification dataset",
+                    field=err.field,
+                ) from None
     else:
         record, line_no = _first_record(spec)
-        _pair(spec, record, line_no) if source == "prompt_completion" else _messages(spec, record, line_no)
+        _pair(spec, record, line_no) if source == "prompt_completion" else _messages(
+            spec, record, line_no
+        )
     return source
 
 
@@ -98,10 +103,15 @@ def _pair(spec: data.DataSpec, record: dict[str, Any], line_no: int) -> tuple[st
         value = record.get(key)
         if not isinstance(value, str):
             what = "no" if value is None else f"a non-string ({type(value).__name__})"
-            raise InvalidConfig(f"{spec.path}: line {line_no}: {what} {key!r} (each record needs a string "
-                                "'prompt' and 'completion')", field="workload.dataset")
+            raise InvalidConfig(
+                f"{spec.path}: line {line_no}: {what} {key!r} (each record needs a string "
+                "'prompt' and 'completion')",
+                field="workload.dataset",
+            )
     if not record["completion"].strip():
-        raise InvalidConfig(f"{spec.path}: line {line_no}: an empty 'completion'", field="workload.dataset")
+        raise InvalidConfig(
+            f"{spec.path}: line {line_no}: an empty 'completion'", field="workload.dataset"
+        )
     return record["prompt"], record["completion"]
 
 
@@ -109,16 +119,30 @@ def _messages(spec: data.DataSpec, record: dict[str, Any], line_no: int) -> list
     messages = record.get("messages")
     where = f"{spec.path}: line {line_no}"
     if not isinstance(messages, list) or not messages:
-        raise InvalidConfig(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}}",
-                            field="workload.dataset")
+        raise InvalidConfig(
+            f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}}",
+            field="workload.dataset",
+        )
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise InvalidConfig(f"{where}: message {i} needs a string 'role' and 'content'", field="workload.dataset")
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise InvalidConfig(
+                f"{where}: message {i} needs a string 'role' and 'content'",
+                field="workload.dataset",
+            )
     if messages[-1]["role"] != "assistant":
-        raise InvalidConfig(f"{where}: the last message must be the assistant's (its content is the completion "
-                            f"trained on), got role {messages[-1]['role']!r}", field="workload.dataset")
+        raise InvalidConfig(
+            f"{where}: the last message must be the assistant's (its content is the completion "
+            f"trained on), got role {messages[-1]['role']!r}",
+            field="workload.dataset",
+        )
     if not messages[-1]["content"].strip():
-        raise InvalidConfig(f"{where}: the assistant's last message is empty", field="workload.dataset")
+        raise InvalidConfig(
+            f"{where}: the assistant's last message is empty", field="workload.dataset"
+        )
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -128,10 +152,10 @@ class Rows:
     lines: list[int]
     prompts: list[str]
     completions: list[str]
-    label_names: tuple[str, ...]    # the label set, () when the completions are free text
-    labels: np.ndarray              # index into label_names per example (zeros without a label set)
-    special_prompt: bool            # whether the prompt is encoded with the tokenizer's special tokens
-    end_token: bool                 # whether the completion gets the end token appended
+    label_names: tuple[str, ...]  # the label set, () when the completions are free text
+    labels: np.ndarray  # index into label_names per example (zeros without a label set)
+    special_prompt: bool  # whether the prompt is encoded with the tokenizer's special tokens
+    end_token: bool  # whether the completion gets the end token appended
 
 
 def read_rows(spec: data.DataSpec, tokenizer: Any, template: str | None = None) -> Rows:
@@ -142,13 +166,23 @@ def read_rows(spec: data.DataSpec, tokenizer: Any, template: str | None = None) 
         fmt = template or PROMPT_TEMPLATE
         prompts = [fmt.format(text="\n".join(texts)) for texts in raw.texts]
         completions = [" " + raw.label_names[i] for i in raw.labels]
-        return Rows(list(range(1, len(prompts) + 1)), prompts, completions, raw.label_names, raw.labels, True, True)
+        return Rows(
+            list(range(1, len(prompts) + 1)),
+            prompts,
+            completions,
+            raw.label_names,
+            raw.labels,
+            True,
+            True,
+        )
     text = data._decode(spec, spec.path, spec.path.read_bytes())
     lines, prompts, completions = [], [], []
     chat = getattr(tokenizer, "chat_template", None)
     if source == "messages" and not chat:
-        log.warning("the tokenizer has no chat template: messages are rendered as 'role: content' lines and "
-                    "'assistant:'")
+        log.warning(
+            "the tokenizer has no chat template: messages are rendered as 'role: content' lines and "
+            "'assistant:'"
+        )
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -156,28 +190,42 @@ def read_rows(spec: data.DataSpec, tokenizer: Any, template: str | None = None) 
         if source == "prompt_completion":
             prompt, completion = _pair(spec, record, line_no)
         else:
-            prompt, completion = _render(spec, tokenizer, _messages(spec, record, line_no), line_no, chat)
+            prompt, completion = _render(
+                spec, tokenizer, _messages(spec, record, line_no), line_no, chat
+            )
         lines.append(line_no)
         prompts.append(prompt)
         completions.append(completion)
     if not lines:
         raise InvalidConfig(f"{spec.path}: no examples", field="workload.dataset")
     names, labels = label_set(completions)
-    return Rows(lines, prompts, completions, names, labels, source == "prompt_completion" or not chat,
-                source == "prompt_completion" or not chat)
+    return Rows(
+        lines,
+        prompts,
+        completions,
+        names,
+        labels,
+        source == "prompt_completion" or not chat,
+        source == "prompt_completion" or not chat,
+    )
 
 
 def _render(spec, tokenizer, messages, line_no: int, chat) -> tuple[str, str]:
     if not chat:
         prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages[:-1]) + "assistant:"
         return prompt, " " + messages[-1]["content"]
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        messages[:-1], tokenize=False, add_generation_prompt=True
+    )
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
-        raise InvalidConfig(f"{spec.path}: line {line_no}: the tokenizer's chat template does not render the "
-                            "conversation as its prompt followed by the assistant's answer, so the completion "
-                            "cannot be told apart; use prompt / completion records", field="workload.dataset")
-    return prompt, full[len(prompt):]
+        raise InvalidConfig(
+            f"{spec.path}: line {line_no}: the tokenizer's chat template does not render the "
+            "conversation as its prompt followed by the assistant's answer, so the completion "
+            "cannot be told apart; use prompt / completion records",
+            field="workload.dataset",
+        )
+    return prompt, full[len(prompt) :]
 
 
 def label_set(completions: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -185,7 +233,11 @@ def label_set(completions: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
     ``((), zeros)``."""
     stripped = [c.strip() for c in completions]
     names = tuple(sorted(set(stripped)))
-    if len(names) > LABEL_SET_MAX or len(stripped) < LABEL_SET_MIN_EACH * len(names) or len(names) < 2:
+    if (
+        len(names) > LABEL_SET_MAX
+        or len(stripped) < LABEL_SET_MIN_EACH * len(names)
+        or len(names) < 2
+    ):
         return (), np.zeros(len(completions), dtype=np.int64)
     index = {n: i for i, n in enumerate(names)}
     return names, np.fromiter((index[c] for c in stripped), dtype=np.int64, count=len(stripped))
@@ -221,8 +273,11 @@ class SftData(data.FlatExamples):
         gather = np.where(mask, starts[:, None] + pos, 0)
         ids = np.where(mask, self.ids[gather], self.pad_id).astype(np.int64)
         completion = mask & (pos >= self.prompt_lens[indices][:, None])
-        return {"input_ids": ids, "attention_mask": mask.astype(np.int64),
-                "labels": np.where(completion, ids, IGNORE).astype(np.int64)}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask.astype(np.int64),
+            "labels": np.where(completion, ids, IGNORE).astype(np.int64),
+        }
 
 
 def end_token_id(tokenizer: Any) -> int | None:
@@ -234,28 +289,42 @@ def end_token_id(tokenizer: Any) -> int | None:
     return None
 
 
-def tokenize(rows: Rows, tokenizer: Any, max_length: int, path: Path | str = "") -> tuple[np.ndarray, ...]:
+def tokenize(
+    rows: Rows, tokenizer: Any, max_length: int, path: Path | str = ""
+) -> tuple[np.ndarray, ...]:
     """``(ids, offsets, prompt_lens)`` of ``rows`` truncated to ``max_length`` (see the module docstring)."""
-    prompts = tokenizer(rows.prompts, add_special_tokens=rows.special_prompt, return_attention_mask=False)["input_ids"]
-    completions = tokenizer(rows.completions, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    prompts = tokenizer(
+        rows.prompts, add_special_tokens=rows.special_prompt, return_attention_mask=False
+    )["input_ids"]
+    completions = tokenizer(
+        rows.completions, add_special_tokens=False, return_attention_mask=False
+    )["input_ids"]
     end = end_token_id(tokenizer) if rows.end_token else None
     ids, offsets, prompt_lens = [], [0], []
     for line, p, c in zip(rows.lines, prompts, completions):
         c = list(c) + ([end] if end is not None else [])
-        c = c[:max_length - 1]
-        p = list(p)[-(max_length - len(c)):] if p else []
+        c = c[: max_length - 1]
+        p = list(p)[-(max_length - len(c)) :] if p else []
         if not p:
-            raise InvalidConfig(f"{path}: line {line}: an empty prompt, and the tokenizer adds no token before it: "
-                                "nothing to predict the completion's first token from", field="workload.dataset")
+            raise InvalidConfig(
+                f"{path}: line {line}: an empty prompt, and the tokenizer adds no token before it: "
+                "nothing to predict the completion's first token from",
+                field="workload.dataset",
+            )
         ids.extend(p)
         ids.extend(c)
         offsets.append(len(ids))
         prompt_lens.append(len(p))
-    return (np.asarray(ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
-            np.asarray(prompt_lens, dtype=np.int64))
+    return (
+        np.asarray(ids, dtype=np.int32),
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(prompt_lens, dtype=np.int64),
+    )
 
 
-def fingerprint(spec: data.DataSpec, tokenizer_dir: Path, max_length: int, template: str | None) -> str:
+def fingerprint(
+    spec: data.DataSpec, tokenizer_dir: Path, max_length: int, template: str | None
+) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(["sft", CACHE_FORMAT, template]).encode())
     digest.update(data.fingerprint(spec, tokenizer_dir, max_length).encode())
@@ -266,8 +335,15 @@ def fingerprint(spec: data.DataSpec, tokenizer_dir: Path, max_length: int, templ
     return digest.hexdigest()[:32]
 
 
-def load_sft(spec: data.DataSpec, tokenizer: Any, tokenizer_dir: Path, max_length: int, template: str | None = None,
-             root: Path | None = None, use_cache: bool = True) -> tuple[SftData, bool]:
+def load_sft(
+    spec: data.DataSpec,
+    tokenizer: Any,
+    tokenizer_dir: Path,
+    max_length: int,
+    template: str | None = None,
+    root: Path | None = None,
+    use_cache: bool = True,
+) -> tuple[SftData, bool]:
     """Read and tokenise every example (or load them from the cache under ``root or
     data.cache_dir()``, keyed by data, tokenizer files, ``max_length`` and template). Returns
     ``(data, cache_hit)``."""
@@ -276,20 +352,36 @@ def load_sft(spec: data.DataSpec, tokenizer: Any, tokenizer_dir: Path, max_lengt
     if use_cache and file.is_file():
         try:
             with np.load(file, allow_pickle=False) as z:
-                return SftData(z["ids"], z["offsets"], z["prompt_lens"], z["labels"],
-                               tuple(json.loads(str(z["label_names"]))), int(z["pad_id"]), key), True
+                return SftData(
+                    z["ids"],
+                    z["offsets"],
+                    z["prompt_lens"],
+                    z["labels"],
+                    tuple(json.loads(str(z["label_names"]))),
+                    int(z["pad_id"]),
+                    key,
+                ), True
         except (OSError, ValueError, KeyError):
             file.unlink(missing_ok=True)
     rows = read_rows(spec, tokenizer, template)
     ids, offsets, prompt_lens = tokenize(rows, tokenizer, max_length, spec.path)
-    out = SftData(ids, offsets, prompt_lens, rows.labels, rows.label_names, data.pad_token_id(tokenizer), key)
+    out = SftData(
+        ids, offsets, prompt_lens, rows.labels, rows.label_names, data.pad_token_id(tokenizer), key
+    )
     if use_cache:
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, ids=ids, offsets=offsets, prompt_lens=prompt_lens, labels=rows.labels,
-                         pad_id=np.array(out.pad_id), label_names=np.array(json.dumps(rows.label_names)))
+                np.savez(
+                    fh,
+                    ids=ids,
+                    offsets=offsets,
+                    prompt_lens=prompt_lens,
+                    labels=rows.labels,
+                    pad_id=np.array(out.pad_id),
+                    label_names=np.array(json.dumps(rows.label_names)),
+                )
             os.replace(tmp, file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -36,15 +36,20 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are always local: never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from autopeft.errors import InvalidConfig  # noqa: E402
-from autopeft.trials import checkpoint, data, quant  # noqa: E402
-from autopeft.trials.context import TrialContext  # noqa: E402
-from autopeft.trials.workload import default_batch_size, resolve_knobs, resolve_model_dir, validate_workload  # noqa: E402
+from autopeft.errors import InvalidConfig
+from autopeft.trials import checkpoint, data, quant
+from autopeft.trials.context import TrialContext
+from autopeft.trials.workload import (
+    default_batch_size,
+    resolve_knobs,
+    resolve_model_dir,
+    validate_workload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,7 @@ def derive_seed(*parts: int) -> int:
 
 def lr_lambda(kind: str, warmup_steps: int, total_steps: int):
     """Multiplier of the base lr after ``step`` optimiser steps (HF-style schedules)."""
+
     def fn(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1)
@@ -118,11 +124,13 @@ def lr_lambda(kind: str, warmup_steps: int, total_steps: int):
         if kind == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+
     return fn
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int
-                           ) -> dict[str, float]:
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, num_labels: int
+) -> dict[str, float]:
     """``accuracy`` and ``macro_f1`` (mean F1 over the classes present in truth or prediction)."""
     pred = logits.argmax(axis=1)
     f1s = []
@@ -132,8 +140,10 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: i
         fn = int(np.sum((pred != c) & (labels == c)))
         if tp + fp + fn:
             f1s.append(2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": float(np.mean(pred == labels)) if len(labels) else 0.0,
-            "macro_f1": float(np.mean(f1s)) if f1s else 0.0}
+    return {
+        "accuracy": float(np.mean(pred == labels)) if len(labels) else 0.0,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+    }
 
 
 class _Rss:
@@ -162,8 +172,14 @@ class PeftTrainer:
     Construction only checks and resolves settings; ``run()`` does the work.
     """
 
-    def __init__(self, workload: dict[str, Any], config: dict[str, Any], trial: TrialContext,
-                 *, profile: bool = False):
+    def __init__(
+        self,
+        workload: dict[str, Any],
+        config: dict[str, Any],
+        trial: TrialContext,
+        *,
+        profile: bool = False,
+    ):
         self.workload = validate_workload(workload)
         self.config = dict(config)
         self.trial = trial
@@ -179,46 +195,67 @@ class PeftTrainer:
         self.device = self._pick_device()
         self.precision = self.workload["precision"]
         if self.precision != "fp32" and self.device.type != "cuda":
-            log.warning("precision %s needs CUDA; training on %s in fp32", self.precision,
-                        self.device)
+            log.warning(
+                "precision %s needs CUDA; training on %s in fp32", self.precision, self.device
+            )
             self.precision = "fp32"
         if self.workload["full_finetune"]:
             from autopeft.space import PEFT_PREFIXES
 
             peft_keys = [k for k in self.config if k.startswith(PEFT_PREFIXES)]
             if peft_keys:
-                raise InvalidConfig(f"full_finetune trains every weight; the config must not "
-                                    f"set PEFT keys such as {peft_keys[0]!r}", field=peft_keys[0])
+                raise InvalidConfig(
+                    f"full_finetune trains every weight; the config must not "
+                    f"set PEFT keys such as {peft_keys[0]!r}",
+                    field=peft_keys[0],
+                )
 
     # ------------------------------------------------------------------ set-up
     def _pick_device(self) -> torch.device:
         wanted = self.workload["device"]
         gpus = self.trial.gpus
         if wanted == "cuda" and not torch.cuda.is_available():
-            raise InvalidConfig("device 'cuda' requested but CUDA is not available",
-                                field="workload.device")
+            raise InvalidConfig(
+                "device 'cuda' requested but CUDA is not available", field="workload.device"
+            )
         if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available() and gpus != 0):
             return torch.device("cuda")
         return torch.device("cpu")
 
     def prepare_data(self, use_cache: bool = True) -> data.TokenizedData:
         wl = self.workload
-        spec = data.data_spec(wl["dataset"], text_column=wl["text_column"],
-                              label_column=wl["label_column"], labels=wl["labels"],
-                              format=wl["format"], encoding=wl["encoding"])
+        spec = data.data_spec(
+            wl["dataset"],
+            text_column=wl["text_column"],
+            label_column=wl["label_column"],
+            labels=wl["labels"],
+            format=wl["format"],
+            encoding=wl["encoding"],
+        )
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         root = Path(wl["cache_dir"]).expanduser() if wl["cache_dir"] else None
-        tokens, hit = data.load_tokenized(spec, tokenizer, self.model_dir, self.knobs["max_length"],
-                                          root=root, use_cache=use_cache)
+        tokens, hit = data.load_tokenized(
+            spec,
+            tokenizer,
+            self.model_dir,
+            self.knobs["max_length"],
+            root=root,
+            use_cache=use_cache,
+        )
         self.timings.cache_hit = hit
         return tokens
 
     def select(self, tokens: data.TokenizedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training, validation and test indices (fixed split, then max_train and fraction)."""
         wl = self.workload
-        train_pool, val, test = data.split_with_test(tokens.labels, wl["validation_fraction"],
-                                                     wl["test_fraction"], wl["split_seed"],
-                                                     wl["max_eval"], wl["max_test"])
+        train_pool, val, test = data.split_with_test(
+            tokens.labels,
+            wl["validation_fraction"],
+            wl["test_fraction"],
+            wl["split_seed"],
+            wl["max_eval"],
+            wl["max_test"],
+        )
         train = train_pool
         if wl["max_train"]:
             train = data.stratified_take(train, tokens.labels, wl["max_train"], wl["split_seed"])
@@ -226,8 +263,11 @@ class PeftTrainer:
             n = max(1, int(round(self.fraction * len(train))))
             train = data.stratified_take(train, tokens.labels, n, wl["split_seed"])
         if len(train) == 0 or len(val) == 0 or len(test) == 0:
-            raise InvalidConfig(f"dataset {wl['dataset']!r} leaves {len(train)} training, {len(val)} "
-                                f"validation and {len(test)} test examples", field="workload.dataset")
+            raise InvalidConfig(
+                f"dataset {wl['dataset']!r} leaves {len(train)} training, {len(val)} "
+                f"validation and {len(test)} test examples",
+                field="workload.dataset",
+            )
         return train, val, test
 
     def build_model(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
@@ -252,13 +292,19 @@ class PeftTrainer:
         self.base_params = quant.param_count(model)
         if self.workload.get("gradient_checkpointing"):
             if not getattr(model, "supports_gradient_checkpointing", False):
-                raise InvalidConfig(f"gradient_checkpointing: {type(model).__name__} does not support it",
-                                    field="workload.gradient_checkpointing")
+                raise InvalidConfig(
+                    f"gradient_checkpointing: {type(model).__name__} does not support it",
+                    field="workload.gradient_checkpointing",
+                )
             # non-reentrant: gradients reach PEFT modules inside a layer whose input needs no gradient
-            if hasattr(model, "activation_checkpointing_enable"):   # transformers >= 5.2x
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+                model.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
             else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
         if self.workload["full_finetune"]:
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -273,8 +319,13 @@ class PeftTrainer:
         token (GPT-2) gets the id batches are padded with (``data.pad_token_id``): its head reads the
         last non-pad token, and transformers refuses batches of more than one without one."""
         model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_dir, num_labels=num_labels, local_files_only=True, **self._quantized(),
-            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+            self.model_dir,
+            num_labels=num_labels,
+            local_files_only=True,
+            **self._quantized(),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+        )
         if getattr(model.config, "pad_token_id", 0) is None:
             tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
             model.config.pad_token_id = data.pad_token_id(tokenizer)
@@ -315,16 +366,26 @@ class PeftTrainer:
             if p.requires_grad:
                 no_decay = p.ndim < 2 or "norm" in name.lower()
                 prefix = "head" if name.startswith(head) else ""
-                key = (prefix + ("_no_decay" if no_decay else "")) if prefix else \
-                    ("no_decay" if no_decay else "decay")
+                key = (
+                    (prefix + ("_no_decay" if no_decay else ""))
+                    if prefix
+                    else ("no_decay" if no_decay else "decay")
+                )
                 buckets[key].append(p)
         if not any(buckets.values()):
             raise InvalidConfig("the config leaves no trainable parameter", field="config")
         lrs = self.group_lrs()
         decay = self.knobs["weight_decay"]
-        groups = [{"params": params, "lr": lrs[name], "name": name,
-                   "weight_decay": 0.0 if name.endswith("no_decay") else decay}
-                  for name, params in buckets.items() if params]
+        groups = [
+            {
+                "params": params,
+                "lr": lrs[name],
+                "name": name,
+                "weight_decay": 0.0 if name.endswith("no_decay") else decay,
+            }
+            for name, params in buckets.items()
+            if params
+        ]
         # Parameter order = named_parameters order = checkpoint.trainable_names order.
         return torch.optim.AdamW(groups, lr=self.knobs["lr"], foreach=self.device.type == "cuda")
 
@@ -357,56 +418,73 @@ class PeftTrainer:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         pad_to = self.knobs["max_length"] if self.workload["padding"] == "max_length" else None
         autocast = self._autocast()
-        if self.evaluate_split is not None:   # forward only, from a saved adapter
-            return self._evaluate_saved(model, tokens, val_idx if self.evaluate_split == "validation" else test_idx,
-                                        pad_to, num_labels, autocast)
+        if self.evaluate_split is not None:  # forward only, from a saved adapter
+            return self._evaluate_saved(
+                model,
+                tokens,
+                val_idx if self.evaluate_split == "validation" else test_idx,
+                pad_to,
+                num_labels,
+                autocast,
+            )
         if self.workload.get("linear_probe"):
             from autopeft.trials.probe import FORWARD_ONLY_EPOCHS, run_probe
 
-            metrics = run_probe(self, model, tokens, train_idx, val_idx, pad_to, num_labels, autocast)
+            metrics = run_probe(
+                self, model, tokens, train_idx, val_idx, pad_to, num_labels, autocast
+            )
             t.total_s = time.perf_counter() - t_start
-            out = self._final(metrics, trainable, rss, len(train_idx), len(val_idx), FORWARD_ONLY_EPOCHS)
+            out = self._final(
+                metrics, trainable, rss, len(train_idx), len(val_idx), FORWARD_ONLY_EPOCHS
+            )
             out["budget_reached"] = 1.0
             return out
         if self.knobs["batch_size"] is None:
             self.knobs["batch_size"] = default_batch_size(len(train_idx))
         bs = self.knobs["batch_size"]
-        spe = math.ceil(len(train_idx) / bs)   # optimiser steps per epoch
+        spe = math.ceil(len(train_idx) / bs)  # optimiser steps per epoch
         per_epoch = min(self.knobs["evals_per_epoch"], spe)
         # evaluations (and reports) after these batch counts of every epoch; the last is the epoch's end
         eval_at = {int(round(k * spe / per_epoch)) for k in range(1, per_epoch + 1)}
         target = self.target_reports(per_epoch)
-        horizon = max(self.horizon, math.ceil(target / per_epoch))   # the schedule's length in epochs
+        horizon = max(
+            self.horizon, math.ceil(target / per_epoch)
+        )  # the schedule's length in epochs
         total_steps = horizon * spe
         optimizer = self._optimizer(model)
         warmup = int(self.knobs["warmup_ratio"] * total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(self.knobs["scheduler"], warmup, total_steps))
+            optimizer, lr_lambda(self.knobs["scheduler"], warmup, total_steps)
+        )
         scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         step, report, history = 0, 0, []
         if self.trial.restore_dir is not None:
-            step, report, history = self._restore(model, optimizer, scheduler, scaler, len(train_idx))
+            step, report, history = self._restore(
+                model, optimizer, scheduler, scaler, len(train_idx)
+            )
         start_step = step
         t.model_s = time.perf_counter() - t_model
         t.setup_s = time.perf_counter() - t_start
 
         val_order = val_idx[np.argsort(tokens.lengths(val_idx), kind="stable")]
-        full = self.knobs["epochs"] * per_epoch           # the trial's last report
+        full = self.knobs["epochs"] * per_epoch  # the trial's last report
         metrics: dict[str, float] = {}
         loss_sum, seen = torch.zeros((), device=self.device), 0
         while report < target:
             epoch, offset = divmod(step, spe)
             if offset == 0:
                 seed_all(derive_seed(self.knobs["seed"], epoch + 1))
-            order = np.random.default_rng(derive_seed(self.knobs["seed"], epoch + 1, 1)).permutation(
-                train_idx)
+            order = np.random.default_rng(
+                derive_seed(self.knobs["seed"], epoch + 1, 1)
+            ).permutation(train_idx)
             model.train()
             t_epoch = time.perf_counter()
             go_on = True
             for b in range(offset, spe):
-                rows = order[b * bs:(b + 1) * bs]
-                loss_sum += self._train_step(model, optimizer, scheduler, scaler, tokens, rows, pad_to,
-                                             autocast) * len(rows)
+                rows = order[b * bs : (b + 1) * bs]
+                loss_sum += self._train_step(
+                    model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast
+                ) * len(rows)
                 seen += len(rows)
                 t.train_examples += len(rows)
                 step += 1
@@ -417,11 +495,14 @@ class PeftTrainer:
                 t.train_s += time.perf_counter() - t_epoch
                 metrics = {"epoch": step / spe, "train_loss": float(loss_sum) / max(1, seen)}
                 loss_sum, seen = torch.zeros((), device=self.device), 0
-                metrics.update(self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast))
+                metrics.update(
+                    self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast)
+                )
                 rss.sample()
                 history.append(metrics)
-                self._checkpoint(model, optimizer, scheduler, scaler, step, report, spe, len(train_idx),
-                                 history)
+                self._checkpoint(
+                    model, optimizer, scheduler, scaler, step, report, spe, len(train_idx), history
+                )
                 t0 = time.perf_counter()
                 go_on = self.trial.report(report, metrics)
                 t.report_s += time.perf_counter() - t0
@@ -439,7 +520,9 @@ class PeftTrainer:
             metrics.update(self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast))
         t.steps += step - start_step
         t.total_s = time.perf_counter() - t_start
-        out = self._final(metrics, trainable, rss, len(train_idx), len(val_idx), (step - start_step) / spe)
+        out = self._final(
+            metrics, trainable, rss, len(train_idx), len(val_idx), (step - start_step) / spe
+        )
         out["budget_reached"] = 1.0 if report >= full else 0.0
         return out
 
@@ -451,7 +534,9 @@ class PeftTrainer:
             return int(budget["step"])
         return int(budget.get("epochs", self.knobs["epochs"])) * per_epoch
 
-    def _train_step(self, model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast) -> torch.Tensor:
+    def _train_step(
+        self, model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast
+    ) -> torch.Tensor:
         t = self.timings
         t0 = time.perf_counter()
         batch = self._to_device(tokens.batch(rows, pad_to))
@@ -482,25 +567,39 @@ class PeftTrainer:
             logits = model(**batch).logits
         return F.cross_entropy(logits.float(), labels)
 
-    def _checkpoint(self, model, optimizer, scheduler, scaler, step, report, spe, train_size, history) -> None:
+    def _checkpoint(
+        self, model, optimizer, scheduler, scaler, step, report, spe, train_size, history
+    ) -> None:
         if self.trial.checkpoint_dir is None:
             return
         t0 = time.perf_counter()
         state = checkpoint.TrainingState(
-            epoch=step // spe, step=step, train_size=train_size, fraction=self.fraction,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            epoch=step // spe,
+            step=step,
+            train_size=train_size,
+            fraction=self.fraction,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
             scaler=scaler.state_dict() if scaler is not None else None,
-            rng=checkpoint.rng_state(), history=history, report=report)
-        checkpoint.save(self.trial.checkpoint_dir, model, state, self.config,
-                        extra={"pooling": self.pooling})
+            rng=checkpoint.rng_state(),
+            history=history,
+            report=report,
+        )
+        checkpoint.save(
+            self.trial.checkpoint_dir, model, state, self.config, extra={"pooling": self.pooling}
+        )
         self.timings.checkpoint_s += time.perf_counter() - t0
 
-    def _evaluate_saved(self, model, tokens, indices, pad_to, num_labels, autocast) -> dict[str, float]:
+    def _evaluate_saved(
+        self, model, tokens, indices, pad_to, num_labels, autocast
+    ) -> dict[str, float]:
         """Metrics of the adapter saved in ``restore_dir`` on a held-out split (forward only),
         prefixed with the split's name: ``test_accuracy``, ``test_macro_f1``, ``test_loss``."""
         if not checkpoint.exists(self.trial.restore_dir):
-            raise InvalidConfig(f"evaluating split {self.evaluate_split!r} needs a saved adapter in "
-                                "restore_dir", field="restore_dir")
+            raise InvalidConfig(
+                f"evaluating split {self.evaluate_split!r} needs a saved adapter in restore_dir",
+                field="restore_dir",
+            )
         checkpoint.load(self.trial.restore_dir, model)
         order = indices[np.argsort(tokens.lengths(indices), kind="stable")]
         metrics = self._evaluate(model, tokens, order, pad_to, num_labels, autocast)
@@ -517,16 +616,17 @@ class PeftTrainer:
 
     def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         non_blocking = self.device.type == "cuda"
-        return {k: torch.from_numpy(v).to(self.device, non_blocking=non_blocking)
-                for k, v in batch.items()}
+        return {
+            k: torch.from_numpy(v).to(self.device, non_blocking=non_blocking)
+            for k, v in batch.items()
+        }
 
     def _optimizer_step(self, model, optimizer, scheduler, scaler) -> None:
         clip = self.knobs["max_grad_norm"]
         if scaler is not None:
             scaler.unscale_(optimizer)
         if clip:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                           clip)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -543,7 +643,7 @@ class PeftTrainer:
         ebs = self.knobs["eval_batch_size"]
         all_logits, loss_sum = [], 0.0
         for b in range(0, len(order), ebs):
-            batch = self._to_device(tokens.batch(order[b:b + ebs], pad_to))
+            batch = self._to_device(tokens.batch(order[b : b + ebs], pad_to))
             labels = batch.pop("labels")
             self._sync()
             t0 = time.perf_counter()
@@ -560,14 +660,21 @@ class PeftTrainer:
         t.eval_s += time.perf_counter() - t_eval
         return out
 
-    def _restore(self, model, optimizer, scheduler, scaler, train_size: int
-                 ) -> tuple[int, int, list[dict[str, float]]]:
+    def _restore(
+        self, model, optimizer, scheduler, scaler, train_size: int
+    ) -> tuple[int, int, list[dict[str, float]]]:
         """Load ``restore_dir``; returns (optimiser steps, reports, history) to continue from."""
         state = checkpoint.load(self.trial.restore_dir, model)
         if state.train_size != train_size or state.fraction != self.fraction:
-            log.info("warm start from %s: trained on %d examples (fraction %g), now %d (%g); "
-                     "weights restored, new optimiser and schedule", self.trial.restore_dir,
-                     state.train_size, state.fraction, train_size, self.fraction)
+            log.info(
+                "warm start from %s: trained on %d examples (fraction %g), now %d (%g); "
+                "weights restored, new optimiser and schedule",
+                self.trial.restore_dir,
+                state.train_size,
+                state.fraction,
+                train_size,
+                self.fraction,
+            )
             return 0, 0, []
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
@@ -585,7 +692,9 @@ class PeftTrainer:
                 group["weight_decay"] = self.knobs["weight_decay"]
         return state.step, state.report, state.history
 
-    def _final(self, metrics, trainable, rss, n_train, n_val, epochs_trained: float) -> dict[str, float]:
+    def _final(
+        self, metrics, trainable, rss, n_train, n_val, epochs_trained: float
+    ) -> dict[str, float]:
         t = self.timings
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -603,7 +712,9 @@ class PeftTrainer:
             examples_per_s=t.train_examples / t.train_s if t.train_s > 0 else 0.0,
             train_examples=float(n_train),
             eval_examples=float(n_val),
-            epochs_trained=float(epochs_trained),   # compute of this run, in epochs of the training set
+            epochs_trained=float(
+                epochs_trained
+            ),  # compute of this run, in epochs of the training set
         )
         predicted = self.predicted_memory_mb()
         if predicted is not None:
@@ -618,15 +729,27 @@ class PeftTrainer:
         from autopeft.peft.memory import predicted_memory_mb
 
         try:
-            labels = None if self.workload.get("task") == "causal_lm" else getattr(self, "num_labels", None)
-            return float(predicted_memory_mb({} if self.workload["full_finetune"] else self.config,
-                                             load_model_config(self.model_dir), self.workload, num_labels=labels))
-        except Exception as err:  # noqa: BLE001 - a missing estimate must not fail a trained trial; say why
+            labels = (
+                None
+                if self.workload.get("task") == "causal_lm"
+                else getattr(self, "num_labels", None)
+            )
+            return float(
+                predicted_memory_mb(
+                    {} if self.workload["full_finetune"] else self.config,
+                    load_model_config(self.model_dir),
+                    self.workload,
+                    num_labels=labels,
+                )
+            )
+        except Exception as err:
             log.warning("no predicted_memory_mb: %s: %s", type(err).__name__, err)
             return None
 
 
-def trainer_for(workload: dict[str, Any], config: dict[str, Any], trial: TrialContext) -> PeftTrainer:
+def trainer_for(
+    workload: dict[str, Any], config: dict[str, Any], trial: TrialContext
+) -> PeftTrainer:
     """The trainer of the workload's ``task``: ``PeftTrainer`` (classification) or
     ``autopeft.trials.causal.CausalLmTrainer`` (causal_lm)."""
     if validate_workload(workload)["task"] != "causal_lm":
@@ -636,7 +759,8 @@ def trainer_for(workload: dict[str, Any], config: dict[str, Any], trial: TrialCo
     return CausalLmTrainer(workload, config, trial)
 
 
-def run_peft(workload: dict[str, Any], config: dict[str, Any], trial: TrialContext
-             ) -> dict[str, float]:
+def run_peft(
+    workload: dict[str, Any], config: dict[str, Any], trial: TrialContext
+) -> dict[str, float]:
     """Run the peft workload (see ``PeftTrainer``; the causal_lm task: ``trials/causal.py``)."""
     return trainer_for(workload, config, trial).run()

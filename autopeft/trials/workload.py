@@ -55,26 +55,37 @@ from autopeft.errors import InvalidConfig
 from autopeft.models import resolve_model_path
 
 SCHEDULERS = ("linear", "cosine", "constant")
-PRECISIONS = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
-              "fp16": "fp16", "float16": "fp16"}
+PRECISIONS = {
+    "fp32": "fp32",
+    "float32": "fp32",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+}
 DEVICES = ("auto", "cpu", "cuda")
 PADDINGS = ("longest", "max_length")
 
 
 def _int(low: int, high: int | None = None) -> Callable[[Any, str], int]:
     def check(value: Any, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not float(value).is_integer():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not float(value).is_integer()
+        ):
             raise InvalidConfig(f"{key} must be an integer, got {value!r}", field=key)
         if value < low or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise InvalidConfig(f"{key} must be {bounds}, got {value!r}", field=key)
         return int(value)
+
     return check
 
 
-def _float(low: float, high: float | None = None, *, open_low: bool = False,
-           open_high: bool = False) -> Callable[[Any, str], float]:
+def _float(
+    low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
+) -> Callable[[Any, str], float]:
     def check(value: Any, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise InvalidConfig(f"{key} must be a number, got {value!r}", field=key)
@@ -83,9 +94,13 @@ def _float(low: float, high: float | None = None, *, open_low: bool = False,
         if too_low or too_high:
             lo = "(" if open_low else "["
             hi = ")" if open_high else "]"
-            raise InvalidConfig(f"{key} must be in {lo}{low}, {high if high is not None else 'inf'}"
-                                f"{hi}, got {value!r}", field=key)
+            raise InvalidConfig(
+                f"{key} must be in {lo}{low}, {high if high is not None else 'inf'}"
+                f"{hi}, got {value!r}",
+                field=key,
+            )
         return float(value)
+
     return check
 
 
@@ -94,6 +109,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
         if value not in options:
             raise InvalidConfig(f"{key} must be one of {list(options)}, got {value!r}", field=key)
         return value
+
     return check
 
 
@@ -113,14 +129,14 @@ KNOBS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
     "scheduler": ("linear", _choice(SCHEDULERS)),
     "max_length": (128, _int(8, 100000)),
     "seed": (0, _int(0)),
-    "max_grad_norm": (1.0, _float(0.0)),           # 0 = no clipping
+    "max_grad_norm": (1.0, _float(0.0)),  # 0 = no clipping
     "dropout": (None, _optional(_float(0.0, 1.0, open_high=True))),  # None: the model's own
     # the task head's own learning rate (None: HEAD_LR, or lr when that is higher)
     "head_lr": (None, _optional(_float(0.0, 10.0, open_low=True))),
     # evaluations (reports) per epoch: the resolution of learning curves, rungs and PBT intervals
     "evals_per_epoch": (2, _int(1, 1000)),
 }
-SMALL_DATA = 2000          # training sets up to this size train at SMALL_DATA_BATCH by default
+SMALL_DATA = 2000  # training sets up to this size train at SMALL_DATA_BATCH by default
 SMALL_DATA_BATCH = 16
 
 
@@ -143,9 +159,27 @@ _DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
     "encoding": ("utf-8", lambda v, k: _str(v, k)),
     "pooling": ("auto", _choice(("auto", "model", "mean"))),
 }
-_PEFT_KEYS = {"kind", "model", "dataset", "text_column", "label_column", "labels", "format",
-              "precision", "full_finetune", "cache_dir", "resources", "evaluate", "linear_probe",
-              "task", "prompt_template", "quantization", "gradient_checkpointing", *_DATA_DEFAULTS, *KNOBS}
+_PEFT_KEYS = {
+    "kind",
+    "model",
+    "dataset",
+    "text_column",
+    "label_column",
+    "labels",
+    "format",
+    "precision",
+    "full_finetune",
+    "cache_dir",
+    "resources",
+    "evaluate",
+    "linear_probe",
+    "task",
+    "prompt_template",
+    "quantization",
+    "gradient_checkpointing",
+    *_DATA_DEFAULTS,
+    *KNOBS,
+}
 EVALUATE_SPLITS = ("validation", "test")
 TASKS = ("classification", "causal_lm")
 _PYTHON_KEYS = {"kind", "entrypoint", "resources"}
@@ -179,34 +213,43 @@ def validate_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
     and no torch; for a file dataset it reads only the first line (column check).
     """
     if not isinstance(workload, Mapping):
-        raise InvalidConfig(f"workload must be a mapping, got {type(workload).__name__}",
-                            field="workload")
+        raise InvalidConfig(
+            f"workload must be a mapping, got {type(workload).__name__}", field="workload"
+        )
     kind = workload.get("kind")
     if kind == "python":
         return _validate_python(workload)
     if kind == "peft":
         return _validate_peft(workload)
-    raise InvalidConfig(f"workload.kind must be 'peft' or 'python', got {kind!r}",
-                        field="workload.kind")
+    raise InvalidConfig(
+        f"workload.kind must be 'peft' or 'python', got {kind!r}", field="workload.kind"
+    )
 
 
 def _unknown(workload: Mapping[str, Any], known: set[str]) -> None:
     unknown = sorted(set(workload) - known - set(KNOB_ALIASES))
     if unknown:
-        raise InvalidConfig(f"unknown key {unknown[0]!r} in a {workload['kind']} workload "
-                            f"(known: {', '.join(sorted(known))})", field=f"workload.{unknown[0]}")
+        raise InvalidConfig(
+            f"unknown key {unknown[0]!r} in a {workload['kind']} workload "
+            f"(known: {', '.join(sorted(known))})",
+            field=f"workload.{unknown[0]}",
+        )
 
 
 def _validate_python(workload: Mapping[str, Any]) -> dict[str, Any]:
     _unknown(workload, _PYTHON_KEYS)
     entry = workload.get("entrypoint")
     if not isinstance(entry, str) or not _ENTRYPOINT.match(entry):
-        raise InvalidConfig(f"entrypoint must look like 'package.module:function', got {entry!r}",
-                            field="workload.entrypoint")
+        raise InvalidConfig(
+            f"entrypoint must look like 'package.module:function', got {entry!r}",
+            field="workload.entrypoint",
+        )
     module = entry.split(":")[0]
     if not module_exists(module):
-        raise InvalidConfig(f"entrypoint module {module!r} cannot be found on the Python path",
-                            field="workload.entrypoint")
+        raise InvalidConfig(
+            f"entrypoint module {module!r} cannot be found on the Python path",
+            field="workload.entrypoint",
+        )
     out: dict[str, Any] = {"kind": "python", "entrypoint": entry}
     if workload.get("resources") is not None:
         out["resources"] = validate_resources(workload["resources"])
@@ -226,7 +269,7 @@ def module_exists(module: str) -> bool:
     paths: list[str] = list(sys.path)
     for i, name in enumerate(parts):
         last = i == len(parts) - 1
-        loaded = sys.modules.get(".".join(parts[:i + 1]))
+        loaded = sys.modules.get(".".join(parts[: i + 1]))
         if loaded is not None and not last:
             paths = list(getattr(loaded, "__path__", None) or [])
             if not paths:
@@ -235,11 +278,13 @@ def module_exists(module: str) -> bool:
         packages = []
         for folder in paths:
             base = Path(folder or ".") / name
-            if last and any(base.with_name(name + suffix).is_file()
-                            for suffix in importlib.machinery.all_suffixes()):
+            if last and any(
+                base.with_name(name + suffix).is_file()
+                for suffix in importlib.machinery.all_suffixes()
+            ):
                 return True
             if base.is_dir():
-                packages.append(str(base))   # a package (or a namespace package)
+                packages.append(str(base))  # a package (or a namespace package)
         if not packages:
             return False
         if last:
@@ -254,7 +299,9 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
     _unknown(workload, _PEFT_KEYS)
     out: dict[str, Any] = {"kind": "peft", "task": workload.get("task", "classification")}
     if out["task"] not in TASKS:
-        raise InvalidConfig(f"task must be one of {list(TASKS)}, got {out['task']!r}", field="workload.task")
+        raise InvalidConfig(
+            f"task must be one of {list(TASKS)}, got {out['task']!r}", field="workload.task"
+        )
     for key in ("model", "dataset"):
         if key not in workload:
             raise InvalidConfig(f"a peft workload needs {key!r}", field=f"workload.{key}")
@@ -265,18 +312,23 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         out[key] = check(value, f"workload.{key}") if value is not None else None
     precision = workload.get("precision", "fp32")
     if precision not in PRECISIONS:
-        raise InvalidConfig(f"precision must be one of fp32, bf16, fp16, got {precision!r}",
-                            field="workload.precision")
+        raise InvalidConfig(
+            f"precision must be one of fp32, bf16, fp16, got {precision!r}",
+            field="workload.precision",
+        )
     out["precision"] = PRECISIONS[precision]
     full = workload.get("full_finetune", False)
     if not isinstance(full, bool):
-        raise InvalidConfig(f"full_finetune must be true or false, got {full!r}",
-                            field="workload.full_finetune")
+        raise InvalidConfig(
+            f"full_finetune must be true or false, got {full!r}", field="workload.full_finetune"
+        )
     out["full_finetune"] = full
     checkpointing = workload.get("gradient_checkpointing", False)
     if not isinstance(checkpointing, bool):
-        raise InvalidConfig(f"gradient_checkpointing must be true or false, got {checkpointing!r}",
-                            field="workload.gradient_checkpointing")
+        raise InvalidConfig(
+            f"gradient_checkpointing must be true or false, got {checkpointing!r}",
+            field="workload.gradient_checkpointing",
+        )
     out["gradient_checkpointing"] = checkpointing
     from autopeft.trials.quant import check as check_quantization
 
@@ -284,25 +336,33 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("linear_probe",):
         if workload.get(key) is not None:
             if not isinstance(workload[key], bool):
-                raise InvalidConfig(f"{key} must be true or false, got {workload[key]!r}", field=f"workload.{key}")
+                raise InvalidConfig(
+                    f"{key} must be true or false, got {workload[key]!r}", field=f"workload.{key}"
+                )
             if workload[key]:
                 out[key] = True
     if out.get("linear_probe") and full:
-        raise InvalidConfig("linear_probe trains the head alone; it excludes full_finetune",
-                            field="workload.linear_probe")
+        raise InvalidConfig(
+            "linear_probe trains the head alone; it excludes full_finetune",
+            field="workload.linear_probe",
+        )
     if workload.get("evaluate") is not None:
         if workload["evaluate"] not in EVALUATE_SPLITS:
-            raise InvalidConfig(f"evaluate must be one of {list(EVALUATE_SPLITS)}, got {workload['evaluate']!r}",
-                                field="workload.evaluate")
+            raise InvalidConfig(
+                f"evaluate must be one of {list(EVALUATE_SPLITS)}, got {workload['evaluate']!r}",
+                field="workload.evaluate",
+            )
         out["evaluate"] = workload["evaluate"]
     if out["pooling"] == "mean":
         from autopeft.peft.pooling import check_mean_pooling
 
         check_mean_pooling(_model_type(out["model"]))
     if out["validation_fraction"] + out["test_fraction"] >= 0.9:
-        raise InvalidConfig("validation_fraction + test_fraction must leave at least 10% of the data for "
-                            f"training, got {out['validation_fraction']} + {out['test_fraction']}",
-                            field="workload.test_fraction")
+        raise InvalidConfig(
+            "validation_fraction + test_fraction must leave at least 10% of the data for "
+            f"training, got {out['validation_fraction']} + {out['test_fraction']}",
+            field="workload.test_fraction",
+        )
     cache = workload.get("cache_dir")
     out["cache_dir"] = None if cache is None else _str(cache, "workload.cache_dir")
     if workload.get("resources") is not None:
@@ -310,26 +370,41 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
     text_column = workload.get("text_column", "text")
     if not isinstance(text_column, str):
         if not isinstance(text_column, (list, tuple)):
-            raise InvalidConfig("text_column must be a column name or a list of two names",
-                                field="workload.text_column")
+            raise InvalidConfig(
+                "text_column must be a column name or a list of two names",
+                field="workload.text_column",
+            )
         text_column = list(text_column)
     label_column = _str(workload.get("label_column", "label"), "workload.label_column")
     labels = workload.get("labels")
     if labels is not None and not isinstance(labels, (list, tuple)):
         raise InvalidConfig(f"labels must be a list, got {labels!r}", field="workload.labels")
     fmt = workload.get("format")
-    spec = data.data_spec(out["dataset"], text_column=text_column, label_column=label_column,
-                          labels=labels, format=fmt, encoding=out["encoding"])
+    spec = data.data_spec(
+        out["dataset"],
+        text_column=text_column,
+        label_column=label_column,
+        labels=labels,
+        format=fmt,
+        encoding=out["encoding"],
+    )
     if out["task"] == "causal_lm":
         _validate_causal(workload, out, spec)
     else:
         if workload.get("prompt_template") is not None:
-            raise InvalidConfig("prompt_template renders a classification dataset for task causal_lm; this "
-                                "workload's task is classification", field="workload.prompt_template")
+            raise InvalidConfig(
+                "prompt_template renders a classification dataset for task causal_lm; this "
+                "workload's task is classification",
+                field="workload.prompt_template",
+            )
         if spec.format != "folders":
             data.check_header(spec)
-    out.update(text_column=text_column, label_column=label_column,
-               labels=None if labels is None else list(labels), format=fmt)
+    out.update(
+        text_column=text_column,
+        label_column=label_column,
+        labels=None if labels is None else list(labels),
+        format=fmt,
+    )
     for key, value in workload.items():
         name = KNOB_ALIASES.get(key, key)
         if name in KNOBS:
@@ -341,30 +416,49 @@ def _validate_causal(workload: Mapping[str, Any], out: dict[str, Any], spec) -> 
     """What the causal_lm task refuses or needs (it has no task head); reads one record."""
     from autopeft.trials import sft_data
 
-    for key, why in (("linear_probe", "fits a classification head"), ("head_lr", "is the task head's lr")):
+    for key, why in (
+        ("linear_probe", "fits a classification head"),
+        ("head_lr", "is the task head's lr"),
+    ):
         if workload.get(key) not in (None, False):
-            raise InvalidConfig(f"{key} {why}; a causal_lm model has none (its LM head is pretrained)",
-                                field=f"workload.{key}")
+            raise InvalidConfig(
+                f"{key} {why}; a causal_lm model has none (its LM head is pretrained)",
+                field=f"workload.{key}",
+            )
     if out["pooling"] == "mean":
-        raise InvalidConfig("pooling is what a classification head reads; a causal_lm model has none",
-                            field="workload.pooling")
+        raise InvalidConfig(
+            "pooling is what a classification head reads; a causal_lm model has none",
+            field="workload.pooling",
+        )
     source = sft_data.check_first(spec)
     template = workload.get("prompt_template")
     if source != "labelled":
-        defaults = {"text_column": "text", "label_column": "label", "labels": None, "prompt_template": None}
+        defaults = {
+            "text_column": "text",
+            "label_column": "label",
+            "labels": None,
+            "prompt_template": None,
+        }
         given = [k for k, v in defaults.items() if workload.get(k, v) != v]
         if given:
-            raise InvalidConfig(f"{given[0]} is not used: {spec.path} holds {source.replace('_', ' / ')} records",
-                                field=f"workload.{given[0]}")
+            raise InvalidConfig(
+                f"{given[0]} is not used: {spec.path} holds {source.replace('_', ' / ')} records",
+                field=f"workload.{given[0]}",
+            )
     elif template is not None:
         if not isinstance(template, str) or "{text}" not in template:
-            raise InvalidConfig(f"prompt_template must be a string with a {{text}} placeholder, got {template!r}",
-                                field="workload.prompt_template")
+            raise InvalidConfig(
+                f"prompt_template must be a string with a {{text}} placeholder, got {template!r}",
+                field="workload.prompt_template",
+            )
         try:
             template.format(text="")
         except (KeyError, IndexError, ValueError) as err:
-            raise InvalidConfig(f"prompt_template may hold only the {{text}} placeholder ({err!r}); write other "
-                                "braces doubled", field="workload.prompt_template") from None
+            raise InvalidConfig(
+                f"prompt_template may hold only the {{text}} placeholder ({err!r}); write other "
+                "braces doubled",
+                field="workload.prompt_template",
+            ) from None
         out["prompt_template"] = template
 
 
@@ -375,12 +469,16 @@ _RESOURCE_KEYS = ("cpus", "gpus", "memory", "custom", "labels")
 def parse_memory(value: Any, key: str = "workload.resources.memory") -> int:
     """Bytes from an int or a string such as ``"512MiB"``, ``"4GB"``, ``"2G"`` (powers of 1024)."""
     if isinstance(value, bool):
-        raise InvalidConfig(f"{key} must be a number of bytes or a size such as '4GiB', got {value!r}", field=key)
+        raise InvalidConfig(
+            f"{key} must be a number of bytes or a size such as '4GiB', got {value!r}", field=key
+        )
     if isinstance(value, (int, float)) and value > 0:
         return int(value)
     match = _MEMORY.match(value) if isinstance(value, str) else None
     if not match or float(match.group(1)) <= 0:
-        raise InvalidConfig(f"{key} must be a number of bytes or a size such as '4GiB', got {value!r}", field=key)
+        raise InvalidConfig(
+            f"{key} must be a number of bytes or a size such as '4GiB', got {value!r}", field=key
+        )
     unit = (match.group(2) or "B")[0].upper()
     return int(float(match.group(1)) * 1024 ** "BKMGT".index(unit))
 
@@ -393,12 +491,17 @@ def validate_resources(resources: Any) -> dict[str, Any]:
     memory of the trial (peft workloads). Returns the normalised mapping (memory in bytes).
     """
     if not isinstance(resources, Mapping):
-        raise InvalidConfig(f"resources must be a mapping such as {{'cpus': 2, 'gpus': 0.5}}, got {resources!r}",
-                            field="workload.resources")
+        raise InvalidConfig(
+            f"resources must be a mapping such as {{'cpus': 2, 'gpus': 0.5}}, got {resources!r}",
+            field="workload.resources",
+        )
     unknown = sorted(set(resources) - set(_RESOURCE_KEYS))
     if unknown:
-        raise InvalidConfig(f"unknown key {unknown[0]!r} in workload.resources (known: "
-                            f"{', '.join(_RESOURCE_KEYS)})", field=f"workload.resources.{unknown[0]}")
+        raise InvalidConfig(
+            f"unknown key {unknown[0]!r} in workload.resources (known: "
+            f"{', '.join(_RESOURCE_KEYS)})",
+            field=f"workload.resources.{unknown[0]}",
+        )
     out: dict[str, Any] = {}
     for name in ("cpus", "gpus"):
         value = resources.get(name)
@@ -407,13 +510,24 @@ def validate_resources(resources: Any) -> dict[str, Any]:
         key = f"workload.resources.{name}"
         if name == "gpus" and value == "auto":
             out[name] = value
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value < 0 or (name == "cpus" and value == 0):
-            raise InvalidConfig(f"{key} must be a number {'>' if name == 'cpus' else '>='} 0"
-                                f"{' or auto' if name == 'gpus' else ''}, got {value!r}", field=key)
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+            or (name == "cpus" and value == 0)
+        ):
+            raise InvalidConfig(
+                f"{key} must be a number {'>' if name == 'cpus' else '>='} 0"
+                f"{' or auto' if name == 'gpus' else ''}, got {value!r}",
+                field=key,
+            )
         elif name == "gpus" and value > 1 and not float(value).is_integer():
-            raise InvalidConfig(f"{key}: a fraction of a GPU must be below 1 (Ray packs fractions onto one "
-                                f"GPU), got {value!r}", field=key)
+            raise InvalidConfig(
+                f"{key}: a fraction of a GPU must be below 1 (Ray packs fractions onto one "
+                f"GPU), got {value!r}",
+                field=key,
+            )
         else:
             out[name] = value
     memory = resources.get("memory")
@@ -422,17 +536,27 @@ def validate_resources(resources: Any) -> dict[str, Any]:
     custom = resources.get("custom")
     if custom is not None:
         if not isinstance(custom, Mapping) or not all(
-                isinstance(k, str) and k and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                for k, v in custom.items()):
-            raise InvalidConfig(f"workload.resources.custom must map resource names to amounts > 0, got {custom!r}",
-                                field="workload.resources.custom")
+            isinstance(k, str)
+            and k
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and v > 0
+            for k, v in custom.items()
+        ):
+            raise InvalidConfig(
+                f"workload.resources.custom must map resource names to amounts > 0, got {custom!r}",
+                field="workload.resources.custom",
+            )
         out["custom"] = {k: float(v) for k, v in custom.items()}
     labels = resources.get("labels")
     if labels is not None:
-        if not isinstance(labels, Mapping) or not all(isinstance(k, str) and k and isinstance(v, str)
-                                                      for k, v in labels.items()):
-            raise InvalidConfig(f"workload.resources.labels must map label names to strings, got {labels!r}",
-                                field="workload.resources.labels")
+        if not isinstance(labels, Mapping) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise InvalidConfig(
+                f"workload.resources.labels must map label names to strings, got {labels!r}",
+                field="workload.resources.labels",
+            )
         out["labels"] = dict(labels)
     return out
 

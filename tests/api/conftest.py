@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests of this area)
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -45,26 +45,41 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({"AUTOPEFT_DB_URL": self.db_url, "AUTOPEFT_PORT": str(self.port), "AUTOPEFT_HOST": "127.0.0.1",
-                    "AUTOPEFT_ARTIFACTS_DIR": str(self.workdir / "artifacts"),
-                    "AUTOPEFT_WORKER_PYTHONPATH": str(REPO), "AUTOPEFT_LOG_LEVEL": "warning",
-                    # the tests' python workloads run code on the server: opted in here (off by default)
-                    "AUTOPEFT_PYTHON_WORKLOADS": "all",
-                    "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)})
+        env.update(
+            {
+                "AUTOPEFT_DB_URL": self.db_url,
+                "AUTOPEFT_PORT": str(self.port),
+                "AUTOPEFT_HOST": "127.0.0.1",
+                "AUTOPEFT_ARTIFACTS_DIR": str(self.workdir / "artifacts"),
+                "AUTOPEFT_WORKER_PYTHONPATH": str(REPO),
+                "AUTOPEFT_LOG_LEVEL": "warning",
+                # the tests' python workloads run code on the server: opted in here (off by default)
+                "AUTOPEFT_PYTHON_WORKLOADS": "all",
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+            }
+        )
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 60) -> "Server":
+    def start(self, timeout: float = 60) -> Server:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "autopeft.api.server"], env=self.env(), cwd=self.workdir,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autopeft.api.server"],
+            env=self.env(),
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
 
         def healthy():
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                return httpx.get(self.url + "/healthz", timeout=2, trust_env=False).status_code == 200
+                return (
+                    httpx.get(self.url + "/healthz", timeout=2, trust_env=False).status_code == 200
+                )
             except httpx.HTTPError:
                 return False
 
@@ -115,14 +130,35 @@ class Postgres:
         prefix = ["runuser", "-u", self.user, "--"] if self.user else []
         subprocess.run(prefix + list(cmd), check=True, capture_output=True, timeout=120)
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         if self.user:
             shutil.chown(self.dir, user=self.user)
             os.chmod(self.dir, 0o700)
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync",
-                  "-E", "UTF8")
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "pg.log"), "-w", "-t", "60",
-                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200", "start")
+        self._run(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "pg.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200",
+            "start",
+        )
         return self
 
     def new_database(self) -> str:
@@ -130,8 +166,9 @@ class Postgres:
 
         self._n += 1
         name = f"autopeft_{self._n}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
@@ -152,7 +189,9 @@ def postgres():
         pg.start()
     except subprocess.CalledProcessError as err:
         pg.stop()
-        raise RuntimeError(f"could not start PostgreSQL: {err.stderr.decode(errors='replace')}") from None
+        raise RuntimeError(
+            f"could not start PostgreSQL: {err.stderr.decode(errors='replace')}"
+        ) from None
     yield pg
     pg.stop()
 
@@ -169,7 +208,9 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'autopeft.db'}"
 
 
-def make_token(db_url: str, user: str, secret: str | None = None, role: str | None = None, **kw) -> str:
+def make_token(
+    db_url: str, user: str, secret: str | None = None, role: str | None = None, **kw
+) -> str:
     """A token made the admin's way (``autopeft token create``); ``secret``: the server's
     ``AUTOPEFT_SECRET`` when the test sets one."""
     from autopeft.cli.token import create_token
@@ -200,9 +241,15 @@ def client_for(server: Server, token: str):
 def python_study(entrypoint: str = "tests.api.workloads:quick", **fields) -> dict:
     from tests.api.workloads import OBJECTIVES, SPACE
 
-    spec = {"name": fields.pop("name", "test"), "space": SPACE, "objectives": OBJECTIVES,
-            "optimizer": {"name": "random", "options": {}},
-            "workload": {"kind": "python", "entrypoint": entrypoint}, "max_trials": 4, "max_parallel": 2,
-            "seed": 0}
+    spec = {
+        "name": fields.pop("name", "test"),
+        "space": SPACE,
+        "objectives": OBJECTIVES,
+        "optimizer": {"name": "random", "options": {}},
+        "workload": {"kind": "python", "entrypoint": entrypoint},
+        "max_trials": 4,
+        "max_parallel": 2,
+        "seed": 0,
+    }
     spec.update(fields)
     return spec

@@ -24,7 +24,9 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def _stream(port: int, path: str, headers: dict[str, str], chunks, chunked: bool = True) -> tuple[int, dict, int]:
+def _stream(
+    port: int, path: str, headers: dict[str, str], chunks, chunked: bool = True
+) -> tuple[int, dict, int]:
     """Send a request whose body comes from ``chunks`` over a raw socket, reading the answer as soon as
     the server sends one. Returns (status, JSON body, bytes of body sent)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
@@ -52,7 +54,7 @@ def _stream(port: int, path: str, headers: dict[str, str], chunks, chunked: bool
             if not part:
                 break
             answer += part
-    except (ConnectionResetError, socket.timeout):
+    except (TimeoutError, ConnectionResetError):
         pass
     sock.close()
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -64,7 +66,7 @@ def _stream(port: int, path: str, headers: dict[str, str], chunks, chunked: bool
             size = int(size_line, 16)
             if size == 0:
                 break
-            decoded, rest = decoded + rest[:size], rest[size + 2:]
+            decoded, rest = decoded + rest[:size], rest[size + 2 :]
         body = decoded
     return status, json.loads(body), sent
 
@@ -77,19 +79,33 @@ def _junk(total: int, piece: bytes = b"x"):
 
 @pytest.fixture
 def limited(sqlite_url, server_factory):
-    server = server_factory(sqlite_url, env={"AUTOPEFT_MAX_UPLOAD_BYTES": str(MB), "AUTOPEFT_MAX_BODY_BYTES": str(MB)})
+    server = server_factory(
+        sqlite_url, env={"AUTOPEFT_MAX_UPLOAD_BYTES": str(MB), "AUTOPEFT_MAX_BODY_BYTES": str(MB)}
+    )
     return server, make_token(sqlite_url, "flooder")
 
 
 def test_declared_oversized_bodies_are_refused_before_reading(limited):
     server, token = limited
     auth = {"Authorization": f"Bearer {token}"}
-    for path, ctype in (("/api/v1/studies", "application/json"), ("/api/v1/datasets", "multipart/form-data; boundary=x")):
-        status, body, sent = _stream(server.port, path, {**auth, "Content-Type": ctype,
-                                                         "Content-Length": str(10**12)}, iter(()), chunked=False)
+    for path, ctype in (
+        ("/api/v1/studies", "application/json"),
+        ("/api/v1/datasets", "multipart/form-data; boundary=x"),
+    ):
+        status, body, sent = _stream(
+            server.port,
+            path,
+            {**auth, "Content-Type": ctype, "Content-Length": str(10**12)},
+            iter(()),
+            chunked=False,
+        )
         assert status == 413 and body["error"]["code"] == "too_large", body
-    r = httpx.post(f"{server.url}/api/v1/studies", content=b"{" + b" " * (2 * MB) + b"}", trust_env=False,
-                   headers={**auth, "Content-Type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/api/v1/studies",
+        content=b"{" + b" " * (2 * MB) + b"}",
+        trust_env=False,
+        headers={**auth, "Content-Type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
 
 
@@ -98,23 +114,37 @@ def test_streamed_floods_are_cut_off_without_holding_them(limited):
     auth = {"Authorization": f"Bearer {token}"}
     before = _peak_rss(server.proc.pid)
     flood = 400 * MB
-    status, body, sent = _stream(server.port, "/api/v1/studies", {**auth, "Content-Type": "application/json"},
-                                 _junk(flood, b" "))
+    status, body, sent = _stream(
+        server.port,
+        "/api/v1/studies",
+        {**auth, "Content-Type": "application/json"},
+        _junk(flood, b" "),
+    )
     assert status == 413 and body["error"]["code"] == "too_large", body
     boundary = "b0undary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"huge.csv\"\r\n"
-            f"Content-Type: text/csv\r\n\r\ntext,label\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="huge.csv"\r\n'
+        f"Content-Type: text/csv\r\n\r\ntext,label\r\n"
+    ).encode()
 
     def upload():
         yield head
         yield from _junk(flood, b"y")
 
-    status, body, sent = _stream(server.port, "/api/v1/datasets",
-                                 {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}, upload())
-    assert status == 413 and body["error"]["code"] == "too_large" and body["error"]["field"] == "file", body
+    status, body, sent = _stream(
+        server.port,
+        "/api/v1/datasets",
+        {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        upload(),
+    )
+    assert (
+        status == 413 and body["error"]["code"] == "too_large" and body["error"]["field"] == "file"
+    ), body
     grown = _peak_rss(server.proc.pid) - before
     assert grown < 64 * MB, f"peak memory grew by {grown / MB:.0f} MiB"
     # nothing half-written is left, and the server still serves
     datasets = server.workdir / "artifacts" / "datasets"
     assert not [p for p in datasets.rglob("*") if p.is_file()]
-    assert httpx.get(f"{server.url}/api/v1/datasets", headers=auth, trust_env=False).json() == {"datasets": []}
+    assert httpx.get(f"{server.url}/api/v1/datasets", headers=auth, trust_env=False).json() == {
+        "datasets": []
+    }

@@ -39,10 +39,15 @@ def test_user_b_cannot_read_change_or_stop_user_a_study(two_users):
         r = http.post("/api/v1/studies", json=spec, headers=_h(alice))
         assert r.status_code == 201, r.text
         sid = r.json()["id"]
-        for method, path in (("GET", f"/api/v1/studies/{sid}"), ("POST", f"/api/v1/studies/{sid}/stop"),
-                             ("POST", f"/api/v1/studies/{sid}/resume"), ("DELETE", f"/api/v1/studies/{sid}"),
-                             ("GET", f"/api/v1/studies/{sid}/trials"), ("GET", f"/api/v1/studies/{sid}/pareto"),
-                             ("GET", f"/api/v1/studies/{sid}/hypervolume")):
+        for method, path in (
+            ("GET", f"/api/v1/studies/{sid}"),
+            ("POST", f"/api/v1/studies/{sid}/stop"),
+            ("POST", f"/api/v1/studies/{sid}/resume"),
+            ("DELETE", f"/api/v1/studies/{sid}"),
+            ("GET", f"/api/v1/studies/{sid}/trials"),
+            ("GET", f"/api/v1/studies/{sid}/pareto"),
+            ("GET", f"/api/v1/studies/{sid}/hypervolume"),
+        ):
             r = http.request(method, path, headers=_h(bob))
             assert r.status_code == 404, (method, path, r.text)
             assert r.json()["error"]["code"] == "not_found"
@@ -53,15 +58,33 @@ def test_user_b_cannot_read_change_or_stop_user_a_study(two_users):
         trials = http.get(f"/api/v1/studies/{sid}/trials", headers=_h(alice)).json()["trials"]
         if trials:
             tid = trials[0]["id"]
-            for path in (f"/api/v1/trials/{tid}", f"/api/v1/trials/{tid}/reports", f"/api/v1/trials/{tid}/adapter"):
+            for path in (
+                f"/api/v1/trials/{tid}",
+                f"/api/v1/trials/{tid}/reports",
+                f"/api/v1/trials/{tid}/adapter",
+            ):
                 assert http.get(path, headers=_h(bob)).status_code == 404
-        assert http.post(f"/api/v1/studies/{sid}/stop", headers=_h(alice)).json()["state"] == "stopped"
+        assert (
+            http.post(f"/api/v1/studies/{sid}/stop", headers=_h(alice)).json()["state"] == "stopped"
+        )
 
 
 def test_tokens_are_stored_hashed(sqlite_url, tmp_path):
     # the real CLI prints the token once
-    out = subprocess.run([str(Path(sys.executable).parent / "autopeft"), "token", "create", "carol", "--db", sqlite_url],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "autopeft"),
+            "token",
+            "create",
+            "carol",
+            "--db",
+            sqlite_url,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     assert token.startswith("apt_") and len(token) > 40

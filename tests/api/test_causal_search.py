@@ -15,19 +15,38 @@ import torch
 
 from tests.api.conftest import client_for, make_token
 
-OBJECTIVES = [{"name": "accuracy", "direction": "maximize"}, {"name": "trainable_params", "direction": "minimize"}]
+OBJECTIVES = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "trainable_params", "direction": "minimize"},
+]
 
 
 def _workload(model, dataset, cache):
     # 240 rows: 48 validation, 24 test, 168 train; batch 32 -> 6 steps an epoch; 2 reports an epoch
-    return {"kind": "peft", "task": "causal_lm", "model": str(model), "dataset": str(dataset),
-            "validation_fraction": 0.2, "batch_size": 32, "max_length": 48, "epochs": 2, "evals_per_epoch": 2,
-            "cache_dir": str(cache)}
+    return {
+        "kind": "peft",
+        "task": "causal_lm",
+        "model": str(model),
+        "dataset": str(dataset),
+        "validation_fraction": 0.2,
+        "batch_size": 32,
+        "max_length": 48,
+        "epochs": 2,
+        "evals_per_epoch": 2,
+        "cache_dir": str(cache),
+    }
 
 
 def _spec(workload, **fields):
-    spec = {"name": "sft", "space": "lora_decoder", "objectives": OBJECTIVES, "workload": workload,
-            "max_trials": 3, "max_parallel": 2, "seed": 0}
+    spec = {
+        "name": "sft",
+        "space": "lora_decoder",
+        "objectives": OBJECTIVES,
+        "workload": workload,
+        "max_trials": 3,
+        "max_parallel": 2,
+        "seed": 0,
+    }
     spec.update(fields)
     return spec
 
@@ -41,7 +60,9 @@ def _loss_of(adapter_model, workload, config) -> dict[str, float]:
     tokens = trainer.prepare_data()
     _, val, _ = trainer.select(tokens)
     order = val[np.argsort(tokens.lengths(val), kind="stable")]
-    return trainer._evaluate(adapter_model, tokens, order, None, 0, torch.autocast("cpu", enabled=False))
+    return trainer._evaluate(
+        adapter_model, tokens, order, None, 0, torch.autocast("cpu", enabled=False)
+    )
 
 
 def _check_refusals(server, token, workload) -> None:
@@ -51,17 +72,25 @@ def _check_refusals(server, token, workload) -> None:
         (_spec({**workload, "linear_probe": True}), "workload.linear_probe"),
         (_spec({**workload, "task": "seq2seq"}), "workload.task"),
         # macro_f1 is a classifier's metric: a causal_lm trial never reports it, so no rung could rank by it
-        (_spec(workload, objectives=[{"name": "macro_f1", "direction": "maximize"}]),
-         "optimizer.options.early_stopping"),
+        (
+            _spec(workload, objectives=[{"name": "macro_f1", "direction": "maximize"}]),
+            "optimizer.options.early_stopping",
+        ),
     ]
     for spec, field in cases:
-        r = httpx.post(f"{server.url}/api/v1/studies", json=spec, headers=headers, timeout=60, trust_env=False)
+        r = httpx.post(
+            f"{server.url}/api/v1/studies", json=spec, headers=headers, timeout=60, trust_env=False
+        )
         assert r.status_code == 422 and r.json()["error"]["field"] == field, (field, r.text)
 
 
 # the Ray case is slow-marked (~45 s): Ray itself runs peft workloads in the default suite (test_peft_search)
-@pytest.mark.parametrize("executor, arch", [("local", "gpt2"), pytest.param("ray", "llama", marks=pytest.mark.slow)])
-def test_causal_lm_study_end_to_end(sqlite_url, server_factory, request, sft_jsonl, tmp_path, executor, arch):
+@pytest.mark.parametrize(
+    "executor, arch", [("local", "gpt2"), pytest.param("ray", "llama", marks=pytest.mark.slow)]
+)
+def test_causal_lm_study_end_to_end(
+    sqlite_url, server_factory, request, sft_jsonl, tmp_path, executor, arch
+):
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM
 
@@ -70,7 +99,9 @@ def test_causal_lm_study_end_to_end(sqlite_url, server_factory, request, sft_jso
     if executor == "ray":
         pytest.importorskip("ray")
     model = request.getfixturevalue(f"tiny_{arch}")
-    server = server_factory(sqlite_url, env={"AUTOPEFT_EXECUTOR": "ray"} if executor == "ray" else None)
+    server = server_factory(
+        sqlite_url, env={"AUTOPEFT_EXECUTOR": "ray"} if executor == "ray" else None
+    )
     token = make_token(sqlite_url, "alice")
     client = client_for(server, token)
     workload = _workload(model, sft_jsonl, tmp_path / "cache")
@@ -87,18 +118,24 @@ def test_causal_lm_study_end_to_end(sqlite_url, server_factory, request, sft_jso
     trials = study.trials()
     for t in trials:
         reports = client.reports(t["id"])
-        assert {"loss", "perplexity", "exact_match", "accuracy"} <= set(reports[-1]["values"]), reports[-1]
+        assert {"loss", "perplexity", "exact_match", "accuracy"} <= set(reports[-1]["values"]), (
+            reports[-1]
+        )
         assert reports[-1]["values"]["accuracy"] == reports[-1]["values"]["exact_match"]
         if t["state"] == "complete":
             assert t["values"]["trainable_params"] == autopeft.count_trainable(
-                t["config"], AutoModelForCausalLM.from_pretrained(model).config, None)
+                t["config"], AutoModelForCausalLM.from_pretrained(model).config, None
+            )
     front = study.pareto()
     tested = {t["id"]: t["test_values"] for t in study.trials() if t["test_values"]}
     assert {t["id"] for t in front} <= set(tested)
     for tv in tested.values():
         assert tv["test_examples"] == 24 and tv["test_accuracy"] == tv["test_exact_match"]
         assert tv["test_perplexity"] == pytest.approx(np.exp(tv["test_loss"]))
-    best = max((t for t in front if t["values"]["trainable_params"] > 0), key=lambda t: t["values"]["accuracy"])
+    best = max(
+        (t for t in front if t["values"]["trainable_params"] > 0),
+        key=lambda t: t["values"]["accuracy"],
+    )
     adapter = study.export(best["id"], tmp_path / "adapter")
     assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
     loaded = AutoPeftModelForCausalLM.from_pretrained(str(adapter)).eval()

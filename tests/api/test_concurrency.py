@@ -10,9 +10,13 @@ from tests.api.conftest import client_for, make_token, python_study
 
 def test_eight_concurrent_reporting_workers_on_sqlite(sqlite_url, server_factory):
     reports = 40
-    server = server_factory(sqlite_url, env={"AUTOPEFT_TEST_REPORTS": str(reports), "AUTOPEFT_LOG_LEVEL": "info"})
+    server = server_factory(
+        sqlite_url, env={"AUTOPEFT_TEST_REPORTS": str(reports), "AUTOPEFT_LOG_LEVEL": "info"}
+    )
     client = client_for(server, make_token(sqlite_url, "alice"))
-    study = client.create_study(spec=python_study("tests.api.workloads:chatty", max_trials=16, max_parallel=8))
+    study = client.create_study(
+        spec=python_study("tests.api.workloads:chatty", max_trials=16, max_parallel=8)
+    )
     # read while they write, too
     deadline = time.monotonic() + 300
     max_running = 0

@@ -19,9 +19,15 @@ def executor():
 
 
 def _spec(tmp_path, entry, trial_id=1):
-    return TrialSpec(trial_id=trial_id, study_id=1, number=0, config={"x": 0.3, "y": 0.0},
-                     workload={"kind": "python", "entrypoint": f"tests.api.workloads:{entry}"},
-                     checkpoint_dir=str(tmp_path / "ckpt"), log_path=str(tmp_path / "worker.log"))
+    return TrialSpec(
+        trial_id=trial_id,
+        study_id=1,
+        number=0,
+        config={"x": 0.3, "y": 0.0},
+        workload={"kind": "python", "entrypoint": f"tests.api.workloads:{entry}"},
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        log_path=str(tmp_path / "worker.log"),
+    )
 
 
 def _run(executor, spec, rec, timeout=60):

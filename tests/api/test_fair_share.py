@@ -12,14 +12,16 @@ from autopeft.api.slots import Holder, SlotAllocator
 from tests.api.conftest import client_for, make_token, python_study
 
 
-def _running_over_time(trials_by_user: dict[str, list[dict]]) -> list[tuple[dt.datetime, dict[str, int]]]:
+def _running_over_time(
+    trials_by_user: dict[str, list[dict]],
+) -> list[tuple[dt.datetime, dict[str, int]]]:
     """Running trials per user after every start / finish, from the stored timestamps."""
     events = []
     for user, trials in trials_by_user.items():
         for t in trials:
             events.append((dt.datetime.fromisoformat(t["started_at"]), 1, user))
             events.append((dt.datetime.fromisoformat(t["finished_at"]), -1, user))
-    events.sort(key=lambda e: (e[0], e[1]))   # a finish before a start at the same instant
+    events.sort(key=lambda e: (e[0], e[1]))  # a finish before a start at the same instant
     counts = dict.fromkeys(trials_by_user, 0)
     out = []
     for when, delta, user in events:
@@ -31,8 +33,13 @@ def _running_over_time(trials_by_user: dict[str, list[dict]]) -> list[tuple[dt.d
 def test_two_users_share_two_workers_evenly(sqlite_url, server_factory):
     """Alice's study starts first and asks for 2 trials at once; bob's study, submitted next, still gets
     every other free slot: while both are active their running counts stay within one."""
-    server = server_factory(sqlite_url, env={"AUTOPEFT_MAX_RUNNING_TRIALS": "2", "AUTOPEFT_TEST_SLEEP": "0.9"})
-    alice, bob = client_for(server, make_token(sqlite_url, "alice")), client_for(server, make_token(sqlite_url, "bob"))
+    server = server_factory(
+        sqlite_url, env={"AUTOPEFT_MAX_RUNNING_TRIALS": "2", "AUTOPEFT_TEST_SLEEP": "0.9"}
+    )
+    alice, bob = (
+        client_for(server, make_token(sqlite_url, "alice")),
+        client_for(server, make_token(sqlite_url, "bob")),
+    )
     spec = python_study("tests.api.workloads:sleepy", max_trials=8, max_parallel=2)
     a = alice.create_study(spec={**spec, "name": "alice's"})
     b = bob.create_study(spec={**spec, "name": "bob's"})
@@ -40,21 +47,29 @@ def test_two_users_share_two_workers_evenly(sqlite_url, server_factory):
         study.wait(timeout=300, poll=0.3, progress=False)
         assert study.state == "finished" and study.counts["complete"] == 8, study.data
     timeline = _running_over_time({"alice": a.trials(), "bob": b.trials()})
-    assert max(sum(c.values()) for _, c in timeline) <= 2                    # two workers in all
+    assert max(sum(c.values()) for _, c in timeline) <= 2  # two workers in all
     # both active: from bob's first start until the first of the two studies ran its last trial
     start = min(dt.datetime.fromisoformat(t["started_at"]) for t in b.trials())
     end = min(max(dt.datetime.fromisoformat(t["started_at"]) for t in s.trials()) for s in (a, b))
     window = [c for when, c in timeline if start <= when < end]
     assert len(window) >= 8, timeline
     assert all(abs(c["alice"] - c["bob"]) <= 1 for c in window), window
-    assert {"alice": 1, "bob": 1} in window                                # side by side, not in turns
-    for study in (a, b):   # both progressed during the window: each started trials in it
-        assert sum(start <= dt.datetime.fromisoformat(t["started_at"]) < end for t in study.trials()) >= 3
+    assert {"alice": 1, "bob": 1} in window  # side by side, not in turns
+    for study in (a, b):  # both progressed during the window: each started trials in it
+        assert (
+            sum(start <= dt.datetime.fromisoformat(t["started_at"]) < end for t in study.trials())
+            >= 3
+        )
 
 
 def test_per_user_limits(sqlite_url, server_factory):
-    server = server_factory(sqlite_url, env={"AUTOPEFT_MAX_RUNNING_TRIALS_PER_USER": "2",
-                                             "AUTOPEFT_MAX_ACTIVE_STUDIES_PER_USER": "2"})
+    server = server_factory(
+        sqlite_url,
+        env={
+            "AUTOPEFT_MAX_RUNNING_TRIALS_PER_USER": "2",
+            "AUTOPEFT_MAX_ACTIVE_STUDIES_PER_USER": "2",
+        },
+    )
     token = make_token(sqlite_url, "greedy")
     h = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.url, headers=h, trust_env=False) as http:
@@ -75,33 +90,38 @@ def test_per_user_limits(sqlite_url, server_factory):
         assert http.get("/api/v1/me").json()["usage"]["running_trials"] <= 2
         http.post(f"/api/v1/studies/{ids[0]}/stop")
         assert http.post("/api/v1/studies", json=python_study(max_trials=1)).status_code == 201
-        r = http.post(f"/api/v1/studies/{ids[0]}/resume")    # two running again: a third is refused
+        r = http.post(f"/api/v1/studies/{ids[0]}/resume")  # two running again: a third is refused
         assert r.status_code == 429, r.text
-        other = make_token(sqlite_url, "other")               # limits are per user
-        r = http.post("/api/v1/studies", json=python_study(max_trials=1), headers={"Authorization": f"Bearer {other}"})
+        other = make_token(sqlite_url, "other")  # limits are per user
+        r = http.post(
+            "/api/v1/studies",
+            json=python_study(max_trials=1),
+            headers={"Authorization": f"Bearer {other}"},
+        )
         assert r.status_code == 201
 
 
 # -- the allocator on its own ----------------------------------------------------------------------
 
+
 def test_allocator_prefers_the_user_with_fewer_running_trials():
     slots = SlotAllocator(capacity=2)
     a1, b1 = Holder(1, 10), Holder(2, 20)
-    assert slots.acquire(a1) and slots.acquire(a1)          # alice alone: both slots
+    assert slots.acquire(a1) and slots.acquire(a1)  # alice alone: both slots
     assert not slots.acquire(b1) and not slots.acquire(a1)  # full; both wait
     slots.release(a1)
-    assert b1.wake.is_set()                                 # bob is woken: he runs nothing
-    assert not slots.acquire(a1)                            # alice asks first, but it is bob's turn
+    assert b1.wake.is_set()  # bob is woken: he runs nothing
+    assert not slots.acquire(a1)  # alice asks first, but it is bob's turn
     assert slots.acquire(b1)
     slots.release(a1)
-    assert slots.acquire(a1)                                # now alice's (she runs none)
+    assert slots.acquire(a1)  # now alice's (she runs none)
     assert slots.running(1) == 1 and slots.running(2) == 1
 
 
 def test_allocator_shares_a_user_half_among_their_studies_and_caps_users():
     slots = SlotAllocator(capacity=4, per_user=3)
     a1, a2, b, e1, e2 = Holder(1, 1), Holder(1, 2), Holder(2, 3), Holder(8, 8), Holder(9, 9)
-    assert all(slots.acquire(h) for h in (e1, e1, e2, e2))   # all slots busy until everybody waits
+    assert all(slots.acquire(h) for h in (e1, e1, e2, e2))  # all slots busy until everybody waits
     assert not any(slots.acquire(h) for h in (a1, a2, b))
     slots.forget(e1)
     slots.forget(e2)
@@ -116,7 +136,7 @@ def test_allocator_shares_a_user_half_among_their_studies_and_caps_users():
     for _ in range(3):
         for h in (a1, a2):
             slots.acquire(h)
-    assert slots.running(1) == 3                            # the per-user cap, although a slot is free
+    assert slots.running(1) == 3  # the per-user cap, although a slot is free
 
 
 def test_allocator_is_thread_safe_and_never_oversubscribed():

@@ -17,8 +17,12 @@ from tests.api.conftest import make_token, python_study, wait_for
 def api(sqlite_url, server_factory):
     server = server_factory(sqlite_url)
     token = make_token(sqlite_url, "prober")
-    http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False,
-                        timeout=60)
+    http = httpx.Client(
+        base_url=server.url,
+        headers={"Authorization": f"Bearer {token}"},
+        trust_env=False,
+        timeout=60,
+    )
     yield server, http
     http.close()
 
@@ -30,11 +34,17 @@ def _nested(depth: int):
     return value
 
 
-@pytest.mark.parametrize("where, field", [
-    (lambda s, v: s["optimizer"]["options"].update(warm_start=v), "optimizer.options.warm_start"),
-    (lambda s, v: s["workload"].update(resources=v), "workload.resources"),
-    (lambda s, v: s.update(space={"params": v}), "space.params"),
-])
+@pytest.mark.parametrize(
+    "where, field",
+    [
+        (
+            lambda s, v: s["optimizer"]["options"].update(warm_start=v),
+            "optimizer.options.warm_start",
+        ),
+        (lambda s, v: s["workload"].update(resources=v), "workload.resources"),
+        (lambda s, v: s.update(space={"params": v}), "space.params"),
+    ],
+)
 def test_deeply_nested_free_form_json_is_a_422_naming_the_field(api, where, field):
     """Used to be a 500 (Maximum serialization depth exceeded)."""
     server, http = api
@@ -53,17 +63,25 @@ def test_non_finite_numbers_are_refused(api):
     _, http = api
     for bad in ("NaN", "Infinity", "-Infinity"):
         spec = python_study()
-        body = json.dumps({**spec, "reference_point": {"accuracy": 0.0, "cost": "__X__"}}).replace('"__X__"', bad)
+        body = json.dumps({**spec, "reference_point": {"accuracy": 0.0, "cost": "__X__"}}).replace(
+            '"__X__"', bad
+        )
         r = http.post("/api/v1/studies", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["error"]["field"] == "reference_point.cost"
-        body = json.dumps({**spec, "optimizer": {"name": "random", "options": {"x": "__X__"}}}).replace('"__X__"', bad)
+        body = json.dumps(
+            {**spec, "optimizer": {"name": "random", "options": {"x": "__X__"}}}
+        ).replace('"__X__"', bad)
         r = http.post("/api/v1/studies", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "optimizer.options.x", r.text
     # a finite reference point acts: the hypervolume is computed against it
     spec = python_study(max_trials=2, reference_point={"accuracy": -10.0, "cost": 10.0})
     sid = http.post("/api/v1/studies", json=spec).json()["id"]
-    wait_for(lambda: http.get(f"/api/v1/studies/{sid}").json()["state"] == "finished", 60, "the study to end")
+    wait_for(
+        lambda: http.get(f"/api/v1/studies/{sid}").json()["state"] == "finished",
+        60,
+        "the study to end",
+    )
     hv = http.get(f"/api/v1/studies/{sid}/hypervolume").json()
     assert hv["reference_point"] == {"accuracy": -10.0, "cost": 10.0} and hv["hypervolume"] > 0
 
@@ -83,7 +101,9 @@ def test_huge_specs_are_refused_and_listing_stays_small(api):
     assert len(http.get("/api/v1/studies").content) < 10_000
 
 
-@pytest.mark.parametrize("name", ["evil\u202etxt", "zero\u200bwidth", "bell\x07", "tab\tname", " padded"])
+@pytest.mark.parametrize(
+    "name", ["evil\u202etxt", "zero\u200bwidth", "bell\x07", "tab\tname", " padded"]
+)
 def test_names_are_printable_only(api, name):
     _, http = api
     r = http.post("/api/v1/studies", json=python_study(name=name))
@@ -100,21 +120,38 @@ def test_entrypoints_are_never_imported_by_the_controller(sqlite_url, server_fac
     pkg = tmp_path / "sideeffects"
     pkg.mkdir()
     marker = tmp_path / "imported-by"
-    (pkg / "__init__.py").write_text(f"import os\nopen({str(marker)!r}, 'a').write(str(os.getpid()) + '\\n')\n")
+    (pkg / "__init__.py").write_text(
+        f"import os\nopen({str(marker)!r}, 'a').write(str(os.getpid()) + '\\n')\n"
+    )
     (pkg / "real.py").write_text("from tests.api.workloads import quick as fn\n")
-    server = server_factory(sqlite_url, env={"AUTOPEFT_WORKER_PYTHONPATH": f"{tmp_path}:{server_factory_repo()}"})
+    server = server_factory(
+        sqlite_url, env={"AUTOPEFT_WORKER_PYTHONPATH": f"{tmp_path}:{server_factory_repo()}"}
+    )
     token = make_token(sqlite_url, "coder")
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False) as http:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False
+    ) as http:
         for entry in ("this.x:y", "sideeffects.missing:fn", "antigravity.x:y"):
             r = http.post("/api/v1/studies", json=python_study(entry))
-            assert r.status_code == 422 and r.json()["error"]["field"] == "workload.entrypoint", r.text
-        r = http.post("/api/v1/studies", json=python_study("sideeffects.real:fn", max_trials=1, max_parallel=1))
+            assert r.status_code == 422 and r.json()["error"]["field"] == "workload.entrypoint", (
+                r.text
+            )
+        r = http.post(
+            "/api/v1/studies",
+            json=python_study("sideeffects.real:fn", max_trials=1, max_parallel=1),
+        )
         assert r.status_code == 201, r.text
         sid = r.json()["id"]
-        wait_for(lambda: http.get(f"/api/v1/studies/{sid}").json()["state"] == "finished", 60, "the study")
+        wait_for(
+            lambda: http.get(f"/api/v1/studies/{sid}").json()["state"] == "finished",
+            60,
+            "the study",
+        )
     assert "Beautiful is better than ugly" not in server.log()
     importers = marker.read_text().split() if marker.exists() else []
-    assert str(server.proc.pid) not in importers and importers, importers   # the trial process imported it
+    assert str(server.proc.pid) not in importers and importers, (
+        importers
+    )  # the trial process imported it
 
 
 def server_factory_repo() -> str:
@@ -132,7 +169,12 @@ def test_python_workloads_are_opt_in(sqlite_url, server_factory, mode):
         r = http.post("/api/v1/studies", json=spec, headers={"Authorization": f"Bearer {user}"})
         assert r.status_code == 403 and r.json()["error"]["field"] == "workload.kind", r.text
         assert "AUTOPEFT_PYTHON_WORKLOADS" in r.json()["error"]["message"]
-        assert http.get("/api/v1/me", headers={"Authorization": f"Bearer {user}"}).json()["python_workloads"] is False
+        assert (
+            http.get("/api/v1/me", headers={"Authorization": f"Bearer {user}"}).json()[
+                "python_workloads"
+            ]
+            is False
+        )
         admin = make_token(sqlite_url, "boss", role="admin")
         r = http.post("/api/v1/studies", json=spec, headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == (403 if mode == "off" else 201), r.text
@@ -141,9 +183,13 @@ def test_python_workloads_are_opt_in(sqlite_url, server_factory, mode):
 def test_module_allow_list(sqlite_url, server_factory):
     server = server_factory(sqlite_url, env={"AUTOPEFT_PYTHON_MODULES": "tests.api"})
     token = make_token(sqlite_url, "user")
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False) as http:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False
+    ) as http:
         assert http.post("/api/v1/studies", json=python_study(max_trials=1)).status_code == 201
-        r = http.post("/api/v1/studies", json=python_study("tests.dashboard.workloads:arch", max_trials=1))
+        r = http.post(
+            "/api/v1/studies", json=python_study("tests.dashboard.workloads:arch", max_trials=1)
+        )
         assert r.status_code == 403 and r.json()["error"]["field"] == "workload.entrypoint"
         assert "AUTOPEFT_PYTHON_MODULES" in r.json()["error"]["message"]
 
@@ -151,14 +197,26 @@ def test_module_allow_list(sqlite_url, server_factory):
 def test_trial_errors_carry_no_server_paths(api):
     """Trial errors used to be full server tracebacks with paths; the worker log keeps them whole."""
     server, http = api
-    sid = http.post("/api/v1/studies", json=python_study("tests.api.workloads:raises", max_trials=2)).json()["id"]
-    wait_for(lambda: http.get(f"/api/v1/studies/{sid}").json()["state"] == "finished", 60, "the study")
+    sid = http.post(
+        "/api/v1/studies", json=python_study("tests.api.workloads:raises", max_trials=2)
+    ).json()["id"]
+    wait_for(
+        lambda: http.get(f"/api/v1/studies/{sid}").json()["state"] == "finished", 60, "the study"
+    )
     trials = http.get(f"/api/v1/studies/{sid}/trials").json()["trials"]
     for t in trials:
-        assert t["state"] == "failed" and t["error"].startswith("ValueError: bad luck with x="), t["error"]
+        assert t["state"] == "failed" and t["error"].startswith("ValueError: bad luck with x="), t[
+            "error"
+        ]
         assert "Traceback" not in t["error"] and "/" not in t["error"], t["error"]
         assert http.get(f"/api/v1/trials/{t['id']}").json()["error"] == t["error"]
-        log = (server.workdir / "artifacts" / f"study-{sid}" / f"trial-{t['number']:05d}" / "worker.log").read_text()
+        log = (
+            server.workdir
+            / "artifacts"
+            / f"study-{sid}"
+            / f"trial-{t['number']:05d}"
+            / "worker.log"
+        ).read_text()
         assert "Traceback" in log and "workloads.py" in log
 
 
@@ -168,11 +226,22 @@ def test_security_headers_and_self_hosted_docs(api):
         r = http.get(path)
         assert r.status_code == 200, path
         csp = r.headers["content-security-policy"]
-        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert (
+            "default-src 'self'" in csp
+            and "script-src 'self'" in csp
+            and "frame-ancestors 'none'" in csp
+        )
         assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
-        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+        assert (
+            r.headers["x-content-type-options"] == "nosniff"
+            and r.headers["x-frame-options"] == "DENY"
+        )
     page = http.get("/docs").text
-    assert "<script>" not in page and "cdn" not in page.lower() and "//" not in re.sub(r"<!doctype[^>]*>", "", page)
+    assert (
+        "<script>" not in page
+        and "cdn" not in page.lower()
+        and "//" not in re.sub(r"<!doctype[^>]*>", "", page)
+    )
     for src in re.findall(r'(?:src|href)="([^"]+)"', page):
         if src.startswith("data:"):
             continue

@@ -27,7 +27,15 @@ def test_upgrade_head_matches_models(db_url):
     engine = create_engine(normalise_url(db_url))
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
-    assert {"users", "api_tokens", "studies", "trials", "trial_reports", "checkpoints", "events"} <= tables
+    assert {
+        "users",
+        "api_tokens",
+        "studies",
+        "trials",
+        "trial_reports",
+        "checkpoints",
+        "events",
+    } <= tables
 
 
 def test_downgrade_to_base_and_up_again(db_url):

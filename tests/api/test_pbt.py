@@ -11,8 +11,13 @@ def test_pbt_exploit_restarts_from_the_donor_checkpoint(sqlite_url, server_facto
 
     server = server_factory(sqlite_url)
     client = client_for(server, make_token(sqlite_url, "alice"))
-    spec = python_study("tests.api.workloads:pbt_toy", max_trials=4, max_parallel=4, space=PBT_SPACE,
-                        optimizer={"name": "pbt", "options": {"population_size": 4, "perturbation_interval": 2}})
+    spec = python_study(
+        "tests.api.workloads:pbt_toy",
+        max_trials=4,
+        max_parallel=4,
+        space=PBT_SPACE,
+        optimizer={"name": "pbt", "options": {"population_size": 4, "perturbation_interval": 2}},
+    )
     study = client.create_study(spec=spec)
     study.wait(timeout=300, poll=0.2, progress=False)
     assert study.state == "finished" and study.counts["complete"] == 4, study.data
@@ -28,4 +33,8 @@ def test_pbt_exploit_restarts_from_the_donor_checkpoint(sqlite_url, server_facto
         # step 1; no later report at all when the donor had already finished its 8 steps
         later = [r["step"] for r in reports if r["attempt"] > 1]
         assert not later or (min(later) >= 2 and max(later) == 8), reports
-        assert t["lineage"] and t["lineage"][-1]["restored"] and t["lineage"][-1]["source"] == t["parent_id"]
+        assert (
+            t["lineage"]
+            and t["lineage"][-1]["restored"]
+            and t["lineage"][-1]["source"] == t["parent_id"]
+        )

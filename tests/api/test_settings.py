@@ -17,7 +17,9 @@ def test_non_loopback_needs_a_secret(host):
     for secret in (DEFAULT_SECRET, "", "short"):
         with pytest.raises(ValueError, match="refusing to bind"):
             check_bind(Settings(host=host, secret=secret))
-    check_bind(Settings(host=host, secret="a-long-random-secret-0123456789"))  # checked, never bound here
+    check_bind(
+        Settings(host=host, secret="a-long-random-secret-0123456789")
+    )  # checked, never bound here
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
@@ -28,9 +30,19 @@ def test_loopback_needs_no_secret(host):
 def test_serve_refuses_a_public_address_without_secret(tmp_path):
     exe = Path(sys.executable).parent / "autopeft"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    out = subprocess.run([str(exe), "serve", "--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path / 'x.db'}"],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
-    assert out.returncode == 2 and "refusing to bind 0.0.0.0" in out.stderr and "AUTOPEFT_SECRET" in out.stderr
+    out = subprocess.run(
+        [str(exe), "serve", "--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert (
+        out.returncode == 2
+        and "refusing to bind 0.0.0.0" in out.stderr
+        and "AUTOPEFT_SECRET" in out.stderr
+    )
 
 
 def test_settings_from_environment(monkeypatch):
@@ -41,10 +53,14 @@ def test_settings_from_environment(monkeypatch):
 
 
 def test_import_autopeft_and_the_client_stay_light():
-    code = ("import sys, autopeft; autopeft.Client; import autopeft.client; "
-            "heavy = [m for m in ('fastapi', 'sqlalchemy', 'pandas', 'torch', 'uvicorn') if m in sys.modules]; "
-            "print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    code = (
+        "import sys, autopeft; autopeft.Client; import autopeft.client; "
+        "heavy = [m for m in ('fastapi', 'sqlalchemy', 'pandas', 'torch', 'uvicorn') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
@@ -52,11 +68,15 @@ def test_dataset_paths_off_loopback_default_to_none(monkeypatch):
     from autopeft.api.settings import apply_data_dirs
     from autopeft.trials.data import DATA_DIRS_ENV, data_roots
 
-    monkeypatch.setenv(DATA_DIRS_ENV, "")   # recorded, so apply_data_dirs' changes are undone afterwards
-    monkeypatch.delenv(DATA_DIRS_ENV)        # (they used to leak into every later test of the session)
+    monkeypatch.setenv(
+        DATA_DIRS_ENV, ""
+    )  # recorded, so apply_data_dirs' changes are undone afterwards
+    monkeypatch.delenv(DATA_DIRS_ENV)  # (they used to leak into every later test of the session)
     apply_data_dirs(Settings(host="127.0.0.1"))
-    assert data_roots() is None                       # loopback: the user's own files
-    exposed = Settings(host="0.0.0.0", secret="a-long-random-secret-0123456789", artifacts_dir="/srv/a")
+    assert data_roots() is None  # loopback: the user's own files
+    exposed = Settings(
+        host="0.0.0.0", secret="a-long-random-secret-0123456789", artifacts_dir="/srv/a"
+    )
     apply_data_dirs(exposed)
     # exposed: no server path a user can name unless configured; only the uploads folder, which
     # users cannot name (the API refuses paths inside the server's own folders)

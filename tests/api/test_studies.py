@@ -17,16 +17,24 @@ from tests.api.conftest import REPO, client_for, make_token, python_study, wait_
 
 
 def _dominates(a, b):  # (accuracy max, cost min)
-    return (a["accuracy"] >= b["accuracy"] and a["cost"] <= b["cost"]
-            and (a["accuracy"] > b["accuracy"] or a["cost"] < b["cost"]))
+    return (
+        a["accuracy"] >= b["accuracy"]
+        and a["cost"] <= b["cost"]
+        and (a["accuracy"] > b["accuracy"] or a["cost"] < b["cost"])
+    )
 
 
 def test_study_runs_to_the_end(db_url, server_factory, tmp_path):
     server = server_factory(db_url)
     client = client_for(server, make_token(db_url, "alice"))
-    study = client.create_study(spec=python_study("tests.api.workloads:with_checkpoint", max_trials=6,
-                                                  max_parallel=2, name="life"))
-    assert study.state == "running" and study.spec["workload"]["entrypoint"].endswith("with_checkpoint")
+    study = client.create_study(
+        spec=python_study(
+            "tests.api.workloads:with_checkpoint", max_trials=6, max_parallel=2, name="life"
+        )
+    )
+    assert study.state == "running" and study.spec["workload"]["entrypoint"].endswith(
+        "with_checkpoint"
+    )
     study.wait(timeout=120, poll=0.2, progress=False)
     assert study.state == "finished", study.data
     assert study.counts["complete"] == 6 and sum(study.counts.values()) == 6
@@ -36,7 +44,9 @@ def test_study_runs_to_the_end(db_url, server_factory, tmp_path):
     # incremental listing
     first = trials[0]["id"]
     assert [t["id"] for t in study.trials(after=first)] == [t["id"] for t in trials[1:]]
-    page = client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"after": trials[-1]["id"]})
+    page = client._json(
+        "GET", f"/api/v1/studies/{study.id}/trials", params={"after": trials[-1]["id"]}
+    )
     assert page == {"trials": [], "next_after": trials[-1]["id"]}
     # reports
     assert [r["step"] for r in client.reports(first)] == [0]
@@ -72,26 +82,44 @@ def test_listing_matches_the_schema_and_nan_is_null(db_url, server_factory):
     assert study.counts["complete"] == 3
     for params in ({}, {"limit": 2}, {"state": "complete"}, {"after": 0, "limit": 1}):
         raw = client.request("GET", f"/api/v1/studies/{study.id}/trials", params=params)
-        page = raw.json()   # strict JSON: NaN would not parse into null
+        page = raw.json()  # strict JSON: NaN would not parse into null
         assert TrialList.model_validate(page).model_dump(mode="json") == page
         for t in page["trials"]:
             assert t["values"]["loss"] is None and t["values"]["grad"] is None
             one = client.trial(t["id"])
-            assert t["values"]["accuracy"] == one["values"]["accuracy"] and t["config"] == one["config"]
+            assert (
+                t["values"]["accuracy"] == one["values"]["accuracy"]
+                and t["config"] == one["config"]
+            )
             for key in ("created_at", "started_at", "finished_at"):
                 assert dt.datetime.fromisoformat(t[key]) == dt.datetime.fromisoformat(one[key])
-    assert len(client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"limit": 2})["trials"]) == 2
-    assert client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"state": "failed"})["trials"] == []
+    assert (
+        len(
+            client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"limit": 2})["trials"]
+        )
+        == 2
+    )
+    assert (
+        client._json("GET", f"/api/v1/studies/{study.id}/trials", params={"state": "failed"})[
+            "trials"
+        ]
+        == []
+    )
     assert client.reports(study.trials()[0]["id"])[0]["values"]["loss"] is None
 
 
 def test_failures_keep_their_reason(sqlite_url, server_factory):
     server = server_factory(sqlite_url)
     client = client_for(server, make_token(sqlite_url, "alice"))
-    expected = {"crash": "worker exited with code 13", "raises": "ValueError: bad luck",
-                "no_objective": "lacks objective(s) ['accuracy', 'cost']"}
+    expected = {
+        "crash": "worker exited with code 13",
+        "raises": "ValueError: bad luck",
+        "no_objective": "lacks objective(s) ['accuracy', 'cost']",
+    }
     for name, reason in expected.items():
-        study = client.create_study(spec=python_study(f"tests.api.workloads:{name}", max_trials=2, name=name))
+        study = client.create_study(
+            spec=python_study(f"tests.api.workloads:{name}", max_trials=2, name=name)
+        )
         study.wait(timeout=120, poll=0.2, progress=False)
         assert study.state == "finished" and study.counts["failed"] == 2, (name, study.data)
         for t in study.trials():
@@ -102,10 +130,14 @@ def test_failures_keep_their_reason(sqlite_url, server_factory):
 def test_stop_and_resume(sqlite_url, server_factory):
     server = server_factory(sqlite_url, env={"AUTOPEFT_TEST_SLEEP": "1.5"})
     client = client_for(server, make_token(sqlite_url, "alice"))
-    study = client.create_study(spec=python_study("tests.api.workloads:sleepy", max_trials=5, max_parallel=2))
+    study = client.create_study(
+        spec=python_study("tests.api.workloads:sleepy", max_trials=5, max_parallel=2)
+    )
     wait_for(lambda: study.refresh().counts["running"] > 0, 60, "a running trial")
     assert study.stop().state == "stopped"
-    wait_for(lambda: study.refresh().counts["running"] == 0, 60, "running trials to go back to the queue")
+    wait_for(
+        lambda: study.refresh().counts["running"] == 0, 60, "running trials to go back to the queue"
+    )
     assert study.state == "stopped"
     with pytest.raises(ApiError) as err:
         study.stop()
@@ -121,8 +153,11 @@ def test_stop_and_resume(sqlite_url, server_factory):
 def test_time_budget_ends_the_study(sqlite_url, server_factory):
     server = server_factory(sqlite_url, env={"AUTOPEFT_TEST_SLEEP": "0.9"})
     client = client_for(server, make_token(sqlite_url, "alice"))
-    study = client.create_study(spec=python_study("tests.api.workloads:sleepy", max_trials=1000, max_parallel=2,
-                                                  max_seconds=1.0))
+    study = client.create_study(
+        spec=python_study(
+            "tests.api.workloads:sleepy", max_trials=1000, max_parallel=2, max_seconds=1.0
+        )
+    )
     study.wait(timeout=120, poll=0.2, progress=False)
     assert study.state == "finished" and study.data["message"] == "time budget reached"
     c = study.counts
@@ -133,9 +168,15 @@ BAD_SPECS = [
     (lambda s: s.update(space="no_such_preset"), "space"),
     (lambda s: s.update(space={"params": {"x": {"type": "float", "low": 1, "high": 0}}}), "space"),
     (lambda s: s.update(optimizer={"name": "nope", "options": {}}), "optimizer"),
-    (lambda s: s.update(optimizer={"name": "random", "options": {"frobnicate": 1}}), "optimizer.options.frobnicate"),
+    (
+        lambda s: s.update(optimizer={"name": "random", "options": {"frobnicate": 1}}),
+        "optimizer.options.frobnicate",
+    ),
     (lambda s: s.update(workload={"kind": "shell"}), "workload.kind"),
-    (lambda s: s.update(workload={"kind": "python", "entrypoint": "no.such.module:fn"}), "workload.entrypoint"),
+    (
+        lambda s: s.update(workload={"kind": "python", "entrypoint": "no.such.module:fn"}),
+        "workload.entrypoint",
+    ),
     (lambda s: s.update(objectives=[{"name": "a", "direction": "up"}]), "objectives.0.direction"),
     (lambda s: s.update(objectives=[]), "objectives"),
     (lambda s: s.update(max_parallel=0), "max_parallel"),
@@ -147,7 +188,9 @@ BAD_SPECS = [
 def test_whole_spec_is_validated_before_201(sqlite_url, server_factory):
     server = server_factory(sqlite_url)
     token = make_token(sqlite_url, "alice")
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False) as http:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False
+    ) as http:
         for mutate, field in BAD_SPECS:
             spec = python_study()
             mutate(spec)
@@ -156,7 +199,9 @@ def test_whole_spec_is_validated_before_201(sqlite_url, server_factory):
             err = r.json()["error"]
             assert err["field"] is not None and err["field"].startswith(field), (field, err)
             assert err["message"]
-        r = http.post("/api/v1/studies", content=b"{not json", headers={"content-type": "application/json"})
+        r = http.post(
+            "/api/v1/studies", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert r.status_code == 422 and "error" in r.json()
         assert http.get("/api/v1/studies").json()["studies"] == []
         r = http.get("/api/v1/studies/999999")
@@ -171,12 +216,16 @@ def test_cli_study_commands(sqlite_url, server_factory, tmp_path):
     server = server_factory(sqlite_url)
     token = make_token(sqlite_url, "alice")
     spec_file = tmp_path / "study.json"
-    spec_file.write_text(json.dumps(python_study("tests.api.workloads:with_checkpoint", max_trials=3)))
+    spec_file.write_text(
+        json.dumps(python_study("tests.api.workloads:with_checkpoint", max_trials=3))
+    )
     exe = str(Path(sys.executable).parent / "autopeft")
     common = ["--url", server.url, "--token", token]
 
     def cli(*args):
-        out = subprocess.run([exe, "study", *args, *common], capture_output=True, text=True, cwd=REPO, timeout=300)
+        out = subprocess.run(
+            [exe, "study", *args, *common], capture_output=True, text=True, cwd=REPO, timeout=300
+        )
         assert out.returncode == 0, (args, out.stdout, out.stderr)
         return out.stdout
 
@@ -193,7 +242,9 @@ def test_cli_study_commands(sqlite_url, server_factory, tmp_path):
 def test_delete_a_running_study_removes_it_and_its_trials(sqlite_url, server_factory):
     server = server_factory(sqlite_url, env={"AUTOPEFT_TEST_SLEEP": "3"})
     client = client_for(server, make_token(sqlite_url, "alice"))
-    study = client.create_study(spec=python_study("tests.api.workloads:sleepy", max_trials=10, max_parallel=2))
+    study = client.create_study(
+        spec=python_study("tests.api.workloads:sleepy", max_trials=10, max_parallel=2)
+    )
     wait_for(lambda: study.refresh().counts["running"] == 2, 60, "two running trials")
     tid = study.trials()[0]["id"]
     study.delete()

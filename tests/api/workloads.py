@@ -11,9 +11,16 @@ from __future__ import annotations
 import os
 import time
 
-SPACE = {"params": {"x": {"type": "float", "low": 0.0, "high": 1.0},
-                    "y": {"type": "float", "low": 0.0, "high": 1.0}}}
-OBJECTIVES = [{"name": "accuracy", "direction": "maximize"}, {"name": "cost", "direction": "minimize"}]
+SPACE = {
+    "params": {
+        "x": {"type": "float", "low": 0.0, "high": 1.0},
+        "y": {"type": "float", "low": 0.0, "high": 1.0},
+    }
+}
+OBJECTIVES = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "cost", "direction": "minimize"},
+]
 
 
 def _metrics(config: dict) -> dict[str, float]:
@@ -75,7 +82,7 @@ def with_checkpoint(config, trial):
 
     folder = Path(trial.checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adapter_config.json").write_text('{"x": %r}' % config["x"])
+    (folder / "adapter_config.json").write_text(f'{{"x": {config["x"]!r}}}')
     (folder / "weights.bin").write_bytes(bytes(range(256)))
     trial.report(0, {"accuracy": 0.5})
     return _metrics(config)

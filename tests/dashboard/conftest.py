@@ -21,21 +21,46 @@ import pytest
 from tests.api.conftest import Server, make_token, wait_for
 
 CHROMIUM = os.environ.get("AUTOPEFT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 # Screenshots go to a temp folder unless AUTOPEFT_SCREENSHOTS names one: refresh the committed
 # ones with `AUTOPEFT_SCREENSHOTS=docs/screenshots pytest tests/dashboard`.
-SCREENSHOTS = Path(os.environ["AUTOPEFT_SCREENSHOTS"]).resolve() if os.environ.get("AUTOPEFT_SCREENSHOTS") else None
+SCREENSHOTS = (
+    Path(os.environ["AUTOPEFT_SCREENSHOTS"]).resolve()
+    if os.environ.get("AUTOPEFT_SCREENSHOTS")
+    else None
+)
 MAX_SCREENSHOT_BYTES = 200_000
 VIEWPORT = {"width": 1280, "height": 800}
-OBJ2 = [{"name": "accuracy", "direction": "maximize"}, {"name": "trainable_params", "direction": "minimize"}]
+OBJ2 = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "trainable_params", "direction": "minimize"},
+]
 OBJ3 = OBJ2 + [{"name": "latency_ms", "direction": "minimize"}]
 
 
-def study_spec(name: str, objectives=OBJ2, entrypoint: str = "tests.dashboard.workloads:arch", **fields) -> dict:
-    spec = {"name": name, "space": "mixed", "num_layers": 6, "objectives": objectives,
-            "optimizer": {"name": "random", "options": {}},
-            "workload": {"kind": "python", "entrypoint": entrypoint}, "max_trials": 12, "max_parallel": 2, "seed": 1}
+def study_spec(
+    name: str, objectives=OBJ2, entrypoint: str = "tests.dashboard.workloads:arch", **fields
+) -> dict:
+    spec = {
+        "name": name,
+        "space": "mixed",
+        "num_layers": 6,
+        "objectives": objectives,
+        "optimizer": {"name": "random", "options": {}},
+        "workload": {"kind": "python", "entrypoint": entrypoint},
+        "max_trials": 12,
+        "max_parallel": 2,
+        "seed": 1,
+    }
     spec.update(fields)
     return spec
 
@@ -45,8 +70,12 @@ class Api:
 
     def __init__(self, url: str, token: str):
         self.url = url
-        self.http = httpx.Client(base_url=url + "/api/v1", headers={"Authorization": f"Bearer {token}"},
-                                 timeout=30, trust_env=False)
+        self.http = httpx.Client(
+            base_url=url + "/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            trust_env=False,
+        )
 
     def get(self, path: str):
         resp = self.http.get(path)
@@ -62,18 +91,23 @@ class Api:
         def done():
             s = self.get(f"/studies/{study_id}")
             return s if s["state"] != "running" else None
+
         return wait_for(done, timeout, f"study {study_id} to finish", 0.2)
 
 
 @pytest.fixture(scope="session")
 def dash_server(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set AUTOPEFT_CHROMIUM)")
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt-get install chromium, or set AUTOPEFT_CHROMIUM)"
+        )
     workdir = tmp_path_factory.mktemp("dashboard")
     db_url = f"sqlite:///{workdir / 'autopeft.db'}"
     gate = workdir / "gate"
     token = make_token(db_url, "alice")
-    server = Server(db_url, workdir, {"AUTOPEFT_DASH_GATE": str(gate), "AUTOPEFT_PRESTART_WORKERS": "4"})
+    server = Server(
+        db_url, workdir, {"AUTOPEFT_DASH_GATE": str(gate), "AUTOPEFT_PRESTART_WORKERS": "4"}
+    )
     try:
         server.start()
         server.token, server.gate = token, gate
@@ -88,7 +122,9 @@ def seeded(dash_server):
     """Two finished studies: 2 objectives (12 trials) and 3 objectives (10 trials)."""
     api = dash_server.api
     two = api.create(study_spec("tweets-arch (2 objectives)", max_trials=12))
-    three = api.create(study_spec("latency too (3 objectives)", objectives=OBJ3, max_trials=10, seed=2))
+    three = api.create(
+        study_spec("latency too (3 objectives)", objectives=OBJ3, max_trials=10, seed=2)
+    )
     two, three = api.wait_done(two["id"]), api.wait_done(three["id"])
     assert two["counts"]["complete"] == 12, two
     assert three["counts"]["complete"] == 10, three
@@ -115,7 +151,12 @@ class Page:
         self.base_url = base_url
         self.errors: list[str] = []
         self.page = context.new_page()
-        self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console",
+            lambda m: (
+                self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None
+            ),
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
     def goto(self, hash_: str = "#/"):
@@ -162,7 +203,9 @@ def anonymous_page(browser, dash_server, shots):
 
 @pytest.fixture
 def narrow_page(browser, dash_server, shots):
-    p = _page(browser, dash_server, dash_server.token, shots, viewport={"width": 420, "height": 820})
+    p = _page(
+        browser, dash_server, dash_server.token, shots, viewport={"width": 420, "height": 820}
+    )
     yield p
     p.context.close()
     assert not p.errors, "browser console errors:\n" + "\n".join(p.errors)

@@ -20,14 +20,28 @@ def test_infeasible_trials_are_greyed_and_never_on_the_front(page, seeded, dash_
     # trainable_params at the median: its most accurate trials become infeasible
     plain = api.get(f"/studies/{seeded['two']['id']}/trials")["trials"]
     bound = statistics.median(t["values"]["trainable_params"] for t in plain)
-    spec = study_spec("two, params bounded", max_trials=12,
-                      optimizer={"name": "random", "options": {"constraints": [["trainable_params", "<=", bound]]}})
+    spec = study_spec(
+        "two, params bounded",
+        max_trials=12,
+        optimizer={
+            "name": "random",
+            "options": {"constraints": [["trainable_params", "<=", bound]]},
+        },
+    )
     s = api.wait_done(api.create(spec)["id"])
-    trials = [t for t in api.get(f"/studies/{s['id']}/trials")["trials"] if t["state"] == "complete"]
+    trials = [
+        t for t in api.get(f"/studies/{s['id']}/trials")["trials"] if t["state"] == "complete"
+    ]
     infeasible = {t["id"] for t in trials if t["feasible"] is False}
-    assert infeasible and all((t["values"]["trainable_params"] > bound) == (t["id"] in infeasible) for t in trials)
-    unconstrained = {t["number"] for t in api.get(f"/studies/{seeded['two']['id']}/pareto")["trials"]}
-    assert unconstrained & {t["number"] for t in trials if t["id"] in infeasible}   # the constraint matters here
+    assert infeasible and all(
+        (t["values"]["trainable_params"] > bound) == (t["id"] in infeasible) for t in trials
+    )
+    unconstrained = {
+        t["number"] for t in api.get(f"/studies/{seeded['two']['id']}/pareto")["trials"]
+    }
+    assert unconstrained & {
+        t["number"] for t in trials if t["id"] in infeasible
+    }  # the constraint matters here
     front = api.get(f"/studies/{s['id']}/pareto")["trials"]
     assert front and not {t["id"] for t in front} & infeasible
 
@@ -42,12 +56,18 @@ def test_infeasible_trials_are_greyed_and_never_on_the_front(page, seeded, dash_
     # the hypervolume history counts feasible trials only and ends at the API's value
     hv = api.get(f"/studies/{s['id']}/hypervolume")
     assert hv["n_infeasible"] == len(infeasible)
-    p.wait_for_function("() => { const d = document.getElementById('hv-trials'); return d && d.data && d.data[0].y.length > 0; }")
+    p.wait_for_function(
+        "() => { const d = document.getElementById('hv-trials'); return d && d.data && d.data[0].y.length > 0; }"
+    )
     ys = p.evaluate("() => Array.from(document.getElementById('hv-trials').data[0].y)")
-    assert len(ys) == len(trials) - len(infeasible) and ys[-1] == pytest.approx(hv["hypervolume"], rel=1e-9)
+    assert len(ys) == len(trials) - len(infeasible) and ys[-1] == pytest.approx(
+        hv["hypervolume"], rel=1e-9
+    )
     # greyed rows with the reason
     rows = p.locator("#trials-table tbody tr.infeasible")
-    assert sorted(int(i) for i in rows.evaluate_all("rs => rs.map(r => r.dataset.trialId)")) == sorted(infeasible)
+    assert sorted(
+        int(i) for i in rows.evaluate_all("rs => rs.map(r => r.dataset.trialId)")
+    ) == sorted(infeasible)
     for text in rows.all_inner_texts():
         assert "trainable_params = " in text and "violates <=" in text
     color = rows.first.evaluate("r => getComputedStyle(r).color")

@@ -67,7 +67,7 @@ def test_a_study_created_from_the_form_runs(page, dash_server):
     assert p.get_by_label("Entrypoint").get_attribute("aria-invalid") == "true"
     assert "no_such_module" in p.locator("#f-entrypoint-error").inner_text()
     expected = [e for e in page.errors if "422" in e]
-    assert len(expected) == 1, page.errors   # the browser logs the refused POST; nothing else
+    assert len(expected) == 1, page.errors  # the browser logs the refused POST; nothing else
     page.errors.remove(expected[0])
     p.get_by_label("Entrypoint").fill("tests.dashboard.workloads:arch")
     p.get_by_role("button", name="Create study").click()
@@ -76,10 +76,16 @@ def test_a_study_created_from_the_form_runs(page, dash_server):
     study = dash_server.api.get(f"/studies/{study_id}")
     assert study["name"] == "from the form"
     assert study["spec"]["optimizer"]["name"] == "sobol"
-    assert [o["name"] for o in study["spec"]["objectives"]] == ["accuracy", "trainable_params", "latency_ms"]
+    assert [o["name"] for o in study["spec"]["objectives"]] == [
+        "accuracy",
+        "trainable_params",
+        "latency_ms",
+    ]
     assert study["spec"]["workload"]["entrypoint"] == "tests.dashboard.workloads:arch"
     # it runs: its four trials complete and the page says so
-    p.locator("#study-summary dd[data-fact='complete']").filter(has_text="4").wait_for(timeout=90_000)
+    p.locator("#study-summary dd[data-fact='complete']").filter(has_text="4").wait_for(
+        timeout=90_000
+    )
     p.locator("h1 .badge").filter(has_text="finished").wait_for(timeout=30_000)
     assert p.locator("#trials-table tbody tr[data-state='complete']").count() == 4
     assert dash_server.api.get(f"/studies/{study_id}")["counts"]["complete"] == 4
@@ -87,7 +93,11 @@ def test_a_study_created_from_the_form_runs(page, dash_server):
 
 def test_a_completed_trial_appears_without_reload(page, dash_server):
     api = dash_server.api
-    s = api.create(study_spec("live", entrypoint="tests.dashboard.workloads:gated", max_trials=2, max_parallel=1))
+    s = api.create(
+        study_spec(
+            "live", entrypoint="tests.dashboard.workloads:gated", max_trials=2, max_parallel=1
+        )
+    )
     p = page.goto(f"#/studies/{s['id']}")
     p.locator("#trials-table tbody tr[data-state='running']").wait_for(timeout=60_000)
     assert p.locator("#trials-table tbody tr[data-state='complete']").count() == 0
@@ -96,11 +106,19 @@ def test_a_completed_trial_appears_without_reload(page, dash_server):
     opened = time.monotonic()
     p.locator("#trials-table tbody tr[data-state='complete']").first.wait_for(timeout=5_000)
     assert time.monotonic() - opened < 5
-    first = int(p.locator("#trials-table tbody tr[data-state='complete']").first.get_attribute("data-trial-id"))
+    first = int(
+        p.locator("#trials-table tbody tr[data-state='complete']").first.get_attribute(
+            "data-trial-id"
+        )
+    )
     assert api.get(f"/trials/{first}")["state"] == "complete"
     # the plot follows: the new trial is on the (one-point) front
-    p.wait_for_function("(id) => document.getElementById('pareto-plot').data.some(t => t.name === 'Pareto front' "
-                        "&& Array.from(t.customdata).includes(id))", arg=first, timeout=5_000)
+    p.wait_for_function(
+        "(id) => document.getElementById('pareto-plot').data.some(t => t.name === 'Pareto front' "
+        "&& Array.from(t.customdata).includes(id))",
+        arg=first,
+        timeout=5_000,
+    )
     # the second trial is created after the first completes: it appears too, and the study ends
     p.locator("#trials-table tbody tr[data-state='complete']").nth(1).wait_for(timeout=30_000)
     p.locator("h1 .badge").filter(has_text="finished").wait_for(timeout=30_000)
@@ -109,7 +127,11 @@ def test_a_completed_trial_appears_without_reload(page, dash_server):
 
 def test_stop_and_resume_buttons(page, dash_server):
     api = dash_server.api
-    s = api.create(study_spec("to stop", entrypoint="tests.dashboard.workloads:slow", max_trials=2, max_parallel=1))
+    s = api.create(
+        study_spec(
+            "to stop", entrypoint="tests.dashboard.workloads:slow", max_trials=2, max_parallel=1
+        )
+    )
     p = page.goto(f"#/studies/{s['id']}")
     p.locator("#trials-table tbody tr[data-state='running']").wait_for(timeout=60_000)
     p.get_by_role("button", name="Stop study").click()

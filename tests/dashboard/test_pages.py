@@ -38,10 +38,15 @@ def test_studies_list(page, seeded, dash_server):
         assert f"{s['counts']['complete']}/{s['spec']['max_trials']}" in row.inner_text()
         assert "finished" in row.inner_text()
         hv = dash_server.api.get(f"/studies/{s['id']}/hypervolume")["hypervolume"]
-        p.wait_for_function(f"() => !document.querySelector(\"tr[data-study-id='{s['id']}'] td.num\").textContent.includes('–')")
+        p.wait_for_function(
+            f"() => !document.querySelector(\"tr[data-study-id='{s['id']}'] td.num\").textContent.includes('–')"
+        )
         shown = float(row.locator("td.num").inner_text().replace(",", ""))
         assert shown == pytest.approx(hv, rel=1e-3)
-        best = max(t["values"]["accuracy"] for t in dash_server.api.get(f"/studies/{s['id']}/pareto")["trials"])
+        best = max(
+            t["values"]["accuracy"]
+            for t in dash_server.api.get(f"/studies/{s['id']}/pareto")["trials"]
+        )
         assert f"{best:.4g}" in row.inner_text()
     page.screenshot("studies")
 
@@ -49,7 +54,11 @@ def test_studies_list(page, seeded, dash_server):
 def test_pareto_plot_is_the_api_front(page, seeded, dash_server):
     s = seeded["two"]
     front = dash_server.api.get(f"/studies/{s['id']}/pareto")["trials"]
-    complete = [t for t in dash_server.api.get(f"/studies/{s['id']}/trials")["trials"] if t["state"] == "complete"]
+    complete = [
+        t
+        for t in dash_server.api.get(f"/studies/{s['id']}/trials")["trials"]
+        if t["state"] == "complete"
+    ]
     assert 0 < len(front) < len(complete)
     p = page.goto(f"#/studies/{s['id']}")
     wait_front(p, len(front))
@@ -58,7 +67,10 @@ def test_pareto_plot_is_the_api_front(page, seeded, dash_server):
     assert sorted(shown["ids"]) == sorted(t["id"] for t in front)
     by_id = {t["id"]: t for t in front}
     for tid, x, y in zip(shown["ids"], shown["x"], shown["y"]):
-        assert (x, y) == (by_id[tid]["values"]["accuracy"], by_id[tid]["values"]["trainable_params"])
+        assert (x, y) == (
+            by_id[tid]["values"]["accuracy"],
+            by_id[tid]["values"]["trainable_params"],
+        )
     faded = traces["dominated"]
     assert sorted(faded["ids"]) == sorted(t["id"] for t in complete if t["id"] not in by_id)
     assert faded["opacity"] < 0.5 <= shown["opacity"]
@@ -67,11 +79,15 @@ def test_pareto_plot_is_the_api_front(page, seeded, dash_server):
     assert "lora.rank[]" in hover and "accuracy" in hover
     # hypervolume: the history ends at the API's value; one point per complete trial
     hv = dash_server.api.get(f"/studies/{s['id']}/hypervolume")
-    p.wait_for_function("() => { const d = document.getElementById('hv-trials'); return d && d.data && d.data[0].y.length > 0; }")
+    p.wait_for_function(
+        "() => { const d = document.getElementById('hv-trials'); return d && d.data && d.data[0].y.length > 0; }"
+    )
     ys = p.evaluate("() => Array.from(document.getElementById('hv-trials').data[0].y)")
     assert len(ys) == len(complete)
     assert ys[-1] == pytest.approx(hv["hypervolume"], rel=1e-9)
-    assert all(b >= a - 1e-9 * abs(a) for a, b in zip(ys, ys[1:])), "hypervolume history must not decrease"
+    assert all(b >= a - 1e-9 * abs(a) for a, b in zip(ys, ys[1:])), (
+        "hypervolume history must not decrease"
+    )
     assert len(p.evaluate("() => document.getElementById('hv-time').data[0].x")) == len(complete)
     assert p.locator("#trials-table tbody tr").count() == len(complete)
     page.screenshot("study")
@@ -89,7 +105,10 @@ def test_click_on_a_point_opens_its_trial(page, seeded, dash_server):
     mine = [q for q in points if q["front"]]
 
     def clearance(q):
-        return min((math.dist((q["x"], q["y"]), (o["x"], o["y"])) for o in points if o is not q), default=1e9)
+        return min(
+            (math.dist((q["x"], q["y"]), (o["x"], o["y"])) for o in points if o is not q),
+            default=1e9,
+        )
 
     target = max(mine, key=clearance)
     p.mouse.move(target["x"], target["y"])
@@ -106,17 +125,25 @@ def test_trial_page_curves_heatmap_config_export(page, seeded, dash_server):
     p = page.goto(f"#/trials/{trial['id']}")
     p.get_by_role("heading", name=f"Trial #{trial['number']}").wait_for()
     # learning curves: one plot per reported metric, the points of the reports
-    p.wait_for_function("() => document.querySelectorAll('#curves .plot.curve').length > 0 && "
-                        "Array.from(document.querySelectorAll('#curves .plot.curve')).every(d => d.data)")
-    curves = p.evaluate("() => Array.from(document.querySelectorAll('#curves .plot.curve')).map(d => "
-                        "({metric: d.dataset.metric, x: Array.from(d.data[0].x), y: Array.from(d.data[0].y)}))")
+    p.wait_for_function(
+        "() => document.querySelectorAll('#curves .plot.curve').length > 0 && "
+        "Array.from(document.querySelectorAll('#curves .plot.curve')).every(d => d.data)"
+    )
+    curves = p.evaluate(
+        "() => Array.from(document.querySelectorAll('#curves .plot.curve')).map(d => "
+        "({metric: d.dataset.metric, x: Array.from(d.data[0].x), y: Array.from(d.data[0].y)}))"
+    )
     assert {c["metric"] for c in curves} == {"loss", "accuracy"}
     for c in curves:
         assert c["x"] == [r["step"] for r in reports]
         assert c["y"] == [r["values"][c["metric"]] for r in reports]
     # heatmap: layer x module, masked layers "off", sizes from the per-layer or shared keys
-    p.wait_for_function("() => { const d = document.getElementById('layers-plot'); return d && d.data && d.data.length; }")
-    heat = p.evaluate("() => { const t = document.getElementById('layers-plot').data[0]; return {x: t.x, y: t.y, text: t.text}; }")
+    p.wait_for_function(
+        "() => { const d = document.getElementById('layers-plot'); return d && d.data && d.data.length; }"
+    )
+    heat = p.evaluate(
+        "() => { const t = document.getElementById('layers-plot').data[0]; return {x: t.x, y: t.y, text: t.text}; }"
+    )
     cfg = trial["config"]
     assert heat["x"] == [f"L{i}" for i in range(6)]
     rows = dict(zip(heat["y"], heat["text"]))
@@ -129,7 +156,10 @@ def test_trial_page_curves_heatmap_config_export(page, seeded, dash_server):
     table = p.locator("#config-table").inner_text()
     assert all(k in table for k in cfg)
     # values
-    assert p.locator("#trial-values dd[data-value='accuracy']").inner_text() == f"{trial['values']['accuracy']:.6g}"
+    assert (
+        p.locator("#trial-values dd[data-value='accuracy']").inner_text()
+        == f"{trial['values']['accuracy']:.6g}"
+    )
     page.screenshot("trial")
     # export: the zip the API serves, downloaded by the button
     with p.expect_download() as info:
@@ -149,15 +179,22 @@ def test_three_objectives_views(page, seeded, dash_server):
     wait_front(p, len(front))
     # the hypervolume history (3-D slicing in the page) ends at the API's value
     hv = dash_server.api.get(f"/studies/{s['id']}/hypervolume")["hypervolume"]
-    p.wait_for_function("() => { const d = document.getElementById('hv-trials'); return d && d.data && d.data[0].y.length > 0; }")
-    assert p.evaluate("() => Array.from(document.getElementById('hv-trials').data[0].y).pop()") == pytest.approx(hv, rel=1e-9)
+    p.wait_for_function(
+        "() => { const d = document.getElementById('hv-trials'); return d && d.data && d.data[0].y.length > 0; }"
+    )
+    assert p.evaluate(
+        "() => Array.from(document.getElementById('hv-trials').data[0].y).pop()"
+    ) == pytest.approx(hv, rel=1e-9)
     # any 2 objectives: the front is still the 3-objective front from the API
     p.select_option("#pareto-y", label="latency_ms")
     p.wait_for_function(f"() => {PARETO}.layout.yaxis.title.text.startsWith('latency_ms')")
     traces = {t["name"]: t for t in plot_traces(p, PARETO)}
     assert sorted(traces["Pareto front"]["ids"]) == ids
     by_id = {t["id"]: t for t in front}
-    assert all(y == by_id[i]["values"]["latency_ms"] for i, y in zip(traces["Pareto front"]["ids"], traces["Pareto front"]["y"]))
+    assert all(
+        y == by_id[i]["values"]["latency_ms"]
+        for i, y in zip(traces["Pareto front"]["ids"], traces["Pareto front"]["y"])
+    )
     # parallel coordinates: one line per complete trial, front lines highlighted
     p.get_by_label("Parallel coordinates").check()
     p.wait_for_function("() => document.getElementById('pareto-plot').dataset.mode === 'parallel'")
@@ -180,12 +217,16 @@ def test_trials_table_sorts_and_filters(page, seeded, dash_server):
     front = {t["id"] for t in dash_server.api.get(f"/studies/{s['id']}/pareto")["trials"]}
     p = page.goto(f"#/studies/{s['id']}")
     rows = p.locator("#trials-table tbody tr")
-    p.wait_for_function(f"() => document.querySelectorAll('#trials-table tbody tr').length === {len(trials)}")
+    p.wait_for_function(
+        f"() => document.querySelectorAll('#trials-table tbody tr').length === {len(trials)}"
+    )
     # sort by accuracy, from the keyboard: focus the header button, press Enter (descending first)
     button = p.locator("#trials-table thead button[data-key='obj:accuracy']")
     button.focus()
     p.keyboard.press("Enter")
-    header = p.locator("#trials-table thead th").filter(has=p.locator("button[data-key='obj:accuracy']"))
+    header = p.locator("#trials-table thead th").filter(
+        has=p.locator("button[data-key='obj:accuracy']")
+    )
     assert header.get_attribute("aria-sort") == "descending"
     shown = [int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.trialId)")]
     assert shown == [t["id"] for t in sorted(trials, key=lambda t: -t["values"]["accuracy"])]
@@ -193,13 +234,20 @@ def test_trials_table_sorts_and_filters(page, seeded, dash_server):
     assert header.get_attribute("aria-sort") == "ascending"
     # filters: the front only; then a config value
     p.get_by_label("Pareto front only").check()
-    assert sorted(int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.trialId)")) == sorted(front)
+    assert sorted(
+        int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.trialId)")
+    ) == sorted(front)
     p.get_by_label("Pareto front only").uncheck()
     key, value = "lora.targets", trials[0]["config"]["lora.targets"]
     p.get_by_label("Filter").fill(f"{key}={value}")
     expected = sorted(t["id"] for t in trials if t["config"]["lora.targets"] == value)
-    p.wait_for_function(f"() => document.querySelectorAll('#trials-table tbody tr').length === {len(expected)}")
-    assert sorted(int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.trialId)")) == expected
+    p.wait_for_function(
+        f"() => document.querySelectorAll('#trials-table tbody tr').length === {len(expected)}"
+    )
+    assert (
+        sorted(int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.trialId)"))
+        == expected
+    )
     # a row's link opens the trial
     rows.first.get_by_role("link").first.click()
     p.wait_for_url("**/#/trials/*")
@@ -207,9 +255,18 @@ def test_trials_table_sorts_and_filters(page, seeded, dash_server):
 
 def test_lineage_shows_every_exploit(page, dash_server):
     api = dash_server.api
-    s = api.create(study_spec("pbt lineage", entrypoint="tests.dashboard.workloads:pbt_arch", max_trials=4,
-                              max_parallel=4, optimizer={"name": "pbt", "options": {"population_size": 4,
-                                                                                    "perturbation_interval": 2}}))
+    s = api.create(
+        study_spec(
+            "pbt lineage",
+            entrypoint="tests.dashboard.workloads:pbt_arch",
+            max_trials=4,
+            max_parallel=4,
+            optimizer={
+                "name": "pbt",
+                "options": {"population_size": 4, "perturbation_interval": 2},
+            },
+        )
+    )
     s = api.wait_done(s["id"])
     trials = api.get(f"/studies/{s['id']}/trials")["trials"]
     # one edge per exploit in a trial's lineage (every one, not only the last parent)
@@ -217,21 +274,27 @@ def test_lineage_shows_every_exploit(page, dash_server):
     assert {(t["parent_id"], t["id"]) for t in trials if t["parent_id"]} <= set(edges)
     p = page.goto(f"#/studies/{s['id']}/lineage")
     p.locator("#lineage-note").filter(has_text="pbt").wait_for()
-    p.wait_for_function("() => { const d = document.getElementById('lineage-plot'); return d && d.data; }")
+    p.wait_for_function(
+        "() => { const d = document.getElementById('lineage-plot'); return d && d.data; }"
+    )
     shown = p.evaluate("""() => Array.from(document.querySelectorAll('#lineage-edges tbody tr')).map(r =>
         Array.from(r.querySelectorAll('a')).map(a => Number(a.getAttribute('href').split('/').pop())))""")
     assert sorted(tuple(e) for e in shown) == edges
-    arrows = p.evaluate("() => (document.getElementById('lineage-plot').layout.annotations || []).length")
+    arrows = p.evaluate(
+        "() => (document.getElementById('lineage-plot').layout.annotations || []).length"
+    )
     assert arrows == len(edges)
-    nodes = p.evaluate("() => document.getElementById('lineage-plot').data.filter(t => t.mode === 'markers+text')"
-                       ".flatMap(t => Array.from(t.customdata))")
+    nodes = p.evaluate(
+        "() => document.getElementById('lineage-plot').data.filter(t => t.mode === 'markers+text')"
+        ".flatMap(t => Array.from(t.customdata))"
+    )
     assert sorted(nodes) == sorted(t["id"] for t in trials)
     page.screenshot("lineage")
-    if edges:   # the trial page names its parent
+    if edges:  # the trial page names its parent
         child = edges[0][1]
         parent = next(t["parent_id"] for t in trials if t["id"] == child)
         p.goto(f"{dash_server.url}/#/trials/{child}")
-        p.locator("#trial-lineage a[href='#/trials/%d']" % parent).wait_for()
+        p.locator(f"#trial-lineage a[href='#/trials/{parent:d}']").wait_for()
 
 
 def test_narrow_window(narrow_page, seeded, dash_server):
@@ -250,7 +313,9 @@ def test_narrow_window(narrow_page, seeded, dash_server):
     narrow_page.screenshot("study-narrow")
     trial = dash_server.api.get(f"/studies/{s['id']}/pareto")["trials"][0]
     p.goto(f"{dash_server.url}/#/trials/{trial['id']}")
-    p.wait_for_function("() => { const d = document.getElementById('layers-plot'); return d && d.data; }")
+    p.wait_for_function(
+        "() => { const d = document.getElementById('layers-plot'); return d && d.data; }"
+    )
     no_sideways_scroll("the trial page")
     narrow_page.screenshot("trial-narrow")
     for hash_, ready in (("#/", "#studies-table tbody tr"), ("#/new", "#create-form fieldset")):

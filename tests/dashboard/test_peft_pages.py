@@ -13,11 +13,26 @@ from tests.dashboard.test_pages import PARETO, plot_traces
 @pytest.fixture(scope="module")
 def peft_study(dash_server, tiny_model, small_csv, tmp_path_factory):
     api = dash_server.api
-    spec = {"name": "peft with baselines", "space": "lora_per_layer", "objectives": OBJ2, "baselines": "default",
-            "workload": {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv), "validation_fraction": 0.2,
-                         "max_length": 32, "epochs": 1, "evals_per_epoch": 2, "pooling": "mean",
-                         "cache_dir": str(tmp_path_factory.mktemp("cache"))},
-            "max_trials": 6, "max_parallel": 2, "seed": 0}
+    spec = {
+        "name": "peft with baselines",
+        "space": "lora_per_layer",
+        "objectives": OBJ2,
+        "baselines": "default",
+        "workload": {
+            "kind": "peft",
+            "model": str(tiny_model),
+            "dataset": str(small_csv),
+            "validation_fraction": 0.2,
+            "max_length": 32,
+            "epochs": 1,
+            "evals_per_epoch": 2,
+            "pooling": "mean",
+            "cache_dir": str(tmp_path_factory.mktemp("cache")),
+        },
+        "max_trials": 6,
+        "max_parallel": 2,
+        "seed": 0,
+    }
     s = api.wait_done(api.create(spec)["id"], timeout=600)
     assert s["state"] == "finished" and s["counts"]["failed"] == 0, s
     return s
@@ -30,8 +45,10 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     tested = [t for t in api.get(f"/studies/{sid}/pareto?split=test")["trials"] if t["values"]]
     assert len(baselines) == 2 and tested
     p = page.goto(f"#/studies/{sid}")
-    p.wait_for_function(f"() => {{ const gd = {PARETO}; return gd && gd.data && gd.data.some(t => t.name === 'baselines') "
-                        f"&& gd.data.some(t => t.name === 'front on test split'); }}")
+    p.wait_for_function(
+        f"() => {{ const gd = {PARETO}; return gd && gd.data && gd.data.some(t => t.name === 'baselines') "
+        f"&& gd.data.some(t => t.name === 'front on test split'); }}"
+    )
     traces = {t["name"]: t for t in plot_traces(p, PARETO)}
     assert sorted(traces["baselines"]["ids"]) == sorted(baselines)
     labels = p.evaluate(f"() => {PARETO}.data.find(t => t.name === 'baselines').texttemplate")
@@ -40,7 +57,10 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     assert sorted(on_test["ids"]) == sorted(t["id"] for t in tested)
     by_id = {t["id"]: t for t in tested}
     for tid, x, y in zip(on_test["ids"], on_test["x"], on_test["y"]):
-        assert (x, y) == (by_id[tid]["values"]["accuracy"], by_id[tid]["values"]["trainable_params"])
+        assert (x, y) == (
+            by_id[tid]["values"]["accuracy"],
+            by_id[tid]["values"]["trainable_params"],
+        )
     hv_test = api.get(f"/studies/{sid}/hypervolume?split=test")["hypervolume"]
     shown = float(p.locator("#hv-test-value").inner_text().replace(",", ""))
     assert shown == pytest.approx(hv_test, rel=1e-3)
@@ -50,7 +70,10 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     assert "Baseline" in head and "accuracy (test)" in head and "Epochs" in head
     probe = next(t for t in baselines.values() if t["label"] == "linear_probe")
     row = p.locator(f"#trials-table tr[data-trial-id='{probe['id']}']")
-    assert "linear_probe" in row.inner_text() and f"{probe['test_values']['test_accuracy']:.4g}" in row.inner_text()
+    assert (
+        "linear_probe" in row.inner_text()
+        and f"{probe['test_values']['test_accuracy']:.4g}" in row.inner_text()
+    )
     assert "epochs" in p.locator("dd[data-fact='compute']").inner_text()
     page.screenshot("study-peft", full_page=True)
 
@@ -68,7 +91,9 @@ def test_the_form_creates_a_causal_lm_study(page, dash_server, tiny_llama, sft_j
     p.get_by_label("Dataset", exact=True).select_option("path")
     p.get_by_label("Server path").fill(str(sft_jsonl))
     p.get_by_label("Task").select_option("causal_lm")
-    p.get_by_label("More workload keys (JSON)").fill('{"max_train": 32, "max_length": 32, "epochs": 1}')
+    p.get_by_label("More workload keys (JSON)").fill(
+        '{"max_train": 32, "max_length": 32, "epochs": 1}'
+    )
     p.get_by_role("button", name="Create study").click()
     p.wait_for_url("**/#/studies/*")
     study_id = int(p.url.rsplit("/", 1)[1])
@@ -81,7 +106,9 @@ def test_the_form_creates_a_causal_lm_study(page, dash_server, tiny_llama, sft_j
 OBJ_MEMORY = OBJ2 + [{"name": "predicted_memory_mb", "direction": "minimize"}]
 
 
-def test_three_objective_memory_study_shows_its_3d_front(page, dash_server, tiny_model, small_csv, tmp_path_factory):
+def test_three_objective_memory_study_shows_its_3d_front(
+    page, dash_server, tiny_model, small_csv, tmp_path_factory
+):
     """accuracy, trainable parameters and predicted peak memory: created over REST, run by the real
     peft trainer, each trial's predicted memory the memory model's number, and the study page draws
     the 3-objective front in 3-D (when the browser has WebGL) with predicted_memory_mb on an axis."""
@@ -89,25 +116,49 @@ def test_three_objective_memory_study_shows_its_3d_front(page, dash_server, tiny
     from autopeft.peft.memory import predicted_memory_mb
 
     api = dash_server.api
-    workload = {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv), "validation_fraction": 0.2,
-                "labels": ["neg", "neutral", "pos"], "max_length": 32, "epochs": 1, "evals_per_epoch": 1,
-                "pooling": "mean", "cache_dir": str(tmp_path_factory.mktemp("cache3"))}
-    spec = {"name": "memory front", "space": "lora_per_layer", "objectives": OBJ_MEMORY, "baselines": [],
-            "optimizer": {"name": "random", "options": {}}, "workload": workload,
-            "max_trials": 5, "max_parallel": 2, "seed": 3}
+    workload = {
+        "kind": "peft",
+        "model": str(tiny_model),
+        "dataset": str(small_csv),
+        "validation_fraction": 0.2,
+        "labels": ["neg", "neutral", "pos"],
+        "max_length": 32,
+        "epochs": 1,
+        "evals_per_epoch": 1,
+        "pooling": "mean",
+        "cache_dir": str(tmp_path_factory.mktemp("cache3")),
+    }
+    spec = {
+        "name": "memory front",
+        "space": "lora_per_layer",
+        "objectives": OBJ_MEMORY,
+        "baselines": [],
+        "optimizer": {"name": "random", "options": {}},
+        "workload": workload,
+        "max_trials": 5,
+        "max_parallel": 2,
+        "seed": 3,
+    }
     s = api.wait_done(api.create(spec)["id"], timeout=600)
     assert s["state"] == "finished" and s["counts"]["failed"] == 0, s
     model_config = load_model_config(tiny_model)
-    trials = [t for t in api.get(f"/studies/{s['id']}/trials")["trials"] if t["state"] == "complete"]
-    for t in trials:   # the reported objective is the model's prediction, known before training
+    trials = [
+        t for t in api.get(f"/studies/{s['id']}/trials")["trials"] if t["state"] == "complete"
+    ]
+    for t in trials:  # the reported objective is the model's prediction, known before training
         assert t["values"]["predicted_memory_mb"] == pytest.approx(
-            predicted_memory_mb(t["config"], model_config, workload, num_labels=3), rel=1e-9)
-    assert len({round(t["values"]["predicted_memory_mb"], 6) for t in trials}) > 1   # it differs by config
+            predicted_memory_mb(t["config"], model_config, workload, num_labels=3), rel=1e-9
+        )
+    assert (
+        len({round(t["values"]["predicted_memory_mb"], 6) for t in trials}) > 1
+    )  # it differs by config
     front = api.get(f"/studies/{s['id']}/pareto")["trials"]
     ids = sorted(t["id"] for t in front)
     p = page.goto(f"#/studies/{s['id']}")
-    p.wait_for_function(f"() => {{ const gd = {PARETO}; return gd && gd.data && gd.data.some(t => t.name === 'Pareto front'); }}")
-    assert p.locator("#pareto-z").count() == 1          # a third axis to choose
+    p.wait_for_function(
+        f"() => {{ const gd = {PARETO}; return gd && gd.data && gd.data.some(t => t.name === 'Pareto front'); }}"
+    )
+    assert p.locator("#pareto-z").count() == 1  # a third axis to choose
     if p.evaluate("() => !document.getElementById('mode-3d').disabled"):
         p.get_by_label("3-D scatter").check()
         p.wait_for_function(f"() => {PARETO}.data.some(t => t.type === 'scatter3d')")

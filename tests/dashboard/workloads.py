@@ -20,7 +20,9 @@ SIZES = ("lora.rank", "serial.size", "parallel.size", "prefix.length")
 
 
 def _capacity(config: dict) -> float:
-    layers = sorted({int(k.rsplit(".", 1)[1]) for k in config if k.startswith(("lora.rank.", "layers."))}) or [0]
+    layers = sorted(
+        {int(k.rsplit(".", 1)[1]) for k in config if k.startswith(("lora.rank.", "layers."))}
+    ) or [0]
     total = 0.0
     for i in layers:
         if config.get(f"layers.{i}", True) is False:
@@ -32,18 +34,28 @@ def _capacity(config: dict) -> float:
 
 def metrics(config: dict) -> dict[str, float]:
     cap = _capacity(config)
-    wobble = int(hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8], 16) / 16**8
+    wobble = (
+        int(hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8], 16) / 16**8
+    )
     accuracy = 0.55 + 0.4 * (1 - math.exp(-cap / 60)) - 0.08 * wobble
-    return {"accuracy": round(accuracy, 6), "trainable_params": float(int(cap * 1536 + 1538)),
-            "latency_ms": round(10 + cap * 0.05 + 3 * (1 - wobble), 4)}
+    return {
+        "accuracy": round(accuracy, 6),
+        "trainable_params": float(int(cap * 1536 + 1538)),
+        "latency_ms": round(10 + cap * 0.05 + 3 * (1 - wobble), 4),
+    }
 
 
 def _run(config, trial):
     final = metrics(config)
     for step in range(4):
         frac = (step + 1) / 4
-        if not trial.report(step, {"loss": round(1.2 - frac * (final["accuracy"] - 0.3), 6),
-                                   "accuracy": round(final["accuracy"] * (0.7 + 0.3 * frac), 6)}):
+        if not trial.report(
+            step,
+            {
+                "loss": round(1.2 - frac * (final["accuracy"] - 0.3), 6),
+                "accuracy": round(final["accuracy"] * (0.7 + 0.3 * frac), 6),
+            },
+        ):
             break
     folder = Path(trial.checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)

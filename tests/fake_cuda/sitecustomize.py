@@ -25,13 +25,23 @@ if os.environ.get("AUTOPEFT_TEST_OOM_DIR"):
         if not getattr(self, "_placement_recorded", False):
             self._placement_recorded = True
             placed = folder / f"placed-{ctx.trial_id}-{uuid.uuid4().hex[:8]}.json"
-            placed.write_text(json.dumps({"trial_id": ctx.trial_id, "number": ctx.number, "at": time.time(),
-                                          "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                          "resources": dict(ctx.resources or {})}))
+            placed.write_text(
+                json.dumps(
+                    {
+                        "trial_id": ctx.trial_id,
+                        "number": ctx.number,
+                        "at": time.time(),
+                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        "resources": dict(ctx.resources or {}),
+                    }
+                )
+            )
         marker = folder / f"oom-{ctx.trial_id}"
         if ctx.number == 0 and not marker.exists():
             marker.write_text("raised")
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (test hook)")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 20.00 MiB (test hook)"
+            )
         return _real_step(self, *args, **kwargs)
 
     train.PeftTrainer._train_step = _train_step

@@ -8,8 +8,16 @@ from autopeft.space import SearchSpace
 
 #: per-optimiser options that keep the contract tests fast (BO after 4 trials, tiny pools)
 FAST_OPTIONS = {
-    "mobo": {"n_initial": 4, "pool_size": 48, "mc_samples": 16, "local_search_starts": 2,
-             "local_search_steps": 1, "fit_maxiter": 15, "raw_samples": 32, "num_restarts": 2},
+    "mobo": {
+        "n_initial": 4,
+        "pool_size": 48,
+        "mc_samples": 16,
+        "local_search_starts": 2,
+        "local_search_steps": 1,
+        "fit_maxiter": 15,
+        "raw_samples": 32,
+        "num_restarts": 2,
+    },
     "tpe": {"n_startup_trials": 3},
     "nsga2": {"population_size": 4},
     "gp": {"n_startup_trials": 3},

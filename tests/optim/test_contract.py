@@ -17,7 +17,9 @@ OBJECTIVES = [("accuracy", "maximize"), ("params", "minimize")]
 
 def make(name, space, seed=0, **extra):
     base = name.split("+")[-1]
-    return create_optimizer(name, space, OBJECTIVES, seed=seed, **{**FAST_OPTIONS.get(base, {}), **extra})
+    return create_optimizer(
+        name, space, OBJECTIVES, seed=seed, **{**FAST_OPTIONS.get(base, {}), **extra}
+    )
 
 
 def run_history(opt, batches=(3, 3, 2)):
@@ -143,8 +145,10 @@ def test_importing_optim_does_not_import_heavy_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, autopeft.optim, autopeft.optim.pareto; "
-            "print([m for m in ('torch', 'botorch', 'optuna', 'gpytorch') if m in sys.modules])")
+    code = (
+        "import sys, autopeft.optim, autopeft.optim.pareto; "
+        "print([m for m in ('torch', 'botorch', 'optuna', 'gpytorch') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -186,8 +190,11 @@ def test_replay_of_stored_trials_rebuilds_the_optuna_study(name, mixed_space):
     b.replay(a.trials)
 
     def done(opt):
-        return sorted((str(sorted(t.params.items())), tuple(t.values)) for t in opt._study.trials
-                      if t.state.name == "COMPLETE")
+        return sorted(
+            (str(sorted(t.params.items())), tuple(t.values))
+            for t in opt._study.trials
+            if t.state.name == "COMPLETE"
+        )
 
     assert done(a) == done(b) and len(done(a)) == sum(t.state == "complete" for t in a.trials)
     assert mixed_space.validate(b.ask(1)[0].config)

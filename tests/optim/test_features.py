@@ -18,8 +18,15 @@ OBJ = [("accuracy", "maximize"), ("params", "minimize")]
 
 @pytest.mark.parametrize("name", ["random", "sobol", "tpe", "mobo"])
 def test_known_constraint_is_never_violated_by_suggestions(name, mixed_space):
-    opt = create_optimizer(name, mixed_space, OBJ, seed=0, constraints=[("params", "<=", 3000)],
-                           known_objectives={"params": lora_params}, **FAST_OPTIONS.get(name, {}))
+    opt = create_optimizer(
+        name,
+        mixed_space,
+        OBJ,
+        seed=0,
+        constraints=[("params", "<=", 3000)],
+        known_objectives={"params": lora_params},
+        **FAST_OPTIONS.get(name, {}),
+    )
     for _ in range(4):
         for s in opt.ask(2):
             assert lora_params(s.config) <= 3000
@@ -41,21 +48,40 @@ def test_pareto_excludes_infeasible_and_missing_constraint_metric_is_named(mixed
 
 
 def test_mobo_models_an_unknown_constraint(mixed_space):
-    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, constraints=[("memory", "<=", 1.0)],
-                           known_objectives={"params": lora_params}, **FAST_OPTIONS["mobo"])
+    opt = create_optimizer(
+        "mobo",
+        mixed_space,
+        OBJ,
+        seed=0,
+        constraints=[("memory", "<=", 1.0)],
+        known_objectives={"params": lora_params},
+        **FAST_OPTIONS["mobo"],
+    )
     for _ in range(3):
         for s in opt.ask(2):
             v = toy_values(s.config)
             opt.tell(s.id, {"accuracy": v["accuracy"], "memory": s.config["epochs"] / 2})
-    assert len(opt.trials) == 6 and all(mixed_space.validate(t.config) == t.config for t in opt.trials)
+    assert len(opt.trials) == 6 and all(
+        mixed_space.validate(t.config) == t.config for t in opt.trials
+    )
 
 
 def test_warm_start_maps_per_layer_values_by_relative_depth():
     target = SearchSpace.from_dict(MIXED, num_layers=12)
     source = SearchSpace.from_dict(MIXED, num_layers=3)
-    config = source.validate({"lr": 1e-3, "epochs": 2, "sched": "cosine", "dropout": 0.1,
-                              "layers.0": True, "layers.1": False, "layers.2": True,
-                              "lora.rank.0": 2, "lora.rank.2": 8})
+    config = source.validate(
+        {
+            "lr": 1e-3,
+            "epochs": 2,
+            "sched": "cosine",
+            "dropout": 0.1,
+            "layers.0": True,
+            "layers.1": False,
+            "layers.2": True,
+            "lora.rank.0": 2,
+            "lora.rank.2": 8,
+        }
+    )
     mapped = map_config(config, target)
     # layer i of 12 takes source layer round(i * 2 / 11)
     assert [mapped[f"layers.{i}"] for i in range(12)] == [True] * 3 + [False] * 6 + [True] * 3
@@ -76,8 +102,14 @@ def test_warm_start_configs_are_asked_first(mixed_space):
 
 
 def test_warm_start_snaps_to_the_nearest_valid_value():
-    space = SearchSpace.from_dict({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2},
-                                              "r": {"choices": [2, 4, 8]}}})
+    space = SearchSpace.from_dict(
+        {
+            "params": {
+                "lr": {"type": "float", "low": 1e-4, "high": 1e-2},
+                "r": {"choices": [2, 4, 8]},
+            }
+        }
+    )
     assert map_config({"lr": 1.0, "r": 5, "extra": 1}, space) == {"lr": 1e-2, "r": 4}
 
 
@@ -88,8 +120,9 @@ def test_mobo_does_not_model_a_known_objective(mixed_space):
         calls.append(1)
         return lora_params(config)
 
-    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, known_objectives={"params": count},
-                           **FAST_OPTIONS["mobo"])
+    opt = create_optimizer(
+        "mobo", mixed_space, OBJ, seed=0, known_objectives={"params": count}, **FAST_OPTIONS["mobo"]
+    )
     for _ in range(3):
         for s in opt.ask(2):
             opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
@@ -111,8 +144,15 @@ def test_mobo_batch_encoder_matches_space_encode(mixed_space):
 
 @pytest.mark.slow
 def test_mobo_saas_model_runs(mixed_space):
-    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, model="saas", known_objectives={"params": lora_params},
-                           **FAST_OPTIONS["mobo"])
+    opt = create_optimizer(
+        "mobo",
+        mixed_space,
+        OBJ,
+        seed=0,
+        model="saas",
+        known_objectives={"params": lora_params},
+        **FAST_OPTIONS["mobo"],
+    )
     for _ in range(3):
         for s in opt.ask(2):
             opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
@@ -130,8 +170,15 @@ def test_mobo_option_values_are_checked(mixed_space):
 
 @pytest.mark.parametrize("rule", ["expanding", "front", "observed", "far", "alternate", "cycle"])
 def test_mobo_reference_rules_give_valid_suggestions(rule, mixed_space):
-    opt = create_optimizer("mobo", mixed_space, OBJ, seed=0, ref_rule=rule, known_objectives={"params": lora_params},
-                           **FAST_OPTIONS["mobo"])
+    opt = create_optimizer(
+        "mobo",
+        mixed_space,
+        OBJ,
+        seed=0,
+        ref_rule=rule,
+        known_objectives={"params": lora_params},
+        **FAST_OPTIONS["mobo"],
+    )
     for _ in range(3):
         for s in opt.ask(2):
             assert mixed_space.validate(s.config) == s.config
@@ -148,15 +195,24 @@ def test_mobo_reference_and_prior_options_are_checked(mixed_space):
         create_optimizer("mobo", mixed_space, OBJ, ref_rule=["expanding", "nadir"])
     with pytest.raises(InvalidConfig, match="pareto_starts"):
         create_optimizer("mobo", mixed_space, OBJ, pareto_starts=-1)
-    create_optimizer("mobo", mixed_space, OBJ, lengthscale_prior=["gamma", "lognormal:0.5", "dim_scaled"],
-                     ref_rule=["front", "observed"])
+    create_optimizer(
+        "mobo",
+        mixed_space,
+        OBJ,
+        lengthscale_prior=["gamma", "lognormal:0.5", "dim_scaled"],
+        ref_rule=["front", "observed"],
+    )
 
 
 def test_mobo_auto_prior_uses_botorch_default_on_mixed_spaces(mixed_space):
     import torch
 
-    opt = create_optimizer("mobo", mixed_space, OBJ, **FAST_OPTIONS["mobo"])  # lengthscale_prior="auto"
-    X = torch.rand(8, mixed_space.dim, dtype=torch.double, generator=torch.Generator().manual_seed(0))
+    opt = create_optimizer(
+        "mobo", mixed_space, OBJ, **FAST_OPTIONS["mobo"]
+    )  # lengthscale_prior="auto"
+    X = torch.rand(
+        8, mixed_space.dim, dtype=torch.double, generator=torch.Generator().manual_seed(0)
+    )
     model = opt._fit(X, torch.stack([X.sum(-1), X[:, 0]], -1))
     median = float(model.covar_module.lengthscale_prior.icdf(torch.tensor(0.5)))
     assert median == pytest.approx(math.exp(math.sqrt(2)) * math.sqrt(mixed_space.dim), rel=1e-4)
@@ -175,27 +231,53 @@ def test_mobo_reference_rules_take_turns(mixed_space):
     got = [opt._acq_reference_point(Y, n).tolist() for n in range(6, 12)]
     assert got == [pytest.approx(r) for r in (expanding, expanding, far) * 2]
     alt = create_optimizer("mobo", mixed_space, OBJ, ref_rule="alternate")
-    assert [alt._acq_reference_point(Y, n).tolist() for n in (4, 5)] == [pytest.approx(expanding), pytest.approx(observed)]
+    assert [alt._acq_reference_point(Y, n).tolist() for n in (4, 5)] == [
+        pytest.approx(expanding),
+        pytest.approx(observed),
+    ]
     listed = create_optimizer("mobo", mixed_space, OBJ, ref_rule=["far", "observed"])
-    assert [listed._acq_reference_point(Y, n).tolist() for n in (0, 1, 2)] == [pytest.approx(r) for r in (far, observed, far)]
+    assert [listed._acq_reference_point(Y, n).tolist() for n in (0, 1, 2)] == [
+        pytest.approx(r) for r in (far, observed, far)
+    ]
     given = create_optimizer("mobo", mixed_space, OBJ, reference_point=[0.1, 5.0])
-    assert given._acq_reference_point(Y, 5).tolist() == pytest.approx([-0.1, 5.0])  # accuracy is maximised
+    assert given._acq_reference_point(Y, 5).tolist() == pytest.approx(
+        [-0.1, 5.0]
+    )  # accuracy is maximised
 
 
-@pytest.mark.parametrize("prior,kernel,median", [("lognormal:0.3", "RBFKernel", 0.3), ("auto", "RBFKernel", 0.3),
-                                                 ("gamma", "ScaleKernel", None)])
+@pytest.mark.parametrize(
+    "prior,kernel,median",
+    [
+        ("lognormal:0.3", "RBFKernel", 0.3),
+        ("auto", "RBFKernel", 0.3),
+        ("gamma", "ScaleKernel", None),
+    ],
+)
 def test_mobo_lengthscale_prior_builds_that_gp(prior, kernel, median):
     import torch
 
-    space = SearchSpace.from_dict({"params": {"a": {"type": "float", "low": 0.0, "high": 1.0},
-                                              "b": {"type": "float", "low": 0.0, "high": 1.0}}})
-    opt = create_optimizer("mobo", space, [("f", "minimize"), ("g", "minimize")], lengthscale_prior=prior,
-                           **FAST_OPTIONS["mobo"])
+    space = SearchSpace.from_dict(
+        {
+            "params": {
+                "a": {"type": "float", "low": 0.0, "high": 1.0},
+                "b": {"type": "float", "low": 0.0, "high": 1.0},
+            }
+        }
+    )
+    opt = create_optimizer(
+        "mobo",
+        space,
+        [("f", "minimize"), ("g", "minimize")],
+        lengthscale_prior=prior,
+        **FAST_OPTIONS["mobo"],
+    )
     X = torch.rand(8, 2, dtype=torch.double, generator=torch.Generator().manual_seed(0))
     model = opt._fit(X, torch.stack([X.sum(-1), (1 - X).prod(-1)], -1))
     assert type(model.covar_module).__name__ == kernel
     if median is not None:
-        assert float(model.covar_module.lengthscale_prior.icdf(torch.tensor(0.5))) == pytest.approx(median)
+        assert float(model.covar_module.lengthscale_prior.icdf(torch.tensor(0.5))) == pytest.approx(
+            median
+        )
 
 
 @pytest.mark.parametrize("pareto_starts", [0, 5])
@@ -213,9 +295,18 @@ def test_mobo_continuous_search_starts_from_pareto_points(pareto_starts):
         def forward(self, X):  # X: (b, q=1, d)
             return torch.exp(-((X[..., 0, :] - self.centre) ** 2).sum(-1) / 1e-4)
 
-    space = SearchSpace.from_dict({"params": {f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(4)}})
-    opt = create_optimizer("mobo", space, [("f1", "minimize"), ("f2", "minimize")], seed=0,
-                           pareto_starts=pareto_starts, raw_samples=64, num_restarts=4)
+    space = SearchSpace.from_dict(
+        {"params": {f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(4)}}
+    )
+    opt = create_optimizer(
+        "mobo",
+        space,
+        [("f1", "minimize"), ("f2", "minimize")],
+        seed=0,
+        pareto_starts=pareto_starts,
+        raw_samples=64,
+        num_restarts=4,
+    )
     centre = torch.tensor([0.31, 0.0, 0.0, 0.0], dtype=torch.double)
     front = torch.tensor([[0.9, 0.5, 0.5, 0.5], [0.30, 0.01, 0.0, 0.02]], dtype=torch.double)
     config = opt._optimize_continuous(Needle(centre), front, number=7)
@@ -229,8 +320,13 @@ def test_mobo_learns_from_pruned_trials(mixed_space, use_pruned):
     stopped with (``use_pruned``, the default), so BO starts once two trials are done either way."""
     from tests.optim.conftest import FAST_OPTIONS
 
-    opt = create_optimizer("mobo", mixed_space, [("accuracy", "maximize"), ("loss", "minimize")], seed=0,
-                           **{**FAST_OPTIONS["mobo"], "n_initial": 3, "use_pruned": use_pruned})
+    opt = create_optimizer(
+        "mobo",
+        mixed_space,
+        [("accuracy", "maximize"), ("loss", "minimize")],
+        seed=0,
+        **{**FAST_OPTIONS["mobo"], "n_initial": 3, "use_pruned": use_pruned},
+    )
     first = opt.ask(3)
     opt.tell(first[0].id, {"accuracy": 0.7, "loss": 0.5})
     opt.tell(first[1].id, {"accuracy": 0.4, "loss": 0.9}, state="pruned")
@@ -239,4 +335,4 @@ def test_mobo_learns_from_pruned_trials(mixed_space, use_pruned):
     if use_pruned:
         assert opt.last_info["n_train"] == 3 and opt.last_info["n_pruned"] == 2
     else:
-        assert "n_train" not in opt.last_info   # one complete trial: still the Sobol design
+        assert "n_train" not in opt.last_info  # one complete trial: still the Sobol design

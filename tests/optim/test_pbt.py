@@ -35,10 +35,17 @@ def test_quantiles():
 def test_explore_perturbs_by_factors_and_neighbours(space):
     config = {"lr": 1.0e-3, "weight_decay": 0.05, "dropout": 0.1, "width": 16}
     for seed in range(20):
-        new, changes = explore(config, space, ["lr", "weight_decay", "dropout"], np.random.default_rng(seed),
-                               resample_probability=0.0)
+        new, changes = explore(
+            config,
+            space,
+            ["lr", "weight_decay", "dropout"],
+            np.random.default_rng(seed),
+            resample_probability=0.0,
+        )
         assert new["lr"] == pytest.approx(0.8e-3) or new["lr"] == pytest.approx(1.2e-3)
-        assert new["weight_decay"] == pytest.approx(0.04) or new["weight_decay"] == pytest.approx(0.06)
+        assert new["weight_decay"] == pytest.approx(0.04) or new["weight_decay"] == pytest.approx(
+            0.06
+        )
         assert new["dropout"] in (0.0, 0.2)
         assert new["width"] == 16  # not mutable
         assert set(changes) == {"lr", "weight_decay", "dropout"}
@@ -70,14 +77,18 @@ def _run_population(opt, score_fn, steps=4):
 
 def test_pbt_bottom_trial_exploits_top_trial_with_only_mutable_changes(space):
     opt = create_optimizer("pbt", space, [("acc", "maximize")], seed=3, perturbation_interval=2)
-    suggestions, answers = _run_population(opt, lambda c, step: {"acc": c["width"] + 10 * c["lr"] + step})
+    suggestions, answers = _run_population(
+        opt, lambda c, step: {"acc": c["width"] + 10 * c["lr"] + step}
+    )
     exploits = [(i, step, a) for i, step, a in answers if isinstance(a, Exploit)]
     assert exploits, "the worst member must exploit at step 2"
     for trial_id, step, a in exploits:
         assert step % 2 == 0 and a.source_id != trial_id
         source_cfg = opt.lineage[[e["trial"] for e in opt.lineage].index(trial_id)]
         assert source_cfg["source"] == a.source_id
-        assert a.config["width"] == opt.trials[a.source_id].config["width"]  # architecture copied, not explored
+        assert (
+            a.config["width"] == opt.trials[a.source_id].config["width"]
+        )  # architecture copied, not explored
         assert set(a.changes) <= {"lr", "weight_decay", "dropout"}
     log = opt.lineage_log()
     assert f"trial {exploits[0][0]}" in log and f"cloned trial {exploits[0][2].source_id}" in log
@@ -85,12 +96,16 @@ def test_pbt_bottom_trial_exploits_top_trial_with_only_mutable_changes(space):
 
 
 def test_mopbt_exploits_from_the_first_front(space):
-    opt = create_optimizer("mopbt", space, [("acc", "maximize"), ("cost", "minimize")], seed=1,
-                           perturbation_interval=1)
+    opt = create_optimizer(
+        "mopbt", space, [("acc", "maximize"), ("cost", "minimize")], seed=1, perturbation_interval=1
+    )
     suggestions = opt.ask(4)
     # trial 0 dominates all others, trial 3 is dominated by all
     table = {0: (1.0, 1.0), 1: (0.8, 2.0), 2: (0.6, 1.5), 3: (0.1, 5.0)}
-    out = {s.id: opt.report(s.id, 1, {"acc": table[s.id][0], "cost": table[s.id][1]}) for s in suggestions}
+    out = {
+        s.id: opt.report(s.id, 1, {"acc": table[s.id][0], "cost": table[s.id][1]})
+        for s in suggestions
+    }
     assert isinstance(out[3], Exploit) and out[3].source_id == 0
     assert out[0] == "continue"
 
@@ -112,15 +127,24 @@ def test_no_exploit_at_or_after_max_step(mixed_space):
     from autopeft.optim import Exploit, create_optimizer
 
     def run(max_step):
-        opt = create_optimizer("pbt", mixed_space, [("accuracy", "maximize")], seed=0, population_size=4,
-                               perturbation_interval=2, quantile_fraction=0.5, max_step=max_step)
+        opt = create_optimizer(
+            "pbt",
+            mixed_space,
+            [("accuracy", "maximize")],
+            seed=0,
+            population_size=4,
+            perturbation_interval=2,
+            quantile_fraction=0.5,
+            max_step=max_step,
+        )
         ids = [s.id for s in opt.ask(4)]
         answers = []
         for step in (2, 4):
             for i, tid in enumerate(ids):
                 answers.append(opt.report(tid, step, {"accuracy": 0.1 * i}))
         return answers
+
     free = run(None)
-    assert any(isinstance(a, Exploit) for a in free[4:])      # without it, members exploit at step 4
+    assert any(isinstance(a, Exploit) for a in free[4:])  # without it, members exploit at step 4
     capped = run(4)
     assert capped[:4] == free[:4] and all(a == "continue" for a in capped[4:])

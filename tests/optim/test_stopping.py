@@ -10,7 +10,9 @@ from autopeft.optim._stopping import make_stopper
 
 
 def test_rungs():
-    s = make_stopper({"kind": "asha", "min_step": 1, "reduction_factor": 3, "max_step": 27}, ["minimize"])
+    s = make_stopper(
+        {"kind": "asha", "min_step": 1, "reduction_factor": 3, "max_step": 27}, ["minimize"]
+    )
     assert s.rungs_up_to(30) == [1, 3, 9]
 
 
@@ -25,7 +27,9 @@ def test_asha_keeps_the_top_third():
 
 
 def test_moasha_ranks_by_non_dominated_sorting():
-    s = make_stopper({"kind": "moasha", "reduction_factor": 2, "keep_front": False}, ["minimize", "minimize"])
+    s = make_stopper(
+        {"kind": "moasha", "reduction_factor": 2, "keep_front": False}, ["minimize", "minimize"]
+    )
     assert s.decide(0, 1, [1.0, 1.0]) == "continue"
     assert s.decide(1, 1, [2.0, 2.0]) == "stop"  # dominated; keep 1 of 2
     # first front {0, 2}, but only 3 // 2 = 1 is kept: both are boundary points (equal crowding),
@@ -46,37 +50,64 @@ def test_early_stopping_through_the_optimizer(mixed_space):
 
 def test_invalid_specs_are_named(mixed_space):
     with pytest.raises(InvalidConfig, match="early_stopping.reduction_factor"):
-        create_optimizer("random", mixed_space, [("loss", "minimize")], early_stopping={"kind": "asha",
-                                                                                         "reduction_factor": 1})
+        create_optimizer(
+            "random",
+            mixed_space,
+            [("loss", "minimize")],
+            early_stopping={"kind": "asha", "reduction_factor": 1},
+        )
     with pytest.raises(InvalidConfig, match="early_stopping.eta"):
-        create_optimizer("random", mixed_space, [("loss", "minimize")], early_stopping={"kind": "asha", "eta": 3})
+        create_optimizer(
+            "random", mixed_space, [("loss", "minimize")], early_stopping={"kind": "asha", "eta": 3}
+        )
     with pytest.raises(InvalidConfig, match="early_stopping.kind"):
-        create_optimizer("random", mixed_space, [("loss", "minimize")], early_stopping={"kind": "hyperband"})
+        create_optimizer(
+            "random", mixed_space, [("loss", "minimize")], early_stopping={"kind": "hyperband"}
+        )
 
 
 def test_known_cost_objectives_rank_at_every_rung(mixed_space):
     """A trial reports only accuracy mid-training; the exactly known cost fills in at each rung,
     so MO-ASHA ranks on both objectives (a costlier trial with equal accuracy is the one stopped)."""
     cost = {}
-    opt = create_optimizer("random", mixed_space, [("accuracy", "maximize"), ("params", "minimize")],
-                           seed=0, known_objectives={"params": lambda c: cost[c["lr"]]},
-                           early_stopping={"kind": "moasha", "reduction_factor": 3, "max_step": 4})
+    opt = create_optimizer(
+        "random",
+        mixed_space,
+        [("accuracy", "maximize"), ("params", "minimize")],
+        seed=0,
+        known_objectives={"params": lambda c: cost[c["lr"]]},
+        early_stopping={"kind": "moasha", "reduction_factor": 3, "max_step": 4},
+    )
     sugg = opt.ask(3)
     for s, c in zip(sugg, (10.0, 20.0, 30.0)):
         cost[s.config["lr"]] = c
     answers = [opt.report(s.id, 1, {"accuracy": 0.5}) for s in sugg]
-    assert answers == ["continue", "continue", "stop"]                  # the 30.0-cost one goes
-    assert opt.trials[sugg[2].id].reports[1]["params"] == 30.0          # filled in from the config
-    assert opt.report(sugg[0].id, 4, {"accuracy": 0.1}) == "continue"   # no rung at max_step: never pruned there
+    assert answers == ["continue", "continue", "stop"]  # the 30.0-cost one goes
+    assert opt.trials[sugg[2].id].reports[1]["params"] == 30.0  # filled in from the config
+    assert (
+        opt.report(sugg[0].id, 4, {"accuracy": 0.1}) == "continue"
+    )  # no rung at max_step: never pruned there
 
 
 def test_moasha_keeps_the_rungs_front_by_default():
     """Without keep_front only one of three non-dominated trials survives (crowding picks the
     earliest boundary point); with it (the default) every non-dominated trial goes on."""
-    ranked = make_stopper({"kind": "moasha", "reduction_factor": 3, "keep_front": False}, ["minimize", "minimize"])
+    ranked = make_stopper(
+        {"kind": "moasha", "reduction_factor": 3, "keep_front": False}, ["minimize", "minimize"]
+    )
     kept = make_stopper({"kind": "moasha", "reduction_factor": 3}, ["minimize", "minimize"])
-    points = [[0.30, 100.0], [0.25, 400.0], [0.35, 5.0], [0.40, 300.0]]   # the last is dominated
-    assert [ranked.decide(i, 1, p) for i, p in enumerate(points)] == ["continue", "continue", "stop", "stop"]
-    assert [kept.decide(i, 1, p) for i, p in enumerate(points)] == ["continue", "continue", "continue", "stop"]
+    points = [[0.30, 100.0], [0.25, 400.0], [0.35, 5.0], [0.40, 300.0]]  # the last is dominated
+    assert [ranked.decide(i, 1, p) for i, p in enumerate(points)] == [
+        "continue",
+        "continue",
+        "stop",
+        "stop",
+    ]
+    assert [kept.decide(i, 1, p) for i, p in enumerate(points)] == [
+        "continue",
+        "continue",
+        "continue",
+        "stop",
+    ]
     with pytest.raises(InvalidConfig, match="early_stopping.keep_front"):
         make_stopper({"kind": "moasha", "keep_front": "yes"}, ["minimize"])

@@ -11,24 +11,75 @@ VOCAB = 100
 
 
 def tiny_configs():
-    from transformers import (BertConfig, DistilBertConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config,
-                              RobertaConfig)
+    from transformers import (
+        BertConfig,
+        DistilBertConfig,
+        GPT2Config,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        RobertaConfig,
+    )
 
     return {
-        "bert": BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                           intermediate_size=48),
-        "roberta": RobertaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=48, pad_token_id=1),
-        "distilbert": DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=48),
-        "gpt2": GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64, pad_token_id=0,
-                           bos_token_id=1, eos_token_id=1),
-        "llama": LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, intermediate_size=40, pad_token_id=0, max_position_embeddings=64),
-        "qwen2": Qwen2Config(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, intermediate_size=40, pad_token_id=0, max_position_embeddings=64),
-        "mistral": MistralConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=1, intermediate_size=40, pad_token_id=0,
-                                 max_position_embeddings=64),
+        "bert": BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=48,
+        ),
+        "roberta": RobertaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            pad_token_id=1,
+        ),
+        "distilbert": DistilBertConfig(
+            vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=48
+        ),
+        "gpt2": GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=3,
+            n_head=4,
+            n_positions=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
+        ),
+        "llama": LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=40,
+            pad_token_id=0,
+            max_position_embeddings=64,
+        ),
+        "qwen2": Qwen2Config(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=40,
+            pad_token_id=0,
+            max_position_embeddings=64,
+        ),
+        "mistral": MistralConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            intermediate_size=40,
+            pad_token_id=0,
+            max_position_embeddings=64,
+        ),
     }
 
 
@@ -56,7 +107,7 @@ def batch(seed: int = 1, length: int = 7, pad: bool = True):
     ids = torch.randint(2, VOCAB, (2, length), generator=g)
     mask = torch.ones(2, length, dtype=torch.long)
     if pad:
-        mask[1, length - 2:] = 0
+        mask[1, length - 2 :] = 0
     return {"input_ids": ids, "attention_mask": mask}
 
 

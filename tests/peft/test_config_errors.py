@@ -37,7 +37,11 @@ CASES = [
     ({"prefix.reparam": -1}, "prefix.reparam", ">= 0"),
     ({"ia3.targets": "q"}, "ia3.targets", "unknown target"),
     ({"ia3.targets": "k,k"}, "ia3.targets", "duplicate"),
-    ({"lora.rank": 2, "lora.targets": "ffn_gate"}, "lora.targets", "has no ffn_gate projection"),  # BERT has no gate
+    (
+        {"lora.rank": 2, "lora.targets": "ffn_gate"},
+        "lora.targets",
+        "has no ffn_gate projection",
+    ),  # BERT has no gate
     ({"lora": 2}, "lora", "unknown PEFT key"),
 ]
 
@@ -45,7 +49,10 @@ CASES = [
 @pytest.mark.parametrize("config,field,text", CASES, ids=[c[1] + ":" + c[2] for c in CASES])
 def test_invalid_config_names_the_key(config, field, text):
     model = build("bert")
-    for call in (lambda: apply_peft(model, config), lambda: count_trainable(config, model.config, 3)):
+    for call in (
+        lambda: apply_peft(model, config),
+        lambda: count_trainable(config, model.config, 3),
+    ):
         with pytest.raises(InvalidConfig) as err:
             call()
         assert err.value.field == field
@@ -56,7 +63,9 @@ def test_invalid_config_names_the_key(config, field, text):
 
 def test_non_peft_keys_are_ignored():
     config = {"lr": 1e-3, "epochs": 3, "scheduler": "cosine", "lora_rank": 99, "lora.rank": 2}
-    assert count_trainable(config, tiny_configs()["bert"]) == count_trainable({"lora.rank": 2}, tiny_configs()["bert"])
+    assert count_trainable(config, tiny_configs()["bert"]) == count_trainable(
+        {"lora.rank": 2}, tiny_configs()["bert"]
+    )
 
 
 def test_config_must_be_a_mapping():
@@ -66,7 +75,9 @@ def test_config_must_be_a_mapping():
 
 
 def test_defaults_and_mask():
-    spec = parse_peft_config({"lora.rank.0": 4, "lora.rank.2": 8, "layers.2": False, "serial.size": 3}, 3)
+    spec = parse_peft_config(
+        {"lora.rank.0": 4, "lora.rank.2": 8, "layers.2": False, "serial.size": 3}, 3
+    )
     assert spec.lora_rank == (4, 0, 0)  # layer 1 not given -> 0; layer 2 masked
     assert spec.serial_size == (3, 3, 0)
     assert spec.lora_targets == ("q", "v") and spec.lora_scaling(4) == 2.0
@@ -77,7 +88,9 @@ class Unknown(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(10, 8)
-        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)) for _ in range(2)])
+        self.blocks = nn.ModuleList(
+            [nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)) for _ in range(2)]
+        )
         self.proj_head = nn.Linear(8, 2)
 
 
@@ -130,7 +143,9 @@ def test_prefix_needs_sdpa_or_eager():
 def test_unknown_head_shape_is_refused_not_guessed():
     from transformers import ElectraConfig
 
-    cfg = ElectraConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+    cfg = ElectraConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48
+    )
     assert count_trainable({"lora.rank": 2}, cfg) == 2 * 2 * 2 * (32 + 32)  # body known
     with pytest.raises(InvalidConfig) as err:
         count_trainable({"lora.rank": 2}, cfg, num_labels=3)

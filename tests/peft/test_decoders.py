@@ -19,7 +19,9 @@ SAMPLES = 15
 
 
 def causal_configs():
-    configs = {k: v for k, v in tiny_configs().items() if k in ("gpt2", "llama", "qwen2", "mistral")}
+    configs = {
+        k: v for k, v in tiny_configs().items() if k in ("gpt2", "llama", "qwen2", "mistral")
+    }
     tied = copy.deepcopy(configs["llama"])
     tied.tie_word_embeddings = True
     configs["llama"].tie_word_embeddings = False
@@ -59,17 +61,24 @@ def test_preset_on_causal_lm(preset, arch):
         check_grads(model, inputs)
 
 
-@pytest.mark.parametrize("arch, per_rank", [
-    # h = 32; Llama / Qwen2: 4 heads over 2 kv heads (k, v 16 wide), gated MLP of 40; Mistral: 1 kv head (8 wide)
-    ("gpt2", (32 + 32) * 3 + (32 + 32) + (32 + 128) + (128 + 32)),
-    ("llama", (32 + 32) * 2 + (32 + 16) * 2 + (32 + 40) * 2 + (40 + 32)),
-    ("llama_tied", (32 + 32) * 2 + (32 + 16) * 2 + (32 + 40) * 2 + (40 + 32)),
-    ("mistral", (32 + 32) * 2 + (32 + 8) * 2 + (32 + 40) * 2 + (40 + 32)),
-])
+@pytest.mark.parametrize(
+    "arch, per_rank",
+    [
+        # h = 32; Llama / Qwen2: 4 heads over 2 kv heads (k, v 16 wide), gated MLP of 40; Mistral: 1 kv head (8 wide)
+        ("gpt2", (32 + 32) * 3 + (32 + 32) + (32 + 128) + (128 + 32)),
+        ("llama", (32 + 32) * 2 + (32 + 16) * 2 + (32 + 40) * 2 + (40 + 32)),
+        ("llama_tied", (32 + 32) * 2 + (32 + 16) * 2 + (32 + 40) * 2 + (40 + 32)),
+        ("mistral", (32 + 32) * 2 + (32 + 8) * 2 + (32 + 40) * 2 + (40 + 32)),
+    ],
+)
 def test_all_targets_every_projection(arch, per_rank):
     config = {"lora.rank.0": 4, "lora.rank.1": 2, "lora.targets": "all"}
     model = apply_peft(build_causal(arch), config)
-    assert count_trainable(config, model.config, None) == measured_trainable(model) == per_rank * (4 + 2)
+    assert (
+        count_trainable(config, model.config, None)
+        == measured_trainable(model)
+        == per_rank * (4 + 2)
+    )
     check_grads(model, batch())
 
 
@@ -102,7 +111,10 @@ def test_causal_lm_exports_load_with_peft(tmp_path, arch, config):
     export_adapter(model, config, tmp_path / "adapter")
     peft_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert peft_config["task_type"] == "CAUSAL_LM" and peft_config["modules_to_save"] is None
-    assert json.loads((tmp_path / "adapter" / "autopeft_config.json").read_text())["task"] == "causal_lm"
+    assert (
+        json.loads((tmp_path / "adapter" / "autopeft_config.json").read_text())["task"]
+        == "causal_lm"
+    )
     inputs = batch()
     auto = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter")).eval()
     plain = PeftModel.from_pretrained(base(), str(tmp_path / "adapter")).eval()
@@ -110,4 +122,4 @@ def test_causal_lm_exports_load_with_peft(tmp_path, arch, config):
         expected = model(**inputs).logits
         assert (auto(**inputs).logits - expected).abs().max() < 1e-5
         assert (plain(**inputs).logits - expected).abs().max() < 1e-5
-        assert (base()(**inputs).logits - expected).abs().max() > 1e-3   # the adapter matters
+        assert (base()(**inputs).logits - expected).abs().max() > 1e-3  # the adapter matters

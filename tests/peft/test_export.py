@@ -11,20 +11,53 @@ from autopeft import InvalidConfig
 from autopeft.peft import apply_peft, export_adapter, load_adapter
 from tests.peft.conftest import batch, build, output
 
-LORA_PER_LAYER = {"lora.rank.0": 4, "lora.rank.1": 2, "lora.targets": "q,v", "lora.alpha_ratio": 2.0,
-                  "lora.dropout": 0.05, "lr": 3e-4}
-LORA_FIXED_ALPHA = {"lora.rank.0": 4, "lora.rank.1": 0, "lora.targets": "q,k,v,o,ffn_in,ffn_out", "lora.alpha": 6.0}
+LORA_PER_LAYER = {
+    "lora.rank.0": 4,
+    "lora.rank.1": 2,
+    "lora.targets": "q,v",
+    "lora.alpha_ratio": 2.0,
+    "lora.dropout": 0.05,
+    "lr": 3e-4,
+}
+LORA_FIXED_ALPHA = {
+    "lora.rank.0": 4,
+    "lora.rank.1": 0,
+    "lora.targets": "q,k,v,o,ffn_in,ffn_out",
+    "lora.alpha": 6.0,
+}
 IA3 = {"ia3.targets": "k,v,ffn_out", "layers.1": False}
-MIXED = {"lora.rank": 2, "serial.size": 3, "parallel.size": 4, "prefix.length.0": 2, "prefix.reparam": 8,
-         "ia3.targets": "v"}
+MIXED = {
+    "lora.rank": 2,
+    "serial.size": 3,
+    "parallel.size": 4,
+    "prefix.length.0": 2,
+    "prefix.reparam": 8,
+    "ia3.targets": "v",
+}
 PREFIX = {"prefix.length": 3}
 
-PEFT_CASES = [("bert", LORA_PER_LAYER), ("gpt2", LORA_PER_LAYER), ("llama", LORA_PER_LAYER),
-              ("gpt2", LORA_FIXED_ALPHA), ("bert", LORA_FIXED_ALPHA), ("qwen2", LORA_FIXED_ALPHA),
-              ("distilbert", LORA_PER_LAYER), ("roberta", LORA_PER_LAYER),
-              ("bert", IA3), ("gpt2", IA3), ("llama", IA3), ("distilbert", IA3)]
-OWN_CASES = PEFT_CASES + [("bert", MIXED), ("gpt2", MIXED), ("llama", MIXED), ("mistral", MIXED),
-                          ("roberta", PREFIX), ("distilbert", MIXED)]
+PEFT_CASES = [
+    ("bert", LORA_PER_LAYER),
+    ("gpt2", LORA_PER_LAYER),
+    ("llama", LORA_PER_LAYER),
+    ("gpt2", LORA_FIXED_ALPHA),
+    ("bert", LORA_FIXED_ALPHA),
+    ("qwen2", LORA_FIXED_ALPHA),
+    ("distilbert", LORA_PER_LAYER),
+    ("roberta", LORA_PER_LAYER),
+    ("bert", IA3),
+    ("gpt2", IA3),
+    ("llama", IA3),
+    ("distilbert", IA3),
+]
+OWN_CASES = PEFT_CASES + [
+    ("bert", MIXED),
+    ("gpt2", MIXED),
+    ("llama", MIXED),
+    ("mistral", MIXED),
+    ("roberta", PREFIX),
+    ("distilbert", MIXED),
+]
 
 
 def _trained(arch, config, num_labels=3):
@@ -39,7 +72,9 @@ def _trained(arch, config, num_labels=3):
 
 
 @pytest.mark.parametrize("num_labels", [3, None], ids=["head", "bare"])
-@pytest.mark.parametrize("arch,config", OWN_CASES, ids=[f"{a}-{i}" for i, (a, _) in enumerate(OWN_CASES)])
+@pytest.mark.parametrize(
+    "arch,config", OWN_CASES, ids=[f"{a}-{i}" for i, (a, _) in enumerate(OWN_CASES)]
+)
 def test_export_load_round_trip(tmp_path, arch, config, num_labels):
     model = _trained(arch, config, num_labels)
     inputs = batch()
@@ -55,14 +90,18 @@ def test_export_load_round_trip(tmp_path, arch, config, num_labels):
         assert (output(fresh, inputs) - expected).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("arch,config", PEFT_CASES, ids=[f"{a}-{i}" for i, (a, _) in enumerate(PEFT_CASES)])
+@pytest.mark.parametrize(
+    "arch,config", PEFT_CASES, ids=[f"{a}-{i}" for i, (a, _) in enumerate(PEFT_CASES)]
+)
 def test_peft_loads_lora_and_ia3_exports(tmp_path, arch, config):
     from peft import PeftModel
 
     model = _trained(arch, config)
     inputs = batch()
     export_adapter(model, config, tmp_path)
-    assert (tmp_path / "adapter_config.json").is_file() and (tmp_path / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "adapter_config.json").is_file() and (
+        tmp_path / "adapter_model.safetensors"
+    ).is_file()
     peft_model = PeftModel.from_pretrained(build(arch), str(tmp_path)).eval()
     with torch.no_grad():
         diff = (output(model, inputs) - output(peft_model, inputs)).abs().max()
@@ -120,15 +159,15 @@ def test_mean_pooling_travels_with_the_adapter(tmp_path, arch):
     inputs = batch()
     export_adapter(model, LORA_PER_LAYER, tmp_path)
     assert json.loads((tmp_path / "autopeft_config.json").read_text())["pooling"] == "mean"
-    loaded = load_adapter(build(arch, 3), tmp_path)           # our loader re-applies the pooling
-    base = apply_pooling(build(arch, 3), "mean")               # peft's, after apply_pooling
+    loaded = load_adapter(build(arch, 3), tmp_path)  # our loader re-applies the pooling
+    base = apply_pooling(build(arch, 3), "mean")  # peft's, after apply_pooling
     peft_model = PeftModel.from_pretrained(base, str(tmp_path)).eval()
     plain = PeftModel.from_pretrained(build(arch, 3), str(tmp_path)).eval()
     with torch.no_grad():
         expected = output(model, inputs)
         assert (output(loaded, inputs) - expected).abs().max() < 1e-5
         assert (output(peft_model, inputs) - expected).abs().max() < 1e-5
-        assert (output(plain, inputs) - expected).abs().max() > 1e-4   # without it: another model
+        assert (output(plain, inputs) - expected).abs().max() > 1e-4  # without it: another model
 
 
 def test_mean_pooling_is_refused_for_decoders():

@@ -9,7 +9,13 @@ import pytest
 from autopeft.errors import InvalidConfig
 from autopeft.peft.memory import estimate_memory, predicted_memory_mb
 
-LORA = {"lora.targets": "q,v", "lora.alpha_ratio": 2.0, "lora.dropout": 0.0, "lora.rank.0": 8, "lora.rank.1": 8}
+LORA = {
+    "lora.targets": "q,v",
+    "lora.alpha_ratio": 2.0,
+    "lora.dropout": 0.0,
+    "lora.rank.0": 8,
+    "lora.rank.1": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,32 +28,56 @@ def tiny_config(tiny_model):
 # on this 32-wide toy model the attention map dominates at larger batches: 32 x 64 is +16%, 32 x 128 +24%
 # (over-predicted; BENCHMARKS.md "Memory model", caveats)
 @pytest.mark.parametrize("config, batch, length", [(LORA, 16, 64), ({}, 16, 64)])
-def test_prediction_is_within_15_percent_of_the_measured_peak(tiny_model, tiny_config, config, batch, length):
+def test_prediction_is_within_15_percent_of_the_measured_peak(
+    tiny_model, tiny_config, config, batch, length
+):
     from autopeft.trials.memprobe import measure_memory
 
-    workload = {"kind": "peft", "model": str(tiny_model), "dataset": "tweets", "device": "cpu", "batch_size": batch,
-                "max_length": length, "eval_batch_size": 8, "full_finetune": not config}
+    workload = {
+        "kind": "peft",
+        "model": str(tiny_model),
+        "dataset": "tweets",
+        "device": "cpu",
+        "batch_size": batch,
+        "max_length": length,
+        "eval_batch_size": 8,
+        "full_finetune": not config,
+    }
     predicted = estimate_memory(config, tiny_config, workload, num_labels=3)
     measured = measure_memory(workload, config)
     assert measured.device == "cpu" and measured.peak > measured.resident
-    assert abs(predicted.total - measured.peak) / measured.peak < 0.15, (predicted.as_dict(), measured)
+    assert abs(predicted.total - measured.peak) / measured.peak < 0.15, (
+        predicted.as_dict(),
+        measured,
+    )
 
 
 def test_terms_follow_the_workload(tiny_config):
     base = {"batch_size": 16, "max_length": 64}
     small = estimate_memory(LORA, tiny_config, base)
-    assert estimate_memory(LORA, tiny_config, {**base, "batch_size": 32}).activations > small.activations
-    assert estimate_memory(LORA, tiny_config, {**base, "max_length": 128}).activations > small.activations
+    assert (
+        estimate_memory(LORA, tiny_config, {**base, "batch_size": 32}).activations
+        > small.activations
+    )
+    assert (
+        estimate_memory(LORA, tiny_config, {**base, "max_length": 128}).activations
+        > small.activations
+    )
     ckpt = estimate_memory(LORA, tiny_config, {**base, "gradient_checkpointing": True})
     assert ckpt.activations < small.activations and ckpt.weights == small.weights
-    top = estimate_memory({**LORA, "lora.rank.0": 0}, tiny_config, base)   # layer 0 frozen: keeps nothing
+    top = estimate_memory(
+        {**LORA, "lora.rank.0": 0}, tiny_config, base
+    )  # layer 0 frozen: keeps nothing
     assert top.activations < small.activations
     full = estimate_memory({}, tiny_config, {**base, "full_finetune": True})
     assert full.gradients * 2 == full.optimizer and full.gradients > 100 * small.gradients
-    assert small.optimizer == 2 * small.gradients                               # AdamW: two fp32 moments
+    assert small.optimizer == 2 * small.gradients  # AdamW: two fp32 moments
     half = estimate_memory(LORA, tiny_config, {**base, "precision": "bf16"})
     assert half.activations < small.activations
-    assert predicted_memory_mb(LORA, tiny_config, {}) == estimate_memory(LORA, tiny_config, {"batch_size": 32}).total_mb
+    assert (
+        predicted_memory_mb(LORA, tiny_config, {})
+        == estimate_memory(LORA, tiny_config, {"batch_size": 32}).total_mb
+    )
 
 
 def test_bad_input_names_the_field(tiny_config):
@@ -59,7 +89,9 @@ def test_bad_input_names_the_field(tiny_config):
     assert err.value.field == "workload.batch_size"
 
 
-def test_gradient_checkpointing_lowers_the_real_peak_and_keeps_the_gradients(tiny_model, tiny_config):
+def test_gradient_checkpointing_lowers_the_real_peak_and_keeps_the_gradients(
+    tiny_model, tiny_config
+):
     """The trainer's knob: the measured peak drops, the prediction follows it, and the LoRA gradients of
     one step are those of the same step without checkpointing (recomputation, not approximation)."""
     import numpy as np
@@ -69,23 +101,41 @@ def test_gradient_checkpointing_lowers_the_real_peak_and_keeps_the_gradients(tin
     from autopeft.trials.memprobe import measure_memory, synthetic_tokens
     from autopeft.trials.train import trainer_for
 
-    workload = {"kind": "peft", "model": str(tiny_model), "dataset": "tweets", "device": "cpu", "batch_size": 32,
-                "max_length": 64, "eval_batch_size": 8, "dropout": 0.0}
+    workload = {
+        "kind": "peft",
+        "model": str(tiny_model),
+        "dataset": "tweets",
+        "device": "cpu",
+        "batch_size": 32,
+        "max_length": 64,
+        "eval_batch_size": 8,
+        "dropout": 0.0,
+    }
     plain = measure_memory(workload, LORA)
     ckpt = measure_memory({**workload, "gradient_checkpointing": True}, LORA)
     assert ckpt.peak < plain.peak
-    predicted = estimate_memory(LORA, tiny_config, {**workload, "gradient_checkpointing": True}, num_labels=3)
+    predicted = estimate_memory(
+        LORA, tiny_config, {**workload, "gradient_checkpointing": True}, num_labels=3
+    )
     assert predicted.total < estimate_memory(LORA, tiny_config, workload, num_labels=3).total
     grads = []
     for on in (False, True):
-        trainer = trainer_for({**workload, "gradient_checkpointing": on}, LORA, TrialContext("grads"))
+        trainer = trainer_for(
+            {**workload, "gradient_checkpointing": on}, LORA, TrialContext("grads")
+        )
         model = trainer.build_model(3, ("a", "b", "c"))
         model.train()
         tokens = synthetic_tokens(trainer, 32, int(model.get_input_embeddings().num_embeddings))
         batch = trainer._to_device(tokens.batch(np.arange(32), 64))
         labels = batch.pop("labels")
         trainer._loss(model, batch, labels, trainer._autocast()).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and "lora" in n})
+        grads.append(
+            {
+                n: p.grad.clone()
+                for n, p in model.named_parameters()
+                if p.requires_grad and "lora" in n
+            }
+        )
     assert grads[0] and grads[0].keys() == grads[1].keys()
     assert any(g.abs().sum() > 0 for g in grads[0].values())
     for name in grads[0]:
@@ -104,9 +154,20 @@ def test_prediction_is_within_15_percent_on_cuda(minilm_path, config, batch, len
     from autopeft.trials.memprobe import measure_memory
 
     cfg = {**LORA, **{f"lora.rank.{i}": 8 for i in range(6)}} if config else {}
-    workload = {"kind": "peft", "model": str(minilm_path), "dataset": "tweets", "device": "cuda", "batch_size": batch,
-                "max_length": length, "eval_batch_size": 8, "full_finetune": not config}
+    workload = {
+        "kind": "peft",
+        "model": str(minilm_path),
+        "dataset": "tweets",
+        "device": "cuda",
+        "batch_size": batch,
+        "max_length": length,
+        "eval_batch_size": 8,
+        "full_finetune": not config,
+    }
     predicted = estimate_memory(cfg, load_model_config(minilm_path), workload, num_labels=3)
     measured = measure_memory(workload, cfg)
     assert measured.device == "cuda"
-    assert abs(predicted.total - measured.peak) / measured.peak < 0.15, (predicted.as_dict(), measured)
+    assert abs(predicted.total - measured.peak) / measured.peak < 0.15, (
+        predicted.as_dict(),
+        measured,
+    )

@@ -9,25 +9,56 @@ import pytest
 import torch
 
 from autopeft.peft import apply_peft, count_trainable
-from tests.peft.conftest import ARCHS, batch, build, check_grads, measured_trainable, output, tiny_configs
+from tests.peft.conftest import (
+    ARCHS,
+    batch,
+    build,
+    check_grads,
+    measured_trainable,
+    output,
+    tiny_configs,
+)
 
 GATED = ("llama", "qwen2", "mistral")
 
 # name -> (config, outputs unchanged at init)
 CONFIGS = {
     "lora_qv": ({"lora.rank": 4}, True),
-    "lora_all_per_layer": ({"lora.rank.0": 2, "lora.rank.1": 0, "lora.targets": "q,k,v,o,ffn_in,ffn_out",
-                            "lora.alpha": 8.0, "lora.dropout": 0.1}, True),
+    "lora_all_per_layer": (
+        {
+            "lora.rank.0": 2,
+            "lora.rank.1": 0,
+            "lora.targets": "q,k,v,o,ffn_in,ffn_out",
+            "lora.alpha": 8.0,
+            "lora.dropout": 0.1,
+        },
+        True,
+    ),
     "lora_kv_mask": ({"lora.rank": 3, "lora.targets": "k,v", "layers.1": False}, True),
     "serial": ({"serial.size": 4, "serial.activation": "gelu"}, True),
     "parallel": ({"parallel.size.0": 3, "parallel.size.1": 5, "parallel.scaling": 2.0}, True),
     "ia3": ({"ia3.targets": "k,v,ffn_out"}, True),
     "ia3_masked": ({"ia3.targets": "v", "layers.0": False}, True),
     "prefix": ({"prefix.length": 3}, False),
-    "prefix_reparam_per_layer": ({"prefix.length.0": 2, "prefix.length.1": 0, "prefix.reparam": 16}, False),
-    "all_methods": ({"lora.rank": 2, "lora.targets": "q,v,o,ffn_out", "serial.size": 5, "parallel.size": 3,
-                     "prefix.length": 2, "prefix.reparam": 7, "ia3.targets": "k,v,ffn_out", "layers.0": False,
-                     "lr": 1e-3, "epochs": 2}, False),
+    "prefix_reparam_per_layer": (
+        {"prefix.length.0": 2, "prefix.length.1": 0, "prefix.reparam": 16},
+        False,
+    ),
+    "all_methods": (
+        {
+            "lora.rank": 2,
+            "lora.targets": "q,v,o,ffn_out",
+            "serial.size": 5,
+            "parallel.size": 3,
+            "prefix.length": 2,
+            "prefix.reparam": 7,
+            "ia3.targets": "k,v,ffn_out",
+            "layers.0": False,
+            "lr": 1e-3,
+            "epochs": 2,
+        },
+        False,
+    ),
     "nothing": ({"lr": 1e-3}, True),
 }
 GATED_ONLY = {"lora_gate": ({"lora.rank.1": 4, "lora.targets": "ffn_gate,ffn_in"}, True)}
@@ -78,7 +109,9 @@ def test_prefix_trains(arch):
     apply_peft(model, {"prefix.length": 2})
     inputs = batch()
     check_grads(model, inputs)
-    grads = [p.grad.abs().sum().item() for n, p in model.named_parameters() if "autopeft_prefix" in n]
+    grads = [
+        p.grad.abs().sum().item() for n, p in model.named_parameters() if "autopeft_prefix" in n
+    ]
     assert grads and all(g > 0 for g in grads)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-2)
     target = torch.randn(output(model, inputs).shape, generator=torch.Generator().manual_seed(0))
@@ -136,13 +169,19 @@ def test_prefix_equals_cached_context(arch):
     apply_peft(model, {"prefix.length": 4})
     assert model.config._attn_implementation != pristine_impl
     with torch.no_grad():
-        for layer, (k, v) in zip([m for n, m in model.named_modules() if n.endswith("autopeft_prefix")], kv):
+        for layer, (k, v) in zip(
+            [m for n, m in model.named_modules() if n.endswith("autopeft_prefix")], kv
+        ):
             layer.key.copy_(k[0].transpose(0, 1).reshape(4, -1))
             layer.value.copy_(v[0].transpose(0, 1).reshape(4, -1))
         positions = torch.arange(4, 9)[None]
         got = model(input_ids=rest, position_ids=positions, use_cache=False).last_hidden_state
-        got_masked = model(input_ids=rest, attention_mask=torch.ones_like(rest), position_ids=positions,
-                           use_cache=False).last_hidden_state
+        got_masked = model(
+            input_ids=rest,
+            attention_mask=torch.ones_like(rest),
+            position_ids=positions,
+            use_cache=False,
+        ).last_hidden_state
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
     assert torch.allclose(got_masked, expected, atol=1e-5)
 
@@ -191,8 +230,17 @@ def test_describe_config_matches_structure():
 @pytest.mark.parametrize("train", [True, False])
 def test_new_modules_follow_the_model_mode(train):
     model = build("gpt2").train(train)
-    apply_peft(model, {"lora.rank": 2, "lora.dropout": 0.5, "prefix.length": 1, "prefix.reparam": 4,
-                       "parallel.size": 2, "serial.size": 2})
+    apply_peft(
+        model,
+        {
+            "lora.rank": 2,
+            "lora.dropout": 0.5,
+            "prefix.length": 1,
+            "prefix.reparam": 4,
+            "parallel.size": 2,
+            "serial.size": 2,
+        },
+    )
     assert all(m.training == train for m in model.modules())
 
 
@@ -241,8 +289,14 @@ def test_generation_with_a_cache_matches_without(arch):
 
 def test_bfloat16_model():
     model = build("llama").to(torch.bfloat16)
-    config = {"lora.rank": 2, "serial.size": 3, "parallel.size": 3, "prefix.length": 2, "prefix.reparam": 4,
-              "ia3.targets": "k,v,ffn_out"}
+    config = {
+        "lora.rank": 2,
+        "serial.size": 3,
+        "parallel.size": 3,
+        "prefix.length": 2,
+        "prefix.reparam": 4,
+        "ia3.targets": "k,v,ffn_out",
+    }
     apply_peft(model, config)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     check_grads(model, batch())

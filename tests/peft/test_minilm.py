@@ -12,8 +12,19 @@ from tests.peft.conftest import check_grads, measured_trainable
 
 CONFIGS = [
     {"lora.rank": 8},
-    {"lora.rank.0": 16, "lora.rank.5": 2, "lora.targets": "q,k,v,o,ffn_in,ffn_out", "layers.3": False},
-    {"serial.size": 48, "parallel.size": 24, "prefix.length": 12, "prefix.reparam": 800, "layers.0": False},
+    {
+        "lora.rank.0": 16,
+        "lora.rank.5": 2,
+        "lora.targets": "q,k,v,o,ffn_in,ffn_out",
+        "layers.3": False,
+    },
+    {
+        "serial.size": 48,
+        "parallel.size": 24,
+        "prefix.length": 12,
+        "prefix.reparam": 800,
+        "layers.0": False,
+    },
     {"ia3.targets": "k,v,ffn_out"},
 ]
 

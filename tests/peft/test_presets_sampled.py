@@ -26,8 +26,12 @@ def minilm(minilm_path):
 
 
 def _check(model, pristine_ids, config, inputs, num_labels=3):
-    head = {id(p) for name in ("classifier", "score") if hasattr(model, name)
-            for p in getattr(model, name).parameters()}
+    head = {
+        id(p)
+        for name in ("classifier", "score")
+        if hasattr(model, name)
+        for p in getattr(model, name).parameters()
+    }
     apply_peft(model, config)
     for n, p in model.named_parameters():
         assert p.requires_grad == (id(p) not in pristine_ids or id(p) in head), (n, config)
@@ -48,8 +52,12 @@ def test_preset_on_tiny(preset, arch):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_on_minilm(preset, minilm):
     space = load_space(preset, minilm.config)
-    inputs = {"input_ids": torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2178, 2028, 102, 0, 0]]),
-              "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])}
+    inputs = {
+        "input_ids": torch.tensor(
+            [[101, 2023, 2003, 1037, 3231, 102], [101, 2178, 2028, 102, 0, 0]]
+        ),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]),
+    }
     for config in space.sample(SAMPLES, seed=2):
         model = copy.deepcopy(minilm)
         _check(model, {id(p) for p in model.parameters()}, config, inputs)

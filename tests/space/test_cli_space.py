@@ -13,8 +13,9 @@ from autopeft.models import load_model_config
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_space_list_names_presets():
@@ -26,7 +27,9 @@ def test_space_list_names_presets():
 
 @pytest.mark.parametrize("preset", ["lora_per_layer", "mixed"])
 def test_space_show_range_bounds_every_sample_and_is_attained(preset, minilm_path):
-    out = run_cli("space", "show", preset, "--model", str(minilm_path), "--num-labels", "3", "--json")
+    out = run_cli(
+        "space", "show", preset, "--model", str(minilm_path), "--num-labels", "3", "--json"
+    )
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     model_config = load_model_config(minilm_path)

@@ -40,8 +40,16 @@ BAD_SPACES = [
     ("unknown spec key", {"params": {"lr": {"low": 0.1, "high": 1.0, "lg": True}}}, "params.lr.lg"),
     ("unknown type", {"params": {"lr": {"type": "double", "low": 0, "high": 1}}}, "params.lr.type"),
     ("low above high", {"params": {"lr": {"type": "float", "low": 2.0, "high": 1.0}}}, "params.lr"),
-    ("log with low <= 0", {"params": {"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}}, "params.lr"),
-    ("log wrong type", {"params": {"lr": {"low": 0.1, "high": 1.0, "log": "yes"}}}, "params.lr.log"),
+    (
+        "log with low <= 0",
+        {"params": {"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}},
+        "params.lr",
+    ),
+    (
+        "log wrong type",
+        {"params": {"lr": {"low": 0.1, "high": 1.0, "log": "yes"}}},
+        "params.lr.log",
+    ),
     ("no bounds nor choices", {"params": {"lr": {"type": "float"}}}, "params.lr"),
     ("empty choices", {"params": {"opt": {"choices": []}}}, "params.opt.choices"),
     ("mixed choice types", {"params": {"opt": {"choices": ["a", 1]}}}, "params.opt.choices"),
@@ -54,15 +62,37 @@ BAD_SPACES = [
     ("unknown activation", {"peft": {"serial": {"activation": "swish"}}}, "peft.serial.activation"),
     ("dropout out of range", {"peft": {"lora": {"dropout": 1.5}}}, "peft.lora.dropout"),
     ("scaling not positive", {"peft": {"parallel": {"scaling": 0}}}, "peft.parallel.scaling"),
-    ("per-layer non-size", {"peft": {"lora": {"targets": {"choices": ["q"], "per_layer": True}}}},
-     "peft.lora.targets.per_layer"),
-    ("per-layer without model", {"peft": {"lora": {"rank": {"choices": [0, 8], "per_layer": True}}}},
-     "peft.lora.rank"),
-    ("alpha and alpha_ratio", {"peft": {"lora": {"alpha": 16, "alpha_ratio": 2}}}, "peft.lora.alpha"),
+    (
+        "per-layer non-size",
+        {"peft": {"lora": {"targets": {"choices": ["q"], "per_layer": True}}}},
+        "peft.lora.targets.per_layer",
+    ),
+    (
+        "per-layer without model",
+        {"peft": {"lora": {"rank": {"choices": [0, 8], "per_layer": True}}}},
+        "peft.lora.rank",
+    ),
+    (
+        "alpha and alpha_ratio",
+        {"peft": {"lora": {"alpha": 16, "alpha_ratio": 2}}},
+        "peft.lora.alpha",
+    ),
     ("layers wrong type", {"peft": {"layers": {"search": "on"}}}, "peft.layers.search"),
-    ("active_if unknown parent", {"params": {"w": {"low": 0.0, "high": 1.0, "active_if": {"nope": 1}}}}, "w"),
-    ("active_if bad value", {"params": {"s": {"choices": ["a", "b"]},
-                                        "w": {"low": 0.0, "high": 1.0, "active_if": {"s": "c"}}}}, "s"),
+    (
+        "active_if unknown parent",
+        {"params": {"w": {"low": 0.0, "high": 1.0, "active_if": {"nope": 1}}}},
+        "w",
+    ),
+    (
+        "active_if bad value",
+        {
+            "params": {
+                "s": {"choices": ["a", "b"]},
+                "w": {"low": 0.0, "high": 1.0, "active_if": {"s": "c"}},
+            }
+        },
+        "s",
+    ),
     ("params not a mapping", {"params": [1, 2]}, "params"),
 ]
 
@@ -113,7 +143,9 @@ def test_missing_active_parameter_is_named():
 def test_validate_normalises_and_drops_inactive():
     space = small()
     config = space.default_config()
-    config.update({"sched": "cosine", "warmup": 0.1, "epochs": 2.0, "layers.1": False, "lora.rank.1": 8})
+    config.update(
+        {"sched": "cosine", "warmup": 0.1, "epochs": 2.0, "layers.1": False, "lora.rank.1": 8}
+    )
     out = space.validate(config)
     assert "warmup" not in out and "lora.rank.1" not in out  # inactive: dropped
     assert out["epochs"] == 2 and isinstance(out["epochs"], int)
@@ -122,11 +154,14 @@ def test_validate_normalises_and_drops_inactive():
 
 
 # ---------------------------------------------------------------------------- yaml / presets
-@pytest.mark.parametrize("text,needle", [
-    ("params: {lr: [1, 2", "line"),
-    ("params:\n  lr: {type: float, low: 1, high: 0}\n", "params.lr"),
-    ("peft:\n  lora:\n    rank: {choices: [0, 4], per_layer: true}\n", "model config"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("params: {lr: [1, 2", "line"),
+        ("params:\n  lr: {type: float, low: 1, high: 0}\n", "params.lr"),
+        ("peft:\n  lora:\n    rank: {choices: [0, 4], per_layer: true}\n", "model config"),
+    ],
+)
 def test_yaml_errors(tmp_path: Path, text, needle):
     path = tmp_path / "space.yaml"
     path.write_text(text)
@@ -148,9 +183,12 @@ def test_presets_shipped_and_described():
 
 def test_autopeft_sapa_size_matches_paper():
     # REFERENCES.md: 15 dimensions for 12 layers, 27 for 24, about 5.45 million configs for BERT-base.
-    s12, s24 = load_space("autopeft_sapa", num_layers=12), load_space("autopeft_sapa", num_layers=24)
+    s12, s24 = (
+        load_space("autopeft_sapa", num_layers=12),
+        load_space("autopeft_sapa", num_layers=24),
+    )
     assert (len(s12), len(s24)) == (15, 27)
-    assert s12.size() == 11 ** 3 * 2 ** 12 == 5_451_776
+    assert s12.size() == 11**3 * 2**12 == 5_451_776
 
 
 def test_per_layer_expansion_from_transformers_config():
@@ -167,12 +205,12 @@ def test_size_counts_conditions_exactly():
     # epochs 4 x (linear with warmup | cosine) = 4 x 2 sched, warmup continuous;
     # each layer: off (1) or on with 3 ranks -> 4 per layer; ia3 2 choices.
     space = small(num_layers=3)
-    assert space.size() == 4 * 2 * 4 ** 3 * 2
+    assert space.size() == 4 * 2 * 4**3 * 2
     assert space.continuous_params == ["lr", "warmup"]
     # brute force over the discrete parameters confirms the count
     discrete = SearchSpace.from_dict({"peft": SMALL["peft"]}, num_layers=3)
     seen = {tuple(sorted(c.items())) for c in discrete.sample(20000, seed=1)}
-    assert len(seen) == discrete.size() == 4 ** 3 * 2
+    assert len(seen) == discrete.size() == 4**3 * 2
 
 
 def test_mixed_size_in_header_is_right():
@@ -201,7 +239,7 @@ def test_encode_decode_roundtrip(preset):
     space = load_space(preset, num_layers=4)
     for config in space.sample(50, seed=0):
         x = space.encode(config)
-        assert x.shape == (space.dim,) and np.all((0 <= x) & (x <= 1))
+        assert x.shape == (space.dim,) and np.all((x >= 0) & (x <= 1))
         decoded = space.decode(x)
         for key, value in config.items():
             if isinstance(value, float):
@@ -226,8 +264,10 @@ def test_features_describe_the_encoding():
     widths = {name: sl.stop - sl.start for name, _, sl in space.features}
     assert widths["scheduler"] == 3 and widths["lr"] == 1
     assert sum(widths.values()) == space.dim
-    assert space.per_layer_groups() == {"layers": ["layers.0", "layers.1"],
-                                        "lora.rank": ["lora.rank.0", "lora.rank.1"]}
+    assert space.per_layer_groups() == {
+        "layers": ["layers.0", "layers.1"],
+        "lora.rank": ["lora.rank.0", "lora.rank.1"],
+    }
 
 
 def test_one_hot_and_ordinal_encoding_values():
@@ -245,7 +285,9 @@ def test_import_autopeft_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, autopeft; autopeft.load_space('mixed', num_layers=2); "
-            "heavy = [m for m in ('torch', 'transformers', 'fastapi', 'sqlalchemy', 'ray', 'botorch') "
-            "if m in sys.modules]; print(heavy); assert not heavy")
+    code = (
+        "import sys, autopeft; autopeft.load_space('mixed', num_layers=2); "
+        "heavy = [m for m in ('torch', 'transformers', 'fastapi', 'sqlalchemy', 'ray', 'botorch') "
+        "if m in sys.modules]; print(heavy); assert not heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

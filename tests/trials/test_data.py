@@ -22,33 +22,74 @@ def _write(path, content):
 BAD_FILES = [
     ("missing_label.csv", "text,sentiment\nhello,pos\n", {}, "label", "workload.label_column"),
     ("missing_text.csv", "body,label\nhello,pos\n", {}, "text", "workload.text_column"),
-    ("missing_pair.csv", "text,label\nhello,pos\n", {"text_column": ["text", "hypothesis"]},
-     "hypothesis", "workload.text_column"),
+    (
+        "missing_pair.csv",
+        "text,label\nhello,pos\n",
+        {"text_column": ["text", "hypothesis"]},
+        "hypothesis",
+        "workload.text_column",
+    ),
     ("empty.csv", "", {}, None, "workload.dataset"),
     ("blank.csv", "\n\n  \n", {}, None, "workload.dataset"),
     ("header_only.csv", "text,label\n", {}, None, "workload.dataset"),
-    ("outside.csv", "text,label\na,pos\nb,neg\nc,maybe\n", {"labels": ["pos", "neg"]},
-     "label", "workload.labels"),
-    ("outside_num.jsonl", '{"text": "a", "label": 0}\n{"text": "b", "label": 3}\n',
-     {"labels": [0, 1]}, "label", "workload.labels"),
-    ("undecodable_text.csv", b"text,label\nfine,pos\ncaf\xe9 bad,neg\n", {}, "text",
-     "workload.encoding"),
-    ("undecodable_label.csv", b"text,label\nfine,pos\nok,n\xffg\n", {}, "label",
-     "workload.encoding"),
-    ("undecodable.jsonl", b'{"text": "ok", "label": "pos"}\n{"text": "bad \xff", "label": "neg"}\n',
-     {}, "text", "workload.encoding"),
+    (
+        "outside.csv",
+        "text,label\na,pos\nb,neg\nc,maybe\n",
+        {"labels": ["pos", "neg"]},
+        "label",
+        "workload.labels",
+    ),
+    (
+        "outside_num.jsonl",
+        '{"text": "a", "label": 0}\n{"text": "b", "label": 3}\n',
+        {"labels": [0, 1]},
+        "label",
+        "workload.labels",
+    ),
+    (
+        "undecodable_text.csv",
+        b"text,label\nfine,pos\ncaf\xe9 bad,neg\n",
+        {},
+        "text",
+        "workload.encoding",
+    ),
+    (
+        "undecodable_label.csv",
+        b"text,label\nfine,pos\nok,n\xffg\n",
+        {},
+        "label",
+        "workload.encoding",
+    ),
+    (
+        "undecodable.jsonl",
+        b'{"text": "ok", "label": "pos"}\n{"text": "bad \xff", "label": "neg"}\n',
+        {},
+        "text",
+        "workload.encoding",
+    ),
     ("no_label_value.csv", "text,label\na,pos\nb,\n", {}, "label", "workload.label_column"),
     ("short_row.csv", "label,text\npos,a\nneg\n", {}, "text", "workload.text_column"),
-    ("missing_key.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b"}\n', {}, "label",
-     "workload.label_column"),
-    ("bad_json.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b", label}\n', {}, None,
-     "workload.dataset"),
+    (
+        "missing_key.jsonl",
+        '{"text": "a", "label": "pos"}\n{"text": "b"}\n',
+        {},
+        "label",
+        "workload.label_column",
+    ),
+    (
+        "bad_json.jsonl",
+        '{"text": "a", "label": "pos"}\n{"text": "b", label}\n',
+        {},
+        None,
+        "workload.dataset",
+    ),
     ("one_class.csv", "text,label\na,pos\nb,pos\n", {}, "label", "workload.label_column"),
 ]
 
 
-@pytest.mark.parametrize("name, content, kwargs, column, field", BAD_FILES,
-                         ids=[b[0] for b in BAD_FILES])
+@pytest.mark.parametrize(
+    "name, content, kwargs, column, field", BAD_FILES, ids=[b[0] for b in BAD_FILES]
+)
 def test_bad_data_names_file_and_column(tmp_path, name, content, kwargs, column, field):
     path = _write(tmp_path / name, content)
     with pytest.raises(InvalidConfig) as err:
@@ -71,9 +112,10 @@ def test_header_check_is_cheap_but_catches_missing_columns(tmp_path):
 
 
 def test_csv_jsonl_and_declared_label_order(tmp_path):
-    rows = [("good one", "pos"), ("bad, \"quoted\"\nline", "neg"), ("meh", "neutral")]
+    rows = [("good one", "pos"), ('bad, "quoted"\nline', "neg"), ("meh", "neutral")]
     csv_path = tmp_path / "d.csv"
     import csv
+
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["label", "text"])
@@ -82,8 +124,11 @@ def test_csv_jsonl_and_declared_label_order(tmp_path):
     assert [t[0] for t in raw.texts] == [r[0] for r in rows]
     assert raw.label_names == ("neutral", "neg", "pos")
     assert raw.labels.tolist() == [2, 1, 0]
-    jsonl = _write(tmp_path / "d.jsonl", "\n".join(json.dumps({"a": t, "b": t[::-1], "y": i % 2})
-                                                 for i, (t, _) in enumerate(rows)) + "\n")
+    jsonl = _write(
+        tmp_path / "d.jsonl",
+        "\n".join(json.dumps({"a": t, "b": t[::-1], "y": i % 2}) for i, (t, _) in enumerate(rows))
+        + "\n",
+    )
     raw = data.read_examples(data.data_spec(str(jsonl), text_column=["a", "b"], label_column="y"))
     assert raw.label_names == ("0", "1") and raw.labels.tolist() == [0, 1, 0]
     assert raw.texts[0] == ("good one", "eno doog")
@@ -120,10 +165,10 @@ def test_stratified_take_proportions_nesting_and_rare_classes():
     small = data.stratified_take(pool, labels, 100, seed=3)
     large = data.stratified_take(pool, labels, 400, seed=3)
     assert np.bincount(labels[small]).tolist() == [60, 30, 10]
-    assert set(small) <= set(large)                       # nested fidelities
+    assert set(small) <= set(large)  # nested fidelities
     assert np.array_equal(small, data.stratified_take(pool, labels, 100, seed=3))
     tiny = data.stratified_take(pool, labels, 3, seed=0)
-    assert sorted(labels[tiny].tolist()) == [0, 1, 2]     # every class kept
+    assert sorted(labels[tiny].tolist()) == [0, 1, 2]  # every class kept
     assert len(data.stratified_take(pool, labels, 5000, seed=0)) == 1000
 
 
@@ -162,18 +207,24 @@ def test_tokenized_batches_and_pairs(tmp_path, tiny_model):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    path = _write(tmp_path / "pairs.jsonl", "".join(
-        json.dumps({"p": "a cat " * (i + 1), "h": "sits", "label": i % 2}) + "\n" for i in range(6)))
-    tokens, _ = data.load_tokenized(data.data_spec(str(path), text_column=["p", "h"]), tok,
-                                    tiny_model, 12, root=tmp_path)
-    assert tokens.lengths(np.arange(6)).max() == 12                     # truncated
+    path = _write(
+        tmp_path / "pairs.jsonl",
+        "".join(
+            json.dumps({"p": "a cat " * (i + 1), "h": "sits", "label": i % 2}) + "\n"
+            for i in range(6)
+        ),
+    )
+    tokens, _ = data.load_tokenized(
+        data.data_spec(str(path), text_column=["p", "h"]), tok, tiny_model, 12, root=tmp_path
+    )
+    assert tokens.lengths(np.arange(6)).max() == 12  # truncated
     batch = tokens.batch(np.array([0, 5]))
     assert batch["input_ids"].shape == (2, 12)
     assert batch["attention_mask"][0].sum() == tokens.lengths(np.array([0]))[0]
-    assert batch["token_type_ids"][0].max() == 1                         # second segment
+    assert batch["token_type_ids"][0].max() == 1  # second segment
     assert (batch["input_ids"][0][batch["attention_mask"][0] == 0] == tok.pad_token_id).all()
     expected = tok("a cat ", "sits")["input_ids"]
-    assert batch["input_ids"][0][:len(expected)].tolist() == expected
+    assert batch["input_ids"][0][: len(expected)].tolist() == expected
     assert tokens.batch(np.array([0]), pad_to=20)["input_ids"].shape == (1, 20)
 
 
@@ -183,7 +234,13 @@ SECRET = "s3cr3t-value-that-must-never-leak"
 
 def test_system_folders_and_non_files_are_never_datasets(tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_DIRS_ENV, raising=False)
-    for path in ("/proc/self/environ", "/proc/self/status", "/dev/null", "/sys/kernel/notes", str(tmp_path)):
+    for path in (
+        "/proc/self/environ",
+        "/proc/self/status",
+        "/dev/null",
+        "/sys/kernel/notes",
+        str(tmp_path),
+    ):
         with pytest.raises(InvalidConfig) as err:
             data.data_spec(path, format="csv")
         assert err.value.field == "workload.dataset"
@@ -206,21 +263,24 @@ def test_data_roots_confine_paths_and_links(tmp_path, monkeypatch):
         with pytest.raises(InvalidConfig, match="AUTOPEFT_DATA_DIRS") as err:
             data.data_spec(str(path))
         assert err.value.field == "workload.dataset"
-    monkeypatch.setenv(data.DATA_DIRS_ENV, "")   # set but empty: no server path at all
+    monkeypatch.setenv(data.DATA_DIRS_ENV, "")  # set but empty: no server path at all
     with pytest.raises(InvalidConfig, match="upload the file"):
         data.data_spec(str(good))
-    assert data.data_spec("tweets").name == "tweets"   # built-ins stay available
+    assert data.data_spec("tweets").name == "tweets"  # built-ins stay available
 
 
-@pytest.mark.parametrize("content, kwargs", [
-    (f"{SECRET}:x:0:0\nroot:x:0:0\n", {"format": "csv"}),                       # like /etc/passwd
-    (f"{SECRET}=1\0HOME=/root\0", {"format": "csv"}),                           # like /proc/self/environ
-    (f'{{"{SECRET}": 1}}\n', {"format": "jsonl"}),
-    (f"text,label\na,{SECRET}\n", {"labels": ["pos", "neg"]}),                  # undeclared label
-    (f"text,label\na,{SECRET}\nb,{SECRET}\n", {}),                              # a single label
-    (f"text,{SECRET}\na,pos\n", {"label_column": "label"}),
-    (f"{SECRET},label\n\xff,pos\n".encode("latin-1"), {"text_column": "t"}),   # undecodable byte
-])
+@pytest.mark.parametrize(
+    "content, kwargs",
+    [
+        (f"{SECRET}:x:0:0\nroot:x:0:0\n", {"format": "csv"}),  # like /etc/passwd
+        (f"{SECRET}=1\0HOME=/root\0", {"format": "csv"}),  # like /proc/self/environ
+        (f'{{"{SECRET}": 1}}\n', {"format": "jsonl"}),
+        (f"text,label\na,{SECRET}\n", {"labels": ["pos", "neg"]}),  # undeclared label
+        (f"text,label\na,{SECRET}\nb,{SECRET}\n", {}),  # a single label
+        (f"text,{SECRET}\na,pos\n", {"label_column": "label"}),
+        (f"{SECRET},label\n\xff,pos\n".encode("latin-1"), {"text_column": "t"}),  # undecodable byte
+    ],
+)
 def test_no_message_contains_file_content(tmp_path, monkeypatch, content, kwargs):
     monkeypatch.delenv(data.DATA_DIRS_ENV, raising=False)
     path = _write(tmp_path / "leak.txt", content)

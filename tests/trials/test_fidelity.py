@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from autopeft.errors import InvalidConfig
-from autopeft.trials import TrialContext, checkpoint as ckpt, data, run_workload
+from autopeft.trials import TrialContext, data, run_workload
+from autopeft.trials import checkpoint as ckpt
 from autopeft.trials.train import HEAD_LR, PeftTrainer
 
 TASK = ("accuracy", "macro_f1", "loss", "train_loss")
@@ -21,8 +22,16 @@ LORA = {"lora.rank": 4, "lora.targets": "q,v", "lr": 3e-3}
 @pytest.fixture
 def workload(tiny_model, small_csv):
     # 180 rows -> 36 validation, 18 test, 126 train; batch 16 -> 8 steps an epoch; 4 reports an epoch
-    return {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv), "validation_fraction": 0.2,
-            "batch_size": 16, "max_length": 32, "warmup_ratio": 0.1, "evals_per_epoch": 4}
+    return {
+        "kind": "peft",
+        "model": str(tiny_model),
+        "dataset": str(small_csv),
+        "validation_fraction": 0.2,
+        "batch_size": 16,
+        "max_length": 32,
+        "warmup_ratio": 0.1,
+        "evals_per_epoch": 4,
+    }
 
 
 def _run(workload, config, **trial):
@@ -43,26 +52,41 @@ def test_mid_epoch_resume_equals_straight(workload, tmp_path):
     config = {**LORA, "epochs": 2, "lora.dropout": 0.1}
     straight = _run(workload, config, checkpoint_dir=tmp_path / "straight")
     first = _run(workload, config, checkpoint_dir=tmp_path / "split", budget={"step": 3})
-    assert first["epoch"] == 0.75 and first["budget_reached"] == 0 and first["epochs_trained"] == 0.75
+    assert (
+        first["epoch"] == 0.75 and first["budget_reached"] == 0 and first["epochs_trained"] == 0.75
+    )
     meta = json.loads((tmp_path / "split" / ckpt.META).read_text())
     assert meta["report"] == 3 and meta["step"] == 6
     steps = []
-    resumed = _run(workload, config, checkpoint_dir=tmp_path / "split", restore_dir=tmp_path / "split",
-                   reporter=lambda s, m: steps.append(s))
-    assert steps == [4, 5, 6, 7, 8]          # a promotion trains what is left, never from the start
+    resumed = _run(
+        workload,
+        config,
+        checkpoint_dir=tmp_path / "split",
+        restore_dir=tmp_path / "split",
+        reporter=lambda s, m: steps.append(s),
+    )
+    assert steps == [4, 5, 6, 7, 8]  # a promotion trains what is left, never from the start
     assert resumed["epochs_trained"] == pytest.approx(1.25) and resumed["budget_reached"] == 1
     for key in TASK:
         assert resumed[key] == pytest.approx(straight[key], abs=1e-4), key
-    a, b = load_file(tmp_path / "straight" / ckpt.WEIGHTS), load_file(tmp_path / "split" / ckpt.WEIGHTS)
+    a, b = (
+        load_file(tmp_path / "straight" / ckpt.WEIGHTS),
+        load_file(tmp_path / "split" / ckpt.WEIGHTS),
+    )
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
 
 
 def test_head_trains_at_its_own_rate(workload):
     trainer = PeftTrainer(workload, {**LORA, "lr": 1e-4}, TrialContext("t"))
-    assert trainer.group_lrs() == {"decay": 1e-4, "no_decay": 1e-4, "head": HEAD_LR, "head_no_decay": HEAD_LR}
+    assert trainer.group_lrs() == {
+        "decay": 1e-4,
+        "no_decay": 1e-4,
+        "head": HEAD_LR,
+        "head_no_decay": HEAD_LR,
+    }
     trainer = PeftTrainer(workload, {**LORA, "lr": 0.05}, TrialContext("t"))
-    assert trainer.group_lrs()["head"] == 0.05       # never slower than the body
+    assert trainer.group_lrs()["head"] == 0.05  # never slower than the body
     trainer = PeftTrainer({**workload, "head_lr": 2e-3}, LORA, TrialContext("t"))
     assert trainer.group_lrs()["head"] == 2e-3
     # and it acts: with a tiny body lr the head still learns at the default, not with head_lr = lr
@@ -82,13 +106,14 @@ def test_pooling_detected_from_a_sentence_transformers_folder(workload, tiny_mod
     st = tmp_path / "st"
     shutil.copytree(tiny_model, st)
     (st / "1_Pooling").mkdir()
-    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True,
-                                                               "pooling_mode_cls_token": False}))
+    (st / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False})
+    )
     assert detect_pooling(st) == "mean"
     auto = _run({**workload, "model": str(st)}, LORA, checkpoint_dir=tmp_path / "a")
     mean = _run({**workload, "model": str(tiny_model), "pooling": "mean"}, LORA)
     model = _run({**workload, "model": str(st), "pooling": "model"}, LORA)
-    assert auto["loss"] == pytest.approx(mean["loss"], abs=1e-6)   # auto = mean for this folder
+    assert auto["loss"] == pytest.approx(mean["loss"], abs=1e-6)  # auto = mean for this folder
     assert auto["loss"] != pytest.approx(model["loss"], abs=1e-6)
     assert json.loads((tmp_path / "a" / ckpt.META).read_text())["pooling"] == "mean"
     with pytest.raises(InvalidConfig) as err:
@@ -113,7 +138,11 @@ def test_mean_pooling_reads_the_masked_mean(tiny_model):
     torch.testing.assert_close(logits, expected)
     assert not torch.allclose(logits, cls_logits)
     assert sum(p.numel() for p in model.parameters()) < sum(
-        p.numel() for p in AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3).parameters())
+        p.numel()
+        for p in AutoModelForSequenceClassification.from_pretrained(
+            tiny_model, num_labels=3
+        ).parameters()
+    )
 
 
 def test_test_split_is_disjoint_and_never_trained_on(workload, tmp_path):
@@ -123,7 +152,7 @@ def test_test_split_is_disjoint_and_never_trained_on(workload, tmp_path):
     assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
     assert np.bincount(labels[test]).tolist() == [6, 6, 6]
     same_val, _ = data.split_indices(labels, 0.2, seed=0)[1], None
-    assert same_val.tolist() == val.tolist()      # the validation split is what it was without test
+    assert same_val.tolist() == val.tolist()  # the validation split is what it was without test
     trainer = PeftTrainer(workload, LORA, TrialContext("t"))
     tokens = trainer.prepare_data()
     tr, va, te = trainer.select(tokens)
@@ -135,7 +164,9 @@ def test_test_split_is_disjoint_and_never_trained_on(workload, tmp_path):
 
 def test_evaluate_a_saved_adapter_on_test(workload, tmp_path):
     trained = _run(workload, {**LORA, "epochs": 2}, checkpoint_dir=tmp_path)
-    again = _run({**workload, "evaluate": "validation"}, {**LORA, "epochs": 2}, restore_dir=tmp_path)
+    again = _run(
+        {**workload, "evaluate": "validation"}, {**LORA, "epochs": 2}, restore_dir=tmp_path
+    )
     assert again["validation_accuracy"] == pytest.approx(trained["accuracy"], abs=1e-9)
     assert again["validation_loss"] == pytest.approx(trained["loss"], abs=1e-5)
     test = _run({**workload, "evaluate": "test"}, {**LORA, "epochs": 2}, restore_dir=tmp_path)
@@ -152,8 +183,12 @@ def test_evaluate_a_saved_adapter_on_test(workload, tmp_path):
 def test_linear_probe_fits_the_head_on_frozen_features(workload, tmp_path):
     reports = []
     workload = {**workload, "pooling": "mean"}
-    out = _run({**workload, "linear_probe": True}, {}, checkpoint_dir=tmp_path,
-               reporter=lambda s, m: reports.append(s))
+    out = _run(
+        {**workload, "linear_probe": True},
+        {},
+        checkpoint_dir=tmp_path,
+        reporter=lambda s, m: reports.append(s),
+    )
     assert reports == [1] and out["trainable_params"] == 32 * 3 + 3
     assert out["epochs_trained"] == pytest.approx(1 / 3) and out["budget_reached"] == 1
     # better than chance on the learnable toy task; the head alone was saved and evaluates the same
@@ -169,9 +204,12 @@ def test_linear_probe_fits_the_head_on_frozen_features(workload, tmp_path):
 def test_small_data_trains_at_a_smaller_batch(workload):
     from autopeft.trials.workload import SMALL_DATA, SMALL_DATA_BATCH, default_batch_size
 
-    assert default_batch_size(SMALL_DATA) == SMALL_DATA_BATCH and default_batch_size(SMALL_DATA + 1) == 32
+    assert (
+        default_batch_size(SMALL_DATA) == SMALL_DATA_BATCH
+        and default_batch_size(SMALL_DATA + 1) == 32
+    )
     reports = []
-    wl = {k: v for k, v in workload.items() if k != "batch_size"}   # 126 examples: 8 steps of 16
+    wl = {k: v for k, v in workload.items() if k != "batch_size"}  # 126 examples: 8 steps of 16
     out = _run({**wl, "evals_per_epoch": 8}, LORA, reporter=lambda s, m: reports.append(m["epoch"]))
     assert reports == [i / 8 for i in range(1, 9)] and out["epoch"] == 1
 
@@ -184,6 +222,10 @@ def test_mean_pooling_for_a_decoder_is_refused_at_validation(tmp_path, small_csv
     folder = tmp_path / "gpt2"
     GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(folder)
     with pytest.raises(InvalidConfig) as err:
-        validate_workload({"kind": "peft", "model": str(folder), "dataset": str(small_csv), "pooling": "mean"})
+        validate_workload(
+            {"kind": "peft", "model": str(folder), "dataset": str(small_csv), "pooling": "mean"}
+        )
     assert err.value.field == "workload.pooling"
-    validate_workload({"kind": "peft", "model": str(folder), "dataset": str(small_csv)})   # auto: fine
+    validate_workload(
+        {"kind": "peft", "model": str(folder), "dataset": str(small_csv)}
+    )  # auto: fine

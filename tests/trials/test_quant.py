@@ -15,15 +15,27 @@ CONFIG = {"lora.rank": 8, "lora.targets": "all", "lr": 1e-2, "epochs": 3}
 
 
 def _workload(model, dataset, **extra):
-    return {"kind": "peft", "task": "causal_lm", "model": str(model), "dataset": str(dataset), "quantization": "4bit",
-            "validation_fraction": 0.2, "batch_size": 16, "max_length": 48, "evals_per_epoch": 1, **extra}
+    return {
+        "kind": "peft",
+        "task": "causal_lm",
+        "model": str(model),
+        "dataset": str(dataset),
+        "quantization": "4bit",
+        "validation_fraction": 0.2,
+        "batch_size": 16,
+        "max_length": 48,
+        "evals_per_epoch": 1,
+        **extra,
+    }
 
 
 def _lora_grad(model, ids):
     model.train()
     model.zero_grad()
     model(input_ids=ids).logits.pow(2).mean().backward()
-    return model.model.layers[0].self_attn.q_proj.lora["all"].lora_B.weight.grad   # (A gets none while B is zero)
+    return (
+        model.model.layers[0].self_attn.q_proj.lora["all"].lora_B.weight.grad
+    )  # (A gets none while B is zero)
 
 
 def test_qlora_sft_learns_on_a_4bit_base(tiny_llama, sft_jsonl, tmp_path):
@@ -48,16 +60,28 @@ def test_qlora_sft_learns_on_a_4bit_base(tiny_llama, sft_jsonl, tmp_path):
     assert after is not None and before.abs().max() > 0 and torch.allclose(before, after)
 
     reports = []
-    out = run_workload(_workload(tiny_llama, sft_jsonl), CONFIG,
-                       TrialContext("t", checkpoint_dir=tmp_path, reporter=lambda s, m: reports.append(m)))
-    full = run_workload({**_workload(tiny_llama, sft_jsonl), "quantization": None}, {**CONFIG, "epochs": 1},
-                        TrialContext("t"))
+    out = run_workload(
+        _workload(tiny_llama, sft_jsonl),
+        CONFIG,
+        TrialContext("t", checkpoint_dir=tmp_path, reporter=lambda s, m: reports.append(m)),
+    )
+    full = run_workload(
+        {**_workload(tiny_llama, sft_jsonl), "quantization": None},
+        {**CONFIG, "epochs": 1},
+        TrialContext("t"),
+    )
     assert reports[-1]["loss"] < reports[0]["loss"] - 0.1 and out["exact_match"] > 0.5
-    assert out["trainable_params"] == full["trainable_params"] == autopeft.count_trainable(
-        CONFIG, AutoConfig.from_pretrained(tiny_llama), None)
-    assert out["base_params"] == full["base_params"]        # counted as the full-precision model has them
-    tested = run_workload({**_workload(tiny_llama, sft_jsonl), "evaluate": "test"}, CONFIG,
-                          TrialContext("t", restore_dir=tmp_path))
+    assert (
+        out["trainable_params"]
+        == full["trainable_params"]
+        == autopeft.count_trainable(CONFIG, AutoConfig.from_pretrained(tiny_llama), None)
+    )
+    assert out["base_params"] == full["base_params"]  # counted as the full-precision model has them
+    tested = run_workload(
+        {**_workload(tiny_llama, sft_jsonl), "evaluate": "test"},
+        CONFIG,
+        TrialContext("t", restore_dir=tmp_path),
+    )
     assert tested["test_examples"] == 24
 
 
@@ -66,9 +90,19 @@ def test_a_classifier_on_a_4bit_gpt2(tiny_gpt2, small_csv):
     stays in full precision and trains."""
     from autopeft.trials.train import PeftTrainer
 
-    workload = {"kind": "peft", "model": str(tiny_gpt2), "dataset": str(small_csv), "quantization": "4bit",
-                "validation_fraction": 0.2, "batch_size": 16, "max_length": 32, "evals_per_epoch": 1}
-    model = PeftTrainer(workload, {"lora.rank": 4}, TrialContext("t")).build_model(3, ("neg", "neutral", "pos"))
+    workload = {
+        "kind": "peft",
+        "model": str(tiny_gpt2),
+        "dataset": str(small_csv),
+        "quantization": "4bit",
+        "validation_fraction": 0.2,
+        "batch_size": 16,
+        "max_length": 32,
+        "evals_per_epoch": 1,
+    }
+    model = PeftTrainer(workload, {"lora.rank": 4}, TrialContext("t")).build_model(
+        3, ("neg", "neutral", "pos")
+    )
     assert isinstance(model.transformer.h[0].attn.c_attn.base_layer, bnb.nn.Linear4bit)
     assert model.score.weight.dtype == torch.float32 and model.score.weight.requires_grad
     out = run_workload(workload, {"lora.rank": 4, "lr": 3e-3, "epochs": 2}, TrialContext("t"))
@@ -101,7 +135,10 @@ def test_memory_prediction_knows_the_4bit_base(tiny_llama, sft_jsonl):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_qlora_on_cuda_in_bf16(tiny_llama, sft_jsonl, tmp_path):
     reports = []
-    out = run_workload(_workload(tiny_llama, sft_jsonl, precision="bf16", device="cuda"), CONFIG,
-                       TrialContext("t", checkpoint_dir=tmp_path, reporter=lambda s, m: reports.append(m)))
+    out = run_workload(
+        _workload(tiny_llama, sft_jsonl, precision="bf16", device="cuda"),
+        CONFIG,
+        TrialContext("t", checkpoint_dir=tmp_path, reporter=lambda s, m: reports.append(m)),
+    )
     assert reports[-1]["loss"] < reports[0]["loss"] - 0.1 and out["exact_match"] > 0.5
     assert out["peak_memory_mb"] > 0

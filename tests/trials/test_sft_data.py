@@ -18,7 +18,9 @@ from tests.decoders import PROMPT, write_sft_jsonl
 def _load(path, model, max_length=48, **kw):
     spec = data.data_spec(str(path))
     tokenizer = AutoTokenizer.from_pretrained(model)
-    return sft_data.load_sft(spec, tokenizer, model, max_length, use_cache=False, **kw)[0], tokenizer
+    return sft_data.load_sft(spec, tokenizer, model, max_length, use_cache=False, **kw)[
+        0
+    ], tokenizer
 
 
 def _write(path, records):
@@ -27,42 +29,60 @@ def _write(path, records):
 
 
 def test_loss_only_on_completion_tokens_which_end_with_eos(tiny_gpt2, tmp_path):
-    path = _write(tmp_path / "a.jsonl", [{"prompt": "the car\nSentiment:", "completion": " positive"},
-                                         {"prompt": "a long road today really\nSentiment:", "completion": " negative"}])
+    path = _write(
+        tmp_path / "a.jsonl",
+        [
+            {"prompt": "the car\nSentiment:", "completion": " positive"},
+            {"prompt": "a long road today really\nSentiment:", "completion": " negative"},
+        ],
+    )
     tokens, tok = _load(path, tiny_gpt2)
     batch = tokens.batch(np.array([0, 1]))
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    for row, (prompt, completion) in enumerate([("the car\nSentiment:", " positive"),
-                                                ("a long road today really\nSentiment:", " negative")]):
+    for row, (prompt, completion) in enumerate(
+        [
+            ("the car\nSentiment:", " positive"),
+            ("a long road today really\nSentiment:", " negative"),
+        ]
+    ):
         p = tok(prompt)["input_ids"]
         c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         n = len(p) + len(c)
         assert ids[row, :n].tolist() == p + c and mask[row].sum() == n
-        assert (labels[row, :len(p)] == sft_data.IGNORE).all() and labels[row, len(p):n].tolist() == c
+        assert (labels[row, : len(p)] == sft_data.IGNORE).all() and labels[
+            row, len(p) : n
+        ].tolist() == c
         assert (labels[row, n:] == sft_data.IGNORE).all() and (ids[row, n:] == tokens.pad_id).all()
-    assert tok.pad_token_id is None and tokens.pad_id == tok.eos_token_id   # no pad token: EOS fills
+    assert tok.pad_token_id is None and tokens.pad_id == tok.eos_token_id  # no pad token: EOS fills
 
 
 def test_chat_template_renders_messages_and_bos_is_kept(tiny_llama, tmp_path):
     path = write_sft_jsonl(tmp_path / "chat.jsonl", 30, chat=True)
     tokens, tok = _load(path, tiny_llama)
     record = json.loads(path.read_text().splitlines()[0])
-    prompt = tok.apply_chat_template(record["messages"][:1], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        record["messages"][:1], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|assistant|>")
-    ids = tokens.ids[tokens.offsets[0]:tokens.offsets[1]].tolist()
+    ids = tokens.ids[tokens.offsets[0] : tokens.offsets[1]].tolist()
     n = tokens.prompt_lens[0]
     assert ids[:n] == tok(prompt, add_special_tokens=False)["input_ids"]
-    completion = record["messages"][1]["content"] + "</s>"          # the template ends the turn with EOS
-    assert ids[n:] == tok(completion, add_special_tokens=False)["input_ids"] and ids[-1] == tok.eos_token_id
+    completion = record["messages"][1]["content"] + "</s>"  # the template ends the turn with EOS
+    assert (
+        ids[n:] == tok(completion, add_special_tokens=False)["input_ids"]
+        and ids[-1] == tok.eos_token_id
+    )
     prompt_completion = write_sft_jsonl(tmp_path / "pc.jsonl", 30)
     tokens, tok = _load(prompt_completion, tiny_llama)
-    assert tokens.ids[0] == tok.bos_token_id                          # the tokenizer's BOS starts a prompt
+    assert tokens.ids[0] == tok.bos_token_id  # the tokenizer's BOS starts a prompt
 
 
 def test_messages_without_a_chat_template_say_how_they_are_rendered(tiny_gpt2, tmp_path, caplog):
     path = write_sft_jsonl(tmp_path / "chat.jsonl", 30, chat=True)
     with caplog.at_level(logging.WARNING, logger="autopeft.trials.sft_data"):
-        rows = sft_data.read_rows(data.data_spec(str(path)), AutoTokenizer.from_pretrained(tiny_gpt2))
+        rows = sft_data.read_rows(
+            data.data_spec(str(path)), AutoTokenizer.from_pretrained(tiny_gpt2)
+        )
     assert "no chat template" in caplog.text
     first = json.loads(path.read_text().splitlines()[0])["messages"]
     assert rows.prompts[0] == f"user: {first[0]['content']}\nassistant:"
@@ -71,15 +91,22 @@ def test_messages_without_a_chat_template_say_how_they_are_rendered(tiny_gpt2, t
 
 def test_truncation_keeps_the_completion(tiny_gpt2, tmp_path):
     long = " ".join(["the car drives today"] * 10)
-    path = _write(tmp_path / "a.jsonl", [{"prompt": long, "completion": " positive"},
-                                         {"prompt": "car", "completion": " negative " * 20}])
+    path = _write(
+        tmp_path / "a.jsonl",
+        [
+            {"prompt": long, "completion": " positive"},
+            {"prompt": "car", "completion": " negative " * 20},
+        ],
+    )
     tokens, tok = _load(path, tiny_gpt2, max_length=8)
     assert tokens.lengths(np.array([0, 1])).tolist() == [8, 8]
     completion = tok(" positive", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     first = tokens.ids[:8].tolist()
-    assert first[-len(completion):] == completion and tokens.prompt_lens[0] == 8 - len(completion)
-    assert first[:tokens.prompt_lens[0]] == tok(long)["input_ids"][-tokens.prompt_lens[0]:]   # cut from the left
-    assert tokens.prompt_lens[1] == 1                                # a completion alone too long: cut at its end
+    assert first[-len(completion) :] == completion and tokens.prompt_lens[0] == 8 - len(completion)
+    assert (
+        first[: tokens.prompt_lens[0]] == tok(long)["input_ids"][-tokens.prompt_lens[0] :]
+    )  # cut from the left
+    assert tokens.prompt_lens[1] == 1  # a completion alone too long: cut at its end
 
 
 def test_free_text_completions_are_no_label_set():
@@ -96,20 +123,45 @@ def test_cache_is_reused_and_keyed_by_the_template(tiny_llama, small_csv, tmp_pa
     b, hit_b = sft_data.load_sft(spec, tok, tiny_llama, 32, root=tmp_path)
     c, hit_c = sft_data.load_sft(spec, tok, tiny_llama, 32, template=PROMPT, root=tmp_path)
     assert (hit_a, hit_b, hit_c) == (False, True, False)
-    assert np.array_equal(a.ids, b.ids) and a.label_names == b.label_names == ("neg", "neutral", "pos")
+    assert np.array_equal(a.ids, b.ids) and a.label_names == b.label_names == (
+        "neg",
+        "neutral",
+        "pos",
+    )
     assert not np.array_equal(a.ids, c.ids)
 
 
-@pytest.mark.parametrize("records, needle", [
-    ([{"prompt": "a", "completion": " b"}, {"prompt": "c", "completion": " d"}, {"prompt": "e"}],
-     "line 3: no 'completion'"),
-    ([{"prompt": "a", "completion": " b"}, "{broken"], "line 2: not valid JSON"),
-    ([{"prompt": 3, "completion": " b"}], "line 1: a non-string (int) 'prompt'"),
-    ([{"prompt": "a", "completion": "  "}], "line 1: an empty 'completion'"),
-    ([{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"}]}],
-     "line 1: the last message must be the assistant's"),
-    ([{"messages": [{"role": "user"}]}], "line 1: message 0 needs a string 'role' and 'content'"),
-])
+@pytest.mark.parametrize(
+    "records, needle",
+    [
+        (
+            [
+                {"prompt": "a", "completion": " b"},
+                {"prompt": "c", "completion": " d"},
+                {"prompt": "e"},
+            ],
+            "line 3: no 'completion'",
+        ),
+        ([{"prompt": "a", "completion": " b"}, "{broken"], "line 2: not valid JSON"),
+        ([{"prompt": 3, "completion": " b"}], "line 1: a non-string (int) 'prompt'"),
+        ([{"prompt": "a", "completion": "  "}], "line 1: an empty 'completion'"),
+        (
+            [
+                {
+                    "messages": [
+                        {"role": "assistant", "content": "hi"},
+                        {"role": "user", "content": "x"},
+                    ]
+                }
+            ],
+            "line 1: the last message must be the assistant's",
+        ),
+        (
+            [{"messages": [{"role": "user"}]}],
+            "line 1: message 0 needs a string 'role' and 'content'",
+        ),
+    ],
+)
 def test_bad_records_name_the_line(tiny_llama, tmp_path, records, needle):
     from autopeft.trials import validate_workload
 
@@ -117,9 +169,16 @@ def test_bad_records_name_the_line(tiny_llama, tmp_path, records, needle):
     with pytest.raises(InvalidConfig) as err:
         _load(path, tiny_llama)
     assert needle in err.value.message and err.value.field == "workload.dataset"
-    if needle.startswith("line 1"):   # the API's cheap check reads the first record
+    if needle.startswith("line 1"):  # the API's cheap check reads the first record
         with pytest.raises(InvalidConfig) as err:
-            validate_workload({"kind": "peft", "task": "causal_lm", "model": str(tiny_llama), "dataset": str(path)})
+            validate_workload(
+                {
+                    "kind": "peft",
+                    "task": "causal_lm",
+                    "model": str(tiny_llama),
+                    "dataset": str(path),
+                }
+            )
         assert needle in err.value.message and err.value.field == "workload.dataset"
 
 
@@ -128,5 +187,7 @@ def test_a_jsonl_without_sft_or_classification_fields_is_refused(tiny_llama, tmp
 
     path = _write(tmp_path / "other.jsonl", [{"question": "a", "answer": "b"}])
     with pytest.raises(InvalidConfig) as err:
-        validate_workload({"kind": "peft", "task": "causal_lm", "model": str(tiny_llama), "dataset": str(path)})
+        validate_workload(
+            {"kind": "peft", "task": "causal_lm", "model": str(tiny_llama), "dataset": str(path)}
+        )
     assert "'prompt' and 'completion', or 'messages'" in err.value.message

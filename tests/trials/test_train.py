@@ -20,9 +20,16 @@ LORA = {"lora.rank": 4, "lora.targets": "q,v", "lora.dropout": 0.1, "lr": 3e-3}
 @pytest.fixture
 def workload(tiny_model, small_csv):
     # 180 rows -> 36 validation, 18 test, 126 train; batch 16 -> 8 steps per epoch, one report each.
-    return {"kind": "peft", "model": str(tiny_model), "dataset": str(small_csv),
-            "validation_fraction": 0.2, "batch_size": 16, "max_length": 32,
-            "warmup_ratio": 0.1, "evals_per_epoch": 1}
+    return {
+        "kind": "peft",
+        "model": str(tiny_model),
+        "dataset": str(small_csv),
+        "validation_fraction": 0.2,
+        "batch_size": 16,
+        "max_length": 32,
+        "warmup_ratio": 0.1,
+        "evals_per_epoch": 1,
+    }
 
 
 def _run(workload, config, **trial):
@@ -31,12 +38,21 @@ def _run(workload, config, **trial):
 
 def test_metrics_and_costs(workload):
     reports = []
-    out = _run(workload, {**LORA, "epochs": 2},
-               reporter=lambda s, m: reports.append((s, m)) or "continue")
+    out = _run(
+        workload, {**LORA, "epochs": 2}, reporter=lambda s, m: reports.append((s, m)) or "continue"
+    )
     assert [s for s, _ in reports] == [1, 2]
     assert set(TASK) <= set(reports[0][1])
-    for key in (*TASK, "trainable_params", "params_pct", "train_time_s", "peak_memory_mb",
-                "examples_per_s", "epoch", "base_params"):
+    for key in (
+        *TASK,
+        "trainable_params",
+        "params_pct",
+        "train_time_s",
+        "peak_memory_mb",
+        "examples_per_s",
+        "epoch",
+        "base_params",
+    ):
         assert isinstance(out[key], float), key
     assert {k: out[k] for k in TASK} == {k: reports[-1][1][k] for k in TASK}
     assert 0.0 <= out["accuracy"] <= 1.0 and 0.0 <= out["macro_f1"] <= 1.0
@@ -62,18 +78,27 @@ def test_same_seed_same_metrics_other_seed_differs(workload):
     assert a["train_loss"] != c["train_loss"]
 
 
-@pytest.mark.parametrize("config, extra", [
-    (LORA, {}),
-    ({"lr": 1e-3, "scheduler": "cosine"}, {"full_finetune": True}),
-], ids=["lora_dropout", "full_finetune_cosine"])
+@pytest.mark.parametrize(
+    "config, extra",
+    [
+        (LORA, {}),
+        ({"lr": 1e-3, "scheduler": "cosine"}, {"full_finetune": True}),
+    ],
+    ids=["lora_dropout", "full_finetune_cosine"],
+)
 def test_two_epochs_straight_equal_one_plus_resume(workload, tmp_path, config, extra):
     workload = {**workload, **extra}
     config = {**config, "epochs": 2}
     straight = _run(workload, config, checkpoint_dir=tmp_path / "straight")
     first = _run(workload, config, checkpoint_dir=tmp_path / "split", budget={"epochs": 1})
     assert first["epoch"] == 1
-    resumed = _run(workload, config, checkpoint_dir=tmp_path / "split",
-                   restore_dir=tmp_path / "split", budget={"epochs": 2})
+    resumed = _run(
+        workload,
+        config,
+        checkpoint_dir=tmp_path / "split",
+        restore_dir=tmp_path / "split",
+        budget={"epochs": 2},
+    )
     assert resumed["epoch"] == 2
     for key in TASK:
         assert resumed[key] == pytest.approx(straight[key], abs=1e-4), key
@@ -88,8 +113,12 @@ def test_two_epochs_straight_equal_one_plus_resume(workload, tmp_path, config, e
 
 
 def test_report_false_stops_after_that_epoch(workload, tmp_path):
-    out = _run(workload, {**LORA, "epochs": 3}, checkpoint_dir=tmp_path,
-               reporter=lambda step, m: "stop" if step == 1 else "continue")
+    out = _run(
+        workload,
+        {**LORA, "epochs": 3},
+        checkpoint_dir=tmp_path,
+        reporter=lambda step, m: "stop" if step == 1 else "continue",
+    )
     assert out["epoch"] == 1
     assert ckpt.exists(tmp_path)
 
@@ -114,17 +143,28 @@ def test_restore_past_the_budget_only_evaluates(workload, tmp_path):
 def test_other_fraction_is_a_warm_start(workload, tmp_path):
     _run(workload, {**LORA, "epochs": 2}, checkpoint_dir=tmp_path, budget={"fraction": 0.5})
     reports = []
-    out = _run(workload, {**LORA, "epochs": 2}, restore_dir=tmp_path,
-               reporter=lambda s, m: reports.append(s))
+    out = _run(
+        workload,
+        {**LORA, "epochs": 2},
+        restore_dir=tmp_path,
+        reporter=lambda s, m: reports.append(s),
+    )
     assert reports == [1, 2] and out["train_examples"] == 126
 
 
 def test_pbt_restore_takes_the_new_lr(workload, tmp_path):
-    _run(workload, {**LORA, "epochs": 2, "lr": 1e-3, "scheduler": "constant"},
-         checkpoint_dir=tmp_path / "a", budget={"epochs": 1})
-    _run(workload, {**LORA, "epochs": 2, "lr": 4e-3, "scheduler": "constant",
-                    "weight_decay": 0.05},
-         checkpoint_dir=tmp_path / "b", restore_dir=tmp_path / "a")
+    _run(
+        workload,
+        {**LORA, "epochs": 2, "lr": 1e-3, "scheduler": "constant"},
+        checkpoint_dir=tmp_path / "a",
+        budget={"epochs": 1},
+    )
+    _run(
+        workload,
+        {**LORA, "epochs": 2, "lr": 4e-3, "scheduler": "constant", "weight_decay": 0.05},
+        checkpoint_dir=tmp_path / "b",
+        restore_dir=tmp_path / "a",
+    )
     state = torch.load(tmp_path / "b" / ckpt.STATE, weights_only=True)
     assert state["epoch"] == 2 and state["step"] == 16
     groups = {g["name"]: g for g in state["optimizer"]["param_groups"]}
@@ -132,7 +172,11 @@ def test_pbt_restore_takes_the_new_lr(workload, tmp_path):
     lrs = {"decay": 4e-3, "head": HEAD_LR, "head_no_decay": HEAD_LR}
     assert {n: g["initial_lr"] for n, g in groups.items()} == lrs
     assert {n: g["lr"] for n, g in groups.items()} == {n: pytest.approx(v) for n, v in lrs.items()}
-    assert {n: g["weight_decay"] for n, g in groups.items()} == {"decay": 0.05, "head": 0.05, "head_no_decay": 0.0}
+    assert {n: g["weight_decay"] for n, g in groups.items()} == {
+        "decay": 0.05,
+        "head": 0.05,
+        "head_no_decay": 0.0,
+    }
 
 
 def test_restore_into_another_peft_structure_fails(workload, tmp_path):
@@ -148,8 +192,12 @@ def test_restore_into_another_peft_structure_fails(workload, tmp_path):
 def test_threads_follow_resources(workload):
     seen = []
     before = torch.get_num_threads()
-    _run(workload, LORA, resources={"cpus": 2, "gpus": 0},
-         reporter=lambda s, m: seen.append(torch.get_num_threads()))
+    _run(
+        workload,
+        LORA,
+        resources={"cpus": 2, "gpus": 0},
+        reporter=lambda s, m: seen.append(torch.get_num_threads()),
+    )
     assert seen == [2] and torch.get_num_threads() == before
 
 

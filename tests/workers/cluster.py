@@ -25,8 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-SHIM = ("import sys, ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
-        "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()")
+SHIM = (
+    "import sys, ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"
+)
 
 
 def free_port() -> int:
@@ -36,7 +38,9 @@ def free_port() -> int:
 
 
 class LocalCluster:
-    def __init__(self, root: Path, env: dict[str, str] | None = None, object_store_bytes: int = 80 * 2**20):
+    def __init__(
+        self, root: Path, env: dict[str, str] | None = None, object_store_bytes: int = 80 * 2**20
+    ):
         self.root = Path(root)
         self.token = secrets.token_hex(16)
         self.port = free_port()
@@ -49,32 +53,66 @@ class LocalCluster:
 
     def driver_env(self) -> dict[str, str]:
         """What a process that joins the cluster needs in its environment."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
-                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        return {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        }
 
-    def start_node(self, name: str, num_cpus: int, resources: str | None = None, head: bool = False,
-                   timeout: float = 120) -> None:
+    def start_node(
+        self,
+        name: str,
+        num_cpus: int,
+        resources: str | None = None,
+        head: bool = False,
+        timeout: float = 120,
+    ) -> None:
         temp = self.root / name
         temp.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-c", SHIM, "start", "--block", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={temp}",
-               f"--object-store-memory={self.object_store_bytes}",
-               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        cmd = [
+            sys.executable,
+            "-c",
+            SHIM,
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--temp-dir={temp}",
+            f"--object-store-memory={self.object_store_bytes}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+        ]
         if head:
-            cmd += ["--head", f"--port={self.port}", "--include-dashboard=false",
-                    f"--ray-client-server-port={free_port()}"]
+            cmd += [
+                "--head",
+                f"--port={self.port}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}",
+            ]
         else:
             cmd += [f"--address={self.address}"]
         if resources:
             cmd.append(f"--resources={resources}")
         env = dict(self.env)
-        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)   # `ray start` refuses worker nodes with it
+        env.pop(
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None
+        )  # `ray start` refuses worker nodes with it
         env["AUTOPEFT_TEST_NODE"] = name
         log = open(self.root / f"{name}.log", "wb")
-        self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,7 +135,9 @@ class LocalCluster:
             if not pid_dir.name.isdigit():
                 continue
             try:
-                cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                cmd = (
+                    (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
             except OSError:
                 continue
             if needle in cmd and binary in cmd and int(pid_dir.name) != os.getpid():
@@ -127,7 +167,7 @@ class LocalCluster:
             except ProcessLookupError:
                 pass
             proc.wait()
-        for pid in self.pids():   # workers that left the process group
+        for pid in self.pids():  # workers that left the process group
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

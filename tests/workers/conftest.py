@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# fixtures shared with the API tests, made available to every test of this area
+from tests.api.conftest import server_factory, sqlite_url, workdir  # noqa: F401
+from tests.api.test_remote_user import tiny_model  # noqa: F401
 from tests.recorder import Recorder  # noqa: F401  (re-exported to the tests of this area)
 from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests of this area)
 
@@ -35,10 +38,19 @@ def ray_executor(ray_tmp):
     resource ``special``, a node label ``zone=a``; 2 retries; quick polling."""
     from autopeft.workers import create_executor
 
-    ex = create_executor("ray", num_cpus=4, num_gpus=2, resources={"special": 1.0},
-                         node_labels={"zone": "a"}, pythonpath=str(REPO),
-                         temp_dir=str(ray_tmp / "ray"), max_retries=2, poll_s=0.5, infeasible_timeout_s=0,
-                         cancel_grace_s=1.0)
+    ex = create_executor(
+        "ray",
+        num_cpus=4,
+        num_gpus=2,
+        resources={"special": 1.0},
+        node_labels={"zone": "a"},
+        pythonpath=str(REPO),
+        temp_dir=str(ray_tmp / "ray"),
+        max_retries=2,
+        poll_s=0.5,
+        infeasible_timeout_s=0,
+        cancel_grace_s=1.0,
+    )
     yield ex
     ex.shutdown()
     assert not ex._ray.is_initialized()

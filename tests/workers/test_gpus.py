@@ -7,7 +7,15 @@ import threading
 
 import pytest
 
-from autopeft.workers.gpus import FAKE_GPUS_ENV, Gpu, GpuPool, MemoryMargin, inventory, is_cuda_oom, parse_fake_gpus
+from autopeft.workers.gpus import (
+    FAKE_GPUS_ENV,
+    Gpu,
+    GpuPool,
+    MemoryMargin,
+    inventory,
+    is_cuda_oom,
+    parse_fake_gpus,
+)
 from tests.recorder import Recorder
 from tests.workers.workloads import records
 
@@ -30,10 +38,12 @@ def test_fake_inventory_is_read_from_the_environment(monkeypatch):
 def test_shares_pack_onto_the_fullest_gpu_that_fits():
     pool = GpuPool(parse_fake_gpus("2x10GiB"))
     assert pool.acquire(0.4) == [0]
-    assert pool.acquire(0.4) == [0]          # packs with the first
-    assert pool.acquire(0.4) == [1]          # 0.8 + 0.4 does not fit on GPU 0
-    assert pool.acquire(0.2) == [0]          # fills GPU 0 exactly
-    assert pool.acquire(0.7, cancelled=lambda: True) is None   # nothing fits, and the wait is cancelled
+    assert pool.acquire(0.4) == [0]  # packs with the first
+    assert pool.acquire(0.4) == [1]  # 0.8 + 0.4 does not fit on GPU 0
+    assert pool.acquire(0.2) == [0]  # fills GPU 0 exactly
+    assert (
+        pool.acquire(0.7, cancelled=lambda: True) is None
+    )  # nothing fits, and the wait is cancelled
     pool.release([1], 0.4)
     assert pool.acquire(0.7) == [1]
     with pytest.raises(ValueError, match="2 GPU"):
@@ -47,11 +57,11 @@ def test_alone_waits_for_an_empty_gpu_and_keeps_it():
     waiter = threading.Thread(target=lambda: got.append(pool.acquire(0.3, alone=True, poll_s=0.05)))
     waiter.start()
     waiter.join(0.3)
-    assert waiter.is_alive() and not got       # GPU 0 is shared: the retry waits
+    assert waiter.is_alive() and not got  # GPU 0 is shared: the retry waits
     pool.release([0], 0.3)
     waiter.join(5)
     assert got == [[0]]
-    assert pool.acquire(0.01, cancelled=lambda: True) is None   # nobody joins a GPU held alone
+    assert pool.acquire(0.01, cancelled=lambda: True) is None  # nobody joins a GPU held alone
     pool.release([0], 1.0)
     assert pool.acquire(0.5) == [0]
 
@@ -74,9 +84,17 @@ def test_cuda_oom_is_recognised_by_type():
 def _spec(tmp_path, i, entrypoint, gpus, **config):
     from autopeft.workers import TrialSpec
 
-    return TrialSpec(trial_id=i, study_id=1, number=i, config={"record_dir": str(tmp_path), **config},
-                     workload={"kind": "python", "entrypoint": f"tests.workers.workloads:{entrypoint}",
-                               "resources": {"gpus": gpus}})
+    return TrialSpec(
+        trial_id=i,
+        study_id=1,
+        number=i,
+        config={"record_dir": str(tmp_path), **config},
+        workload={
+            "kind": "python",
+            "entrypoint": f"tests.workers.workloads:{entrypoint}",
+            "resources": {"gpus": gpus},
+        },
+    )
 
 
 def test_local_executor_gives_each_trial_its_gpu_share(tmp_path):
@@ -89,7 +107,11 @@ def test_local_executor_gives_each_trial_its_gpu_share(tmp_path):
         recs = []
         for i in range(4):
             rec = Recorder()
-            ex.submit(_spec(tmp_path, i, "until_released", 0.5, release=str(release)), rec.on_report, rec.on_done)
+            ex.submit(
+                _spec(tmp_path, i, "until_released", 0.5, release=str(release)),
+                rec.on_report,
+                rec.on_done,
+            )
             recs.append(rec)
         from tests.waiting import wait_for
 
@@ -98,13 +120,20 @@ def test_local_executor_gives_each_trial_its_gpu_share(tmp_path):
         outs = [r.outcome(120) for r in recs]
         assert all(o.state == "complete" for o in outs), [o.error for o in outs]
         rows = records(tmp_path)
-        assert sorted(r["cuda_visible_devices"] for r in rows) == ["0", "0", "1", "1"]   # two per GPU
+        assert sorted(r["cuda_visible_devices"] for r in rows) == [
+            "0",
+            "0",
+            "1",
+            "1",
+        ]  # two per GPU
         assert all(r["resources"]["gpus"] == 0.5 for r in rows)
         plain = Recorder()
         (tmp_path / "plain").mkdir()
         ex.submit(_spec(tmp_path / "plain", 9, "quick", 0), plain.on_report, plain.on_done)
         assert plain.outcome(120).state == "complete"
-        assert records(tmp_path / "plain")[0]["cuda_visible_devices"] == ""   # no GPU granted: none visible
+        assert (
+            records(tmp_path / "plain")[0]["cuda_visible_devices"] == ""
+        )  # no GPU granted: none visible
     finally:
         ex.shutdown()
 
@@ -117,7 +146,11 @@ def test_local_executor_retries_an_oom_alone_and_grows_the_margin(tmp_path):
     try:
         before = ex.margin.factor
         rec = Recorder()
-        ex.submit(_spec(tmp_path, 1, "oom_once", 0.25, marker=str(tmp_path / "oom")), rec.on_report, rec.on_done)
+        ex.submit(
+            _spec(tmp_path, 1, "oom_once", 0.25, marker=str(tmp_path / "oom")),
+            rec.on_report,
+            rec.on_done,
+        )
         out = rec.outcome(120)
         assert out.state == "complete", out.error
         assert out.attempt == 2 and len(out.retries) == 1 and "out of memory" in out.retries[0]

@@ -18,11 +18,15 @@ import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
 
-from tests.api.conftest import (client_for, make_token, python_study, server_factory,  # noqa: E402,F401
-                                sqlite_url, wait_for, workdir)
-from tests.workers.cluster import LocalCluster  # noqa: E402
-from tests.workers.conftest import REPO  # noqa: E402
-from tests.workers.workloads import records  # noqa: E402
+from tests.api.conftest import (
+    client_for,
+    make_token,
+    python_study,
+    wait_for,
+)
+from tests.workers.cluster import LocalCluster
+from tests.workers.conftest import REPO
+from tests.workers.workloads import records
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +52,11 @@ def cluster():
 
 
 def _server(cluster, server_factory, db_url):
-    env = {"AUTOPEFT_EXECUTOR": "ray", "AUTOPEFT_RAY_ADDRESS": cluster.address, **cluster.driver_env()}
+    env = {
+        "AUTOPEFT_EXECUTOR": "ray",
+        "AUTOPEFT_RAY_ADDRESS": cluster.address,
+        **cluster.driver_env(),
+    }
     return server_factory(db_url, env=env)
 
 
@@ -58,17 +66,24 @@ def _clear(dir_: Path) -> None:
 
 
 def _spec(**fields):
-    spec = python_study("tests.workers.workloads:steps", max_trials=N_TRIALS, max_parallel=4, **fields)
+    spec = python_study(
+        "tests.workers.workloads:steps", max_trials=N_TRIALS, max_parallel=4, **fields
+    )
     return spec
 
 
-def test_controller_kill9_then_restart_resubmits_its_ray_trials(cluster, server_factory, sqlite_url):
+def test_controller_kill9_then_restart_resubmits_its_ray_trials(
+    cluster, server_factory, sqlite_url
+):
     _clear(cluster.records)
     server = _server(cluster, server_factory, sqlite_url)
     client = client_for(server, make_token(sqlite_url, "alice"))
     study = client.create_study(spec=_spec(name="restart"))
-    wait_for(lambda: study.refresh().counts["complete"] >= 3 and study.counts["running"] > 0, 180,
-             "some complete and some running trials")
+    wait_for(
+        lambda: study.refresh().counts["complete"] >= 3 and study.counts["running"] > 0,
+        180,
+        "some complete and some running trials",
+    )
     server.kill9()
     restarted = _server(cluster, server_factory, sqlite_url)
     study = client_for(restarted, client._http.headers["Authorization"].split()[1]).study(study.id)
@@ -77,7 +92,7 @@ def test_controller_kill9_then_restart_resubmits_its_ray_trials(cluster, server_
     assert study.state == "finished", study.data
     assert sorted(t["number"] for t in trials) == list(range(N_TRIALS))
     assert study.counts["complete"] == N_TRIALS, study.counts
-    assert any(t["attempts"] >= 2 for t in trials)   # resubmitted by the new controller
+    assert any(t["attempts"] >= 2 for t in trials)  # resubmitted by the new controller
 
 
 def test_study_spreads_over_two_nodes_and_survives_losing_one(cluster, server_factory, sqlite_url):
@@ -88,8 +103,11 @@ def test_study_spreads_over_two_nodes_and_survives_losing_one(cluster, server_fa
 
     def running_on_node2():
         rows = records(cluster.records)
-        return [r for r in rows if r["node_name"] == "node2" and r["end"] is None] \
-            if any(r["end"] is not None for r in rows) else []
+        return (
+            [r for r in rows if r["node_name"] == "node2" and r["end"] is None]
+            if any(r["end"] is not None for r in rows)
+            else []
+        )
 
     victims = wait_for(running_on_node2, 180, "a trial running on node2 after some finished")
     cluster.kill_raylet("node2")
@@ -100,16 +118,23 @@ def test_study_spreads_over_two_nodes_and_survives_losing_one(cluster, server_fa
     assert sorted(t["number"] for t in trials) == list(range(N_TRIALS))
 
     rows = records(cluster.records)
-    assert {r["node_name"] for r in rows} == {"head", "node2"}, "the study did not spread over both nodes"
+    assert {r["node_name"] for r in rows} == {"head", "node2"}, (
+        "the study did not spread over both nodes"
+    )
     by_number = {t["number"]: t for t in trials}
     lost = {r["number"] for r in victims}
     for number in lost:
         trial = by_number[number]
         attempts_reported = {rep["attempt"] for rep in client.reports(trial["id"])}
-        assert max(attempts_reported) >= 2, attempts_reported   # reports of the retry carry its number
-        assert trial["attempts"] >= 2, (                         # the trial's attempt count
+        assert max(attempts_reported) >= 2, (
+            attempts_reported
+        )  # reports of the retry carry its number
+        assert trial["attempts"] >= 2, (  # the trial's attempt count
             f"trial {number} was retried by the executor (reports of attempt {max(attempts_reported)}) but its "
             f"attempts field says {trial['attempts']}: the scheduler must store TrialOutcome.attempt "
-            f"(see the executor contract in workers/base.py)")
+            f"(see the executor contract in workers/base.py)"
+        )
     # every attempt that ended after the loss ran on the surviving head node
-    assert all(r["node_name"] == "head" for r in rows if r["number"] in lost and r["end"] is not None)
+    assert all(
+        r["node_name"] == "head" for r in rows if r["number"] in lost and r["end"] is not None
+    )

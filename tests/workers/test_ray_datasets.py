@@ -14,12 +14,11 @@ import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
 
-from autopeft.client import Client  # noqa: E402
-from tests.api.conftest import make_token, server_factory, sqlite_url, workdir  # noqa: E402,F401
-from tests.api.test_remote_user import tiny_model  # noqa: E402,F401
-from tests.conftest import make_rows  # noqa: E402
-from tests.workers.cluster import LocalCluster  # noqa: E402
-from tests.workers.conftest import REPO  # noqa: E402
+from autopeft.client import Client
+from tests.api.conftest import make_token
+from tests.conftest import make_rows
+from tests.workers.cluster import LocalCluster
+from tests.workers.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +31,7 @@ def cluster():
     c = LocalCluster(root, env={"PYTHONPATH": str(REPO)})
     try:
         c.start_node("head", num_cpus=1, head=True)
-        c.env["AUTOPEFT_DATA_DIRS"] = str(own)          # node2 reads dataset files from its own folder only
+        c.env["AUTOPEFT_DATA_DIRS"] = str(own)  # node2 reads dataset files from its own folder only
         c.start_node("node2", num_cpus=1, resources='{"node2": 1}')
         yield c
     finally:
@@ -42,31 +41,60 @@ def cluster():
         assert not leftover, f"ray processes left behind: {leftover}"
 
 
-def _spec(tiny_model, dataset_id: int) -> dict:  # noqa: F811
+def _spec(tiny_model, dataset_id: int) -> dict:
     return {
-        "name": "on node2", "space": "lora_per_layer", "max_trials": 1, "max_parallel": 1,
-        "objectives": [{"name": "accuracy", "direction": "maximize"},
-                       {"name": "trainable_params", "direction": "minimize"}],
+        "name": "on node2",
+        "space": "lora_per_layer",
+        "max_trials": 1,
+        "max_parallel": 1,
+        "objectives": [
+            {"name": "accuracy", "direction": "maximize"},
+            {"name": "trainable_params", "direction": "minimize"},
+        ],
         "optimizer": {"name": "random"},
-        "workload": {"kind": "peft", "model": str(tiny_model), "dataset_id": dataset_id, "epochs": 1,
-                     "max_length": 32, "batch_size": 16, "max_eval": 20,
-                     "resources": {"cpus": 1, "custom": {"node2": 1}}}}
+        "workload": {
+            "kind": "peft",
+            "model": str(tiny_model),
+            "dataset_id": dataset_id,
+            "epochs": 1,
+            "max_length": 32,
+            "batch_size": 16,
+            "max_eval": 20,
+            "resources": {"cpus": 1, "custom": {"node2": 1}},
+        },
+    }
 
 
 @pytest.mark.parametrize("transfer", ["auto", "shared"])
-def test_uploaded_dataset_is_shipped_to_a_node_without_the_file(cluster, server_factory, sqlite_url,  # noqa: F811
-                                                                 tmp_path, tiny_model, transfer):  # noqa: F811
-    env = {"AUTOPEFT_EXECUTOR": "ray", "AUTOPEFT_RAY_ADDRESS": cluster.address, "AUTOPEFT_PYTHON_WORKLOADS": "off",
-           "AUTOPEFT_RAY_TRANSFER": transfer, "AUTOPEFT_CACHE_DIR": str(tmp_path / "cache"), **cluster.driver_env()}
+def test_uploaded_dataset_is_shipped_to_a_node_without_the_file(
+    cluster,
+    server_factory,
+    sqlite_url,
+    tmp_path,
+    tiny_model,
+    transfer,
+):
+    env = {
+        "AUTOPEFT_EXECUTOR": "ray",
+        "AUTOPEFT_RAY_ADDRESS": cluster.address,
+        "AUTOPEFT_PYTHON_WORKLOADS": "off",
+        "AUTOPEFT_RAY_TRANSFER": transfer,
+        "AUTOPEFT_CACHE_DIR": str(tmp_path / "cache"),
+        **cluster.driver_env(),
+    }
     server = server_factory(sqlite_url, env=env)
     client = Client(server.url, make_token(sqlite_url, "remote"))
     data = tmp_path / "reviews.csv"
-    data.write_text("text,label\n" + "".join(f'"{t}",{lab}\n' for t, lab in make_rows(60)), encoding="utf-8")
+    data.write_text(
+        "text,label\n" + "".join(f'"{t}",{lab}\n' for t, lab in make_rows(60)), encoding="utf-8"
+    )
     ds = client.upload_dataset(data)
     study = client.create_study(spec=_spec(tiny_model, ds["id"]))
     study.wait(timeout=600, poll=0.5, progress=False)
     trials = study.trials()
-    if transfer == "shared":   # the control: told the nodes share files, node2 is refused the controller's copy
+    if (
+        transfer == "shared"
+    ):  # the control: told the nodes share files, node2 is refused the controller's copy
         assert study.counts["failed"] == 1 and "not allowed" in trials[0]["error"], trials
         assert str(server.workdir) not in trials[0]["error"]
         return

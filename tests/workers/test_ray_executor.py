@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
 
-from autopeft.workers import TrialSpec, create_executor  # noqa: E402
-from tests.workers.conftest import REPO, Recorder, wait_for  # noqa: E402
-from tests.workers.workloads import records  # noqa: E402
+from autopeft.workers import TrialSpec, create_executor
+from tests.workers.conftest import REPO, Recorder, wait_for
+from tests.workers.workloads import records
 
 _IDS = iter(range(1000, 100000))
 
@@ -26,8 +26,15 @@ def _spec(tmp_path: Path, entry: str, resources: dict | None = None, **config) -
         workload["resources"] = resources
     config = {"x": 0.3, "y": 0.0, "record_dir": str(tmp_path / "records"), **config}
     (tmp_path / "records").mkdir(exist_ok=True)
-    return TrialSpec(trial_id=tid, study_id=1, number=tid, config=config, workload=workload,
-                     checkpoint_dir=str(tmp_path / f"ckpt-{tid}"), log_path=str(tmp_path / f"worker-{tid}.log"))
+    return TrialSpec(
+        trial_id=tid,
+        study_id=1,
+        number=tid,
+        config=config,
+        workload=workload,
+        checkpoint_dir=str(tmp_path / f"ckpt-{tid}"),
+        log_path=str(tmp_path / f"worker-{tid}.log"),
+    )
 
 
 def _run(executor, spec, rec=None, timeout=120):
@@ -51,14 +58,19 @@ def test_result_and_reports_flow_back(ray_executor, tmp_path):
 
 
 def test_stop_decision_reaches_the_workload(ray_executor, tmp_path):
-    out, rec = _run(ray_executor, _spec(tmp_path, "steps", steps=5, step_s=0.01),
-                    Recorder(decision=lambda step: "stop" if step == 1 else "continue"))
+    out, rec = _run(
+        ray_executor,
+        _spec(tmp_path, "steps", steps=5, step_s=0.01),
+        Recorder(decision=lambda step: "stop" if step == 1 else "continue"),
+    )
     assert out.state == "complete" and out.stopped
     assert [s for s, _ in rec.reports] == [0, 1]
 
 
 def test_non_continue_decisions_are_relayed_as_stop(ray_executor, tmp_path):
-    out, rec = _run(ray_executor, _spec(tmp_path, "quick"), Recorder(decision=object()))   # e.g. a PBT Exploit
+    out, rec = _run(
+        ray_executor, _spec(tmp_path, "quick"), Recorder(decision=object())
+    )  # e.g. a PBT Exploit
     assert out.state == "complete" and out.stopped and len(rec.reports) == 1
 
 
@@ -76,7 +88,7 @@ def test_crashed_worker_is_retried_then_completes(ray_executor, tmp_path):
     assert out.attempt == 2 and spec.attempt == 2
     assert len(out.retries) == 1 and "attempt 1 lost its worker" in out.retries[0]
     assert "WorkerCrashedError" in out.retries[0] or "died" in out.retries[0]
-    assert [s for s, _ in rec.reports] == [0, 0]   # one report per attempt
+    assert [s for s, _ in rec.reports] == [0, 0]  # one report per attempt
 
 
 def test_always_crashing_worker_fails_after_max_retries_with_the_reason(ray_executor, tmp_path):
@@ -110,12 +122,16 @@ def test_cancel(ray_executor, tmp_path):
     assert spec.trial_id in ray_executor.running()
     assert ray_executor.cancel(spec.trial_id)
     out = rec.outcome(60)
-    assert out.state == "failed" and out.cancelled and out.error == "cancelled" and out.retries == []
+    assert (
+        out.state == "failed" and out.cancelled and out.error == "cancelled" and out.retries == []
+    )
     assert not ray_executor.cancel(123456789)
 
 
 def test_infeasible_request_fails_with_the_reason_instead_of_waiting(ray_executor, tmp_path):
-    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"custom": {"no_such_thing": 1}}))
+    out, _ = _run(
+        ray_executor, _spec(tmp_path, "quick", resources={"custom": {"no_such_thing": 1}})
+    )
     assert out.state == "failed" and "no node of the Ray cluster can hold" in out.error
     assert "1 no_such_thing" in out.error and "4 CPU" in out.error
 
@@ -126,18 +142,31 @@ def test_bad_resources_fail_the_trial_with_the_field(ray_executor, tmp_path):
 
 
 def test_custom_resource_and_memory_request(ray_executor, tmp_path):
-    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"custom": {"special": 1}, "memory": "64MiB",
-                                                                     "cpus": 0.5}))
+    out, _ = _run(
+        ray_executor,
+        _spec(
+            tmp_path, "quick", resources={"custom": {"special": 1}, "memory": "64MiB", "cpus": 0.5}
+        ),
+    )
     assert out.state == "complete", out.error
     (record,) = records(tmp_path / "records")
-    assert record["resources"] == {"cpus": 0.5, "gpus": 0.0, "memory": float(64 * 2**20), "special": 1.0}
+    assert record["resources"] == {
+        "cpus": 0.5,
+        "gpus": 0.0,
+        "memory": float(64 * 2**20),
+        "special": 1.0,
+    }
 
 
 def test_node_labels_select_nodes(ray_executor, tmp_path):
     out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"labels": {"zone": "a"}}))
     assert out.state == "complete", out.error
     out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"labels": {"zone": "b"}}))
-    assert out.state == "failed" and "label zone=b" in out.error and "no node of the Ray cluster" in out.error
+    assert (
+        out.state == "failed"
+        and "label zone=b" in out.error
+        and "no node of the Ray cluster" in out.error
+    )
 
 
 def test_half_gpu_trials_pack_four_onto_two_declared_gpus(ray_executor, tmp_path):
@@ -157,16 +186,18 @@ def test_half_gpu_trials_pack_four_onto_two_declared_gpus(ray_executor, tmp_path
     rows = sorted(records(tmp_path / "records"), key=lambda r: r["start"])
     assert len(rows) == 5
     first4, fifth = rows[:4], rows[4]
-    assert max(r["start"] for r in first4) < min(r["end"] for r in first4)   # all four overlap
-    assert fifth["start"] >= min(r["end"] for r in first4)                   # the fifth had to wait
+    assert max(r["start"] for r in first4) < min(r["end"] for r in first4)  # all four overlap
+    assert fifth["start"] >= min(r["end"] for r in first4)  # the fifth had to wait
     assert all(r["resources"]["gpus"] == 0.5 for r in rows)
     devices = [r["cuda_visible_devices"] for r in first4]
-    assert sorted(devices) == ["0", "0", "1", "1"]                           # two trials per GPU
+    assert sorted(devices) == ["0", "0", "1", "1"]  # two trials per GPU
 
 
 def test_checkpoints_travel_through_the_object_store(ray_executor, tmp_path):
     """PBT exploit: a trial continues from another trial's (adapter-only) checkpoint folder."""
-    ex = create_executor("ray", checkpoint_transfer="object_store", pythonpath=str(REPO), poll_s=0.5)
+    ex = create_executor(
+        "ray", checkpoint_transfer="object_store", pythonpath=str(REPO), poll_s=0.5
+    )
     try:
         assert not ex.owns_ray
         donor = _spec(tmp_path, "checkpointing", steps=2)
@@ -177,7 +208,9 @@ def test_checkpoints_travel_through_the_object_store(ray_executor, tmp_path):
         target.restore_dir = donor.checkpoint_dir
         out, _ = _run(ex, target)
         assert out.values == {"start": 2.0, "counter": 5.0}
-        assert json.loads((Path(target.checkpoint_dir) / "state.json").read_text()) == {"counter": 5}
+        assert json.loads((Path(target.checkpoint_dir) / "state.json").read_text()) == {
+            "counter": 5
+        }
         rows = {r["number"]: r for r in records(tmp_path / "records")}
         # the worker used scratch folders of its own, not the controller's paths
         assert rows[target.number]["checkpoint_dir"] != target.checkpoint_dir
@@ -188,10 +221,16 @@ def test_checkpoints_travel_through_the_object_store(ray_executor, tmp_path):
 
 
 def test_oversized_checkpoint_is_refused(ray_executor, tmp_path):
-    ex = create_executor("ray", checkpoint_transfer="object_store", max_checkpoint_bytes=4, pythonpath=str(REPO))
+    ex = create_executor(
+        "ray", checkpoint_transfer="object_store", max_checkpoint_bytes=4, pythonpath=str(REPO)
+    )
     try:
         out, _ = _run(ex, _spec(tmp_path, "checkpointing", steps=1))
-        assert out.state == "failed" and "max_checkpoint_bytes" in out.error and "adapter-only" in out.error
+        assert (
+            out.state == "failed"
+            and "max_checkpoint_bytes" in out.error
+            and "adapter-only" in out.error
+        )
     finally:
         ex.shutdown()
 
@@ -206,8 +245,8 @@ def test_shutdown_leaves_running_trials_without_on_done(ray_executor, tmp_path):
     assert not rec.done.is_set() and ex.running() == []
     with pytest.raises(RuntimeError, match="shut down"):
         ex.submit(_spec(tmp_path, "quick"), rec.on_report, rec.on_done)
-    ex.shutdown()   # idempotent
-    assert ray_executor._ray.is_initialized()   # a borrowed cluster is left running
+    ex.shutdown()  # idempotent
+    assert ray_executor._ray.is_initialized()  # a borrowed cluster is left running
 
 
 def test_create_executor_knows_ray():

@@ -12,8 +12,10 @@ from autopeft.workers import TrialSpec, create_executor  # noqa: E402
 from tests.workers.conftest import REPO, Recorder  # noqa: E402
 from tests.workers.workloads import records  # noqa: E402
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+]
 
 
 def test_half_gpu_trials_run_on_the_gpu(tmp_path):
@@ -22,15 +24,28 @@ def test_half_gpu_trials_run_on_the_gpu(tmp_path):
         assert ex.owns_ray
         recs = []
         for i in range(2):
-            spec = TrialSpec(trial_id=i, study_id=1, number=i, config={"record_dir": str(tmp_path)},
-                             workload={"kind": "python", "entrypoint": "tests.workers.workloads:gpu_probe",
-                                       "resources": {"gpus": 0.5, "cpus": 1}})
+            spec = TrialSpec(
+                trial_id=i,
+                study_id=1,
+                number=i,
+                config={"record_dir": str(tmp_path)},
+                workload={
+                    "kind": "python",
+                    "entrypoint": "tests.workers.workloads:gpu_probe",
+                    "resources": {"gpus": 0.5, "cpus": 1},
+                },
+            )
             rec = Recorder()
             ex.submit(spec, rec.on_report, rec.on_done)
             recs.append(rec)
         outs = [r.outcome(300) for r in recs]
         assert all(o.state == "complete" for o in outs), [o.error for o in outs]
-        assert all(o.values["cuda"] == 1.0 and o.values["devices"] == 1.0 and o.values["gpus"] == 0.5 for o in outs)
-        assert all(str(r["cuda_visible_devices"]).isdigit() for r in records(tmp_path))   # one GPU each
+        assert all(
+            o.values["cuda"] == 1.0 and o.values["devices"] == 1.0 and o.values["gpus"] == 0.5
+            for o in outs
+        )
+        assert all(
+            str(r["cuda_visible_devices"]).isdigit() for r in records(tmp_path)
+        )  # one GPU each
     finally:
         ex.shutdown()

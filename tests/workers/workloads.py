@@ -24,7 +24,7 @@ def _node() -> str:
         import ray
 
         return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - outside Ray
+    except Exception:
         return "local"
 
 
@@ -33,10 +33,17 @@ class _Record:
 
     def __init__(self, config: dict, trial):
         self.dir = _record_dir(config)
-        self.data = {"number": trial.number, "trial_id": trial.trial_id, "node": _node(), "pid": os.getpid(),
-                     "node_name": os.environ.get("AUTOPEFT_TEST_NODE"),
-                     "start": time.time(), "end": None, "resources": dict(trial.resources or {}),
-                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        self.data = {
+            "number": trial.number,
+            "trial_id": trial.trial_id,
+            "node": _node(),
+            "pid": os.getpid(),
+            "node_name": os.environ.get("AUTOPEFT_TEST_NODE"),
+            "start": time.time(),
+            "end": None,
+            "resources": dict(trial.resources or {}),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
         self.path = self.dir / f"{trial.number}-{uuid.uuid4().hex[:8]}.json" if self.dir else None
         self._write()
 
@@ -142,9 +149,13 @@ def gpu_probe(config, trial):
     ok = torch.cuda.is_available()
     if ok:
         x = torch.ones(256, 256, device="cuda")
-        ok = float((x @ x).sum().item()) == 256.0 ** 3
+        ok = float((x @ x).sum().item()) == 256.0**3
     rec.end()
-    return {"cuda": float(ok), "devices": float(torch.cuda.device_count()), "gpus": float(trial.gpus or 0)}
+    return {
+        "cuda": float(ok),
+        "devices": float(torch.cuda.device_count()),
+        "gpus": float(trial.gpus or 0),
+    }
 
 
 def oom_once(config, trial):
@@ -157,7 +168,9 @@ def oom_once(config, trial):
     if not marker.exists():
         marker.write_text("raised")
         rec.end()
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test workload)")
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB (test workload)"
+        )
     rec.end()
     return _metrics(config)
 

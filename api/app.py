@@ -134,5 +134,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     from autopeft.dashboards import mount_dashboard
 
-    mount_dashboard(app)  # the web UI at / and /static (replaces the placeholder page)
+    mount_dashboard(app)  # the web UI at / and /static
     return app

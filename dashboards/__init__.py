@@ -74,10 +74,7 @@ def dashboard_meta() -> dict[str, Any]:
 
 
 def mount_dashboard(app) -> None:
-    """Serve the dashboard on ``app`` (a FastAPI app): ``/`` and ``/static/...``.
-
-    The dashboard's ``GET /`` is put first in the routing table, so it takes precedence over
-    a placeholder page routed at ``/`` earlier."""
+    """Serve the dashboard on ``app`` (a FastAPI app): ``/`` and ``/static/...``."""
     from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
     from fastapi.staticfiles import StaticFiles
 
@@ -104,8 +101,6 @@ def mount_dashboard(app) -> None:
         return JSONResponse(meta_cache)
 
     app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
-    # first in the routing table, so it wins over a placeholder page at "/" included before
-    app.router.routes.insert(0, app.router.routes.pop())
     app.add_api_route(
         "/static/vendor/plotly.min.js", plotly_js, methods=["GET"], include_in_schema=False
     )

@@ -51,6 +51,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def columns(row: Any, *names: str) -> dict[str, Any]:
+    """``{name: row.name}`` for the named attributes of a row, in that order."""
+    return {name: getattr(row, name) for name in names}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -59,20 +64,37 @@ class Base(DeclarativeBase):
 _NO_REUSE = {"sqlite_autoincrement": True}
 
 
-class User(Base):
+class _Row:
+    """Columns of every table: an id never handed out twice, and when the row was made."""
+
+    __table_args__: Any = _NO_REUSE
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=-2)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, sort_order=1)
+
+
+class _Owned(_Row):
+    """A row that belongs to one user (deleted with the user); only its owner sees it."""
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, sort_order=-1
+    )
+
+
+class _Run:
+    """When a study or a trial last started and ended."""
+
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, sort_order=1)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, sort_order=1)
+
+
+class User(_Row, Base):
     __tablename__ = "users"
-    __table_args__ = _NO_REUSE
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="user")  # admin | user
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class ApiToken(Base):
+class ApiToken(_Owned, Base):
     __tablename__ = "api_tokens"
-    __table_args__ = _NO_REUSE
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     # HMAC-SHA256 hex of the token keyed with AUTOPEFT_SECRET (scheme "hmac"); tokens made before
     # that have the plain sha256 (scheme "sha256") and are rehashed on first use. The token itself
     # is shown once and never stored.
@@ -80,20 +102,16 @@ class ApiToken(Base):
     scheme: Mapped[str] = mapped_column(String(8), default="hmac")
     prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell tokens apart
     name: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Dataset(Base):
+class Dataset(_Owned, Base):
     """An uploaded file (CSV / TSV / JSONL), validated at upload; stored under the datasets folder
     as ``<user id>/<dataset id>.<format>``. Only its owner sees it."""
 
     __tablename__ = "datasets"
-    __table_args__ = _NO_REUSE
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(255))
     format: Mapped[str] = mapped_column(String(8))  # csv | tsv | jsonl
@@ -105,14 +123,10 @@ class Dataset(Base):
     text_column: Mapped[list[str]] = mapped_column(JSON)  # one name, or two for sentence pairs
     label_column: Mapped[str] = mapped_column(String(200))
     label_counts: Mapped[dict[str, int]] = mapped_column(JSON)  # label -> rows, in label order
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class Study(Base):
+class Study(_Owned, _Run, Base):
     __tablename__ = "studies"
-    __table_args__ = _NO_REUSE
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     # the uploaded dataset of a peft workload (workload.dataset_id); deleting it keeps the study
     dataset_id: Mapped[int | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL"), index=True, nullable=True
@@ -121,9 +135,6 @@ class Study(Base):
     state: Mapped[str] = mapped_column(String(16), default="running")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     # seconds of budget used by earlier runs (before a stop / restart); max_seconds counts all.
     elapsed_s: Mapped[float] = mapped_column(Float, default=0.0)
     trials: Mapped[list[Trial]] = relationship(
@@ -131,13 +142,12 @@ class Study(Base):
     )
 
 
-class Trial(Base):
+class Trial(_Row, _Run, Base):
     __tablename__ = "trials"
     __table_args__ = (
         UniqueConstraint("study_id", "number", name="uq_trials_study_id_number"),
         _NO_REUSE,
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="queued")
@@ -161,45 +171,34 @@ class Trial(Base):
     infeasible_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")
 
 
 Index("ix_trials_study_id_id", Trial.study_id, Trial.id)
 
 
-class TrialReport(Base):
+class TrialReport(_Row, Base):
     __tablename__ = "trial_reports"
-    __table_args__ = _NO_REUSE
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     step: Mapped[int] = mapped_column(Integer)
     values: Mapped[dict[str, float]] = mapped_column(JSON)
     decision: Mapped[str] = mapped_column(String(16), default="continue")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class Checkpoint(Base):
+class Checkpoint(_Row, Base):
     __tablename__ = "checkpoints"
-    __table_args__ = _NO_REUSE
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(Text)
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class Event(Base):
+class Event(_Row, Base):
     """One entry of a study's optimiser history: ``kind`` is ask, tell or report."""
 
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("study_id", "seq", name="uq_events_study_id_seq"), _NO_REUSE)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

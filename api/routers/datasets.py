@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
 from autopeft.api.errors import ApiError
 from autopeft.api.limits import check_name
+from autopeft.api.routers._common import ERRORS
 from autopeft.api.schemas import DatasetId, DatasetList, DatasetPublic, ErrorEnvelope
 from autopeft.api.services import uploads
 from autopeft.api.services.datasets import dataset_public
@@ -15,11 +16,7 @@ from autopeft.api.services.datasets import dataset_public
 router = APIRouter(
     prefix="/datasets",
     tags=["datasets"],
-    responses={
-        401: {"model": ErrorEnvelope},
-        404: {"model": ErrorEnvelope},
-        422: {"model": ErrorEnvelope},
-    },
+    responses=ERRORS,
 )
 
 _UPLOAD_BODY = {

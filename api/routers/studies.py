@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
+from autopeft.api.routers._common import ERRORS, links
 from autopeft.api.schemas import (
     MAX_ID,
     ErrorEnvelope,
@@ -23,50 +25,54 @@ from autopeft.api.schemas import (
 from autopeft.api.services import studies as svc
 from autopeft.api.services.spec import SpecContext, validate_spec
 
-_ERRORS = {
-    401: {"model": ErrorEnvelope},
-    404: {"model": ErrorEnvelope},
-    422: {"model": ErrorEnvelope},
-}
 _LIMITS = {
     403: {"model": ErrorEnvelope, "description": "not allowed (python workloads) or over a quota"},
     429: {"model": ErrorEnvelope, "description": "too many running studies"},
 }
-router = APIRouter(prefix="/studies", tags=["studies"], responses=_ERRORS)
+router = APIRouter(prefix="/studies", tags=["studies"], responses=ERRORS)
 # stateful API tests (schemathesis) follow these from a created study to its other operations
-_STUDY_LINKS = {
-    op: {"operationId": op_id, "parameters": {"study_id": "$response.body#/id"}}
-    for op, op_id in (
-        ("GetStudy", "get_study"),
-        ("ListTrials", "list_trials"),
-        ("GetPareto", "get_pareto"),
-        ("GetHypervolume", "get_hypervolume"),
-        ("StopStudy", "stop_study"),
-        ("ResumeStudy", "resume_study"),
-        ("DeleteStudy", "delete_study"),
-    )
-}
-
-
-@router.post(
-    "",
-    status_code=201,
-    response_model=StudyPublic,
-    operation_id="create_study",
-    responses={**_LIMITS, 201: {"description": "the study, started", "links": _STUDY_LINKS}},
+_STUDY_LINKS = links(
+    "study_id",
+    "$response.body#/id",
+    "get_study",
+    "list_trials",
+    "get_pareto",
+    "get_hypervolume",
+    "stop_study",
+    "resume_study",
+    "delete_study",
 )
-def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
-    """Validate the whole spec (space, objectives, optimiser and options, workload), store, start."""
+
+
+def _created(operation_id: str, description: str) -> dict[str, Any]:
+    """Route options of an operation that creates and starts a study."""
+    links = {"description": description, "links": _STUDY_LINKS}
+    return {
+        "status_code": 201,
+        "response_model": StudyPublic,
+        "operation_id": operation_id,
+        "responses": {**_LIMITS, 201: links},
+    }
+
+
+def _start_new(state, user, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Validate ``body`` as a study spec (4xx naming the field), check the user's quotas, store
+    the study (with ``extra`` spec fields) and start it."""
     with state.db.read() as session:
-        spec = validate_spec(
-            body.model_dump(mode="json"), SpecContext(user, state.settings, session, state.datasets)
-        )
+        spec = validate_spec(body, SpecContext(user, state.settings, session, state.datasets))
         svc.check_quotas(session, state.settings, user.id, spec["max_parallel"])
+    spec.update(extra)
     with state.db.write() as session:
         study = svc.create_study(session, user.id, spec)
         out = svc.study_public(study, svc.counts(session, [study.id])[study.id])
     state.scheduler.start(out["id"])
     return out
+
+
+@router.post("", **_created("create_study", "the study, started"))
+def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
+    """Validate the whole spec (space, objectives, optimiser and options, workload), store, start."""
+    return _start_new(state, user, body.model_dump(mode="json"))
 
 
 @router.get("", response_model=StudyList, operation_id="list_studies")
@@ -77,6 +83,20 @@ def list_studies(user: CurrentUser, session: SessionDep):
 @router.get("/{study_id}", response_model=StudyPublic, operation_id="get_study")
 def get_study(study_id: StudyId, user: CurrentUser, session: SessionDep):
     return svc.show_study(session, user.id, study_id)
+
+
+def _shown(state, user, study_id: int) -> dict:
+    with state.db.read() as session:
+        return svc.show_study(session, user.id, study_id)
+
+
+def _check_quotas_to_run(state, user, study_id: int, when: Callable[[str], bool]) -> None:
+    """The user's quotas (active studies, running trials) allow the study to run again, checked
+    only if ``when(state)`` holds for its state (a running study already counts)."""
+    with state.db.read() as session:
+        study = svc.get_study(session, user.id, study_id)
+        if when(study.state):
+            svc.check_quotas(session, state.settings, user.id, study.spec["max_parallel"], study_id)
 
 
 @router.post(
@@ -91,8 +111,7 @@ def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
         with state.db.write(study_id) as session:
             svc.set_state(session, user.id, study_id, "stopped")
         state.scheduler.stop(study_id)
-    with state.db.read() as session:
-        return svc.show_study(session, user.id, study_id)
+    return _shown(state, user, study_id)
 
 
 @router.post(
@@ -101,17 +120,11 @@ def stop_study(study_id: StudyId, user: CurrentUser, state: StateDep):
 def resume_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     """Resume a stopped (or finished, after raising nothing) study: its optimiser is rebuilt."""
     with state.scheduler.study_lock(study_id):  # never interleaved with a delete of the same study
-        with state.db.read() as session:
-            study = svc.get_study(session, user.id, study_id)
-            if study.state != "running":
-                svc.check_quotas(
-                    session, state.settings, user.id, study.spec["max_parallel"], study_id
-                )
+        _check_quotas_to_run(state, user, study_id, when=lambda s: s != "running")
         with state.db.write(study_id) as session:
             svc.set_state(session, user.id, study_id, "running")
         state.scheduler.start(study_id)
-    with state.db.read() as session:
-        return svc.show_study(session, user.id, study_id)
+    return _shown(state, user, study_id)
 
 
 @router.post(
@@ -126,51 +139,31 @@ def extend_study(study_id: StudyId, body: StudyExtend, user: CurrentUser, state:
     optimiser rebuilt from the history); a stopped one keeps it for its resume. Each extension is
     recorded in ``spec.extensions``."""
     with state.scheduler.study_lock(study_id):
-        with state.db.read() as session:
-            study = svc.get_study(session, user.id, study_id)
-            if study.state == "finished":
-                svc.check_quotas(
-                    session, state.settings, user.id, study.spec["max_parallel"], study_id
-                )
+        _check_quotas_to_run(state, user, study_id, when=lambda s: s == "finished")
         with state.db.write(study_id) as session:
             _, restart = svc.extend_study(session, user.id, study_id, body.model_dump())
         if restart:
             state.scheduler.start(study_id)
         else:
             state.scheduler.extended(study_id)
-    with state.db.read() as session:
-        return svc.show_study(session, user.id, study_id)
+    return _shown(state, user, study_id)
 
 
-@router.post(
-    "/{study_id}/clone",
-    status_code=201,
-    response_model=StudyPublic,
-    operation_id="clone_study",
-    responses={**_LIMITS, 201: {"description": "the new study, started", "links": _STUDY_LINKS}},
-)
+@router.post("/{study_id}/clone", **_created("clone_study", "the new study, started"))
 def clone_study(
     study_id: StudyId,
     user: CurrentUser,
     state: StateDep,
     overrides: Annotated[
-        dict[str, Any], Body(description="spec fields to change (merge patch)")
-    ] = {},  # noqa: B006 (FastAPI copies a default for each request)
+        dict[str, Any] | None, Body(description="spec fields to change (merge patch)")
+    ] = None,
 ):
     """A new study from this one's spec with ``overrides`` merged over it (JSON merge patch, RFC 7396:
     mappings merge key by key, ``null`` removes a key), validated like a new study. The clone
     starts from scratch; its ``spec.cloned_from`` names the original."""
     with state.db.read() as session:
-        original = svc.get_study(session, user.id, study_id)
-        body = svc.clone_spec(original, overrides)
-        spec = validate_spec(body, SpecContext(user, state.settings, session, state.datasets))
-        svc.check_quotas(session, state.settings, user.id, spec["max_parallel"])
-    spec["cloned_from"] = study_id
-    with state.db.write() as session:
-        study = svc.create_study(session, user.id, spec)
-        out = svc.study_public(study, svc.counts(session, [study.id])[study.id])
-    state.scheduler.start(out["id"])
-    return out
+        body = svc.clone_spec(svc.get_study(session, user.id, study_id), overrides or {})
+    return _start_new(state, user, body, cloned_from=study_id)
 
 
 @router.delete("/{study_id}", status_code=204, response_class=Response, operation_id="delete_study")
@@ -187,14 +180,9 @@ def delete_study(study_id: StudyId, user: CurrentUser, state: StateDep):
     return Response(status_code=204)
 
 
-_TRIAL_LINKS = {
-    op: {"operationId": op_id, "parameters": {"trial_id": "$response.body#/trials/0/id"}}
-    for op, op_id in (
-        ("GetTrial", "get_trial"),
-        ("GetReports", "get_reports"),
-        ("GetAdapter", "get_adapter"),
-    )
-}
+_TRIAL_LINKS = links(
+    "trial_id", "$response.body#/trials/0/id", "get_trial", "get_reports", "get_adapter"
+)
 
 
 @router.get(

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
 from autopeft.api.errors import ApiError, not_found
 from autopeft.api.models import ApiToken, Dataset, Study, utcnow
+from autopeft.api.routers._common import ERRORS
 from autopeft.api.schemas import (
-    ErrorEnvelope,
     MePublic,
     TokenCreate,
     TokenCreated,
@@ -22,11 +22,7 @@ from autopeft.api.security import is_expired, issue_token
 
 router = APIRouter(
     tags=["tokens"],
-    responses={
-        401: {"model": ErrorEnvelope},
-        404: {"model": ErrorEnvelope},
-        422: {"model": ErrorEnvelope},
-    },
+    responses=ERRORS,
 )
 
 

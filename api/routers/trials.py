@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
+from autopeft.api.routers._common import ERRORS
 from autopeft.api.schemas import ErrorEnvelope, ReportList, TrialId, TrialPublic
 from autopeft.api.services import studies as svc
 
@@ -14,11 +15,7 @@ CANCEL_WAIT_S = (
 router = APIRouter(
     prefix="/trials",
     tags=["trials"],
-    responses={
-        401: {"model": ErrorEnvelope},
-        404: {"model": ErrorEnvelope},
-        422: {"model": ErrorEnvelope},
-    },
+    responses=ERRORS,
 )
 
 

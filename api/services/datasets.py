@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from autopeft.api.errors import ApiError, not_found
-from autopeft.api.models import Dataset, Study
+from autopeft.api.models import Dataset, Study, columns
 from autopeft.errors import InvalidConfig
 
 UPLOAD_PREFIX = "upload:"
@@ -30,17 +30,8 @@ UPLOAD_PREFIX = "upload:"
 
 def dataset_public(ds: Dataset) -> dict[str, Any]:
     return {
-        "id": ds.id,
-        "name": ds.name,
-        "filename": ds.filename,
-        "format": ds.format,
-        "encoding": ds.encoding,
-        "size_bytes": ds.size_bytes,
-        "sha256": ds.sha256,
-        "rows": ds.rows,
-        "columns": ds.columns,
-        "text_column": ds.text_column,
-        "label_column": ds.label_column,
+        **columns(ds, "id", "name", "filename", "format", "encoding", "size_bytes", "sha256"),
+        **columns(ds, "rows", "columns", "text_column", "label_column"),
         "labels": ds.label_counts,
         "created_at": ds.created_at,
     }

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from autopeft.api.errors import ApiError, not_found
-from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, utcnow
+from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, columns, utcnow
 from autopeft.api.services.constraints import constraints_of, trial_feasible
 from autopeft.api.services.spec import objectives_of
 
@@ -48,41 +48,30 @@ def counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
     return out
 
 
+_TIMES = ("created_at", "started_at", "finished_at")
+
+
 def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
     return {
-        "id": study.id,
-        "name": study.name,
-        "state": study.state,
+        **columns(study, "id", "name", "state"),
         "counts": study_counts,
         "spec": study.spec,
         "message": public_error(study.message),
-        "created_at": study.created_at,
-        "started_at": study.started_at,
-        "finished_at": study.finished_at,
+        **columns(study, *_TIMES),
     }
 
 
 def trial_public(t: Trial) -> dict[str, Any]:
     return {
-        "id": t.id,
-        "study_id": t.study_id,
-        "number": t.number,
-        "state": t.state,
-        "config": t.config,
-        "values": t.values,
-        "attempts": t.attempts,
+        **columns(t, "id", "study_id", "number", "state", "config", "values", "attempts"),
         "parent_id": t.parent_id,
         "kind": t.kind or "search",
         "label": t.label,
         "test_values": t.test_values,
         "epochs_trained": float(t.epochs_trained or 0.0),
-        "lineage": t.lineage,
-        "feasible": t.feasible,
-        "infeasible_reason": t.infeasible_reason,
+        **columns(t, "lineage", "feasible", "infeasible_reason"),
         "error": public_error(t.error),
-        "created_at": t.created_at,
-        "started_at": t.started_at,
-        "finished_at": t.finished_at,
+        **columns(t, *_TIMES),
     }
 
 

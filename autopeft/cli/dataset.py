@@ -11,16 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from autopeft.cli.study import _client, _run, format_table
+from autopeft.cli.study import _client, _run, format_table, remote_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("dataset", help="upload and manage your datasets on a controller")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", help="controller URL (default $AUTOPEFT_URL or http://127.0.0.1:8642)"
-    )
-    common.add_argument("--token", help="API token (default $AUTOPEFT_TOKEN)")
+    common = remote_options()
     dsub = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     p = dsub.add_parser(
         "upload", parents=[common], help="upload a CSV / TSV / JSONL file; prints its id"

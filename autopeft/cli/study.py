@@ -21,13 +21,19 @@ import sys
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("study", help="submit and follow studies on a controller")
+def remote_options() -> argparse.ArgumentParser:
+    """The options that name the controller and the user's token, as a parent parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url", help="controller URL (default $AUTOPEFT_URL or http://127.0.0.1:8642)"
     )
     common.add_argument("--token", help="API token (default $AUTOPEFT_TOKEN)")
+    return common
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("study", help="submit and follow studies on a controller")
+    common = remote_options()
     ssub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
     p = ssub.add_parser("create", parents=[common], help="submit a study spec (YAML or JSON file)")
     p.add_argument("file")

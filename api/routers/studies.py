@@ -155,14 +155,14 @@ def clone_study(
     user: CurrentUser,
     state: StateDep,
     overrides: Annotated[
-        dict[str, Any] | None, Body(description="spec fields to change (merge patch)")
-    ] = None,
+        dict[str, Any], Body(description="spec fields to change (merge patch)")
+    ] = {},  # noqa: B006 (FastAPI copies a default for each request)
 ):
     """A new study from this one's spec with ``overrides`` merged over it (JSON merge patch, RFC 7396:
     mappings merge key by key, ``null`` removes a key), validated like a new study. The clone
     starts from scratch; its ``spec.cloned_from`` names the original."""
     with state.db.read() as session:
-        body = svc.clone_spec(svc.get_study(session, user.id, study_id), overrides or {})
+        body = svc.clone_spec(svc.get_study(session, user.id, study_id), overrides)
     return _start_new(state, user, body, cloned_from=study_id)
 
 

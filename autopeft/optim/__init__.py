@@ -27,7 +27,7 @@ _REGISTRY = {
     "tpe": "autopeft.optim._optuna:TPEOptimizer",
     "nsga2": "autopeft.optim._optuna:NSGA2Optimizer",
     "gp": "autopeft.optim._optuna:GPOptimizer",
-    "mobo": "autopeft.optim._mobo:MOBOOptimizer",
+    "mobo": "autopeft.optim.mobo:MOBOOptimizer",
     "pbt": "autopeft.optim._pbt:PBTOptimizer",
     "mopbt": "autopeft.optim._pbt:MOPBTOptimizer",
 }

@@ -94,14 +94,20 @@ def explore(
     return space.validate(new), changes
 
 
+# options of every population-based optimiser
+_POPULATION_OPTIONS = {
+    "population_size": 8,
+    "perturbation_interval": 4,
+    "quantile_fraction": 0.25,
+    "resample_probability": 0.25,
+    "mutable": None,
+}
+
+
 class PBTOptimizer(BaseOptimizer):
     name = "pbt"
     OPTIONS = {
-        "population_size": 8,
-        "perturbation_interval": 4,
-        "quantile_fraction": 0.25,
-        "resample_probability": 0.25,
-        "mutable": None,
+        **_POPULATION_OPTIONS,
         "metric": None,
         "weights": None,
         "max_step": None,
@@ -255,11 +261,7 @@ class PBTOptimizer(BaseOptimizer):
 class MOPBTOptimizer(PBTOptimizer):
     name = "mopbt"
     OPTIONS = {
-        "population_size": 8,
-        "perturbation_interval": 4,
-        "quantile_fraction": 0.25,
-        "resample_probability": 0.25,
-        "mutable": None,
+        **_POPULATION_OPTIONS,
         "tie_break": "crowding",
         "max_step": None,
     }

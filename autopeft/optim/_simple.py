@@ -7,6 +7,21 @@ import warnings
 from autopeft.optim.base import BaseOptimizer
 
 
+def sobol_configs(space, seed: int, n: int, first_number: int) -> list[dict]:
+    """Configs decoded from points ``first_number, ..., first_number + n - 1`` of the scrambled
+    Sobol sequence (seeded by ``seed``) over the unit-cube encoding of ``space``
+    (``space.encode``). Conditional parameters decode from their coordinates only when active."""
+    from scipy.stats import qmc
+
+    engine = qmc.Sobol(d=max(1, space.dim), scramble=True, seed=seed)
+    if first_number:
+        engine.fast_forward(first_number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # balance properties need powers of two; irrelevant here
+        X = engine.random(n)
+    return [space.decode(x[: space.dim]) for x in X]
+
+
 class RandomOptimizer(BaseOptimizer):
     """Uniform random configs (log-uniform for log parameters); trial ``i`` uses a generator
     seeded by ``(seed, i)``, so suggestions depend on nothing but the trial number."""
@@ -18,21 +33,10 @@ class RandomOptimizer(BaseOptimizer):
 
 
 class SobolOptimizer(BaseOptimizer):
-    """Trial ``i`` decodes point ``i`` of a scrambled Sobol sequence over the unit-cube encoding
-    (``space.encode``) — a space-filling design. Conditional parameters decode from their
-    coordinates only when active."""
+    """Trial ``i`` decodes point ``i`` of a scrambled Sobol sequence (:func:`sobol_configs`) — a
+    space-filling design."""
 
     name = "sobol"
 
     def _suggest(self, n, first_number):
-        from scipy.stats import qmc
-
-        engine = qmc.Sobol(d=max(1, self.space.dim), scramble=True, seed=self.seed)
-        if first_number:
-            engine.fast_forward(first_number)
-        with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # balance properties need powers of two; irrelevant here
-            X = engine.random(n)
-        return [(self.space.decode(x[: self.space.dim]), None, None) for x in X]
+        return [(c, None, None) for c in sobol_configs(self.space, self.seed, n, first_number)]

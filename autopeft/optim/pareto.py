@@ -1,24 +1,30 @@
-"""Pareto maths: dominance, non-dominated sorting, crowding, hypervolume and its contributions.
+"""Pareto maths: dominance, non-dominated sorting, crowding, hypervolume and its contributions,
+and the reference-point rules.
 
 Sign convention
 ---------------
 Every function here works on an array ``Y`` of shape ``(n, m)`` (``n`` points, ``m``
 objectives) in **minimisation** form: lower is better in every column. Convert user values
-with :func:`to_minimization`, which negates the ``"maximize"`` columns. (BoTorch uses the
-opposite, maximisation, convention; :func:`hypervolume` converts when it delegates to it.)
+with :func:`to_minimization`, which multiplies each column by :func:`minimization_sign` of its
+direction (negates the ``"maximize"`` columns). BoTorch uses the opposite, maximisation,
+convention; :func:`hypervolume` converts when it delegates to it.
 
 A point ``a`` *dominates* ``b`` when ``a <= b`` in every objective and ``a < b`` in at least
 one. The *hypervolume* of a set w.r.t. a reference point ``r`` (also in minimisation form) is
 the Lebesgue measure of ``{z : some y in Y has y <= z <= r}``; points that are not strictly
 better than ``r`` in every objective contribute nothing.
 
-Reference-point rule (:func:`reference_point`): a user-given point wins; otherwise, per
-objective, the worst observed value plus 10% of the observed range (``max - min``); when
-the range is zero, plus ``0.1 * max(|worst|, 1)``. So every observed point, including the
-extremes of the front, contributes a positive volume.
-
-:func:`front_reference_point` is the tighter rule ``mobo`` uses for its acquisition when no
-reference point is given: the nadir of the current Pareto front plus 10% of the front's range.
+Reference points (all ``(m,)``, minimisation form)
+---------------------------------------------------
+* :func:`reference_point` — for reporting: a user-given point wins; otherwise the worst
+  observed value per objective plus 10% of the observed range, so every observed point,
+  including the extremes of the front, contributes a positive volume.
+* :func:`front_reference_point` — the nadir of the non-dominated points plus a margin of the
+  front's range.
+* :func:`expanding_reference_point` — the nadir of the non-dominated points plus 10% of the
+  observed range.
+* :func:`acquisition_reference_point` — the rules an acquisition function chooses from by
+  name (``ACQUISITION_RULES``), alone or taken in turn (``RULE_TURNS``, lists of names).
 
 Exact algorithms are used for ``m <= 3`` (2-D sweep, 3-D slicing into 2-D sweeps); for
 ``m >= 4`` BoTorch's :class:`~botorch.utils.multi_objective.hypervolume.Hypervolume` is used
@@ -27,7 +33,7 @@ Exact algorithms are used for ``m <= 3`` (2-D sweep, 3-D slicing into 2-D sweeps
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,11 +51,13 @@ def to_minimization(
         raise ValueError(
             f"values have {Y.shape[1]} columns but {len(directions)} directions were given"
         )
-    signs = np.array([_sign(d) for d in directions])
+    signs = np.array([minimization_sign(d) for d in directions])
     return Y * signs
 
 
-def _sign(direction: str) -> float:
+def minimization_sign(direction: str) -> float:
+    """``1.0`` for ``"minimize"``, ``-1.0`` for ``"maximize"``: a user value times this sign is
+    in minimisation form (times its negation, in maximisation form)."""
     if direction == "minimize":
         return 1.0
     if direction == "maximize":
@@ -179,14 +187,49 @@ def reference_point(
 
 
 def front_reference_point(Y: np.ndarray, margin: float = 0.1) -> np.ndarray:
-    """Reference point for *acquisition* (minimisation form): the nadir of the non-dominated
-    points of ``Y`` (their worst value per objective) plus ``margin`` of the front's range (a
-    zero range adds ``margin * max(|nadir|, 1)``). Tighter than :func:`reference_point`, so an
-    optimiser is not rewarded for extreme, useless corners (BoTorch's
-    ``infer_reference_point`` follows the same idea)."""
+    """The nadir of the non-dominated points of ``Y (n, m)`` (their worst value per objective)
+    plus ``margin`` of the front's range; a zero range adds ``margin * max(|nadir|, 1)``."""
     Y = np.asarray(Y, float)
     front = Y[is_non_dominated(Y)]
     return reference_point(front, margin=margin)
+
+
+def expanding_reference_point(Y: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """The nadir of the non-dominated points of ``Y (n, m)`` plus ``margin`` of the *observed*
+    range (of all of ``Y``); a zero range adds ``margin * max(|nadir|, 1)``."""
+    Y = np.asarray(Y, float)
+    span = Y.max(axis=0) - Y.min(axis=0)
+    nadir = Y[is_non_dominated(Y)].max(axis=0)
+    return nadir + margin * np.where(span > 0, span, np.maximum(np.abs(nadir), 1.0))
+
+
+#: reference-point rules for an acquisition function, by name: ``Y (n, m)`` -> ``(m,)``
+ACQUISITION_RULES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "expanding": expanding_reference_point,
+    "far": lambda Y: front_reference_point(Y, margin=1.0),
+    "front": front_reference_point,
+    "observed": reference_point,
+}
+#: named sequences of rules, taken in turn
+RULE_TURNS: dict[str, tuple[str, ...]] = {
+    "cycle": ("expanding", "expanding", "far"),
+    "alternate": ("expanding", "observed"),
+}
+
+
+def acquisition_reference_point(
+    Y: np.ndarray, rule: str | Sequence[str], number: int
+) -> np.ndarray:
+    """The reference point of ``rule`` for ``Y (n, m)`` at turn ``number`` (a suggestion number).
+
+    ``rule``: a name in ``ACQUISITION_RULES`` or ``RULE_TURNS``, or a list of such names. A list
+    and a named sequence are each taken in turn: element ``number % len``."""
+    if not isinstance(rule, str):
+        rule = rule[number % len(rule)]
+    if rule in RULE_TURNS:
+        turns = RULE_TURNS[rule]
+        rule = turns[number % len(turns)]
+    return ACQUISITION_RULES[rule](Y)
 
 
 def _hv2(P: np.ndarray, r: np.ndarray) -> float:

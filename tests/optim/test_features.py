@@ -135,11 +135,11 @@ def test_mobo_does_not_model_a_known_objective(mixed_space):
 def test_mobo_batch_encoder_matches_space_encode(mixed_space):
     import numpy as np
 
-    from autopeft.optim._mobo import _Codec
+    from autopeft.optim.mobo.search_space import Codec
 
     configs = [mixed_space.validate(c) for c in mixed_space.sample(50, seed=3)]
     expected = np.stack([mixed_space.encode(c) for c in configs])
-    assert np.array_equal(_Codec(mixed_space).encode(configs), expected)
+    assert np.array_equal(Codec(mixed_space).encode(configs), expected)
 
 
 @pytest.mark.slow
@@ -336,3 +336,43 @@ def test_mobo_learns_from_pruned_trials(mixed_space, use_pruned):
         assert opt.last_info["n_train"] == 3 and opt.last_info["n_pruned"] == 2
     else:
         assert "n_train" not in opt.last_info  # one complete trial: still the Sobol design
+
+
+def test_mobo_reports_a_failed_gp_fit_and_still_suggests(mixed_space, monkeypatch):
+    import botorch.fit
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("no convergence")
+
+    monkeypatch.setattr(botorch.fit, "fit_gpytorch_mll", fail)
+    opt = create_optimizer(
+        "mobo",
+        mixed_space,
+        OBJ,
+        seed=0,
+        known_objectives={"params": lora_params},
+        **FAST_OPTIONS["mobo"],
+    )
+    for _ in range(2):
+        for s in opt.ask(2):
+            opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
+    assert "fit_error" not in opt.last_info  # still the Sobol design: no fit yet
+    (s,) = opt.ask()
+    assert mixed_space.validate(s.config) == s.config
+    assert opt.last_info["fit_error"] == "RuntimeError: no convergence"
+
+
+def test_mobo_warm_start_hypers_starts_from_the_previous_fit(mixed_space):
+    opt = create_optimizer(
+        "mobo",
+        mixed_space,
+        OBJ,
+        seed=0,
+        warm_start_hypers=True,
+        known_objectives={"params": lora_params},
+        **FAST_OPTIONS["mobo"],
+    )
+    for _ in range(4):
+        for s in opt.ask(2):
+            opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
+    assert set(opt._hypers) == {"dim_scaled"} and "fit_error" not in opt.last_info

@@ -92,11 +92,29 @@ def test_reference_point_rule():
         P.reference_point(np.empty((0, 2)))
 
 
+def test_acquisition_reference_rules():
+    # a front of two points and one dominated point far out
+    Y = np.array([[0.0, 1.0], [1.0, 0.0], [9.0, 9.0]])
+    # front nadir (1, 1) + 10% of the observed range (9) / of the front's range (1) / all of it
+    assert P.expanding_reference_point(Y) == pytest.approx([1.9, 1.9])
+    assert P.front_reference_point(Y) == pytest.approx([1.1, 1.1])
+    assert P.acquisition_reference_point(Y, "far", 0) == pytest.approx([2.0, 2.0])
+    assert P.acquisition_reference_point(Y, "observed", 0) == pytest.approx([9.9, 9.9])
+    turns = [P.acquisition_reference_point(Y, "cycle", n).tolist() for n in range(3)]
+    assert turns == [pytest.approx(r) for r in ([1.9, 1.9], [1.9, 1.9], [2.0, 2.0])]
+    listed = [P.acquisition_reference_point(Y, ["front", "alternate"], n) for n in range(4)]
+    # a list is taken in turn, and a named sequence inside it by the same number
+    assert [r.tolist() for r in listed] == [
+        pytest.approx(r) for r in ([1.1, 1.1], [9.9, 9.9], [1.1, 1.1], [9.9, 9.9])
+    ]
+
+
 def test_to_minimization_negates_maximised_columns():
     Y = P.to_minimization([[0.9, 100.0]], ["maximize", "minimize"])
     assert Y.tolist() == [[-0.9, 100.0]]
     with pytest.raises(ValueError, match="direction"):
         P.to_minimization([[1.0]], ["up"])
+    assert [P.minimization_sign(d) for d in P.DIRECTIONS] == [1.0, -1.0]
 
 
 def test_optimizer_hypervolume_uses_user_values(mixed_space):

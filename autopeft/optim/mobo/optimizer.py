@@ -1,0 +1,298 @@
+"""``MOBOOptimizer``: the ask/tell optimiser over the GP (:mod:`.gp`), acquisition (:mod:`.acqf`)
+and acquisition search (:mod:`.optim_mixed`) of ``mobo``."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+
+from autopeft.errors import InvalidConfig
+from autopeft.optim import pareto as _pareto
+from autopeft.optim._simple import sobol_configs
+from autopeft.optim.base import BaseOptimizer, config_key, derive_seed
+from autopeft.optim.mobo import acqf as _acqf
+from autopeft.optim.mobo import gp as _gp
+from autopeft.optim.mobo.optim_mixed import optimize_continuous, optimize_discrete
+from autopeft.optim.mobo.search_space import Codec
+
+_POSITIVE_INTS = (
+    "max_train",
+    "mc_samples",
+    "pool_size",
+    "local_search_starts",
+    "num_restarts",
+    "raw_samples",
+)
+
+
+class MOBOOptimizer(BaseOptimizer):
+    """Multi-objective Bayesian optimisation: GP surrogates and qLogNEHVI (BoTorch).
+
+    * Trials ``0 .. n_initial - 1`` (default ``clip(2 * (p + 1), 6, 20)`` for ``p`` searchable
+      parameters) come from :func:`~autopeft.optim._simple.sobol_configs`; so does every
+      trial while fewer than two trials have finite modelled objectives, or when every
+      objective is known.
+    * Then each suggestion fits one GP output per objective not in ``known_objectives`` and
+      per constraint on a metric that is not known (``model``: ``"gp"`` with
+      ``lengthscale_prior``, or ``"saas"``), on complete trials and, with ``use_pruned``, pruned
+      ones at the values they were stopped with; at most ``max_train`` trials (the best half by
+      :func:`~autopeft.optim.pareto.rank_order`, the rest a seeded sample).
+    * The acquisition's reference point is the ``reference_point`` option, else
+      :func:`~autopeft.optim.pareto.acquisition_reference_point` of ``ref_rule`` over the
+      feasible trials; its baseline is the best ``max_baseline`` training points by rank;
+      running trials and earlier members of the batch are pending.
+    * Purely continuous spaces without known objectives or known constraints use L-BFGS-B
+      from ``num_restarts`` starts plus up to ``pareto_starts`` Pareto points; others the
+      candidate pool (``pool_size``) and local search (``local_search_starts`` x
+      ``local_search_steps``).
+
+    Every random draw is seeded by ``(seed, trial number)``, so suggestions depend only on the
+    trial numbers and the told data. ``warm_start_hypers`` starts each GP fit from the previous
+    fit's hyper-parameters (then the suggestions also depend on the order of the calls).
+    ``ask`` runs torch with ``torch_threads`` threads and restores the caller's setting.
+
+    ``last_info``: diagnostics of the last suggestion — ``n_train``, ``n_pruned`` (training
+    trials, of them pruned), ``method``, ``fit_error`` (the GP fit failed and kept its initial
+    hyper-parameters) or ``fallback`` (why the Sobol design was used after ``n_initial``).
+    Measurements behind the defaults: ``docs/mobo.md``.
+    """
+
+    name = "mobo"
+    OPTIONS = {
+        "n_initial": None,
+        "model": "gp",
+        "max_train": 160,
+        "mc_samples": 64,
+        "pool_size": 512,
+        "local_search_starts": 3,
+        "local_search_steps": 3,
+        "num_restarts": 4,
+        "raw_samples": 256,
+        "fit_maxiter": 75,
+        "torch_threads": 1,
+        "pareto_starts": 5,
+        "lengthscale_prior": "auto",
+        "max_baseline": 48,
+        "ref_rule": "cycle",
+        "warm_start_hypers": False,
+        "use_pruned": True,
+    }
+
+    def __init__(self, space, objectives, seed=0, **options):
+        super().__init__(space, objectives, seed, **options)
+        o = self.options
+        _gp.check_priors(o["lengthscale_prior"])
+        rules = o["ref_rule"] if isinstance(o["ref_rule"], (list, tuple)) else [o["ref_rule"]]
+        for rule in rules:
+            if rule not in _pareto.ACQUISITION_RULES and rule not in _pareto.RULE_TURNS:
+                names = ", ".join(
+                    repr(r) for r in (*_pareto.RULE_TURNS, *_pareto.ACQUISITION_RULES)
+                )
+                raise InvalidConfig(
+                    f"must be one of {names} (or a list of them), got {rule!r}", "ref_rule"
+                )
+        if o["model"] not in ("gp", "saas"):
+            raise InvalidConfig(f"model must be 'gp' or 'saas', got {o['model']!r}", "model")
+        if o["model"] == "saas" and not all(
+            importlib.util.find_spec(m) for m in ("jax", "numpyro")
+        ):
+            raise InvalidConfig(
+                "model 'saas' needs JAX and NumPyro (BoTorch's fully Bayesian models): "
+                "pip install 'autopeft[saas]'",
+                "model",
+            )
+        for key in _POSITIVE_INTS:
+            if not isinstance(o[key], int) or o[key] < 1:
+                raise InvalidConfig(f"must be a positive integer, got {o[key]!r}", key)
+        if not isinstance(o["pareto_starts"], int) or o["pareto_starts"] < 0:
+            raise InvalidConfig(
+                f"must be a non-negative integer, got {o['pareto_starts']!r}", "pareto_starts"
+            )
+        if o["n_initial"] is None:
+            o["n_initial"] = int(min(max(2 * (len(space.params) + 1), 6), 20))
+        elif not isinstance(o["n_initial"], int) or o["n_initial"] < 1:
+            raise InvalidConfig(f"must be a positive integer, got {o['n_initial']!r}", "n_initial")
+        self._modelled = [k for k in self.objective_names if k not in self.known_objectives]
+        self._known = [k for k in self.objective_names if k in self.known_objectives]
+        # maximisation form (BoTorch's convention): user value times this sign
+        self._max_sign = {
+            k: -_pareto.minimization_sign(d) for k, d in zip(self.objective_names, self.directions)
+        }
+        self._modelled_constraints = [
+            i for i, (m, _, _) in enumerate(self.constraints) if m not in self.known_objectives
+        ]
+        known_constraint = any(m in self.known_objectives for m, _, _ in self.constraints)
+        self._continuous = (
+            all(p.kind == "float" and not p.active_if for p in space.params)
+            and not self._known
+            and not known_constraint
+        )
+        self.last_info: dict = {}
+        self._hypers: dict[str, dict] = {}  # per prior, the last fit's (warm_start_hypers)
+        self._codec = Codec(space)
+
+    def _suggest(self, n, first_number):
+        states = ("complete", "pruned") if self.options["use_pruned"] else ("complete",)
+        done = [
+            r
+            for r in self._records_in(*states)
+            if r.values is not None
+            and all(math.isfinite(r.values.get(k, float("nan"))) for k in self._modelled)
+        ]
+        if first_number < self.options["n_initial"] or len(done) < 2 or not self._modelled:
+            if not self._modelled and first_number >= self.options["n_initial"]:
+                self.last_info = {
+                    "fallback": "every objective is known exactly: nothing to model, Sobol design"
+                }
+            configs = sobol_configs(self.space, self.seed, n, first_number)
+            return [(c, None, None) for c in configs]
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.options["torch_threads"])
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(derive_seed(self.seed, first_number, "mobo") % (2**31))
+                return [(c, None, None) for c in self._bo(done, n, first_number)]
+        finally:
+            torch.set_num_threads(threads)
+
+    def _training_set(self, done, first_number):
+        cap = self.options["max_train"]
+        if len(done) <= cap:
+            return done
+        order = _pareto.rank_order(self._Y(done))
+        best = [done[i] for i in order[: cap // 2]]
+        rest = [done[i] for i in order[cap // 2 :]]
+        rng = self.rng(first_number, "subsample")
+        pick = rng.choice(len(rest), size=cap - len(best), replace=False)
+        return best + [rest[i] for i in sorted(pick)]
+
+    def _fit(self, X, Y, number=0):
+        """The surrogate of ``Y (n, k)`` (maximisation form) at ``X (n, d)`` for suggestion
+        ``number``."""
+        if self.options["model"] == "saas":
+            return _gp.fit_saas(X, Y)
+        o = self.options
+        prior = _gp.resolve_prior(o["lengthscale_prior"], number, self._continuous)
+        start = self._hypers.get(prior) if o["warm_start_hypers"] else None
+        model, error = _gp.fit_gp(X, Y, prior, o["fit_maxiter"], start)
+        if error is not None:
+            self.last_info["fit_error"] = error
+        if o["warm_start_hypers"]:
+            self._hypers[prior] = _gp.hyperparameters(model)
+        return model
+
+    def _acq_reference_point(self, Yf, number):
+        """Reference point ``(m,)`` (minimisation form) of the acquisition for suggestion
+        ``number``, from the feasible trials' ``Yf (n, m)``."""
+        if self.reference_point_min is not None:
+            return np.asarray(self.reference_point_min, float)
+        return _pareto.acquisition_reference_point(Yf, self.options["ref_rule"], number)
+
+    def _bo(self, done, n, first_number):
+        import torch
+
+        o = self.options
+        dtype = torch.double
+        train = self._training_set(done, first_number)
+        self.last_info = {
+            "n_train": len(train),
+            "n_pruned": sum(r.state == "pruned" for r in train),
+        }
+        X = torch.tensor(self._codec.encode([r.config for r in train]), dtype=dtype)
+        cols = [[self._max_sign[k] * r.values[k] for r in train] for k in self._modelled]
+        for i in self._modelled_constraints:
+            cols.append([float(self.violation(r.values)[i]) for r in train])
+        Y = torch.tensor(np.array(cols).T, dtype=dtype)
+        model = self._fit(X, Y, first_number)
+        known = None
+        if self._known:
+            known = _acqf.KnownObjectives(
+                self.space,
+                [self.known_objectives[k] for k in self._known],
+                [self._max_sign[k] for k in self._known],
+            )
+        objective = _acqf.mc_objective(self.objective_names, self._modelled, self._known, known)
+        constraints = _acqf.constraint_outputs(len(self._modelled), len(self._modelled_constraints))
+        feasible = [r for r in done if self.is_feasible(r.values)] or done
+        ref_min = self._acq_reference_point(self._Y(feasible), first_number)
+        ref_max = (-torch.tensor(ref_min, dtype=dtype)).tolist()
+        # baseline of the noisy Pareto front: the best `max_baseline` training points by
+        # non-dominated rank (BoTorch's prune_baseline does this by MC, at ~1 s for 160 points)
+        base_idx = _pareto.rank_order(self._Y(train))[: o["max_baseline"]]
+        X_base = X[torch.as_tensor(np.sort(base_idx))]
+        running = [r.config for r in self._records_in("running")]
+        sampler_seed = derive_seed(self.seed, first_number, "qmc") % (2**31)
+
+        def make_acqf(pending_configs):
+            X_pending = None
+            if pending_configs:
+                X_pending = torch.tensor(self._codec.encode(pending_configs), dtype=dtype)
+            return _acqf.log_nehvi(
+                model,
+                ref_max,
+                X_base,
+                objective,
+                constraints,
+                X_pending,
+                o["mc_samples"],
+                sampler_seed,
+            )
+
+        chosen: list[dict] = []
+        if self._continuous:
+            self.last_info["method"] = "optimize_acqf"
+            ok = [i for i, r in enumerate(train) if self.is_feasible(r.values)] or list(
+                range(len(train))
+            )
+            Yok = self._Y([train[i] for i in ok])
+            front_X = X[
+                torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])
+            ]
+            for j in range(n):
+                chosen.append(
+                    self._optimize_continuous(
+                        make_acqf(running + chosen), front_X, first_number + j
+                    )
+                )
+            return chosen
+        self.last_info["method"] = "pool+local search"
+        front = [
+            feasible[i].config
+            for i in _pareto.rank_order(self._Y(feasible))[: max(4, o["pool_size"] // 40)]
+        ]
+        for j in range(n):
+            number = first_number + j
+            config = optimize_discrete(
+                make_acqf(running + chosen),
+                self.space,
+                self._codec,
+                self.rng(number, "pool"),
+                front,
+                self._seen | {config_key(c) for c in chosen},
+                self.config_is_feasible,
+                known,
+                o["pool_size"],
+                o["local_search_starts"],
+                o["local_search_steps"],
+            )
+            chosen.append(self._random_config(number) if config is None else config)
+        return chosen
+
+    def _optimize_continuous(self, acqf, front_X, number):
+        """The config at the best point of :func:`optimize_continuous` for suggestion
+        ``number``, starting also from rows of ``front_X (p, d)`` (encoded Pareto points)."""
+        o = self.options
+        x = optimize_continuous(
+            acqf,
+            self.space.dim,
+            front_X,
+            self.rng(number, "starts"),
+            o["num_restarts"],
+            o["raw_samples"],
+            o["pareto_starts"],
+        )
+        return self.space.decode(x.numpy())

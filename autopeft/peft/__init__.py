@@ -10,10 +10,7 @@ live in its module, listed by :mod:`autopeft.peft.registry`.
 Re-exported lazily: the search space imports the registry, and must not pull in torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from autopeft.lazy import lazy_exports
 
 _LAZY = {
     "apply_peft": "autopeft.peft.model",
@@ -28,16 +25,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'autopeft.peft' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -12,12 +12,19 @@ residual). Parallel: ``y = f(x) + scaling * up(act(down(x)))`` with ``x`` the FF
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autopeft.peft.arch import ArchDesc
-from autopeft.peft.method import Key, Method, check_positive, check_size, choice_checker, require
+from autopeft.peft.method import (
+    Key,
+    Method,
+    check_positive,
+    check_size,
+    choice_checker,
+    from_values,
+    require,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,10 +52,6 @@ class BottleneckSpec:
     @property
     def active(self) -> bool:
         return any(self.size)
-
-
-def build(values: Mapping[str, Any], layers: tuple[bool, ...]) -> BottleneckSpec:
-    return BottleneckSpec(**values)
 
 
 def check_serial(model: nn.Module, mmap: ModelMap, spec: BottleneckSpec) -> None:
@@ -105,6 +108,7 @@ def count(spec: BottleneckSpec, desc: ArchDesc) -> int:
     return 2 * desc.hidden * total + total + desc.hidden * active
 
 
+build = from_values(BottleneckSpec)
 SERIAL = Method("serial", SERIAL_KEYS, build, check_serial, inject_serial, count, inject_order=3)
 PARALLEL = Method(
     "parallel", PARALLEL_KEYS, build, check_parallel, inject_parallel, count, inject_order=4

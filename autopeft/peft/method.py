@@ -129,6 +129,15 @@ def choice_checker(allowed: tuple[str, ...], what: str) -> Callable[[Any, str], 
     return check
 
 
+def from_values(spec_type: Callable[..., Any]) -> Callable[[Mapping[str, Any], Any], Any]:
+    """The ``build`` of a method whose spec's fields are exactly its keys (the mask unused)."""
+
+    def build(values: Mapping[str, Any], layers: tuple[bool, ...]) -> Any:
+        return spec_type(**values)
+
+    return build
+
+
 def split_targets(value: str) -> tuple[str, ...]:
     """``"q,v"`` -> ``("q", "v")``; ``""`` -> ``()``."""
     return tuple(t for t in (s.strip() for s in value.split(",")) if t)

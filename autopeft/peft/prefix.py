@@ -13,12 +13,11 @@ or eager attention, is :mod:`autopeft.peft.attention`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autopeft.peft.arch import ArchDesc
-from autopeft.peft.method import Key, Method, check_size
+from autopeft.peft.method import Key, Method, check_size, from_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,10 +38,6 @@ class PrefixSpec:
     @property
     def active(self) -> bool:
         return any(self.length)
-
-
-def build(values: Mapping[str, Any], layers: tuple[bool, ...]) -> PrefixSpec:
-    return PrefixSpec(**values)
 
 
 def check(model: nn.Module, mmap: ModelMap, spec: PrefixSpec) -> None:
@@ -70,4 +65,4 @@ def count(spec: PrefixSpec, desc: ArchDesc) -> int:
     return desc.hidden * total + desc.hidden * r + r + r * 2 * kv + 2 * kv
 
 
-METHOD = Method("prefix", KEYS, build, check, inject, count, inject_order=0)
+METHOD = Method("prefix", KEYS, from_values(PrefixSpec), check, inject, count, inject_order=0)

@@ -6,10 +6,8 @@ transformers, BoTorch and the server stack are imported only by what uses them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from autopeft.errors import InvalidConfig
+from autopeft.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,16 +25,4 @@ _LAZY = {
 }
 
 __all__ = ["InvalidConfig", "__version__", *sorted(_LAZY)]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'autopeft' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -1,14 +1,8 @@
-"""Where the PEFT modules go: logical module names, found by structure.
+"""The shapes of an architecture, from its transformers config alone (no model, no torch).
 
-Two views of one architecture:
-
-* :func:`map_model` walks an instantiated model: it finds the ``ModuleList`` of transformer
-  blocks, then in each block the projections by name patterns and shapes, and returns a
-  :class:`ModelMap` (block paths, each block's self-attention module and its logical
-  projections ``q, k, v, o, ffn_gate, ffn_in, ffn_out``; for a fused projection such as
-  GPT-2's ``c_attn``, ``q``/``k``/``v`` are output slices), plus the task head.
-* :func:`describe_config` reads a transformers ``PretrainedConfig`` alone (no model) and gives
-  the shapes the cost model needs (:class:`ArchDesc`).
+:func:`describe_config` reads a transformers ``PretrainedConfig`` and gives the shapes the cost
+model needs (:class:`ArchDesc`) by logical projection name (:data:`LOGICAL`). Its counterpart on
+an instantiated model is :func:`autopeft.peft.modelmap.map_model`.
 
 Supported by structure: BERT / RoBERTa / DistilBERT / MiniLM encoders, GPT-2 (Conv1D,
 fused qkv) and Llama / Qwen2 / Mistral-style gated decoders (GQA included). Anything else
@@ -22,40 +16,10 @@ from typing import Any
 
 from autopeft.errors import InvalidConfig
 
+#: the logical projections of a transformer block, by which every PEFT key names its targets
 LOGICAL = ("q", "k", "v", "o", "ffn_gate", "ffn_in", "ffn_out")
 
-# last path component -> logical name (unambiguous names)
-_BY_NAME = {
-    "query": "q",
-    "q_proj": "q",
-    "q_lin": "q",
-    "wq": "q",
-    "key": "k",
-    "k_proj": "k",
-    "k_lin": "k",
-    "wk": "k",
-    "value": "v",
-    "v_proj": "v",
-    "v_lin": "v",
-    "wv": "v",
-    "o_proj": "o",
-    "out_lin": "o",
-    "out_proj": "o",
-    "wo": "o",
-    "gate_proj": "ffn_gate",
-    "up_proj": "ffn_in",
-    "c_fc": "ffn_in",
-    "lin1": "ffn_in",
-    "fc1": "ffn_in",
-    "down_proj": "ffn_out",
-    "lin2": "ffn_out",
-    "fc2": "ffn_out",
-}
-_FUSED_QKV = ("c_attn", "qkv_proj", "query_key_value", "Wqkv")
-_CROSS = ("crossattention", "cross_attn", "encoder_attn")
 
-
-# ------------------------------------------------------------------------------ config view
 @dataclass(frozen=True)
 class ArchDesc:
     """Shapes of an architecture read from its transformers config alone.
@@ -165,38 +129,12 @@ def _describe(c: Any) -> ArchDesc:
         )
     if model_type == "gpt2":
         inter = _get(c, "n_inner") or 4 * hidden
-        b = {n: True for n in LOGICAL if n != "ffn_gate"}
-        return ArchDesc(
-            model_type,
-            "gpt2",
-            layers,
-            hidden,
-            heads,
-            heads,
-            hidden // heads,
-            inter,
-            False,
-            True,
-            b,
-            head=((hidden, "labels", False),),
-        )
+        head = ((hidden, "labels", False),)
+        return _ungated(model_type, "gpt2", layers, hidden, heads, inter, head, fused_qkv=True)
     if model_type == "distilbert":
         inter = _get(c, "hidden_dim", "intermediate_size")
-        b = {n: True for n in LOGICAL if n != "ffn_gate"}
-        return ArchDesc(
-            model_type,
-            "distilbert",
-            layers,
-            hidden,
-            heads,
-            heads,
-            hidden // heads,
-            inter,
-            False,
-            False,
-            b,
-            head=((hidden, hidden, True), (hidden, "labels", True)),
-        )
+        head = ((hidden, hidden, True), (hidden, "labels", True))
+        return _ungated(model_type, "distilbert", layers, hidden, heads, inter, head)
     inter = _get(c, "intermediate_size")
     if not isinstance(inter, int):
         raise InvalidConfig(
@@ -234,27 +172,13 @@ def _describe(c: Any) -> ArchDesc:
             head=((hidden, "labels", False),),
         )
     if _get(c, "type_vocab_size") is not None or model_type in ("bert",) + _ROBERTA_HEAD:
-        b = {n: True for n in LOGICAL if n != "ffn_gate"}
         if model_type in _ROBERTA_HEAD:
             head = ((hidden, hidden, True), (hidden, "labels", True))
         elif model_type in _BERT_HEAD:
             head = ((hidden, "labels", True),)
         else:
             head = None  # body known, sequence-classification head not: head_params refuses
-        return ArchDesc(
-            model_type,
-            "encoder",
-            layers,
-            hidden,
-            heads,
-            heads,
-            hidden // heads,
-            inter,
-            False,
-            False,
-            b,
-            head=head,
-        )
+        return _ungated(model_type, "encoder", layers, hidden, heads, inter, head)
     raise InvalidConfig(
         f"model type {model_type!r} is not a supported architecture (BERT-like encoders, "
         "DistilBERT, GPT-2, Llama-style decoders)",
@@ -262,192 +186,29 @@ def _describe(c: Any) -> ArchDesc:
     )
 
 
-# ------------------------------------------------------------------------------- model view
-@dataclass
-class Proj:
-    """One logical projection: ``path`` of the module inside the model, and the output slice."""
-
-    path: str
-    start: int | None = None
-    stop: int | None = None
-
-    @property
-    def sliced(self) -> bool:
-        return self.start is not None
-
-
-@dataclass
-class LayerMap:
-    index: int
-    path: str  # e.g. "bert.encoder.layer.3"
-    attention: str  # path of the self-attention module (parent of q)
-    projs: dict[str, Proj]
-
-
-@dataclass
-class ModelMap:
-    layers_path: str
-    layers: list[LayerMap]
-    head: list[str]  # top-level children forming the task head
-    base_prefix: str  # path of the base (body) model, "" for a bare model
-
-    def proj(self, layer: int, name: str, field_name: str) -> Proj:
-        projs = self.layers[layer].projs
-        if name not in projs:
-            raise InvalidConfig(
-                f"this model has no {name} projection (found: "
-                f"{', '.join(f'{k}={v.path}' for k, v in projs.items())})",
-                field_name,
-            )
-        return projs[name]
-
-
-def is_linear(module: Any) -> bool:
-    """nn.Linear, GPT-2 Conv1D, or our PeftHost wrapping one (so an adapted model maps too)."""
-    import torch.nn as nn
-    from transformers.pytorch_utils import Conv1D
-
-    from autopeft.peft.host import PeftHost
-
-    return isinstance(module, (nn.Linear, Conv1D, PeftHost))
-
-
-def linear_dims(module: Any) -> tuple[int, int]:
-    """(in_features, out_features) of an nn.Linear or a GPT-2 Conv1D (weight stored (in, out))."""
-    if hasattr(module, "in_features"):  # nn.Linear, or our PeftHost wrapping any projection
-        return module.in_features, module.out_features
-    return module.weight.shape[0], module.weight.shape[1]
-
-
-def _classify(rel: str) -> str | None:
-    parts = rel.split(".")
-    last = parts[-1]
-    if any(c in parts for c in _CROSS):
-        return None
-    if last in _FUSED_QKV:
-        return "qkv"
-    if last in _BY_NAME:
-        return _BY_NAME[last]
-    in_attn = any("att" in p for p in parts[:-1])
-    if last == "c_proj":
-        return "o" if in_attn else ("ffn_out" if any("mlp" in p for p in parts[:-1]) else None)
-    if last == "dense" and len(parts) >= 2:
-        if in_attn and parts[-2] == "output":
-            return "o"
-        if parts[-2] == "intermediate":
-            return "ffn_in"
-        if parts[-2] == "output" and not in_attn:
-            return "ffn_out"
-    return None
-
-
-def _linear_summary(model: Any, limit: int = 40) -> str:
-    names = [
-        f"{n} ({type(m).__name__} {tuple(linear_dims(m))})"
-        for n, m in model.named_modules()
-        if is_linear(m)
-    ]
-    more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
-    return "; ".join(names[:limit]) + more if names else "no linear layers"
-
-
-def _find_layer_list(model: Any) -> tuple[str, Any]:
-    import torch.nn as nn
-
-    best: tuple[int, str, Any] | None = None
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.ModuleList) or len(module) == 0:
-            continue
-        if any(type(block) is not type(module[0]) for block in module):
-            continue
-        kinds = {_classify(rel) for rel, sub in module[0].named_modules() if rel and is_linear(sub)}
-        if not ({"q", "k", "v"} <= kinds or "qkv" in kinds):
-            continue
-        if best is None or len(module) > best[0]:
-            best = (len(module), name, module)
-    if best is None:
-        raise InvalidConfig(
-            f"unknown architecture {type(model).__name__}: found no list of transformer blocks with "
-            f"query/key/value projections. Modules found: {_linear_summary(model)}",
-            "model",
-        )
-    return best[1], best[2]
-
-
-def map_model(model: Any) -> ModelMap:
-    """Walk ``model`` and map every block's logical projections (see the module docstring)."""
-    layers_path, blocks = _find_layer_list(model)
-    config = getattr(model, "config", None)
-    desc = None
-    layers: list[LayerMap] = []
-    for index, block in enumerate(blocks):
-        found: dict[str, list[str]] = {}
-        for rel, sub in block.named_modules():
-            if rel and is_linear(sub):
-                kind = _classify(rel)
-                if kind is not None:
-                    found.setdefault(kind, []).append(rel)
-        dupes = {k: v for k, v in found.items() if len(v) > 1}
-        if dupes:
-            raise InvalidConfig(
-                f"ambiguous projections in block {index} of {type(model).__name__}: {dupes}",
-                "model",
-            )
-        block_path = f"{layers_path}.{index}"
-        projs = {k: Proj(f"{block_path}.{v[0]}") for k, v in found.items() if k != "qkv"}
-        if "qkv" in found:
-            rel = found["qkv"][0]
-            _, out = linear_dims(block.get_submodule(rel))
-            if desc is None and config is not None:
-                desc = describe_config(config)
-            q_dim = desc.q_dim if desc else out // 3
-            kv_dim = desc.kv_dim if desc else out // 3
-            if q_dim + 2 * kv_dim != out:
-                raise InvalidConfig(
-                    f"fused projection {rel} has {out} outputs, expected q {q_dim} + 2 x kv {kv_dim}",
-                    "model",
-                )
-            path = f"{block_path}.{rel}"
-            projs["q"] = Proj(path, 0, q_dim)
-            projs["k"] = Proj(path, q_dim, q_dim + kv_dim)
-            projs["v"] = Proj(path, q_dim + kv_dim, out)
-            q_rel = rel
-        elif {"q", "k", "v"} <= set(found):
-            q_rel = found["q"][0]
-        else:
-            raise InvalidConfig(
-                f"block {index} of {type(model).__name__} has no query/key/value projections "
-                f"(found {sorted(found)})",
-                "model",
-            )
-        attention = f"{block_path}.{q_rel.rpartition('.')[0]}" if "." in q_rel else block_path
-        layers.append(LayerMap(index, block_path, attention, projs))
-    base_prefix = _base_prefix(model, layers_path)
-    return ModelMap(layers_path, layers, _head_modules(model, base_prefix), base_prefix)
-
-
-def _base_prefix(model: Any, layers_path: str) -> str:
-    prefix = getattr(model, "base_model_prefix", "")
-    if prefix and hasattr(model, prefix) and layers_path.startswith(prefix + "."):
-        return prefix
-    return ""
-
-
-def _head_modules(model: Any, base_prefix: str) -> list[str]:
-    """Top-level children other than the body that hold parameters: the task head.
-
-    Output-embedding (LM) heads are pretrained or tied to the input embeddings and are not a
-    freshly initialised task head, so they are excluded.
-    """
-    if not base_prefix:
-        return []
-    out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    head = []
-    for name, child in model.named_children():
-        if name == base_prefix or name.startswith("autopeft_"):
-            continue
-        if out_emb is not None and any(m is out_emb for m in child.modules()):
-            continue
-        if any(True for _ in child.parameters()):
-            head.append(name)
-    return head
+def _ungated(
+    model_type: str,
+    family: str,
+    layers: int,
+    hidden: int,
+    heads: int,
+    inter: int,
+    head: tuple[tuple[int, Any, bool], ...] | None,
+    fused_qkv: bool = False,
+) -> ArchDesc:
+    """An architecture without GQA or a gated MLP whose every projection has a bias."""
+    bias = {n: True for n in LOGICAL if n != "ffn_gate"}
+    return ArchDesc(
+        model_type,
+        family,
+        layers,
+        hidden,
+        heads,
+        heads,
+        hidden // heads,
+        inter,
+        False,
+        fused_qkv,
+        bias,
+        head=head,
+    )

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from autopeft.errors import InvalidConfig
 from autopeft.peft.arch import describe_config
 from autopeft.peft.config import parse_peft_config
-from autopeft.peft.registry import METHODS
+from autopeft.peft.registry import INJECTION_ORDER
 
 
 def count_by_method(
@@ -21,7 +22,7 @@ def count_by_method(
     """Trainable parameters per method (and ``head``), for the same inputs as :func:`count_trainable`."""
     desc = describe_config(model_config)
     spec = parse_peft_config(config, desc.num_layers)
-    counts = {m.name: m.count(spec, desc) for m in METHODS}
+    counts = {m.name: m.count(spec[m.name], desc) for m in INJECTION_ORDER}
     counts["head"] = desc.head_params(num_labels)
     return counts
 
@@ -55,7 +56,5 @@ def adapter_memory_bytes(
     activations (which depend on batch and sequence length, not on the adapter).
     """
     if dtype_bytes not in (1, 2, 4, 8):
-        from autopeft.errors import InvalidConfig
-
         raise InvalidConfig(f"dtype_bytes must be 1, 2, 4 or 8, got {dtype_bytes!r}", "dtype_bytes")
     return 4 * dtype_bytes * count_trainable(config, model_config, num_labels)

@@ -45,10 +45,10 @@ import torch
 from torch import nn
 
 from autopeft.errors import InvalidConfig
-from autopeft.peft.arch import ModelMap, map_model
 from autopeft.peft.config import parse_peft_config
 from autopeft.peft.host import PeftHost
 from autopeft.peft.model import apply_peft, spec_of, trainable_state
+from autopeft.peft.modelmap import ModelMap, map_model
 from autopeft.peft.pooling import ATTR as POOLING_ATTR
 from autopeft.peft.pooling import apply_pooling
 
@@ -210,7 +210,7 @@ def _export_peft(model: nn.Module, mmap: ModelMap, spec, directory: Path) -> Non
             target_modules=targets,
             rank_pattern=rank_pattern,
             alpha_pattern=alpha_pattern,
-            lora_dropout=spec.lora_dropout,
+            lora_dropout=spec["lora"].dropout,
             fan_in_fan_out=conv1d,
             bias="none",
             **common,

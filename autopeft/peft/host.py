@@ -12,6 +12,9 @@ optional:
 * ``parallel``: bottleneck adapter fed by the input (on ``ffn_in``); its scaled output is
   handed to the block's ``ffn_out`` host, which adds it to the FFN output.
 
+The modules a host holds (:class:`LoraBranch`, :class:`Bottleneck`) are defined here, with it;
+the method modules (``lora.py``, ``ia3.py``, ``bottleneck.py``) decide where they go.
+
 Forward, for input ``x`` (``s`` = IA3 input scale, ``t`` = IA3 output scale)::
 
     x' = x * s                       (ia3_in)
@@ -21,13 +24,79 @@ Forward, for input ``x`` (``s`` = IA3 input scale, ``t`` = IA3 output scale)::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autopeft.peft.arch import linear_dims
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def linear_dims(module: Any) -> tuple[int, int]:
+    """(in_features, out_features) of an nn.Linear or a GPT-2 Conv1D (weight stored (in, out))."""
+    if hasattr(module, "in_features"):  # nn.Linear, or a PeftHost wrapping any projection
+        return module.in_features, module.out_features
+    return module.weight.shape[0], module.weight.shape[1]
+
+
+class LoraBranch(nn.Module):
+    """``scaling * B A dropout(x)``; ``A`` Kaiming-uniform (a = sqrt(5), as peft), ``B`` zero.
+    ``start``/``stop``: the output slice it adapts on a fused projection (None: all of it)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        scaling: float,
+        dropout: float,
+        start: int | None = None,
+        stop: int | None = None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.lora_A = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.lora_B = nn.Linear(rank, out_features, bias=False, device=device, dtype=dtype)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.rank = rank
+        self.scaling = scaling
+        self.start, self.stop = start, stop
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
+
+    def extra_repr(self) -> str:
+        where = "" if self.start is None else f", slice={self.start}:{self.stop}"
+        return f"rank={self.rank}, scaling={self.scaling:g}{where}"
+
+
+class Bottleneck(nn.Module):
+    """``up(act(down(x)))`` with ``up`` zero-initialised (weight and bias): adds nothing when new.
+    ``activation`` is a key of :data:`ACTIVATIONS`."""
+
+    def __init__(
+        self,
+        in_features: int,
+        size: int,
+        out_features: int,
+        activation: str,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.down = nn.Linear(in_features, size, device=device, dtype=dtype)
+        self.act = ACTIVATIONS[activation]()
+        self.up = nn.Linear(size, out_features, device=device, dtype=dtype)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(x)))
 
 
 class ParallelSite:

@@ -1,67 +1,87 @@
 """LoRA: ``y = W x + (alpha / r) * B A dropout(x)`` with ``B`` zero-initialised.
 
-Per-layer ranks (``lora.rank.{i}``), on any subset of the logical projections; on a fused
-projection (GPT-2 ``c_attn``) a target ``q``/``k``/``v`` adapts only its output slice; the target
-``all`` adapts every logical projection the model has (``ffn_gate`` only on a gated MLP).
-``A`` is initialised like peft (Kaiming-uniform, a = sqrt(5)), so a fresh model's outputs are
-unchanged. Parameters per adapted projection: ``r * (in + out)`` (no bias).
+Keys: ``lora.rank`` (per layer: ``lora.rank.{i}``), ``lora.targets`` (logical projections, or
+``all``), ``lora.alpha_ratio`` (``alpha = ratio * rank``) or ``lora.alpha``, ``lora.dropout``.
+On a fused projection (GPT-2 ``c_attn``) a target ``q``/``k``/``v`` adapts only its output slice;
+the target ``all`` adapts every logical projection the model has (``ffn_gate`` only on a gated
+MLP). ``A`` is initialised like peft (Kaiming-uniform, a = sqrt(5)), so a fresh model's outputs
+are unchanged. Parameters per adapted projection: ``r * (in + out)`` (no bias).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from autopeft.errors import InvalidConfig
+from autopeft.peft.arch import LOGICAL, ArchDesc
+from autopeft.peft.method import (
+    ALL_TARGETS,
+    Key,
+    Method,
+    check_positive,
+    check_size,
+    check_unit,
+    split_targets,
+    target_checker,
+)
 
-from autopeft.peft.arch import LOGICAL, ArchDesc, ModelMap
-from autopeft.peft.config import PeftSpec
-from autopeft.peft.host import get_host, new_like
+if TYPE_CHECKING:
+    from torch import nn
 
+    from autopeft.peft.modelmap import ModelMap
 
-class LoraBranch(nn.Module):
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        rank: int,
-        scaling: float,
-        dropout: float,
-        start: int | None = None,
-        stop: int | None = None,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        self.lora_A = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
-        self.lora_B = nn.Linear(rank, out_features, bias=False, device=device, dtype=dtype)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.rank = rank
-        self.scaling = scaling
-        self.start, self.stop = start, stop
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
-
-    def extra_repr(self) -> str:
-        where = "" if self.start is None else f", slice={self.start}:{self.stop}"
-        return f"rank={self.rank}, scaling={self.scaling:g}{where}"
+KEYS = {
+    "rank": Key(check_size, per_layer=True, default=0),
+    "targets": Key(target_checker(LOGICAL, allow_empty=False, all_alias=True), default="q,v"),
+    "alpha_ratio": Key(check_positive, default=2.0),
+    "alpha": Key(check_positive),
+    "dropout": Key(check_unit, default=0.0),
+}
 
 
-def targets(spec: PeftSpec, available) -> tuple[str, ...]:
-    """The logical projections LoRA adapts: ``lora.targets``, with ``all`` standing for every one of
-    ``LOGICAL`` in ``available`` (a model's projections, or the names an ``ArchDesc`` has)."""
-    if spec.lora_targets == ("all",):
-        return tuple(t for t in LOGICAL if t in available)
-    return spec.lora_targets
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: tuple[int, ...]  # per layer, 0 where off
+    targets: tuple[str, ...]  # ("all",) for every projection of the model
+    alpha_ratio: float
+    alpha: float | None
+    dropout: float
+
+    @property
+    def active(self) -> bool:
+        return any(self.rank)
+
+    def alpha_for(self, rank: int) -> float:
+        """``lora_alpha`` for a rank: ``lora.alpha`` if given, else ``alpha_ratio * rank``."""
+        return float(self.alpha) if self.alpha is not None else self.alpha_ratio * rank
+
+    def scaling(self, rank: int) -> float:
+        return self.alpha_for(rank) / rank
+
+    def targets_in(self, available: Collection[str]) -> tuple[str, ...]:
+        """The logical projections adapted: ``targets``, with ``all`` standing for every one of
+        :data:`LOGICAL` in ``available`` (a model's projections, or the names an ``ArchDesc`` has)."""
+        if self.targets == (ALL_TARGETS,):
+            return tuple(t for t in LOGICAL if t in available)
+        return self.targets
 
 
-def check_targets(spec: PeftSpec, available) -> None:
-    from autopeft.errors import InvalidConfig
+def build(values: Mapping[str, Any], layers: tuple[bool, ...]) -> LoraSpec:
+    return LoraSpec(
+        rank=values["rank"],
+        targets=split_targets(values["targets"]),
+        alpha_ratio=values["alpha_ratio"],
+        alpha=values["alpha"],
+        dropout=values["dropout"],
+    )
 
-    missing = [t for t in targets(spec, available) if t not in available]
+
+def check(model: nn.Module, mmap: ModelMap, spec: LoraSpec) -> None:
+    """Every target must be a projection of the model (checked even when no rank is set)."""
+    available = mmap.layers[0].projs
+    missing = [t for t in spec.targets_in(available) if t not in available]
     if missing:
         raise InvalidConfig(
             f"this model has no {', '.join(missing)} projection (it has "
@@ -70,13 +90,15 @@ def check_targets(spec: PeftSpec, available) -> None:
         )
 
 
-def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
-    check_targets(spec, mmap.layers[0].projs)
+def inject(model: nn.Module, mmap: ModelMap, spec: LoraSpec) -> None:
+    from autopeft.peft.host import LoraBranch, get_host, new_like
+
+    targets = spec.targets_in(mmap.layers[0].projs)
     for layer in mmap.layers:
-        rank = spec.lora_rank[layer.index]
+        rank = spec.rank[layer.index]
         if rank == 0:
             continue
-        for target in targets(spec, mmap.layers[0].projs):
+        for target in targets:
             proj = mmap.proj(layer.index, target, "lora.targets")
             host = get_host(model, proj.path)
             out = proj.stop - proj.start if proj.sliced else host.out_features
@@ -84,15 +106,18 @@ def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
                 host.in_features,
                 out,
                 rank,
-                spec.lora_scaling(rank),
-                spec.lora_dropout,
+                spec.scaling(rank),
+                spec.dropout,
                 proj.start,
                 proj.stop,
                 **new_like(host.base_layer),
             )
 
 
-def count(spec: PeftSpec, desc: ArchDesc) -> int:
+def count(spec: LoraSpec, desc: ArchDesc) -> int:
     available = [t for t in LOGICAL if t != "ffn_gate" or desc.gated]
-    per_rank = sum(sum(desc.linear_shape(t)) for t in targets(spec, available))
-    return per_rank * sum(spec.lora_rank)
+    per_rank = sum(sum(desc.linear_shape(t)) for t in spec.targets_in(available))
+    return per_rank * sum(spec.rank)
+
+
+METHOD = Method("lora", KEYS, build, check, inject, count, inject_order=1)

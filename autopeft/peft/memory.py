@@ -115,7 +115,8 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Predicted peak memory of training ``config`` (see the module doc for every term).
 
-    ``workload`` keys read: ``task`` (classification), ``batch_size`` (default 32), ``max_length``
+    ``workload`` keys read: ``task`` (classification), ``batch_size`` (default
+    :data:`DEFAULT_PREDICTION_BATCH`, 32: the trainer's largest default), ``max_length``
     (128), ``precision`` (fp32), ``quantization``, ``full_finetune``, ``gradient_checkpointing``,
     ``labels``, ``dropout``. ``num_labels`` defaults to ``len(workload["labels"])``, else 2.
     Raises :class:`autopeft.InvalidConfig` for a bad config, like ``count_trainable``.
@@ -126,7 +127,7 @@ def estimate_memory(
     if num_labels is None:
         labels = workload.get("labels")
         num_labels = len(labels) if labels else 2
-    batch = int(workload.get("batch_size") or 32)
+    batch = int(workload.get("batch_size") or DEFAULT_PREDICTION_BATCH)
     length = int(workload.get("max_length") or 128)
     if batch < 1 or length < 1:
         raise InvalidConfig("batch_size and max_length must be >= 1", field="workload.batch_size")
@@ -136,6 +137,7 @@ def estimate_memory(
 
     desc = describe_config(model_config)
     spec = parse_peft_config({} if full else config, desc.num_layers)
+    lora, lengths = spec["lora"], spec["prefix"].length
     head_labels = None if task == "causal_lm" else num_labels
     weights, n_base, vocab = _model_bytes(_config_json(model_config), task, num_labels)
     if workload.get("quantization") == "4bit":
@@ -183,7 +185,7 @@ def estimate_memory(
     )  # gelu_new: tanh formula in 4 ops
 
     def layer_bytes(i: int) -> float:
-        prefix = spec.prefix_length[i] if spec.prefix_length else 0
+        prefix = lengths[i]
         S = L + prefix
         b = act * (
             2 * T * H + n_ffn * T * I + 3 * T * H + probs * batch * A * L * S
@@ -195,9 +197,9 @@ def estimate_memory(
         if full:
             b += act * (T * H + T * I + T * H)  # inputs of o, down, and q/k/v
         else:
-            rank = spec.lora_rank[i] if spec.lora_rank else 0
+            rank = lora.rank[i]
             if rank:
-                targets = set(spec.lora_targets)
+                targets = set(lora.targets)
                 inputs = (
                     T * H * bool(targets & {"q", "k", "v"})
                     + T * H * ("o" in targets)
@@ -205,28 +207,18 @@ def estimate_memory(
                     + T * I * ("ffn_out" in targets)
                 )
                 b += act * (inputs + len(targets) * T * rank)
-            for sizes in (spec.serial_size, spec.parallel_size):
-                size = sizes[i] if sizes else 0
+            for sizes in (spec["serial"].size, spec["parallel"].size):
+                size = sizes[i]
                 if size:
                     b += act * (T * H + 2 * T * size)
             if prefix:
                 b += act * 2 * batch * prefix * H * 2
         return b
 
+    per_layer = (lora.rank, spec["serial"].size, spec["parallel"].size, lengths)
+
     def trainable_at(i: int) -> bool:
-        return (
-            full
-            or any(
-                seq and seq[i]
-                for seq in (
-                    spec.lora_rank,
-                    spec.serial_size,
-                    spec.parallel_size,
-                    spec.prefix_length,
-                )
-            )
-            or i in spec.ia3_layers
-        )
+        return full or any(seq[i] for seq in per_layer) or i in spec["ia3"].layers
 
     first = next((i for i in range(N) if trainable_at(i)), N)
     kept = [layer_bytes(i) for i in range(first, N)]
@@ -266,15 +258,9 @@ def _first_attr(model_config: Any, names: tuple[str, ...]) -> float:
     return 0.0
 
 
-def predicted_memory_mb(
-    config: Mapping[str, Any],
-    model_config: Any,
-    workload: Mapping[str, Any],
-    num_labels: int | None = None,
-) -> float:
-    """The ``predicted_memory_mb`` objective (MiB): :func:`estimate_memory` at the workload's
-    ``batch_size``, or :data:`DEFAULT_PREDICTION_BATCH` when the workload leaves it to the trainer.
-    The same number the trainer reports, the controller knows before training, and placement packs by."""
-    wl = dict(workload)
-    wl["batch_size"] = wl.get("batch_size") or DEFAULT_PREDICTION_BATCH
-    return estimate_memory(config, model_config, wl, num_labels=num_labels).total / 2**20
+def predicted_memory_mb(config, model_config, workload, num_labels: int | None = None) -> float:
+    """The ``predicted_memory_mb`` objective: ``estimate_memory(...).total_mb`` for the same
+    arguments (a workload that leaves ``batch_size`` to the trainer is predicted at
+    :data:`DEFAULT_PREDICTION_BATCH`). The same number the trainer reports, the controller knows
+    before training, and placement packs by."""
+    return estimate_memory(config, model_config, workload, num_labels=num_labels).total_mb

@@ -8,13 +8,13 @@ from typing import Any
 from torch import nn
 
 from autopeft.errors import InvalidConfig
-from autopeft.peft.arch import ModelMap, map_model
+from autopeft.peft.attention import ATTR, REPARAM_ATTR
 from autopeft.peft.config import PeftSpec, parse_peft_config
 from autopeft.peft.host import PeftHost
-from autopeft.peft.prefix import ATTR, REPARAM_ATTR
-from autopeft.peft.registry import METHODS
+from autopeft.peft.modelmap import ModelMap, map_model
+from autopeft.peft.registry import INJECTION_ORDER
 
-# name components that mark a PEFT parameter (see host.py / prefix.py)
+# name components that mark a PEFT parameter (a PeftHost's modules, the attention site's)
 PEFT_MARKERS = ("lora", "ia3_in", "ia3_out", "serial", "parallel", ATTR, REPARAM_ATTR)
 
 
@@ -39,11 +39,12 @@ def apply_peft(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
         )
     mmap = map_model(model)
     spec = parse_peft_config(config, len(mmap.layers))
-    _preflight(model, mmap, spec)  # every error is raised before the model is touched
+    for method in INJECTION_ORDER:  # every error is raised before the model is touched
+        method.check(model, mmap, spec[method.name])
     for param in model.parameters():
         param.requires_grad_(False)
-    for method in METHODS:
-        method.inject(model, mmap, spec)
+    for method in INJECTION_ORDER:
+        method.inject(model, mmap, spec[method.name])
     _match_modes(model, mmap)
     for name in mmap.head:
         for param in model.get_submodule(name).parameters():
@@ -63,22 +64,6 @@ def _match_modes(model: nn.Module, mmap: ModelMap) -> None:
             getattr(attention, ATTR).train(attention.training)
     if hasattr(model, REPARAM_ATTR):
         getattr(model, REPARAM_ATTR).train(model.training)
-
-
-def _preflight(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
-    from autopeft.peft import lora, prefix
-
-    lora.check_targets(spec, mmap.layers[0].projs)
-    needs = [(t, "ia3.targets") for t in spec.ia3_targets if spec.ia3_layers]
-    if any(spec.serial_size):
-        needs.append(("ffn_out", "serial.size"))
-    if any(spec.parallel_size):
-        needs += [("ffn_in", "parallel.size"), ("ffn_out", "parallel.size")]
-    for layer in mmap.layers:
-        for name, field in needs:
-            mmap.proj(layer.index, name, field)
-    if any(spec.prefix_length):
-        prefix.check_supported(model, mmap)
 
 
 def is_peft_param(name: str) -> bool:

@@ -1,246 +1,68 @@
 """Prefix-tuning with a per-layer length: learned key/value vectors prepended to self-attention.
 
-Layer ``i`` gets ``P_i = prefix.length[.i]`` prefix positions. Its keys/values have the
-layer's key/value width ``kv_dim = kv_heads * head_dim`` (GQA models: the key/value heads,
-before they are repeated for the query heads), are not rotated (RoPE) and are not part of
-any cache; every query attends to every prefix position (the attention mask is padded with
-"visible" columns, and a causal mask that was left implicit is made explicit).
+Keys: ``prefix.length`` (per layer: ``prefix.length.{i}``) and ``prefix.reparam``. Layer ``i``
+gets ``P_i`` prefix positions of the layer's key/value width ``kv_dim`` (the mechanism, on sdpa
+or eager attention, is :mod:`autopeft.peft.attention`).
 
 * ``prefix.reparam = 0``: the prefixes are direct parameters, ``2 * P_i * kv_dim`` per layer.
 * ``prefix.reparam = R > 0``: each layer has ``P_i`` token embeddings of width ``hidden``
   mapped through one reparameterisation MLP shared by all layers,
   ``Linear(hidden, R) -> tanh -> Linear(R, 2 * kv_dim)``; parameters ``hidden * sum(P_i)``
   plus ``hidden * R + R + R * 2 * kv_dim + 2 * kv_dim`` once (if any ``P_i > 0``).
-
-Mechanism: transformers routes attention through ``ALL_ATTENTION_FUNCTIONS``. We register
-``autopeft_prefix_sdpa`` / ``autopeft_prefix_eager`` (attention function + mask function of
-the wrapped implementation) and switch the model to it; the wrapper concatenates the
-module's prefix to ``key``/``value``, pads the mask, then calls the original implementation.
-A module without a prefix passes straight through. Supported base implementations: ``sdpa``
-and ``eager``.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from autopeft.peft.arch import ArchDesc
+from autopeft.peft.method import Key, Method, check_size, from_values
 
-from autopeft.errors import InvalidConfig
-from autopeft.peft.arch import ArchDesc, ModelMap
-from autopeft.peft.config import PeftSpec
+if TYPE_CHECKING:
+    from torch import nn
 
-ATTR = "autopeft_prefix"  # attribute of the self-attention module holding its PrefixKV
-REPARAM_ATTR = "autopeft_prefix_reparam"  # attribute of the top-level model holding the shared MLP
-_WRAPPED = {"sdpa": "autopeft_prefix_sdpa", "eager": "autopeft_prefix_eager"}
+    from autopeft.peft.modelmap import ModelMap
 
-
-class PrefixReparam(nn.Module):
-    """Shared MLP mapping a prefix token embedding to its key and value."""
-
-    def __init__(self, hidden: int, width: int, kv_dim: int, device=None, dtype=None):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(hidden, width, device=device, dtype=dtype),
-            nn.Tanh(),
-            nn.Linear(width, 2 * kv_dim, device=device, dtype=dtype),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+KEYS = {
+    "length": Key(check_size, per_layer=True, default=0),
+    "reparam": Key(check_size, default=0),
+}
 
 
-class PrefixKV(nn.Module):
-    """The prefix of one self-attention module: ``kv()`` gives key, value as (kv_heads, P, head_dim)."""
+@dataclass(frozen=True)
+class PrefixSpec:
+    length: tuple[int, ...]  # per layer, 0 where off
+    reparam: int  # width of the shared reparameterisation MLP, 0 for none
 
-    def __init__(
-        self,
-        length: int,
-        kv_heads: int,
-        head_dim: int,
-        hidden: int,
-        reparam: PrefixReparam | None,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        self.length, self.kv_heads, self.head_dim = length, kv_heads, head_dim
-        kv_dim = kv_heads * head_dim
-        if reparam is None:
-            self.key = nn.Parameter(torch.randn(length, kv_dim, device=device, dtype=dtype))
-            self.value = nn.Parameter(torch.randn(length, kv_dim, device=device, dtype=dtype))
-            self.embedding = None
-        else:
-            self.embedding = nn.Parameter(torch.randn(length, hidden, device=device, dtype=dtype))
-        # not a registered submodule: the MLP is shared, and registered once on the top-level model
-        object.__setattr__(self, "_reparam", reparam)
-
-    def kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.embedding is None:
-            key, value = self.key, self.value
-        else:
-            key, value = self._reparam(self.embedding).chunk(2, dim=-1)
-        shape = (self.length, self.kv_heads, self.head_dim)
-        return key.reshape(shape).transpose(0, 1), value.reshape(shape).transpose(0, 1)
-
-    def extra_repr(self) -> str:
-        return (
-            f"length={self.length}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
-            f"reparam={self.embedding is not None}"
-        )
+    @property
+    def active(self) -> bool:
+        return any(self.length)
 
 
-# ----------------------------------------------------------------------------- attention hook
-def _with_prefix(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    mask: torch.Tensor | None,
-    base: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    prefix: PrefixKV = getattr(module, ATTR)
-    pk, pv = prefix.kv()
-    batch = key.shape[0]
-    pk = pk.to(key.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
-    pv = pv.to(value.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
-    n = prefix.length
-    q_len, kv_len = query.shape[2], key.shape[2]
-    key = torch.cat([pk, key], dim=2)
-    value = torch.cat([pv, value], dim=2)
-    if mask is None:
-        if base == "sdpa" and getattr(module, "is_causal", True) and q_len > 1:
-            # sdpa would have applied is_causal itself; with a prefix the key length differs, so spell it out
-            rows = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
-            causal = rows >= torch.arange(kv_len, device=query.device)[None, :]
-            mask = torch.cat([causal.new_ones(q_len, n), causal], dim=1)[None, None]
-        return key, value, mask
-    if mask.dtype == torch.bool:
-        pad = mask.new_ones(*mask.shape[:-1], n)
-    else:
-        pad = mask.new_zeros(*mask.shape[:-1], n)
-    return key, value, torch.cat([pad, mask], dim=-1)
+def check(model: nn.Module, mmap: ModelMap, spec: PrefixSpec) -> None:
+    """The model's attention must run on sdpa or eager."""
+    if spec.active:
+        from autopeft.peft.attention import check_supported
+
+        check_supported(model, mmap)
 
 
-def _sdpa(module: nn.Module, query, key, value, attention_mask, **kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+def inject(model: nn.Module, mmap: ModelMap, spec: PrefixSpec) -> None:
+    from autopeft.peft.attention import add_prefixes
 
-    if getattr(module, ATTR, None) is not None:
-        key, value, attention_mask = _with_prefix(module, query, key, value, attention_mask, "sdpa")
-        if attention_mask is not None:
-            kwargs["is_causal"] = False
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    add_prefixes(model, mmap, spec.length, spec.reparam)
 
 
-def _eager(module: nn.Module, query, key, value, attention_mask, **kwargs):
-    fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
-    if fn is None:
-        raise InvalidConfig(
-            f"{type(module).__name__}'s module defines no eager_attention_forward: "
-            "load the model with attn_implementation='sdpa' for prefix-tuning",
-            "prefix.length",
-        )
-    if getattr(module, ATTR, None) is not None:
-        key, value, attention_mask = _with_prefix(
-            module, query, key, value, attention_mask, "eager"
-        )
-    return fn(module, query, key, value, attention_mask, **kwargs)
-
-
-_registered = False
-
-
-def _register() -> None:
-    global _registered
-    if _registered:
-        return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
-
-    AttentionInterface.register(_WRAPPED["sdpa"], _sdpa)
-    AttentionInterface.register(_WRAPPED["eager"], _eager)
-    AttentionMaskInterface.register(_WRAPPED["sdpa"], sdpa_mask)
-    AttentionMaskInterface.register(_WRAPPED["eager"], eager_mask)
-    _registered = True
-
-
-def _configs(model: nn.Module, mmap: ModelMap) -> list[Any]:
-    configs = {id(model.config): model.config}
-    for layer in mmap.layers:
-        cfg = getattr(model.get_submodule(layer.attention), "config", None)
-        if cfg is not None:
-            configs[id(cfg)] = cfg
-    return list(configs.values())
-
-
-def check_supported(model: nn.Module, mmap: ModelMap) -> None:
-    """Raise InvalidConfig unless every attention of ``model`` runs on sdpa or eager."""
-    for cfg in _configs(model, mmap):
-        current = cfg._attn_implementation or "eager"
-        if current not in _WRAPPED and current not in _WRAPPED.values():
-            raise InvalidConfig(
-                f"prefix-tuning supports the 'sdpa' and 'eager' attention implementations, this "
-                f"model uses {current!r}: load it with attn_implementation='sdpa'",
-                "prefix.length",
-            )
-
-
-def _switch_implementation(model: nn.Module, mmap: ModelMap) -> None:
-    check_supported(model, mmap)
-    for cfg in _configs(model, mmap):
-        current = cfg._attn_implementation or "eager"
-        if current in _WRAPPED:
-            cfg._attn_implementation = _WRAPPED[current]
-
-
-def _kv_shape(attention: nn.Module, k_width: int, config: Any) -> tuple[int, int]:
-    head_dim = (
-        getattr(attention, "head_dim", None)
-        or getattr(attention, "attention_head_size", None)
-        or getattr(config, "head_dim", None)
-    )
-    if not head_dim:
-        heads = config.num_attention_heads
-        head_dim = config.hidden_size // heads
-    return k_width // head_dim, head_dim
-
-
-def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
-    if not any(spec.prefix_length):
-        return
-    _register()
-    config = model.config
-    first = next(layer for layer in mmap.layers if spec.prefix_length[layer.index])
-    k_proj = mmap.proj(first.index, "k", "prefix.length")
-    k_module = model.get_submodule(k_proj.path)
-    from autopeft.peft.arch import linear_dims
-
-    k_width = k_proj.stop - k_proj.start if k_proj.sliced else linear_dims(k_module)[1]
-    kv_heads, head_dim = _kv_shape(model.get_submodule(first.attention), k_width, config)
-    hidden = linear_dims(k_module)[0]
-    from autopeft.peft.host import new_like
-
-    kw = new_like(k_module)
-    reparam = None
-    if spec.prefix_reparam:
-        reparam = PrefixReparam(hidden, spec.prefix_reparam, kv_heads * head_dim, **kw)
-        model.add_module(REPARAM_ATTR, reparam)
-    for layer in mmap.layers:
-        length = spec.prefix_length[layer.index]
-        if length:
-            attention = model.get_submodule(layer.attention)
-            attention.add_module(ATTR, PrefixKV(length, kv_heads, head_dim, hidden, reparam, **kw))
-    _switch_implementation(model, mmap)
-
-
-def count(spec: PeftSpec, desc: ArchDesc) -> int:
-    total = sum(spec.prefix_length)
+def count(spec: PrefixSpec, desc: ArchDesc) -> int:
+    total = sum(spec.length)
     if not total:
         return 0
     kv = desc.kv_dim
-    if not spec.prefix_reparam:
+    if not spec.reparam:
         return 2 * kv * total
-    r = spec.prefix_reparam
+    r = spec.reparam
     return desc.hidden * total + desc.hidden * r + r + r * 2 * kv + 2 * kv
+
+
+METHOD = Method("prefix", KEYS, from_values(PrefixSpec), check, inject, count, inject_order=0)

@@ -10,27 +10,10 @@ from typing import Any
 import numpy as np
 
 from autopeft.errors import InvalidConfig
+from autopeft.peft import arch
+from autopeft.peft.registry import PEFT_PREFIXES, check_peft_value
 from autopeft.space.params import Param
-from autopeft.space.spec import TOP_LEVEL_KEYS, check_peft_value, parse_params, parse_peft
-
-PEFT_PREFIXES = ("layers.", "lora.", "serial.", "parallel.", "prefix.", "ia3.")
-
-
-def num_layers_of(model_config: Any) -> int:
-    """Number of transformer blocks of a transformers config (or a mapping with the same keys)."""
-    for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
-        value = (
-            model_config.get(attr)
-            if isinstance(model_config, dict)
-            else getattr(model_config, attr, None)
-        )
-        if isinstance(value, int) and value > 0:
-            return value
-    raise InvalidConfig(
-        "cannot tell the layer count of this model config "
-        "(none of num_hidden_layers, n_layer, n_layers, num_layers)",
-        "model_config",
-    )
+from autopeft.space.spec import TOP_LEVEL_KEYS, parse_params, parse_peft
 
 
 class SearchSpace:
@@ -89,7 +72,7 @@ class SearchSpace:
                     f"unknown key {key!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}", str(key)
                 )
         if num_layers is None and model_config is not None:
-            num_layers = num_layers_of(model_config)
+            num_layers = arch.num_layers(model_config)
         params, constants = parse_params(d.get("params"))
         peft_params, peft_constants, needs_layers = parse_peft(d.get("peft"), num_layers)
         name = d.get("name")
@@ -101,7 +84,7 @@ class SearchSpace:
             name=name,
             description=d.get("description"),
             spec=d,
-            num_layers=num_layers if needs_layers else num_layers,
+            num_layers=num_layers,
         )
 
     def _check_conditions(self) -> None:

@@ -11,112 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from autopeft.errors import InvalidConfig
+from autopeft.peft.registry import KEY_GROUPS, MASK, METHODS
 from autopeft.space.params import Param, _is_number
 
 TOP_LEVEL_KEYS = ("name", "description", "params", "peft")
 PARAM_SPEC_KEYS = ("type", "low", "high", "log", "choices", "default", "active_if", "per_layer")
 TYPE_ALIASES = {"float": "float", "int": "int", "categorical": "categorical", "ordinal": "ordinal"}
-
-LORA_TARGETS = ("q", "k", "v", "o", "ffn_gate", "ffn_in", "ffn_out")
-IA3_TARGETS = ("k", "v", "ffn_out")
-ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
-PEFT_METHODS = ("layers", "lora", "serial", "parallel", "prefix", "ia3")
-
-
-# ---------------------------------------------------------------------------- value checks
-def _check_size(value: Any, where: str) -> int:
-    if not _is_number(value) or int(value) != value:
-        raise InvalidConfig(f"expected an integer size, got {value!r}", where)
-    if value < 0:
-        raise InvalidConfig(f"a size must be >= 0, got {value!r}", where)
-    return int(value)
-
-
-def _check_positive(value: Any, where: str) -> float:
-    if not _is_number(value) or value <= 0:
-        raise InvalidConfig(f"expected a number > 0, got {value!r}", where)
-    return float(value)
-
-
-def _check_unit(value: Any, where: str) -> float:
-    if not _is_number(value) or not (0 <= value < 1):
-        raise InvalidConfig(f"expected a number in [0, 1), got {value!r}", where)
-    return float(value)
-
-
-#: LoRA target standing for every logical projection the model has (ffn_gate only on gated MLPs)
-ALL_TARGETS = "all"
-
-
-def _target_checker(
-    allowed: tuple[str, ...], allow_empty: bool, all_alias: bool = False
-) -> Callable[[Any, str], str]:
-    def check(value: Any, where: str) -> str:
-        if not isinstance(value, str):
-            raise InvalidConfig(
-                f"expected a comma-separated string such as 'q,v', got {value!r}", where
-            )
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        if all_alias and ALL_TARGETS in names:
-            if names != [ALL_TARGETS]:
-                raise InvalidConfig(
-                    f"{ALL_TARGETS!r} (every projection of the model) stands alone, got {value!r}",
-                    where,
-                )
-            return ALL_TARGETS
-        if not names and not allow_empty:
-            raise InvalidConfig("needs at least one target", where)
-        unknown = [n for n in names if n not in allowed]
-        if unknown:
-            raise InvalidConfig(f"unknown target(s) {unknown}; known: {', '.join(allowed)}", where)
-        if len(set(names)) != len(names):
-            raise InvalidConfig(f"duplicate targets in {value!r}", where)
-        return ",".join(n for n in allowed if n in names)  # canonical order
-
-    return check
-
-
-def _check_activation(value: Any, where: str) -> str:
-    if value not in ACTIVATIONS:
-        raise InvalidConfig(f"unknown activation {value!r}; known: {', '.join(ACTIVATIONS)}", where)
-    return value
-
-
-# method -> field -> (value checker, may be per layer)
-PEFT_FIELDS: dict[str, dict[str, tuple[Callable[[Any, str], Any], bool]]] = {
-    "lora": {
-        "rank": (_check_size, True),
-        "targets": (_target_checker(LORA_TARGETS, allow_empty=False, all_alias=True), False),
-        "alpha_ratio": (_check_positive, False),
-        "alpha": (_check_positive, False),
-        "dropout": (_check_unit, False),
-    },
-    "serial": {"size": (_check_size, True), "activation": (_check_activation, False)},
-    "parallel": {
-        "size": (_check_size, True),
-        "scaling": (_check_positive, False),
-        "activation": (_check_activation, False),
-    },
-    "prefix": {"length": (_check_size, True), "reparam": (_check_size, False)},
-    "ia3": {"targets": (_target_checker(IA3_TARGETS, allow_empty=True), False)},
-}
-
-
-def check_peft_value(key: str, value: Any) -> Any:
-    """Validate one PEFT config value by its key (``lora.rank.3``, ``ia3.targets``...)."""
-    parts = key.split(".")
-    method = parts[0]
-    if method == "layers" and len(parts) == 2 and parts[1].isdigit():
-        if not isinstance(value, bool):
-            raise InvalidConfig(f"expected true or false, got {value!r}", key)
-        return value
-    fields = PEFT_FIELDS.get(method)
-    if fields is None or len(parts) not in (2, 3) or parts[1] not in fields:
-        raise InvalidConfig(f"unknown PEFT key {key!r}", key)
-    checker, per_layer = fields[parts[1]]
-    if len(parts) == 3 and not (per_layer and parts[2].isdigit()):
-        raise InvalidConfig(f"unknown PEFT key {key!r} ({method}.{parts[1]} is not per-layer)", key)
-    return checker(value, key)
 
 
 # ---------------------------------------------------------------------------- params section
@@ -265,15 +165,15 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
         return num_layers
 
     for method in section:
-        if method not in PEFT_METHODS:
+        if method not in KEY_GROUPS:
             raise InvalidConfig(
-                f"unknown PEFT method {method!r}; known: {', '.join(PEFT_METHODS)}",
+                f"unknown PEFT method {method!r}; known: {', '.join(KEY_GROUPS)}",
                 f"peft.{method}",
             )
 
-    layers = section.get("layers")
+    layers = section.get(MASK)
     if layers is not None:
-        where = "peft.layers"
+        where = f"peft.{MASK}"
         if not isinstance(layers, dict):
             raise InvalidConfig("expected a mapping such as {search: true}", where)
         for key in layers:
@@ -288,30 +188,31 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
             for i in range(require_layers(where)):
                 params.append(
                     Param(
-                        name=f"layers.{i}",
+                        name=f"{MASK}.{i}",
                         kind="ordinal",
                         choices=(False, True),
                         default=True,
-                        group="layers",
+                        group=MASK,
                         layer=i,
                     )
                 )
 
-    for method, fields in PEFT_FIELDS.items():
-        settings = section.get(method)
+    for method in METHODS:
+        fields = method.keys
+        settings = section.get(method.name)
         if settings is None:
             continue
-        where_m = f"peft.{method}"
+        where_m = f"peft.{method.name}"
         if not isinstance(settings, dict):
             raise InvalidConfig("expected a mapping of field to value or spec", where_m)
         for fname, spec in settings.items():
             where = f"{where_m}.{fname}"
             if fname not in fields:
                 raise InvalidConfig(
-                    f"unknown field {fname!r} for {method}; known: {', '.join(fields)}", where
+                    f"unknown field {fname!r} for {method.name}; known: {', '.join(fields)}", where
                 )
-            checker, may_be_per_layer = fields[fname]
-            key = f"{method}.{fname}"
+            checker, may_be_per_layer = fields[fname].check, fields[fname].per_layer
+            key = f"{method.name}.{fname}"
             if not isinstance(spec, dict):
                 constants[key] = checker(spec, where)
                 continue
@@ -326,7 +227,7 @@ def parse_peft(section: Any, num_layers: int | None) -> tuple[list[Param], dict[
             if per_layer:
                 needs_layers = True
                 for i in range(require_layers(where)):
-                    extra = ((f"layers.{i}", (True,)),) if mask_searched else ()
+                    extra = ((f"{MASK}.{i}", (True,)),) if mask_searched else ()
                     params.append(
                         build_param(
                             f"{key}.{i}",

@@ -27,7 +27,7 @@ FORWARD_ONLY_EPOCHS = 1.0 / 3.0
 
 
 def _last_linear(model: nn.Module) -> nn.Linear:
-    from autopeft.peft.arch import map_model
+    from autopeft.peft.modelmap import map_model
 
     head = map_model(model).head
     linears = [

@@ -200,7 +200,7 @@ class PeftTrainer:
             )
             self.precision = "fp32"
         if self.workload["full_finetune"]:
-            from autopeft.space import PEFT_PREFIXES
+            from autopeft.peft.registry import PEFT_PREFIXES
 
             peft_keys = [k for k in self.config if k.startswith(PEFT_PREFIXES)]
             if peft_keys:
@@ -355,7 +355,7 @@ class PeftTrainer:
         return {"decay": lr, "no_decay": lr, "head": head, "head_no_decay": head}
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        from autopeft.peft.arch import map_model
+        from autopeft.peft.modelmap import map_model
 
         try:
             head = tuple(f"{h}." for h in map_model(model).head)

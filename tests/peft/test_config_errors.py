@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from autopeft import InvalidConfig
-from autopeft.peft import apply_peft, count_trainable, num_layers, parse_peft_config
+from autopeft.peft import apply_peft, count_trainable, num_layers
+from autopeft.peft.config import parse_peft_config
 from tests.peft.conftest import build, tiny_configs
 
 # (config, field named by the error, text in the message); the tiny BERT has 3 layers
@@ -78,10 +79,12 @@ def test_defaults_and_mask():
     spec = parse_peft_config(
         {"lora.rank.0": 4, "lora.rank.2": 8, "layers.2": False, "serial.size": 3}, 3
     )
-    assert spec.lora_rank == (4, 0, 0)  # layer 1 not given -> 0; layer 2 masked
-    assert spec.serial_size == (3, 3, 0)
-    assert spec.lora_targets == ("q", "v") and spec.lora_scaling(4) == 2.0
-    assert parse_peft_config({"lora.alpha": 16, "lora.alpha_ratio": 1.0}, 3).lora_scaling(4) == 4.0
+    assert spec["lora"].rank == (4, 0, 0)  # layer 1 not given -> 0; layer 2 masked
+    assert spec["serial"].size == (3, 3, 0)
+    assert spec["lora"].targets == ("q", "v") and spec["lora"].scaling(4) == 2.0
+    lora = parse_peft_config({"lora.alpha": 16, "lora.alpha_ratio": 1.0}, 3)["lora"]
+    assert lora.scaling(4) == 4.0
+    assert spec.methods == ("lora", "serial")
 
 
 class Unknown(nn.Module):

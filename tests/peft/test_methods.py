@@ -208,8 +208,9 @@ def test_apply_twice_is_refused():
 
 def test_describe_config_matches_structure():
     """The config-only description agrees with the shapes found by walking each model."""
-    from autopeft.peft import describe_config, map_model
-    from autopeft.peft.arch import linear_dims
+    from autopeft.peft.arch import describe_config
+    from autopeft.peft.host import linear_dims
+    from autopeft.peft.modelmap import map_model
 
     for arch, cfg in tiny_configs().items():
         model = build(arch, None)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from autopeft import InvalidConfig, SearchSpace, list_presets, load_space
-from autopeft.space import num_layers_of
 
 SMALL = {
     "params": {
@@ -195,9 +194,9 @@ def test_per_layer_expansion_from_transformers_config():
     from transformers import BertConfig, GPT2Config
 
     assert len(load_space("lora_per_layer", model_config=BertConfig(num_hidden_layers=5))) == 5 + 1
-    assert num_layers_of(GPT2Config(n_layer=7)) == 7
+    assert len(load_space("lora_per_layer", model_config=GPT2Config(n_layer=7))) == 7 + 1
     with pytest.raises(InvalidConfig):
-        num_layers_of({"hidden_size": 8})
+        load_space("lora_per_layer", model_config={"hidden_size": 8})
 
 
 # ---------------------------------------------------------------------------- size

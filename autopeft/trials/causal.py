@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autopeft.trials import checkpoint, data, sft_data
+from autopeft.trials.knobs import default_batch_size
 from autopeft.trials.train import PeftTrainer, _Rss
-from autopeft.trials.workload import default_batch_size
 
 
 class CausalLmTrainer(PeftTrainer):

@@ -44,12 +44,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from autopeft.errors import InvalidConfig
 from autopeft.trials import checkpoint, data, quant
 from autopeft.trials.context import TrialContext
-from autopeft.trials.workload import (
-    default_batch_size,
-    resolve_knobs,
-    resolve_model_dir,
-    validate_workload,
-)
+from autopeft.trials.knobs import default_batch_size, resolve_knobs
+from autopeft.trials.workload import resolve_model_dir, validate_workload
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def seed_all(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
 def derive_seed(*parts: int) -> int:
+    """A seed determined by ``parts`` alone (e.g. ``(seed, epoch)``), well mixed."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 

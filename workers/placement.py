@@ -3,7 +3,7 @@ node labels, derived from the workload and the predicted memory of the trial.
 
 Pure Python (no Ray import), so it is cheap to test. Precedence, per key:
 
-1. ``workload["resources"]`` (validated by :func:`autopeft.trials.workload.validate_resources`);
+1. ``workload["resources"]`` (validated by :func:`autopeft.trials.resources.validate_resources`);
 2. the resources the controller put on the spec (``TrialSpec.resources``, e.g. ``cpus_per_trial``);
 3. the executor's defaults.
 
@@ -111,7 +111,7 @@ def request_for(
     margin: float = 1.0,
 ) -> ResourceRequest:
     """The request of one trial (see the module doc for the rules). Raises ``InvalidConfig``."""
-    from autopeft.trials.workload import validate_resources
+    from autopeft.trials.resources import validate_resources
 
     asked = validate_resources(workload.get("resources") or {})
     spec_resources = dict(spec_resources or {})

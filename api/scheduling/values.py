@@ -54,7 +54,7 @@ def planned_epochs(spec: TrialSpec) -> float:
         from autopeft.trials.probe import FORWARD_ONLY_EPOCHS
 
         return FORWARD_ONLY_EPOCHS
-    from autopeft.trials.workload import resolve_knobs
+    from autopeft.trials.knobs import resolve_knobs
 
     knobs = resolve_knobs(workload, spec.config)
     budget = spec.budget or {}

@@ -47,7 +47,7 @@ def constraints_of(spec: Mapping[str, Any]) -> list[tuple[str, str, float]]:
 
 def peft_metrics(workload: Mapping[str, Any]) -> set[str]:
     """Every metric a trial of this peft workload can end with."""
-    from autopeft.trials.workload import reported_metrics
+    from autopeft.trials.knobs import reported_metrics
 
     return set(reported_metrics(workload)) | set(PEFT_FINAL_METRICS)
 

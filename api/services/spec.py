@@ -246,7 +246,7 @@ def check_fidelity(spec: dict[str, Any], space) -> None:
     """Refuse (naming the field) multi-fidelity settings that could never act on this workload,
     and give early stopping the workload's last report as ``max_step`` (no rung there: a trial
     trained to the end is never pruned). Python workloads report steps of their own: unchecked."""
-    from autopeft.trials.workload import final_report_steps, reported_metrics
+    from autopeft.trials.knobs import final_report_steps, reported_metrics
 
     workload = spec["workload"]
     if workload.get("kind") != "peft":

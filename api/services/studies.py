@@ -241,7 +241,7 @@ def _without_derived(spec: dict[str, Any]) -> dict[str, Any]:
     import copy
 
     from autopeft.api.services.spec import build_space
-    from autopeft.trials.workload import final_report_steps
+    from autopeft.trials.knobs import final_report_steps
 
     spec = copy.deepcopy({k: v for k, v in spec.items() if k not in SERVICE_KEYS})
     workload = spec.get("workload") or {}

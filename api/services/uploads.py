@@ -234,7 +234,7 @@ def check_file(
     path: Path, filename: str, fmt: str, encoding: str, texts: list[str], label: str
 ) -> Schema:
     """Stream-check an uploaded file; :class:`ApiError` (422) naming the row and column."""
-    from autopeft.trials.data import _label_str, is_text_encoding  # the trials' own rules
+    from autopeft.trials.data import is_text_encoding, label_str  # the trials' own rules
 
     if not is_text_encoding(encoding):
         raise _bad(f"unknown text encoding {encoding!r}", "encoding")
@@ -266,7 +266,7 @@ def check_file(
                 if value is None or (isinstance(value, str) and not value.strip()):
                     raise _missing(filename, line_no, label, label)
                 rows += 1
-                _count(counts, _label_str(value), filename, line_no, label)
+                _count(counts, label_str(value), filename, line_no, label)
         else:
             reader = csv.reader(fh, delimiter="\t" if fmt == "tsv" else ",")
             try:
@@ -290,7 +290,7 @@ def check_file(
                     if label_pos >= len(record) or not record[label_pos].strip():
                         raise _missing(filename, line, label, label)
                     rows += 1
-                    _count(counts, _label_str(record[label_pos]), filename, line, label)
+                    _count(counts, label_str(record[label_pos]), filename, line, label)
             except csv.Error as err:
                 raise _bad(
                     f"{filename}: row {reader.line_num}: malformed {fmt.upper()} ({err})", "file"

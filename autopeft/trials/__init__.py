@@ -22,7 +22,8 @@ from typing import Any
 
 from autopeft.errors import InvalidConfig
 from autopeft.trials.context import TrialContext
-from autopeft.trials.workload import KNOBS, resolve_model_dir, validate_workload
+from autopeft.trials.knobs import KNOBS
+from autopeft.trials.workload import resolve_model_dir, validate_workload
 
 __all__ = ["KNOBS", "TrialContext", "resolve_model_dir", "run_workload", "validate_workload"]
 

@@ -26,44 +26,28 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from autopeft.trials import checkpoint, data, sft_data
-from autopeft.trials.train import PeftTrainer, _Rss
-from autopeft.trials.workload import default_batch_size
+from autopeft.trials.knobs import default_batch_size
+from autopeft.trials.metrics import Rss
+from autopeft.trials.train import PeftTrainer
 
 
 class CausalLmTrainer(PeftTrainer):
     """One SFT run of a decoder LM for one config (see the module docstring)."""
 
-    def prepare_data(self, use_cache: bool = True) -> sft_data.SftData:
-        wl = self.workload
-        spec = data.data_spec(
-            wl["dataset"],
-            text_column=wl["text_column"],
-            label_column=wl["label_column"],
-            labels=wl["labels"],
-            format=wl["format"],
-            encoding=wl["encoding"],
-        )
-        tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        root = Path(wl["cache_dir"]).expanduser() if wl["cache_dir"] else None
-        tokens, hit = sft_data.load_sft(
-            spec,
-            tokenizer,
-            self.model_dir,
-            self.knobs["max_length"],
-            wl.get("prompt_template"),
-            root=root,
-            use_cache=use_cache,
-        )
-        self.timings.cache_hit = hit
-        return tokens
+    def _tokenize(
+        self, spec: data.DataSpec, tokenizer: Any, **cache: Any
+    ) -> tuple[sft_data.SftData, bool]:
+        template = self.workload.get("prompt_template")
+        max_length = self.knobs["max_length"]
+        return sft_data.load_sft(spec, tokenizer, self.model_dir, max_length, template, **cache)
 
     def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
         self.pooling = "model"
@@ -125,7 +109,7 @@ class CausalLmTrainer(PeftTrainer):
             )
         self.trial.report(report, metrics)
         self.timings.total_s = time.perf_counter() - t_start
-        out = self._final(metrics, 0, _Rss(), len(train_idx), len(val_idx), 0.0)
+        out = self._final(metrics, 0, Rss(), len(train_idx), len(val_idx), 0.0)
         out["budget_reached"] = 1.0
         return out
 
@@ -166,16 +150,9 @@ class CausalLmTrainer(PeftTrainer):
 
     @torch.no_grad()
     def _evaluate(self, model, tokens, order, pad_to, num_labels, autocast) -> dict[str, float]:
-        t = self.timings
         t_eval = time.perf_counter()
-        model.eval()
-        ebs = self.knobs["eval_batch_size"]
         loss_sum, n_tokens, matched = 0.0, 0, 0
-        for b in range(0, len(order), ebs):
-            batch = self._to_device(tokens.batch(order[b : b + ebs], pad_to))
-            labels = batch.pop("labels")
-            self._sync()
-            t0 = time.perf_counter()
+        for batch, labels in self._eval_batches(model, tokens, order, pad_to):
             logits, targets, rows = self._completion_logits(model, batch, labels, autocast)
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             missed = torch.zeros(labels.shape[0], device=logits.device).index_add_(
@@ -183,12 +160,9 @@ class CausalLmTrainer(PeftTrainer):
             )
             matched += int((missed == 0).sum())
             n_tokens += int(targets.numel())
-            self._sync()
-            t.eval_forward_s += time.perf_counter() - t0
-        t.eval_examples += len(order)
         loss = loss_sum / max(1, n_tokens)
         exact = matched / len(order) if len(order) else 0.0
-        t.eval_s += time.perf_counter() - t_eval
+        self.timings.eval_s += time.perf_counter() - t_eval
         return {
             "loss": loss,
             "perplexity": math.exp(loss) if loss < 700 else float("inf"),

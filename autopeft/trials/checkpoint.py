@@ -125,13 +125,16 @@ def save(
             metadata={"format": str(FORMAT), "epoch": str(state.epoch), "step": str(state.step)},
         ),
     )
-    payload = {
+    position = {  # where training stands: in both the state and meta.json
         "format": FORMAT,
         "epoch": state.epoch,
         "step": state.step,
         "report": state.report,
         "train_size": state.train_size,
         "fraction": state.fraction,
+    }
+    payload = {
+        **position,
         "optimizer": state.optimizer,
         "scheduler": state.scheduler,
         "scaler": state.scaler,
@@ -141,12 +144,7 @@ def save(
     _atomic(directory / STATE, lambda tmp: torch.save(payload, tmp))
     meta = {
         **(extra or {}),
-        "format": FORMAT,
-        "epoch": state.epoch,
-        "step": state.step,
-        "report": state.report,
-        "train_size": state.train_size,
-        "fraction": state.fraction,
+        **position,
         "trainable_params": int(sum(t.numel() for t in tensors.values())),
         "history": state.history,
         "config": config,

@@ -118,30 +118,19 @@ def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float] | None
             f"budget: unknown key(s) {unknown}; known: {list(_BUDGET_KEYS)}", field="budget"
         )
     out: dict[str, float] = {}
-    epochs = budget.get("epochs")
-    if epochs is not None:
-        if (
-            isinstance(epochs, bool)
-            or not isinstance(epochs, (int, float))
-            or not float(epochs).is_integer()
-            or epochs < 1
-        ):
-            raise InvalidConfig(
-                f"budget.epochs must be an integer >= 1, got {epochs!r}", field="budget"
-            )
-        out["epochs"] = int(epochs)
-    step = budget.get("step")
-    if step is not None:
-        if (
-            isinstance(step, bool)
-            or not isinstance(step, (int, float))
-            or not float(step).is_integer()
-            or step < 1
-        ):
-            raise InvalidConfig(
-                f"budget.step must be an integer >= 1, got {step!r}", field="budget"
-            )
-        out["step"] = int(step)
+    for key in ("epochs", "step"):
+        value = budget.get(key)
+        if value is not None:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not float(value).is_integer()
+                or value < 1
+            ):
+                raise InvalidConfig(
+                    f"budget.{key} must be an integer >= 1, got {value!r}", field="budget"
+                )
+            out[key] = int(value)
     fraction = budget.get("fraction")
     if fraction is not None:
         if (

@@ -101,7 +101,8 @@ def measure_memory(
 ) -> MeasuredMemory:
     """Peak memory of ``steps`` training steps and one evaluation batch of the trial (module doc).
     ``workload`` must set ``batch_size``; the device is the trainer's (``workload.device``)."""
-    from autopeft.trials.train import lr_lambda, trainer_for
+    from autopeft.trials.optimizer import lr_lambda
+    from autopeft.trials.train import trainer_for
 
     trainer = trainer_for(workload, config, trial or TrialContext("memprobe"))
     bs = trainer.knobs["batch_size"]

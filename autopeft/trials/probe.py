@@ -84,7 +84,7 @@ def run_probe(
     trainer, model, tokens, train_idx, val_idx, pad_to, num_labels, autocast
 ) -> dict[str, float]:
     """Fit the probe, put its weights into ``model``, checkpoint it, report once; the metrics."""
-    from autopeft.trials.train import classification_metrics
+    from autopeft.trials.metrics import classification_metrics
 
     t = trainer.timings
     layer = _last_linear(model)

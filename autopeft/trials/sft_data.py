@@ -32,8 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from autopeft.errors import InvalidConfig
-from autopeft.trials import data
+from autopeft.trials.data import readers, tokenized
+from autopeft.trials.data.sources import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ CACHE_FORMAT = 1
 _CHAT_FILES = ("chat_template.jinja", "chat_template.json")
 
 
-def sft_source(spec: data.DataSpec) -> str:
+def sft_source(spec: DataSpec) -> str:
     """Which of :data:`SOURCES` ``spec`` holds; reads only a JSONL file's first record."""
     if spec.format != "jsonl":
         return "labelled"
@@ -66,21 +65,23 @@ def sft_source(spec: data.DataSpec) -> str:
     return "labelled"
 
 
-def _first_record(spec: data.DataSpec) -> tuple[dict[str, Any], int]:
+def _first_record(spec: DataSpec) -> tuple[dict[str, Any], int]:
     with open(spec.path, "rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
             if raw.strip():
-                return data.jsonl_record(spec, data._decode(spec, spec.path, raw), line_no), line_no
+                return readers.jsonl_record(
+                    spec, readers.decode(spec, spec.path, raw), line_no
+                ), line_no
     raise InvalidConfig(f"{spec.path}: the file is empty", field="workload.dataset")
 
 
-def check_first(spec: data.DataSpec) -> str:
+def check_first(spec: DataSpec) -> str:
     """Cheap validation (the API's, before 201): the source and its first record's fields."""
     source = sft_source(spec)
     if source == "labelled":
         if spec.format != "folders":
             try:
-                data.check_header(spec)
+                readers.check_header(spec)
             except InvalidConfig as err:
                 if spec.format != "jsonl":
                     raise
@@ -98,7 +99,7 @@ def check_first(spec: data.DataSpec) -> str:
     return source
 
 
-def _pair(spec: data.DataSpec, record: dict[str, Any], line_no: int) -> tuple[str, str]:
+def _pair(spec: DataSpec, record: dict[str, Any], line_no: int) -> tuple[str, str]:
     for key in ("prompt", "completion"):
         value = record.get(key)
         if not isinstance(value, str):
@@ -115,7 +116,7 @@ def _pair(spec: data.DataSpec, record: dict[str, Any], line_no: int) -> tuple[st
     return record["prompt"], record["completion"]
 
 
-def _messages(spec: data.DataSpec, record: dict[str, Any], line_no: int) -> list[dict[str, str]]:
+def _messages(spec: DataSpec, record: dict[str, Any], line_no: int) -> list[dict[str, str]]:
     messages = record.get("messages")
     where = f"{spec.path}: line {line_no}"
     if not isinstance(messages, list) or not messages:
@@ -158,11 +159,11 @@ class Rows:
     end_token: bool  # whether the completion gets the end token appended
 
 
-def read_rows(spec: data.DataSpec, tokenizer: Any, template: str | None = None) -> Rows:
+def read_rows(spec: DataSpec, tokenizer: Any, template: str | None = None) -> Rows:
     """Every example of ``spec`` as prompt / completion text; ``InvalidConfig`` on bad data."""
     source = sft_source(spec)
     if source == "labelled":
-        raw = data.read_examples(spec)
+        raw = readers.read_examples(spec)
         fmt = template or PROMPT_TEMPLATE
         prompts = [fmt.format(text="\n".join(texts)) for texts in raw.texts]
         completions = [" " + raw.label_names[i] for i in raw.labels]
@@ -175,7 +176,7 @@ def read_rows(spec: data.DataSpec, tokenizer: Any, template: str | None = None) 
             True,
             True,
         )
-    text = data._decode(spec, spec.path, spec.path.read_bytes())
+    text = readers.decode(spec, spec.path, spec.path.read_bytes())
     lines, prompts, completions = [], [], []
     chat = getattr(tokenizer, "chat_template", None)
     if source == "messages" and not chat:
@@ -186,7 +187,7 @@ def read_rows(spec: data.DataSpec, tokenizer: Any, template: str | None = None) 
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        record = data.jsonl_record(spec, line, line_no)
+        record = readers.jsonl_record(spec, line, line_no)
         if source == "prompt_completion":
             prompt, completion = _pair(spec, record, line_no)
         else:
@@ -245,7 +246,7 @@ def label_set(completions: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
 
 # ------------------------------------------------------------------------------ tokens
 @dataclass
-class SftData(data.FlatExamples):
+class SftData(tokenized.FlatExamples):
     """Tokenised SFT examples, flat: example i is ``ids[offsets[i]:offsets[i+1]]``, of which the
     first ``prompt_lens[i]`` tokens are the prompt and the rest the completion. ``labels`` /
     ``label_names``: the label set (see the module docstring), used to stratify the split."""
@@ -322,12 +323,10 @@ def tokenize(
     )
 
 
-def fingerprint(
-    spec: data.DataSpec, tokenizer_dir: Path, max_length: int, template: str | None
-) -> str:
+def fingerprint(spec: DataSpec, tokenizer_dir: Path, max_length: int, template: str | None) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(["sft", CACHE_FORMAT, template]).encode())
-    digest.update(data.fingerprint(spec, tokenizer_dir, max_length).encode())
+    digest.update(tokenized.fingerprint(spec, tokenizer_dir, max_length).encode())
     for name in _CHAT_FILES:
         file = Path(tokenizer_dir) / name
         if file.is_file():
@@ -336,54 +335,36 @@ def fingerprint(
 
 
 def load_sft(
-    spec: data.DataSpec,
+    spec: DataSpec,
     tokenizer: Any,
     tokenizer_dir: Path,
     max_length: int,
     template: str | None = None,
-    root: Path | None = None,
+    *,
     use_cache: bool = True,
+    root: Path | None = None,
 ) -> tuple[SftData, bool]:
     """Read and tokenise every example (or load them from the cache under ``root or
-    data.cache_dir()``, keyed by data, tokenizer files, ``max_length`` and template). Returns
+    tokenized.cache_dir()``, keyed by data, tokenizer files, ``max_length`` and template). Returns
     ``(data, cache_hit)``."""
     key = fingerprint(spec, tokenizer_dir, max_length, template)
-    file = (root or data.cache_dir()) / "sft" / f"{key}.npz"
-    if use_cache and file.is_file():
-        try:
-            with np.load(file, allow_pickle=False) as z:
-                return SftData(
-                    z["ids"],
-                    z["offsets"],
-                    z["prompt_lens"],
-                    z["labels"],
-                    tuple(json.loads(str(z["label_names"]))),
-                    int(z["pad_id"]),
-                    key,
-                ), True
-        except (OSError, ValueError, KeyError):
-            file.unlink(missing_ok=True)
+    file = (root or tokenized.cache_dir()) / "sft" / f"{key}.npz"
+    return tokenized.load_or_build(
+        SftData, file, key, lambda: _build(spec, tokenizer, max_length, template, key), use_cache
+    )
+
+
+def _build(
+    spec: DataSpec, tokenizer: Any, max_length: int, template: str | None, key: str
+) -> SftData:
     rows = read_rows(spec, tokenizer, template)
     ids, offsets, prompt_lens = tokenize(rows, tokenizer, max_length, spec.path)
-    out = SftData(
-        ids, offsets, prompt_lens, rows.labels, rows.label_names, data.pad_token_id(tokenizer), key
+    return SftData(
+        ids,
+        offsets,
+        prompt_lens,
+        rows.labels,
+        rows.label_names,
+        tokenized.pad_token_id(tokenizer),
+        key,
     )
-    if use_cache:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    ids=ids,
-                    offsets=offsets,
-                    prompt_lens=prompt_lens,
-                    labels=rows.labels,
-                    pad_id=np.array(out.pad_id),
-                    label_names=np.array(json.dumps(rows.label_names)),
-                )
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return out, False

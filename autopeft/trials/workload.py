@@ -1,4 +1,4 @@
-"""Workload specs: validation (cheap: no model, no torch) and training-knob resolution.
+"""Workload specs: validation (cheap: no model, no torch).
 
 A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional)::
 
@@ -38,14 +38,13 @@ loss on the completion tokens only (``autopeft.trials.sft_data``: JSONL ``prompt
 (``autopeft.trials.causal``). It has no task head: ``linear_probe``, ``head_lr`` and ``pooling:
 mean`` are refused.
 
-A training knob is read from the trial's config first, then from the workload, then
-from ``KNOBS``' default (a config's value wins: it is what the optimiser searches).
+Training knobs (their defaults, how a trial resolves them): ``autopeft.trials.knobs``; the
+``resources`` key: ``autopeft.trials.resources``.
 A ``python`` workload is ``{"kind": "python", "entrypoint": "pkg.mod:fn"}``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,8 +52,10 @@ from typing import Any
 
 from autopeft.errors import InvalidConfig
 from autopeft.models import resolve_model_path
+from autopeft.trials.checks import choice, integer, number, optional, string
+from autopeft.trials.knobs import KNOB_ALIASES, KNOBS
+from autopeft.trials.resources import validate_resources
 
-SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = {
     "fp32": "fp32",
     "float32": "fp32",
@@ -66,98 +67,17 @@ PRECISIONS = {
 DEVICES = ("auto", "cpu", "cuda")
 PADDINGS = ("longest", "max_length")
 
-
-def _int(low: int, high: int | None = None) -> Callable[[Any, str], int]:
-    def check(value: Any, key: str) -> int:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not float(value).is_integer()
-        ):
-            raise InvalidConfig(f"{key} must be an integer, got {value!r}", field=key)
-        if value < low or (high is not None and value > high):
-            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise InvalidConfig(f"{key} must be {bounds}, got {value!r}", field=key)
-        return int(value)
-
-    return check
-
-
-def _float(
-    low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
-) -> Callable[[Any, str], float]:
-    def check(value: Any, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise InvalidConfig(f"{key} must be a number, got {value!r}", field=key)
-        too_low = value <= low if open_low else value < low
-        too_high = high is not None and (value >= high if open_high else value > high)
-        if too_low or too_high:
-            lo = "(" if open_low else "["
-            hi = ")" if open_high else "]"
-            raise InvalidConfig(
-                f"{key} must be in {lo}{low}, {high if high is not None else 'inf'}"
-                f"{hi}, got {value!r}",
-                field=key,
-            )
-        return float(value)
-
-    return check
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
-    def check(value: Any, key: str) -> str:
-        if value not in options:
-            raise InvalidConfig(f"{key} must be one of {list(options)}, got {value!r}", field=key)
-        return value
-
-    return check
-
-
-def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
-    return lambda value, key: None if value is None else check(value, key)
-
-
-# Training knobs: name -> (default, checker). Aliases used by some spaces map onto them.
-KNOBS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
-    "lr": (5e-4, _float(0.0, 10.0, open_low=True)),
-    "weight_decay": (0.0, _float(0.0, 10.0)),
-    "warmup_ratio": (0.06, _float(0.0, 1.0, open_high=True)),
-    # None: SMALL_DATA_BATCH for small training sets (more steps per epoch), else 32
-    "batch_size": (None, _optional(_int(1, 65536))),
-    "eval_batch_size": (64, _int(1, 65536)),
-    "epochs": (1, _int(1, 10000)),
-    "scheduler": ("linear", _choice(SCHEDULERS)),
-    "max_length": (128, _int(8, 100000)),
-    "seed": (0, _int(0)),
-    "max_grad_norm": (1.0, _float(0.0)),  # 0 = no clipping
-    "dropout": (None, _optional(_float(0.0, 1.0, open_high=True))),  # None: the model's own
-    # the task head's own learning rate (None: HEAD_LR, or lr when that is higher)
-    "head_lr": (None, _optional(_float(0.0, 10.0, open_low=True))),
-    # evaluations (reports) per epoch: the resolution of learning curves, rungs and PBT intervals
-    "evals_per_epoch": (2, _int(1, 1000)),
-}
-SMALL_DATA = 2000  # training sets up to this size train at SMALL_DATA_BATCH by default
-SMALL_DATA_BATCH = 16
-
-
-def default_batch_size(n_train: int) -> int:
-    """The batch size when neither the config nor the workload sets one."""
-    return SMALL_DATA_BATCH if n_train <= SMALL_DATA else 32
-
-
-KNOB_ALIASES = {"learning_rate": "lr", "sched": "scheduler", "warmup": "warmup_ratio"}
-
 _DATA_DEFAULTS: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
-    "validation_fraction": (0.1, _float(0.0, 1.0, open_low=True, open_high=True)),
-    "max_eval": (1000, _optional(_int(1))),
-    "test_fraction": (0.1, _float(0.0, 1.0, open_low=True, open_high=True)),
-    "max_test": (1000, _optional(_int(1))),
-    "split_seed": (0, _int(0)),
-    "max_train": (None, _optional(_int(1))),
-    "padding": ("longest", _choice(PADDINGS)),
-    "device": ("auto", _choice(DEVICES)),
-    "encoding": ("utf-8", lambda v, k: _str(v, k)),
-    "pooling": ("auto", _choice(("auto", "model", "mean"))),
+    "validation_fraction": (0.1, number(0.0, 1.0, open_low=True, open_high=True)),
+    "max_eval": (1000, optional(integer(1))),
+    "test_fraction": (0.1, number(0.0, 1.0, open_low=True, open_high=True)),
+    "max_test": (1000, optional(integer(1))),
+    "split_seed": (0, integer(0)),
+    "max_train": (None, optional(integer(1))),
+    "padding": ("longest", choice(PADDINGS)),
+    "device": ("auto", choice(DEVICES)),
+    "encoding": ("utf-8", string),
+    "pooling": ("auto", choice(("auto", "model", "mean"))),
 }
 _PEFT_KEYS = {
     "kind",
@@ -184,12 +104,6 @@ EVALUATE_SPLITS = ("validation", "test")
 TASKS = ("classification", "causal_lm")
 _PYTHON_KEYS = {"kind", "entrypoint", "resources"}
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
-
-
-def _str(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidConfig(f"{key} must be a non-empty string, got {value!r}", field=key)
-    return value
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -305,7 +219,7 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("model", "dataset"):
         if key not in workload:
             raise InvalidConfig(f"a peft workload needs {key!r}", field=f"workload.{key}")
-        out[key] = _str(workload[key], f"workload.{key}")
+        out[key] = string(workload[key], f"workload.{key}")
     resolve_model_dir(out["model"])
     for key, (default, check) in _DATA_DEFAULTS.items():
         value = workload.get(key, default)
@@ -364,7 +278,7 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
             field="workload.test_fraction",
         )
     cache = workload.get("cache_dir")
-    out["cache_dir"] = None if cache is None else _str(cache, "workload.cache_dir")
+    out["cache_dir"] = None if cache is None else string(cache, "workload.cache_dir")
     if workload.get("resources") is not None:
         out["resources"] = validate_resources(workload["resources"])
     text_column = workload.get("text_column", "text")
@@ -375,7 +289,7 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
                 field="workload.text_column",
             )
         text_column = list(text_column)
-    label_column = _str(workload.get("label_column", "label"), "workload.label_column")
+    label_column = string(workload.get("label_column", "label"), "workload.label_column")
     labels = workload.get("labels")
     if labels is not None and not isinstance(labels, (list, tuple)):
         raise InvalidConfig(f"labels must be a list, got {labels!r}", field="workload.labels")
@@ -460,155 +374,3 @@ def _validate_causal(workload: Mapping[str, Any], out: dict[str, Any], spec) -> 
                 field="workload.prompt_template",
             ) from None
         out["prompt_template"] = template
-
-
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_RESOURCE_KEYS = ("cpus", "gpus", "memory", "custom", "labels")
-
-
-def parse_memory(value: Any, key: str = "workload.resources.memory") -> int:
-    """Bytes from an int or a string such as ``"512MiB"``, ``"4GB"``, ``"2G"`` (powers of 1024)."""
-    if isinstance(value, bool):
-        raise InvalidConfig(
-            f"{key} must be a number of bytes or a size such as '4GiB', got {value!r}", field=key
-        )
-    if isinstance(value, (int, float)) and value > 0:
-        return int(value)
-    match = _MEMORY.match(value) if isinstance(value, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise InvalidConfig(
-            f"{key} must be a number of bytes or a size such as '4GiB', got {value!r}", field=key
-        )
-    unit = (match.group(2) or "B")[0].upper()
-    return int(float(match.group(1)) * 1024 ** "BKMGT".index(unit))
-
-
-def validate_resources(resources: Any) -> dict[str, Any]:
-    """What one trial asks of the executor: ``{"cpus": 2, "gpus": 0.5 | "auto", "memory": "4GiB" |
-    bytes | "auto", "custom": {"name": amount}, "labels": {"key": "value"}}`` (all optional).
-
-    ``gpus: "auto"`` and ``memory: "auto"`` are derived by the executor from the predicted
-    memory of the trial (peft workloads). Returns the normalised mapping (memory in bytes).
-    """
-    if not isinstance(resources, Mapping):
-        raise InvalidConfig(
-            f"resources must be a mapping such as {{'cpus': 2, 'gpus': 0.5}}, got {resources!r}",
-            field="workload.resources",
-        )
-    unknown = sorted(set(resources) - set(_RESOURCE_KEYS))
-    if unknown:
-        raise InvalidConfig(
-            f"unknown key {unknown[0]!r} in workload.resources (known: "
-            f"{', '.join(_RESOURCE_KEYS)})",
-            field=f"workload.resources.{unknown[0]}",
-        )
-    out: dict[str, Any] = {}
-    for name in ("cpus", "gpus"):
-        value = resources.get(name)
-        if value is None:
-            continue
-        key = f"workload.resources.{name}"
-        if name == "gpus" and value == "auto":
-            out[name] = value
-        elif (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-            or (name == "cpus" and value == 0)
-        ):
-            raise InvalidConfig(
-                f"{key} must be a number {'>' if name == 'cpus' else '>='} 0"
-                f"{' or auto' if name == 'gpus' else ''}, got {value!r}",
-                field=key,
-            )
-        elif name == "gpus" and value > 1 and not float(value).is_integer():
-            raise InvalidConfig(
-                f"{key}: a fraction of a GPU must be below 1 (Ray packs fractions onto one "
-                f"GPU), got {value!r}",
-                field=key,
-            )
-        else:
-            out[name] = value
-    memory = resources.get("memory")
-    if memory is not None:
-        out["memory"] = "auto" if memory == "auto" else parse_memory(memory)
-    custom = resources.get("custom")
-    if custom is not None:
-        if not isinstance(custom, Mapping) or not all(
-            isinstance(k, str)
-            and k
-            and isinstance(v, (int, float))
-            and not isinstance(v, bool)
-            and v > 0
-            for k, v in custom.items()
-        ):
-            raise InvalidConfig(
-                f"workload.resources.custom must map resource names to amounts > 0, got {custom!r}",
-                field="workload.resources.custom",
-            )
-        out["custom"] = {k: float(v) for k, v in custom.items()}
-    labels = resources.get("labels")
-    if labels is not None:
-        if not isinstance(labels, Mapping) or not all(
-            isinstance(k, str) and k and isinstance(v, str) for k, v in labels.items()
-        ):
-            raise InvalidConfig(
-                f"workload.resources.labels must map label names to strings, got {labels!r}",
-                field="workload.resources.labels",
-            )
-        out["labels"] = dict(labels)
-    return out
-
-
-def resolve_knobs(workload: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """Training knobs for one trial: config, else workload, else default (checked)."""
-    knobs: dict[str, Any] = {}
-    for name, (default, check) in KNOBS.items():
-        aliases = [name, *(a for a, n in KNOB_ALIASES.items() if n == name)]
-        for source in (config, workload):
-            key = next((a for a in aliases if a in source), None)
-            if key is not None:
-                value = source[key]
-                knobs[name] = None if value is None and default is None else check(value, key)
-                break
-        else:
-            knobs[name] = default
-    return knobs
-
-
-#: metrics a peft trial reports at every step (besides the optimiser's exactly known objectives)
-REPORTED_METRICS = ("epoch", "train_loss", "accuracy", "macro_f1", "loss")
-#: ... of the causal_lm task (``accuracy`` is its exact match: ``autopeft.trials.causal``)
-CAUSAL_LM_METRICS = ("epoch", "train_loss", "accuracy", "exact_match", "loss", "perplexity")
-
-
-def reported_metrics(workload: Mapping[str, Any]) -> tuple[str, ...]:
-    """The metrics a peft trial of ``workload`` reports at every evaluation."""
-    return CAUSAL_LM_METRICS if workload.get("task") == "causal_lm" else REPORTED_METRICS
-
-
-def _knob_range(name: str, workload: Mapping[str, Any], space) -> tuple[Any, Any]:
-    """(lowest, highest) value of a training knob over the space's configs (config, else workload,
-    else default: see ``resolve_knobs``)."""
-    aliases = [name, *(a for a, n in KNOB_ALIASES.items() if n == name)]
-    for alias in aliases:
-        if space is not None and alias in space:
-            p = space[alias]
-            values = [p.low, p.high] if p.kind in ("int", "float") else list(p.values())
-            return min(values), max(values)
-        if space is not None and alias in space.constants:
-            return space.constants[alias], space.constants[alias]
-    for alias in aliases:
-        if alias in workload:
-            return workload[alias], workload[alias]
-    return KNOBS[name][0], KNOBS[name][0]
-
-
-def final_report_steps(workload: Mapping[str, Any], space=None) -> tuple[int, int]:
-    """(fewest, most) report steps a peft trial of this workload and space makes when trained to
-    the end: ``epochs`` x ``evals_per_epoch`` (fewer only when an epoch has fewer optimiser steps
-    than ``evals_per_epoch``)."""
-    e_lo, e_hi = _knob_range("epochs", workload, space)
-    r_lo, r_hi = _knob_range("evals_per_epoch", workload, space)
-    return int(e_lo) * int(r_lo), int(e_hi) * int(r_hi)

@@ -202,7 +202,7 @@ def test_linear_probe_fits_the_head_on_frozen_features(workload, tmp_path):
 
 
 def test_small_data_trains_at_a_smaller_batch(workload):
-    from autopeft.trials.workload import SMALL_DATA, SMALL_DATA_BATCH, default_batch_size
+    from autopeft.trials.knobs import SMALL_DATA, SMALL_DATA_BATCH, default_batch_size
 
     assert (
         default_batch_size(SMALL_DATA) == SMALL_DATA_BATCH

@@ -202,7 +202,7 @@ def test_threads_follow_resources(workload):
 
 
 def test_mixed_precision_on_cpu_says_it_falls_back(workload, caplog):
-    with caplog.at_level(logging.WARNING, logger="autopeft.trials.train"):
+    with caplog.at_level(logging.WARNING, logger="autopeft.trials.trainer_setup"):
         out = _run({**workload, "precision": "bf16"}, LORA)
     assert "fp32" in caplog.text and out["epoch"] == 1
 

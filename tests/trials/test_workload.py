@@ -6,7 +6,8 @@ import pytest
 
 from autopeft.errors import InvalidConfig
 from autopeft.trials import TrialContext, run_workload, validate_workload
-from autopeft.trials.workload import KNOBS, resolve_knobs, resolve_model_dir
+from autopeft.trials.knobs import KNOBS, resolve_knobs
+from autopeft.trials.workload import resolve_model_dir
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import InvalidConfig
+from autopeft.net import is_loopback_host
 from autopeft.workers._ray_remote import (
     CheckpointTooLarge,
     Hub,
@@ -62,7 +63,6 @@ from autopeft.workers.base import (
     OnReport,
     TrialOutcome,
     TrialSpec,
-    is_loopback_host,
     relay_decision,
 )
 from autopeft.workers.gpus import MemoryMargin, inventory
@@ -154,7 +154,6 @@ class RayExecutor(Executor):
         self,
         address: str | None = None,
         *,
-        ray_address: str | None = None,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
         resources: dict[str, float] | None = None,
@@ -188,7 +187,6 @@ class RayExecutor(Executor):
             )
         if int(max_retries) < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
-        address = address or ray_address
         local_gpus = inventory()
         if gpu_memory_bytes is None and local_gpus:
             gpu_memory_bytes = min(g.memory for g in local_gpus)

@@ -96,6 +96,7 @@ _REF_RULE_TURNS = {
 
 class MOBOOptimizer(BaseOptimizer):
     name = "mobo"
+    REBUILDS_BY_ADD = True
     OPTIONS = {
         "n_initial": None,
         "model": "gp",

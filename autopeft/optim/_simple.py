@@ -12,6 +12,7 @@ class RandomOptimizer(BaseOptimizer):
     seeded by ``(seed, i)``, so suggestions depend on nothing but the trial number."""
 
     name = "random"
+    REBUILDS_BY_ADD = True
 
     def _suggest(self, n, first_number):
         return [(self._random_config(first_number + j), None, None) for j in range(n)]
@@ -23,6 +24,7 @@ class SobolOptimizer(BaseOptimizer):
     coordinates only when active."""
 
     name = "sobol"
+    REBUILDS_BY_ADD = True
 
     def _suggest(self, n, first_number):
         from scipy.stats import qmc

@@ -1,5 +1,6 @@
-"""Fixtures of the Ray executor tests: one small private Ray on 127.0.0.1 per module, started
-by the executor itself (the default path), with its own temp dir; stopped by a finalizer.
+"""Fixtures of the executor tests: one small private Ray on 127.0.0.1 per module, started by
+the executor itself (the default path), with its own temp dir; stopped by a finalizer. Tests of
+the local executor run where Ray is not installed (the Ray fixtures skip then).
 
 Ray must see ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before it is imported, or it listens on
 the host's address instead of loopback.
@@ -21,7 +22,6 @@ from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests of t
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +36,7 @@ def ray_tmp():
 def ray_executor(ray_tmp):
     """A RayExecutor that started its own Ray: 4 CPUs, 2 GPUs declared (none needed), a custom
     resource ``special``, a node label ``zone=a``; 2 retries; quick polling."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
     from autopeft.workers import create_executor
 
     ex = create_executor(

@@ -17,8 +17,8 @@ import pytest
 # fixtures shared with the API tests, made available to every test of this area
 from tests.api.conftest import server_factory, sqlite_url, workdir  # noqa: F401
 from tests.api.test_remote_user import tiny_model  # noqa: F401
-from tests.recorder import Recorder  # noqa: F401  (re-exported to the tests of this area)
-from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests of this area)
+from tests.recorder import Recorder
+from tests.waiting import wait_for
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -55,3 +55,36 @@ def ray_executor(ray_tmp):
     yield ex
     ex.shutdown()
     assert not ex._ray.is_initialized()
+
+
+_IDS = iter(range(1000, 100000))
+
+
+def spec_of(tmp_path: Path, entry: str, resources: dict | None = None, **config):
+    """A ``TrialSpec`` of ``tests.workers.workloads:<entry>`` with its own trial id and folders
+    under ``tmp_path`` (records in ``records/``); ``resources``: the workload's request."""
+    from autopeft.workers import TrialSpec
+
+    tid = next(_IDS)
+    workload = {"kind": "python", "entrypoint": f"tests.workers.workloads:{entry}"}
+    if resources is not None:
+        workload["resources"] = resources
+    (tmp_path / "records").mkdir(exist_ok=True)
+    return TrialSpec(
+        trial_id=tid,
+        study_id=1,
+        number=tid,
+        config={"x": 0.3, "y": 0.0, "record_dir": str(tmp_path / "records"), **config},
+        workload=workload,
+        checkpoint_dir=str(tmp_path / f"ckpt-{tid}"),
+        log_path=str(tmp_path / f"worker-{tid}.log"),
+    )
+
+
+def run(executor, spec, rec=None, timeout=120):
+    """Submit ``spec``; its one outcome once it has left ``running()``, and the recorder."""
+    rec = rec or Recorder()
+    executor.submit(spec, rec.on_report, rec.on_done)
+    out = rec.outcome(timeout)
+    wait_for(lambda: spec.trial_id not in executor.running(), 10, "the trial to leave running()")
+    return out, rec

@@ -5,14 +5,10 @@ one of them does (Ray's retries and placement, the local executor's crash report
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from autopeft.workers import TrialSpec, create_executor
-from tests.workers.conftest import REPO, Recorder, wait_for
-
-_IDS = iter(range(1000, 100000))
+from autopeft.workers import create_executor
+from tests.workers.conftest import REPO, Recorder, run, spec_of, wait_for
 
 
 @pytest.fixture(params=["local", "ray"])
@@ -44,29 +40,6 @@ def executor(kind, request, make_executor):
     if kind == "ray":
         return request.getfixturevalue("ray_executor")
     return make_executor()
-
-
-def spec_of(tmp_path: Path, entry: str, **config) -> TrialSpec:
-    tid = next(_IDS)
-    (tmp_path / "records").mkdir(exist_ok=True)
-    return TrialSpec(
-        trial_id=tid,
-        study_id=1,
-        number=tid,
-        config={"x": 0.3, "y": 0.0, "record_dir": str(tmp_path / "records"), **config},
-        workload={"kind": "python", "entrypoint": f"tests.workers.workloads:{entry}"},
-        checkpoint_dir=str(tmp_path / f"ckpt-{tid}"),
-        log_path=str(tmp_path / f"worker-{tid}.log"),
-    )
-
-
-def run(executor, spec, rec=None, timeout=120):
-    """Submit ``spec``; its one outcome once it has left ``running()``, and the recorder."""
-    rec = rec or Recorder()
-    executor.submit(spec, rec.on_report, rec.on_done)
-    out = rec.outcome(timeout)
-    wait_for(lambda: spec.trial_id not in executor.running(), 10, "the trial to leave running()")
-    return out, rec
 
 
 def test_result_and_reports_flow_back(executor, tmp_path):

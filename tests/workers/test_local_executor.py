@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from autopeft.workers import create_executor
-from tests.workers.conftest import REPO
-from tests.workers.test_executor_contract import run, spec_of
+from tests.workers.conftest import REPO, run, spec_of
 
 
 @pytest.fixture

@@ -22,16 +22,19 @@ to the trial's ``lineage``.
 
 Restart: every ask / report / tell is appended to ``events`` in the same transaction as the
 trial change it belongs to. A new runner rebuilds the optimiser by replaying these events in
-order (optimisers are a pure function of seed + history) and requeues the trials that were
-``queued`` or ``running`` when the previous process died (same number, same config,
-``attempts`` + 1, from their checkpoint). Nothing completed is lost: a trial becomes
+order (``scheduling.replay``; optimisers are a pure function of seed + history) and requeues the
+trials that were ``queued`` or ``running`` when the previous process died (same number, same
+config, ``attempts`` + 1, from their checkpoint). Nothing completed is lost: a trial becomes
 ``complete`` in one transaction.
+
+What the runner needs of its optimiser beyond ask / tell / report it reads from the optimiser's
+declared capabilities (``autopeft.optim.base``: ``REBUILDS_BY_ADD``, ``population``), never
+from its name. The parts of the runner live in ``autopeft.api.scheduling``, one idea a module.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -40,34 +43,35 @@ from typing import Any
 from sqlalchemy import func, select
 
 from autopeft.api.db import Database
-from autopeft.api.models import Checkpoint, Event, Study, Trial, TrialReport, utcnow
+from autopeft.api.models import Study, Trial, utcnow
+from autopeft.api.scheduling.baselines import Baselines
 from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
 from autopeft.api.scheduling.pbt import PBTTurns
+from autopeft.api.scheduling.replay import HistoryReplay
+from autopeft.api.scheduling.runs import TrialRuns
 from autopeft.api.scheduling.tests import HeldOutTests
-from autopeft.api.scheduling.values import (
-    decision_name,
-    exact,
-    finite_or_none,
-    planned_epochs,
-    trial_budget,
-    unexact,
-)
 from autopeft.api.scheduling.warmstart import WarmStartReuse
-from autopeft.api.services.constraints import constraints_of, feasibility
+from autopeft.api.services.constraints import constraints_of
 from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
-from autopeft.api.services.studies import public_error, trial_dir
+from autopeft.api.services.studies import public_error
 from autopeft.api.slots import Holder, SlotAllocator
-from autopeft.errors import InvalidConfig
-from autopeft.workers.base import Executor, TrialOutcome, TrialSpec
+from autopeft.workers.base import Executor
 
 log = logging.getLogger("autopeft.scheduler")
 
 ELAPSED_FLUSH_S = 10.0
-CHEAP_REPLAY = ("random", "sobol", "mobo")
-PBT = ("pbt", "mopbt")
 
 
-class StudyRunner(Lifecycle, WarmStartReuse, PBTTurns, HeldOutTests, threading.Thread):
+class StudyRunner(
+    HistoryReplay,
+    TrialRuns,
+    Baselines,
+    Lifecycle,
+    WarmStartReuse,
+    PBTTurns,
+    HeldOutTests,
+    threading.Thread,
+):
     def __init__(self, manager: SchedulerManager, study_id: int):
         super().__init__(daemon=True, name=f"autopeft-study-{study_id}")
         self.m, self.db, self.executor = manager, manager.db, manager.executor
@@ -150,9 +154,7 @@ class StudyRunner(Lifecycle, WarmStartReuse, PBTTurns, HeldOutTests, threading.T
             created = s.scalar(
                 select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id)
             )
-        created = self._reuse_warm_start(
-            created
-        )  # warm start: the source's results, not trained again
+        created = self._reuse_warm_start(created)  # the source's results, not trained again
         self._queue_tests()
         while True:
             self._reload_if_extended()
@@ -222,23 +224,6 @@ class StudyRunner(Lifecycle, WarmStartReuse, PBTTurns, HeldOutTests, threading.T
             self._wake.clear()
 
     # -- budgets ------------------------------------------------------------------------------
-    def _compute_spent(self) -> bool:
-        limit = self.spec.get("max_epochs")
-        if limit is None:
-            return False
-        with self.db.read() as s:
-            used = float(
-                s.scalar(
-                    select(func.coalesce(func.sum(Trial.epochs_trained), 0.0)).where(
-                        Trial.study_id == self.study_id
-                    )
-                )
-                or 0.0
-            )
-        with self._lock:  # a run in flight counts what it is planned to train, not what it has
-            used += sum(max(self.planned.get(t, 0.0), p) for t, p in self.progress.items())
-        return used >= float(limit)
-
     def _take(self, queue: list[int]) -> int | None:
         with self._lock:
             return queue.pop(0) if queue else None
@@ -261,387 +246,11 @@ class StudyRunner(Lifecycle, WarmStartReuse, PBTTurns, HeldOutTests, threading.T
             return "member"
         return "ask" if room and self._room_for_member() else None
 
-    # -- history ------------------------------------------------------------------------------
-    def _event(self, s, kind: str, payload: dict[str, Any]) -> None:
-        self.seq += 1
-        s.add(Event(study_id=self.study_id, seq=self.seq, kind=kind, payload=payload))
-
-    def _replay(self) -> list[int]:
-        """Rebuild the optimiser from ``events``; return the trial ids to run again."""
-        with self.db.read() as s:
-            events = s.scalars(
-                select(Event).where(Event.study_id == self.study_id).order_by(Event.seq)
-            ).all()
-            unfinished = s.scalars(
-                select(Trial.id)
-                .where(Trial.study_id == self.study_id, Trial.state.in_(("queued", "running")))
-                .order_by(Trial.number)
-            ).all()
-            rows = s.execute(
-                select(Trial.id, Trial.config, Trial.parent_id, Trial.kind).where(
-                    Trial.study_id == self.study_id
-                )
-            ).all()
-        self.baselines = {tid for tid, _, _, kind in rows if kind == "baseline"}
-        diverged = 0
-        cheap = self._cheap_replay()
-        configs = {tid: config for tid, config, _, _ in rows}
-        cloned = {
-            tid for tid, _, parent, _ in rows if parent is not None
-        }  # PBT may have changed them
-        from autopeft.optim.base import config_key
-
-        for ev in events:
-            p = ev.payload
-            tid = p["trial_id"]
-            if ev.kind == "ask":
-                if cheap and tid in configs:
-                    opt_id = self.opt.add_trial(configs[tid], state="running").id
-                else:
-                    sugg = self.opt.ask(1)[0]
-                    opt_id = sugg.id
-                    if (
-                        tid in configs
-                        and tid not in cloned
-                        and config_key(sugg.config) != config_key(configs[tid])
-                    ):
-                        diverged += 1
-                if str(opt_id) != p["optimizer_id"]:
-                    diverged += 1
-                self.ids[tid] = opt_id
-                self.by_opt_id[str(opt_id)] = tid
-            elif ev.kind == "add":  # a reused warm-start trial (scheduling.warmstart)
-                opt_id = self.opt.add_trial(p["config"], unexact(p["values"]), "complete").id
-                self.ids[tid] = opt_id
-                self.by_opt_id[str(opt_id)] = tid
-            elif ev.kind == "report":
-                self.opt.report(self.ids[tid], p["step"], unexact(p["values"]))
-            elif ev.kind == "tell":
-                self.opt.tell(self.ids[tid], unexact(p["values"]), state=p["state"])
-            self.seq = ev.seq
-        if diverged:
-            log.warning(
-                "study %s: optimiser replay diverged from the stored trials %d time(s) (other id or "
-                "config); the optimiser is not a pure function of seed + history",
-                self.study_id,
-                diverged,
-            )
-        if events:
-            log.info(
-                "study %s: replayed %d events; requeueing %d trial(s)",
-                self.study_id,
-                len(events),
-                len(unfinished),
-            )
-        if (
-            self.turns
-        ):  # paused or running PBT members go on with the segment after their last report
-            interval = int(self.opt.options["perturbation_interval"])
-            with self.db.read() as s:
-                for tid in unfinished:
-                    if tid not in self.baselines:
-                        last = s.scalar(
-                            select(func.max(TrialReport.step)).where(TrialReport.trial_id == tid)
-                        )
-                        self.next_step[tid] = int(last or 0) + interval
-        return list(unfinished)
-
-    def _cheap_replay(self) -> bool:
-        """Optimisers whose suggestions depend only on trial numbers and told data (``random``,
-        ``sobol``, ``mobo``, per ``autopeft.optim``) are rebuilt with ``add_trial`` instead of
-        recomputing every past suggestion (a GP fit per trial for ``mobo``). PBT and the Optuna
-        samplers replay real asks. A PBT trial's config may change after its ask (Exploit), so only
-        these three qualify."""
-        return str(self.spec["optimizer"]["name"]) in CHEAP_REPLAY and hasattr(
-            self.opt, "add_trial"
-        )
-
     def _pbt_turns(self) -> bool:
-        """Members of a PBT study on a peft workload take turns (segments of the perturbation
-        interval); python workloads define their own steps, so their members all run at once."""
-        return self.spec["optimizer"]["name"] in PBT and self.spec["workload"].get("kind") == "peft"
-
-    # -- trials -------------------------------------------------------------------------------
-    def _baselines_to_create(self) -> list[str]:
-        with self.db.read() as s:
-            done = set(
-                s.scalars(
-                    select(Trial.label).where(
-                        Trial.study_id == self.study_id, Trial.kind == "baseline"
-                    )
-                )
-            )
-        return [b for b in self.spec.get("baselines") or [] if b not in done]
-
-    def _create_baseline(self, name: str, number: int) -> None:
-        from autopeft.trials.baselines import baseline_trial
-
-        config, _ = baseline_trial(name, self.spec["workload"])
-        with self.db.write(self.study_id) as s:
-            trial = Trial(
-                study_id=self.study_id,
-                number=number,
-                state="queued",
-                config=config,
-                optimizer_id="",
-                attempts=0,
-                kind="baseline",
-                label=name,
-            )
-            s.add(trial)
-            s.flush()
-            tid = trial.id
-        with self._lock:
-            self.baselines.add(tid)
-        self._submit(tid)
-
-    def _workload_of(self, t: Trial) -> dict[str, Any]:
-        if t.kind == "baseline":
-            from autopeft.trials.baselines import baseline_trial
-
-            return baseline_trial(t.label, self.spec["workload"])[1]
-        return self.spec["workload"]
-
-    def _ask_and_submit(self, number: int) -> None:
-        with self._lock:
-            sugg = self.opt.ask(1)[0]
-        parent = getattr(sugg, "parent_id", None)
-        budget = getattr(sugg, "budget", None)
-        with self.db.write(self.study_id) as s:
-            trial = Trial(
-                study_id=self.study_id,
-                number=number,
-                state="queued",
-                config=dict(sugg.config),
-                optimizer_id=str(sugg.id),
-                attempts=0,
-                parent_id=self.by_opt_id.get(str(parent)) if parent is not None else None,
-                budget=trial_budget(budget),
-            )
-            s.add(trial)
-            s.flush()
-            self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
-            tid = trial.id
-        with self._lock:
-            self.ids[tid] = sugg.id
-            self.by_opt_id[str(sugg.id)] = tid
-            if self.turns:
-                self.next_step[tid] = int(self.opt.options["perturbation_interval"])
-        self._submit(tid)
-
-    def _own_checkpoint(self, trial_id: int) -> str | None:
-        with self.db.read() as s:
-            number = s.get(Trial, trial_id).number
-        ckpt = trial_dir(self.m.artifacts_dir, self.study_id, number) / "checkpoint"
-        return str(ckpt) if (ckpt / "meta.json").is_file() else None
-
-    def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
-        with self._lock:  # in flight from here, so a cancel from now on goes through the executor
-            reason = self.cancelling.get(trial_id)
-            if reason is None:
-                self.inflight.add(trial_id)
-            else:  # cancelled before this run started (or between two PBT segments)
-                self.inflight.discard(trial_id)
-                self.progress.pop(trial_id, None)
-                self.planned.pop(trial_id, None)
-        if reason is not None:
-            self._end_cancelled(trial_id, reason)  # a no-op when cancel_trial ended it already
-            self._release_slot()
-            self._wake.set()
-            return
-        with self.db.write(self.study_id) as s:
-            t = s.get(Trial, trial_id)
-            t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
-            budget = t.budget
-            if trial_id in self.next_step:
-                budget = {**(budget or {}), "step": self.next_step[trial_id]}
-            spec = TrialSpec(
-                trial_id=t.id,
-                study_id=t.study_id,
-                number=t.number,
-                workload=self._workload_of(t),
-                config=dict(t.config),
-                attempt=t.attempts,
-                budget=budget,
-            )
-            last_epoch = s.scalar(
-                select(TrialReport.values)
-                .where(TrialReport.trial_id == trial_id)
-                .order_by(TrialReport.id.desc())
-                .limit(1)
-            )
-        root = trial_dir(self.m.artifacts_dir, self.study_id, spec.number)
-        spec.checkpoint_dir = str(root / "checkpoint")
-        spec.restore_dir = restore_dir
-        if (
-            restore_dir is None
-            and requeue
-            and (root / "checkpoint").is_dir()
-            and any((root / "checkpoint").iterdir())
-        ):
-            spec.restore_dir = spec.checkpoint_dir  # continue where the dead attempt got to
-        spec.log_path = str(root / "worker.log")
-        if self.m.cpus_per_trial:
-            spec.resources = {"cpus": self.m.cpus_per_trial, "gpus": 0}
-        with self._lock:
-            self.inflight.add(trial_id)
-            start = float((last_epoch or {}).get("epoch") or 0.0) if spec.restore_dir else 0.0
-            self.run_start[trial_id], self.progress[trial_id] = start, 0.0
-            self.planned[trial_id] = max(0.0, planned_epochs(spec) - start)
-        try:
-            spec.workload, spec.data_file = self.m.trial_workload(
-                spec.workload
-            )  # e.g. an uploaded dataset
-            self.executor.submit(
-                spec,
-                lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
-                lambda outcome: self._on_done(trial_id, outcome),
-            )
-        except Exception as err:
-            self._on_done(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
-            return
-        with self._lock:
-            cancelled = trial_id in self.cancelling
-        if cancelled:  # cancelled while it was being submitted
-            self.executor.cancel(trial_id)
-
-    def _on_report(self, trial_id: int, attempt: int, step: int, values: dict[str, float]) -> Any:
-        if self._stop_requested.is_set():
-            return "stop"
-        with self._lock:
-            epoch = values.get("epoch")
-            if isinstance(epoch, (int, float)) and math.isfinite(epoch):
-                self.progress[trial_id] = max(0.0, float(epoch) - self.run_start.get(trial_id, 0.0))
-            if trial_id in self.baselines:
-                decision = "continue"
-            else:
-                decision = self.opt.report(self.ids[trial_id], step, values)
-            name = decision_name(decision)
-            with self.db.write(self.study_id) as s:
-                stored = finite_or_none(values)
-                s.add(
-                    TrialReport(
-                        trial_id=trial_id, attempt=attempt, step=step, values=stored, decision=name
-                    )
-                )
-                if trial_id not in self.baselines:
-                    self._event(
-                        s, "report", {"trial_id": trial_id, "step": step, "values": exact(values)}
-                    )
-            if name == "exploit":
-                self.exploits[trial_id] = decision
-        return "continue" if name == "continue" else "stop"
-
-    def _on_done(self, trial_id: int, outcome: TrialOutcome) -> None:
-        resubmitted = False
-        try:
-            resubmitted = self._handle_done(trial_id, outcome)
-        finally:
-            if (
-                not resubmitted
-            ):  # an exploiting trial stays in flight (and keeps its slot): submitted again
-                with self._lock:
-                    known = trial_id in self.inflight
-                    self.inflight.discard(trial_id)
-                    self.progress.pop(trial_id, None)
-                    self.planned.pop(trial_id, None)
-                if known:
-                    self._release_slot()
-            self._wake.set()
-
-    def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
-        """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
-        user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
-        trained = float((outcome.values or {}).get("epochs_trained") or 0.0)
-        with self._lock:
-            cancelled_by = self.cancelling.get(trial_id)
-        if cancelled_by is not None:  # a user cancelled this trial: failed, whatever it returned
-            self._end_cancelled(trial_id, cancelled_by, trained)
-            return False
-        if outcome.cancelled or (user_stop and (outcome.state == "failed" or outcome.stopped)):
-            # ended by the user's stop (cancelled, or told "stop" on its way out): not pruned, not failed
-            with self.db.write(self.study_id) as s:  # user stop: back to the queue, rerun on resume
-                t = s.get(Trial, trial_id)
-                if t is not None:
-                    t.state, t.error = "queued", "cancelled when the study was stopped"
-                    t.epochs_trained = (t.epochs_trained or 0.0) + trained
-            return False
-        with self._lock:
-            exploit = self.exploits.pop(trial_id, None)
-        if exploit is not None and outcome.state == "complete":
-            return self._exploit(trial_id, exploit, trained)
-        values = outcome.values
-        state = outcome.state
-        error = outcome.error
-        finished = bool((values or {}).get("budget_reached", 1.0))
-        if state == "complete" and self.turns and trial_id not in self.baselines and not finished:
-            self._pause_member(trial_id, trained)  # end of a PBT segment: the next member's turn
-            return False
-        if state == "complete":
-            missing = [n for n, _ in self.objectives if n not in (values or {})]
-            if missing:
-                state, error = (
-                    "failed",
-                    (
-                        f"the workload's result lacks objective(s) {missing}; "
-                        f"it returned {sorted(values or {})}"
-                    ),
-                )
-            elif outcome.stopped and not finished:
-                state = "pruned"  # stopped before its last report; a trial trained to the end is complete
-        tell_values = values if state != "failed" else None
-        with self._lock:
-            if trial_id not in self.baselines:
-                try:
-                    self.opt.tell(self.ids[trial_id], tell_values, state=state)
-                except (
-                    InvalidConfig
-                ) as err:  # e.g. a constraint's metric is missing from the result
-                    state, error, tell_values = (
-                        "failed",
-                        f"the optimiser refused the result: {err}",
-                        None,
-                    )
-                    self.opt.tell(self.ids[trial_id], None, state="failed")
-            if (
-                error
-            ):  # users see the reason without server paths or tracebacks; the log keeps it whole
-                log.info("study %s trial %s %s: %s", self.study_id, trial_id, state, error)
-            with self.db.write(self.study_id) as s:
-                t = s.get(Trial, trial_id)
-                t.state, t.values, t.error, t.finished_at = (
-                    state,
-                    finite_or_none(values),
-                    public_error(error),
-                    utcnow(),
-                )
-                self._judge(t, values if state != "failed" else None)
-                t.epochs_trained = (t.epochs_trained or 0.0) + trained
-                if outcome.attempt is not None and outcome.attempt > t.attempts:
-                    t.attempts = outcome.attempt  # the executor retried a lost worker itself (Ray)
-                if outcome.retries:
-                    self._event(
-                        s, "retries", {"trial_id": trial_id, "retries": list(outcome.retries)}
-                    )
-                if trial_id not in self.baselines:
-                    self._event(
-                        s,
-                        "tell",
-                        {"trial_id": trial_id, "values": exact(tell_values), "state": state},
-                    )
-                ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
-                if ckpt.is_dir() and any(ckpt.iterdir()):
-                    s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
-        if state == "complete":
-            self._queue_tests()
-        return False
-
-    def _judge(self, t: Trial, values: dict[str, float] | None) -> None:
-        """Store whether ``t``'s final values satisfy the study's constraints (and why not)."""
-        known = self.known if t.kind != "baseline" else None
-        t.feasible, t.infeasible_reason = feasibility(
-            self.constraints, values, known, dict(t.config)
-        )
+        """Members of a population-based study (the optimiser's declared ``population``) on a
+        peft workload take turns (segments of ``population.interval`` reports); python workloads
+        define their own steps, so their members all run at once."""
+        return self.opt.population is not None and self.spec["workload"].get("kind") == "peft"
 
     # -- end ----------------------------------------------------------------------------------
     def _pause(self, elapsed: float) -> None:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from autopeft.workers.base import is_loopback_host
+from autopeft.net import is_loopback_host
 
 DEFAULT_HOME = Path("~/.autopeft").expanduser()
 # A secret that is known to everybody; refused on non-loopback addresses.
@@ -120,9 +120,6 @@ class Settings(BaseSettings):
         return tuple(p.strip() for p in (self.python_modules or "").split(",") if p.strip())
 
 
-is_loopback = is_loopback_host  # the bind rule's test of a host
-
-
 def apply_data_dirs(settings: Settings) -> None:
     """Make the dataset-path rule of :func:`autopeft.trials.data.check_server_path` this process's
     (and its trial processes') rule: ``settings.data_dirs`` when given, else no server path at all
@@ -136,13 +133,13 @@ def apply_data_dirs(settings: Settings) -> None:
     uploads = str(Path(settings.datasets_path).expanduser().resolve())
     if settings.data_dirs is not None:
         os.environ[DATA_DIRS_ENV] = os.pathsep.join(p for p in (settings.data_dirs, uploads) if p)
-    elif not is_loopback(settings.host):
+    elif not is_loopback_host(settings.host):
         os.environ[DATA_DIRS_ENV] = uploads
 
 
 def check_bind(settings: Settings) -> None:
     """Refuse a non-loopback address without a configured secret (raises ``ValueError``)."""
-    if not is_loopback(settings.host) and (
+    if not is_loopback_host(settings.host) and (
         not settings.secret or settings.secret == DEFAULT_SECRET or len(settings.secret) < 16
     ):
         raise ValueError(

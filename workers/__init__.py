@@ -1,5 +1,5 @@
 """Executors: where trials run. ``autopeft.workers.base`` is the contract; ``local`` runs one
-process per trial on this machine; a Ray executor follows the same contract."""
+process per trial on this machine; ``ray`` one Ray task per attempt on a cluster."""
 
 from autopeft.workers.base import Executor, TrialOutcome, TrialSpec, create_executor
 

@@ -27,10 +27,8 @@ import contextlib
 import io
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +173,7 @@ def run_trial(
     """
     import ray
 
-    from autopeft.trials import TrialContext, run_workload
+    from autopeft.workers._attempt import run_attempt
 
     ctx_rt = ray.get_runtime_context()
     node = ctx_rt.get_node_id()
@@ -227,38 +225,10 @@ def run_trial(
         log_cm = _redirect_output(log_path)
     try:
         with log_cm:
-            ctx = TrialContext(
-                trial_id=spec["trial_id"],
-                number=spec["number"],
-                checkpoint_dir=ckpt,
-                restore_dir=restore,
-                reporter=reporter,
-                budget=spec.get("budget"),
-                resources=spec.get("resources") or None,
-            )
-            try:
-                values = run_workload(spec["workload"], spec["config"], ctx)
-                values = {str(k): float(v) for k, v in dict(values).items()}
-            except (Exception, SystemExit) as err:
-                tb = traceback.format_exc(limit=8)
-                print(
-                    traceback.format_exc(), file=sys.stderr, flush=True
-                )  # the worker log keeps it whole
-                from autopeft.workers.gpus import is_cuda_oom
-
-                return {
-                    "type": "error",
-                    "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}",
-                    "node_id": node,
-                    "oom": is_cuda_oom(err),
-                }
-            stopped = ctx.last_decision not in (None, True, "continue")
-            result: dict[str, Any] = {
-                "type": "done",
-                "values": values,
-                "stopped": bool(stopped),
-                "node_id": node,
-            }
+            result = run_attempt(spec, reporter, ckpt, restore, (Exception, SystemExit))
+            result["node_id"] = node
+            if result["type"] == "error":
+                return result
             try:
                 result["checkpoint"] = shipped_checkpoint()
             except CheckpointTooLarge as err:

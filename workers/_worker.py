@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 
 
 def _watch_parent(parent: int) -> None:
@@ -40,7 +39,7 @@ def main(argv: list[str]) -> int:
         out.write(json.dumps(msg, allow_nan=True) + "\n")
         out.flush()
 
-    from autopeft.trials import TrialContext, run_workload  # the heavy part of start-up
+    from autopeft.workers._attempt import run_attempt  # imports the workloads: start-up's bulk
 
     send({"type": "ready"})
     line = inp.readline()
@@ -63,36 +62,11 @@ def main(argv: list[str]) -> int:
             os._exit(71)  # controller gone
         return json.loads(answer)["decision"]
 
-    ctx = TrialContext(
-        trial_id=spec["trial_id"],
-        number=spec["number"],
-        checkpoint_dir=spec.get("checkpoint_dir"),
-        restore_dir=spec.get("restore_dir"),
-        reporter=reporter,
-        budget=spec.get("budget"),
-        resources=spec.get("resources") or None,
+    result = run_attempt(
+        spec, reporter, spec.get("checkpoint_dir"), spec.get("restore_dir"), (BaseException,)
     )
-    try:
-        values = run_workload(spec["workload"], spec["config"], ctx)
-        values = {str(k): float(v) for k, v in dict(values).items()}
-    except BaseException as err:
-        tb = traceback.format_exc(limit=8)
-        print(
-            traceback.format_exc(), file=sys.stderr, flush=True
-        )  # the whole traceback: the worker log
-        from autopeft.workers.gpus import is_cuda_oom
-
-        send(
-            {
-                "type": "error",
-                "message": f"{type(err).__name__}: {err}\n{tb[-3000:]}",
-                "oom": is_cuda_oom(err),
-            }
-        )
-        return 1
-    stopped = ctx.last_decision not in (None, True, "continue")
-    send({"type": "done", "values": values, "stopped": bool(stopped)})
-    return 0
+    send(result)
+    return 0 if result["type"] == "done" else 1
 
 
 if __name__ == "__main__":

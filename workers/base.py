@@ -1,6 +1,6 @@
 """The executor contract.
 
-An executor runs trials somewhere (local processes, Ray actors) and reports back through two
+An executor runs trials somewhere (local processes, Ray tasks) and reports back through two
 callbacks given at submission:
 
 * ``on_report(step, metrics) -> decision`` — called for every ``trial.report`` of the workload,
@@ -27,7 +27,6 @@ so that a remote executor (Ray) can ship it as is.
 from __future__ import annotations
 
 import abc
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -50,16 +49,6 @@ def relay_decision(on_report: OnReport, step: int, metrics: dict[str, Any]) -> s
     if decision is None or decision is True or decision == "continue":
         return "continue"
     return "stop"
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or an address in 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -110,7 +99,9 @@ OnDone = Callable[[TrialOutcome], None]
 
 
 class Executor(abc.ABC):
-    """Runs trials. Implementations: :class:`autopeft.workers.local.LocalProcessExecutor`."""
+    """Runs trials. Implementations: :class:`autopeft.workers.local.LocalProcessExecutor` and
+    :class:`autopeft.workers.ray.RayExecutor`; ``tests/workers/test_executor_contract.py`` holds
+    both to this contract."""
 
     name: str = "abstract"
 
@@ -136,14 +127,14 @@ class Executor(abc.ABC):
 
 
 def create_executor(kind: str, **options: Any) -> Executor:
-    """``local`` (one process per trial) or ``ray`` (``autopeft.workers.ray``, its own issue)."""
+    """``local`` (one process per trial) or ``ray`` (one Ray task per attempt; needs ``ray``)."""
     if kind == "local":
         from autopeft.workers.local import LocalProcessExecutor
 
         return LocalProcessExecutor(**options)
     if kind == "ray":
         try:
-            from autopeft.workers.ray import RayExecutor  # type: ignore[import-not-found]
+            from autopeft.workers.ray import RayExecutor
         except ImportError as err:
             raise ValueError(f"the ray executor is not available: {err}") from None
         return RayExecutor(**options)

@@ -29,18 +29,13 @@ cannot tell them apart. What Ray adds:
   are not retried (they would fail again). A dead controller's tasks die with its Ray job;
   the controller requeues them when it starts again.
 
-Cluster. ``address`` connects to a running cluster (``ray start --head``; see docs/ray.md);
-without one a private local Ray is started on 127.0.0.1 in its own temp dir, and stopped by
-``shutdown`` (which removes that temp dir when the executor created it). For loopback clusters the executor sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-before importing Ray: otherwise Ray replaces 127.0.0.1 by the host's address and listens there.
+Cluster: ``address`` joins a running one (``ray start --head``; see docs/ray.md), else a private
+local Ray is started on 127.0.0.1 (:mod:`autopeft.workers._ray_cluster`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -48,9 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import InvalidConfig
+from autopeft.workers._ray_cluster import Cluster, first_line, task_outcome, worker_env
 from autopeft.workers._ray_remote import (
     CheckpointTooLarge,
-    Hub,
     dir_signature,
     pack_dir,
     run_trial,
@@ -62,52 +57,12 @@ from autopeft.workers.base import (
     OnReport,
     TrialOutcome,
     TrialSpec,
-    is_loopback_host,
     relay_decision,
 )
 from autopeft.workers.gpus import MemoryMargin, inventory
 from autopeft.workers.placement import ResourceRequest, request_for
 
 log = logging.getLogger("autopeft.workers.ray")
-
-_SYSTEM_ERRORS = (
-    "WorkerCrashedError",
-    "NodeDiedError",
-    "ObjectLostError",
-    "OwnerDiedError",
-    "RaySystemError",
-    "LocalRayletDiedError",
-    "OutOfMemoryError",
-    "ActorDiedError",
-    "ActorUnavailableError",
-    "RayActorError",
-    "ObjectFetchTimedOutError",
-    "ObjectReconstructionFailedError",
-)
-
-
-def _is_loopback(address: str | None) -> bool:
-    """A private local Ray (None / "local"), or a cluster whose head is on a loopback address."""
-    if not address or address == "local":
-        return True
-    return is_loopback_host(address.split("://")[-1].rsplit(":", 1)[0])
-
-
-def _import_ray(loopback: bool):
-    if loopback:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    if loopback and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
-        from ray._private import ray_constants  # read once at import; Ray was imported before us
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    return ray
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @dataclass
@@ -154,7 +109,6 @@ class RayExecutor(Executor):
         self,
         address: str | None = None,
         *,
-        ray_address: str | None = None,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
         resources: dict[str, float] | None = None,
@@ -188,7 +142,6 @@ class RayExecutor(Executor):
             )
         if int(max_retries) < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
-        address = address or ray_address
         local_gpus = inventory()
         if gpu_memory_bytes is None and local_gpus:
             gpu_memory_bytes = min(g.memory for g in local_gpus)
@@ -215,104 +168,37 @@ class RayExecutor(Executor):
         self._lock = threading.Lock()
         self._runs: dict[int, _Run] = {}
         self._closed = False
-        self._nodes_cache: tuple[float, list[dict]] = (0.0, [])
-        self._data_refs: dict[
-            str, Any
-        ] = {}  # sha256 -> object ref of a dataset file (a few, newest last)
 
-        renv = dict(runtime_env or {})
-        env_vars = dict(renv.get("env_vars") or {})
-        env_vars.update(env or {})
-        if pythonpath:
-            env_vars["PYTHONPATH"] = os.pathsep.join(
-                p for p in (pythonpath, env_vars.get("PYTHONPATH")) if p
-            )
-        if env_vars:
-            renv["env_vars"] = env_vars
-        ray = self._ray = _import_ray(_is_loopback(address))
-        self.owns_ray = not ray.is_initialized()
-        if not self.owns_ray:
-            log.info(
-                "Ray is already initialised in this process: using that cluster (it is not stopped at shutdown)"
-            )
-        elif address and address != "local":
-            ray.init(
-                address=address, namespace=namespace, runtime_env=renv or None, log_to_driver=False
-            )
-        else:
-            self._own_temp_dir = None if temp_dir else tempfile.mkdtemp(prefix="autopeft-ray-")
-            self._temp_dir = temp_dir or self._own_temp_dir
-            ray.init(
-                address="local",
-                _node_ip_address="127.0.0.1",
-                include_dashboard=False,
-                num_cpus=num_cpus,
-                num_gpus=num_gpus,
-                resources=resources,
-                labels=node_labels,
-                object_store_memory=object_store_memory,
-                _temp_dir=self._temp_dir,
-                namespace=namespace,
-                runtime_env=renv or None,
-                log_to_driver=False,
-            )
-        self.driver_node = ray.get_runtime_context().get_node_id()
-        self._task = ray.remote(run_trial)
-        self._hub_lock = threading.Lock()
-        self._hub = self._new_hub()
-
-    # -- hub ----------------------------------------------------------------------------------
-    def _new_hub(self):
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        hub = (
-            self._ray.remote(Hub)
-            .options(
-                num_cpus=0,
-                max_concurrency=10_000,
-                name=f"autopeft-hub-{uuid.uuid4().hex[:8]}",
-                scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node, soft=False),
-            )
-            .remote()
+        self.cluster = Cluster(
+            address,
+            namespace,
+            worker_env(runtime_env, env, pythonpath),
+            temp_dir,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            labels=node_labels,
+            object_store_memory=object_store_memory,
         )
-        self._ray.get(hub.ping.remote(), timeout=120)
-        return hub
-
-    def _hub_for(self, broken: Any = None):
-        """The live hub; a new one if ``broken`` (the handle that failed) is still the current one."""
-        with self._hub_lock:
-            if broken is not None and broken is self._hub:
-                log.warning("the report hub actor died; starting a new one")
-                self._hub = self._new_hub()
-            return self._hub
+        ray = self._ray = self.cluster.ray
+        self.owns_ray = self.cluster.owned
+        if not self.owns_ray:
+            log.info("Ray is already initialised in this process: using that cluster (not stopped)")
+        self.driver_node = self.cluster.driver_node
+        self._task = ray.remote(run_trial)
 
     # -- placement ----------------------------------------------------------------------------
     def request(self, spec: TrialSpec) -> ResourceRequest:
         """The resource request of ``spec`` (public for tests and tools)."""
         defaults = dict(self._defaults)
-        if defaults["gpus"] == "auto" and not self._cluster_gpus():
+        if defaults["gpus"] == "auto" and not self.cluster.total("GPU"):
             defaults["gpus"] = 0.0
         return request_for(
             spec.workload, spec.config, spec.resources, margin=self.margin.factor, **defaults
         )
 
-    def _cluster_gpus(self) -> float:
-        return sum(n.get("Resources", {}).get("GPU", 0.0) for n in self._alive_nodes(5.0))
-
-    def _alive_nodes(self, max_age: float = 1.0) -> list[dict]:
-        stamp, nodes = self._nodes_cache
-        if time.monotonic() - stamp > max_age:
-            nodes = [n for n in self._ray.nodes() if n.get("Alive")]
-            self._nodes_cache = (time.monotonic(), nodes)
-        return nodes
-
-    def _feasible(self, req: ResourceRequest) -> bool:
-        return any(
-            req.fits(n.get("Resources", {}), n.get("Labels") or {}) for n in self._alive_nodes()
-        )
-
     def capacity(self) -> int | None:
-        cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in self._alive_nodes(5.0))
+        cpus = self.cluster.total("CPU")
         return int(cpus // self._defaults["cpus"]) if self._defaults["cpus"] else None
 
     # -- contract -----------------------------------------------------------------------------
@@ -404,7 +290,7 @@ class RayExecutor(Executor):
     def _attempt(self, run: _Run, req: ResourceRequest) -> tuple[TrialOutcome | None, str | None]:
         """Run one attempt. Returns ``(outcome, None)`` when it ended, ``(None, reason)`` when it was lost."""
         ray, spec = self._ray, run.spec
-        hub = self._hub_for()
+        hub = self.cluster.hub()
         run.key = key = f"{spec.trial_id}:{spec.attempt}:{uuid.uuid4().hex[:8]}"
         run.node = None
         restore_blob = None
@@ -413,7 +299,7 @@ class RayExecutor(Executor):
                 restore_blob = pack_dir(spec.restore_dir, self._max_ckpt)
             except CheckpointTooLarge as err:
                 return TrialOutcome("failed", error=str(err)), None
-        data = self._data_ref(spec.data_file)
+        data = self.cluster.data_ref(spec.data_file) if self._transfer != "shared" else None
         with self._lock:
             if run.cancelled or self._closed:
                 return None, "cancelled"
@@ -439,11 +325,11 @@ class RayExecutor(Executor):
                     try:
                         event = ray.get(nxt)
                     except ray.exceptions.RayError as err:
-                        self._hub_for(broken=hub)
+                        self.cluster.hub(broken=hub)
                         self._cancel_ref(ref, force=True)
                         return (
                             None,
-                            f"attempt {spec.attempt}: the report channel was lost ({_first_line(err)})",
+                            f"attempt {spec.attempt}: the report channel was lost ({first_line(err)})",
                         )
                     if event is not None:
                         started = True
@@ -455,40 +341,26 @@ class RayExecutor(Executor):
                             self._cancel_ref(ref, force=True)
                             return (
                                 None,
-                                f"attempt {spec.attempt} lost its worker: {_first_line(err)}",
+                                f"attempt {spec.attempt} lost its worker: {first_line(err)}",
                             )
                     nxt = hub.next.remote(key, self._poll * 5)
                     continue
                 if ref in ready:
-                    return self._finish(run, ref)
+                    return task_outcome(
+                        self._ray, ref, run.cancelled, spec.attempt, run.node, spec.checkpoint_dir
+                    )
                 if not started:
-                    if self._feasible(req):
+                    if self.cluster.can_hold(req):
                         pending_since = time.monotonic()
                     elif time.monotonic() - pending_since >= self._infeasible_timeout:
                         self._cancel_ref(ref, force=True)
-                        return TrialOutcome("failed", error=self._infeasible_message(req)), None
+                        why = self.cluster.infeasible(req, self._infeasible_timeout)
+                        return TrialOutcome("failed", error=why), None
         finally:
             try:
                 hub.drop.remote(key)
             except Exception:
                 pass
-
-    def _data_ref(self, data_file: dict[str, Any] | None) -> list | None:
-        """``[object ref]`` of the trial's dataset file (in a list: a task fetches it only when its node
-        needs a copy), put into the object store once per content; None when not shipped."""
-        if not data_file or self._transfer == "shared":
-            return None
-        sha = data_file["sha256"]
-        with self._lock:
-            ref = self._data_refs.get(sha)
-        if ref is None:
-            with open(data_file["path"], "rb") as fh:
-                ref = self._ray.put(fh.read())
-            with self._lock:
-                self._data_refs[sha] = ref
-                while len(self._data_refs) > 4:
-                    self._data_refs.pop(next(iter(self._data_refs)))
-        return [ref]
 
     def _handle_event(self, run: _Run, hub: Any, key: str, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -501,48 +373,6 @@ class RayExecutor(Executor):
             if refs and run.spec.checkpoint_dir:
                 unpack_dir(self._ray.get(refs[0]), run.spec.checkpoint_dir)
             hub.answer.remote(key, relay_decision(run.on_report, event["step"], event["metrics"]))
-
-    def _finish(self, run: _Run, ref: Any) -> tuple[TrialOutcome | None, str | None]:
-        ray = self._ray
-        try:
-            res = ray.get(ref)
-        except ray.exceptions.TaskCancelledError:
-            return TrialOutcome("failed", error="cancelled", cancelled=True), None
-        except ray.exceptions.RayError as err:
-            if run.cancelled:
-                return TrialOutcome("failed", error="cancelled", cancelled=True), None
-            if {c.__name__ for c in type(err).__mro__} & set(_SYSTEM_ERRORS):
-                where = f" on {run.node}" if run.node else ""
-                return (
-                    None,
-                    f"attempt {run.spec.attempt} lost its worker{where}: {_first_line(err)}",
-                )
-            return TrialOutcome("failed", error=f"{_first_line(err)}"), None
-        if res.get("type") == "error":
-            return TrialOutcome("failed", error=res["message"], oom=bool(res.get("oom"))), None
-        if res.get("checkpoint") and run.spec.checkpoint_dir:
-            unpack_dir(res["checkpoint"], run.spec.checkpoint_dir)
-        return TrialOutcome(
-            "complete", values=res["values"], stopped=bool(res.get("stopped"))
-        ), None
-
-    def _infeasible_message(self, req: ResourceRequest) -> str:
-        nodes = (
-            "; ".join(
-                f"{n.get('NodeManagerAddress')}: "
-                + ", ".join(
-                    f"{v:g} {k}"
-                    for k, v in sorted(n.get("Resources", {}).items())
-                    if not k.startswith("node:") and k != "object_store_memory"
-                )
-                for n in self._alive_nodes(0.0)
-            )
-            or "none alive"
-        )
-        return (
-            f"no node of the Ray cluster can hold this trial's request ({req.describe()}) "
-            f"for {self._infeasible_timeout:g} s; nodes: {nodes}"
-        )
 
     def cancel(self, trial_id: int) -> bool:
         with self._lock:
@@ -579,11 +409,4 @@ class RayExecutor(Executor):
             for run in runs:
                 if run.thread is not None:
                     run.thread.join(timeout=max(10.0, self._poll * 3))
-        try:
-            self._ray.kill(self._hub)
-        except Exception:
-            pass
-        if self.owns_ray:
-            self._ray.shutdown()
-            if getattr(self, "_own_temp_dir", None):
-                shutil.rmtree(self._own_temp_dir, ignore_errors=True)
+        self.cluster.close()

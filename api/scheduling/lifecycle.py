@@ -60,6 +60,23 @@ class Lifecycle:
                     dict(zip(BUDGET_KEYS, budget_of(self.spec))),
                 )
 
+    def _compute_spent(self) -> bool:
+        limit = self.spec.get("max_epochs")
+        if limit is None:
+            return False
+        with self.db.read() as s:
+            used = float(
+                s.scalar(
+                    select(func.coalesce(func.sum(Trial.epochs_trained), 0.0)).where(
+                        Trial.study_id == self.study_id
+                    )
+                )
+                or 0.0
+            )
+        with self._lock:  # a run in flight counts what it is planned to train, not what it has
+            used += sum(max(self.planned.get(t, 0.0), p) for t, p in self.progress.items())
+        return used >= float(limit)
+
     def _finish(self, elapsed: float, message: str | None) -> bool:
         """Mark the study finished; False (and the new budget taken) when it was extended meanwhile.
         The row is locked (PostgreSQL) so an ``extend`` commits wholly before or after this."""

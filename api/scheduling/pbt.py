@@ -14,13 +14,13 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
 from autopeft.api.models import Trial, TrialReport, utcnow
 from autopeft.api.scheduling.values import exact
 from autopeft.api.services.studies import trial_dir
+from autopeft.optim.base import Exploit
 
 log = logging.getLogger("autopeft.scheduler")
 
@@ -32,7 +32,7 @@ class PBTTurns:
             return True
         with self._lock:
             alive = len(self.inflight - self.baselines) + len(self.paused)
-        return alive < int(self.opt.options["population_size"])
+        return alive < self.opt.population.size
 
     def _pause_member(self, trial_id: int, trained: float) -> None:
         with self.db.write(self.study_id) as s:
@@ -46,15 +46,12 @@ class PBTTurns:
                 .limit(1)
             )
         with self._lock:
-            self.next_step[trial_id] = int(last or 0) + int(
-                self.opt.options["perturbation_interval"]
-            )
+            self.next_step[trial_id] = int(last or 0) + self.opt.population.interval
             self.paused.append(trial_id)
 
-    def _exploit(self, trial_id: int, exploit: Any, trained: float) -> bool:
+    def _exploit(self, trial_id: int, exploit: Exploit, trained: float) -> bool:
         """PBT: continue this trial from the donor's checkpoint with the perturbed config; the
         donor's checkpoint is copied into this trial's folder now (the donor may train on)."""
-        config = getattr(exploit, "config", None)
         donor_tid = self.by_opt_id.get(str(exploit.source_id))
         with self.db.read() as s:
             t = s.get(Trial, trial_id)
@@ -69,8 +66,7 @@ class PBTTurns:
         copied = donor is not None and _copy_checkpoint(donor, own)
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
-            if config is not None:
-                t.config = dict(config)
+            t.config = dict(exploit.config)
             if donor_tid is not None:
                 t.parent_id = donor_tid
             t.epochs_trained = (t.epochs_trained or 0.0) + trained
@@ -94,8 +90,8 @@ class PBTTurns:
         if self.turns:
             # the member goes on from the copied checkpoint's report (the donor may be ahead)
             start = max(int(exploit.step), _checkpoint_report(own) if copied else 0)
-            nxt = start + int(self.opt.options["perturbation_interval"])
-            last = self.opt.options.get("max_step")
+            nxt = start + self.opt.population.interval
+            last = self.opt.population.max_step
             with self._lock:
                 self.next_step[trial_id] = min(nxt, int(last)) if last else nxt
                 self.paused.append(trial_id)

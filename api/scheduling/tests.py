@@ -56,21 +56,13 @@ class HeldOutTests:
             )
         spec.restore_dir = str(root / "checkpoint")
         spec.log_path = str(root / "test.log")
-        if self.m.cpus_per_trial:
-            spec.resources = {"cpus": self.m.cpus_per_trial, "gpus": 0}
         with self._lock:
             self.evaluating.add(trial_id)
-        try:
-            spec.workload, spec.data_file = self.m.trial_workload(
-                spec.workload
-            )  # e.g. an uploaded dataset
-            self.executor.submit(
-                spec,
-                lambda step, values: "continue",
-                lambda outcome: self._on_tested(trial_id, outcome),
-            )
-        except Exception as err:
-            self._on_tested(trial_id, TrialOutcome("failed", error=f"could not submit: {err}"))
+        self._dispatch(
+            spec,
+            lambda step, values: "continue",
+            lambda outcome: self._on_tested(trial_id, outcome),
+        )
 
     def _on_tested(self, trial_id: int, outcome: TrialOutcome) -> None:
         try:

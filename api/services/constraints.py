@@ -39,7 +39,7 @@ PEFT_FINAL_METRICS = (
 
 def constraints_of(spec: Mapping[str, Any]) -> list[tuple[str, str, float]]:
     """The study's constraints as ``(metric, op, bound)`` (empty without any)."""
-    from autopeft.optim.base import _check_constraints
+    from autopeft.optim.checks import check_constraints as _check_constraints
 
     options = (spec.get("optimizer") or {}).get("options") or {}
     return _check_constraints(options.get("constraints"))
@@ -85,7 +85,7 @@ def feasibility(
     """``(feasible, reason)`` of a trial's final ``values``: ``(None, None)`` without values (a
     failed trial); ``(False, "trainable_params = 2.1e+06 violates <= 1e+06; ...")``
     naming every violated constraint; ``(True, None)`` otherwise (always, without constraints)."""
-    from autopeft.optim.base import _OPS
+    from autopeft.optim.checks import OPS as _OPS
 
     if values is None:
         return None, None

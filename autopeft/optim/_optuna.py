@@ -46,6 +46,8 @@ def _to_params(config: dict, space) -> dict:
 
 
 class _OptunaOptimizer(BaseOptimizer):
+    REBUILDS_BY_ADD = False  # every ask changes the sampler's study: replay real asks
+
     def __init__(self, space, objectives, seed=0, **options):
         super().__init__(space, objectives, seed, **options)
         import optuna

@@ -35,7 +35,7 @@ import numpy as np
 
 from autopeft.errors import InvalidConfig
 from autopeft.optim import pareto as _pareto
-from autopeft.optim.base import BaseOptimizer, Exploit
+from autopeft.optim.base import BaseOptimizer, Exploit, Population
 
 DEFAULT_MUTABLE = ("lr", "learning_rate", "weight_decay", "dropout", "lora.dropout", "warmup_ratio")
 
@@ -106,6 +106,7 @@ _POPULATION_OPTIONS = {
 
 class PBTOptimizer(BaseOptimizer):
     name = "pbt"
+    REBUILDS_BY_ADD = False  # an exploit changes a member's config after its ask
     OPTIONS = {
         **_POPULATION_OPTIONS,
         "metric": None,
@@ -226,10 +227,10 @@ class PBTOptimizer(BaseOptimizer):
             source.id, dict(config), step, {k: (a, b) for k, (a, b, _) in changes.items()}
         )
 
-    def _on_replayed_report(self, record, step, values):
-        interval = self.options["perturbation_interval"]
-        if step - self._last_perturb.get(record.id, 0) >= interval:
-            self._last_perturb[record.id] = step
+    @property
+    def population(self) -> Population:
+        o = self.options
+        return Population(o["population_size"], o["perturbation_interval"], o["max_step"])
 
     # ------------------------------------------------------------------ lineage
     @property

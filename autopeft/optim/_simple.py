@@ -27,6 +27,7 @@ class RandomOptimizer(BaseOptimizer):
     seeded by ``(seed, i)``, so suggestions depend on nothing but the trial number."""
 
     name = "random"
+    REBUILDS_BY_ADD = True
 
     def _suggest(self, n, first_number):
         return [(self._random_config(first_number + j), None, None) for j in range(n)]
@@ -37,6 +38,7 @@ class SobolOptimizer(BaseOptimizer):
     space-filling design."""
 
     name = "sobol"
+    REBUILDS_BY_ADD = True
 
     def _suggest(self, n, first_number):
         return [(c, None, None) for c in sobol_configs(self.space, self.seed, n, first_number)]

@@ -4,12 +4,13 @@ Invariants (every optimiser, checked by ``tests/optim/test_contract.py``):
 
 * **Pure state.** An optimiser's state is a function of its construction arguments (space,
   objectives, seed, options) and the sequence of calls made on it (``ask``, ``tell``,
-  ``report``). Randomness comes only from generators seeded by ``(seed, trial number, ...)``,
-  never from a shared stream, so a controller rebuilds an optimiser after a restart by
-  creating it with the same arguments and replaying the stored calls in order; :meth:`replay`
-  rebuilds from stored trials (see its docstring for what that reproduces exactly). Suggestions of ``random``, ``sobol`` and ``mobo`` depend only
-  on the trial numbers and the told data, so for them :meth:`add_trial` (register a finished
-  trial without computing a suggestion) rebuilds equally well and cheaply.
+  ``report``, ``add_trial``). Randomness comes only from generators seeded by ``(seed, trial
+  number, ...)``, never from a shared stream, so a controller rebuilds an optimiser after a
+  restart by creating it with the same arguments and replaying the stored calls in order (the
+  one rebuild path; the scheduler logs every call as an event, ``autopeft.api.scheduling.replay``).
+* **Capabilities.** What a controller may rely on beyond the calls above is declared, never
+  guessed from the optimiser's name: :attr:`BaseOptimizer.REBUILDS_BY_ADD` (every optimiser
+  declares it) and :attr:`BaseOptimizer.population` (population-based training).
 * **Ids.** Trial ids are the integers 0, 1, 2, ... in ask order; ``Suggestion.id`` is the id
   to pass to ``tell`` / ``report``.
 * **Valid configs.** Every suggested config is ``space.validate``-normalised; a batch
@@ -29,102 +30,36 @@ from __future__ import annotations
 
 import abc
 import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from autopeft.errors import InvalidConfig
 from autopeft.optim import pareto as _pareto
+from autopeft.optim.checks import OPS, check_constraints, check_objectives
+from autopeft.optim.records import (
+    STATES,
+    TELL_STATES,
+    Exploit,
+    Population,
+    Suggestion,
+    Trial,
+    _TrialRecord,
+    config_key,
+    derive_seed,
+)
 
-STATES = ("running", "complete", "failed", "pruned")
-TELL_STATES = ("complete", "failed", "pruned")
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le,
-    "<": operator.lt,
-    ">=": operator.ge,
-    ">": operator.gt,
-    "==": operator.eq,
-}
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    """One config to evaluate. ``parent_id``: the trial it was derived from (PBT, warm-start
-    none); ``budget``: the step budget to train for when the optimiser sets one."""
-
-    id: int
-    config: dict
-    parent_id: int | None = None
-    budget: float | None = None
-
-
-@dataclass(frozen=True)
-class Exploit:
-    """``report`` answer of PBT: load trial ``source_id``'s latest checkpoint, continue with
-    ``config``. ``changes`` maps each changed key to ``(old, new)`` relative to the source."""
-
-    source_id: int
-    config: dict
-    step: int
-    changes: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Trial:
-    """A read-only snapshot of one trial."""
-
-    id: int
-    config: dict
-    state: str
-    values: dict | None = None
-    parent_id: int | None = None
-    reports: dict = field(default_factory=dict)  # step -> values
-    note: str | None = None
-
-    @property
-    def last_step(self) -> int | None:
-        return max(self.reports) if self.reports else None
-
-
-class _TrialRecord:
-    """Mutable internal record (never handed out; see :meth:`snapshot`)."""
-
-    __slots__ = ("id", "config", "state", "values", "parent_id", "reports", "note")
-
-    def __init__(self, id: int, config: dict, parent_id: int | None = None):
-        self.id, self.config, self.parent_id = id, dict(config), parent_id
-        self.state, self.values, self.reports, self.note = "running", None, {}, None
-
-    def snapshot(self) -> Trial:
-        return Trial(
-            self.id,
-            dict(self.config),
-            self.state,
-            None if self.values is None else dict(self.values),
-            self.parent_id,
-            {s: dict(v) for s, v in self.reports.items()},
-            self.note,
-        )
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from integers / strings, stable across processes (no ``hash()``)."""
-    ints = [
-        int(p) if not isinstance(p, str) else sum((i + 1) * ord(c) for i, c in enumerate(p))
-        for p in parts
-    ]
-    state = np.random.SeedSequence([abs(i) for i in ints]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31 ^ int(state[1])) & ((1 << 63) - 1)
-
-
-def config_key(config: Mapping[str, Any]) -> tuple:
-    """Hashable identity of a config (floats rounded to 12 significant digits)."""
-    return tuple(
-        sorted((k, float(f"{v:.12g}") if isinstance(v, float) else v) for k, v in config.items())
-    )
+__all__ = [
+    "STATES",
+    "BaseOptimizer",
+    "Exploit",
+    "Population",
+    "Suggestion",
+    "Trial",
+    "config_key",
+    "derive_seed",
+]
 
 
 class BaseOptimizer(abc.ABC):
@@ -141,6 +76,12 @@ class BaseOptimizer(abc.ABC):
     """
 
     name: ClassVar[str] = "base"
+    #: Capability, declared by every optimiser (no default): True when a suggestion depends only
+    #: on its trial number and the told data, so registering a stored trial's config with
+    #: ``add_trial(config, state="running")`` in place of replaying its ``ask`` rebuilds the same
+    #: optimiser without recomputing the suggestion (a GP fit per trial for ``mobo``). False
+    #: where the ask itself changes state (Optuna's study, a PBT member's later exploits).
+    REBUILDS_BY_ADD: ClassVar[bool]
     #: option names this optimiser accepts besides the common ones (with defaults)
     OPTIONS: ClassVar[dict[str, Any]] = {}
     COMMON_OPTIONS: ClassVar[tuple[str, ...]] = (
@@ -153,7 +94,7 @@ class BaseOptimizer(abc.ABC):
 
     def __init__(self, space, objectives: Sequence[tuple[str, str]], seed: int = 0, **options: Any):
         self.space = space
-        self.objectives = _check_objectives(objectives)
+        self.objectives = check_objectives(objectives)
         self.objective_names = [n for n, _ in self.objectives]
         self.directions = [d for _, d in self.objectives]
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -174,7 +115,7 @@ class BaseOptimizer(abc.ABC):
                 raise InvalidConfig(
                     f"known_objectives[{key!r}] must be callable", "known_objectives"
                 )
-        self.constraints = _check_constraints(options.get("constraints"))
+        self.constraints = check_constraints(options.get("constraints"))
         ref = options.get("reference_point")
         if ref is not None:
             if len(ref) != len(self.objectives):
@@ -294,6 +235,13 @@ class BaseOptimizer(abc.ABC):
         """Snapshots of every trial in id order."""
         return tuple(r.snapshot() for r in self._records)
 
+    @property
+    def population(self) -> Population | None:
+        """Capability: None, or how the members of a population-based optimiser train (PBT:
+        ``report`` may answer an :class:`Exploit` every ``interval`` reports of a member). A
+        controller may then run members in turns of ``interval`` reports, ``size`` alive."""
+        return None
+
     def add_trial(
         self, config: dict, values: Mapping[str, float] | None = None, state: str = "complete"
     ) -> Trial:
@@ -307,42 +255,6 @@ class BaseOptimizer(abc.ABC):
             return record.snapshot()
         return self.tell(record.id, values, state)
 
-    def replay(self, trials: Sequence[Trial]) -> None:
-        """Rebuild from stored trials (e.g. the controller's database after a restart), in id
-        order: each is registered with :meth:`add_trial` (its stored config, values and state;
-        ``running`` ones stay running), and its stored reports are fed to the early stopper's
-        rungs and the optimiser's report bookkeeping *without* taking decisions again.
-
-        Stored trials do not record how asks and tells interleaved, so the rebuilt optimiser
-        equals the original one exactly for optimisers whose suggestions depend only on the
-        trial numbers and the told data (``random``, ``sobol``, ``mobo``, and ``pbt``/``mopbt``
-        for new members); ``tpe`` and ``nsga2`` get the same evaluated configs and values in their
-        Optuna study, but their next suggestion may differ. For an exact
-        rebuild of everything, replay the logged ask/tell/report calls in their original order.
-        """
-        for t in sorted(trials, key=lambda t: t.id):
-            if t.id != len(self._records):
-                raise InvalidConfig(
-                    f"stored trial ids must be 0, 1, 2, ... in order; got {t.id} "
-                    f"where {len(self._records)} was expected",
-                    "trials",
-                )
-            config = self.space.validate(t.config)
-            record = _TrialRecord(len(self._records), config, t.parent_id)
-            self._records.append(record)
-            self._seen.add(config_key(config))
-            self._on_ask(record)
-            for step in sorted(t.reports):
-                values = self._complete_values(record.config, t.reports[step])
-                record.reports[step] = values
-                self._on_replayed_report(record, step, values)
-                if self._stopper is not None:
-                    y = self._objective_vector(values)
-                    if y is not None:
-                        self._stopper.decide(record.id, step, y)
-            if t.state != "running":
-                self.tell(record.id, t.values, t.state)
-
     # ------------------------------------------------------------------ helpers for subclasses
     def rng(self, *salt: int | str) -> np.random.Generator:
         """A generator seeded by ``(seed, *salt)``; use the trial number as salt."""
@@ -352,7 +264,7 @@ class BaseOptimizer(abc.ABC):
         if values is None:
             return False
         for metric, op, bound in self.constraints:
-            if metric not in values or not _OPS[op](values[metric], bound):
+            if metric not in values or not OPS[op](values[metric], bound):
                 return False
         return True
 
@@ -368,7 +280,7 @@ class BaseOptimizer(abc.ABC):
         """Constraints on metrics in ``known_objectives`` hold for ``config`` (others unknown → True)."""
         for metric, op, bound in self.constraints:
             fn = self.known_objectives.get(metric)
-            if fn is not None and not _OPS[op](float(fn(config)), bound):
+            if fn is not None and not OPS[op](float(fn(config)), bound):
                 return False
         return True
 
@@ -453,54 +365,3 @@ class BaseOptimizer(abc.ABC):
 
     def _on_report(self, record: _TrialRecord, step: int, values: dict) -> str | Exploit:
         return "continue"
-
-    def _on_replayed_report(self, record: _TrialRecord, step: int, values: dict) -> None:
-        """A stored report fed back by :meth:`replay` (no decision is taken)."""
-
-
-def _check_objectives(objectives: Any) -> list[tuple[str, str]]:
-    if not isinstance(objectives, (list, tuple)) or not objectives:
-        raise InvalidConfig(
-            "objectives must be a non-empty list of (name, direction)", "objectives"
-        )
-    out = []
-    for item in objectives:
-        if isinstance(item, Mapping):
-            item = (item.get("name"), item.get("direction"))
-        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
-            raise InvalidConfig(f"each objective is (name, direction), got {item!r}", "objectives")
-        if item[1] not in _pareto.DIRECTIONS:
-            raise InvalidConfig(
-                f"direction of {item[0]!r} must be 'minimize' or 'maximize', got {item[1]!r}",
-                "objectives",
-            )
-        out.append((item[0], item[1]))
-    names = [n for n, _ in out]
-    if len(set(names)) != len(names):
-        raise InvalidConfig(f"duplicate objective names {names}", "objectives")
-    return out
-
-
-def _check_constraints(raw: Any) -> list[tuple[str, str, float]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, (list, tuple)):
-        raise InvalidConfig("constraints must be a list of (metric, op, bound)", "constraints")
-    out = []
-    for item in raw:
-        if isinstance(item, Mapping):
-            item = (item.get("metric"), item.get("op"), item.get("bound"))
-        if (
-            not isinstance(item, (list, tuple))
-            or len(item) != 3
-            or not isinstance(item[0], str)
-            or item[1] not in _OPS
-            or isinstance(item[2], bool)
-            or not isinstance(item[2], (int, float))
-        ):
-            raise InvalidConfig(
-                f"each constraint is (metric, op in {list(_OPS)}, number), got {item!r}",
-                "constraints",
-            )
-        out.append((item[0], item[1], float(item[2])))
-    return out

@@ -1,5 +1,5 @@
 """Contract tests every optimiser runs (like optuna/testing): valid configs, failed tells,
-rebuild by replay, distinct batches, read-only views, clear errors."""
+rebuild by replay, declared capabilities, distinct batches, read-only views, clear errors."""
 
 from __future__ import annotations
 
@@ -153,48 +153,43 @@ def test_importing_optim_does_not_import_heavy_libraries():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["random", "sobol", "mobo"])
-def test_stateless_optimizers_rebuild_from_stored_trials_with_add_trial(name, mixed_space):
+def test_every_optimiser_declares_its_capabilities(mixed_space):
+    from autopeft.optim import optimizer_class
+    from autopeft.optim.base import BaseOptimizer, Population
+
+    for name in OPTIMIZERS:
+        cls = optimizer_class(name)
+        declared = [c for c in cls.__mro__ if "REBUILDS_BY_ADD" in vars(c)]
+        assert declared and declared[0] is not BaseOptimizer, name
+        assert isinstance(cls.REBUILDS_BY_ADD, bool), name
+        population = make(name, mixed_space).population
+        assert population is None or isinstance(population, Population), name
+    assert make("pbt", mixed_space, population_size=3, perturbation_interval=2).population == (
+        Population(3, 2, None)
+    )
+    assert make("mobo", mixed_space).population is None
+
+
+def _rebuild_by_add(opt, calls, configs):
+    """The scheduler's rebuild of a ``REBUILDS_BY_ADD`` optimiser: each logged ask registers the
+    stored config with ``add_trial`` (running); reports and tells are replayed as logged."""
+    for call in calls:
+        if call[0] == "ask":
+            for _ in range(call[1]):
+                opt.add_trial(configs[len(opt.trials)], state="running")
+        elif call[0] == "report":
+            opt.report(call[1], call[2], call[3])
+        else:
+            opt.tell(call[1], call[2], call[3])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_optimiser_that_rebuilds_by_add_trial_gives_the_same_next_suggestion(name, mixed_space):
     a = make(name, mixed_space, seed=3)
-    run_history(a)
+    if not type(a).REBUILDS_BY_ADD:
+        pytest.skip(f"{name} rebuilds by replaying its asks")
+    calls = run_history(a)
     b = make(name, mixed_space, seed=3)
-    for t in a.trials:
-        b.add_trial(t.config, t.values, t.state)
-    assert [t.state for t in b.trials] == [t.state for t in a.trials]
+    _rebuild_by_add(b, calls, [t.config for t in a.trials])
+    assert b.trials == a.trials
     assert [s.config for s in a.ask(2)] == [s.config for s in b.ask(2)]
-
-
-EXACT_FROM_STORED = [n for n in NAMES if n.split("+")[-1] not in ("tpe", "nsga2", "gp")]
-
-
-@pytest.mark.parametrize("name", EXACT_FROM_STORED)
-def test_replay_of_stored_trials_gives_the_same_next_suggestion(name, mixed_space):
-    a = make(name, mixed_space, seed=5)
-    run_history(a)
-    running = a.ask(1)[0]  # a trial in flight when the controller died
-    b = make(name, mixed_space, seed=5)
-    b.replay(a.trials)
-    assert [t.state for t in b.trials] == [t.state for t in a.trials]
-    assert b.trials[running.id].state == "running"
-    assert [s.config for s in a.ask(2)] == [s.config for s in b.ask(2)]
-    b.tell(running.id, None, "failed")
-
-
-@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp"])
-def test_replay_of_stored_trials_rebuilds_the_optuna_study(name, mixed_space):
-    # stored trials do not say how asks and tells interleaved, so Optuna's next suggestion may
-    # differ; the study it learns from must hold the same evaluated configs and values
-    a = make(name, mixed_space, seed=5)
-    run_history(a)
-    b = make(name, mixed_space, seed=5)
-    b.replay(a.trials)
-
-    def done(opt):
-        return sorted(
-            (str(sorted(t.params.items())), tuple(t.values))
-            for t in opt._study.trials
-            if t.state.name == "COMPLETE"
-        )
-
-    assert done(a) == done(b) and len(done(a)) == sum(t.state == "complete" for t in a.trials)
-    assert mixed_space.validate(b.ask(1)[0].config)

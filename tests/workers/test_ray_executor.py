@@ -1,5 +1,7 @@
-"""RayExecutor on a private local Ray (started by the executor on 127.0.0.1): results, reports,
-stop decisions, failure reasons, retries of lost workers, cancel, placement, checkpoints."""
+"""What only the RayExecutor does, on a private local Ray (started by the executor on
+127.0.0.1): attempts and retries of lost workers, placement, checkpoints through the object
+store, a borrowed cluster left running. The contract it shares with the local executor
+(results, reports, decisions, failures, cancel, shutdown) is test_executor_contract.py."""
 
 from __future__ import annotations
 
@@ -12,78 +14,22 @@ import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[default]')")
 
-from autopeft.workers import TrialSpec, create_executor
-from tests.workers.conftest import REPO, Recorder, wait_for
+from autopeft.workers import create_executor
+from tests.workers.conftest import REPO, Recorder, run, spec_of, wait_for
 from tests.workers.workloads import records
 
-_IDS = iter(range(1000, 100000))
 
-
-def _spec(tmp_path: Path, entry: str, resources: dict | None = None, **config) -> TrialSpec:
-    tid = next(_IDS)
-    workload = {"kind": "python", "entrypoint": f"tests.workers.workloads:{entry}"}
-    if resources is not None:
-        workload["resources"] = resources
-    config = {"x": 0.3, "y": 0.0, "record_dir": str(tmp_path / "records"), **config}
-    (tmp_path / "records").mkdir(exist_ok=True)
-    return TrialSpec(
-        trial_id=tid,
-        study_id=1,
-        number=tid,
-        config=config,
-        workload=workload,
-        checkpoint_dir=str(tmp_path / f"ckpt-{tid}"),
-        log_path=str(tmp_path / f"worker-{tid}.log"),
-    )
-
-
-def _run(executor, spec, rec=None, timeout=120):
-    rec = rec or Recorder()
-    executor.submit(spec, rec.on_report, rec.on_done)
-    out = rec.outcome(timeout)
-    wait_for(lambda: spec.trial_id not in executor.running(), 10, "the trial to leave running()")
-    return out, rec
-
-
-def test_result_and_reports_flow_back(ray_executor, tmp_path):
-    spec = _spec(tmp_path, "quick")
-    out, rec = _run(ray_executor, spec)
-    assert out.state == "complete" and not out.stopped and out.error is None
-    assert out.values == {"accuracy": pytest.approx(1.0), "cost": pytest.approx(0.3)}
-    assert [s for s, _ in rec.reports] == [0, 1, 2]
-    assert rec.reports[1][1] == {"accuracy": pytest.approx(0.1)}
-    assert out.attempt == 1 and out.retries == [] and spec.attempt == 1
+def test_one_attempt_with_its_granted_resources(ray_executor, tmp_path):
+    spec = spec_of(tmp_path, "quick")
+    out, _ = run(ray_executor, spec)
+    assert out.state == "complete" and out.attempt == 1 and spec.attempt == 1
     (record,) = records(tmp_path / "records")
     assert record["resources"] == {"cpus": 1.0, "gpus": 0.0}
 
 
-def test_stop_decision_reaches_the_workload(ray_executor, tmp_path):
-    out, rec = _run(
-        ray_executor,
-        _spec(tmp_path, "steps", steps=5, step_s=0.01),
-        Recorder(decision=lambda step: "stop" if step == 1 else "continue"),
-    )
-    assert out.state == "complete" and out.stopped
-    assert [s for s, _ in rec.reports] == [0, 1]
-
-
-def test_non_continue_decisions_are_relayed_as_stop(ray_executor, tmp_path):
-    out, rec = _run(
-        ray_executor, _spec(tmp_path, "quick"), Recorder(decision=object())
-    )  # e.g. a PBT Exploit
-    assert out.state == "complete" and out.stopped and len(rec.reports) == 1
-
-
-def test_exception_is_a_failed_trial_with_the_message_and_no_retry(ray_executor, tmp_path):
-    spec = _spec(tmp_path, "raises")
-    out, _ = _run(ray_executor, spec)
-    assert out.state == "failed" and "ValueError: bad luck with x=0.300" in out.error
-    assert out.attempt == 1 and out.retries == []
-
-
 def test_crashed_worker_is_retried_then_completes(ray_executor, tmp_path):
-    spec = _spec(tmp_path, "crash_once", marker=str(tmp_path / "crashed"))
-    out, rec = _run(ray_executor, spec)
+    spec = spec_of(tmp_path, "crash_once", marker=str(tmp_path / "crashed"))
+    out, rec = run(ray_executor, spec)
     assert out.state == "complete", out.error
     assert out.attempt == 2 and spec.attempt == 2
     assert len(out.retries) == 1 and "attempt 1 lost its worker" in out.retries[0]
@@ -92,8 +38,8 @@ def test_crashed_worker_is_retried_then_completes(ray_executor, tmp_path):
 
 
 def test_always_crashing_worker_fails_after_max_retries_with_the_reason(ray_executor, tmp_path):
-    spec = _spec(tmp_path, "crash")
-    out, rec = _run(ray_executor, spec)
+    spec = spec_of(tmp_path, "crash")
+    out, rec = run(ray_executor, spec)
     assert out.state == "failed" and not out.cancelled
     assert "gave up after 3 attempts; max_retries=2" in out.error
     assert "lost its worker" in out.error
@@ -102,7 +48,7 @@ def test_always_crashing_worker_fails_after_max_retries_with_the_reason(ray_exec
 
 def test_worker_killed_from_outside_mid_trial_is_retried(ray_executor, tmp_path):
     release = tmp_path / "release"
-    spec = _spec(tmp_path, "until_released", release=str(release))
+    spec = spec_of(tmp_path, "until_released", release=str(release))
     rec = Recorder()
     ray_executor.submit(spec, rec.on_report, rec.on_done)
     first = wait_for(lambda: records(tmp_path / "records"), 120, "the first attempt to start")[0]
@@ -114,37 +60,23 @@ def test_worker_killed_from_outside_mid_trial_is_retried(ray_executor, tmp_path)
     assert "attempt 1 lost its worker" in out.retries[0] and f"pid {first['pid']}" in out.retries[0]
 
 
-def test_cancel(ray_executor, tmp_path):
-    spec = _spec(tmp_path, "until_released", release=str(tmp_path / "never"))
-    rec = Recorder()
-    ray_executor.submit(spec, rec.on_report, rec.on_done)
-    wait_for(lambda: rec.reports, 120, "the trial to report")
-    assert spec.trial_id in ray_executor.running()
-    assert ray_executor.cancel(spec.trial_id)
-    out = rec.outcome(60)
-    assert (
-        out.state == "failed" and out.cancelled and out.error == "cancelled" and out.retries == []
-    )
-    assert not ray_executor.cancel(123456789)
-
-
 def test_infeasible_request_fails_with_the_reason_instead_of_waiting(ray_executor, tmp_path):
-    out, _ = _run(
-        ray_executor, _spec(tmp_path, "quick", resources={"custom": {"no_such_thing": 1}})
+    out, _ = run(
+        ray_executor, spec_of(tmp_path, "quick", resources={"custom": {"no_such_thing": 1}})
     )
     assert out.state == "failed" and "no node of the Ray cluster can hold" in out.error
     assert "1 no_such_thing" in out.error and "4 CPU" in out.error
 
 
 def test_bad_resources_fail_the_trial_with_the_field(ray_executor, tmp_path):
-    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"gpus": 1.5}))
+    out, _ = run(ray_executor, spec_of(tmp_path, "quick", resources={"gpus": 1.5}))
     assert out.state == "failed" and "workload.resources.gpus" in out.error
 
 
 def test_custom_resource_and_memory_request(ray_executor, tmp_path):
-    out, _ = _run(
+    out, _ = run(
         ray_executor,
-        _spec(
+        spec_of(
             tmp_path, "quick", resources={"custom": {"special": 1}, "memory": "64MiB", "cpus": 0.5}
         ),
     )
@@ -159,9 +91,9 @@ def test_custom_resource_and_memory_request(ray_executor, tmp_path):
 
 
 def test_node_labels_select_nodes(ray_executor, tmp_path):
-    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"labels": {"zone": "a"}}))
+    out, _ = run(ray_executor, spec_of(tmp_path, "quick", resources={"labels": {"zone": "a"}}))
     assert out.state == "complete", out.error
-    out, _ = _run(ray_executor, _spec(tmp_path, "quick", resources={"labels": {"zone": "b"}}))
+    out, _ = run(ray_executor, spec_of(tmp_path, "quick", resources={"labels": {"zone": "b"}}))
     assert (
         out.state == "failed"
         and "label zone=b" in out.error
@@ -176,7 +108,7 @@ def test_half_gpu_trials_pack_four_onto_two_declared_gpus(ray_executor, tmp_path
     recs = []
     for _ in range(5):
         rec = Recorder()
-        spec = _spec(tmp_path, "until_released", resources=gpu, release=str(release))
+        spec = spec_of(tmp_path, "until_released", resources=gpu, release=str(release))
         ray_executor.submit(spec, rec.on_report, rec.on_done)
         recs.append(rec)
     wait_for(lambda: len(records(tmp_path / "records")) >= 4, 120, "4 trials running at once")
@@ -200,13 +132,13 @@ def test_checkpoints_travel_through_the_object_store(ray_executor, tmp_path):
     )
     try:
         assert not ex.owns_ray
-        donor = _spec(tmp_path, "checkpointing", steps=2)
-        out, _ = _run(ex, donor)
+        donor = spec_of(tmp_path, "checkpointing", steps=2)
+        out, _ = run(ex, donor)
         assert out.values == {"start": 0.0, "counter": 2.0}
         assert json.loads((Path(donor.checkpoint_dir) / "state.json").read_text()) == {"counter": 2}
-        target = _spec(tmp_path, "checkpointing", steps=3)
+        target = spec_of(tmp_path, "checkpointing", steps=3)
         target.restore_dir = donor.checkpoint_dir
-        out, _ = _run(ex, target)
+        out, _ = run(ex, target)
         assert out.values == {"start": 2.0, "counter": 5.0}
         assert json.loads((Path(target.checkpoint_dir) / "state.json").read_text()) == {
             "counter": 5
@@ -225,7 +157,7 @@ def test_oversized_checkpoint_is_refused(ray_executor, tmp_path):
         "ray", checkpoint_transfer="object_store", max_checkpoint_bytes=4, pythonpath=str(REPO)
     )
     try:
-        out, _ = _run(ex, _spec(tmp_path, "checkpointing", steps=1))
+        out, _ = run(ex, spec_of(tmp_path, "checkpointing", steps=1))
         assert (
             out.state == "failed"
             and "max_checkpoint_bytes" in out.error
@@ -235,18 +167,11 @@ def test_oversized_checkpoint_is_refused(ray_executor, tmp_path):
         ex.shutdown()
 
 
-def test_shutdown_leaves_running_trials_without_on_done(ray_executor, tmp_path):
+def test_shutdown_of_an_executor_that_borrowed_ray_leaves_ray_running(ray_executor):
     ex = create_executor("ray", pythonpath=str(REPO), poll_s=0.5)
-    spec = _spec(tmp_path, "until_released", release=str(tmp_path / "never"))
-    rec = Recorder()
-    ex.submit(spec, rec.on_report, rec.on_done)
-    wait_for(lambda: rec.reports, 120, "the trial to report")
+    assert not ex.owns_ray
     ex.shutdown()
-    assert not rec.done.is_set() and ex.running() == []
-    with pytest.raises(RuntimeError, match="shut down"):
-        ex.submit(_spec(tmp_path, "quick"), rec.on_report, rec.on_done)
-    ex.shutdown()  # idempotent
-    assert ray_executor._ray.is_initialized()  # a borrowed cluster is left running
+    assert ray_executor._ray.is_initialized()
 
 
 def test_create_executor_knows_ray():

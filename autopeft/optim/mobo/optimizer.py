@@ -60,6 +60,7 @@ class MOBOOptimizer(BaseOptimizer):
     """
 
     name = "mobo"
+    REBUILDS_BY_ADD = True  # its state is a function of the trials told, by number
     OPTIONS = {
         "n_initial": None,
         "model": "gp",

@@ -1,0 +1,53 @@
+"""Baseline trials (a mixin of ``StudyRunner``): ``spec.baselines`` names hand-picked reference
+points (``autopeft.trials.baselines``), each run once as a trial of kind ``baseline`` with its
+own workload, never told to the optimiser, and counted in ``max_trials``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from autopeft.api.models import Trial
+
+
+class Baselines:
+    def _baselines_to_create(self) -> list[str]:
+        with self.db.read() as s:
+            done = set(
+                s.scalars(
+                    select(Trial.label).where(
+                        Trial.study_id == self.study_id, Trial.kind == "baseline"
+                    )
+                )
+            )
+        return [b for b in self.spec.get("baselines") or [] if b not in done]
+
+    def _create_baseline(self, name: str, number: int) -> None:
+        from autopeft.trials.baselines import baseline_trial
+
+        config, _ = baseline_trial(name, self.spec["workload"])
+        with self.db.write(self.study_id) as s:
+            trial = Trial(
+                study_id=self.study_id,
+                number=number,
+                state="queued",
+                config=config,
+                optimizer_id="",
+                attempts=0,
+                kind="baseline",
+                label=name,
+            )
+            s.add(trial)
+            s.flush()
+            tid = trial.id
+        with self._lock:
+            self.baselines.add(tid)
+        self._submit(tid)
+
+    def _workload_of(self, t: Trial) -> dict[str, Any]:
+        if t.kind == "baseline":
+            from autopeft.trials.baselines import baseline_trial
+
+            return baseline_trial(t.label, self.spec["workload"])[1]
+        return self.spec["workload"]

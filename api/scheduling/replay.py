@@ -1,0 +1,110 @@
+"""The study's optimiser history (a mixin of ``StudyRunner``): every ask / add / report / tell is
+appended to ``events`` in the transaction of the trial change it belongs to, and a new runner
+rebuilds its optimiser by replaying them in order (optimisers are a pure function of seed +
+history: ``autopeft.optim.base``). This is the one rebuild path.
+
+An optimiser that declares ``REBUILDS_BY_ADD`` has each logged ask replayed as ``add_trial`` of
+the trial's stored config (no suggestion recomputed: a GP fit per trial for ``mobo``); any other
+replays the real ask, and a suggestion that differs from the stored trial (other id, or other
+config for a trial PBT never changed) is counted and logged as a divergence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import func, select
+
+from autopeft.api.models import Event, Trial, TrialReport
+from autopeft.api.scheduling.values import unexact
+from autopeft.optim.base import config_key
+
+log = logging.getLogger("autopeft.scheduler")
+
+
+class HistoryReplay:
+    def _event(self, s, kind: str, payload: dict[str, Any]) -> None:
+        """Append one entry to the history, in the caller's transaction ``s``."""
+        self.seq += 1
+        s.add(Event(study_id=self.study_id, seq=self.seq, kind=kind, payload=payload))
+
+    def _replay(self) -> list[int]:
+        """Rebuild the optimiser from ``events``; return the trial ids to run again (those
+        ``queued`` or ``running`` when the previous runner ended), in trial-number order."""
+        with self.db.read() as s:
+            events = s.scalars(
+                select(Event).where(Event.study_id == self.study_id).order_by(Event.seq)
+            ).all()
+            unfinished = s.scalars(
+                select(Trial.id)
+                .where(Trial.study_id == self.study_id, Trial.state.in_(("queued", "running")))
+                .order_by(Trial.number)
+            ).all()
+            rows = s.execute(
+                select(Trial.id, Trial.config, Trial.parent_id, Trial.kind).where(
+                    Trial.study_id == self.study_id
+                )
+            ).all()
+        self.baselines = {tid for tid, _, _, kind in rows if kind == "baseline"}
+        configs = {tid: config for tid, config, _, _ in rows}
+        cloned = {tid for tid, _, parent, _ in rows if parent is not None}  # PBT may change them
+        by_add = type(self.opt).REBUILDS_BY_ADD
+        diverged = 0
+        for ev in events:
+            p = ev.payload
+            tid = p["trial_id"]
+            if ev.kind == "ask":
+                if by_add and tid in configs:
+                    opt_id = self.opt.add_trial(configs[tid], state="running").id
+                else:
+                    sugg = self.opt.ask(1)[0]
+                    opt_id = sugg.id
+                    if (
+                        tid in configs
+                        and tid not in cloned
+                        and config_key(sugg.config) != config_key(configs[tid])
+                    ):
+                        diverged += 1
+                if str(opt_id) != p["optimizer_id"]:
+                    diverged += 1
+                self._know(tid, opt_id)
+            elif ev.kind == "add":  # a reused warm-start trial (scheduling.warmstart)
+                self._know(
+                    tid, self.opt.add_trial(p["config"], unexact(p["values"]), "complete").id
+                )
+            elif ev.kind == "report":
+                self.opt.report(self.ids[tid], p["step"], unexact(p["values"]))
+            elif ev.kind == "tell":
+                self.opt.tell(self.ids[tid], unexact(p["values"]), state=p["state"])
+            self.seq = ev.seq
+        if diverged:
+            log.warning(
+                "study %s: optimiser replay diverged from the stored trials %d time(s) (other id or "
+                "config); the optimiser is not a pure function of seed + history",
+                self.study_id,
+                diverged,
+            )
+        if events:
+            log.info(
+                "study %s: replayed %d events; requeueing %d trial(s)",
+                self.study_id,
+                len(events),
+                len(unfinished),
+            )
+        if (
+            self.turns
+        ):  # paused or running PBT members go on with the segment after their last report
+            with self.db.read() as s:
+                for tid in unfinished:
+                    if tid not in self.baselines:
+                        last = s.scalar(
+                            select(func.max(TrialReport.step)).where(TrialReport.trial_id == tid)
+                        )
+                        self.next_step[tid] = int(last or 0) + self.opt.population.interval
+        return list(unfinished)
+
+    def _know(self, trial_id: int, opt_id: Any) -> None:
+        """Map a search trial to its optimiser id, both ways."""
+        self.ids[trial_id] = opt_id
+        self.by_opt_id[str(opt_id)] = trial_id

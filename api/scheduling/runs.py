@@ -1,0 +1,266 @@
+"""Training runs of trials (a mixin of ``StudyRunner``): submission to the executor, reports
+answered with the optimiser's decision, and outcomes stored and told (see the scheduler's module
+docstring for the states a trial ends in)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from sqlalchemy import select
+
+from autopeft.api.models import Checkpoint, Trial, TrialReport, utcnow
+from autopeft.api.scheduling.values import (
+    decision_name,
+    exact,
+    finite_or_none,
+    planned_epochs,
+    trial_budget,
+)
+from autopeft.api.services.constraints import feasibility
+from autopeft.api.services.studies import public_error, trial_dir
+from autopeft.errors import InvalidConfig
+from autopeft.workers.base import OnDone, OnReport, TrialOutcome, TrialSpec
+
+log = logging.getLogger("autopeft.scheduler")
+
+
+class TrialRuns:
+    def _ask_and_submit(self, number: int) -> None:
+        with self._lock:
+            sugg = self.opt.ask(1)[0]
+        parent = sugg.parent_id
+        with self.db.write(self.study_id) as s:
+            trial = Trial(
+                study_id=self.study_id,
+                number=number,
+                state="queued",
+                config=dict(sugg.config),
+                optimizer_id=str(sugg.id),
+                attempts=0,
+                parent_id=self.by_opt_id.get(str(parent)) if parent is not None else None,
+                budget=trial_budget(sugg.budget),
+            )
+            s.add(trial)
+            s.flush()
+            self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
+            tid = trial.id
+        with self._lock:
+            self._know(tid, sugg.id)
+            if self.turns:
+                self.next_step[tid] = self.opt.population.interval
+        self._submit(tid)
+
+    def _own_checkpoint(self, trial_id: int) -> str | None:
+        with self.db.read() as s:
+            number = s.get(Trial, trial_id).number
+        ckpt = trial_dir(self.m.artifacts_dir, self.study_id, number) / "checkpoint"
+        return str(ckpt) if (ckpt / "meta.json").is_file() else None
+
+    def _dispatch(self, spec: TrialSpec, on_report: OnReport, on_done: OnDone) -> bool:
+        """Hand ``spec`` to the executor with this server's per-trial resources and the workload
+        a worker runs (e.g. an uploaded dataset's file); a refusal is an ``on_done`` of a failed
+        run ("could not submit: ..."). True when submitted."""
+        if self.m.cpus_per_trial:
+            spec.resources = {"cpus": self.m.cpus_per_trial, "gpus": 0}
+        try:
+            spec.workload, spec.data_file = self.m.trial_workload(spec.workload)
+            self.executor.submit(spec, on_report, on_done)
+        except Exception as err:
+            on_done(TrialOutcome("failed", error=f"could not submit: {err}"))
+            return False
+        return True
+
+    def _submit(self, trial_id: int, requeue: bool = False, restore_dir: str | None = None) -> None:
+        with self._lock:  # in flight from here, so a cancel from now on goes through the executor
+            reason = self.cancelling.get(trial_id)
+            if reason is None:
+                self.inflight.add(trial_id)
+            else:  # cancelled before this run started (or between two PBT segments)
+                self.inflight.discard(trial_id)
+                self.progress.pop(trial_id, None)
+                self.planned.pop(trial_id, None)
+        if reason is not None:
+            self._end_cancelled(trial_id, reason)  # a no-op when cancel_trial ended it already
+            self._release_slot()
+            self._wake.set()
+            return
+        with self.db.write(self.study_id) as s:
+            t = s.get(Trial, trial_id)
+            t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
+            budget = t.budget
+            if trial_id in self.next_step:
+                budget = {**(budget or {}), "step": self.next_step[trial_id]}
+            spec = TrialSpec(
+                trial_id=t.id,
+                study_id=t.study_id,
+                number=t.number,
+                workload=self._workload_of(t),
+                config=dict(t.config),
+                attempt=t.attempts,
+                budget=budget,
+            )
+            last_epoch = s.scalar(
+                select(TrialReport.values)
+                .where(TrialReport.trial_id == trial_id)
+                .order_by(TrialReport.id.desc())
+                .limit(1)
+            )
+        root = trial_dir(self.m.artifacts_dir, self.study_id, spec.number)
+        spec.checkpoint_dir = str(root / "checkpoint")
+        spec.restore_dir = restore_dir
+        ckpt = root / "checkpoint"
+        if restore_dir is None and requeue and ckpt.is_dir() and any(ckpt.iterdir()):
+            spec.restore_dir = spec.checkpoint_dir  # continue where the dead attempt got to
+        spec.log_path = str(root / "worker.log")
+        with self._lock:
+            self.inflight.add(trial_id)
+            start = float((last_epoch or {}).get("epoch") or 0.0) if spec.restore_dir else 0.0
+            self.run_start[trial_id], self.progress[trial_id] = start, 0.0
+            self.planned[trial_id] = max(0.0, planned_epochs(spec) - start)
+        submitted = self._dispatch(
+            spec,
+            lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
+            lambda outcome: self._on_done(trial_id, outcome),
+        )
+        if not submitted:
+            return
+        with self._lock:
+            cancelled = trial_id in self.cancelling
+        if cancelled:  # cancelled while it was being submitted
+            self.executor.cancel(trial_id)
+
+    def _on_report(self, trial_id: int, attempt: int, step: int, values: dict[str, float]) -> Any:
+        if self._stop_requested.is_set():
+            return "stop"
+        with self._lock:
+            epoch = values.get("epoch")
+            if isinstance(epoch, (int, float)) and math.isfinite(epoch):
+                self.progress[trial_id] = max(0.0, float(epoch) - self.run_start.get(trial_id, 0.0))
+            if trial_id in self.baselines:
+                decision = "continue"
+            else:
+                decision = self.opt.report(self.ids[trial_id], step, values)
+            name = decision_name(decision)
+            with self.db.write(self.study_id) as s:
+                stored = finite_or_none(values)
+                s.add(
+                    TrialReport(
+                        trial_id=trial_id, attempt=attempt, step=step, values=stored, decision=name
+                    )
+                )
+                if trial_id not in self.baselines:
+                    self._event(
+                        s, "report", {"trial_id": trial_id, "step": step, "values": exact(values)}
+                    )
+            if name == "exploit":
+                self.exploits[trial_id] = decision
+        return "continue" if name == "continue" else "stop"
+
+    def _on_done(self, trial_id: int, outcome: TrialOutcome) -> None:
+        resubmitted = False
+        try:
+            resubmitted = self._handle_done(trial_id, outcome)
+        finally:
+            if not resubmitted:  # an exploiting trial stays in flight (keeps its slot): resubmitted
+                with self._lock:
+                    known = trial_id in self.inflight
+                    self.inflight.discard(trial_id)
+                    self.progress.pop(trial_id, None)
+                    self.planned.pop(trial_id, None)
+                if known:
+                    self._release_slot()
+            self._wake.set()
+
+    def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
+        """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
+        user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
+        trained = float((outcome.values or {}).get("epochs_trained") or 0.0)
+        with self._lock:
+            cancelled_by = self.cancelling.get(trial_id)
+        if cancelled_by is not None:  # a user cancelled this trial: failed, whatever it returned
+            self._end_cancelled(trial_id, cancelled_by, trained)
+            return False
+        if outcome.cancelled or (user_stop and (outcome.state == "failed" or outcome.stopped)):
+            # ended by the user's stop (cancelled, or told "stop" on its way out): not pruned, not failed
+            with self.db.write(self.study_id) as s:  # user stop: back to the queue, rerun on resume
+                t = s.get(Trial, trial_id)
+                if t is not None:
+                    t.state, t.error = "queued", "cancelled when the study was stopped"
+                    t.epochs_trained = (t.epochs_trained or 0.0) + trained
+            return False
+        with self._lock:
+            exploit = self.exploits.pop(trial_id, None)
+        if exploit is not None and outcome.state == "complete":
+            return self._exploit(trial_id, exploit, trained)
+        values = outcome.values
+        state = outcome.state
+        error = outcome.error
+        finished = bool((values or {}).get("budget_reached", 1.0))
+        if state == "complete" and self.turns and trial_id not in self.baselines and not finished:
+            self._pause_member(trial_id, trained)  # end of a PBT segment: the next member's turn
+            return False
+        if state == "complete":
+            missing = [n for n, _ in self.objectives if n not in (values or {})]
+            if missing:
+                state, error = (
+                    "failed",
+                    (
+                        f"the workload's result lacks objective(s) {missing}; "
+                        f"it returned {sorted(values or {})}"
+                    ),
+                )
+            elif outcome.stopped and not finished:
+                state = "pruned"  # stopped before its last report; a trial trained to the end is complete
+        tell_values = values if state != "failed" else None
+        with self._lock:
+            if trial_id not in self.baselines:
+                try:
+                    self.opt.tell(self.ids[trial_id], tell_values, state=state)
+                except (
+                    InvalidConfig
+                ) as err:  # e.g. a constraint's metric is missing from the result
+                    state, error, tell_values = (
+                        "failed",
+                        f"the optimiser refused the result: {err}",
+                        None,
+                    )
+                    self.opt.tell(self.ids[trial_id], None, state="failed")
+            if error:  # users see it without server paths or tracebacks; the log keeps it whole
+                log.info("study %s trial %s %s: %s", self.study_id, trial_id, state, error)
+            with self.db.write(self.study_id) as s:
+                t = s.get(Trial, trial_id)
+                t.state, t.values, t.error, t.finished_at = (
+                    state,
+                    finite_or_none(values),
+                    public_error(error),
+                    utcnow(),
+                )
+                self._judge(t, values if state != "failed" else None)
+                t.epochs_trained = (t.epochs_trained or 0.0) + trained
+                if outcome.attempt is not None and outcome.attempt > t.attempts:
+                    t.attempts = outcome.attempt  # the executor retried a lost worker itself (Ray)
+                if outcome.retries:
+                    self._event(
+                        s, "retries", {"trial_id": trial_id, "retries": list(outcome.retries)}
+                    )
+                if trial_id not in self.baselines:
+                    self._event(
+                        s,
+                        "tell",
+                        {"trial_id": trial_id, "values": exact(tell_values), "state": state},
+                    )
+                ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
+                if ckpt.is_dir() and any(ckpt.iterdir()):
+                    s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
+        if state == "complete":
+            self._queue_tests()
+        return False
+
+    def _judge(self, t: Trial, values: dict[str, float] | None) -> None:
+        """Store whether ``t``'s final values satisfy the study's constraints (and why not)."""
+        known = self.known if t.kind != "baseline" else None
+        t.feasible, t.infeasible_reason = feasibility(
+            self.constraints, values, known, dict(t.config)
+        )

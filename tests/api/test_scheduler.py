@@ -1,0 +1,236 @@
+"""The scheduler in-process: a real ``SchedulerManager`` / ``StudyRunner`` against a SQLite store in
+a temp dir, with a fake executor (a subclass of the real ``workers.base.Executor``) that runs
+nothing: the test decides when each submitted trial reports and how it ends."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from autopeft.api.db import Database
+from autopeft.api.migrate import upgrade
+from autopeft.api.models import Event, Study, Trial, User
+from autopeft.api.scheduler import SchedulerManager
+from autopeft.workers.base import Executor, TrialOutcome, TrialSpec
+from tests.api.conftest import python_study
+from tests.waiting import wait_for
+
+
+class FakeExecutor(Executor):
+    """Keeps every submission; ``report`` / ``finish`` play the worker's part. A cancel ends the
+    run at once with ``cancelled=True``, as the contract says."""
+
+    name = "fake"
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.runs: dict[int, tuple[TrialSpec, object, object]] = {}
+        self.submitted: list[TrialSpec] = []  # every submission, in order
+        self.cancelled: list[int] = []
+        self.peak = 0  # most runs in flight at once
+        self.closed = False
+
+    def submit(self, spec, on_report, on_done):
+        if self.closed:
+            raise RuntimeError("executor is shut down")
+        with self._lock:
+            self.runs[spec.trial_id] = (spec, on_report, on_done)
+            self.submitted.append(spec)
+            self.peak = max(self.peak, len(self.runs))
+
+    def report(self, trial_id: int, step: int, values: dict[str, float]):
+        with self._lock:
+            _, on_report, _ = self.runs[trial_id]
+        return on_report(step, values)
+
+    def finish(self, trial_id: int, outcome: TrialOutcome) -> None:
+        with self._lock:
+            _, _, on_done = self.runs.pop(trial_id)
+        on_done(outcome)
+
+    def cancel(self, trial_id):
+        with self._lock:
+            run = self.runs.pop(trial_id, None)
+            if run is not None:
+                self.cancelled.append(trial_id)
+        if run is None:
+            return False
+        run[2](TrialOutcome("failed", error="cancelled", cancelled=True))
+        return True
+
+    def running(self):
+        with self._lock:
+            return sorted(self.runs)
+
+    def shutdown(self, wait=True):
+        self.closed = True  # running trials get no on_done
+
+
+def values_of(spec: TrialSpec) -> dict[str, float]:
+    x, y = float(spec.config["x"]), float(spec.config["y"])
+    return {"accuracy": 1.0 - (x - 0.3) ** 2, "cost": x + 0.1 * y}
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'autopeft.db'}"
+    upgrade(url)
+    db = Database(url)
+    with db.write() as s:
+        s.add(User(name="alice"))
+    yield db
+    db.dispose()
+
+
+class Harness:
+    """One controller process's scheduler on ``store``; ``restart`` is a new one on the same DB."""
+
+    def __init__(self, db: Database, artifacts):
+        self.db, self.artifacts = db, artifacts
+        self.managers: list[SchedulerManager] = []
+        self.restart()
+
+    def restart(self) -> None:
+        if self.managers:
+            self.managers[-1].shutdown()
+        self.executor = FakeExecutor()
+        self.manager = SchedulerManager(self.db, self.executor, self.artifacts, cpus_per_trial=0)
+        self.managers.append(self.manager)
+
+    def create(self, **fields) -> int:
+        with self.db.write() as s:
+            user = s.scalar(select(User).where(User.name == "alice"))
+            study = Study(user_id=user.id, name="t", state="running", spec=python_study(**fields))
+            s.add(study)
+            s.flush()
+            sid = study.id
+        self.manager.start(sid)
+        return sid
+
+    def in_flight(self, n: int) -> list[int]:
+        return wait_for(
+            lambda: ids if len(ids := self.executor.running()) == n else None,
+            30,
+            f"{n} trial(s) in flight",
+        )
+
+    def complete(self, trial_id: int) -> None:
+        spec = self.executor.runs[trial_id][0]
+        self.executor.finish(trial_id, TrialOutcome("complete", values=values_of(spec)))
+
+    def complete_all(self, sid: int) -> None:
+        """Complete whatever is submitted until the study finishes."""
+
+        def step():
+            for tid in self.executor.running():
+                self.complete(tid)
+            return self.study(sid).state != "running"
+
+        wait_for(step, 60, "the study to finish")
+
+    def trials(self, sid: int) -> dict[int, Trial]:
+        with self.db.read() as s:
+            rows = s.scalars(select(Trial).where(Trial.study_id == sid)).all()
+        return {t.id: t for t in rows}
+
+    def study(self, sid: int) -> Study:
+        with self.db.read() as s:
+            return s.get(Study, sid)
+
+    def close(self) -> None:
+        for m in self.managers:
+            m.shutdown()
+
+
+@pytest.fixture
+def harness(store, tmp_path):
+    h = Harness(store, tmp_path / "artifacts")
+    yield h
+    h.close()
+
+
+def test_dispatches_up_to_max_parallel_and_stops_at_max_trials(harness):
+    sid = harness.create(max_trials=5, max_parallel=2)
+    for done in range(5):
+        first, *_ = harness.in_flight(min(2, 5 - done))
+        harness.complete(first)
+    wait_for(lambda: harness.study(sid).state == "finished", 30, "the study to finish")
+    trials = harness.trials(sid)
+    assert sorted(t.number for t in trials.values()) == [0, 1, 2, 3, 4]
+    assert all(t.state == "complete" and t.attempts == 1 for t in trials.values())
+    assert len(harness.executor.submitted) == 5 and harness.executor.peak == 2
+    assert harness.executor.running() == []
+
+
+def test_outcomes_are_stored_and_told_to_the_optimiser(harness):
+    sid = harness.create(max_trials=3, max_parallel=3)
+    a, b, c = harness.in_flight(3)
+    assert harness.executor.report(a, 0, {"accuracy": 0.5}) == "continue"
+    harness.complete(a)
+    harness.executor.finish(b, TrialOutcome("failed", error="ValueError: boom"))
+    harness.executor.finish(c, TrialOutcome("complete", values={"cost": 1.0}))  # no accuracy
+    wait_for(lambda: harness.study(sid).state == "finished", 30, "the study to finish")
+    trials = harness.trials(sid)
+    assert [trials[t].state for t in (a, b, c)] == ["complete", "failed", "failed"]
+    assert trials[b].error == "ValueError: boom" and "lacks objective" in trials[c].error
+    with harness.db.read() as s:  # the runner is gone; its history is in the store
+        events = s.scalars(select(Event).where(Event.study_id == sid).order_by(Event.seq)).all()
+    told = {e.payload["trial_id"]: e.payload["state"] for e in events if e.kind == "tell"}
+    assert told == {a: "complete", b: "failed", c: "failed"}
+    assert [e.kind for e in events].count("report") == 1
+
+
+def test_optimiser_state_follows_the_outcomes(harness):
+    sid = harness.create(max_trials=4, max_parallel=2)
+    a, b = harness.in_flight(2)
+    runner = harness.manager._live(sid)
+    harness.complete(a)
+    harness.executor.finish(b, TrialOutcome("failed", error="lost"))
+    harness.in_flight(2)
+    states = {t.id: t.state for t in runner.opt.trials}
+    assert states[runner.ids[a]] == "complete" and states[runner.ids[b]] == "failed"
+    assert runner.opt.trials[runner.ids[a]].values["cost"] == pytest.approx(
+        values_of(harness.executor.submitted[0])["cost"]
+    )
+
+
+def test_stop_cancels_running_trials_and_puts_them_back_in_the_queue(harness):
+    sid = harness.create(max_trials=6, max_parallel=2)
+    a, b = harness.in_flight(2)
+    harness.complete(a)
+    c, d = harness.in_flight(2)
+    harness.manager.stop(sid, wait=True)
+    assert sorted(harness.executor.cancelled) == sorted([c, d])
+    trials = harness.trials(sid)
+    assert trials[a].state == "complete"
+    assert {trials[t].state for t in (c, d)} == {"queued"}
+    assert len(trials) == 3 and harness.manager._live(sid) is None
+
+
+@pytest.mark.parametrize("optimizer", ["random", "tpe"])  # rebuilt by add_trial / by real asks
+def test_a_new_scheduler_on_the_same_store_resumes_the_study(harness, optimizer, caplog):
+    caplog.set_level(logging.INFO, logger="autopeft.scheduler")
+    sid = harness.create(max_trials=5, max_parallel=2, optimizer={"name": optimizer})
+    a, b = harness.in_flight(2)
+    harness.executor.report(b, 0, {"accuracy": 0.25})
+    harness.complete(a)
+    (c,) = set(harness.in_flight(2)) - {b}
+    before = harness.managers[-1]._live(sid).opt.trials
+    harness.restart()  # the old executor is shut down: b and c stay `running` in the store
+    assert {harness.trials(sid)[t].state for t in (b, c)} == {"running"}
+    harness.manager.recover()
+    requeued = harness.in_flight(2)
+    assert sorted(requeued) == sorted([b, c])
+    assert all(spec.attempt == 2 for spec in harness.executor.submitted)
+    runner = harness.manager._live(sid)
+    after = runner.opt.trials
+    assert after[: len(before)] == before  # the optimiser replayed its history exactly
+    harness.complete_all(sid)
+    trials = harness.trials(sid)
+    assert sorted(t.number for t in trials.values()) == [0, 1, 2, 3, 4]
+    assert all(t.state == "complete" for t in trials.values())
+    assert trials[a].attempts == 1 and trials[b].attempts == trials[c].attempts == 2
+    assert "replayed" in caplog.text and "diverged" not in caplog.text

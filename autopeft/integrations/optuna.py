@@ -27,7 +27,9 @@ How it works (the same split as Optuna's ``GPSampler``):
   conditional spaces, single-valued distributions) come from ``independent_sampler``
   (default ``RandomSampler(seed)``); a warning says so once complete trials exist.
 
-Objectives: ``value_0, value_1, ...`` with the study's directions (single- and multi-objective).
+Objectives: ``value_0, value_1, ...`` with the study's directions. ``mobo`` needs two or more
+objectives, so a single-objective study adds a constant objective ``_constant`` (0, given as a
+known objective, never modelled): hypervolume improvement then is improvement of ``value_0``.
 Constraints: ``constraints_func(frozen_trial) -> sequence of floats`` (feasible when all are
 ``<= 0``), stored after each trial as Optuna's own samplers store them, and modelled by
 ``mobo`` as ``constraint_j <= 0``. A complete trial whose constraints are missing is told as
@@ -65,6 +67,7 @@ __all__ = ["MoboSampler", "space_from_distributions"]
 
 _logger = optuna.logging.get_logger(__name__)
 _CONSTRAINTS_KEY = "constraints"  # where Optuna's samplers keep constraint values
+_PAD = "_constant"  # the second objective of a single-objective study (always 0)
 
 
 class _Codec:
@@ -185,6 +188,13 @@ class MoboSampler(BaseSampler):
         if self._constraints_func is not None:
             n_constraints = max((len(_constraints_of(t) or ()) for t in trials), default=0)
         options = dict(self._mobo_options)
+        if len(objectives) == 1:
+            # mobo models >= 2 objectives (qLogNEHVI); with a second, constant objective known
+            # exactly, hypervolume improvement is improvement of the first (expected improvement)
+            objectives.append((_PAD, "minimize"))
+            known = dict(options.get("known_objectives") or {})
+            known[_PAD] = _zero
+            options["known_objectives"] = known
         if n_constraints:
             options["constraints"] = [(f"constraint_{j}", "<=", 0.0) for j in range(n_constraints)]
         opt = create_optimizer("mobo", space, objectives, seed=self._seed, **options)
@@ -192,7 +202,7 @@ class MoboSampler(BaseSampler):
             config = _config_of(t, search_space, codecs)
             if config is None:
                 continue
-            values, state = _outcome(t, len(objectives), n_constraints)
+            values, state = _outcome(t, len(study.directions), n_constraints)
             if state is None:
                 continue
             opt.add_trial(config, values, state)
@@ -237,6 +247,10 @@ class MoboSampler(BaseSampler):
 
 
 # ---------------------------------------------------------------------- helpers
+def _zero(config: dict) -> float:
+    return 0.0
+
+
 def _fresh_seed() -> int:
     return int(np.random.SeedSequence().generate_state(1)[0])
 

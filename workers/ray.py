@@ -4,30 +4,18 @@ Same contract and semantics as :class:`autopeft.workers.local.LocalProcessExecut
 callbacks, same outcome states and messages for exceptions and cancels), so the scheduler
 cannot tell them apart. What Ray adds:
 
-* **Placement.** Each attempt asks for CPUs, GPUs (fractions pack several trials onto one
-  GPU), memory, custom resources and node labels, from the workload's ``resources`` and the
-  predicted memory of the trial (:mod:`autopeft.workers.placement`). A request that no node
-  of the cluster can ever hold fails the trial with the reason (after
-  ``infeasible_timeout_s``, for autoscaling clusters) instead of waiting forever.
-* **Reports** reach the controller as they arrive, through a hub actor on the controller's
-  node (see :mod:`autopeft.workers._ray_remote` for why), and the decision flows back.
-* **Datasets** (``TrialSpec.data_file``: an uploaded file on the controller's disk) reach nodes that do
-  not share it through the object store: the file is put once per content hash and written into a
-  node-local cache (same rule as checkpoints: ``checkpoint_transfer``).
-* **Checkpoints** (adapter-only) cross nodes through the object store (``checkpoint_transfer``
-  ``auto`` or ``object_store``), or are used in place on a shared file system (``shared``).
-* **GPUs.** Trials ask Ray for GPU shares (``gpus_per_trial="auto"``, the default, gives peft
-  trials their predicted memory times a safety margin over one GPU's memory when the cluster has
-  GPUs; Ray sets ``CUDA_VISIBLE_DEVICES``). The private local Ray declares the GPUs of
-  :func:`autopeft.workers.gpus.inventory`; one GPU's memory is read from it too (pass
-  ``gpu_memory_bytes`` for a cluster whose GPUs differ from the controller's node). A trial that runs
-  out of CUDA memory is asked again for a whole GPU (alone), and the margin grows; up to
-  ``oom_retries`` times, listed in ``outcome.retries``, not a failed config.
-* **Faults.** A lost worker process or node (``WorkerCrashedError``, ``NodeDiedError``, ...)
-  is retried up to ``max_retries`` times; each retry bumps ``spec.attempt`` and is listed in
-  ``outcome.retries``; after that the trial fails with the reason. Exceptions of the workload
-  are not retried (they would fail again). A dead controller's tasks die with its Ray job;
-  the controller requeues them when it starts again.
+* **Placement.** Each attempt asks for CPUs, GPUs (fractions pack trials onto one GPU), memory,
+  custom resources and node labels (:mod:`autopeft.workers.placement`); a request no node can
+  ever hold fails the trial with the reason after ``infeasible_timeout_s``.
+* **Reports** reach the controller as they arrive through a hub actor on its node
+  (:mod:`autopeft.workers._ray_remote`), and the decision flows back.
+* **Datasets and checkpoints** cross nodes through the object store (``checkpoint_transfer``
+  ``auto`` / ``object_store``, once per content hash) or are used in place (``shared``).
+* **GPUs.** ``gpus_per_trial="auto"`` asks for the predicted memory times a margin over one
+  GPU's memory (``gpu_memory_bytes`` where the cluster's GPUs differ from this node's); a CUDA
+  OOM is retried alone on a whole GPU with a larger margin, up to ``oom_retries`` times.
+* **Faults.** A lost worker or node is retried up to ``max_retries`` times (``spec.attempt``
+  bumped, listed in ``outcome.retries``); exceptions of the workload are not retried.
 
 Cluster: ``address`` joins a running one (``ray start --head``; see docs/ray.md), else a private
 local Ray is started on 127.0.0.1 (:mod:`autopeft.workers._ray_cluster`).

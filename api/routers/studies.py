@@ -22,6 +22,7 @@ from autopeft.api.schemas import (
     TrialList,
     TrialState,
 )
+from autopeft.api.services import front
 from autopeft.api.services import studies as svc
 from autopeft.api.services.spec import SpecContext, validate_spec
 
@@ -224,7 +225,7 @@ def get_pareto(
     """Complete trials on the first non-dominated front of the study's objectives on the
     validation split (baselines included, marked ``kind: baseline``); ``?split=test`` gives the
     same trials at their held-out test values (null until evaluated)."""
-    return svc.pareto(session, user.id, study_id, split)
+    return front.pareto(session, user.id, study_id, split)
 
 
 @router.get(
@@ -233,4 +234,4 @@ def get_pareto(
 def get_hypervolume(
     study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"
 ):
-    return svc.hypervolume(session, user.id, study_id, split)
+    return front.hypervolume(session, user.id, study_id, split)

@@ -27,7 +27,7 @@ class HeldOutTests:
         that has a saved adapter and no test values yet (peft workloads)."""
         if self.spec["workload"].get("kind") != "peft":
             return
-        from autopeft.api.services.studies import front_trials
+        from autopeft.api.services.front import front_trials
 
         with self.db.read() as s:
             study = s.get(Study, self.study_id)

@@ -48,7 +48,7 @@ def resolve_warm_start(spec: dict[str, Any], space, ctx) -> None:
     """Resolve ``{"study", "top"}`` in place (see the module docstring); a list of configs is left
     to the optimiser as before. Raises ``InvalidConfig`` naming the field."""
     from autopeft.api.models import Study
-    from autopeft.api.services.studies import front_trials
+    from autopeft.api.services.front import front_trials
     from autopeft.optim._warmstart import map_configs
     from autopeft.optim.base import config_key
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from autopeft.cli.study import _client, _run, format_table, remote_options
+from autopeft.cli._remote import client as _client
+from autopeft.cli._remote import format_table, remote_options
+from autopeft.cli._remote import run as _run
 
 
 def register(sub: argparse._SubParsersAction) -> None:

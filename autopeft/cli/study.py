@@ -20,15 +20,9 @@ import json
 import sys
 from pathlib import Path
 
-
-def remote_options() -> argparse.ArgumentParser:
-    """The options that name the controller and the user's token, as a parent parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", help="controller URL (default $AUTOPEFT_URL or http://127.0.0.1:8642)"
-    )
-    common.add_argument("--token", help="API token (default $AUTOPEFT_TOKEN)")
-    return common
+from autopeft.cli._remote import client as _client
+from autopeft.cli._remote import format_table, remote_options
+from autopeft.cli._remote import run as _run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,38 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_export)
 
 
-def _client(args: argparse.Namespace):
-    from autopeft.client import Client
-
-    return Client(args.url, args.token)
-
-
-def _run(func):
-    def wrapper(args: argparse.Namespace) -> int:
-        import httpx
-
-        from autopeft.client import ApiError
-
-        try:
-            return func(args)
-        except ApiError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        except httpx.HTTPError as err:
-            try:
-                where = str(err.request.url)
-            except RuntimeError:  # no request attached
-                where = args.url or "the default URL"
-            print(
-                f"error: cannot talk to the controller at {where}: {err} "
-                "(is `autopeft serve` running? see --url / AUTOPEFT_URL)",
-                file=sys.stderr,
-            )
-            return 1
-
-    return wrapper
-
-
 def load_spec(path: str) -> dict:
     import yaml
 
@@ -139,24 +101,6 @@ def load_spec(path: str) -> dict:
     if not isinstance(data, dict):
         raise InvalidConfig(f"{path}: a study spec must be a mapping", path)
     return data
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) >= 1000:
-            return f"{int(value):,}"
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
-    return str(value)
-
-
-def format_table(rows: list[list], header: list[str]) -> str:
-    cells = [header] + [[_cell(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 #: objectives the held-out test evaluation measures (others, e.g. trainable_params, do not change)

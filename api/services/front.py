@@ -1,0 +1,175 @@
+"""The Pareto front and hypervolume of a study, on the validation or the held-out test split
+(feasible trials only; baselines are reference points, never on the front)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from autopeft.api.errors import ApiError
+from autopeft.api.models import Study, Trial
+from autopeft.api.services.constraints import constraints_of, trial_feasible
+from autopeft.api.services.spec import objectives_of
+from autopeft.api.services.studies import get_study, trial_public
+
+SPLITS = ("validation", "test")
+
+
+def test_name(metric: str) -> str:
+    """The held-out counterpart of a validation metric (``accuracy`` -> ``test_accuracy``)."""
+    return f"test_{metric}"
+
+
+def on_test(t: Trial, names: list[str]) -> dict[str, Any] | None:
+    """``t``'s objective values with the held-out test metrics in place of the validation ones
+    (an objective the test evaluation does not measure, e.g. ``trainable_params``, is kept);
+    None while the trial has no test values."""
+    if not t.test_values:
+        return None
+    values = dict(t.values or {})
+    for name in names:
+        if test_name(name) in t.test_values:
+            values[name] = t.test_values[test_name(name)]
+    return values
+
+
+def _complete(
+    session: Session, study: Study, infeasible: list[Trial] | None = None
+) -> tuple[list[Trial], Any]:
+    """Complete feasible trials with finite values for every objective, and their values in
+    minimisation form; complete trials that violate a constraint go to ``infeasible`` if given."""
+    import numpy as np
+
+    from autopeft.optim import pareto as pm
+
+    objectives = objectives_of(study.spec)
+    names, directions = [n for n, _ in objectives], [d for _, d in objectives]
+    constraints = constraints_of(study.spec)
+    trials = session.scalars(
+        select(Trial)
+        .where(Trial.study_id == study.id, Trial.state == "complete")
+        .order_by(Trial.number)
+    ).all()
+    kept, rows = [], []
+    for t in trials:
+        if not trial_feasible(t, constraints):
+            if infeasible is not None:
+                infeasible.append(t)
+            continue
+        vals = t.values or {}
+        row = [vals.get(n) for n in names]
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in row):
+            kept.append(t)
+            rows.append(row)
+    Y = pm.to_minimization(np.asarray(rows, float).reshape(len(rows), len(names)), directions)
+    return kept, Y
+
+
+def front_trials(
+    session: Session, study: Study, infeasible: list[Trial] | None = None
+) -> tuple[list[Trial], list[Trial]]:
+    """(the validation front, every complete feasible trial with finite objectives); baselines
+    included; infeasible complete trials are appended to ``infeasible`` if given."""
+    from autopeft.optim import pareto as pm
+
+    trials, Y = _complete(session, study, infeasible)
+    mask = pm.is_non_dominated(Y) if len(trials) else []
+    return [t for t, keep in zip(trials, mask) if keep], trials
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"split must be one of {', '.join(SPLITS)}, got {split!r}",
+            "split",
+        )
+
+
+def pareto(
+    session: Session, user_id: int, study_id: int, split: str = "validation"
+) -> dict[str, Any]:
+    """The front selected on validation; with ``split="test"`` each trial's values are its held-out
+    test metrics (selection never looks at test)."""
+    _check_split(split)
+    study = get_study(session, user_id, study_id)
+    infeasible: list[Trial] = []
+    front, _ = front_trials(session, study, infeasible)
+    out = []
+    names = [n for n, _ in objectives_of(study.spec)]
+    for t in front:
+        public = trial_public(t)
+        if split == "test":
+            public["values"] = on_test(t, names)
+        out.append(public)
+    return {
+        "objectives": study.spec["objectives"],
+        "split": split,
+        "trials": out,
+        "n_infeasible": len(infeasible),
+    }
+
+
+REFERENCE_RULE = (
+    "the study's reference_point if given, else per objective the worst observed value among "
+    "complete trials plus 10% of the observed range (autopeft.optim.pareto.reference_point); "
+    "the reference point is reported in the objectives' own sign; split=test: the validation "
+    "front's trials at their test values, with the validation reference point; trials that "
+    "violate a constraint count nowhere (n_infeasible)"
+)
+
+
+def hypervolume(
+    session: Session, user_id: int, study_id: int, split: str = "validation"
+) -> dict[str, Any]:
+    import numpy as np
+
+    from autopeft.optim import pareto as pm
+
+    _check_split(split)
+    study = get_study(session, user_id, study_id)
+    objectives = objectives_of(study.spec)
+    names, directions = [n for n, _ in objectives], [d for _, d in objectives]
+    infeasible: list[Trial] = []
+    trials, Y = _complete(session, study, infeasible)
+    given = study.spec.get("reference_point")
+    if not len(trials):
+        return {
+            "split": split,
+            "hypervolume": 0.0,
+            "reference_point": given,
+            "reference_rule": REFERENCE_RULE,
+            "n_complete": 0,
+            "n_pareto": 0,
+            "n_infeasible": len(infeasible),
+        }
+    given_min = (
+        pm.to_minimization(np.asarray([[given[n] for n in names]], float), directions)[0]
+        if given
+        else None
+    )
+    ref = pm.reference_point(Y, given_min)
+    front = pm.is_non_dominated(Y)
+    if split == "test":
+        rows = [on_test(t, names) for t, keep in zip(trials, front) if keep]
+        rows = [
+            [v[n] for n in names]
+            for v in rows
+            if v and all(isinstance(v.get(n), (int, float)) for n in names)
+        ]
+        Y = pm.to_minimization(np.asarray(rows, float).reshape(len(rows), len(names)), directions)
+    hv = pm.hypervolume(Y, ref) if len(Y) else 0.0
+    ref_user = pm.to_minimization(ref.reshape(1, -1), directions)[0]  # negation is its own inverse
+    return {
+        "split": split,
+        "hypervolume": float(hv),
+        "reference_point": {n: float(r) for n, r in zip(names, ref_user)},
+        "reference_rule": REFERENCE_RULE,
+        "n_complete": len(trials),
+        "n_pareto": int(front.sum()),
+        "n_infeasible": len(infeasible),
+    }

@@ -21,6 +21,7 @@ Only httpx is imported here; pandas is imported by ``to_dataframe`` and tqdm by 
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import time
@@ -376,6 +377,25 @@ class Study:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def export_front(self, path: str | Path) -> Path:
+        """Write the validation front (feasible search trials; baselines left out) as JSON: the
+        study's objectives and, per trial, its number, config, values and test values. Another
+        study starts from it with :func:`front_configs` (``autopeft study create --warm-start-from``)."""
+        front = [t for t in self.pareto() if t.get("kind", "search") == "search"]
+        doc = {
+            "format": FRONT_FORMAT,
+            "study": self.id,
+            "name": self.name,
+            "objectives": self.spec["objectives"],
+            "trials": [
+                {k: t.get(k) for k in ("number", "config", "values", "test_values")} for t in front
+            ],
+        }
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
+        return target
+
     def export(self, trial_id: int, directory: str | Path) -> Path:
         """Download trial ``trial_id``'s adapter (zip) and unpack it into ``directory``."""
         resp = self._client.request("GET", f"/api/v1/trials/{int(trial_id)}/adapter")
@@ -388,3 +408,44 @@ class Study:
                     raise ApiError(500, "bad_archive", f"unsafe path in archive: {member}")
             zf.extractall(target)
         return target
+
+
+FRONT_FORMAT = "autopeft-front/1"
+
+
+def front_configs(path: str | Path, top: int | None = None) -> list[dict[str, Any]]:
+    """The configs of a front written by :meth:`Study.export_front`, best first by its first
+    objective (ties by trial number), at most ``top``. They are meant for
+    ``optimizer.options.warm_start`` (a list of configs: mapped onto the new study's space, across
+    depths too, and trained first). A file that is not such a front raises ``InvalidConfig``
+    naming ``warm_start.file``."""
+    from autopeft.errors import InvalidConfig
+
+    field = "warm_start.file"
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InvalidConfig(f"{path}: not a readable JSON front ({err})", field) from err
+    if not isinstance(doc, dict) or doc.get("format") != FRONT_FORMAT:
+        raise InvalidConfig(
+            f"{path}: not an exported front (format {FRONT_FORMAT!r}; write one with "
+            "`autopeft study export ID --front FILE`)",
+            field,
+        )
+    objectives, trials = doc.get("objectives"), doc.get("trials")
+    if not isinstance(objectives, list) or not objectives or not isinstance(trials, list):
+        raise InvalidConfig(f"{path}: the front needs 'objectives' and 'trials' lists", field)
+    first = objectives[0]
+    name, sign = first.get("name"), -1.0 if first.get("direction") == "maximize" else 1.0
+    for i, t in enumerate(trials):
+        if not isinstance(t, dict) or not isinstance(t.get("config"), dict):
+            raise InvalidConfig(f"{path}: trials[{i}] has no config mapping", f"{field}.trials.{i}")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise InvalidConfig(f"top must be a positive integer, got {top!r}", "warm_start.top")
+
+    def key(t: dict) -> tuple[float, int]:
+        value = (t.get("values") or {}).get(name)
+        return (sign * float(value) if value is not None else float("inf"), t.get("number", 0))
+
+    ordered = sorted(trials, key=key)
+    return [dict(t["config"]) for t in ordered[:top]]

@@ -7,7 +7,10 @@ as YAML: ``--set workload.epochs=3``); ``cancel-trial TRIAL`` ends one queued or
 
 ``export ID TRIAL DIR`` unpacks one trial's adapter into DIR; ``export ID --output FILE
 [--format csv|parquet]`` writes the trials table (pandas, ``Study.to_dataframe()``) and
-``export ID --adapters FILE.zip`` zips the adapters of the Pareto trials (both may be given).
+``export ID --adapters FILE.zip`` zips the adapters of the Pareto trials; ``export ID --front
+FILE.json`` writes the validation front, which ``create FILE --warm-start-from FILE.json
+[--warm-start-top K]`` starts another study from (its configs mapped onto the new space and
+trained first).
 
 Talks to a running controller: ``--url`` (or ``$AUTOPEFT_URL``, default http://127.0.0.1:8642)
 and ``--token`` (or ``$AUTOPEFT_TOKEN``). FILE is a study spec in YAML or JSON (the REST body).
@@ -32,6 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("create", parents=[common], help="submit a study spec (YAML or JSON file)")
     p.add_argument("file")
     p.add_argument("--wait", action="store_true", help="wait for it to end, with a progress bar")
+    p.add_argument(
+        "--warm-start-from",
+        metavar="FRONT.json",
+        help="start from an exported front (`export ID --front FILE`): its configs, best first, "
+        "are mapped onto this study's space and trained first (optimizer.options.warm_start)",
+    )
+    p.add_argument(
+        "--warm-start-top", type=int, metavar="K", help="at most K configs of the front (all)"
+    )
     p.set_defaults(func=_cmd_create)
     ssub.add_parser("list", parents=[common], help="your studies").set_defaults(func=_cmd_list)
     for name, helptext, func in (
@@ -88,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="table format (default: from the --output suffix, .parquet or else csv)",
     )
     p.add_argument("--adapters", help="zip the adapters of the Pareto trials into this file")
+    p.add_argument(
+        "--front", help="write the validation front (configs, values) as JSON for a warm start"
+    )
     p.set_defaults(func=_cmd_export)
 
 
@@ -131,7 +146,18 @@ def pareto_table(study) -> str:
 
 @_run
 def _cmd_create(args: argparse.Namespace) -> int:
-    study = _client(args).create_study(spec=load_spec(args.file))
+    from autopeft.errors import InvalidConfig
+
+    spec = load_spec(args.file)
+    if args.warm_start_from:
+        from autopeft.client import front_configs
+
+        optimizer = spec.setdefault("optimizer", {"name": "mobo"})
+        if not isinstance(optimizer, dict):
+            raise InvalidConfig("optimizer must be a mapping", "optimizer")
+        options = optimizer.setdefault("options", {})
+        options["warm_start"] = front_configs(args.warm_start_from, args.warm_start_top)
+    study = _client(args).create_study(spec=spec)
     print(f"study {study.id} ({study.name}) created, state {study.state}")
     if args.wait:
         study.wait()
@@ -267,9 +293,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if (args.trial is None) != (args.dir is None):
         print("error: give both TRIAL and DIR (one trial's adapter), or neither", file=sys.stderr)
         return 2
-    if args.trial is None and not (args.output or args.adapters):
+    if args.trial is None and not (args.output or args.adapters or args.front):
         print(
-            "error: nothing to export: give TRIAL DIR, --output FILE or --adapters FILE.zip",
+            "error: nothing to export: give TRIAL DIR, --output FILE, --adapters FILE.zip or "
+            "--front FILE.json",
             file=sys.stderr,
         )
         return 2
@@ -284,6 +311,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         fmt = args.format or ("parquet" if args.output.endswith((".parquet", ".pq")) else "csv")
         n = export_table(study, args.output, fmt)
         print(f"{n} trials of study {study.id} written to {args.output} ({fmt})")
+    if args.front:
+        path = study.export_front(args.front)
+        print(f"the front of study {study.id} written to {path}")
     if args.adapters:
         zipped, missing = export_pareto_adapters(study, args.adapters)
         print(

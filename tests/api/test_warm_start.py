@@ -230,3 +230,49 @@ def test_peft_warm_start_reuses_on_the_same_model_and_maps_onto_a_deeper_one(
     assert (
         trained["attempts"] == 1 and trained["config"] == mapped and client.reports(trained["id"])
     )
+
+
+def test_warm_start_from_an_exported_front_file(sqlite_url, server_factory, tmp_path, capsys):
+    """``study export ID --front FILE`` writes the front; ``study create --warm-start-from FILE``
+    asks its configs first, best first; a file that is not a front is refused naming the field."""
+    import json
+
+    import yaml
+
+    from autopeft.cli import main
+
+    server = server_factory(sqlite_url)
+    token = make_token(sqlite_url, "alice")
+    client = client_for(server, token)
+    source = client.create_study(
+        spec=python_study("tests.api.workloads:quick", max_trials=6, name="src")
+    )
+    source.wait(timeout=120, poll=0.2, progress=False)
+    remote = ["--url", server.url, "--token", token]
+    front_file = tmp_path / "front.json"
+    assert main(["study", "export", str(source.id), "--front", str(front_file), *remote]) == 0
+    doc = json.loads(front_file.read_text())
+    front = sorted(source.pareto(), key=lambda t: (-t["values"]["accuracy"], t["number"]))
+    assert [t["number"] for t in doc["trials"]] == sorted(t["number"] for t in front)
+    assert doc["objectives"] == source.spec["objectives"]
+
+    spec_file = tmp_path / "warm.yaml"
+    spec = python_study("tests.api.workloads:quick", max_trials=3, name="warm")
+    spec["optimizer"] = {"name": "random"}
+    spec_file.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    args = ["study", "create", str(spec_file), "--warm-start-from", str(front_file)]
+    assert main([*args, "--warm-start-top", "2", *remote]) == 0
+    warm_id = int(capsys.readouterr().out.split()[1])
+    warm = client.study(warm_id)
+    assert warm.spec["optimizer"]["options"]["warm_start"] == [t["config"] for t in front[:2]]
+    warm.wait(timeout=120, poll=0.2, progress=False)
+    trials = {t["number"]: t for t in warm.trials()}
+    assert [trials[n]["config"] for n in (0, 1)] == [t["config"] for t in front[:2]]
+    assert trials[0]["attempts"] == 1  # mapped from a file: trained, not reused
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"trials": []}))
+    capsys.readouterr()
+    assert main(["study", "create", str(spec_file), "--warm-start-from", str(bad), *remote]) == 2
+    assert "warm_start.file" in capsys.readouterr().err

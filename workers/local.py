@@ -31,17 +31,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autopeft.errors import InvalidConfig
-from autopeft.workers.base import (
-    Executor,
-    OnDone,
-    OnReport,
-    TrialOutcome,
-    TrialSpec,
-    relay_decision,
-)
+from autopeft.workers.base import Executor, TrialOutcome, TrialSpec, relay_decision
 from autopeft.workers.gpus import Gpu, GpuPool, MemoryMargin, inventory
+
+if TYPE_CHECKING:  # the callbacks' types, for annotations only
+    from autopeft.workers.base import OnDone, OnReport
 
 log = logging.getLogger("autopeft.workers.local")
 

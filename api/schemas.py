@@ -252,6 +252,28 @@ class HypervolumePublic(BaseModel):
     )
 
 
+class ComparedStudy(BaseModel):
+    id: int
+    name: str
+    state: StudyState
+    front: list[TrialPublic] = Field(description="the validation front (baselines included)")
+    history: list[dict[str, float]] = Field(
+        description="after each complete trial: n (complete trials), compute (training epochs of "
+        "every ended trial so far) and hypervolume (against the shared reference point)"
+    )
+    hypervolume: float
+    compute: float = Field(description="training epochs used by all the study's trials")
+
+
+class StudyComparison(BaseModel):
+    objectives: list[dict[str, Any]]
+    reference_point: dict[str, float] | None = Field(
+        description="shared by every study: their common reference_point, else the worst value "
+        "over all their trials plus 10% of the range"
+    )
+    studies: list[ComparedStudy]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str

@@ -127,6 +127,14 @@ class Client:
     def studies(self) -> list[Study]:
         return [Study(self, s) for s in self._json("GET", "/api/v1/studies")["studies"]]
 
+    def compare(self, study_ids: list[int]) -> dict[str, Any]:
+        """Studies with the same objectives side by side: per study its validation ``front``, its
+        ``history`` of hypervolume after each complete trial against ``compute`` (training epochs
+        used so far), one ``reference_point`` for all (see ``GET /studies/compare``)."""
+        return self._json(
+            "GET", "/api/v1/studies/compare", params={"ids": [int(i) for i in study_ids]}
+        )
+
     # -- datasets -------------------------------------------------------------------------------
     def upload_dataset(
         self,

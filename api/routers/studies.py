@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
+from pydantic import Field
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
 from autopeft.api.routers._common import ERRORS, links
@@ -14,6 +15,7 @@ from autopeft.api.schemas import (
     ErrorEnvelope,
     HypervolumePublic,
     ParetoPublic,
+    StudyComparison,
     StudyCreate,
     StudyExtend,
     StudyId,
@@ -79,6 +81,20 @@ def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
 @router.get("", response_model=StudyList, operation_id="list_studies")
 def list_studies(user: CurrentUser, session: SessionDep):
     return {"studies": svc.list_studies(session, user.id)}
+
+
+@router.get("/compare", response_model=StudyComparison, operation_id="compare_studies")
+def compare_studies(
+    user: CurrentUser,
+    session: SessionDep,
+    ids: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_ID)]],
+        Query(min_length=1, max_length=front.COMPARE_MAX, description="study ids, in order"),
+    ],
+):
+    """Studies with the same objectives side by side: fronts, and hypervolume against compute
+    with one reference point for all."""
+    return front.compare(session, user.id, ids)
 
 
 @router.get("/{study_id}", response_model=StudyPublic, operation_id="get_study")

@@ -173,3 +173,86 @@ def hypervolume(
         "n_pareto": int(front.sum()),
         "n_infeasible": len(infeasible),
     }
+
+
+COMPARE_MAX = 10
+
+
+def compare(session: Session, user_id: int, ids: list[int]) -> dict[str, Any]:
+    """Several studies of the user with the same objectives side by side: each one's validation
+    front (baselines included) and its hypervolume after each completed trial against the compute
+    used so far (training epochs of every trial that had ended by then, pruned and failed ones
+    included), all against one reference point: the first study's ``reference_point`` when every
+    study gives the same one, else the worst value over all the studies' trials plus 10% of the
+    range. Different objectives are a 422 naming ``ids``."""
+    import numpy as np
+
+    from autopeft.optim import pareto as pm
+
+    if not 1 <= len(ids) <= COMPARE_MAX or len(set(ids)) != len(ids):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"give 1 to {COMPARE_MAX} distinct study ids, got {ids}",
+            "ids",
+        )
+    studies = [get_study(session, user_id, i) for i in ids]
+    objectives = objectives_of(studies[0].spec)
+    for s in studies[1:]:
+        if objectives_of(s.spec) != objectives:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"study {s.id} has other objectives than study {studies[0].id} "
+                f"({objectives_of(s.spec)} vs {objectives}): fronts cannot be compared",
+                "ids",
+            )
+    names, directions = [n for n, _ in objectives], [d for _, d in objectives]
+    complete = [_complete(session, s) for s in studies]
+    given = [s.spec.get("reference_point") for s in studies]
+    rows = [Y for _, Y in complete if len(Y)]
+    if given[0] and all(g == given[0] for g in given):
+        ref = pm.to_minimization(np.asarray([[given[0][n] for n in names]], float), directions)[0]
+    elif rows:
+        ref = pm.reference_point(np.vstack(rows))
+    else:
+        ref = None
+    out = []
+    for study, (trials, Y) in zip(studies, complete):
+        ended = session.scalars(
+            select(Trial)
+            .where(Trial.study_id == study.id, Trial.finished_at.is_not(None))
+            .order_by(Trial.finished_at, Trial.number)
+        ).all()
+        index = {t.id: i for i, t in enumerate(trials)}
+        history, seen, compute = [], [], 0.0
+        for t in ended:
+            compute += float(t.epochs_trained or 0.0)
+            if t.id in index:
+                seen.append(index[t.id])
+                hv = pm.hypervolume(Y[seen], ref) if ref is not None else 0.0
+                history.append({"n": len(seen), "compute": compute, "hypervolume": float(hv)})
+        front = [
+            t for t, keep in zip(trials, pm.is_non_dominated(Y) if len(trials) else []) if keep
+        ]
+        out.append(
+            {
+                "id": study.id,
+                "name": study.name,
+                "state": study.state,
+                "front": [trial_public(t) for t in front],
+                "history": history,
+                "hypervolume": history[-1]["hypervolume"] if history else 0.0,
+                "compute": compute,
+            }
+        )
+    ref_user = (
+        {n: float(r) for n, r in zip(names, pm.to_minimization(ref.reshape(1, -1), directions)[0])}
+        if ref is not None
+        else None
+    )
+    return {
+        "objectives": studies[0].spec["objectives"],
+        "reference_point": ref_user,
+        "studies": out,
+    }

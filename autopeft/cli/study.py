@@ -1,5 +1,5 @@
 """``autopeft study create FILE | list | show ID | stop ID | resume ID | wait ID | export ID ... |
-extend ID | clone ID | cancel-trial TRIAL``.
+extend ID | clone ID | cancel-trial TRIAL | compare ID ID ...``.
 
 ``extend ID --trials N [--seconds S] [--epochs E]`` adds budget (a finished study runs again);
 ``clone ID [--set KEY=VALUE ...] [--file PATCH]`` submits a copy with changes (dotted keys, values
@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("id", type=int)
         p.add_argument("--json", action="store_true", help="print JSON") if name == "show" else None
         p.set_defaults(func=func)
+    p = ssub.add_parser(
+        "compare", parents=[common], help="studies side by side: front, hypervolume, compute"
+    )
+    p.add_argument("ids", type=int, nargs="+", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_compare)
     p = ssub.add_parser(
         "extend", parents=[common], help="add budget to a study (a finished one runs again)"
     )
@@ -216,6 +222,28 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(
                 f"  trial {t['id']} (#{t['number']}): {t.get('infeasible_reason') or 'violates a constraint'}"
             )
+    return 0
+
+
+@_run
+def _cmd_compare(args: argparse.Namespace) -> int:
+    result = _client(args).compare(args.ids)
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+        return 0
+    first = result["objectives"][0]
+    sign = 1 if first["direction"] == "maximize" else -1
+    rows = []
+    for s in result["studies"]:
+        values = [t["values"][first["name"]] for t in s["front"]]
+        best = max(values, key=lambda v: sign * v) if values else None
+        rows.append(
+            [s["id"], s["name"], s["state"], len(s["front"]), best, s["compute"], s["hypervolume"]]
+        )
+    header = ["study", "name", "state", "front", f"best {first['name']}", "epochs", "hypervolume"]
+    print(format_table(rows, header))
+    ref = result["reference_point"]
+    print(f"\nhypervolume against one reference point: {ref}")
     return 0
 
 

@@ -340,3 +340,29 @@ def test_keyboard_reaches_navigation(page, seeded):
     p.wait_for_function("() => document.activeElement && document.activeElement.id === 'f-name'")
     outline = p.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
+
+
+def test_compare_studies_page(page, seeded, dash_server):
+    """Two studies picked on the list open #/compare/...: one front trace per study holding
+    exactly its /pareto trials, one hypervolume curve per study with a point per complete trial."""
+    api = dash_server.api
+    other = api.wait_done(api.create(study_spec("tweets-arch again", max_trials=6, seed=5))["id"])
+    two = seeded["two"]
+    p = page.goto("#/")
+    for s in (two, other):
+        p.locator(f"tr[data-study-id='{s['id']}'] input.compare-pick").check()
+    p.locator("#compare-studies").click()
+    p.wait_for_url(f"**#/compare/{two['id']},{other['id']}")
+    p.wait_for_function(
+        "() => { const gd = document.getElementById('compare-hv'); return gd && gd.data && gd.data.length === 2; }"
+    )
+    fronts = plot_traces(p, "document.getElementById('compare-fronts')")
+    curves = plot_traces(p, "document.getElementById('compare-hv')")
+    for s, front, curve in zip((two, other), fronts, curves):
+        assert sorted(front["ids"]) == sorted(
+            t["id"] for t in api.get(f"/studies/{s['id']}/pareto")["trials"]
+        )
+        assert len(curve["y"]) == s["counts"]["complete"]
+        assert curve["y"] == sorted(curve["y"])
+    assert p.locator("#compare-table tbody tr").count() == 2
+    page.screenshot("compare")

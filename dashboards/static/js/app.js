@@ -9,6 +9,7 @@ import * as study from "./views/study.js";
 import * as trial from "./views/trial.js";
 import * as lineage from "./views/lineage.js";
 import * as create from "./views/create.js";
+import * as compare from "./views/compare.js";
 
 const ROUTES = [
   [/^#?\/?$/, studies, "Studies"],
@@ -17,6 +18,7 @@ const ROUTES = [
   [/^#\/studies\/(\d+)$/, study, "Study"],
   [/^#\/studies\/(\d+)\/lineage$/, lineage, "Lineage"],
   [/^#\/trials\/(\d+)$/, trial, "Trial"],
+  [/^#\/compare\/(\d+(?:,\d+)*)$/, compare, "Compare"],
   [/^#\/login$/, login, "Sign in"],
 ];
 

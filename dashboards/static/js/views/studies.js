@@ -15,12 +15,16 @@ function best(front, objective) {
 export function render(main, _params, ctx) {
   const status = el("p", { class: "muted", id: "studies-status", role: "status", text: "Loading…" });
   const body = el("tbody");
+  const chosen = new Set();
+  const compareButton = el("button", { class: "button", id: "compare-studies", type: "button", disabled: true, text: "Compare selected",
+    onclick: () => ctx.navigate(`#/compare/${[...chosen].sort((a, b) => a - b).join(",")}`) });
+  const choose = (id, on) => { if (on) chosen.add(id); else chosen.delete(id); compareButton.disabled = chosen.size < 2; };
   const table = el("table", { class: "data", id: "studies-table" },
     el("caption", { class: "sr-only", text: "Your studies" }),
     el("thead", {}, el("tr", {}, ...["Study", "State", "Progress", "Best values", "Hypervolume", "Created"].map((h) => el("th", { scope: "col", text: h })))),
     body);
   main.append(
-    el("div", { class: "page-head" }, el("h1", { text: "Studies" }), el("a", { class: "button primary", href: "#/new", text: "New study" })),
+    el("div", { class: "page-head" }, el("h1", { text: "Studies" }), compareButton, el("a", { class: "button primary", href: "#/new", text: "New study" })),
     status, el("div", { class: "table-wrap" }, table));
 
   const extra = new Map();   // study id -> {sig, pareto, hv}
@@ -54,7 +58,9 @@ export function render(main, _params, ctx) {
     const objectives = s.spec?.objectives || [];
     const front = x?.pareto?.trials || [];
     return el("tr", { dataset: { studyId: s.id } },
-      el("th", { scope: "row" }, el("a", { href: `#/studies/${s.id}`, text: s.name }), el("span", { class: "muted small", text: ` #${s.id}` })),
+      el("th", { scope: "row" },
+        el("input", { type: "checkbox", class: "compare-pick", "aria-label": `compare ${s.name}`, checked: chosen.has(s.id), onchange: (e) => choose(s.id, e.target.checked) }), " ",
+        el("a", { href: `#/studies/${s.id}`, text: s.name }), el("span", { class: "muted small", text: ` #${s.id}` })),
       el("td", {}, stateBadge(s.state)),
       el("td", { class: "progress-cell" },
         el("progress", { max: Math.max(max, 1), value: Math.min(done, max || done), "aria-label": `${done} of ${max} trials done` }),

@@ -18,7 +18,9 @@ from tests.api.conftest import (
     client_for,
     make_token,
     python_study,
-    server_factory,  # noqa: F401
+    server_factory,  # noqa: F401  (fixtures)
+    sqlite_url,  # noqa: F401
+    workdir,  # noqa: F401
 )
 
 EXE = str(Path(sys.executable).parent / "autopeft")

@@ -30,6 +30,7 @@ from tests.api.conftest import (
     Server,
     client_for,
     make_token,
+    postgres,  # noqa: F401  (a fixture)
     python_study,
     wait_for,
 )
@@ -93,7 +94,7 @@ class ServeProcess(Server):
 
 
 @pytest.fixture
-def stack(postgres, tmp_path):
+def stack(postgres, tmp_path):  # noqa: F811
     root = Path(tempfile.mkdtemp(prefix="autopeft-stack-"))
     rec_dir = root / "records"
     rec_dir.mkdir()

@@ -381,6 +381,7 @@ class LocalProcessExecutor(Executor):
             self._closed = True
             procs = list(self._running.values()) + self._idle
             self._idle = []
+            self._running.clear()  # shut down: nothing runs any more (no on_done will come)
         for proc in procs:
             proc.kill(signal.SIGKILL)
         if wait:

@@ -26,22 +26,27 @@ MAX_TRIALS = 8
 
 @pytest.fixture
 def replicas(postgres, tmp_path: Path):
-    """Two replicas ``a`` and ``b`` on a new database; returns (db_url, {name: Server})."""
-    db_url = postgres.new_database()
-    servers = {}
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        env = {
-            "AUTOPEFT_REPLICA_ID": name,
-            "AUTOPEFT_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-            "AUTOPEFT_TEST_SLEEP": "1.2",
-            "AUTOPEFT_PRESTART_WORKERS": "1",
-        }
-        servers[name] = Server(db_url, tmp_path / name, env)
-    try:
+    """``start(sleep)``: two replicas ``a`` and ``b`` on a new database, their ``sleepy`` trials
+    taking ``sleep`` seconds; returns (db_url, {name: Server})."""
+    servers: dict[str, Server] = {}
+
+    def start(sleep: float) -> tuple[str, dict[str, Server]]:
+        db_url = postgres.new_database()
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            env = {
+                "AUTOPEFT_REPLICA_ID": name,
+                "AUTOPEFT_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+                "AUTOPEFT_TEST_SLEEP": str(sleep),
+                "AUTOPEFT_PRESTART_WORKERS": "1",
+            }
+            servers[name] = Server(db_url, tmp_path / name, env)
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda s: s.start(), servers.values()))
-        yield db_url, servers
+        return db_url, servers
+
+    try:
+        yield start
     finally:
         for server in servers.values():
             server.stop()
@@ -91,7 +96,7 @@ def trials_of(db_url: str, study_id: int) -> list[dict]:
 
 
 def test_sigkill_of_the_leader_mid_study_the_follower_takes_over(replicas):
-    db_url, servers = replicas
+    db_url, servers = replicas(1.2)
     leader, follower = roles(servers)
     client = client_for(servers[follower], make_token(db_url, "alice"))
     studies = [  # created through the follower: the leader must pick them up from the store
@@ -157,3 +162,40 @@ def test_sigkill_of_the_leader_mid_study_the_follower_takes_over(replicas):
     log = servers[follower].log()
     assert "diverged" not in log and "different from the stored" not in log
     assert takeover < 30
+
+
+def test_work_asked_on_the_follower_reaches_the_leader(replicas):
+    """Cancel, stop, resume, extend and delete on the follower: the leader carries them out."""
+    db_url, servers = replicas(2.5)
+    leader, follower = roles(servers)
+    client = client_for(servers[follower], make_token(db_url, "alice"))
+    spec = python_study("tests.api.workloads:sleepy", max_trials=3, max_parallel=1)
+    study = client.create_study(spec=spec)
+
+    def running():
+        return study.trials(state="running")
+
+    first = wait_for(running, 60, "a running trial")[0]
+    cancelled = client.cancel_trial(first["id"])  # answered once the leader has ended it
+    assert cancelled["state"] == "failed" and "cancelled by alice" in cancelled["error"]
+
+    second = wait_for(running, 60, "the next trial running")[0]
+    assert study.stop().state == "stopped"
+    wait_for(lambda: not running(), 30, "the leader to stop the study's trials")
+    assert client.trial(second["id"])["state"] == "queued"  # put back, as a stop does
+    assert study.resume().state == "running"
+    study.extend(max_trials=1)  # the leader's runner takes the new budget from the store
+    study.wait(timeout=120, poll=0.2, progress=False)
+    assert study.state == "finished", study.data
+    assert study.counts == {"queued": 0, "running": 0, "complete": 3, "failed": 1, "pruned": 0}
+    trials = trials_of(db_url, study.id)
+    assert [t["number"] for t in trials] == list(range(4))
+    assert {t["scheduled_by"] for t in trials} == {leader}
+
+    other = client.create_study(spec={**spec, "max_trials": 5})
+    wait_for(lambda: other.trials(state="running"), 60, "the other study's trial running")
+    other.delete()  # on the follower: the leader's runner stops first
+    assert client._http.get(f"/api/v1/studies/{other.id}").status_code == 404
+    assert not trials_of(db_url, other.id)
+    assert health(servers[leader])["scheduler"] == "leader"
+    assert "Traceback" not in servers[leader].log(), servers[leader].log()

@@ -199,3 +199,38 @@ def test_work_asked_on_the_follower_reaches_the_leader(replicas):
     assert not trials_of(db_url, other.id)
     assert health(servers[leader])["scheduler"] == "leader"
     assert "Traceback" not in servers[leader].log(), servers[leader].log()
+
+
+def test_a_leader_that_loses_its_lease_stops_scheduling(replicas):
+    """Fencing: the leader's lock connection is killed (the process lives on): it stops its
+    scheduler at once; whichever replica takes the lease next finishes the study, nothing twice."""
+    db_url, servers = replicas(1.2)
+    leader, _ = roles(servers)
+    client = client_for(servers[leader], make_token(db_url, "alice"))
+    study = client.create_study(
+        spec=python_study("tests.api.workloads:sleepy", max_trials=MAX_TRIALS, max_parallel=2)
+    )
+    wait_for(
+        lambda: study.refresh().counts["complete"] >= 2 and study.counts["running"] > 0,
+        120,
+        "the study part done with trials running",
+        0.2,
+    )
+    import psycopg
+
+    from autopeft.api.scheduling.leader import LOCK_SPACE, SCHEDULER_LOCK
+
+    conninfo = normalise_url(db_url).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND granted AND classid = %s AND objid = %s AND objsubid = 2",
+            (LOCK_SPACE, SCHEDULER_LOCK),
+        ).fetchall()
+    assert killed == [(True,)]
+    wait_for(lambda: "lost the scheduler lease" in servers[leader].log(), 30, "the fencing")
+    roles(servers)  # one leader again (either replica)
+    study.wait(timeout=180, poll=0.2, progress=False)
+    assert study.state == "finished", study.data
+    assert study.counts["complete"] == MAX_TRIALS and study.counts["failed"] == 0, study.counts
+    assert [t["number"] for t in trials_of(db_url, study.id)] == list(range(MAX_TRIALS))

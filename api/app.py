@@ -3,7 +3,9 @@
 The app owns a :class:`~autopeft.api.db.Database`, an executor and the
 :class:`~autopeft.api.scheduler.SchedulerManager`; the lifespan migrates the database (unless
 ``settings.migrate`` is off), starts the runners of studies left running, and on exit stops
-them without touching trial states (a restart requeues them).
+them without touching trial states (a restart requeues them). With several replicas on one
+PostgreSQL database only the holder of the scheduler lease runs studies
+(:class:`~autopeft.api.scheduling.leader.Replica`); the others take over when it dies.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from autopeft.api.deps import AppState
 from autopeft.api.middleware import BodyLimit, SecurityHeaders
 from autopeft.api.routers import datasets, docs, health, studies, tokens, trials
 from autopeft.api.scheduler import SchedulerManager
+from autopeft.api.scheduling.leader import Replica
 from autopeft.api.services.datasets import DatasetStore
 from autopeft.api.services.listing import ListingCache
 from autopeft.api.settings import Settings, apply_data_dirs
@@ -78,29 +81,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = DatasetStore(
             settings.datasets_path, settings.max_upload_bytes, settings.max_stored_bytes_per_user
         )
-        executor = _executor(settings)
-        manager = SchedulerManager(
+        locks: dict = {}  # study locks, shared by the managers of successive leader terms
+
+        def build(executor, follower: bool) -> SchedulerManager:
+            return SchedulerManager(
+                db,
+                executor,
+                settings.artifacts_dir,
+                settings.cpus_per_trial,
+                slots=_slots(settings, executor),
+                trial_workload=lambda workload: store.trial_workload(db, workload),
+                replica_id=replica.replica_id,
+                follower=follower,
+                study_locks=locks,
+            )
+
+        replica = Replica(settings, db, build, lambda: _executor(settings))
+        recovered = replica.begin()
+        listing = ListingCache(
             db,
-            executor,
-            settings.artifacts_dir,
-            settings.cpus_per_trial,
-            slots=_slots(settings, executor),
-            trial_workload=lambda workload: store.trial_workload(db, workload),
+            enabled=settings.listing_cache,
+            serving=lambda: replica.leader,
+            verify=replica.lease is not None,
         )
-        app.state.autopeft = AppState(
+        state = AppState(
             settings=settings,
             db=db,
-            scheduler=manager,
-            listing=ListingCache(db, enabled=settings.listing_cache),
+            scheduler=replica.manager,
+            listing=listing,
             datasets=store,
+            replica=replica,
         )
-        recovered = manager.recover()
+        app.state.autopeft = state
+
+        def changed(manager: SchedulerManager) -> None:  # a new leader term, or the end of one
+            state.scheduler = manager
+            listing.clear()
+
+        replica.on_change = changed
+        replica.watch()
         if recovered:
             log.info("resumed studies %s", recovered)
         try:
             yield
         finally:
-            manager.shutdown()
+            replica.shutdown()
             db.dispose()
 
     app = FastAPI(

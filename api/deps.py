@@ -31,6 +31,7 @@ class AppState:
     listing: ListingCache
     tokens: TokenCache = None  # type: ignore[assignment]
     datasets: Any = None  # services.datasets.DatasetStore
+    replica: Any = None  # scheduling.leader.Replica: leader, follower or off
 
     def __post_init__(self):
         if self.tokens is None:

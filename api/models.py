@@ -171,6 +171,10 @@ class Trial(_Row, _Run, Base):
     infeasible_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the replica whose scheduler last started the trial (several API replicas, one leader)
+    scheduled_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # a cancel asked on a replica that does not schedule (the reason): the leader carries it out
+    cancel_requested: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
     study: Mapped[Study] = relationship(back_populates="trials")
 
 

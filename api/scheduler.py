@@ -265,7 +265,9 @@ class StudyRunner(
             self._wake.wait(0.2)
             self._wake.clear()
         with self.db.write(self.study_id) as s:
-            s.get(Study, self.study_id).elapsed_s = elapsed
+            study = s.get(Study, self.study_id)
+            if study is not None:  # None: deleted on another replica
+                study.elapsed_s = elapsed
 
 
 class SchedulerManager(LifecycleManager):
@@ -279,8 +281,13 @@ class SchedulerManager(LifecycleManager):
         cpus_per_trial: int = 1,
         slots: SlotAllocator | None = None,
         trial_workload=None,
+        replica_id: str | None = None,
+        follower: bool = False,
+        study_locks: dict[int, threading.Lock] | None = None,
     ):
         self.db, self.executor = db, executor
+        # another replica schedules (scheduling.leader): requests are left in the store for it
+        self.replica_id, self.follower = replica_id, follower
         self.artifacts_dir = Path(artifacts_dir)
         self.cpus_per_trial = cpus_per_trial
         self.slots = slots or SlotAllocator()
@@ -290,7 +297,7 @@ class SchedulerManager(LifecycleManager):
         self._lock = threading.Lock()
         self._closed = False
         self._deleted: set[int] = set()
-        self._study_locks: dict[int, threading.Lock] = {}
+        self._study_locks = study_locks if study_locks is not None else {}  # shared by terms
 
     def study_lock(self, study_id: int) -> threading.Lock:
         """Serialises the stop / resume / delete of one study (no runner outlives its study)."""
@@ -299,8 +306,10 @@ class SchedulerManager(LifecycleManager):
 
     def forget_study(self, study_id: int) -> None:
         """The study is being deleted: its runner is stopped and none starts again."""
-        with self._lock:
-            self._deleted.add(study_id)
+        if self.follower:
+            self.await_remote_stop(study_id)
+            return
+        self.forbid(study_id)
         self.stop(study_id, wait=True)
 
     def recover(self) -> list[int]:
@@ -310,7 +319,8 @@ class SchedulerManager(LifecycleManager):
                 s.scalars(select(Study.id).where(Study.state == "running").order_by(Study.id))
             )
         for sid in ids:
-            self.start(sid)
+            with self.study_lock(sid):  # requests and scheduling.reconcile start studies too
+                self.start(sid)
         return ids
 
     def start(self, study_id: int) -> None:

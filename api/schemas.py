@@ -278,6 +278,12 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     database: str
+    scheduler: Literal["leader", "follower", "off"] = Field(
+        description="this replica runs the studies (leader), leaves them to another (follower), or "
+        "is a read-only API (off)"
+    )
+    replica_id: str
+    leader: str | None = Field(description="the replica that schedules now (null: none)")
 
 
 class TokenCreate(BaseModel):

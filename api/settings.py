@@ -43,6 +43,20 @@ class Settings(BaseSettings):
         description="trial checkpoints, adapters and worker logs",
     )
     run_scheduler: bool = Field(default=True, description="run studies (off: a read-only API)")
+    replica_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="this API replica's name, shown by /healthz and stored on the trials it "
+        "schedules (default <host>:<pid>)",
+    )
+    lease_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="PostgreSQL (several replicas may share it): how often a follower tries to "
+        "take the scheduler lease, and the leader checks it holds it and picks up work asked on "
+        "other replicas",
+    )
     migrate: bool = Field(default=True, description="run `alembic upgrade head` at start-up")
     worker_pythonpath: str | None = Field(
         default=None, description="extra PYTHONPATH for trial processes"

@@ -1,4 +1,5 @@
-"""GET /healthz (no auth): the store answers; the server's version and database dialect."""
+"""GET /healthz (no auth): the store answers; the server's version and database dialect, and
+this replica's part in scheduling (leader / follower / off) and who the leader is."""
 
 from __future__ import annotations
 
@@ -16,4 +17,9 @@ router = APIRouter(tags=["health"])
 def healthz(state: StateDep):
     with state.db.read() as session:
         session.execute(text("SELECT 1"))
-    return {"status": "ok", "version": __version__, "database": state.db.engine.dialect.name}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "database": state.db.engine.dialect.name,
+        **state.replica.describe(),
+    }

@@ -68,7 +68,8 @@ def _start_new(state, user, body: dict[str, Any], **extra: Any) -> dict[str, Any
     with state.db.write() as session:
         study = svc.create_study(session, user.id, spec)
         out = svc.study_public(study, svc.counts(session, [study.id])[study.id])
-    state.scheduler.start(out["id"])
+    with state.scheduler.study_lock(out["id"]):  # never started twice (scheduling.reconcile)
+        state.scheduler.start(out["id"])
     return out
 
 

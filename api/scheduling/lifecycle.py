@@ -18,6 +18,7 @@ its budget (the cancelled trial counts in ``max_trials``, its epochs in ``max_ep
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import func, select
@@ -131,7 +132,40 @@ class Lifecycle:
 
 
 class LifecycleManager:
-    """The ``SchedulerManager`` side: find a study's live runner, or act in the store."""
+    """The ``SchedulerManager`` side: find a study's live runner, or act in the store. On a
+    follower (another replica schedules, see ``scheduling.leader``) requests are written to the
+    store for the leader (``scheduling.reconcile``)."""
+
+    def runner_ids(self) -> set[int]:
+        """Studies with a runner object here (live, stopping or ending)."""
+        with self._lock:
+            return set(self._runners)
+
+    def forbid(self, study_id: int) -> None:
+        """No runner starts for ``study_id`` again (it is being deleted)."""
+        with self._lock:
+            self._deleted.add(study_id)
+
+    def await_remote_stop(self, study_id: int, timeout: float = 60.0) -> None:
+        """A follower deleting a study: mark it stopped, then wait until the leader's runner has put
+        its trials back (none ``running``) before the rows go."""
+        with self.db.write(study_id) as s:
+            study = s.get(Study, study_id, with_for_update=True)
+            if study is None or study.state != "running":
+                return
+            study.state = "stopped"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.db.read() as s:
+                running = s.scalar(
+                    select(func.count())
+                    .select_from(Trial)
+                    .where(Trial.study_id == study_id, Trial.state == "running")
+                )
+            if not running:
+                return
+            time.sleep(0.2)
+        log.warning("study %s: the leader did not stop it within %.0f s", study_id, timeout)
 
     def extended(self, study_id: int) -> None:
         """The study's stored budget grew: its runner (if any) goes on with it; a finished or
@@ -142,7 +176,14 @@ class LifecycleManager:
 
     def cancel_trial(self, study_id: int, trial_id: int, reason: str) -> None:
         """End one queued or running trial as failed with ``reason`` (callers hold
-        :meth:`study_lock`). Through the study's runner when it has one, else in the store."""
+        :meth:`study_lock`). Through the study's runner when it has one, else in the store; on a
+        follower, asked of the leader through the store (``trials.cancel_requested``)."""
+        if self.follower:
+            with self.db.write(study_id) as s:
+                t = s.get(Trial, trial_id)
+                if t is not None and t.state in ("queued", "running"):
+                    t.cancel_requested = reason
+            return
         runner = self._live(study_id)
         if runner is not None:
             runner.cancel_trial(trial_id, reason)

@@ -89,6 +89,7 @@ class TrialRuns:
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
+            t.scheduled_by = self.m.replica_id
             budget = t.budget
             if trial_id in self.next_step:
                 budget = {**(budget or {}), "step": self.next_step[trial_id]}

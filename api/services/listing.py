@@ -7,8 +7,9 @@ schema; ``tests/api`` compares it with the pydantic encoding). Encoded pages are
 small LRU keyed on ``(user, study, study version, after, limit, state)``: the study version is
 bumped by every write that names the study (``Database.write(study_id)``), and every writer of
 a study (its scheduler, stop / resume / delete) lives in this process, so a cached page is
-never stale. Set ``AUTOPEFT_LISTING_CACHE=false`` when several API processes share one
-database.
+never stale. With several replicas on one PostgreSQL database (``scheduling.leader``) only the
+leader, where every trial is written, serves cached pages, and each hit checks that the study is
+still there and the user's (a follower may have deleted it); followers always read the store.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from sqlalchemy import Boolean, Float, Integer, String, Text, text
 from starlette.concurrency import run_in_threadpool
@@ -98,11 +100,32 @@ def encode_page(
     ).encode()
 
 
+def _check_owner(db: Database, user_id: int, study_id: int) -> None:
+    with db.engine.connect() as conn:
+        if conn.execute(_OWNER, {"study_id": study_id}).scalar() != user_id:
+            raise not_found("study", study_id)
+
+
 class ListingCache:
-    def __init__(self, db: Database, size: int = 256, enabled: bool = True):
+    """``serving()``: whether cached pages may be served now (this process writes every trial);
+    ``verify``: check the study's owner on every hit (other processes may delete studies)."""
+
+    def __init__(
+        self,
+        db: Database,
+        size: int = 256,
+        enabled: bool = True,
+        serving: Callable[[], bool] = lambda: True,
+        verify: bool = False,
+    ):
         self.db, self.size, self.enabled = db, size, enabled
+        self.serving, self.verify = serving, verify
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
         self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
 
     async def get(
         self, user_id: int, study_id: int, after: int | None, limit: int, state: str | None
@@ -115,14 +138,18 @@ class ListingCache:
             limit,
             state,
         )  # version read first
-        if self.enabled:
+        enabled = self.enabled and self.serving()
+        if enabled:
             with self._lock:
                 body = self._pages.get(key)
                 if body is not None:
                     self._pages.move_to_end(key)
-                    return body
+            if body is not None:
+                if self.verify:
+                    await run_in_threadpool(_check_owner, self.db, user_id, study_id)
+                return body
         body = await run_in_threadpool(encode_page, self.db, user_id, study_id, after, limit, state)
-        if self.enabled:
+        if enabled:
             with self._lock:
                 self._pages[key] = body
                 while len(self._pages) > self.size:

@@ -114,6 +114,10 @@ def test_compose_resolved_model(tmp_path):
     )
     (port,) = services["api"]["ports"]
     assert port["host_ip"] == "127.0.0.1" and port["target"] == 8642
+    # `--scale api=N`: a published port range (one port per replica), no fixed container name
+    first, last = (int(p) for p in str(port["published"]).split("-"))
+    assert first == 8642 and last > first, port
+    assert "container_name" not in services["api"]
     # the CPU override drops the reservation and stays valid
     res = run_compose(
         tmp_path,
@@ -154,6 +158,20 @@ def test_api_migrates_at_start_and_waits_for_postgres(spec):
     assert "autopeft serve --executor ray" in entry  # serve migrates in its lifespan
     app = (REPO / "api" / "app.py").read_text()
     assert "if settings.migrate:" in app and "upgrade(settings.db_url)" in app
+
+
+def test_api_scales_with_one_scheduler_and_one_migration_at_a_time(spec):
+    """Several `api` replicas on one database: the lease and the migration lock are PostgreSQL
+    advisory locks (api.scheduling.leader, api.migrate), the replicas share the artifacts."""
+    api = spec["services"]["api"]
+    assert "container_name" not in api
+    (port,) = api["ports"]
+    assert re.search(r":\$\{AUTOPEFT_PORTS:-8642-\d+\}:8642$", port), port
+    assert api["environment"]["AUTOPEFT_DB_URL"].startswith("postgresql")
+    assert any(v.startswith("artifacts:") for v in api["volumes"])
+    assert "pg_advisory_lock" in (REPO / "api" / "migrate.py").read_text()
+    assert "pg_try_advisory_lock" in (REPO / "api" / "scheduling" / "leader.py").read_text()
+    assert "--scale api=" in COMPOSE.read_text()
 
 
 def test_no_default_secrets(spec):

@@ -26,6 +26,7 @@ from autopeft.api.services.datasets import DatasetStore
 from autopeft.api.services.listing import ListingCache
 from autopeft.api.settings import Settings, apply_data_dirs
 from autopeft.api.slots import SlotAllocator
+from autopeft.api.tracking.rules import TrackingRules
 
 log = logging.getLogger("autopeft.api")
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.cpus_per_trial,
             slots=_slots(settings, executor),
             trial_workload=lambda workload: store.trial_workload(db, workload),
+            tracking=TrackingRules.from_settings(settings),
         )
         app.state.autopeft = AppState(
             settings=settings,

@@ -55,6 +55,7 @@ from autopeft.api.services.constraints import constraints_of
 from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error
 from autopeft.api.slots import Holder, SlotAllocator
+from autopeft.api.tracking.rules import TrackingRules
 from autopeft.workers.base import Executor
 
 log = logging.getLogger("autopeft.scheduler")
@@ -99,6 +100,7 @@ class StudyRunner(
         self.cancelling: dict[int, str] = {}  # trial id -> why a user cancelled it
         self.seq = 0
         self.slot: Holder | None = None  # this runner in the manager's fair-share allocator
+        self.tracker = None  # tracking.hub.StudyTracker when spec.tracking names a sink
 
     # -- control ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -128,6 +130,8 @@ class StudyRunner(
                         utcnow(),
                     )
         finally:
+            if self.tracker is not None:
+                self.tracker.close()
             if self.slot is not None:
                 self.m.slots.forget(self.slot)
             self.m._forget(self.study_id, self)
@@ -140,6 +144,8 @@ class StudyRunner(
             self.spec = dict(study.spec)
             elapsed_before = float(study.elapsed_s or 0.0)
             self.slot = Holder(study.user_id, self.study_id, self._wake)
+            name = study.name
+        self.tracker = self.m.tracker(self.study_id, name, self.spec)
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
@@ -279,6 +285,7 @@ class SchedulerManager(LifecycleManager):
         cpus_per_trial: int = 1,
         slots: SlotAllocator | None = None,
         trial_workload=None,
+        tracking: TrackingRules | None = None,
     ):
         self.db, self.executor = db, executor
         self.artifacts_dir = Path(artifacts_dir)
@@ -287,10 +294,30 @@ class SchedulerManager(LifecycleManager):
         # workload as stored -> (workload a worker runs, data file to ship or None); see services.datasets
         self.trial_workload = trial_workload or (lambda workload: (workload, None))
         self._runners: dict[int, StudyRunner] = {}
+        self.tracking_rules = tracking
+        self._tracking = None  # tracking.hub.TrackingHub, made for the first study that tracks
         self._lock = threading.Lock()
         self._closed = False
         self._deleted: set[int] = set()
         self._study_locks: dict[int, threading.Lock] = {}
+
+    def tracker(self, study_id: int, name: str, spec: dict[str, Any]):
+        """The study's tracker (``spec.tracking``), or None: it tracks nothing (or the server has
+        no tracking rules)."""
+        if not spec.get("tracking") or self.tracking_rules is None:
+            return None
+        from autopeft.api.tracking.hub import TrackingHub
+
+        with self._lock:
+            if self._tracking is None:
+                self._tracking = TrackingHub(
+                    self.db,
+                    self.tracking_rules,
+                    self.artifacts_dir,
+                    lambda workload: self.trial_workload(workload)[0],
+                )
+            hub = self._tracking
+        return hub.tracker(study_id, name, spec)
 
     def study_lock(self, study_id: int) -> threading.Lock:
         """Serialises the stop / resume / delete of one study (no runner outlives its study)."""
@@ -377,3 +404,5 @@ class SchedulerManager(LifecycleManager):
         for r in runners:
             r._wake.set()
             r.join(timeout=5)
+        if self._tracking is not None:
+            self._tracking.close()

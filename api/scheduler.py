@@ -55,6 +55,7 @@ from autopeft.api.services.constraints import constraints_of
 from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error
 from autopeft.api.slots import Holder, SlotAllocator
+from autopeft.api.tracking.hub import TrackingHub
 from autopeft.api.tracking.rules import TrackingRules
 from autopeft.workers.base import Executor
 
@@ -145,7 +146,7 @@ class StudyRunner(
             elapsed_before = float(study.elapsed_s or 0.0)
             self.slot = Holder(study.user_id, self.study_id, self._wake)
             name = study.name
-        self.tracker = self.m.tracker(self.study_id, name, self.spec)
+        self.tracker = self.m.tracking and self.m.tracking.tracker(self.study_id, name, self.spec)
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
@@ -294,30 +295,14 @@ class SchedulerManager(LifecycleManager):
         # workload as stored -> (workload a worker runs, data file to ship or None); see services.datasets
         self.trial_workload = trial_workload or (lambda workload: (workload, None))
         self._runners: dict[int, StudyRunner] = {}
-        self.tracking_rules = tracking
-        self._tracking = None  # tracking.hub.TrackingHub, made for the first study that tracks
+        # spec.tracking: one thread, started by the first study that tracks anything
+        self.tracking = tracking and TrackingHub(
+            db, tracking, self.artifacts_dir, lambda workload: self.trial_workload(workload)[0]
+        )
         self._lock = threading.Lock()
         self._closed = False
         self._deleted: set[int] = set()
         self._study_locks: dict[int, threading.Lock] = {}
-
-    def tracker(self, study_id: int, name: str, spec: dict[str, Any]):
-        """The study's tracker (``spec.tracking``), or None: it tracks nothing (or the server has
-        no tracking rules)."""
-        if not spec.get("tracking") or self.tracking_rules is None:
-            return None
-        from autopeft.api.tracking.hub import TrackingHub
-
-        with self._lock:
-            if self._tracking is None:
-                self._tracking = TrackingHub(
-                    self.db,
-                    self.tracking_rules,
-                    self.artifacts_dir,
-                    lambda workload: self.trial_workload(workload)[0],
-                )
-            hub = self._tracking
-        return hub.tracker(study_id, name, spec)
 
     def study_lock(self, study_id: int) -> threading.Lock:
         """Serialises the stop / resume / delete of one study (no runner outlives its study)."""
@@ -404,5 +389,5 @@ class SchedulerManager(LifecycleManager):
         for r in runners:
             r._wake.set()
             r.join(timeout=5)
-        if self._tracking is not None:
-            self._tracking.close()
+        if self.tracking:
+            self.tracking.close()

@@ -248,9 +248,7 @@ class StudyTracker:
             self._each(trial_id, lambda sink: sink.tested(trial, trial["test_values"]))
 
     def _close(self) -> None:
-        if self.sinks is None:
-            return  # nothing was tracked by this runner
-        mlflow = next((sink for sink in self.sinks if sink.name == "mlflow"), None)
+        mlflow = next((sink for sink in self._setup() if sink.name == "mlflow"), None)
         if mlflow is not None:
             with self.hub.db.read() as s:
                 ended = list(

@@ -87,7 +87,7 @@ class TrackingRules:
             path = default_root / path
         try:
             resolved = path.resolve(strict=False)
-        except (OSError, RuntimeError):  # a symlink loop
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
             resolved = None
         if resolved is None or any(_inside(resolved, r) for r in _SYSTEM_ROOTS):
             raise InvalidConfig(f"{given[:200]!r} is not allowed here", field)
@@ -188,6 +188,15 @@ def tensorboard_installed() -> bool:
     return _importable("tensorboardX")
 
 
+def _checked(check, value: Any, field: str) -> None:
+    try:
+        check(value)
+    except InvalidConfig:
+        raise
+    except (ValueError, TypeError) as err:  # e.g. urlparse on "http://[", a NUL byte in a path
+        raise InvalidConfig(f"{str(value)[:200]!r} is not valid here: {err}", field) from None
+
+
 def check_tracking(spec: dict[str, Any], rules: TrackingRules) -> None:
     """Refuse (``InvalidConfig`` naming the field) tracking this server could not do: a sink whose
     package is missing, a store or folder outside the rules."""
@@ -200,7 +209,7 @@ def check_tracking(spec: dict[str, Any], rules: TrackingRules) -> None:
                 "(pip install 'autopeft[tracking]'); it is not installed",
                 "tracking.mlflow",
             )
-        rules.mlflow_uri(mlflow.get("tracking_uri"))
+        _checked(rules.mlflow_uri, mlflow.get("tracking_uri"), "tracking.mlflow.tracking_uri")
     board = tracking.get("tensorboard")
     if board is not None:
         if not tensorboard_installed():
@@ -209,4 +218,6 @@ def check_tracking(spec: dict[str, Any], rules: TrackingRules) -> None:
                 "(pip install 'autopeft[tracking]'); it is not installed",
                 "tracking.tensorboard",
             )
-        rules.tensorboard_dir(board.get("dir"), None)
+        _checked(
+            lambda d: rules.tensorboard_dir(d, None), board.get("dir"), "tracking.tensorboard.dir"
+        )

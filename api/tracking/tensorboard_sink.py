@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ class TensorboardSink:
         tid = trial["id"]
         if tid not in self.writers:
             folder = Path(self.root) / f"trial-{trial['number']:05d}"
-            writer = SummaryWriter(logdir=str(folder), flush_secs=30)
+            # tensorboardX names files by the second: a suffix keeps a reopened trial's file apart
+            suffix = f".{uuid.uuid4().hex[:8]}"
+            writer = SummaryWriter(logdir=str(folder), flush_secs=30, filename_suffix=suffix)
             writer.add_text("config", json.dumps(trial.get("config") or {}, indent=1), 0)
             self.writers[tid] = writer
         return self.writers[tid]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.api import test_peft_search
-from tests.api.conftest import REPO, client_for, make_token, python_study
+from tests.api.conftest import REPO, client_for, free_port, make_token, python_study
 from tests.waiting import wait_for
 
 pytest.importorskip("mlflow")
@@ -90,6 +90,12 @@ def test_mlflow_holds_one_run_per_trial_with_steps_and_the_adapter(
         assert answer.status_code == 422, (bad, answer.text)
         assert answer.json()["error"]["field"] == field, (bad, answer.json())
     client = client_for(server, token)
+    # beside it, a study whose MLflow server does not answer: its trials are not held up
+    unreachable = client.create_study(
+        spec=python_study(
+            tracking={"mlflow": {"tracking_uri": f"http://127.0.0.1:{free_port()}"}}, max_trials=3
+        )
+    )
     tracking = {
         "mlflow": {"tracking_uri": "sqlite:///team/mlflow.db", "experiment": "tiny bert"},
         "tensorboard": {},
@@ -114,6 +120,10 @@ def test_mlflow_holds_one_run_per_trial_with_steps_and_the_adapter(
 
     wait_for(runs, 120, "two terminated MLflow runs", 0.5)
     assert "tracking_errors" not in study.refresh().spec
+    unreachable.wait(timeout=60, poll=0.2, progress=False)
+    assert unreachable.state == "finished" and unreachable.counts["complete"] == 3
+    errors = unreachable.refresh().spec["tracking_errors"]
+    assert errors[0]["sink"] == "mlflow" and "could not start" in errors[0]["error"], errors
     server.stop()  # the tracking queue is drained at exit: nothing more is written
     found = runs()
     assert {r.info.run_name for r in found} == {f"trial-{t['number']}" for t in trials.values()}

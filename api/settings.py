@@ -122,6 +122,22 @@ class Settings(BaseSettings):
         "lie in; unset: any regular file on a loopback bind, none on any other bind",
     )
 
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking store of studies that name none (default: "
+        "sqlite:///<artifacts_dir>/mlflow/mlflow.db); users may always name this one",
+    )
+    tracking_dirs: str | None = Field(
+        default=None,
+        description="folders (os.pathsep-separated) where users' SQLite MLflow stores and "
+        "TensorBoard folders may lie, beside <artifacts_dir>/mlflow and <artifacts_dir>/tensorboard",
+    )
+    tracking_remote: bool = Field(
+        default=True,
+        description="whether users may name http(s) MLflow servers (the controller connects to "
+        "them); never while MLFLOW_TRACKING_* credentials are in the environment",
+    )
+
     @property
     def datasets_path(self) -> Path:
         return (

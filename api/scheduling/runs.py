@@ -157,6 +157,8 @@ class TrialRuns:
                     )
             if name == "exploit":
                 self.exploits[trial_id] = decision
+        if self.tracker is not None:
+            self.tracker.report(trial_id, step, values)
         return "continue" if name == "continue" else "stop"
 
     def _on_done(self, trial_id: int, outcome: TrialOutcome) -> None:
@@ -172,6 +174,8 @@ class TrialRuns:
                     self.planned.pop(trial_id, None)
                 if known:
                     self._release_slot()
+                if self.tracker is not None:
+                    self.tracker.ended(trial_id)  # its run ends if the trial did (tracking.hub)
             self._wake.set()
 
     def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:

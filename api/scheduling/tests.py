@@ -73,6 +73,8 @@ class HeldOutTests:
                         t.test_values = finite_or_none(
                             {k: v for k, v in outcome.values.items() if k.startswith("test_")}
                         )
+                if self.tracker is not None:
+                    self.tracker.tested(trial_id)
             elif not outcome.cancelled:
                 log.warning(
                     "study %s: test evaluation of trial %s failed: %s",

@@ -320,6 +320,10 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
     if ctx is not None:
         check_python_allowed(workload, ctx)
         check_not_server_state(workload, ctx)
+        if spec.get("tracking") is not None:
+            from autopeft.api.tracking.rules import TrackingRules, check_tracking
+
+            check_tracking(spec, TrackingRules.from_settings(ctx.settings))
         if ctx.datasets is not None:
             workload, dataset = ctx.datasets.resolve_for_validation(
                 ctx.session, ctx.user.id, workload

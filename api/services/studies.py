@@ -215,7 +215,7 @@ def extend_study(
 
 
 #: keys the service adds to a stored spec (not part of a new study's body)
-SERVICE_KEYS = ("extensions", "cloned_from", "warm_start")
+SERVICE_KEYS = ("extensions", "cloned_from", "warm_start", "tracking_errors")
 
 
 def merge_patch(base: Any, patch: Any) -> Any:

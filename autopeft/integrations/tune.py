@@ -1,4 +1,5 @@
-"""autopeft's optimisers inside Ray Tune: :class:`MoboSearcher` and :class:`MOASHAScheduler`.
+"""autopeft's optimisers inside Ray Tune: :class:`MoboSearcher`, :class:`MOASHAScheduler` and
+:class:`MOPBTScheduler` / :class:`PBTScheduler`.
 
 >>> from ray import tune
 >>> from autopeft.integrations.tune import MoboSearcher, MOASHAScheduler
@@ -26,7 +27,9 @@
   ``max_t``, counted in ``time_attr``; a trial at or past ``max_t`` is stopped as finished (as
   Tune's ASHA does), never as pruned.
 
-MO-PBT is not offered as a Tune scheduler yet (it needs checkpoint transfer between trials).
+* :class:`MOPBTScheduler` (``mopbt``) and :class:`PBTScheduler` (``pbt``) — Tune's
+  ``PopulationBasedTraining`` (checkpoint transfer on exploit) with autopeft's ranking and
+  explore; defined in :mod:`autopeft.integrations.tune_pbt`, re-exported here.
 
 Needs the ``ray`` extra (``pip install 'autopeft[ray]'``); importing this module without Ray
 raises an ImportError that says so.
@@ -50,7 +53,7 @@ from autopeft.errors import InvalidConfig
 from autopeft.optim import create_optimizer
 from autopeft.space import SearchSpace
 
-__all__ = ["MOASHAScheduler", "MoboSearcher", "space_from_tune"]
+__all__ = ["MOASHAScheduler", "MOPBTScheduler", "MoboSearcher", "PBTScheduler", "space_from_tune"]
 
 _PAD = "_constant"  # second objective of a single-objective mobo search (always 0)
 _MODES = {"min": "minimize", "max": "maximize"}
@@ -366,3 +369,6 @@ class MOASHAScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return f"Using MO-ASHA: {len(self.stopped)} trials stopped early."
+
+
+from autopeft.integrations.tune_pbt import MOPBTScheduler, PBTScheduler  # noqa: E402

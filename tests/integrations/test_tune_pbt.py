@@ -29,7 +29,7 @@ def ray_local():
         ray.init(
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
-            num_cpus=2,
+            num_cpus=4,  # the four trials of a population run at once (none waits out a perturbation)
             _temp_dir=os.path.join(d, "r"),
             log_to_driver=False,
         )

@@ -46,21 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = Path(__file__).resolve().parent / "results" / "controller_capacity.json"
-SPACE = {
-    "params": {
-        "x": {"type": "float", "low": 0.0, "high": 1.0},
-        "y": {"type": "float", "low": 0.0, "high": 1.0},
-    }
-}
-OBJECTIVES = [
-    {"name": "accuracy", "direction": "maximize"},
-    {"name": "cost", "direction": "minimize"},
-]
-
-
-def values_of(config: dict) -> dict[str, float]:
-    x, y = float(config["x"]), float(config["y"])
-    return {"accuracy": 1.0 - (x - 0.3) ** 2, "cost": x + 0.1 * y}
+from tests.api.workloads import OBJECTIVES, SPACE  # noqa: E402  (the space of that workload)
+from tests.api.workloads import _metrics as values_of  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ fake executor

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import pytest
 
@@ -17,6 +16,7 @@ tune = pytest.importorskip("ray.tune")
 from autopeft.errors import InvalidConfig  # noqa: E402
 from autopeft.integrations.tune import MOASHAScheduler, MoboSearcher, space_from_tune  # noqa: E402
 from autopeft.space import SearchSpace  # noqa: E402
+from tests.integrations.ray_local import private_ray  # noqa: E402
 
 MAX_T = 9
 FAST = {"num_restarts": 2, "raw_samples": 64, "fit_maxiter": 40, "mc_samples": 32}
@@ -24,18 +24,8 @@ FAST = {"num_restarts": 2, "raw_samples": 64, "fit_maxiter": 40, "mc_samples": 3
 
 @pytest.fixture(scope="module")
 def ray_local():
-    with tempfile.TemporaryDirectory(prefix="ap-tune-") as d:
-        ray.init(
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            num_cpus=2,
-            _temp_dir=os.path.join(d, "r"),
-            log_to_driver=False,
-        )
-        try:
-            yield d
-        finally:
-            ray.shutdown()
+    with private_ray("ap-tune-", num_cpus=2) as d:
+        yield d
 
 
 def trainable(config):

@@ -16,6 +16,7 @@ tune = pytest.importorskip("ray.tune")
 
 from autopeft.errors import InvalidConfig  # noqa: E402
 from autopeft.integrations.tune import MOPBTScheduler, PBTScheduler  # noqa: E402
+from tests.integrations.ray_local import private_ray  # noqa: E402
 
 MAX_T = 8
 LR = (0.01, 0.1)
@@ -25,18 +26,10 @@ MUTATIONS = {"lr": tune.uniform(*LR), "opt": {"dropout": DROPOUT}}
 
 @pytest.fixture(scope="module")
 def ray_local():
-    with tempfile.TemporaryDirectory(prefix="ap-tune-pbt-") as d:
-        ray.init(
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            num_cpus=4,  # the four trials of a population run at once (none waits out a perturbation)
-            _temp_dir=os.path.join(d, "r"),
-            log_to_driver=False,
-        )
-        try:
-            yield d
-        finally:
-            ray.shutdown()
+    with private_ray(
+        "ap-tune-pbt-", num_cpus=4
+    ) as d:  # the four trials of a population run at once (none waits out a perturbation)
+        yield d
 
 
 def trainable(config):

@@ -253,3 +253,14 @@ def python_study(entrypoint: str = "tests.api.workloads:quick", **fields) -> dic
     }
     spec.update(fields)
     return spec
+
+
+def post_study(server, token, spec) -> httpx.Response:
+    """``POST /api/v1/studies`` as ``token`` on a running ``server``, whatever it answers."""
+    return httpx.post(
+        f"{server.url}/api/v1/studies",
+        json=spec,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+        trust_env=False,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.api.conftest import client_for, make_token
+from tests.api.conftest import client_for, make_token, post_study
 
 OBJECTIVES = [
     {"name": "accuracy", "direction": "maximize"},
@@ -45,16 +45,6 @@ def _spec(workload, **fields):
     }
     spec.update(fields)
     return spec
-
-
-def _post(server, token, spec) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/api/v1/studies",
-        json=spec,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-        trust_env=False,
-    )
 
 
 def test_default_search_with_baselines_and_a_test_split(sqlite_url, server_factory, peft_workload):
@@ -260,5 +250,5 @@ def test_pbt_and_early_stopping_that_could_never_act_are_refused(
         (_spec(peft_workload, baselines="default", max_trials=2), "max_trials"),
     ]
     for spec, field in cases:
-        r = _post(server, token, spec)
+        r = post_study(server, token, spec)
         assert r.status_code == 422 and r.json()["error"]["field"] == field, (field, r.text)

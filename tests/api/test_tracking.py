@@ -9,11 +9,10 @@ import os
 import struct
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.api import test_peft_search
-from tests.api.conftest import REPO, client_for, free_port, make_token, python_study
+from tests.api.conftest import REPO, client_for, free_port, make_token, post_study, python_study
 from tests.waiting import wait_for
 
 pytest.importorskip("mlflow")
@@ -68,16 +67,6 @@ BAD = [
 ]
 
 
-def _post(server, token, spec) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/api/v1/studies",
-        json=spec,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-        trust_env=False,
-    )
-
-
 def test_mlflow_holds_one_run_per_trial_with_steps_and_the_adapter(
     sqlite_url, server_factory, peft_workload, workdir, tmp_path
 ):
@@ -86,7 +75,7 @@ def test_mlflow_holds_one_run_per_trial_with_steps_and_the_adapter(
     server = server_factory(sqlite_url)
     token = make_token(sqlite_url, "alice")
     for bad, field in BAD:  # bad settings first: 422s naming the field
-        answer = _post(server, token, _spec(peft_workload, tracking=bad))
+        answer = post_study(server, token, _spec(peft_workload, tracking=bad))
         assert answer.status_code == 422, (bad, answer.text)
         assert answer.json()["error"]["field"] == field, (bad, answer.json())
     client = client_for(server, token)
@@ -179,10 +168,12 @@ def test_asking_for_mlflow_where_it_is_missing_is_a_422(server_factory, tmp_path
         env={"PYTHONPATH": os.pathsep.join((str(shadow), str(REPO)))},
     )
     token = make_token(f"sqlite:///{tmp_path / 'bare.db'}", "bob")
-    answer = _post(bare, token, python_study(tracking={"mlflow": {}}))
+    answer = post_study(bare, token, python_study(tracking={"mlflow": {}}))
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "tracking.mlflow"
     assert "mlflow-skinny" in answer.json()["error"]["message"]
     assert (
-        _post(bare, token, python_study(tracking={"tensorboard": {}}, max_trials=1)).status_code
+        post_study(
+            bare, token, python_study(tracking={"tensorboard": {}}, max_trials=1)
+        ).status_code
         == 201
     )

@@ -13,8 +13,8 @@ import numpy as np
 
 from autopeft.optim import pareto as pm
 from tests.api import test_peft_search
-from tests.api.conftest import REPO, client_for, make_token, python_study
-from tests.api.test_peft_search import _post, _spec
+from tests.api.conftest import REPO, client_for, make_token, post_study, python_study
+from tests.api.test_peft_search import _spec
 
 peft_workload = test_peft_search.peft_workload  # the tiny-BERT workload fixture, shared
 
@@ -113,11 +113,11 @@ def test_constraints_that_could_never_be_evaluated_are_refused(
         ({"constraints": "trainable_params <= 1e6"}, "optimizer.options.constraints"),
     ]
     for options, field in cases:
-        r = _post(
+        r = post_study(
             server, token, _spec(peft_workload, optimizer={"name": "random", "options": options})
         )
         assert r.status_code == 422 and r.json()["error"]["field"] == field, (field, r.text)
-    ok = _post(
+    ok = post_study(
         server,
         token,
         _spec(

@@ -376,3 +376,114 @@ def test_mobo_warm_start_hypers_starts_from_the_previous_fit(mixed_space):
         for s in opt.ask(2):
             opt.tell(s.id, {"accuracy": toy_values(s.config)["accuracy"]})
     assert set(opt._hypers) == {"dim_scaled"} and "fit_error" not in opt.last_info
+
+
+def _unit_space(d: int) -> SearchSpace:
+    return SearchSpace.from_dict(
+        {"params": {f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(d)}}
+    )
+
+
+def test_mobo_trust_region_options_are_checked_and_auto_follows_the_dimension(mixed_space):
+    two = [("f1", "minimize"), ("f2", "minimize")]
+    for bad in ("yes", 1, None):
+        with pytest.raises(InvalidConfig, match="trust_region"):
+            create_optimizer("mobo", _unit_space(8), two, trust_region=bad)
+    for bad in (0, -0.1, 0.6, True, "0.2"):
+        with pytest.raises(InvalidConfig, match="trust_region_size"):
+            create_optimizer("mobo", _unit_space(8), two, trust_region_size=bad)
+    # on a mixed space it could not act: refused rather than ignored
+    with pytest.raises(InvalidConfig, match="trust_region"):
+        create_optimizer("mobo", mixed_space, OBJ, trust_region=True)
+    assert not create_optimizer("mobo", mixed_space, OBJ)._trust_region  # auto: off
+    assert not create_optimizer("mobo", _unit_space(6), two)._trust_region  # auto: up to 6
+    assert create_optimizer("mobo", _unit_space(7), two)._trust_region
+    assert not create_optimizer("mobo", _unit_space(12), two, trust_region=False)._trust_region
+    assert create_optimizer("mobo", _unit_space(2), two, trust_region=True)._trust_region
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_mobo_trust_region_keeps_the_search_in_a_box_around_a_pareto_point(on):
+    """An acquisition that grows towards the corner (1, ..., 1): the global search goes there,
+    the trust-region search stops at the corner of the box around the Pareto point it drew."""
+    import torch
+    from botorch.acquisition import AcquisitionFunction
+
+    class Corner(AcquisitionFunction):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+
+        def forward(self, X):  # X: (b, q=1, d)
+            return X[..., 0, :].sum(-1)
+
+    d = 8
+    opt = create_optimizer(
+        "mobo",
+        _unit_space(d),
+        [("f1", "minimize"), ("f2", "minimize")],
+        seed=0,
+        trust_region=on,
+        trust_region_size=0.2,
+        raw_samples=64,
+        num_restarts=4,
+    )
+    front = torch.tensor([[0.1] * d, [0.5] * d], dtype=torch.double)
+    for number in range(8, 14):
+        config = opt._optimize_continuous(Corner(), front, number=number)
+        x = [config[f"x{i}"] for i in range(d)]
+        if on:  # equal widths (no lengthscales): the box corner of one of the two centres
+            assert any(x == pytest.approx([float(c[0]) + 0.2] * d, abs=1e-6) for c in front)
+        else:
+            assert x == pytest.approx([1.0] * d, abs=1e-6)
+
+
+def test_trust_region_widths_follow_the_lengthscales():
+    import numpy as np
+    import torch
+
+    from autopeft.optim.mobo.optim_mixed import trust_region
+
+    front = torch.full((1, 3), 0.5, dtype=torch.double)
+    ls = torch.tensor([0.5, 1.0, 2.0], dtype=torch.double)  # geometric mean 1
+    lo, hi, centre = trust_region(front, ls, np.random.default_rng(0), 0.1)
+    assert (hi - lo).tolist() == pytest.approx([0.1, 0.2, 0.4])
+    assert centre.tolist() == [0.5] * 3
+    lo, hi, _ = trust_region(front, torch.tensor([1e-3, 1.0, 1e3]), np.random.default_rng(0), 0.2)
+    assert lo.tolist() == pytest.approx([0.45, 0.3, 0.0]) and hi.tolist()[2] == 1.0  # clipped
+
+
+def test_mobo_searches_a_trust_region_on_a_many_dimensional_problem():
+    """Through ask/tell on a 10-d problem (auto: on): every BO suggestion lies in the box of
+    some Pareto point of the trials told so far, widths at most 4 x the half-width."""
+    import numpy as np
+
+    d = 10
+    opt = create_optimizer(
+        "mobo",
+        _unit_space(d),
+        [("f1", "minimize"), ("f2", "minimize")],
+        seed=1,
+        n_initial=6,
+        raw_samples=32,
+        num_restarts=2,
+        mc_samples=16,
+        fit_maxiter=15,
+    )
+    from autopeft.optim import pareto as pm
+
+    def f(x):
+        g = float(((np.asarray(x[1:]) - 0.5) ** 2).sum())
+        return {"f1": (1 + g) * x[0], "f2": (1 + g) * (1 - x[0])}
+
+    told = []
+    for _ in range(10):
+        (s,) = opt.ask()
+        x = np.array([s.config[f"x{i}"] for i in range(d)])
+        if len(told) >= 6:
+            assert "trust region" in opt.last_info["method"]
+            Y = np.array([[v["f1"], v["f2"]] for _, v in told])
+            front = [told[i][0] for i in np.flatnonzero(pm.is_non_dominated(Y))]
+            assert any(np.all(np.abs(x - c) <= 4 * 0.2 + 1e-9) for c in front)
+        v = f(x)
+        opt.tell(s.id, v)
+        told.append((x, v))

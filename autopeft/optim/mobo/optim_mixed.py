@@ -27,23 +27,32 @@ def optimize_continuous(
     num_restarts: int,
     raw_samples: int,
     pareto_starts: int,
+    region=None,
 ):
     """The best point ``(d,)`` (a tensor in ``[0, 1]^dim``) found by L-BFGS-B from BoTorch's
     raw-sample starts (``num_restarts`` of ``raw_samples``) plus up to ``pareto_starts`` rows
-    of ``front_X (p, d)`` (current Pareto points) drawn by ``rng``."""
+    of ``front_X (p, d)`` (current Pareto points) drawn by ``rng``.
+
+    ``region``: ``(lo, hi, centre)`` of a :func:`trust_region`; the search then stays in that
+    box and starts from raw samples in it plus the centre instead of the Pareto points."""
     import torch
     from botorch.optim import optimize_acqf
     from botorch.optim.initializers import gen_batch_initial_conditions
 
-    bounds = torch.stack(
-        [torch.zeros(dim, dtype=torch.double), torch.ones(dim, dtype=torch.double)]
-    )
+    if region is None:
+        bounds = torch.stack(
+            [torch.zeros(dim, dtype=torch.double), torch.ones(dim, dtype=torch.double)]
+        )
+    else:
+        bounds = torch.stack([region[0], region[1]])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         starts = gen_batch_initial_conditions(
             acqf, bounds, q=1, num_restarts=num_restarts, raw_samples=raw_samples
         )
-        k = min(pareto_starts, len(front_X))
+        k = 0 if region is not None else min(pareto_starts, len(front_X))
+        if region is not None:
+            starts = torch.cat([starts, region[2].view(1, 1, -1)])
         if k:
             pick = torch.as_tensor(np.sort(rng.choice(len(front_X), size=k, replace=False)))
             starts = torch.cat([starts, front_X[pick].unsqueeze(1)])
@@ -56,6 +65,33 @@ def optimize_continuous(
             options={"maxiter": 100, "batch_limit": 16},
         )
     return cand[0].detach()
+
+
+def trust_region(front_X, lengthscales, rng: np.random.Generator, half: float):
+    """A box around one Pareto point, for high-dimensional continuous spaces (the local search
+    region of TuRBO / MORBO): its centre is a row of ``front_X (p, d)`` drawn by ``rng``, its
+    half-width ``half`` in each dimension times that dimension's lengthscale over their geometric
+    mean (clipped to [1/4, 4]; ``lengthscales (d,)`` or ``None`` for equal widths), cut to the unit
+    cube. Returns ``(lo, hi, centre)``, each ``(d,)``."""
+    import torch
+
+    centre = front_X[int(rng.integers(len(front_X)))]
+    w = torch.ones_like(centre)
+    if lengthscales is not None:
+        ls = torch.as_tensor(lengthscales, dtype=centre.dtype)
+        w = (ls / ls.log().mean().exp()).clamp(0.25, 4.0)
+    return (centre - half * w).clamp(0, 1), (centre + half * w).clamp(0, 1), centre
+
+
+def lengthscales(model, dim: int):
+    """Mean ARD lengthscales ``(dim,)`` over the outputs of a ``SingleTaskGP`` (its kernel or
+    the base kernel of a scaled one), ``None`` for other models."""
+    kernel = getattr(model, "covar_module", None)
+    kernel = getattr(kernel, "base_kernel", kernel)
+    ls = getattr(kernel, "lengthscale", None)
+    if ls is None or ls.shape[-1] != dim:
+        return None
+    return ls.detach().reshape(-1, dim).mean(0)
 
 
 def score(acqf, codec: Codec, configs: list[dict], known: KnownObjectives | None) -> np.ndarray:

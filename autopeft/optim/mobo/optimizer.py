@@ -14,7 +14,12 @@ from autopeft.optim._simple import sobol_configs
 from autopeft.optim.base import BaseOptimizer, config_key, derive_seed
 from autopeft.optim.mobo import acqf as _acqf
 from autopeft.optim.mobo import gp as _gp
-from autopeft.optim.mobo.optim_mixed import optimize_continuous, optimize_discrete
+from autopeft.optim.mobo.optim_mixed import (
+    lengthscales,
+    optimize_continuous,
+    optimize_discrete,
+    trust_region,
+)
 from autopeft.optim.mobo.search_space import Codec
 
 _POSITIVE_INTS = (
@@ -47,6 +52,12 @@ class MOBOOptimizer(BaseOptimizer):
       from ``num_restarts`` starts plus up to ``pareto_starts`` Pareto points; others the
       candidate pool (``pool_size``) and local search (``local_search_starts`` x
       ``local_search_steps``).
+    * ``trust_region`` (continuous spaces; ``"auto"``: on with more than
+      ``TRUST_REGION_MIN_DIM`` parameters): each suggestion searches a box around one Pareto
+      point drawn by the trial number, of half-width ``trust_region_size`` scaled per dimension
+      by the GP's lengthscales (:func:`~autopeft.optim.mobo.optim_mixed.trust_region`), as
+      TuRBO / MORBO do, so the search exploits in many dimensions instead of chasing the
+      variance of a GP that ~100 points cannot cover.
 
     Every random draw is seeded by ``(seed, trial number)``, so suggestions depend only on the
     trial numbers and the told data. ``warm_start_hypers`` starts each GP fit from the previous
@@ -79,7 +90,10 @@ class MOBOOptimizer(BaseOptimizer):
         "ref_rule": "cycle",
         "warm_start_hypers": False,
         "use_pruned": True,
+        "trust_region": "auto",
+        "trust_region_size": 0.2,
     }
+    TRUST_REGION_MIN_DIM = 6  # "auto" searches globally up to this many parameters
 
     def __init__(self, space, objectives, seed=0, **options):
         super().__init__(space, objectives, seed, **options)
@@ -130,9 +144,32 @@ class MOBOOptimizer(BaseOptimizer):
             and not self._known
             and not known_constraint
         )
+        self._trust_region = self._check_trust_region(space)
         self.last_info: dict = {}
         self._hypers: dict[str, dict] = {}  # per prior, the last fit's (warm_start_hypers)
         self._codec = Codec(space)
+
+    def _check_trust_region(self, space) -> bool:
+        o = self.options
+        if o["trust_region"] != "auto" and not isinstance(o["trust_region"], bool):
+            raise InvalidConfig(
+                f"must be 'auto', true or false, got {o['trust_region']!r}", "trust_region"
+            )
+        size = o["trust_region_size"]
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 0.5:
+            raise InvalidConfig(
+                f"must be a number in (0, 0.5] (a half-width in the unit cube), got {size!r}",
+                "trust_region_size",
+            )
+        if o["trust_region"] is True and not self._continuous:
+            raise InvalidConfig(
+                "applies only to purely continuous spaces without known objectives or known "
+                "constraints (other spaces use the candidate pool and local search)",
+                "trust_region",
+            )
+        if o["trust_region"] == "auto":
+            return self._continuous and space.dim > self.TRUST_REGION_MIN_DIM
+        return bool(o["trust_region"])
 
     def _suggest(self, n, first_number):
         states = ("complete", "pruned") if self.options["use_pruned"] else ("complete",)
@@ -253,10 +290,13 @@ class MOBOOptimizer(BaseOptimizer):
             front_X = X[
                 torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])
             ]
+            ls = lengthscales(model, self.space.dim) if self._trust_region else None
+            if self._trust_region:
+                self.last_info["method"] = "optimize_acqf in a trust region"
             for j in range(n):
                 chosen.append(
                     self._optimize_continuous(
-                        make_acqf(running + chosen), front_X, first_number + j
+                        make_acqf(running + chosen), front_X, first_number + j, ls
                     )
                 )
             return chosen
@@ -283,10 +323,15 @@ class MOBOOptimizer(BaseOptimizer):
             chosen.append(self._random_config(number) if config is None else config)
         return chosen
 
-    def _optimize_continuous(self, acqf, front_X, number):
+    def _optimize_continuous(self, acqf, front_X, number, ls=None):
         """The config at the best point of :func:`optimize_continuous` for suggestion
-        ``number``, starting also from rows of ``front_X (p, d)`` (encoded Pareto points)."""
+        ``number``, starting also from rows of ``front_X (p, d)`` (encoded Pareto points); in a
+        :func:`trust_region` (lengthscales ``ls``) around one of them when that is on."""
         o = self.options
+        region = None
+        if self._trust_region:
+            rng = self.rng(number, "trust_region")
+            region = trust_region(front_X, ls, rng, float(o["trust_region_size"]))
         x = optimize_continuous(
             acqf,
             self.space.dim,
@@ -295,5 +340,6 @@ class MOBOOptimizer(BaseOptimizer):
             o["num_restarts"],
             o["raw_samples"],
             o["pareto_starts"],
+            region,
         )
         return self.space.decode(x.numpy())

@@ -194,7 +194,7 @@ def table(summary: dict, goal: dict, budget: int) -> str:
             )
             lines.append(f"  {key:22s}{cells}")
         g = goal.get(pname)
-        if g and g["ratio"] is not None:
+        if g and g["ratio"] is not None and g["best_optuna"] is not None:
             lines.append(
                 f"  parallel / sequential {100 * g['ratio']:.1f}% (goal >= 95%: "
                 f"{'met' if g['ratio_ok'] else 'NOT met'}); best Optuna {g['best_optuna']} "
@@ -214,6 +214,11 @@ def main(argv=None):
     ap.add_argument("--optuna", default=",".join(OPTUNA_SAMPLERS))
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other problems' results already in --out (replace only those run now)",
+    )
     args = ap.parse_args(argv)
 
     names = args.problems.split(",")
@@ -231,13 +236,21 @@ def main(argv=None):
     t0 = time.perf_counter()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    kept, commands = {}, []
+    if args.update and out.exists():
+        old = json.loads(out.read_text())
+        if (old["workers"], old["budget"], old["seeds"]) != (args.workers, args.budget, args.seeds):
+            ap.error("--update: --out was made with other --workers / --budget / --seeds")
+        kept = {k: v for k, v in old["results"].items() if k not in names}
+        commands = old.get("commands", [old["command"]])
+    command = "benchmarks/parallel_search.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     def save(final=False):
-        summary = summarise(results, args.budget)
+        summary = {**kept, **summarise(results, args.budget)}
         goal = goals(summary, args.workers, args.budget)
         doc = {
-            "command": "benchmarks/parallel_search.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command,
+            "commands": [*commands, command],
             "workers": args.workers,
             "budget": args.budget,
             "seeds": args.seeds,

@@ -25,6 +25,7 @@ from autopeft.api.middleware import BodyLimit, SecurityHeaders
 from autopeft.api.routers import datasets, docs, health, studies, tokens, trials
 from autopeft.api.scheduler import SchedulerManager
 from autopeft.api.scheduling.leader import Replica
+from autopeft.api.services.changes import ChangeFeed
 from autopeft.api.services.datasets import DatasetStore
 from autopeft.api.services.listing import ListingCache
 from autopeft.api.settings import Settings, apply_data_dirs
@@ -100,12 +101,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         replica = Replica(settings, db, build, lambda: _executor(settings))
         recovered = replica.begin()
+        feed = None
+        if not db.is_sqlite and settings.listing_cache:  # other replicas' writes, heard
+            feed = ChangeFeed(db)
         listing = ListingCache(
             db,
             enabled=settings.listing_cache,
-            serving=lambda: replica.leader,
-            verify=replica.lease is not None,
+            serving=(lambda: feed.fresh()) if feed is not None else (lambda: True),
         )
+        if feed is not None:
+            feed.on_reset = listing.clear
+            feed.start()
         state = AppState(
             settings=settings,
             db=db,
@@ -128,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             replica.shutdown()
+            if feed is not None:
+                feed.stop()
             db.dispose()
 
     app = FastAPI(

@@ -7,7 +7,9 @@ concurrent reporting trials never see "database is locked" (readers are never bl
 Another process that writes (``autopeft token create``) waits up to the busy timeout.
 
 PostgreSQL (``postgresql+psycopg://...``; ``postgresql://`` is mapped to psycopg 3) needs no
-lock; writes still use the same path so the code is identical.
+lock; writes still use the same path so the code is identical. There a write that names a study
+also sends ``NOTIFY autopeft_study, '<id>'`` in its transaction, so other replicas' caches hear of
+it (``api.services.changes``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
+_NOTIFY = text("SELECT pg_notify('autopeft_study', :study)")
 
 
 def normalise_url(url: str) -> str:
@@ -75,8 +78,9 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.RLock()
-        # study id -> change counter, bumped after every committed write that names the study;
-        # read caches key on it (valid because every writer of a study lives in this process).
+        # study id -> change counter, bumped after every committed write that names the study
+        # (in this process, or in another one as heard by api.services.changes); read caches key
+        # on it.
         self._versions: dict[int, int] = {}
         self._versions_lock = threading.Lock()
 
@@ -97,11 +101,14 @@ class Database:
         """A session whose transaction commits on success and rolls back on error (single writer).
 
         ``study_id``: the study whose data this write changes; its version is bumped after the
-        commit (and also when the write fails, to be safe)."""
+        commit (and also when the write fails, to be safe); on PostgreSQL other processes are
+        notified when it commits."""
         try:
             if not self.is_sqlite:
                 with self._factory() as session, session.begin():
                     yield session
+                    if study_id is not None:
+                        session.execute(_NOTIFY, {"study": str(study_id)})
                 return
             with self._write_lock, self.engine.connect() as conn:
                 conn.info["begin_mode"] = "BEGIN IMMEDIATE"

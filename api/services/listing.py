@@ -5,11 +5,11 @@ text (``CAST(... AS TEXT)``) and splices them into the response, so no JSON is d
 object or pydantic model is built per trial (the response has exactly the ``TrialList``
 schema; ``tests/api`` compares it with the pydantic encoding). Encoded pages are kept in a
 small LRU keyed on ``(user, study, study version, after, limit, state)``: the study version is
-bumped by every write that names the study (``Database.write(study_id)``), and every writer of
-a study (its scheduler, stop / resume / delete) lives in this process, so a cached page is
-never stale. With several replicas on one PostgreSQL database (``scheduling.leader``) only the
-leader, where every trial is written, serves cached pages, and each hit checks that the study is
-still there and the user's (a follower may have deleted it); followers always read the store.
+bumped by every write that names the study (``Database.write(study_id)``). On SQLite every
+writer lives in this process, so a cached page is never stale. On PostgreSQL, where several
+replicas may share the database (``scheduling.leader``), other processes' writes bump it too,
+heard through ``LISTEN`` / ``NOTIFY`` (``api.services.changes``); cached pages are served only
+while that feed is fresh, and all are dropped when it (re)connects.
 """
 
 from __future__ import annotations
@@ -100,15 +100,9 @@ def encode_page(
     ).encode()
 
 
-def _check_owner(db: Database, user_id: int, study_id: int) -> None:
-    with db.engine.connect() as conn:
-        if conn.execute(_OWNER, {"study_id": study_id}).scalar() != user_id:
-            raise not_found("study", study_id)
-
-
 class ListingCache:
-    """``serving()``: whether cached pages may be served now (this process writes every trial);
-    ``verify``: check the study's owner on every hit (other processes may delete studies)."""
+    """``serving()``: whether cached pages may be served now (every change to the store is
+    known to this process: its own writes, and others' through a fresh change feed)."""
 
     def __init__(
         self,
@@ -116,10 +110,9 @@ class ListingCache:
         size: int = 256,
         enabled: bool = True,
         serving: Callable[[], bool] = lambda: True,
-        verify: bool = False,
     ):
         self.db, self.size, self.enabled = db, size, enabled
-        self.serving, self.verify = serving, verify
+        self.serving = serving
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -145,8 +138,6 @@ class ListingCache:
                 if body is not None:
                     self._pages.move_to_end(key)
             if body is not None:
-                if self.verify:
-                    await run_in_threadpool(_check_owner, self.db, user_id, study_id)
                 return body
         body = await run_in_threadpool(encode_page, self.db, user_id, study_id, after, limit, state)
         if enabled:

@@ -234,3 +234,25 @@ def test_a_leader_that_loses_its_lease_stops_scheduling(replicas):
     assert study.state == "finished", study.data
     assert study.counts["complete"] == MAX_TRIALS and study.counts["failed"] == 0, study.counts
     assert [t["number"] for t in trials_of(db_url, study.id)] == list(range(MAX_TRIALS))
+
+
+def test_the_follower_lists_what_the_leader_writes(replicas):
+    """The follower's listing (cached, kept valid by the change feed) follows the trials the
+    leader's scheduler writes, and ends equal to the leader's."""
+    db_url, servers = replicas(0.2)
+    leader, follower = roles(servers)
+    token = make_token(db_url, "alice")
+    study = client_for(servers[leader], token).create_study(
+        spec=python_study("tests.api.workloads:sleepy", max_trials=6, max_parallel=2)
+    )
+    on_follower = client_for(servers[follower], token).study(study.id)
+    seen_states: set[str] = set()
+
+    def settled():
+        trials = on_follower.trials()
+        seen_states.update(t["state"] for t in trials)
+        return len(trials) == 6 and all(t["state"] == "complete" for t in trials)
+
+    wait_for(settled, 90, "the follower to list 6 complete trials", 0.05)
+    assert "running" in seen_states  # it followed the study as it ran, not only its end
+    assert on_follower.trials() == client_for(servers[leader], token).study(study.id).trials()

@@ -234,3 +234,90 @@ def test_a_new_scheduler_on_the_same_store_resumes_the_study(harness, optimizer,
     assert all(t.state == "complete" for t in trials.values())
     assert trials[a].attempts == 1 and trials[b].attempts == trials[c].attempts == 2
     assert "replayed" in caplog.text and "diverged" not in caplog.text
+
+
+def test_reports_that_arrive_during_a_write_go_together_in_the_next_one(harness):
+    """Group commit, made deterministic: while the store's writer is held, the first report's
+    batch waits and three more are decided; they are then written in one transaction, and no
+    report is answered before it is committed."""
+    from sqlalchemy import event as sa_event
+
+    from autopeft.api.models import TrialReport
+
+    sid = harness.create(max_trials=4, max_parallel=4)
+    ids = harness.in_flight(4)
+    runner = harness.manager._live(sid)
+    commits: list[int] = []
+    sa_event.listen(harness.db.engine, "commit", lambda conn: commits.append(1))
+    answers: dict[int, str] = {}
+
+    def report(tid: int) -> None:
+        answers[tid] = harness.executor.report(tid, 0, {"accuracy": 0.5})
+
+    threads = [threading.Thread(target=report, args=(tid,)) for tid in ids]
+    with harness.db._write_lock:  # SQLite's single writer, held: nothing can be written now
+        threads[0].start()
+        wait_for(lambda: runner._flush_lock.locked() and not runner.unwritten, 10, "a batch")
+        for t in threads[1:]:
+            t.start()
+        # three reports decided: a trial_reports row and an events row each
+        wait_for(lambda: len(runner.unwritten) == 6, 10, "three reports decided")
+        assert answers == {}  # none answered: none is stored yet
+    for t in threads:
+        t.join(30)
+    assert answers == {tid: "continue" for tid in ids}
+    assert len(commits) == 2  # the first report alone, then the three together
+    with harness.db.read() as s:
+        rows = s.scalars(select(TrialReport).where(TrialReport.trial_id.in_(ids))).all()
+        events = s.scalars(
+            select(Event).where(Event.study_id == sid, Event.kind == "report").order_by(Event.seq)
+        ).all()
+    assert sorted(r.trial_id for r in rows) == sorted(ids)
+    assert sorted(e.payload["trial_id"] for e in events) == sorted(ids)
+    assert events[0].payload["trial_id"] == ids[0]  # history order = the order of decisions
+
+
+def test_concurrent_reports_are_each_stored_before_they_are_answered(harness):
+    """4 trials report 8 steps each from their own threads at once: each report is committed
+    before its decision returns, and the history keeps every trial's steps in order."""
+    from autopeft.api.models import TrialReport
+
+    sid = harness.create(max_trials=4, max_parallel=4)
+    ids = harness.in_flight(4)
+    errors: list[str] = []
+    barrier = threading.Barrier(len(ids))
+
+    def stored(tid: int, step: int) -> bool:
+        with harness.db.read() as s:
+            return (
+                s.scalar(
+                    select(TrialReport.id).where(
+                        TrialReport.trial_id == tid, TrialReport.step == step
+                    )
+                )
+                is not None
+            )
+
+    def member(tid: int) -> None:
+        barrier.wait()
+        for step in range(8):
+            if harness.executor.report(tid, step, {"accuracy": 0.1 * step}) != "continue":
+                errors.append(f"{tid}: told to stop")
+            if not stored(tid, step):
+                errors.append(f"{tid}: step {step} answered before it was stored")
+
+    threads = [threading.Thread(target=member, args=(tid,)) for tid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with harness.db.read() as s:
+        events = s.scalars(
+            select(Event).where(Event.study_id == sid, Event.kind == "report").order_by(Event.seq)
+        ).all()
+        rows = s.scalars(select(TrialReport).where(TrialReport.trial_id.in_(ids))).all()
+    assert len(rows) == len(events) == 32
+    for tid in ids:
+        assert [e.payload["step"] for e in events if e.payload["trial_id"] == tid] == list(range(8))
+    assert len({e.seq for e in events}) == 32

@@ -100,7 +100,6 @@ class StudyRunner(
         self.requeue: list[int] = []  # trials to run again (restart / resume), in order
         self.cancelling: dict[int, str] = {}  # trial id -> why a user cancelled it
         self.seq = 0
-        self.unwritten, self._flush_lock = [], threading.Lock()  # reports not yet written (runs)
         self.slot: Holder | None = None  # this runner in the manager's fair-share allocator
         self.tracker = None  # tracking.hub.StudyTracker when spec.tracking names a sink
 

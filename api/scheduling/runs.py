@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from autopeft.api.models import Checkpoint, Event, Trial, TrialReport, utcnow
+from autopeft.api.models import Checkpoint, Trial, TrialReport, utcnow
 from autopeft.api.scheduling.values import (
     decision_name,
     exact,
@@ -144,40 +144,22 @@ class TrialRuns:
             else:
                 decision = self.opt.report(self.ids[trial_id], step, values)
             name = decision_name(decision)
-            rows: list = [
-                TrialReport(
-                    trial_id=trial_id,
-                    attempt=attempt,
-                    step=step,
-                    values=finite_or_none(values),
-                    decision=name,
+            with self.db.write(self.study_id) as s:
+                stored = finite_or_none(values)
+                s.add(
+                    TrialReport(
+                        trial_id=trial_id, attempt=attempt, step=step, values=stored, decision=name
+                    )
                 )
-            ]
-            if trial_id not in self.baselines:  # its place in the history is taken now
-                self.seq += 1
-                payload = {"trial_id": trial_id, "step": step, "values": exact(values)}
-                rows.append(
-                    Event(study_id=self.study_id, seq=self.seq, kind="report", payload=payload)
-                )
-            self.unwritten.extend(rows)
+                if trial_id not in self.baselines:
+                    self._event(
+                        s, "report", {"trial_id": trial_id, "step": step, "values": exact(values)}
+                    )
             if name == "exploit":
                 self.exploits[trial_id] = decision
-        self._write_reports()  # stored before the decision is answered
         if self.tracker is not None:
             self.tracker.report(trial_id, step, values)
         return "continue" if name == "continue" else "stop"
-
-    def _write_reports(self) -> None:
-        """Write every report decided so far, in one transaction (group commit): the optimiser
-        decides under the study's lock, the database is written outside it, and reports that
-        arrive while a batch is being written go together in the next one. Returns once the
-        caller's report is committed (it was in this batch or in one written before)."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self.unwritten = self.unwritten, []
-            if batch:
-                with self.db.write(self.study_id) as s:
-                    s.add_all(batch)
 
     def _on_done(self, trial_id: int, outcome: TrialOutcome) -> None:
         resubmitted = False

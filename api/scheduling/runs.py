@@ -144,7 +144,9 @@ class TrialRuns:
             else:
                 decision = self.opt.report(self.ids[trial_id], step, values)
             name = decision_name(decision)
-            with self.db.write(self.study_id) as s:
+            # no study named: a report changes no row the trials listing shows, so neither the
+            # listing cache's version nor the other replicas (NOTIFY) need to hear of it
+            with self.db.write() as s:
                 stored = finite_or_none(values)
                 s.add(
                     TrialReport(

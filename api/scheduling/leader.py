@@ -30,7 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+
+from autopeft.api import pgconn
 
 log = logging.getLogger("autopeft.leader")
 
@@ -52,28 +53,14 @@ class AdvisoryLease:
     """The scheduler lease: a PostgreSQL advisory lock held on a dedicated connection."""
 
     def __init__(self, url: str, replica_id: str, timeout_s: float = 5.0):
-        self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self.conninfo = pgconn.conninfo(url)
         self.replica_id, self.timeout_s = replica_id, timeout_s
         self._conn = None
 
     def _connect(self):
-        import psycopg
-
-        timeout = max(1, int(self.timeout_s))
-        return psycopg.connect(
-            self.conninfo,
-            autocommit=True,
-            connect_timeout=timeout,
-            application_name=(_APP + self.replica_id)[:63],
-            # the server drops a vanished leader's session (and its lock) within ~10 s; this
-            # client notices a vanished server as fast; no statement hangs past the timeout
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            options=f"-c statement_timeout={timeout * 1000} -c tcp_keepalives_idle=5 "
-            "-c tcp_keepalives_interval=2 -c tcp_keepalives_count=3",
-        )
+        # the server drops a vanished leader's session (and its lock) within ~10 s; this client
+        # notices a vanished server as fast; no statement hangs past the timeout
+        return pgconn.connect(self.conninfo, _APP + self.replica_id, self.timeout_s)
 
     def try_acquire(self) -> bool:
         """Take the lease if nobody holds it (never blocks longer than the timeout)."""
@@ -105,11 +92,7 @@ class AdvisoryLease:
     def release(self) -> None:
         """Close the lock connection (the server releases the lock with it)."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover - closing a broken connection
-                pass
+        pgconn.close_quietly(conn)
 
 
 class Replica:

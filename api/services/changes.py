@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy.engine import make_url
+from autopeft.api import pgconn
 
 log = logging.getLogger("autopeft.changes")
 
@@ -41,7 +41,7 @@ class ChangeFeed:
     ):
         self.db, self.on_reset = db, on_reset
         self.heartbeat_s, self.stale_after_s, self.retry_s = heartbeat_s, stale_after_s, retry_s
-        self.conninfo = make_url(db.url).set(drivername="postgresql").render_as_string(False)
+        self.conninfo = pgconn.conninfo(db.url)
         self.heard = 0  # notifications applied (for tests and diagnostics)
         self._listening = False
         self._last_ok = 0.0  # monotonic time of the last answer from the server
@@ -75,25 +75,10 @@ class ChangeFeed:
             self._thread.join(timeout=5.0)
         self._listening = False
 
-    def _connect(self):
-        import psycopg
-
-        return psycopg.connect(
-            self.conninfo,
-            autocommit=True,
-            connect_timeout=5,
-            application_name="autopeft-changes",
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            options="-c statement_timeout=5000",
-        )
-
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self._conn = self._connect()
+                self._conn = pgconn.connect(self.conninfo, "autopeft-changes")
                 self._conn.execute(f"LISTEN {CHANNEL}")
                 self.on_reset()  # whatever was sent while not listening is lost
                 self._last_ok = time.monotonic()
@@ -105,11 +90,7 @@ class ChangeFeed:
             finally:
                 self._listening = False
                 conn, self._conn = self._conn, None
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:  # pragma: no cover - closing a broken connection
-                        pass
+                pgconn.close_quietly(conn)
             self._stop.wait(self.retry_s)
 
     def _listen(self, conn) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from autopeft.api.deps import CurrentUser, SessionDep, StateDep
 from autopeft.api.errors import ApiError, not_found
-from autopeft.api.models import ApiToken, Dataset, Study, utcnow
+from autopeft.api.models import ApiToken, Dataset, Study, Trial, utcnow
 from autopeft.api.routers._common import ERRORS
 from autopeft.api.schemas import (
     MePublic,
@@ -118,6 +118,15 @@ def me(user: CurrentUser, session: SessionDep, state: StateDep):
         select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.user_id == user.id)
     )
     python = s.python_workloads == "all" or (s.python_workloads == "admins" and user.is_admin)
+    if state.replica is None or state.replica.leader:  # the slots this process's scheduler holds
+        trials = state.scheduler.slots.running(user.id)
+    else:  # a follower (or a read-only API) schedules nothing: the store knows
+        trials = session.scalar(
+            select(func.count())
+            .select_from(Trial)
+            .join(Study, Trial.study_id == Study.id)
+            .where(Study.user_id == user.id, Trial.state == "running")
+        )
     return {
         "id": user.id,
         "name": user.name,
@@ -132,6 +141,6 @@ def me(user: CurrentUser, session: SessionDep, state: StateDep):
         "usage": {
             "stored_bytes": int(stored or 0),
             "active_studies": int(running or 0),
-            "running_trials": state.scheduler.slots.running(user.id),
+            "running_trials": int(trials or 0),
         },
     }

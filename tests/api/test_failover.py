@@ -245,14 +245,19 @@ def test_the_follower_lists_what_the_leader_writes(replicas):
     study = client_for(servers[leader], token).create_study(
         spec=python_study("tests.api.workloads:sleepy", max_trials=6, max_parallel=2)
     )
-    on_follower = client_for(servers[follower], token).study(study.id)
+    follower_client = client_for(servers[follower], token)
+    on_follower = follower_client.study(study.id)
     seen_states: set[str] = set()
+    running_on_me: set[int] = set()  # /me on the follower counts the trials the leader runs
 
     def settled():
         trials = on_follower.trials()
         seen_states.update(t["state"] for t in trials)
+        running_on_me.add(follower_client.me()["usage"]["running_trials"])
         return len(trials) == 6 and all(t["state"] == "complete" for t in trials)
 
     wait_for(settled, 90, "the follower to list 6 complete trials", 0.05)
     assert "running" in seen_states  # it followed the study as it ran, not only its end
+    assert max(running_on_me) > 0 and max(running_on_me) <= 2  # max_parallel
+    assert follower_client.me()["usage"]["running_trials"] == 0
     assert on_follower.trials() == client_for(servers[leader], token).study(study.id).trials()

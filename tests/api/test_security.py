@@ -6,7 +6,7 @@ import os
 
 import httpx
 
-from tests.api.conftest import make_token
+from tests.api.conftest import make_token, post_study
 
 PEFT = {
     "kind": "peft",
@@ -28,13 +28,7 @@ def _create(server, token, dataset: str, **workload) -> httpx.Response:
         "workload": {**PEFT, "dataset": dataset, **workload},
         "max_trials": 1,
     }
-    return httpx.post(
-        f"{server.url}/api/v1/studies",
-        json=spec,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-        trust_env=False,
-    )
+    return post_study(server, token, spec)
 
 
 def test_server_files_never_come_back_in_errors(sqlite_url, server_factory, tmp_path):

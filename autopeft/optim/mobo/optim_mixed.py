@@ -50,10 +50,9 @@ def optimize_continuous(
         starts = gen_batch_initial_conditions(
             acqf, bounds, q=1, num_restarts=num_restarts, raw_samples=raw_samples
         )
-        k = 0 if region is not None else min(pareto_starts, len(front_X))
         if region is not None:
             starts = torch.cat([starts, region[2].view(1, 1, -1)])
-        if k:
+        elif k := min(pareto_starts, len(front_X)):
             pick = torch.as_tensor(np.sort(rng.choice(len(front_X), size=k, replace=False)))
             starts = torch.cat([starts, front_X[pick].unsqueeze(1)])
         cand, _ = optimize_acqf(

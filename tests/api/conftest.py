@@ -264,3 +264,29 @@ def post_study(server, token, spec) -> httpx.Response:
         timeout=60,
         trust_env=False,
     )
+
+
+# -- the in-process scheduler (tests/api/scheduler_harness.py) -----------------------------------
+@pytest.fixture
+def store(tmp_path):
+    """A migrated SQLite store in a temp dir with one user, ``alice``."""
+    from autopeft.api.db import Database
+    from autopeft.api.migrate import upgrade
+    from autopeft.api.models import User
+
+    url = f"sqlite:///{tmp_path / 'autopeft.db'}"
+    upgrade(url)
+    db = Database(url)
+    with db.write() as s:
+        s.add(User(name="alice"))
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def harness(store, tmp_path):
+    from tests.api.scheduler_harness import Harness
+
+    h = Harness(store, tmp_path / "artifacts")
+    yield h
+    h.close()

@@ -4,9 +4,11 @@ A :class:`StudyRunner` keeps ``max_parallel`` runs in flight. In order of preced
 slot goes to: a trial requeued after a restart; a forward-only evaluation of a front trial (or a
 baseline) on the held-out test split; the study's next baseline (``spec.baselines``: hand-picked
 reference points, never told to the optimiser); a paused PBT member whose turn it is; a new
-trial (``optimizer.ask()`` -> row ``queued`` -> ``executor.submit`` -> ``running``). Reports are
-stored as they arrive and answered with the optimiser's decision ("stop" ends the trial early; a
-PBT ``Exploit`` stops it and continues it from the donor's checkpoint with the new config).
+trial (``optimizer.ask()`` -> row ``running`` -> ``executor.submit``; the free slots of a study
+are refilled together, in one transaction). Reports are answered at once with the optimiser's
+decision ("stop" ends the trial early; a PBT ``Exploit`` stops it and continues it from the
+donor's checkpoint with the new config) and their rows are written behind the answer, in
+batches (``scheduling.reportlog``; a trial's outcome is stored only after its reports).
 Final values go to ``tell``. New trials stop at ``max_trials``, at the ``max_seconds`` budget,
 at the ``max_epochs`` compute budget (training epochs summed over trials) or on a user's stop
 (running trials are cancelled and put back to ``queued``; ``resume`` reruns them from their
@@ -20,8 +22,9 @@ member is paused (``queued``, its checkpoint kept) and the next one runs. An exp
 donor's checkpoint into the member's own folder at once (the donor may train on) and appends
 to the trial's ``lineage``.
 
-Restart: every ask / report / tell is appended to ``events`` in the same transaction as the
-trial change it belongs to. A new runner rebuilds the optimiser by replaying these events in
+Restart: every ask / tell is appended to ``events`` in the same transaction as the trial change
+it belongs to, every report in the batch of its ``trial_reports`` row, each at the position
+(``seq``) the optimiser saw it. A new runner rebuilds the optimiser by replaying these events in
 order (``scheduling.replay``; optimisers are a pure function of seed + history) and requeues the
 trials that were ``queued`` or ``running`` when the previous process died (same number, same
 config, ``attempts`` + 1, from their checkpoint). Nothing completed is lost: a trial becomes
@@ -48,6 +51,7 @@ from autopeft.api.scheduling.baselines import Baselines
 from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.replay import HistoryReplay
+from autopeft.api.scheduling.reportlog import ReportLog
 from autopeft.api.scheduling.runs import TrialRuns
 from autopeft.api.scheduling.tests import HeldOutTests
 from autopeft.api.scheduling.warmstart import WarmStartReuse
@@ -97,9 +101,12 @@ class StudyRunner(
         self.planned: dict[int, float] = {}  # in-flight run -> epochs it is planned to train
         self.run_start: dict[int, float] = {}
         self.exploits: dict[int, Any] = {}
+        self.last_report: dict[
+            int, int
+        ] = {}  # in-flight run -> its last report's reportlog position
         self.requeue: list[int] = []  # trials to run again (restart / resume), in order
         self.cancelling: dict[int, str] = {}  # trial id -> why a user cancelled it
-        self.seq = 0
+        self.seq, self._seq_lock = 0, threading.Lock()  # history position (scheduling.replay)
         self.slot: Holder | None = None  # this runner in the manager's fair-share allocator
         self.tracker = None  # tracking.hub.StudyTracker when spec.tracking names a sink
 
@@ -197,9 +204,18 @@ class StudyRunner(
                     member = self._take(self.paused)
                     if member is not None:
                         self._submit(member, restore_dir=self._own_checkpoint(member))
-                else:
-                    self._ask_and_submit(created)
-                    created += 1
+                else:  # every free slot this study may fill now, asked and started at once
+                    n = 1
+                    while (
+                        not self.turns
+                        and busy + n < max_parallel
+                        and created + n < max_trials
+                        and self._has_slot()
+                    ):
+                        n += 1
+                    self._ask_and_submit(created, n)
+                    created += n
+                    busy += n - 1
                 busy += 1
             if self._stop_requested.is_set():
                 self.m.slots.withdraw(self.slot)
@@ -261,6 +277,7 @@ class StudyRunner(
 
     # -- end ----------------------------------------------------------------------------------
     def _pause(self, elapsed: float) -> None:
+        self.m.reports.flush()
         if self._shutting_down.is_set():
             with self.db.write(self.study_id) as s:
                 s.get(Study, self.study_id).elapsed_s = elapsed
@@ -320,6 +337,7 @@ class SchedulerManager(LifecycleManager):
         self._closed = False
         self._deleted: set[int] = set()
         self._study_locks = study_locks if study_locks is not None else {}  # shared by terms
+        self.reports = ReportLog(db)  # trial reports, written behind the answers
 
     def study_lock(self, study_id: int) -> threading.Lock:
         """Serialises the stop / resume / delete of one study (no runner outlives its study)."""
@@ -395,5 +413,6 @@ class SchedulerManager(LifecycleManager):
         for r in runners:
             r._wake.set()
             r.join(timeout=5)
+        self.reports.close()
         if self.tracking:
             self.tracking.close()

@@ -102,6 +102,7 @@ class PBTTurns:
     def _end_paused(self, why: str) -> None:
         """The budget ended with PBT members between segments: each is told with its last report
         (``pruned``: not trained to its last report) so it stays on record and out of the front."""
+        self.m.reports.flush()
         with self._lock:
             members, self.paused = list(self.paused), []
         for tid in members:

@@ -24,14 +24,28 @@ log = logging.getLogger("autopeft.scheduler")
 
 
 class HistoryReplay:
-    def _event(self, s, kind: str, payload: dict[str, Any]) -> None:
-        """Append one entry to the history, in the caller's transaction ``s``."""
-        self.seq += 1
-        s.add(Event(study_id=self.study_id, seq=self.seq, kind=kind, payload=payload))
+    def _event(self, s, kind: str, payload: dict[str, Any], seq: int | None = None) -> None:
+        """Append one entry to the history, in the caller's transaction ``s``; ``seq``: its
+        position, when taken earlier (``_next_seq``, with the optimiser call it records)."""
+        seq = self._next_seq() if seq is None else seq
+        s.add(Event(study_id=self.study_id, seq=seq, kind=kind, payload=payload))
+
+    def _next_seq(self) -> int:
+        """The next history position: taken under a lock of its own, never held with another
+        (callers may hold the study's lock, or be inside a write transaction, or neither)."""
+        with self._seq_lock:
+            self.seq += 1
+            return self.seq
+
+    def _event_row(self, kind: str, payload: dict[str, Any], now) -> dict[str, Any]:
+        """The next history entry as a row for ``scheduling.reportlog`` (written behind)."""
+        seq = self._next_seq()
+        return dict(study_id=self.study_id, seq=seq, kind=kind, payload=payload, created_at=now)
 
     def _replay(self) -> list[int]:
         """Rebuild the optimiser from ``events``; return the trial ids to run again (those
         ``queued`` or ``running`` when the previous runner ended), in trial-number order."""
+        self.m.reports.flush()  # a previous runner's reports, still being written
         with self.db.read() as s:
             events = s.scalars(
                 select(Event).where(Event.study_id == self.study_id).order_by(Event.seq)

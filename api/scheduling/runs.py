@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select, update
 
 from autopeft.api.models import Checkpoint, Trial, TrialReport, utcnow
 from autopeft.api.scheduling.values import (
@@ -25,32 +26,61 @@ from autopeft.workers.base import OnDone, OnReport, TrialOutcome, TrialSpec
 
 log = logging.getLogger("autopeft.scheduler")
 
+ASK_BATCH_S = 0.05  # asks gathered into one refill transaction for at most this long
+
 
 class TrialRuns:
-    def _ask_and_submit(self, number: int) -> None:
-        with self._lock:
-            sugg = self.opt.ask(1)[0]
-        parent = sugg.parent_id
+    def _ask_and_submit(self, number: int, n: int = 1) -> None:
+        """Ask for ``n`` new trials (numbers ``number`` ...) and start them. Cheap asks are
+        gathered and started together (rows, history and start in one transaction: a refill of
+        several free slots costs one commit); once asking has taken ``ASK_BATCH_S``, what was
+        asked is started before the next ask (a slow model-based ask keeps no worker waiting)."""
+        done = 0
+        while done < n:
+            suggs, began = [], time.monotonic()
+            while done + len(suggs) < n and (not suggs or time.monotonic() - began < ASK_BATCH_S):
+                with self._lock:
+                    suggs.append(self.opt.ask(1)[0])
+            self._start_new(number + done, suggs)
+            done += len(suggs)
+
+    def _start_new(self, number: int, suggs: list) -> None:
+        """The rows of new trials, made ``running`` (attempt 1), with their ``ask`` history, in
+        one transaction; then each is handed to the executor."""
+        now = utcnow()
         with self.db.write(self.study_id) as s:
-            trial = Trial(
-                study_id=self.study_id,
-                number=number,
-                state="queued",
-                config=dict(sugg.config),
-                optimizer_id=str(sugg.id),
-                attempts=0,
-                parent_id=self.by_opt_id.get(str(parent)) if parent is not None else None,
-                budget=trial_budget(sugg.budget),
-            )
-            s.add(trial)
+            trials = [
+                Trial(
+                    study_id=self.study_id,
+                    number=number + i,
+                    state="running",
+                    config=dict(sugg.config),
+                    optimizer_id=str(sugg.id),
+                    attempts=1,
+                    started_at=now,
+                    scheduled_by=self.m.replica_id,
+                    parent_id=None
+                    if sugg.parent_id is None
+                    else self.by_opt_id.get(str(sugg.parent_id)),
+                    budget=trial_budget(sugg.budget),
+                )
+                for i, sugg in enumerate(suggs)
+            ]
+            s.add_all(trials)
             s.flush()
-            self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
-            tid = trial.id
-        with self._lock:
-            self._know(tid, sugg.id)
-            if self.turns:
-                self.next_step[tid] = self.opt.population.interval
-        self._submit(tid)
+            first_step = self.opt.population.interval if self.turns else None
+            specs = []
+            for trial, sugg in zip(trials, suggs, strict=True):
+                self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
+                specs.append(self._spec_of(trial, first_step))
+        # not under self._lock inside the transaction: on SQLite the write lock is taken after it
+        with self._lock:  # a cancel from now on goes through the executor (see _launch)
+            for spec, sugg in zip(specs, suggs, strict=True):
+                self._know(spec.trial_id, sugg.id)
+                if first_step is not None:
+                    self.next_step[spec.trial_id] = first_step
+        for spec in specs:
+            self._launch(spec, None)
 
     def _own_checkpoint(self, trial_id: int) -> str | None:
         with self.db.read() as s:
@@ -86,28 +116,54 @@ class TrialRuns:
             self._release_slot()
             self._wake.set()
             return
+        restoring = requeue or restore_dir is not None
+        if restoring:
+            self.m.reports.flush()  # its last report (where it got to) is read below
         with self.db.write(self.study_id) as s:
-            t = s.get(Trial, trial_id)
-            t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
-            t.scheduled_by = self.m.replica_id
-            budget = t.budget
-            if trial_id in self.next_step:
-                budget = {**(budget or {}), "step": self.next_step[trial_id]}
-            spec = TrialSpec(
-                trial_id=t.id,
-                study_id=t.study_id,
-                number=t.number,
-                workload=self._workload_of(t),
-                config=dict(t.config),
-                attempt=t.attempts,
-                budget=budget,
-            )
+            spec, last_epoch = self._start_run(s, s.get(Trial, trial_id), restoring)
+        self._launch(spec, last_epoch, requeue, restore_dir)
+
+    def _start_run(self, s, t: Trial, restoring: bool) -> tuple[TrialSpec, dict | None]:
+        """Mark ``t`` running (in the caller's transaction ``s``); its spec, and its last report's
+        values when it resumes (``restoring``)."""
+        t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
+        t.scheduled_by = self.m.replica_id
+        last_epoch = None
+        if restoring:
             last_epoch = s.scalar(
                 select(TrialReport.values)
-                .where(TrialReport.trial_id == trial_id)
+                .where(TrialReport.trial_id == t.id)
                 .order_by(TrialReport.id.desc())
                 .limit(1)
             )
+        return self._spec_of(t), last_epoch
+
+    def _spec_of(self, t: Trial, step: int | None = None) -> TrialSpec:
+        """What the executor runs for ``t``; ``step``: the report its run ends at (a PBT member's
+        segment; by default the one recorded in ``next_step``)."""
+        budget = t.budget
+        step = self.next_step.get(t.id) if step is None else step
+        if step is not None:
+            budget = {**(budget or {}), "step": step}
+        return TrialSpec(
+            trial_id=t.id,
+            study_id=t.study_id,
+            number=t.number,
+            workload=self._workload_of(t),
+            config=dict(t.config),
+            attempt=t.attempts,
+            budget=budget,
+        )
+
+    def _launch(
+        self,
+        spec: TrialSpec,
+        last_epoch: dict | None,
+        requeue: bool = False,
+        restore_dir: str | None = None,
+    ) -> None:
+        """Hand a run marked running (``_start_run``) to the executor."""
+        trial_id = spec.trial_id
         root = trial_dir(self.m.artifacts_dir, self.study_id, spec.number)
         spec.checkpoint_dir = str(root / "checkpoint")
         spec.restore_dir = restore_dir
@@ -123,7 +179,7 @@ class TrialRuns:
         submitted = self._dispatch(
             spec,
             lambda step, values: self._on_report(trial_id, spec.attempt, step, values),
-            lambda outcome: self._on_done(trial_id, outcome),
+            lambda outcome: self._on_done(trial_id, outcome, spec),
         )
         if not submitted:
             return
@@ -144,29 +200,34 @@ class TrialRuns:
             else:
                 decision = self.opt.report(self.ids[trial_id], step, values)
             name = decision_name(decision)
-            # no study named: a report changes no row the trials listing shows, so neither the
-            # listing cache's version nor the other replicas (NOTIFY) need to hear of it
-            with self.db.write() as s:
-                stored = finite_or_none(values)
-                s.add(
-                    TrialReport(
-                        trial_id=trial_id, attempt=attempt, step=step, values=stored, decision=name
-                    )
+            # written behind the answer, in order (scheduling.reportlog); no study named: a
+            # report changes no row the trials listing shows, so neither the listing cache's
+            # version nor the other replicas (NOTIFY) need to hear of it
+            now = utcnow()
+            report = dict(
+                trial_id=trial_id,
+                attempt=attempt,
+                step=step,
+                values=finite_or_none(values),
+                decision=name,
+                created_at=now,
+            )
+            event = None
+            if trial_id not in self.baselines:
+                event = self._event_row(
+                    "report", {"trial_id": trial_id, "step": step, "values": exact(values)}, now
                 )
-                if trial_id not in self.baselines:
-                    self._event(
-                        s, "report", {"trial_id": trial_id, "step": step, "values": exact(values)}
-                    )
+            self.last_report[trial_id] = self.m.reports.append(report, event)
             if name == "exploit":
                 self.exploits[trial_id] = decision
         if self.tracker is not None:
             self.tracker.report(trial_id, step, values)
         return "continue" if name == "continue" else "stop"
 
-    def _on_done(self, trial_id: int, outcome: TrialOutcome) -> None:
+    def _on_done(self, trial_id: int, outcome: TrialOutcome, spec: TrialSpec) -> None:
         resubmitted = False
         try:
-            resubmitted = self._handle_done(trial_id, outcome)
+            resubmitted = self._handle_done(trial_id, outcome, spec)
         finally:
             if not resubmitted:  # an exploiting trial stays in flight (keeps its slot): resubmitted
                 with self._lock:
@@ -180,8 +241,11 @@ class TrialRuns:
                     self.tracker.ended(trial_id)  # its run ends if the trial did (tracking.hub)
             self._wake.set()
 
-    def _handle_done(self, trial_id: int, outcome: TrialOutcome) -> bool:
+    def _handle_done(self, trial_id: int, outcome: TrialOutcome, spec: TrialSpec) -> bool:
         """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
+        with self._lock:
+            last_report = self.last_report.pop(trial_id, 0)
+        self.m.reports.flush(last_report)  # never an outcome stored before its reports
         user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
         trained = float((outcome.values or {}).get("epochs_trained") or 0.0)
         with self._lock:
@@ -234,33 +298,45 @@ class TrialRuns:
                         None,
                     )
                     self.opt.tell(self.ids[trial_id], None, state="failed")
-            if error:  # users see it without server paths or tracebacks; the log keeps it whole
-                log.info("study %s trial %s %s: %s", self.study_id, trial_id, state, error)
-            with self.db.write(self.study_id) as s:
-                t = s.get(Trial, trial_id)
-                t.state, t.values, t.error, t.finished_at = (
-                    state,
-                    finite_or_none(values),
-                    public_error(error),
-                    utcnow(),
+            # the history positions of what was told; the rows are written after the lock is
+            # released (replay orders by seq), so one study's completions do not queue behind
+            # each other's transactions
+            retries_seq = self._next_seq() if outcome.retries else None
+            tell_seq = self._next_seq() if trial_id not in self.baselines else None
+        if error:  # users see it without server paths or tracebacks; the log keeps it whole
+            log.info("study %s trial %s %s: %s", self.study_id, trial_id, state, error)
+        # the run's spec has the trial's number and config (a PBT exploit changes them only for
+        # the next run): one UPDATE, no read of the row
+        judged = values if state != "failed" else None
+        known = self.known if trial_id not in self.baselines else None
+        feasible, reason = feasibility(self.constraints, judged, known, dict(spec.config))
+        attempts = Trial.attempts
+        if outcome.attempt is not None:  # the executor retried a lost worker itself (Ray)
+            attempts = case((Trial.attempts < outcome.attempt, outcome.attempt), else_=attempts)
+        with self.db.write(self.study_id) as s:
+            s.execute(
+                update(Trial)
+                .where(Trial.id == trial_id)
+                .values(
+                    state=state,
+                    values=finite_or_none(values),
+                    error=public_error(error),
+                    finished_at=utcnow(),
+                    feasible=feasible,
+                    infeasible_reason=reason,
+                    epochs_trained=func.coalesce(Trial.epochs_trained, 0.0) + trained,
+                    attempts=attempts,
                 )
-                self._judge(t, values if state != "failed" else None)
-                t.epochs_trained = (t.epochs_trained or 0.0) + trained
-                if outcome.attempt is not None and outcome.attempt > t.attempts:
-                    t.attempts = outcome.attempt  # the executor retried a lost worker itself (Ray)
-                if outcome.retries:
-                    self._event(
-                        s, "retries", {"trial_id": trial_id, "retries": list(outcome.retries)}
-                    )
-                if trial_id not in self.baselines:
-                    self._event(
-                        s,
-                        "tell",
-                        {"trial_id": trial_id, "values": exact(tell_values), "state": state},
-                    )
-                ckpt = trial_dir(self.m.artifacts_dir, self.study_id, t.number) / "checkpoint"
-                if ckpt.is_dir() and any(ckpt.iterdir()):
-                    s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
+            )
+            if retries_seq is not None:
+                payload = {"trial_id": trial_id, "retries": list(outcome.retries)}
+                self._event(s, "retries", payload, retries_seq)
+            if tell_seq is not None:
+                payload = {"trial_id": trial_id, "values": exact(tell_values), "state": state}
+                self._event(s, "tell", payload, tell_seq)
+            ckpt = trial_dir(self.m.artifacts_dir, self.study_id, spec.number) / "checkpoint"
+            if ckpt.is_dir() and any(ckpt.iterdir()):
+                s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
         if state == "complete":
             self._queue_tests()
         return False

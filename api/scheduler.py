@@ -101,9 +101,7 @@ class StudyRunner(
         self.planned: dict[int, float] = {}  # in-flight run -> epochs it is planned to train
         self.run_start: dict[int, float] = {}
         self.exploits: dict[int, Any] = {}
-        self.last_report: dict[
-            int, int
-        ] = {}  # in-flight run -> its last report's reportlog position
+        self.last_report: dict[int, int] = {}  # in-flight run -> its reports' ReportLog position
         self.requeue: list[int] = []  # trials to run again (restart / resume), in order
         self.cancelling: dict[int, str] = {}  # trial id -> why a user cancelled it
         self.seq, self._seq_lock = 0, threading.Lock()  # history position (scheduling.replay)

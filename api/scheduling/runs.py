@@ -120,23 +120,19 @@ class TrialRuns:
         if restoring:
             self.m.reports.flush()  # its last report (where it got to) is read below
         with self.db.write(self.study_id) as s:
-            spec, last_epoch = self._start_run(s, s.get(Trial, trial_id), restoring)
+            t = s.get(Trial, trial_id)
+            t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
+            t.scheduled_by = self.m.replica_id
+            spec = self._spec_of(t)
+            last_epoch = None
+            if restoring:
+                last_epoch = s.scalar(
+                    select(TrialReport.values)
+                    .where(TrialReport.trial_id == trial_id)
+                    .order_by(TrialReport.id.desc())
+                    .limit(1)
+                )
         self._launch(spec, last_epoch, requeue, restore_dir)
-
-    def _start_run(self, s, t: Trial, restoring: bool) -> tuple[TrialSpec, dict | None]:
-        """Mark ``t`` running (in the caller's transaction ``s``); its spec, and its last report's
-        values when it resumes (``restoring``)."""
-        t.state, t.attempts, t.started_at, t.error = "running", t.attempts + 1, utcnow(), None
-        t.scheduled_by = self.m.replica_id
-        last_epoch = None
-        if restoring:
-            last_epoch = s.scalar(
-                select(TrialReport.values)
-                .where(TrialReport.trial_id == t.id)
-                .order_by(TrialReport.id.desc())
-                .limit(1)
-            )
-        return self._spec_of(t), last_epoch
 
     def _spec_of(self, t: Trial, step: int | None = None) -> TrialSpec:
         """What the executor runs for ``t``; ``step``: the report its run ends at (a PBT member's
@@ -162,7 +158,7 @@ class TrialRuns:
         requeue: bool = False,
         restore_dir: str | None = None,
     ) -> None:
-        """Hand a run marked running (``_start_run``) to the executor."""
+        """Hand a run marked running in the store to the executor."""
         trial_id = spec.trial_id
         root = trial_dir(self.m.artifacts_dir, self.study_id, spec.number)
         spec.checkpoint_dir = str(root / "checkpoint")
@@ -308,8 +304,7 @@ class TrialRuns:
         # the run's spec has the trial's number and config (a PBT exploit changes them only for
         # the next run): one UPDATE, no read of the row
         judged = values if state != "failed" else None
-        known = self.known if trial_id not in self.baselines else None
-        feasible, reason = feasibility(self.constraints, judged, known, dict(spec.config))
+        feasible, reason = self._feasibility(trial_id in self.baselines, spec.config, judged)
         attempts = Trial.attempts
         if outcome.attempt is not None:  # the executor retried a lost worker itself (Ray)
             attempts = case((Trial.attempts < outcome.attempt, outcome.attempt), else_=attempts)
@@ -343,7 +338,12 @@ class TrialRuns:
 
     def _judge(self, t: Trial, values: dict[str, float] | None) -> None:
         """Store whether ``t``'s final values satisfy the study's constraints (and why not)."""
-        known = self.known if t.kind != "baseline" else None
-        t.feasible, t.infeasible_reason = feasibility(
-            self.constraints, values, known, dict(t.config)
-        )
+        t.feasible, t.infeasible_reason = self._feasibility(t.kind == "baseline", t.config, values)
+
+    def _feasibility(
+        self, baseline: bool, config: dict, values: dict[str, float] | None
+    ) -> tuple[bool | None, str | None]:
+        """Whether final ``values`` satisfy the study's constraints, and why not (baselines are
+        judged without the search space's known objectives)."""
+        known = self.known if not baseline else None
+        return feasibility(self.constraints, values, known, dict(config))

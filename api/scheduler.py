@@ -118,8 +118,10 @@ class StudyRunner(
         return self.slot is None or self.m.slots.acquire(self.slot)
 
     def _release_slot(self) -> None:
+        """A run of this study ended: its slot is free, and this study is in line for it again
+        (the runner loop withdraws when it wants no more)."""
         if self.slot is not None:
-            self.m.slots.release(self.slot)
+            self.m.slots.release(self.slot, rejoin=True)
 
     # -- thread -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -215,7 +217,7 @@ class StudyRunner(
                     created += n
                     busy += n - 1
                 busy += 1
-            if self._stop_requested.is_set():
+            if self._stop_requested.is_set() or busy >= max_parallel:  # no slot wanted now
                 self.m.slots.withdraw(self.slot)
             with self._lock:
                 idle = not (self.inflight or self.evaluating or self.exploits or self.pending_tests)

@@ -79,11 +79,17 @@ class SlotAllocator:
             self._by_study[h.study_id] += 1
             return True
 
-    def release(self, h: Holder, n: int = 1) -> None:
+    def release(self, h: Holder, n: int = 1, rejoin: bool = False) -> None:
+        """Free ``n`` of ``h``'s slots and wake the runners next in line for them. ``rejoin``: a
+        trial of ``h`` ended and ``h`` may want its slot back, so it competes for it at once (it
+        calls :meth:`withdraw` if it does not): else a study whose trials end together would
+        hand all its slots to a waiting one before its own runner could ask again."""
         with self._lock:
             n = min(n, self._held[h])
             if n <= 0:
                 return
+            if rejoin and h not in self._waiting:
+                self._waiting[h] = next(self._order)
             self._held[h] -= n
             self._by_user[h.user_id] -= n
             self._by_study[h.study_id] -= n
@@ -97,9 +103,17 @@ class SlotAllocator:
                 w.wake.set()
 
     def withdraw(self, h: Holder) -> None:
-        """``h`` wants no more slots (for now): it is no longer waiting."""
+        """``h`` wants no more slots (for now): it is no longer waiting; a free slot it was first
+        in line for goes to the next waiting runner (woken)."""
         with self._lock:
-            self._waiting.pop(h, None)
+            if self._waiting.pop(h, None) is None:
+                return
+            capacity = self.capacity
+            free = capacity is None or self._total() < capacity
+            eligible = [w for w in self._waiting if self._eligible(w)] if free else []
+            best = min(eligible, key=self._rank) if eligible else None
+        if best is not None:
+            best.wake.set()
 
     def forget(self, h: Holder) -> None:
         """``h`` is gone: it waits for nothing and its slots are free."""

@@ -118,6 +118,30 @@ def test_allocator_prefers_the_user_with_fewer_running_trials():
     assert slots.running(1) == 1 and slots.running(2) == 1
 
 
+def test_a_study_whose_trials_end_together_keeps_its_share():
+    """Both of alice's trials end before her runner asks again: with ``rejoin`` she is in line
+    for the second freed slot at once, so bob (waiting) gets one slot, not both; a runner that
+    wants no more withdraws and the slot goes to the next in line."""
+    slots = SlotAllocator(capacity=2)
+    a, b = Holder(1, 10), Holder(2, 20)
+    assert slots.acquire(a) and slots.acquire(a)
+    assert not slots.acquire(b)  # bob waits
+    slots.release(a, rejoin=True)
+    slots.release(a, rejoin=True)
+    assert slots.acquire(b)  # bob runs none: the first freed slot is his
+    assert not slots.acquire(b)  # the second is alice's: she runs none, he runs one
+    assert slots.acquire(a)
+    assert slots.running(1) == 1 and slots.running(2) == 1
+    slots.release(a, rejoin=True)  # alice's last trial ended; bob waits again
+    a.wake.clear(), b.wake.clear()
+    assert not slots.acquire(b)  # alice is first in line: she is woken, not bob
+    assert a.wake.is_set() and not b.wake.is_set()
+    slots.withdraw(a)  # alice's study has nothing more to run
+    assert b.wake.is_set()  # bob is told the slot is his
+    assert slots.acquire(b)
+    assert slots.running(2) == 2
+
+
 def test_allocator_shares_a_user_half_among_their_studies_and_caps_users():
     slots = SlotAllocator(capacity=4, per_user=3)
     a1, a2, b, e1, e2 = Holder(1, 1), Holder(1, 2), Holder(2, 3), Holder(8, 8), Holder(9, 9)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
@@ -97,18 +97,21 @@ class Database:
             yield session
 
     @contextlib.contextmanager
-    def write(self, study_id: int | None = None) -> Iterator[Session]:
+    def write(
+        self, study_id: int | None = None, *, studies: Collection[int] = ()
+    ) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error (single writer).
 
-        ``study_id``: the study whose data this write changes; its version is bumped after the
-        commit (and also when the write fails, to be safe); on PostgreSQL other processes are
-        notified when it commits."""
+        ``study_id`` (or several, ``studies``): the study whose data this write changes; its
+        version is bumped after the commit (and also when the write fails, to be safe); on
+        PostgreSQL other processes are notified when it commits."""
+        changed = sorted({*studies, *(() if study_id is None else (study_id,))})
         try:
             if not self.is_sqlite:
                 with self._factory() as session, session.begin():
                     yield session
-                    if study_id is not None:
-                        session.execute(_NOTIFY, {"study": str(study_id)})
+                    for sid in changed:
+                        session.execute(_NOTIFY, {"study": str(sid)})
                 return
             with self._write_lock, self.engine.connect() as conn:
                 conn.info["begin_mode"] = "BEGIN IMMEDIATE"
@@ -120,8 +123,8 @@ class Database:
                         session.rollback()
                         raise
         finally:
-            if study_id is not None:
-                self.touch(study_id)
+            for sid in changed:
+                self.touch(sid)
 
     def dispose(self) -> None:
         self.engine.dispose()

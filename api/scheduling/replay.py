@@ -37,9 +37,11 @@ class HistoryReplay:
             self.seq += 1
             return self.seq
 
-    def _event_row(self, kind: str, payload: dict[str, Any], now) -> dict[str, Any]:
-        """The next history entry as a row for ``scheduling.reportlog`` (written behind)."""
-        seq = self._next_seq()
+    def _event_row(
+        self, kind: str, payload: dict[str, Any], now, seq: int | None = None
+    ) -> dict[str, Any]:
+        """A history entry (by default the next) as a row for ``scheduling.reportlog``."""
+        seq = self._next_seq() if seq is None else seq
         return dict(study_id=self.study_id, seq=seq, kind=kind, payload=payload, created_at=now)
 
     def _replay(self) -> list[int]:

@@ -9,9 +9,10 @@ import math
 import time
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import select
 
-from autopeft.api.models import Checkpoint, Trial, TrialReport, utcnow
+from autopeft.api.models import Trial, TrialReport, utcnow
+from autopeft.api.scheduling.reportlog import Outcome
 from autopeft.api.scheduling.values import (
     decision_name,
     exact,
@@ -241,16 +242,16 @@ class TrialRuns:
         """Store the outcome and tell the optimiser; True when the trial was submitted again (PBT)."""
         with self._lock:
             last_report = self.last_report.pop(trial_id, 0)
-        self.m.reports.flush(last_report)  # never an outcome stored before its reports
+            cancelled_by = self.cancelling.get(trial_id)
         user_stop = self._stop_requested.is_set() and not self._shutting_down.is_set()
         trained = float((outcome.values or {}).get("epochs_trained") or 0.0)
-        with self._lock:
-            cancelled_by = self.cancelling.get(trial_id)
         if cancelled_by is not None:  # a user cancelled this trial: failed, whatever it returned
+            self.m.reports.flush(last_report)  # never a trial ended before its reports are stored
             self._end_cancelled(trial_id, cancelled_by, trained)
             return False
         if outcome.cancelled or (user_stop and (outcome.state == "failed" or outcome.stopped)):
             # ended by the user's stop (cancelled, or told "stop" on its way out): not pruned, not failed
+            self.m.reports.flush(last_report)
             with self.db.write(self.study_id) as s:  # user stop: back to the queue, rerun on resume
                 t = s.get(Trial, trial_id)
                 if t is not None:
@@ -260,12 +261,14 @@ class TrialRuns:
         with self._lock:
             exploit = self.exploits.pop(trial_id, None)
         if exploit is not None and outcome.state == "complete":
+            self.m.reports.flush(last_report)
             return self._exploit(trial_id, exploit, trained)
         values = outcome.values
         state = outcome.state
         error = outcome.error
         finished = bool((values or {}).get("budget_reached", 1.0))
         if state == "complete" and self.turns and trial_id not in self.baselines and not finished:
+            self.m.reports.flush(last_report)
             self._pause_member(trial_id, trained)  # end of a PBT segment: the next member's turn
             return False
         if state == "complete":
@@ -302,36 +305,34 @@ class TrialRuns:
         if error:  # users see it without server paths or tracebacks; the log keeps it whole
             log.info("study %s trial %s %s: %s", self.study_id, trial_id, state, error)
         # the run's spec has the trial's number and config (a PBT exploit changes them only for
-        # the next run): one UPDATE, no read of the row
+        # the next run): one UPDATE, no read of the row, committed with the outcomes of the
+        # trials that end meanwhile, after this trial's reports (scheduling.reportlog)
         judged = values if state != "failed" else None
         feasible, reason = self._feasibility(trial_id in self.baselines, spec.config, judged)
-        attempts = Trial.attempts
-        if outcome.attempt is not None:  # the executor retried a lost worker itself (Ray)
-            attempts = case((Trial.attempts < outcome.attempt, outcome.attempt), else_=attempts)
-        with self.db.write(self.study_id) as s:
-            s.execute(
-                update(Trial)
-                .where(Trial.id == trial_id)
-                .values(
-                    state=state,
-                    values=finite_or_none(values),
-                    error=public_error(error),
-                    finished_at=utcnow(),
-                    feasible=feasible,
-                    infeasible_reason=reason,
-                    epochs_trained=func.coalesce(Trial.epochs_trained, 0.0) + trained,
-                    attempts=attempts,
-                )
-            )
-            if retries_seq is not None:
-                payload = {"trial_id": trial_id, "retries": list(outcome.retries)}
-                self._event(s, "retries", payload, retries_seq)
-            if tell_seq is not None:
-                payload = {"trial_id": trial_id, "values": exact(tell_values), "state": state}
-                self._event(s, "tell", payload, tell_seq)
-            ckpt = trial_dir(self.m.artifacts_dir, self.study_id, spec.number) / "checkpoint"
-            if ckpt.is_dir() and any(ckpt.iterdir()):
-                s.add(Checkpoint(trial_id=trial_id, path=str(ckpt)))
+        now = utcnow()
+        events = []
+        if retries_seq is not None:
+            payload = {"trial_id": trial_id, "retries": list(outcome.retries)}
+            events.append(self._event_row("retries", payload, now, retries_seq))
+        if tell_seq is not None:
+            payload = {"trial_id": trial_id, "values": exact(tell_values), "state": state}
+            events.append(self._event_row("tell", payload, now, tell_seq))
+        ckpt = trial_dir(self.m.artifacts_dir, self.study_id, spec.number) / "checkpoint"
+        checkpoints = []
+        if ckpt.is_dir() and any(ckpt.iterdir()):
+            checkpoints.append({"trial_id": trial_id, "path": str(ckpt), "created_at": now})
+        finish = {
+            "o_id": trial_id,
+            "o_state": state,
+            "o_values": finite_or_none(values),
+            "o_error": public_error(error),
+            "o_finished_at": now,
+            "o_feasible": feasible,
+            "o_infeasible_reason": reason,
+            "o_trained": trained,
+            "o_attempt": outcome.attempt or 0,
+        }
+        self.m.reports.store_outcome(Outcome(self.study_id, finish, events, checkpoints))
         if state == "complete":
             self._queue_tests()
         return False

@@ -1,5 +1,5 @@
-"""Reports written behind the scheduler's answer (``api.scheduling.reportlog``), and the refill of
-several free slots in one transaction: on a real SQLite store, through the real scheduler (the
+"""Reports written behind the scheduler's answer and outcomes committed in groups
+(``api.scheduling.reportlog``), and the refill of several free slots in one transaction: on a real SQLite store, through the real scheduler (the
 executor is the fake of ``test_scheduler``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from autopeft.api.models import Event, Study, Trial, TrialReport, User, utcnow
-from autopeft.api.scheduling.reportlog import ReportLog
+from autopeft.api.scheduling.reportlog import Outcome, ReportLog
 from autopeft.workers.base import TrialOutcome
 from tests.api.scheduler_harness import values_of
 
@@ -114,6 +114,114 @@ def test_an_outcome_is_stored_only_after_the_reports_that_led_to_it(harness, mon
     with harness.db.read() as s:
         kinds = list(s.scalars(select(Event.kind).where(Event.study_id == sid).order_by(Event.seq)))
     assert kinds == ["ask", "report", "report", "report", "report", "tell"]
+
+
+def test_outcomes_of_trials_ending_together_share_one_commit(harness):
+    """Three trials end while the writer is busy: their outcomes (rows and ``tell`` entries) go
+    in one transaction, and each ``on_done`` returns only once its outcome is committed."""
+    log = harness.manager.reports
+    finished: list[int] = []  # per committed transaction: the outcomes it stored
+
+    @event.listens_for(harness.db.engine, "before_cursor_execute")
+    def _seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE TRIALS") and "finished_at" in statement:
+            n = len(parameters) if executemany else 1
+            conn.info["finished"] = conn.info.get("finished", 0) + n
+
+    @event.listens_for(harness.db.engine, "commit")
+    def _committed(conn):
+        if n := conn.info.pop("finished", 0):
+            finished.append(n)
+
+    sid = harness.create(max_trials=3, max_parallel=3)
+    trials = harness.in_flight(3)
+    gate = threading.Event()
+    real_insert = log._insert
+
+    def held(batch):
+        gate.wait(10)
+        real_insert(batch)
+
+    log._insert = held
+    harness.executor.report(trials[0], 0, {"accuracy": 0.1})  # the writer takes it, held
+    states: dict[int, str] = {}
+
+    def end(tid: int) -> None:
+        harness.complete(tid)
+        states[tid] = harness.trials(sid)[tid].state  # as stored when on_done returned
+
+    threads = [threading.Thread(target=end, args=(t,)) for t in trials]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while log.pending < 4 and time.monotonic() < deadline:  # the report and three outcomes
+        time.sleep(0.01)
+    assert log.pending == 4 and not states  # nobody returned before the commit
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert states == {t: "complete" for t in trials}
+    assert finished == [3]  # one transaction stored the three outcomes
+    with harness.db.read() as s:
+        tells = s.scalar(select(func.count()).where(Event.study_id == sid, Event.kind == "tell"))
+    assert tells == 3
+    harness.complete_all(sid)
+
+
+def test_a_refused_outcome_raises_where_it_is_stored_and_its_batch_is_kept(store):
+    tid = _trial(store)
+    other = _trial(store)
+    log = ReportLog(store)
+    gate = threading.Event()
+    real_insert = log._insert
+
+    def held(batch):
+        gate.wait(10)
+        real_insert(batch)
+
+    log._insert = held
+    log.append(_report(tid, 0), None)  # held at the gate
+    time.sleep(0.05)
+    log.append(_report(tid, 1), None)
+
+    def outcome(trial_id: int, study_id: int) -> Outcome:
+        finish = {
+            "o_id": trial_id,
+            "o_state": "complete",
+            "o_values": {"accuracy": 0.5},
+            "o_error": None,
+            "o_finished_at": utcnow(),
+            "o_feasible": None,
+            "o_infeasible_reason": None,
+            "o_trained": 1.0,
+            "o_attempt": 0,
+        }
+        row = dict(study_id=study_id, seq=1, kind="tell", payload={}, created_at=utcnow())
+        return Outcome(study_id, finish, [row], [])
+
+    with store.read() as s:
+        good_study = s.get(Trial, other).study_id
+    errors: list[BaseException] = []
+
+    def store_it(o: Outcome) -> None:
+        try:
+            log.store_outcome(o)
+        except Exception as err:
+            errors.append(err)
+
+    bad = threading.Thread(target=store_it, args=(outcome(tid, 10**9),))  # no such study
+    good = threading.Thread(target=store_it, args=(outcome(other, good_study),))
+    bad.start(), good.start()
+    time.sleep(0.1)
+    gate.set()
+    bad.join(10), good.join(10)
+    assert len(errors) == 1 and "FOREIGN KEY" in str(errors[0]).upper()
+    with store.read() as s:
+        trials = {t: s.get(Trial, t) for t in (tid, other)}
+    assert trials[tid].state == "running" and trials[other].state == "complete"
+    assert trials[other].epochs_trained == 1.0
+    assert _steps(store, tid) == [0, 1]
+    log.close()
 
 
 def test_free_slots_are_refilled_in_one_transaction(harness):

@@ -47,7 +47,11 @@ from autopeft.api.models import Checkpoint, Event, Trial, TrialReport
 log = logging.getLogger("autopeft.scheduler")
 
 _INSERT_REPORTS = insert(TrialReport.__table__)
-_INSERT_EVENTS = insert(Event.__table__)
+INSERT_EVENTS = insert(Event.__table__)
+# new trials' rows, their ids returned in the order of the rows (scheduling.runs: refills)
+INSERT_TRIALS = insert(Trial.__table__).returning(
+    Trial.__table__.c.id, sort_by_parameter_order=True
+)
 _INSERT_CHECKPOINTS = insert(Checkpoint.__table__)
 _T = Trial.__table__.c
 # a trial's outcome, for executemany: its epochs add to those of earlier runs; ``attempt``, the
@@ -193,6 +197,6 @@ class ReportLog:
             if finishes:
                 s.execute(_FINISH, finishes)
             if events:
-                s.execute(_INSERT_EVENTS, events)
+                s.execute(INSERT_EVENTS, events)
             if checkpoints:
                 s.execute(_INSERT_CHECKPOINTS, checkpoints)

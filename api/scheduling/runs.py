@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from autopeft.api.models import Trial, TrialReport, utcnow
-from autopeft.api.scheduling.reportlog import Outcome
+from autopeft.api.scheduling.reportlog import INSERT_EVENTS, INSERT_TRIALS, Outcome
 from autopeft.api.scheduling.values import (
     decision_name,
     exact,
@@ -47,33 +47,39 @@ class TrialRuns:
 
     def _start_new(self, number: int, suggs: list) -> None:
         """The rows of new trials, made ``running`` (attempt 1), with their ``ask`` history, in
-        one transaction; then each is handed to the executor."""
+        one transaction (Core statements, executemany: no ORM flush); then each is handed to the
+        executor."""
         now = utcnow()
+        rows = [
+            dict(
+                study_id=self.study_id,
+                number=number + i,
+                state="running",
+                config=dict(sugg.config),
+                optimizer_id=str(sugg.id),
+                attempts=1,
+                started_at=now,
+                scheduled_by=self.m.replica_id,
+                parent_id=None
+                if sugg.parent_id is None
+                else self.by_opt_id.get(str(sugg.parent_id)),
+                budget=trial_budget(sugg.budget),
+                created_at=now,
+            )
+            for i, sugg in enumerate(suggs)
+        ]
         with self.db.write(self.study_id) as s:
-            trials = [
-                Trial(
-                    study_id=self.study_id,
-                    number=number + i,
-                    state="running",
-                    config=dict(sugg.config),
-                    optimizer_id=str(sugg.id),
-                    attempts=1,
-                    started_at=now,
-                    scheduled_by=self.m.replica_id,
-                    parent_id=None
-                    if sugg.parent_id is None
-                    else self.by_opt_id.get(str(sugg.parent_id)),
-                    budget=trial_budget(sugg.budget),
-                )
-                for i, sugg in enumerate(suggs)
+            ids = s.execute(INSERT_TRIALS, rows).scalars().all()
+            asks = [
+                self._event_row("ask", {"trial_id": tid, "optimizer_id": str(sugg.id)}, now)
+                for tid, sugg in zip(ids, suggs, strict=True)
             ]
-            s.add_all(trials)
-            s.flush()
-            first_step = self.opt.population.interval if self.turns else None
-            specs = []
-            for trial, sugg in zip(trials, suggs, strict=True):
-                self._event(s, "ask", {"trial_id": trial.id, "optimizer_id": str(sugg.id)})
-                specs.append(self._spec_of(trial, first_step))
+            s.execute(INSERT_EVENTS, asks)
+        first_step = self.opt.population.interval if self.turns else None
+        specs = [
+            self._spec_of(Trial(id=tid, **row), first_step)
+            for tid, row in zip(ids, rows, strict=True)
+        ]
         # not under self._lock inside the transaction: on SQLite the write lock is taken after it
         with self._lock:  # a cancel from now on goes through the executor (see _launch)
             for spec, sugg in zip(specs, suggs, strict=True):

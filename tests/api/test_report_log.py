@@ -245,6 +245,19 @@ def test_free_slots_are_refilled_in_one_transaction(harness):
     assert sorted(t.number for t in trials.values()) == [0, 1, 2]
     assert all(trials[t].state == "running" and trials[t].attempts == 1 for t in running)
     assert len(made) == 1  # one transaction made all three
+    for spec in harness.executor.submitted:  # each run is its own row's (ids returned in order)
+        row = trials[spec.trial_id]
+        assert (row.number, row.config) == (spec.number, spec.config)
+    with harness.db.read() as s:
+        asked = dict(
+            s.execute(
+                select(
+                    Event.payload["trial_id"].as_integer(),
+                    Event.payload["optimizer_id"].as_string(),
+                ).where(Event.study_id == sid, Event.kind == "ask")
+            ).all()
+        )
+    assert {t: trials[t].optimizer_id for t in running} == {t: asked[t] for t in running}
     with harness.db.read() as s:
         asks = s.scalar(
             select(func.count())

@@ -8,7 +8,8 @@ trial (``optimizer.ask()`` -> row ``running`` -> ``executor.submit``; the free s
 are refilled together, in one transaction). Reports are answered at once with the optimiser's
 decision ("stop" ends the trial early; a PBT ``Exploit`` stops it and continues it from the
 donor's checkpoint with the new config) and their rows are written behind the answer, in
-batches (``scheduling.reportlog``; a trial's outcome is stored only after its reports).
+batches (``scheduling.reportlog``); a trial's outcome goes through the same writer behind its
+reports, and the runner waits for its commit (outcomes that end together share one).
 Final values go to ``tell``. New trials stop at ``max_trials``, at the ``max_seconds`` budget,
 at the ``max_epochs`` compute budget (training epochs summed over trials) or on a user's stop
 (running trials are cancelled and put back to ``queued``; ``resume`` reruns them from their
@@ -28,7 +29,7 @@ it belongs to, every report in the batch of its ``trial_reports`` row, each at t
 order (``scheduling.replay``; optimisers are a pure function of seed + history) and requeues the
 trials that were ``queued`` or ``running`` when the previous process died (same number, same
 config, ``attempts`` + 1, from their checkpoint). Nothing completed is lost: a trial becomes
-``complete`` in one transaction.
+``complete`` in one transaction, with its ``tell`` entry.
 
 What the runner needs of its optimiser beyond ask / tell / report it reads from the optimiser's
 declared capabilities (``autopeft.optim.base``: ``REBUILDS_BY_ADD``, ``population``), never
@@ -337,7 +338,7 @@ class SchedulerManager(LifecycleManager):
         self._closed = False
         self._deleted: set[int] = set()
         self._study_locks = study_locks if study_locks is not None else {}  # shared by terms
-        self.reports = ReportLog(db)  # trial reports, written behind the answers
+        self.reports = ReportLog(db)  # reports written behind the answers; outcomes' group commits
 
     def study_lock(self, study_id: int) -> threading.Lock:
         """Serialises the stop / resume / delete of one study (no runner outlives its study)."""

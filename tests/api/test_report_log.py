@@ -50,6 +50,19 @@ def _steps(db, trial_id: int) -> list[int]:
         )
 
 
+def _hold(log: ReportLog) -> threading.Event:
+    """Make ``log``'s writer wait at a gate before each batch; set the gate to let it go."""
+    gate = threading.Event()
+    real_insert = log._insert
+
+    def held(batch):
+        gate.wait(10)
+        real_insert(batch)
+
+    log._insert = held
+    return gate
+
+
 def test_flush_returns_once_every_appended_row_is_committed(store):
     tid = _trial(store)
     log = ReportLog(store)
@@ -63,14 +76,7 @@ def test_flush_returns_once_every_appended_row_is_committed(store):
 def test_a_refused_row_is_dropped_and_the_rest_of_its_batch_is_written(store, caplog):
     tid = _trial(store)
     log = ReportLog(store)
-    gate = threading.Event()
-    real_insert = log._insert
-
-    def held(batch):  # hold the writer so the three rows go in one batch
-        gate.wait(10)
-        real_insert(batch)
-
-    log._insert = held
+    gate = _hold(log)  # so the three rows go in one batch
     log.append(_report(tid, 0), None)  # taken by the writer alone, held at the gate
     time.sleep(0.05)
     log.append(_report(tid, 1), None)
@@ -135,14 +141,7 @@ def test_outcomes_of_trials_ending_together_share_one_commit(harness):
 
     sid = harness.create(max_trials=3, max_parallel=3)
     trials = harness.in_flight(3)
-    gate = threading.Event()
-    real_insert = log._insert
-
-    def held(batch):
-        gate.wait(10)
-        real_insert(batch)
-
-    log._insert = held
+    gate = _hold(log)
     harness.executor.report(trials[0], 0, {"accuracy": 0.1})  # the writer takes it, held
     states: dict[int, str] = {}
 
@@ -172,14 +171,7 @@ def test_a_refused_outcome_raises_where_it_is_stored_and_its_batch_is_kept(store
     tid = _trial(store)
     other = _trial(store)
     log = ReportLog(store)
-    gate = threading.Event()
-    real_insert = log._insert
-
-    def held(batch):
-        gate.wait(10)
-        real_insert(batch)
-
-    log._insert = held
+    gate = _hold(log)
     log.append(_report(tid, 0), None)  # held at the gate
     time.sleep(0.05)
     log.append(_report(tid, 1), None)

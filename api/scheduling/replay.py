@@ -24,11 +24,9 @@ log = logging.getLogger("autopeft.scheduler")
 
 
 class HistoryReplay:
-    def _event(self, s, kind: str, payload: dict[str, Any], seq: int | None = None) -> None:
-        """Append one entry to the history, in the caller's transaction ``s``; ``seq``: its
-        position, when taken earlier (``_next_seq``, with the optimiser call it records)."""
-        seq = self._next_seq() if seq is None else seq
-        s.add(Event(study_id=self.study_id, seq=seq, kind=kind, payload=payload))
+    def _event(self, s, kind: str, payload: dict[str, Any]) -> None:
+        """Append the next entry to the history, in the caller's transaction ``s``."""
+        s.add(Event(study_id=self.study_id, seq=self._next_seq(), kind=kind, payload=payload))
 
     def _next_seq(self) -> int:
         """The next history position: taken under a lock of its own, never held with another

@@ -13,12 +13,12 @@ What this keeps of the store's guarantees:
 
 * **Order.** History entries carry their ``seq``, assigned under the study's lock when the
   optimiser decided; replay orders by it, so the commit order does not matter.
-* **Nothing completed is lost.** Before a trial's outcome is stored the runner waits for that
-  trial's last report to be committed (:meth:`ReportLog.flush` with the position
-  :meth:`ReportLog.append` returned; rows are written in order, so its earlier reports are
-  too); before anything that reads other trials' reports or the whole history (a replay, a
-  requeue, a PBT pause) it waits for every row appended so far. A trial is therefore never
-  ``complete`` without its reports.
+* **Nothing completed is lost.** Rows are written in the order they were queued, and a trial's
+  outcome is queued behind its reports (below); a trial ended another way (a cancel, a user's
+  stop, an exploit, a PBT pause) first waits for its last report to be committed
+  (:meth:`ReportLog.flush` with the position :meth:`ReportLog.append` returned); anything that
+  reads other trials' reports or the whole history (a replay, a requeue) waits for every row
+  appended so far. A trial is therefore never ``complete`` without its reports.
 * **A crash** loses at most the reports appended in the last moments (one batch) of trials that
   were still running; they are requeued from their checkpoints and report again.
 

@@ -281,13 +281,28 @@ class ReportList(BaseModel):
     reports: list[ReportPublic]
 
 
+class Interval(BaseModel):
+    low: float
+    high: float
+    examples: int = Field(description="how many examples the metric was measured on")
+
+
+class ParetoTrial(TrialPublic):
+    intervals: dict[str, Interval] = Field(
+        default_factory=dict,
+        description="95% Wilson score interval of each objective that is a share of examples "
+        "(accuracy, exact_match) on this split, from the number of examples it was measured on; "
+        "points whose intervals overlap are not told apart by this split",
+    )
+
+
 class ParetoPublic(BaseModel):
     objectives: list[Objective]
     split: Literal["validation", "test"] = Field(
         description="the front is always selected on validation; with split=test each trial's values are its "
         "held-out test metrics (objectives without a test counterpart, e.g. trainable_params, unchanged)"
     )
-    trials: list[TrialPublic]
+    trials: list[ParetoTrial]
     n_infeasible: int = Field(
         default=0, description="complete trials left out: they violate a constraint"
     )

@@ -16,6 +16,9 @@ from autopeft.api.services.spec import objectives_of
 from autopeft.api.services.studies import get_study, trial_public
 
 SPLITS = ("validation", "test")
+#: objectives that are a share of examples: a front point carries their 95% interval
+PROPORTIONS = ("accuracy", "exact_match")
+Z95 = 1.959963984540054
 
 
 def test_name(metric: str) -> str:
@@ -34,6 +37,29 @@ def on_test(t: Trial, names: list[str]) -> dict[str, Any] | None:
         if test_name(name) in t.test_values:
             values[name] = t.test_values[test_name(name)]
     return values
+
+
+def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a share ``p`` of ``n`` examples (it stays in [0, 1] and
+    keeps its width at 0 and 1, where p +- z * se collapses)."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def intervals(values: dict[str, Any] | None, examples: Any, names: list[str]) -> dict:
+    """95% intervals of the objectives in ``names`` that are shares (:data:`PROPORTIONS`),
+    measured on ``examples`` examples; none when the count or the value is unknown."""
+    if not values or not isinstance(examples, (int, float)) or not examples >= 1:
+        return {}
+    n = int(examples)
+    out = {}
+    for name in names:
+        p = values.get(name)
+        if name in PROPORTIONS and isinstance(p, (int, float)) and 0.0 <= p <= 1.0:
+            low, high = wilson(float(p), n)
+            out[name] = {"low": low, "high": high, "examples": n}
+    return out
 
 
 def _complete(
@@ -94,7 +120,9 @@ def pareto(
     session: Session, user_id: int, study_id: int, split: str = "validation"
 ) -> dict[str, Any]:
     """The front selected on validation; with ``split="test"`` each trial's values are its held-out
-    test metrics (selection never looks at test)."""
+    test metrics (selection never looks at test). Each point carries the 95% interval of its
+    share objectives on that split (:func:`intervals`): on a few hundred examples, points a few
+    hundredths apart are often not told apart, and a user should see that."""
     _check_split(split)
     study = get_study(session, user_id, study_id)
     infeasible: list[Trial] = []
@@ -105,6 +133,10 @@ def pareto(
         public = trial_public(t)
         if split == "test":
             public["values"] = on_test(t, names)
+            examples = (t.test_values or {}).get(test_name("examples"))
+        else:
+            examples = (t.values or {}).get("eval_examples")
+        public["intervals"] = intervals(public["values"], examples, names)
         out.append(public)
     return {
         "objectives": study.spec["objectives"],

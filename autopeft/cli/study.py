@@ -130,9 +130,10 @@ TESTED = ("accuracy", "macro_f1", "loss", "exact_match", "perplexity")
 
 def pareto_table(study) -> str:
     """The validation front, each tested objective on validation and on the held-out test split
-    side by side ("-" until tested); baselines marked by their name; sorted by trainable params."""
+    side by side ("-" until tested); baselines marked by their name; sorted by trainable params.
+    A share objective (accuracy, exact_match) shows its 95% interval on that split in brackets."""
     names = [o["name"] for o in study.spec["objectives"]]
-    tested = {t["id"]: t.get("values") or {} for t in study.pareto(split="test")}
+    tested = {t["id"]: t for t in study.pareto(split="test")}
     headers = ["trial", "number", "baseline"]
     for n in names:
         headers += [f"{n} (val)", f"{n} (test)"] if n in TESTED else [n]
@@ -140,14 +141,23 @@ def pareto_table(study) -> str:
     for t in study.pareto():
         row = [t["id"], t["number"], t.get("label") or ""]
         for n in names:
-            row.append((t.get("values") or {}).get(n))
+            row.append(_with_interval(t, n))
             if n in TESTED:
-                row.append(tested.get(t["id"], {}).get(n))
+                row.append(_with_interval(tested.get(t["id"], {}), n))
         rows.append(row)
     if "trainable_params" in names:
         col = headers.index("trainable_params")
         rows.sort(key=lambda r: r[col] if isinstance(r[col], (int, float)) else 0.0)
     return format_table(rows, headers)
+
+
+def _with_interval(trial: dict, name: str):
+    """``trial``'s value of ``name``, as "0.6980 [0.656, 0.737]" when /pareto gave its interval."""
+    value = (trial.get("values") or {}).get(name)
+    iv = (trial.get("intervals") or {}).get(name)
+    if value is None or not iv:
+        return value
+    return f"{value:.4f} [{iv['low']:.3f}, {iv['high']:.3f}]"
 
 
 @_run

@@ -86,6 +86,24 @@ def test_default_search_with_baselines_and_a_test_split(sqlite_url, server_facto
         tv = tested[t["id"]]["test_values"]
         assert tv["test_examples"] == 18 and t["values"]["accuracy"] == tv["test_accuracy"]
         assert t["values"]["trainable_params"] == tested[t["id"]]["values"]["trainable_params"]
+    # each point's accuracy carries its 95% interval on the split it is shown on, from that
+    # split's size (36 validation examples, 18 test); trainable_params is exact: no interval
+    from autopeft.api.services.front import wilson
+    from autopeft.cli.study import pareto_table
+
+    for split, points, n in (("validation", front, 36), ("test", test_front["trials"], 18)):
+        for t in points:
+            iv = t["intervals"]
+            assert set(iv) == {"accuracy"}, (split, t)
+            acc = t["values"]["accuracy"]
+            assert iv["accuracy"]["examples"] == n
+            assert (iv["accuracy"]["low"], iv["accuracy"]["high"]) == pytest.approx(wilson(acc, n))
+            assert iv["accuracy"]["low"] <= acc <= iv["accuracy"]["high"], (split, t)
+
+    table = pareto_table(study)
+    for t in test_front["trials"]:  # the CLI (and the demo) print the intervals
+        iv = t["intervals"]["accuracy"]
+        assert f"[{iv['low']:.3f}, {iv['high']:.3f}]" in table, table
     untested = [t for t in trials if t["state"] == "complete" and t["id"] not in tested]
     assert all(
         t["kind"] == "search" for t in untested

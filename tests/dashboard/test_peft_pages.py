@@ -61,6 +61,24 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
             by_id[tid]["values"]["accuracy"],
             by_id[tid]["values"]["trainable_params"],
         )
+    # each point's 95% accuracy interval on its split is drawn as an error bar along x
+    bars = p.evaluate(
+        f"() => Object.fromEntries({PARETO}.data.filter(t => t.error_x).map(t => "
+        "[t.name, {ids: t.customdata, plus: t.error_x.array, minus: t.error_x.arrayminus, "
+        "y: !!t.error_y}]))"
+    )
+    front = {t["id"]: t for t in api.get(f"/studies/{sid}/pareto")["trials"]}
+    assert "front on test split" in bars and "baselines" in bars, bars
+    for name, shown in bars.items():
+        assert not shown["y"], name  # trainable_params is exact: no bar
+        for tid, plus, minus in zip(shown["ids"], shown["plus"], shown["minus"]):
+            t = by_id[tid] if name == "front on test split" else front.get(tid)
+            if t is None:  # a baseline off the front has no interval
+                assert plus == minus == 0
+                continue
+            iv, acc = t["intervals"]["accuracy"], t["values"]["accuracy"]
+            assert (acc - minus, acc + plus) == pytest.approx((iv["low"], iv["high"]))
+            assert plus >= 0 and minus >= 0 and plus + minus > 0  # at 1.0 it only goes down
     hv_test = api.get(f"/studies/{sid}/hypervolume?split=test")["hypervolume"]
     shown = float(p.locator("#hv-test-value").inner_text().replace(",", ""))
     assert shown == pytest.approx(hv_test, rel=1e-3)

@@ -50,9 +50,12 @@ const axisTitle = (o) => `${o.name} (${o.direction === "maximize" ? "max ↑" : 
 // given, the front's trials at their held-out test values (trace "front on test split", open
 // circles: the same trials, selected on validation). Trials that violate a constraint of the study
 // (feasible === false) are never on the front: grey crosses (trace "infeasible"), the reason in
-// their hover text. customdata = trial id, for clicks.
+// their hover text. customdata = trial id, for clicks. In 2-D, a front point's share objectives
+// (accuracy, exact_match) carry their 95% interval on that split as error bars (/pareto's
+// intervals): points whose bars overlap are not told apart by the split.
 export function paretoFigure({ complete, front, objectives, x, y, z = null, test = null }) {
   const frontIds = new Set(front.map((t) => t.id));
+  const validationIntervals = new Map(front.map((t) => [t.id, t.intervals]));
   const infeasible = complete.filter((t) => t.feasible === false);
   complete = complete.filter((t) => t.feasible !== false);
   const dominated = complete.filter((t) => !frontIds.has(t.id) && t.kind !== "baseline");
@@ -66,6 +69,11 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
       hovertemplate: "%{text}<extra></extra>", marker: style,
     };
     if (oz) trace.z = ts.map((t) => t.values[oz.name]);
+    else {
+      const ex = errorBars(ts, ox, validationIntervals), ey = errorBars(ts, oy, validationIntervals);
+      if (ex) trace.error_x = ex;
+      if (ey) trace.error_y = ey;
+    }
     return trace;
   };
   const data = [
@@ -91,6 +99,18 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
     : { xaxis: { title: { text: axisTitle(ox) }, zeroline: false, gridcolor: "#e5e7eb" },
         yaxis: { title: { text: axisTitle(oy) }, zeroline: false, gridcolor: "#e5e7eb" }, hovermode: "closest" };
   return { data, layout };
+}
+
+// Asymmetric error bars of objective o from each trial's own intervals (else the validation
+// front's, by id); null when no trial of ts has one.
+function errorBars(ts, o, byId) {
+  const iv = ts.map((t) => (t.intervals || byId.get(t.id) || {})[o.name]);
+  if (!iv.some(Boolean)) return null;
+  return {
+    type: "data", symmetric: false, thickness: 1, width: 3, color: "#64748b",
+    array: iv.map((v, i) => (v ? v.high - ts[i].values[o.name] : 0)),
+    arrayminus: iv.map((v, i) => (v ? ts[i].values[o.name] - v.low : 0)),
+  };
 }
 
 // Parallel coordinates drawn with SVG line traces (plotly's parcoords needs WebGL): one line per

@@ -90,7 +90,11 @@ export function condenseConfig(config) {
 // Hover text for a plotted trial: its number, objective values and (condensed) config.
 export function hoverText(trial, objectives, maxLines = 14) {
   const head = [`<b>trial #${trial.number}</b> (id ${trial.id})`];
-  for (const o of objectives) head.push(`${escapeHtml(o.name)}: ${escapeHtml(fmt(trial.values?.[o.name]))}`);
+  for (const o of objectives) {
+    const iv = trial.intervals?.[o.name];
+    const range = iv ? ` (95%: ${fmt(iv.low)} – ${fmt(iv.high)}, ${iv.examples} examples)` : "";
+    head.push(`${escapeHtml(o.name)}: ${escapeHtml(fmt(trial.values?.[o.name]) + range)}`);
+  }
   if (trial.feasible === false) head.push(`<i>infeasible: ${escapeHtml(trial.infeasible_reason || "violates a constraint")}</i>`);
   const cfg = condenseConfig(trial.config);
   const shown = cfg.slice(0, maxLines).map(([k, v]) => `${escapeHtml(k)} = ${escapeHtml(v.length > 60 ? v.slice(0, 57) + "…" : v)}`);

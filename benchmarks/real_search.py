@@ -350,18 +350,17 @@ def report(runs: dict, args, setting: dict) -> None:
         ref_acc = majority(task)
         rows: dict = {}
         hand: dict = {}
+        hand_by_seed: dict = {}  # (label, seed) -> test values: the paired comparisons below
         for seed in range(args.seeds):
             r = runs.get(f"{task}/handpicked/{seed}")
             if r:
                 for t in r["trials"]:
                     if t["kind"] == "baseline" and _test_values(t):
                         hand.setdefault(t["label"], []).append(_test_values(t))
+                        hand_by_seed[t["label"], seed] = _test_values(t)
         for method in args.methods:
-            per_seed = [
-                runs[f"{task}/{method}/{s}"]
-                for s in range(args.seeds)
-                if f"{task}/{method}/{s}" in runs
-            ]
+            seeds = [s for s in range(args.seeds) if f"{task}/{method}/{s}" in runs]
+            per_seed = [runs[f"{task}/{method}/{s}"] for s in seeds]
             if not per_seed:
                 continue
             sums = [summarise(r, ref_acc, base_params) for r in per_seed]
@@ -378,6 +377,7 @@ def report(runs: dict, args, setting: dict) -> None:
                 "trials": float(np.mean([s["trials"] for s in sums])),
                 "pruned": float(np.mean([s["pruned"] for s in sums])),
                 "curve": [float(x) for x in np.mean(curves, axis=0)],
+                "seeds": seeds,
                 "per_seed_hv": [s["hv_test"] for s in sums],
                 "fronts": [s["front"] for s in sums],
             }
@@ -407,6 +407,7 @@ def report(runs: dict, args, setting: dict) -> None:
                     "front_acc_at_its_params": float(np.mean(att)),
                     "point_acc": h["accuracy"],
                     "dominated": float(np.mean(att)) >= h["accuracy"] - 1e-12,
+                    **paired_margin(row, name, hand_by_seed),
                 }
             row["handpicked"] = dom
         summary["tasks"][task] = {
@@ -441,7 +442,72 @@ def report(runs: dict, args, setting: dict) -> None:
         print("HV test against compute (epochs): " + " ".join(f"{g:g}" for g in grid))
         for method, row in rows.items():
             print(f"{method:14s} " + " ".join(f"{x:.0f}" for x in row["curve"]))
+        print(
+            "front's best test accuracy at <= a hand-picked point's params minus the point's, "
+            "same seed (mean ± standard error; seeds where the front is on or above the point)"
+        )
+        for method, row in rows.items():
+            cells = [
+                f"{name} {_margin(d)} ({d['seeds_on_or_above']}/{d['seeds_paired']})"
+                for name, d in row["handpicked"].items()
+                if d["seeds_paired"]
+            ]
+            print(f"{method:14s} " + "  ".join(cells))
+        if "mobo" in rows and "mobo+moasha" in rows:
+            target = rows["mobo"]["curve"][-1]
+            reach = compute_to_reach(rows["mobo+moasha"]["curve"], grid, target)
+            summary_reach = {
+                "mobo_final_hv": target,
+                "mobo_compute": rows["mobo"]["compute"],
+                "moasha_compute_to_reach": reach,
+                "moasha_hv_at_half": float(
+                    np.interp(args.budget / 2, grid, rows["mobo+moasha"]["curve"])
+                ),
+            }
+            rows["mobo+moasha"]["reaches_mobo"] = summary_reach
+            print(
+                f"mobo + MO-ASHA reaches mobo's final HV ({target:.0f}) at "
+                + (f"{reach:g} epochs" if reach is not None else "no point of its budget")
+                + f"; at half the budget it has {summary_reach['moasha_hv_at_half']:.0f}"
+            )
     Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
+def paired_margin(row: dict, name: str, hand_by_seed: dict) -> dict:
+    """Per seed: the front's best test accuracy at <= the hand-picked point's params minus the
+    point's own test accuracy (both runs of that seed, on the same test split). A seed whose
+    front has no point that cheap has no margin (None), and no mean is given then."""
+    margins = []
+    for seed, front in zip(row["seeds"], row["fronts"]):
+        h = hand_by_seed.get((name, seed))
+        if h is not None:
+            att = attainment(front, h["trainable_params"])
+            margins.append(None if att is None else att - h["accuracy"])
+    n = len(margins)
+    known = [m for m in margins if m is not None]
+    whole = n > 0 and len(known) == n
+    return {
+        "margins": margins,
+        "seeds_paired": n,
+        "margin_mean": float(np.mean(known)) if whole else None,
+        "margin_se": float(np.std(known, ddof=1) / math.sqrt(n)) if whole and n > 1 else None,
+        "seeds_on_or_above": sum(m >= -1e-12 for m in known),
+    }
+
+
+def _margin(d: dict) -> str:
+    if d["margin_mean"] is None:
+        return "no point that cheap"
+    se = f"±{d['margin_se']:.3f}" if d["margin_se"] is not None else ""
+    return f"{d['margin_mean']:+.3f}{se}"
+
+
+def compute_to_reach(curve_: list[float], grid: list[float], target: float) -> float | None:
+    """The first compute of ``grid`` at which ``curve_`` is >= ``target`` (None: never)."""
+    for c, hv in zip(grid, curve_):
+        if hv >= target - 1e-9:
+            return c
+    return None
 
 
 def _fmt(x, width: int = 10) -> str:

@@ -109,8 +109,8 @@ export function render(main, _params, ctx) {
       uploadStatus.textContent = `uploading ${file.name}…`;
       try {
         const ds = await upload("/datasets", form);
+        await loadDatasets(ds.id);   // the status says the upload is done once it is picked above
         uploadStatus.textContent = `${ds.name}: ${ds.rows} rows, labels ${Object.entries(ds.labels).map(([k, v]) => `${k} (${v})`).join(", ")}`;
-        await loadDatasets(ds.id);
       } catch (err) {
         uploadStatus.textContent = "";
         showError(err.field ? `upload ${err.field}: ${err.message}` : err.message, fileIn);

@@ -13,7 +13,7 @@ from autopeft.api.services.front import intervals, wilson
         (0.5, 100, 0.4038, 0.5962),  # textbook values of the Wilson score interval
         (0.0, 10, 0.0, 0.2775),  # keeps its width at 0 and 1, where p +- 1.96 se collapses
         (1.0, 10, 0.7225, 1.0),
-        (0.7, 500, 0.6584, 0.7385),  # worked by hand,
+        (0.7, 500, 0.6584, 0.7385),  # worked by hand
     ],
 )
 def test_wilson_interval(p, n, low, high):

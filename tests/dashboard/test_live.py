@@ -142,3 +142,50 @@ def test_stop_and_resume_buttons(page, dash_server):
     p.get_by_role("button", name="Stop study").click()
     p.locator("h1 .badge").filter(has_text="stopped").wait_for()
     assert api.get(f"/studies/{s['id']}")["state"] == "stopped"
+
+
+# every text and class the studies list's status line takes, recorded as it changes
+SEEN_STATUS = """
+window.__statuses = [];
+new MutationObserver(() => {
+  const s = document.getElementById("studies-status");
+  if (!s) return;
+  const now = s.classList.contains("error") ? "error" : s.textContent;
+  if (window.__statuses[window.__statuses.length - 1] !== now) window.__statuses.push(now);
+}).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+"""
+
+
+def test_a_study_deleted_while_the_list_loads_it_leaves_the_list(page, dash_server):
+    """The list fetches each changed study's front after listing it; a study deleted in between
+    (another user, the CLI) drops out of the table instead of turning the whole list into an
+    error. The deletion happens, for real, while the list's /pareto request for it is held."""
+    api = dash_server.api
+    keep = api.create(study_spec("stays", max_trials=1, max_parallel=1))
+    doomed = api.create(study_spec("deleted meanwhile", max_trials=1, max_parallel=1))
+    for s in (keep, doomed):
+        api.http.post(f"/studies/{s['id']}/stop")
+    held = []
+
+    def delete_then_continue(route):
+        if not held:
+            assert api.http.delete(f"/studies/{doomed['id']}").status_code == 204
+        held.append(route.request.url)
+        route.continue_()
+
+    page.page.route(f"**/api/v1/studies/{doomed['id']}/pareto", delete_then_continue)
+    page.page.add_init_script(SEEN_STATUS)
+    p = page.goto("#/")
+    p.locator(f"#studies-table tr[data-study-id='{keep['id']}']").wait_for()
+    p.wait_for_function(
+        "() => /updated live/.test(document.getElementById('studies-status').textContent)"
+    )
+    assert held, "the list never asked for the doomed study's front"
+    assert p.locator(f"#studies-table tr[data-study-id='{doomed['id']}']").count() == 0
+    assert p.evaluate("() => window.__statuses").count("error") == 0, p.evaluate(
+        "() => window.__statuses"
+    )
+    # the only console entry is the browser's own log of the 404 the server gave
+    assert page.errors and all("404" in e for e in page.errors), page.errors
+    page.errors.clear()
+    api.http.delete(f"/studies/{keep['id']}")

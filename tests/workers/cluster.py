@@ -67,7 +67,39 @@ class LocalCluster:
         resources: str | None = None,
         head: bool = False,
         timeout: float = 120,
+        attempts: int = 3,
     ) -> None:
+        """Start a node and wait for ``ray start`` to say it runs. On a loaded machine the GCS
+        can miss ``ray start``'s 30 s deadline ("The current node timed out during startup");
+        the half-started node is then killed and started afresh on new ports, ``attempts``
+        times in all, and every attempt's log is in the error if none starts."""
+        logs = []
+        for attempt in range(1, attempts + 1):
+            if self._start_once(name, num_cpus, resources, head, timeout):
+                return
+            logs.append(f"--- attempt {attempt} ---\n{self.log(name)[-3000:]}")
+            self._kill_node(name)
+            if head:
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
+        raise RuntimeError(f"ray node {name} did not start:\n" + "\n".join(logs))
+
+    def _kill_node(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        for pid in self.pids(name):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _start_once(
+        self, name: str, num_cpus: int, resources: str | None, head: bool, timeout: float
+    ) -> bool:
         temp = self.root / name
         temp.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -117,11 +149,11 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "Ray runtime started" in self.log(name):
-                return
+                return True
             if self.procs[name].poll() is not None:
-                break
+                return False
             time.sleep(0.2)
-        raise RuntimeError(f"ray node {name} did not start:\n{self.log(name)[-3000:]}")
+        return False
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"

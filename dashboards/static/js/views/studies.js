@@ -31,14 +31,21 @@ export function render(main, _params, ctx) {
   let lastSig = "";
 
   async function refresh() {
-    const { studies } = await get("/studies");
-    await Promise.all(studies.map(async (s) => {
+    const listed = (await get("/studies")).studies;
+    const gone = new Set();   // deleted between the list and its front: left out until the next poll
+    await Promise.all(listed.map(async (s) => {
       const sig = JSON.stringify(s.counts) + s.state;
       const known = extra.get(s.id);
       if (known && known.sig === sig) return;
-      const [pareto, hv] = await Promise.all([get(`/studies/${s.id}/pareto`), get(`/studies/${s.id}/hypervolume`)]);
-      extra.set(s.id, { sig, pareto, hv });
+      try {
+        const [pareto, hv] = await Promise.all([get(`/studies/${s.id}/pareto`), get(`/studies/${s.id}/hypervolume`)]);
+        extra.set(s.id, { sig, pareto, hv });
+      } catch (err) {
+        if (err.status !== 404) throw err;
+        gone.add(s.id);
+      }
     }));
+    const studies = listed.filter((s) => !gone.has(s.id));
     status.classList.remove("error");
     const sig = JSON.stringify(studies.map((s) => [s.id, s.state, s.counts, s.name]));
     status.textContent = studies.length ? `${studies.length} stud${studies.length === 1 ? "y" : "ies"}, updated live.` : "";

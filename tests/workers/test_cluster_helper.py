@@ -20,7 +20,7 @@ def test_a_head_that_does_not_start_is_retried_on_a_new_port():
     blocker.bind(("127.0.0.1", taken))
     blocker.listen()
     try:
-        cluster.start_node("head", num_cpus=1, head=True, attempts=2)
+        cluster.start_node("head", num_cpus=1, head=True, attempts=3)
         assert cluster.port != taken and cluster.address == f"127.0.0.1:{cluster.port}"
         assert "Ray runtime started" in cluster.log("head")
         gcs = cluster.pids("head", "gcs_server")

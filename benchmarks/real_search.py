@@ -355,9 +355,10 @@ def report(runs: dict, args, setting: dict) -> None:
             r = runs.get(f"{task}/handpicked/{seed}")
             if r:
                 for t in r["trials"]:
-                    if t["kind"] == "baseline" and _test_values(t):
-                        hand.setdefault(t["label"], []).append(_test_values(t))
-                        hand_by_seed[t["label"], seed] = _test_values(t)
+                    v = _test_values(t) if t["kind"] == "baseline" else None
+                    if v:
+                        hand.setdefault(t["label"], []).append(v)
+                        hand_by_seed[t["label"], seed] = v
         for method in args.methods:
             seeds = [s for s in range(args.seeds) if f"{task}/{method}/{s}" in runs]
             per_seed = [runs[f"{task}/{method}/{s}"] for s in seeds]

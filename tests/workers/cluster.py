@@ -85,17 +85,9 @@ class LocalCluster:
         raise RuntimeError(f"ray node {name} did not start:\n" + "\n".join(logs))
 
     def _kill_node(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        for pid in self.pids(name):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGKILL one node: its ``ray start`` process group, then anything naming its temp dir."""
+        _kill_group(self.procs.pop(name))
+        _kill(self.pids(name))
 
     def _start_once(
         self, name: str, num_cpus: int, resources: str | None, head: bool, timeout: float
@@ -194,13 +186,22 @@ class LocalCluster:
         while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
             time.sleep(0.1)
         for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        for pid in self.pids():  # workers that left the process group
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_group(proc)
+        _kill(self.pids())  # workers that left the process group
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s process group (``ray start`` runs in a session of its own) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

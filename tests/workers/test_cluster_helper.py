@@ -30,5 +30,6 @@ def test_a_head_that_does_not_start_is_retried_on_a_new_port():
     finally:
         cluster.stop()
         blocker.close()
-    assert cluster.pids() == []
-    shutil.rmtree(root, ignore_errors=True)
+        leftover = cluster.pids()
+        shutil.rmtree(root, ignore_errors=True)
+    assert leftover == []

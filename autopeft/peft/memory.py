@@ -29,9 +29,16 @@
   The logits (``B x labels``, or for ``causal_lm`` the completion tokens' ``x vocab`` in fp32: the
   trainer gathers them; a quarter of the tokens is assumed) and their gradient come on top.
 
+On ``device: cuda`` the **workspace** comes on top: PyTorch allocates cuBLAS workspaces through its
+caching allocator, one per cuBLAS handle and stream (handles are per thread, and autograd runs the
+backward pass on a thread of its own). :data:`CUDA_WORKSPACE_BYTES` is two of PyTorch's default size
+on Hopper (sm_90), 32 MiB: measured on an H200, the model was 56-84 MiB low on 21 of 22 rows before
+this term. Older GPUs default to about 8 MiB a workspace, so there the prediction is about 48 MiB
+high (not measured).
+
 Checked against measured peaks in ``benchmarks/memory_model.py`` (BENCHMARKS.md, "Memory model").
-It is a model: the caching allocator on CUDA rounds blocks and keeps a workspace (cuBLAS), which the
-placement's safety margin covers.
+It is a model: the caching allocator on CUDA rounds blocks, which the placement's safety margin
+covers.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ CAUSAL_COMPLETION_SHARE = (
 )
 #: the batch size a prediction assumes when the workload leaves it to the trainer (its largest default)
 DEFAULT_PREDICTION_BATCH = 32
+#: cuBLAS workspaces on CUDA (module doc): two of PyTorch's Hopper default, 32 MiB
+#: (``CUBLAS_WORKSPACE_CONFIG=:4096:8``)
+CUDA_WORKSPACE_BYTES = 2 * 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class MemoryEstimate:
     optimizer: int
     activations: int
     checkpointing: bool = False
+    workspace: int = 0
 
     @property
     def total(self) -> int:
@@ -69,8 +80,12 @@ class MemoryEstimate:
         gradient checkpointing the recomputed activations come on top of the gradients already made
         (measured: full fine-tuning of MiniLM, 16 x 64)."""
         if self.checkpointing:
-            return self.weights + self.optimizer + self.activations + self.gradients
-        return self.weights + self.optimizer + max(self.activations, self.gradients)
+            return (
+                self.workspace + self.weights + self.optimizer + self.activations + self.gradients
+            )
+        return (
+            self.workspace + self.weights + self.optimizer + max(self.activations, self.gradients)
+        )
 
     @property
     def total_mb(self) -> float:
@@ -173,9 +188,8 @@ def estimate_memory(
     # the attention map is materialised (and kept) by eager attention and by torch's SDPA whenever
     # attention dropout is on and the fused kernels do not apply (the CPU); the fused CUDA kernels keep
     # only the output and a log-sum-exp per row
-    fused = str(workload.get("device", "auto")) == "cuda" or (
-        attn_drop == 0 and desc.family == "decoder"
-    )
+    cuda = str(workload.get("device", "auto")) == "cuda"
+    fused = cuda or (attn_drop == 0 and desc.family == "decoder")
     probs = 0 if fused else 1
     act_fn = str(
         getattr(model_config, "activation_function", getattr(model_config, "hidden_act", ""))
@@ -247,6 +261,7 @@ def estimate_memory(
         optimizer=8 * trainable,
         activations=activations,
         checkpointing=checkpointing,
+        workspace=CUDA_WORKSPACE_BYTES if cuda else 0,
     )
 
 

@@ -190,3 +190,40 @@ def test_a_study_deleted_while_the_list_loads_it_leaves_the_list(page, dash_serv
     page.errors.clear()
     p.close()  # no poll left to meet the next deletion's 404
     api.http.delete(f"/studies/{keep['id']}")
+
+
+def test_leaving_a_page_aborts_its_reads_in_flight(page, dash_server):
+    """A poll under way when its page is left makes no more requests: the read it waits on is
+    aborted (api.js leaveView). The study page's poll asks for the study, then its trials, then its
+    fronts; its trials request is held here while the user moves to the create form."""
+    api = dash_server.api
+    s = api.create(study_spec("left behind", max_trials=1, max_parallel=1))
+    api.http.post(f"/studies/{s['id']}/stop")
+    held, seen, failed = [], [], []
+    page.page.route(f"**/api/v1/studies/{s['id']}/trials*", lambda route: held.append(route))
+    page.page.on("request", lambda r: seen.append(r.url))
+    page.page.on("requestfailed", lambda r: failed.append((r.url, r.failure)))
+    p = page.goto(f"#/studies/{s['id']}")
+    for _ in range(100):
+        if held:
+            break
+        p.wait_for_timeout(100)
+    assert held, "the study page never asked for its trials"
+    left_at = len(seen)
+    p.evaluate("() => { location.hash = '#/new'; }")
+    p.locator("#create-form").wait_for()
+    for _ in range(50):
+        if failed:
+            break
+        p.wait_for_timeout(100)
+    assert [url for url, _ in failed] == [held[0].request.url], failed
+    try:
+        held[0].continue_()  # too late: the page gave up on it
+    except Exception:
+        pass
+    p.wait_for_timeout(2500)  # longer than the study page's poll interval
+    after = [u for u in seen[left_at:] if f"/studies/{s['id']}" in u]
+    assert after == [], after
+    assert not any(f"/studies/{s['id']}/pareto" in u for u in seen), seen
+    p.close()
+    api.http.delete(f"/studies/{s['id']}")

@@ -28,14 +28,26 @@ async function errorFrom(resp) {
   return new ApiError(resp.status, "http_" + resp.status, `${resp.status} ${resp.statusText}`);
 }
 
+// The reads of the view on screen share one AbortController: leaving the view (app.js calls
+// leaveView) aborts those still in flight, so a poll that was under way makes no more requests for a
+// page nobody sees (they could only meet a study deleted meanwhile). Writes and downloads (raw) are
+// never aborted: the user asked for them.
+let viewReads = new AbortController();
+export function leaveView() {
+  viewReads.abort();
+  viewReads = new AbortController();
+}
+
 export async function request(path, { method = "GET", body, token = getToken(), raw = false, quiet = false } = {}) {
   const headers = { Accept: raw ? "*/*" : "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  const signal = method === "GET" && !raw ? viewReads.signal : undefined;
   let resp;
   try {
-    resp = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    resp = await fetch(API + path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (err) {
+    if (err.name === "AbortError") throw new ApiError(0, "aborted", "the page was left");
     throw new ApiError(0, "network", `cannot reach the server (${err.message})`);
   }
   if (!resp.ok) {

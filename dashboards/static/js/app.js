@@ -1,7 +1,7 @@
 // The dashboard shell: hash routing, the token gate and the live-update timer shared by views.
 // Each view is `render(main, params, ctx)` and returns a cleanup function (stops its polling).
 
-import { clearToken, getToken, setUnauthorizedHandler } from "./api.js";
+import { clearToken, getToken, leaveView, setUnauthorizedHandler } from "./api.js";
 import { el } from "./util.js";
 import * as login from "./views/login.js";
 import * as studies from "./views/studies.js";
@@ -58,6 +58,7 @@ function setNav(signedIn) {
 
 function route() {
   if (cleanup) { try { cleanup(); } catch { /* a view's cleanup must not block navigation */ } cleanup = null; }
+  leaveView();
   const hash = location.hash || "#/";
   let match = null;
   for (const [re, view, title] of ROUTES) {

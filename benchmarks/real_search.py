@@ -341,8 +341,9 @@ def main(argv=None) -> int:
                             spec["optimizer"] = None  # the default, probe included
                         else:
                             spec["optimizer"] = cfg["optimizer"]
-                            if cfg.get("baselines", []) is not None:  # None: the implicit probe
-                                spec["baselines"] = cfg.get("baselines", [])
+                            baselines = cfg.get("baselines", [])
+                            if baselines is not None:  # None: the implicit probe
+                                spec["baselines"] = baselines
                     print(f"{time.strftime('%H:%M:%S')} {key} ...", flush=True)
                     run = run_study(client, spec)
                     run["setting"] = setting

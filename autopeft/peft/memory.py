@@ -79,13 +79,10 @@ class MemoryEstimate:
         backward pass frees those layers' activations, so the peak holds the larger of the two. Under
         gradient checkpointing the recomputed activations come on top of the gradients already made
         (measured: full fine-tuning of MiniLM, 16 x 64)."""
+        resident = self.workspace + self.weights + self.optimizer
         if self.checkpointing:
-            return (
-                self.workspace + self.weights + self.optimizer + self.activations + self.gradients
-            )
-        return (
-            self.workspace + self.weights + self.optimizer + max(self.activations, self.gradients)
-        )
+            return resident + self.activations + self.gradients
+        return resident + max(self.activations, self.gradients)
 
     @property
     def total_mb(self) -> float:

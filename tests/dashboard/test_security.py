@@ -87,8 +87,8 @@ def test_create_form_uploads_and_picks_a_dataset(page, dash_server, tmp_path):
         study["spec"]["workload"]["dataset_id"] == ds["id"]
         and study["spec"]["workload"]["dataset"] == f"upload:{ds['id']}"
     )
-    # close the page before the study goes: a poll of the study page already in flight when
-    # the page is left still makes its remaining requests, which would meet a 404 the browser logs
+    # close the page before the study goes, so no poll of it (the study page's or, after leaving,
+    # the list's) can meet the deletion's 404, which the browser would log
     p.close()
     dash_server.api.http.post(f"/studies/{study_id}/stop")
     assert dash_server.api.http.delete(f"/studies/{study_id}").status_code == 204

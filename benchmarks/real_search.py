@@ -209,9 +209,11 @@ def test_front(trials: list[dict]) -> list[dict]:
     return [t for t, keep in zip(done, _front_mask(pts)) if keep]
 
 
-def curve(trials: list[dict], ref_acc: float, ref_params: float, grid: list[float]) -> list[float]:
-    """Test HV of the validation front of the trials finished within each compute of ``grid``
-    (compute: epochs_trained summed in the order trials finished)."""
+def curve(
+    trials: list[dict], ref_acc: float, ref_params: float, grid: list[float], split: str = "test"
+) -> list[float]:
+    """HV of the validation front of the trials finished within each compute of ``grid``, at
+    its ``split`` values (compute: epochs_trained summed in the order trials finished)."""
     order = sorted(trials, key=lambda t: t["finished_at"] or "")
     used, seen, out = 0.0, [], []
     marks = []
@@ -222,17 +224,15 @@ def curve(trials: list[dict], ref_acc: float, ref_params: float, grid: list[floa
     for c in grid:
         within = [m for u, m in marks if u <= c + 1e-9]
         members = within[-1] if within else []
-        out.append(
-            hypervolume(
-                [
-                    (_test_values(t)["accuracy"], _test_values(t)["trainable_params"])
-                    for t in test_front(members)
-                    if _test_values(t)
-                ],
-                ref_acc,
-                ref_params,
-            )
-        )
+        if split == "validation":
+            pts = _points(test_front(members), "validation")
+        else:
+            pts = [
+                (_test_values(t)["accuracy"], _test_values(t)["trainable_params"])
+                for t in test_front(members)
+                if _test_values(t)
+            ]
+        out.append(hypervolume(pts, ref_acc, ref_params))
     return out
 
 
@@ -391,8 +391,13 @@ def report(runs: dict, args, setting: dict) -> None:
                 curve(r["trials"], ref_acc, base_params * REF_PARAMS_PCT / 100, grid)
                 for r in per_seed
             ]
+            ref_params = base_params * REF_PARAMS_PCT / 100
+            val_curves = [
+                curve(r["trials"], ref_acc, ref_params, grid, "validation") for r in per_seed
+            ]
             row = {
                 "hv_test_at_budget": float(np.mean([c[-1] for c in curves])),
+                "curve_validation": [float(x) for x in np.mean(val_curves, axis=0)],
                 "hv_test": float(np.mean([s["hv_test"] for s in sums])),
                 "hv_test_std": float(np.std([s["hv_test"] for s in sums])),
                 "hv_validation": float(np.mean([s["hv_validation"] for s in sums])),
@@ -462,9 +467,10 @@ def report(runs: dict, args, setting: dict) -> None:
         print(f"{'hand-picked':14s} {'test acc':>10s} {'params':>10s} {'% params':>9s}")
         for name, h in hand_rows.items():
             print(f"{name:14s} {h['accuracy']:10.4f} {h['trainable_params']:10.0f} {h['pct']:9.3f}")
-        print("HV test against compute (epochs): " + " ".join(f"{g:g}" for g in grid))
-        for method, row in rows.items():
-            print(f"{method:14s} " + " ".join(f"{x:.0f}" for x in row["curve"]))
+        for split, key in (("test", "curve"), ("validation", "curve_validation")):
+            print(f"HV {split} against compute (epochs): " + " ".join(f"{g:g}" for g in grid))
+            for method, row in rows.items():
+                print(f"{method:14s} " + " ".join(f"{x:.0f}" for x in row[key]))
         print(
             "front's best test accuracy at <= a hand-picked point's params minus the point's, "
             "same seed (mean ± standard error; seeds where the front is on or above the point)"
@@ -479,20 +485,23 @@ def report(runs: dict, args, setting: dict) -> None:
         for pruned, whole in (("mobo+moasha", "mobo"), ("default", "default-no-moasha")):
             if pruned not in rows or whole not in rows:
                 continue
-            target = rows[whole]["curve"][-1]
-            reach = compute_to_reach(rows[pruned]["curve"], grid, target)
-            summary_reach = {
-                "final_hv": target,
-                "compute": rows[whole]["compute"],
-                "compute_to_reach": reach,
-                "hv_at_half": float(np.interp(args.budget / 2, grid, rows[pruned]["curve"])),
-            }
-            rows[pruned][f"reaches_{whole}"] = summary_reach
-            print(
-                f"{pruned} reaches {whole}'s final HV ({target:.0f}) at "
-                + (f"{reach:g} epochs" if reach is not None else "no point of its budget")
-                + f"; at half the budget it has {summary_reach['hv_at_half']:.0f}"
-            )
+            for split, key in (("test", "curve"), ("validation", "curve_validation")):
+                target = rows[whole][key][-1]
+                reach = compute_to_reach(rows[pruned][key], grid, target)
+                summary_reach = {
+                    "final_hv": target,
+                    "compute": rows[whole]["compute"],
+                    "compute_to_reach": reach,
+                    "hv_at_half": float(np.interp(args.budget / 2, grid, rows[pruned][key])),
+                }
+                suffix = "" if split == "test" else "_validation"
+                rows[pruned][f"reaches_{whole}{suffix}"] = summary_reach
+                print(
+                    f"{pruned} reaches {whole}'s final {split} HV ({target:.0f}) at "
+                    + (f"{reach:g} epochs" if reach is not None else "no point of its budget")
+                    + f"; at half the budget it has {summary_reach['hv_at_half']:.0f}"
+                    + f" ({100 * summary_reach['hv_at_half'] / target:.1f}%)"
+                )
     Path(args.out).write_text(json.dumps(summary, indent=1))
 
 

@@ -493,6 +493,8 @@ def report(runs: dict, args, setting: dict) -> None:
                     "compute": rows[whole]["compute"],
                     "compute_to_reach": reach,
                     "hv_at_half": float(np.interp(args.budget / 2, grid, rows[pruned][key])),
+                    # the unpruned method's own HV at half its budget: how flat its curve is
+                    "whole_hv_at_half": float(np.interp(args.budget / 2, grid, rows[whole][key])),
                 }
                 suffix = "" if split == "test" else "_validation"
                 rows[pruned][f"reaches_{whole}{suffix}"] = summary_reach
@@ -500,7 +502,8 @@ def report(runs: dict, args, setting: dict) -> None:
                     f"{pruned} reaches {whole}'s final {split} HV ({target:.0f}) at "
                     + (f"{reach:g} epochs" if reach is not None else "no point of its budget")
                     + f"; at half the budget it has {summary_reach['hv_at_half']:.0f}"
-                    + f" ({100 * summary_reach['hv_at_half'] / target:.1f}%)"
+                    + f" ({100 * summary_reach['hv_at_half'] / target:.1f}%; {whole} itself"
+                    + f" {100 * summary_reach['whole_hv_at_half'] / target:.1f}%)"
                 )
     Path(args.out).write_text(json.dumps(summary, indent=1))
 

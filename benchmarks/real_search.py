@@ -101,6 +101,7 @@ METHODS = {
 }
 REF_PARAMS_PCT = 2.0  # reference point: 2% of the model's parameters ...
 PCT_CAPS = (0.5, 1.0)  # best test accuracy at <= these % of parameters
+CURVES = (("test", "curve"), ("validation", "curve_validation"))  # split, the row's key
 
 
 def workload(task: str, args, seed: int) -> dict:
@@ -226,28 +227,18 @@ def curve(
     for c in grid:
         within = [m for u, m in marks if u <= c + 1e-9]
         members = within[-1] if within else []
-        if split == "validation":
-            pts = _points(test_front(members), "validation")
-        else:
-            pts = [
-                (_test_values(t)["accuracy"], _test_values(t)["trainable_params"])
-                for t in test_front(members)
-                if _test_values(t)
-            ]
-        out.append(hypervolume(pts, ref_acc, ref_params))
+        out.append(hypervolume(_points(test_front(members), split), ref_acc, ref_params))
     return out
 
 
 def summarise(run: dict, ref_acc: float, base_params: float) -> dict:
     trials = run["trials"]  # a study's answer: its search trials and its own baselines, if any
     ref_params = base_params * REF_PARAMS_PCT / 100
-    front = [t for t in test_front(trials) if _test_values(t)]
-    pts = [(_test_values(t)["accuracy"], _test_values(t)["trainable_params"]) for t in front]
+    front = test_front(trials)
+    pts = _points(front, "test")  # the validation front at its test values
     out = {
         "hv_test": hypervolume(pts, ref_acc, ref_params),
-        "hv_validation": hypervolume(
-            _points(test_front(trials), "validation"), ref_acc, ref_params
-        ),
+        "hv_validation": hypervolume(_points(front, "validation"), ref_acc, ref_params),
         "compute": sum(float(t["epochs_trained"] or 0.0) for t in run["trials"]),
         "trials": len(trials),
         "pruned": sum(t["state"] == "pruned" for t in trials),
@@ -466,7 +457,7 @@ def report(runs: dict, args, setting: dict) -> None:
         print(f"{'hand-picked':14s} {'test acc':>10s} {'params':>10s} {'% params':>9s}")
         for name, h in hand_rows.items():
             print(f"{name:14s} {h['accuracy']:10.4f} {h['trainable_params']:10.0f} {h['pct']:9.3f}")
-        for split, key in (("test", "curve"), ("validation", "curve_validation")):
+        for split, key in CURVES:
             print(f"HV {split} against compute (epochs): " + " ".join(f"{g:g}" for g in grid))
             for method, row in rows.items():
                 print(f"{method:14s} " + " ".join(f"{x:.0f}" for x in row[key]))
@@ -484,7 +475,7 @@ def report(runs: dict, args, setting: dict) -> None:
         for pruned, whole in (("mobo+moasha", "mobo"), ("default", "default-no-moasha")):
             if pruned not in rows or whole not in rows:
                 continue
-            for split, key in (("test", "curve"), ("validation", "curve_validation")):
+            for split, key in CURVES:
                 target = rows[whole][key][-1]
                 reach = compute_to_reach(rows[pruned][key], grid, target)
                 summary_reach = {

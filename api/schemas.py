@@ -139,10 +139,11 @@ class StudyCreate(BaseModel):
         description="compute budget: training epochs summed over all trials (a trial "
         "pruned after half an epoch counts 0.5); no new trial starts once it is used",
     )
-    baselines: list[str] | Literal["default"] | None = Field(
+    baselines: list[str | dict[str, Any]] | Literal["default"] | None = Field(
         default=None,
         description="hand-picked reference points run beside the search (linear_probe, lora_r4, "
-        "lora_r8, lora_r16, mam, full_finetune; 'default': linear_probe and lora_r8), counted in the budget",
+        "lora_r8, lora_r16, mam, full_finetune; 'default': linear_probe and lora_r8; your own as "
+        '{"name": ..., "config": {...}}), counted in the budget',
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     num_layers: int | None = Field(

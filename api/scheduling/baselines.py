@@ -1,5 +1,5 @@
 """Baseline trials (a mixin of ``StudyRunner``): ``spec.baselines`` names hand-picked reference
-points (``autopeft.trials.baselines``), each run once as a trial of kind ``baseline`` with its
+points (``autopeft.trials.baselines``: built-in names or the user's own ``{name, config}``), each run once as a trial of kind ``baseline`` with its
 own workload, never told to the optimiser, and counted in ``max_trials``."""
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ class Baselines:
                     )
                 )
             )
-        return [b for b in self.spec.get("baselines") or [] if b not in done]
+        from autopeft.trials.baselines import baseline_name
+
+        names = [baseline_name(b) for b in self.spec.get("baselines") or []]
+        return [b for b in names if b not in done]
 
     def _create_baseline(self, name: str, number: int) -> None:
         from autopeft.trials.baselines import baseline_trial
 
-        config, _ = baseline_trial(name, self.spec["workload"])
+        config, _ = baseline_trial(name, self.spec["workload"], self.spec.get("baselines"))
         with self.db.write(self.study_id) as s:
             trial = Trial(
                 study_id=self.study_id,
@@ -49,5 +52,5 @@ class Baselines:
         if t.kind == "baseline":
             from autopeft.trials.baselines import baseline_trial
 
-            return baseline_trial(t.label, self.spec["workload"])[1]
+            return baseline_trial(t.label, self.spec["workload"], self.spec.get("baselines"))[1]
         return self.spec["workload"]

@@ -343,7 +343,14 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         spec["optimizer"] = normalise_optimizer(spec.get("optimizer"), spec["workload"])
         part = "baselines"
         given = spec.get("baselines")
-        spec["baselines"] = check_baselines(given, spec["workload"])
+        model = spec["workload"].get("model")
+        spec["baselines"] = check_baselines(
+            given,
+            spec["workload"],
+            _model_config(model)
+            if given and spec["workload"].get("kind") == "peft" and isinstance(model, str)
+            else None,
+        )
         if given is None and len(spec["baselines"]) >= spec["max_trials"]:
             spec["baselines"] = []  # an implicit probe never takes a study's only trial
         if len(spec["baselines"]) >= spec["max_trials"]:

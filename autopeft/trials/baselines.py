@@ -14,11 +14,18 @@ choices. They are never told to the optimiser (they may lie outside its space).
 * ``full_finetune``: every weight, lr 1e-4 (the accuracy anchor; its cost is the whole model;
   0.720 against 0.700 at 5e-5, one epoch of 1,500 tweets).
 
+A user's own reference point (the config they would otherwise ship) is an entry
+``{"name": "...", "config": {...}}``: a flat config of PEFT keys and training knobs
+(``docs/config_format.md``), checked when the study is created against the workload's model,
+run and marked like the built-in ones.
+
 Learning rates were picked from the measurements in BENCHMARKS.md ("Trial defaults").
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from autopeft.errors import InvalidConfig
@@ -64,43 +71,128 @@ IMPLICIT_BASELINES = ("linear_probe",)
 HEAD_ONLY = ("linear_probe",)
 
 
-def check_baselines(names: Any, workload: dict[str, Any]) -> list[str]:
-    """The study's baseline names (``"default"`` expands; not given: :data:`IMPLICIT_BASELINES` for
-    a peft classification workload, none otherwise), or ``InvalidConfig`` naming ``baselines``.
-    A causal_lm workload has no head to probe: ``"default"`` is LoRA r8 alone and
-    ``linear_probe`` is refused."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: the keys of a user's own baseline entry
+CUSTOM_KEYS = ("name", "config")
+
+
+def baseline_name(entry: str | Mapping[str, Any]) -> str:
+    """The label of a (normalised) baseline entry: a built-in name or a custom entry's name."""
+    return entry if isinstance(entry, str) else entry["name"]
+
+
+def check_baselines(
+    names: Any, workload: dict[str, Any], model_config: Any = None
+) -> list[str | dict[str, Any]]:
+    """The study's baselines, normalised (``"default"`` expands; not given:
+    :data:`IMPLICIT_BASELINES` for a peft classification workload, none otherwise): built-in
+    names, and a user's own points as ``{"name", "config"}`` (the config checked against
+    ``model_config``, the workload's model, when given). Raises ``InvalidConfig`` naming
+    ``baselines`` or the entry's field. A causal_lm workload has no head to probe:
+    ``"default"`` is LoRA r8 alone and ``linear_probe`` is refused."""
     causal = workload.get("task") == "causal_lm"
     if names is None:
         return list(IMPLICIT_BASELINES) if workload.get("kind") == "peft" and not causal else []
     if names == "default":
         names = [n for n in DEFAULT_BASELINES if not (causal and n in HEAD_ONLY)]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not all(isinstance(n, (str, Mapping)) for n in names):
         raise InvalidConfig(
-            f"baselines must be a list of names ({', '.join(BASELINES)}) or 'default', got "
-            f"{names!r}",
+            f"baselines must be a list of names ({', '.join(BASELINES)}) or of your own points "
+            f"{{name, config}}, or 'default', got {names!r}",
             "baselines",
         )
-    for i, name in enumerate(names):
-        if name not in BASELINES:
+    out: list[str | dict[str, Any]] = []
+    for i, entry in enumerate(names):
+        if isinstance(entry, Mapping):
+            out.append(_check_custom(entry, f"baselines.{i}", model_config))
+        elif entry not in BASELINES:
             raise InvalidConfig(
-                f"unknown baseline {name!r}; known: {', '.join(BASELINES)}", f"baselines.{i}"
+                f"unknown baseline {entry!r}; known: {', '.join(BASELINES)} (or give your own as "
+                "{name, config})",
+                f"baselines.{i}",
             )
-    if len(set(names)) != len(names):
+        else:
+            out.append(entry)
+    labels = [baseline_name(e) for e in out]
+    if len(set(labels)) != len(labels):
         raise InvalidConfig("each baseline may be named once", "baselines")
-    if names and workload.get("kind") != "peft":
+    if out and workload.get("kind") != "peft":
         raise InvalidConfig(
             "baselines are fine-tuning reference points: they need a peft workload", "baselines"
         )
-    for i, name in enumerate(names):
+    for i, name in enumerate(out):
         if causal and name in HEAD_ONLY:
             raise InvalidConfig(
                 f"{name} fits a classification head; a causal_lm workload has none",
                 f"baselines.{i}",
             )
-    return list(names)
+    return out
 
 
-def baseline_trial(name: str, workload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(config, workload)`` to run baseline ``name`` on the study's ``workload``."""
+def _check_custom(entry: Mapping[str, Any], field: str, model_config: Any) -> dict[str, Any]:
+    """A user's own baseline ``{name, config}``, checked: a fresh label, and a config whose keys
+    are PEFT keys (values and layer indices checked for the model) or training knobs."""
+    from autopeft.peft.config import parse_peft_config
+    from autopeft.peft.registry import check_peft_value, is_peft_key
+    from autopeft.trials.knobs import KNOB_ALIASES, KNOBS
+
+    extra = sorted(set(map(str, entry)) - set(CUSTOM_KEYS))
+    if extra:
+        raise InvalidConfig(
+            f"unknown key {extra[0]!r}; a baseline of your own has: {', '.join(CUSTOM_KEYS)}",
+            f"{field}.{extra[0]}",
+        )
+    name = entry.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidConfig(
+            f"must be 1-64 letters, digits, '_', '.' or '-', got {name!r}", f"{field}.name"
+        )
+    if name in BASELINES:
+        raise InvalidConfig(
+            f"{name!r} is a built-in baseline: name it alone, or give yours another name",
+            f"{field}.name",
+        )
+    config = entry.get("config")
+    if not isinstance(config, Mapping):
+        raise InvalidConfig(
+            f"must be a flat config (parameter -> value), got {type(config).__name__}",
+            f"{field}.config",
+        )
+    for key, value in config.items():
+        if not isinstance(key, str) or is_peft_key(key):
+            continue
+        knob = KNOB_ALIASES.get(key, key)
+        if knob not in KNOBS:
+            raise InvalidConfig(
+                f"unknown parameter {key!r}: a PEFT key (docs/config_format.md) or a training "
+                f"knob ({', '.join(KNOBS)})",
+                f"{field}.config.{key}",
+            )
+        try:
+            KNOBS[knob][1](value, key)
+        except InvalidConfig as err:
+            raise InvalidConfig(err.message, f"{field}.config.{key}") from None
+    try:
+        if model_config is None:  # no model to read: values checked, layer indices not
+            for key, value in config.items():
+                if is_peft_key(key):
+                    check_peft_value(key, value)
+        else:
+            from autopeft.peft.arch import describe_config
+
+            parse_peft_config(config, describe_config(model_config).num_layers)
+    except InvalidConfig as err:
+        raise InvalidConfig(err.message, f"{field}.config.{err.field or ''}".rstrip(".")) from None
+    return {"name": name, "config": dict(config)}
+
+
+def baseline_trial(
+    name: str, workload: dict[str, Any], baselines: list[Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, workload)`` to run baseline ``name`` on the study's ``workload``: a built-in
+    one, or the user's own entry of that name in the study's ``baselines``."""
+    for entry in baselines or []:
+        if isinstance(entry, Mapping) and entry["name"] == name:
+            return dict(entry["config"]), dict(workload)
     config, overrides = BASELINES[name]
     return dict(config), {**workload, **overrides}

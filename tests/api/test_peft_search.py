@@ -175,6 +175,46 @@ def test_compute_budget_ends_the_study(sqlite_url, server_factory, peft_workload
     assert 5.0 <= used <= 5.0 + 2.0 and len(trials) < 50
 
 
+def _mine(config):
+    return {"name": "mine", "config": config}
+
+
+def test_a_baseline_of_the_users_own_runs_beside_the_search(
+    sqlite_url, server_factory, peft_workload
+):
+    """``{"name", "config"}`` in ``baselines``: the config a user would otherwise ship runs as a
+    baseline trial with its label, is tested on the held-out split and costed exactly."""
+    from autopeft.models import load_model_config
+    from autopeft.peft.cost import count_by_method
+
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    mine = {"lora.rank": 4, "lora.targets": "q,k,v,o", "lr": 3e-3}
+    study = client.create_study(
+        spec=_spec(
+            peft_workload,
+            max_trials=3,
+            optimizer={"name": "random"},
+            baselines=["lora_r4", {"name": "my-lora.v2", "config": mine}],
+        )
+    )
+    assert study.spec["baselines"] == ["lora_r4", {"name": "my-lora.v2", "config": mine}]
+    study.wait(timeout=600, poll=0.5, progress=False)
+    assert study.state == "finished" and study.counts["failed"] == 0, study.data
+    baselines = {t["label"]: t for t in study.trials() if t["kind"] == "baseline"}
+    assert set(baselines) == {"lora_r4", "my-lora.v2"}
+    ours, r4 = baselines["my-lora.v2"], baselines["lora_r4"]
+    assert ours["config"] == mine and ours["state"] == "complete"
+    assert ours["epochs_trained"] == pytest.approx(2.0)  # the study's workload: 2 epochs
+    # the same rank on four equal-width targets instead of two: twice r4's LoRA parameters, the
+    # same head (the exact cost model, as for every trial)
+    r4_lora = count_by_method(r4["config"], load_model_config(peft_workload["model"]))["lora"]
+    assert r4_lora > 0
+    assert ours["values"]["trainable_params"] == r4["values"]["trainable_params"] + r4_lora
+    assert ours["test_values"]["test_examples"] == 18  # tested on the held-out split, like r4
+    assert r4["test_values"]["test_examples"] == 18
+
+
 def _pbt(peft_workload, **options):
     # 4 reports a member (2 epochs x 2): turns of one report, a chance to exploit at steps 1, 2, 3
     return _spec(
@@ -266,6 +306,27 @@ def test_pbt_and_early_stopping_that_could_never_act_are_refused(
         ),
         (_spec(peft_workload, baselines=["lora_r99"]), "baselines.0"),
         (_spec(peft_workload, baselines="default", max_trials=2), "max_trials"),
+        # a baseline of the user's own: its config checked against the workload's model
+        (
+            _spec(peft_workload, baselines=[_mine({"lora.rank": 4, "optim": "sgd"})]),
+            "baselines.0.config.optim",
+        ),
+        (
+            _spec(peft_workload, baselines=[_mine({"lora.rank": -1})]),
+            "baselines.0.config.lora.rank",
+        ),
+        (
+            _spec(peft_workload, baselines=[_mine({"lora.rank.2": 8})]),
+            "baselines.0.config.lora.rank.2",
+        ),  # the tiny model has layers 0 and 1
+        (_spec(peft_workload, baselines=[_mine({"lr": -1})]), "baselines.0.config.lr"),
+        (_spec(peft_workload, baselines=[_mine([])]), "baselines.0.config"),
+        (_spec(peft_workload, baselines=[{"name": "lora_r8", "config": {}}]), "baselines.0.name"),
+        (
+            _spec(peft_workload, baselines=[{**_mine({}), "full_finetune": True}]),
+            "baselines.0.full_finetune",
+        ),
+        (_spec(peft_workload, baselines=["lora_r8", _mine({}), _mine({})]), "baselines"),
     ]
     for spec, field in cases:
         r = post_study(server, token, spec)

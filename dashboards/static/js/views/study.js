@@ -62,7 +62,7 @@ export function render(main, [idText], ctx) {
       ["workload", spec.workload?.kind === "python" ? spec.workload.entrypoint : `${spec.workload?.kind || "?"} ${spec.workload?.model || ""} ${spec.workload?.dataset || ""}`.trim()],
       ["parallel", String(spec.max_parallel ?? 1)],
       ["compute", `${fmt([...trials.values()].reduce((a, t) => a + (t.epochs_trained || 0), 0), 3)}${spec.max_epochs ? ` / ${spec.max_epochs}` : ""} epochs`],
-      ["baselines", (spec.baselines || []).join(", ") || "none"], ["created", fmtDate(s.created_at)],
+      ["baselines", (spec.baselines || []).map((b) => (typeof b === "string" ? b : b.name + " (yours)")).join(", ") || "none"], ["created", fmtDate(s.created_at)],
     ];
     clear(summary, el("dl", { class: "facts" }, items.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v, dataset: { fact: k } })))),
       s.message ? el("p", { class: "muted", text: s.message }) : null);

@@ -12,7 +12,11 @@ time, 1 thread each), for ``--seeds`` seeds (the optimiser's seed and the traini
   (``tpe``, ``gp``) driving the same trials; ``mobo``; ``mobo`` + MO-ASHA; ``mopbt``. Every
   model-based method starts from 5 initial points, except the service's ``default`` (mobo +
   MO-ASHA with its own options and the linear probe) and ``default-no-moasha`` (the same
-  without MO-ASHA: what the default's early stopping buys).
+  without MO-ASHA: what the default's early stopping buys);
+* with ``--extra FILE``, more reference points (``benchmarks/extra_points.json``: LoRA on more
+  modules or at a higher lr), run as the user's own baselines, one study a task and seed, each
+  compared with full fine-tuning of the same seed: is any PEFT point as good as full
+  fine-tuning here?
 
 Each search selects on the validation split; what is reported is the held-out test split (its
 front re-evaluated from the saved adapters by the service): the test hypervolume of (accuracy,
@@ -269,7 +273,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", nargs="+", default=["tweets", "bbc_news"])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--methods", nargs="*", default=list(METHODS))
     ap.add_argument(
         "--budget", type=float, default=12.0, help="training epochs per search (max_epochs)"
     )
@@ -284,6 +288,12 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--no-handpicked", action="store_true")
+    ap.add_argument(
+        "--extra",
+        help="JSON file of more reference points, name -> flat config (null: a built-in baseline "
+        "of that name), run as one study a task and seed (the user's own baselines) and "
+        "compared with full fine-tuning of the same seed",
+    )
     ap.add_argument("--fresh", action="store_true", help="ignore cached studies")
     ap.add_argument(
         "--report-only", action="store_true", help="summarise the cached studies, run nothing"
@@ -300,6 +310,7 @@ def main(argv=None) -> int:
         k: getattr(args, k)
         for k in ("budget", "epochs", "max_train", "max_eval", "max_test", "max_length", "parallel")
     }
+    extra = json.loads(Path(args.extra).read_text()) if args.extra else None
     if args.report_only:
         report(runs, args, setting)
         return 0
@@ -309,10 +320,15 @@ def main(argv=None) -> int:
         for seed in range(args.seeds):  # seed-major: a cut-short run still covers every task
             for task in args.tasks:
                 jobs = [] if args.no_handpicked else [("handpicked", None)]
+                jobs += [("extra", None)] if extra else []
                 jobs += [(m, METHODS[m]) for m in args.methods]
                 for method, cfg in jobs:
                     key = f"{task}/{method}/{seed}"
-                    if key in runs and runs[key].get("setting") == setting:
+                    if (
+                        key in runs
+                        and runs[key].get("setting") == setting
+                        and runs[key].get("extra") == (extra if method == "extra" else None)
+                    ):
                         continue
                     spec = {
                         "name": key,
@@ -328,6 +344,16 @@ def main(argv=None) -> int:
                             baselines=HANDPICKED,
                             max_trials=len(HANDPICKED) + 1,
                         )
+                    elif method == "extra":
+                        spec.update(
+                            space="lora_per_layer",
+                            optimizer={"name": "random"},
+                            baselines=[
+                                n if c is None else {"name": n, "config": c}
+                                for n, c in extra.items()
+                            ],
+                            max_trials=len(extra) + 1,
+                        )
                     else:
                         spec.update(space=cfg["space"], max_trials=500, max_epochs=args.budget)
                         if cfg["optimizer"] is None:
@@ -340,6 +366,8 @@ def main(argv=None) -> int:
                     print(f"{time.strftime('%H:%M:%S')} {key} ...", flush=True)
                     run = run_study(client, spec)
                     run["setting"] = setting
+                    if method == "extra":
+                        run["extra"] = extra
                     runs[key] = run
                     runs_path.write_text(json.dumps(runs))
                     print(
@@ -374,6 +402,11 @@ def report(runs: dict, args, setting: dict) -> None:
                     if v:
                         hand.setdefault(t["label"], []).append(v)
                         hand_by_seed[t["label"], seed] = v
+            # a seed without a hand-picked study: pair with the built-in points its --extra study ran
+            for t in (runs.get(f"{task}/extra/{seed}") or {}).get("trials", []):
+                v = _test_values(t) if t["kind"] == "baseline" else None
+                if v and t["label"] in HANDPICKED and (t["label"], seed) not in hand_by_seed:
+                    hand_by_seed[t["label"], seed] = v
         for method in args.methods:
             seeds = [s for s in range(args.seeds) if f"{task}/{method}/{s}" in runs]
             per_seed = [runs[f"{task}/{method}/{s}"] for s in seeds]
@@ -428,6 +461,7 @@ def report(runs: dict, args, setting: dict) -> None:
                     **paired_margin(row, name, hand_by_seed),
                 }
             row["handpicked"] = dom
+        extra_rows = extra_points(runs, task, args.seeds, hand_by_seed, base_params)
         summary["tasks"][task] = {
             "base_params": base_params,
             "reference_point": {
@@ -437,6 +471,7 @@ def report(runs: dict, args, setting: dict) -> None:
             "compute_grid": grid,
             "handpicked": hand_rows,
             "methods": rows,
+            **({"extra": extra_rows} if extra_rows else {}),
         }
         print(
             f"\n== {task}: test HV (accuracy x trainable params; ref acc {ref_acc}, {REF_PARAMS_PCT}% params), "
@@ -457,6 +492,17 @@ def report(runs: dict, args, setting: dict) -> None:
         print(f"{'hand-picked':14s} {'test acc':>10s} {'params':>10s} {'% params':>9s}")
         for name, h in hand_rows.items():
             print(f"{name:14s} {h['accuracy']:10.4f} {h['trainable_params']:10.0f} {h['pct']:9.3f}")
+        if extra_rows:
+            print(
+                f"{'more points':18s} {'test acc':>9s} {'val acc':>8s} {'params':>10s} {'% params':>9s}"
+                "  minus full fine-tuning, same seed (mean ± standard error; seeds on or above)"
+            )
+            for name, e in extra_rows.items():
+                print(
+                    f"{name:18s} {e['accuracy']:9.4f} {e['validation_accuracy']:8.4f} "
+                    f"{e['trainable_params']:10.0f} {e['pct']:9.3f}  {_margin(e)} "
+                    f"({e['seeds_on_or_above']}/{e['seeds_paired']})"
+                )
         for split, key in CURVES:
             print(f"HV {split} against compute (epochs): " + " ".join(f"{g:g}" for g in grid))
             for method, row in rows.items():
@@ -496,6 +542,47 @@ def report(runs: dict, args, setting: dict) -> None:
                     + f" {100 * summary_reach['whole_hv_at_half'] / target:.1f}%)"
                 )
     Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
+def extra_points(runs: dict, task: str, seeds: int, hand_by_seed: dict, base_params: float) -> dict:
+    """The ``--extra`` reference points of ``task``: mean test and validation accuracy over the
+    seeds, and each minus full fine-tuning's test accuracy of the same seed (from the same study
+    when it ran there, else the hand-picked study)."""
+    by_name: dict = {}
+    for seed in range(seeds):
+        r = runs.get(f"{task}/extra/{seed}")
+        trials = [t for t in (r or {}).get("trials", []) if t["kind"] == "baseline"]
+        tested = {t["label"]: t for t in trials if _test_values(t)}
+        anchor = tested.get("full_finetune")
+        anchor_acc = (
+            _test_values(anchor)["accuracy"]
+            if anchor
+            else (hand_by_seed.get(("full_finetune", seed)) or {}).get("accuracy")
+        )
+        for name, t in tested.items():
+            acc = _test_values(t)["accuracy"]
+            e = by_name.setdefault(name, {"test": [], "val": [], "params": [], "margins": []})
+            e["test"].append(acc)
+            e["val"].append(t["values"]["accuracy"])
+            e["params"].append(t["values"]["trainable_params"])
+            e["margins"].append(None if anchor_acc is None else acc - anchor_acc)
+    out = {}
+    for name, e in by_name.items():
+        known = [m for m in e["margins"] if m is not None]
+        n = len(known)
+        out[name] = {
+            "accuracy": float(np.mean(e["test"])),
+            "validation_accuracy": float(np.mean(e["val"])),
+            "trainable_params": float(np.mean(e["params"])),
+            "pct": 100 * float(np.mean(e["params"])) / base_params,
+            "seeds": len(e["test"]),
+            "margins": e["margins"],
+            "seeds_paired": n,
+            "margin_mean": float(np.mean(known)) if n else None,
+            "margin_se": float(np.std(known, ddof=1) / math.sqrt(n)) if n > 1 else None,
+            "seeds_on_or_above": sum(m >= -1e-12 for m in known),
+        }
+    return out
 
 
 def paired_margin(row: dict, name: str, hand_by_seed: dict) -> dict:

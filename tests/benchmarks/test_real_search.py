@@ -59,3 +59,36 @@ def test_hv_against_compute_on_either_split_and_the_compute_to_reach_it():
     assert val == pytest.approx([0.2 * 90, 0.2 * 40 + 0.3 * 50, 0.25 * 45 + 0.3 * 50])
     assert rs.compute_to_reach(test, grid, test[1]) == 4.0
     assert rs.compute_to_reach(test, grid, test[-1] + 1) is None
+
+
+def test_extra_points_are_paired_with_full_fine_tuning_of_the_same_seed():
+    def baseline(label, val_acc, test_acc, params):
+        return {**trial(0, val_acc, test_acc, params), "kind": "baseline", "label": label}
+
+    runs = {
+        # seed 0: full fine-tuning ran in the same study
+        "t/extra/0": {
+            "trials": [
+                baseline("full_finetune", 0.70, 0.72, 1000),
+                baseline("mine", 0.71, 0.74, 10),
+                baseline("big", 0.69, None, 20),  # never tested: left out
+                {**trial(1, 0.9, None, 5), "kind": "search", "label": None},  # not a baseline
+            ]
+        },
+        # seed 1: no full fine-tuning in the study; the hand-picked study's of that seed
+        "t/extra/1": {"trials": [baseline("mine", 0.73, 0.70, 10)]},
+        # seed 2: nothing to pair with
+        "t/extra/2": {"trials": [baseline("mine", 0.60, 0.66, 10)]},
+    }
+    hand_by_seed = {("full_finetune", 1): {"accuracy": 0.71, "trainable_params": 1000}}
+    out = rs.extra_points(runs, "t", 3, hand_by_seed, 1000)
+    assert set(out) == {"full_finetune", "mine"}
+    mine = out["mine"]
+    assert mine["accuracy"] == pytest.approx((0.74 + 0.70 + 0.66) / 3)
+    assert mine["validation_accuracy"] == pytest.approx((0.71 + 0.73 + 0.60) / 3)
+    assert mine["pct"] == pytest.approx(1.0) and mine["seeds"] == 3
+    assert mine["margins"][:2] == pytest.approx([0.02, -0.01]) and mine["margins"][2] is None
+    assert mine["seeds_paired"] == 2 and mine["seeds_on_or_above"] == 1
+    assert mine["margin_mean"] == pytest.approx(0.005)
+    assert mine["margin_se"] == pytest.approx(0.03 / 2**0.5 / 2**0.5)
+    assert out["full_finetune"]["margins"] == [0.0]

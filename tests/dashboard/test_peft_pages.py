@@ -1,5 +1,5 @@
-"""The study page of a real peft study (a tiny random BERT): the hand-picked baselines as
-labelled diamonds, the front's held-out test values beside the validation front, the test
+"""The study page of a real peft study (a tiny random BERT): the hand-picked baselines (a user's
+own among them) as labelled diamonds, the front's held-out test values beside the validation front, the test
 hypervolume, and the trials table's baseline, test and compute columns."""
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ def peft_study(dash_server, tiny_model, small_csv, tmp_path_factory):
         "name": "peft with baselines",
         "space": "lora_per_layer",
         "objectives": OBJ2,
-        "baselines": "default",
+        "baselines": [
+            "linear_probe",
+            "lora_r8",
+            {"name": "my-lora", "config": {"lora.rank": 2, "lora.targets": "q,k,v,o", "lr": 3e-3}},
+        ],
         "workload": {
             "kind": "peft",
             "model": str(tiny_model),
@@ -29,7 +33,7 @@ def peft_study(dash_server, tiny_model, small_csv, tmp_path_factory):
             "pooling": "mean",
             "cache_dir": str(tmp_path_factory.mktemp("cache")),
         },
-        "max_trials": 6,
+        "max_trials": 7,
         "max_parallel": 2,
         "seed": 0,
     }
@@ -43,7 +47,7 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     trials = api.get(f"/studies/{sid}/trials")["trials"]
     baselines = {t["id"]: t for t in trials if t["kind"] == "baseline"}
     tested = [t for t in api.get(f"/studies/{sid}/pareto?split=test")["trials"] if t["values"]]
-    assert len(baselines) == 2 and tested
+    assert len(baselines) == 3 and tested
     p = page.goto(f"#/studies/{sid}")
     p.wait_for_function(
         f"() => {{ const gd = {PARETO}; return gd && gd.data && gd.data.some(t => t.name === 'baselines') "
@@ -52,7 +56,9 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     traces = {t["name"]: t for t in plot_traces(p, PARETO)}
     assert sorted(traces["baselines"]["ids"]) == sorted(baselines)
     labels = p.evaluate(f"() => {PARETO}.data.find(t => t.name === 'baselines').texttemplate")
-    assert sorted(labels) == ["linear_probe", "lora_r8"]
+    assert sorted(labels) == ["linear_probe", "lora_r8", "my-lora"]
+    facts = p.locator("dd[data-fact='baselines']").inner_text()
+    assert facts == "linear_probe, lora_r8, my-lora (yours)", facts
     on_test = traces["front on test split"]
     assert sorted(on_test["ids"]) == sorted(t["id"] for t in tested)
     by_id = {t["id"]: t for t in tested}

@@ -395,18 +395,13 @@ def report(runs: dict, args, setting: dict) -> None:
         hand: dict = {}
         hand_by_seed: dict = {}  # (label, seed) -> test values: the paired comparisons below
         for seed in range(args.seeds):
-            r = runs.get(f"{task}/handpicked/{seed}")
-            if r:
-                for t in r["trials"]:
-                    v = _test_values(t) if t["kind"] == "baseline" else None
-                    if v:
-                        hand.setdefault(t["label"], []).append(v)
-                        hand_by_seed[t["label"], seed] = v
+            for label, (_, v) in _tested_baselines(runs.get(f"{task}/handpicked/{seed}")).items():
+                hand.setdefault(label, []).append(v)
+                hand_by_seed[label, seed] = v
             # a seed without a hand-picked study: pair with the built-in points its --extra study ran
-            for t in (runs.get(f"{task}/extra/{seed}") or {}).get("trials", []):
-                v = _test_values(t) if t["kind"] == "baseline" else None
-                if v and t["label"] in HANDPICKED and (t["label"], seed) not in hand_by_seed:
-                    hand_by_seed[t["label"], seed] = v
+            for label, (_, v) in _tested_baselines(runs.get(f"{task}/extra/{seed}")).items():
+                if label in HANDPICKED:
+                    hand_by_seed.setdefault((label, seed), v)
         for method in args.methods:
             seeds = [s for s in range(args.seeds) if f"{task}/{method}/{s}" in runs]
             per_seed = [runs[f"{task}/{method}/{s}"] for s in seeds]
@@ -550,17 +545,15 @@ def extra_points(runs: dict, task: str, seeds: int, hand_by_seed: dict, base_par
     when it ran there, else the hand-picked study)."""
     by_name: dict = {}
     for seed in range(seeds):
-        r = runs.get(f"{task}/extra/{seed}")
-        trials = [t for t in (r or {}).get("trials", []) if t["kind"] == "baseline"]
-        tested = {t["label"]: t for t in trials if _test_values(t)}
-        anchor = tested.get("full_finetune")
-        anchor_acc = (
-            _test_values(anchor)["accuracy"]
-            if anchor
-            else (hand_by_seed.get(("full_finetune", seed)) or {}).get("accuracy")
+        tested = _tested_baselines(runs.get(f"{task}/extra/{seed}"))
+        anchor = (  # full fine-tuning of this seed: in the same study, else the hand-picked one
+            tested["full_finetune"][1]
+            if "full_finetune" in tested
+            else hand_by_seed.get(("full_finetune", seed))
         )
-        for name, t in tested.items():
-            acc = _test_values(t)["accuracy"]
+        anchor_acc = anchor["accuracy"] if anchor else None
+        for name, (t, v) in tested.items():
+            acc = v["accuracy"]
             e = by_name.setdefault(name, {"test": [], "val": [], "params": [], "margins": []})
             e["test"].append(acc)
             e["val"].append(t["values"]["accuracy"])
@@ -568,8 +561,6 @@ def extra_points(runs: dict, task: str, seeds: int, hand_by_seed: dict, base_par
             e["margins"].append(None if anchor_acc is None else acc - anchor_acc)
     out = {}
     for name, e in by_name.items():
-        known = [m for m in e["margins"] if m is not None]
-        n = len(known)
         out[name] = {
             "accuracy": float(np.mean(e["test"])),
             "validation_accuracy": float(np.mean(e["val"])),
@@ -577,12 +568,34 @@ def extra_points(runs: dict, task: str, seeds: int, hand_by_seed: dict, base_par
             "pct": 100 * float(np.mean(e["params"])) / base_params,
             "seeds": len(e["test"]),
             "margins": e["margins"],
-            "seeds_paired": n,
-            "margin_mean": float(np.mean(known)) if n else None,
-            "margin_se": float(np.std(known, ddof=1) / math.sqrt(n)) if n > 1 else None,
-            "seeds_on_or_above": sum(m >= -1e-12 for m in known),
+            "seeds_paired": sum(m is not None for m in e["margins"]),
+            **_margin_stats(e["margins"], whole_only=False),
         }
     return out
+
+
+def _tested_baselines(run: dict | None) -> dict[str, tuple[dict, dict]]:
+    """A study's baseline trials tested on the held-out split: label -> (trial, test values)."""
+    out = {}
+    for t in (run or {}).get("trials", []):
+        v = _test_values(t) if t["kind"] == "baseline" else None
+        if v:
+            out[t["label"]] = (t, v)
+    return out
+
+
+def _margin_stats(margins: list, whole_only: bool) -> dict:
+    """Mean ± standard error of the known per-seed margins (None: nothing to compare with that
+    seed) and the seeds on or above; ``whole_only``: no mean unless every margin is known."""
+    known = [m for m in margins if m is not None]
+    ok = bool(known) and (not whole_only or len(known) == len(margins))
+    return {
+        "margin_mean": float(np.mean(known)) if ok else None,
+        "margin_se": (
+            float(np.std(known, ddof=1) / math.sqrt(len(known))) if ok and len(known) > 1 else None
+        ),
+        "seeds_on_or_above": sum(m >= -1e-12 for m in known),
+    }
 
 
 def paired_margin(row: dict, name: str, hand_by_seed: dict) -> dict:
@@ -595,15 +608,10 @@ def paired_margin(row: dict, name: str, hand_by_seed: dict) -> dict:
         if h is not None:
             att = attainment(front, h["trainable_params"])
             margins.append(None if att is None else att - h["accuracy"])
-    n = len(margins)
-    known = [m for m in margins if m is not None]
-    whole = n > 0 and len(known) == n
     return {
         "margins": margins,
-        "seeds_paired": n,
-        "margin_mean": float(np.mean(known)) if whole else None,
-        "margin_se": float(np.std(known, ddof=1) / math.sqrt(n)) if whole and n > 1 else None,
-        "seeds_on_or_above": sum(m >= -1e-12 for m in known),
+        "seeds_paired": len(margins),
+        **_margin_stats(margins, whole_only=True),
     }
 
 

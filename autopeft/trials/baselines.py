@@ -134,7 +134,7 @@ def _check_custom(entry: Mapping[str, Any], field: str, model_config: Any) -> di
     are PEFT keys (values and layer indices checked for the model) or training knobs."""
     from autopeft.peft.config import parse_peft_config
     from autopeft.peft.registry import check_peft_value, is_peft_key
-    from autopeft.trials.knobs import KNOB_ALIASES, KNOBS
+    from autopeft.trials.knobs import KNOB_ALIASES, KNOBS, checked_knobs
 
     extra = sorted(set(map(str, entry)) - set(CUSTOM_KEYS))
     if extra:
@@ -158,20 +158,18 @@ def _check_custom(entry: Mapping[str, Any], field: str, model_config: Any) -> di
             f"must be a flat config (parameter -> value), got {type(config).__name__}",
             f"{field}.config",
         )
-    for key, value in config.items():
-        if not isinstance(key, str) or is_peft_key(key):
-            continue
-        knob = KNOB_ALIASES.get(key, key)
-        if knob not in KNOBS:
+    for key in config:
+        if (
+            isinstance(key, str)
+            and not is_peft_key(key)
+            and KNOB_ALIASES.get(key, key) not in KNOBS
+        ):
             raise InvalidConfig(
                 f"unknown parameter {key!r}: a PEFT key (docs/config_format.md) or a training "
                 f"knob ({', '.join(KNOBS)})",
                 f"{field}.config.{key}",
             )
-        try:
-            KNOBS[knob][1](value, key)
-        except InvalidConfig as err:
-            raise InvalidConfig(err.message, f"{field}.config.{key}") from None
+    checked_knobs(config, f"{field}.config.")
     try:
         if model_config is None:  # no model to read: values checked, layer indices not
             for key, value in config.items():

@@ -45,6 +45,18 @@ def default_batch_size(n_train: int) -> int:
 KNOB_ALIASES = {"learning_rate": "lr", "sched": "scheduler", "warmup": "warmup_ratio"}
 
 
+def checked_knobs(source: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The training knobs ``source`` sets (aliases resolved to their knob), each checked; an
+    invalid value is ``InvalidConfig`` naming ``prefix + key``. Other keys are left to the
+    caller."""
+    out: dict[str, Any] = {}
+    for key, value in source.items():
+        name = KNOB_ALIASES.get(key, key)
+        if name in KNOBS:
+            out[name] = KNOBS[name][1](value, f"{prefix}{key}")
+    return out
+
+
 def resolve_knobs(workload: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """Training knobs for one trial: config, else workload, else default (checked)."""
     knobs: dict[str, Any] = {}

@@ -53,7 +53,7 @@ from typing import Any
 from autopeft.errors import InvalidConfig
 from autopeft.models import resolve_model_path
 from autopeft.trials.checks import choice, integer, number, optional, string
-from autopeft.trials.knobs import KNOB_ALIASES, KNOBS
+from autopeft.trials.knobs import KNOB_ALIASES, KNOBS, checked_knobs
 from autopeft.trials.resources import validate_resources
 
 PRECISIONS = {
@@ -319,10 +319,7 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         labels=None if labels is None else list(labels),
         format=fmt,
     )
-    for key, value in workload.items():
-        name = KNOB_ALIASES.get(key, key)
-        if name in KNOBS:
-            out[name] = KNOBS[name][1](value, f"workload.{key}")
+    out.update(checked_knobs(workload, "workload."))
     return out
 
 

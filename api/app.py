@@ -6,6 +6,13 @@ The app owns a :class:`~autopeft.api.db.Database`, an executor and the
 them without touching trial states (a restart requeues them). With several replicas on one
 PostgreSQL database only the holder of the scheduler lease runs studies
 (:class:`~autopeft.api.scheduling.leader.Replica`); the others take over when it dies.
+
+Capacity (:mod:`autopeft.api.admission`): ``max_concurrent_requests`` API requests (and
+``max_concurrent_uploads`` uploads) are handled at once, the rest wait briefly or get 503 with
+``Retry-After``. The limits agree: the handler thread pool has a thread for every slot plus
+:data:`RESERVE_THREADS` for what passes without one (``/healthz``, static files), and request
+handling has a database engine of its own with two connections per thread (a read and a write),
+so an admitted request never waits for a thread or a connection.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from fastapi import FastAPI
 
 from autopeft import __version__
 from autopeft.api import errors
+from autopeft.api.admission import Admission, AdmissionGate
 from autopeft.api.db import Database
 from autopeft.api.deps import AppState
 from autopeft.api.middleware import BodyLimit, SecurityHeaders
@@ -33,6 +41,47 @@ from autopeft.api.slots import SlotAllocator
 from autopeft.api.tracking.rules import TrackingRules
 
 log = logging.getLogger("autopeft.api")
+#: handler threads beyond the admitted requests' (``/healthz``, static files, ``/docs``)
+RESERVE_THREADS = 8
+
+
+def request_threads(settings: Settings) -> int:
+    """Threads of the handler pool: one per request and upload slot, plus the reserve."""
+    return settings.max_concurrent_requests + settings.max_concurrent_uploads + RESERVE_THREADS
+
+
+def request_pool(settings: Settings) -> tuple[int, int]:
+    """(pool_size, max_overflow) of the request engine: two connections per handler thread."""
+    threads = request_threads(settings)
+    return threads, threads
+
+
+def make_gates(settings: Settings) -> dict[str, AdmissionGate]:
+    return {
+        "requests": AdmissionGate(
+            "API",
+            settings.max_concurrent_requests,
+            settings.max_queued_requests,
+            settings.queue_wait_s,
+        ),
+        "uploads": AdmissionGate(
+            "upload",
+            settings.max_concurrent_uploads,
+            4 * settings.max_concurrent_uploads,
+            settings.queue_wait_s,
+        ),
+    }
+
+
+def _gate_for(gates: dict[str, AdmissionGate]):
+    def gate_for(method: str, path: str) -> AdmissionGate | None:
+        if not path.startswith("/api/"):
+            return None  # /healthz, /readyz, the dashboard, /docs
+        if method == "POST" and path.rstrip("/") == "/api/v1/datasets":
+            return gates["uploads"]
+        return gates["requests"]
+
+    return gate_for
 
 
 def _executor(settings: Settings):
@@ -72,16 +121,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if entry and entry not in sys.path:
                 sys.path.insert(0, entry)
 
+    gates = make_gates(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        import anyio.to_thread
+
         if settings.migrate:
             from autopeft.api.migrate import upgrade
 
             upgrade(settings.db_url)
-        db = Database(settings.db_url)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = request_threads(settings)
+        db = Database(settings.db_url)  # the scheduler's
+        api_db = db.sibling(request_pool(settings))  # request handling's
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
         store = DatasetStore(
-            settings.datasets_path, settings.max_upload_bytes, settings.max_stored_bytes_per_user
+            settings.datasets_path,
+            settings.max_upload_bytes,
+            settings.max_stored_bytes_per_user,
+            settings.cache_path,
         )
         locks: dict = {}  # study locks, shared by the managers of successive leader terms
 
@@ -105,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not db.is_sqlite and settings.listing_cache:  # other replicas' writes, heard
             feed = ChangeFeed(db)
         listing = ListingCache(
-            db,
+            api_db,
             enabled=settings.listing_cache,
             serving=(lambda: feed.fresh()) if feed is not None else (lambda: True),
         )
@@ -114,11 +172,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             feed.start()
         state = AppState(
             settings=settings,
-            db=db,
+            db=api_db,
             scheduler=replica.manager,
             listing=listing,
             datasets=store,
             replica=replica,
+            gates=gates,
         )
         app.state.autopeft = state
 
@@ -136,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             replica.shutdown()
             if feed is not None:
                 feed.stop()
+            api_db.dispose()
             db.dispose()
 
     app = FastAPI(
@@ -166,6 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(Admission, gate_for=_gate_for(gates))
     app.add_middleware(SecurityHeaders)
     from autopeft.dashboards import mount_dashboard
 

@@ -1,17 +1,21 @@
-"""FastAPI dependencies: ``SessionDep`` (read session), ``CurrentUser`` (bearer token, with its role),
-``StateDep``."""
+"""FastAPI dependencies: ``CurrentUser`` (bearer token, with its role) and ``StateDep``.
+
+There is no session dependency on purpose: a session a dependency opens stays open until the
+response has been serialised, which FastAPI does in the handler thread pool, so under load a
+request would hold its connection while it waits for a thread. Handlers open their sessions
+with ``state.db.read()`` / ``write()`` and close them before they return."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.errors import ApiError
@@ -32,6 +36,7 @@ class AppState:
     tokens: TokenCache = None  # type: ignore[assignment]
     datasets: Any = None  # services.datasets.DatasetStore
     replica: Any = None  # scheduling.leader.Replica: leader, follower or off
+    gates: dict = None  # type: ignore[assignment]  # api.admission gates: requests, uploads
 
     def __post_init__(self):
         if self.tokens is None:
@@ -45,20 +50,13 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
-    with state.db.read() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
 @dataclass(frozen=True)
 class UserRef:
     id: int
     name: str
     role: str = "user"
     token_id: int = 0
+    token_expires_at: Any = None  # the presenting token's expiry (None: it never expires)
 
     @property
     def is_admin(self) -> bool:
@@ -67,10 +65,31 @@ class UserRef:
 
 class TokenCache:
     """token HMAC -> (user, expiry) for ``ttl`` seconds, so a poll does not cost a token query each
-    time. Expiry is checked on every hit; :meth:`drop` forgets a revoked token at once."""
+    time. Expiry is checked on every hit; :meth:`drop` forgets a revoked token at once. Lookups of
+    one token that arrive together share one query (:meth:`lookup`)."""
 
     def __init__(self, ttl: float = 5.0, size: int = 1024):
         self.ttl, self.size, self._data, self._lock = ttl, size, {}, threading.Lock()
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    async def lookup(self, key: str, query: Callable[[], Any]) -> Any:
+        """``query()`` (in a worker thread) for ``key``, once for every caller waiting on it."""
+        fut = self._inflight.get(key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            result = await run_in_threadpool(query)
+        except BaseException as err:
+            fut.set_exception(err)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        else:
+            fut.set_result(result)
+            return result
+        finally:
+            del self._inflight[key]
 
     def get(self, key: str) -> tuple[UserRef, Any] | None:
         with self._lock:
@@ -122,7 +141,8 @@ def _lookup(state: AppState, token: str, key: str) -> tuple[UserRef, Any] | None
             row = session.get(ApiToken, owner.token_id)
             if row is not None:
                 row.last_used_at = now
-    return UserRef(owner.user_id, owner.user_name, owner.role, owner.token_id), owner.expires_at
+    user = UserRef(owner.user_id, owner.user_name, owner.role, owner.token_id, owner.expires_at)
+    return user, owner.expires_at
 
 
 async def current_user(
@@ -138,7 +158,8 @@ async def current_user(
     key = hash_token(creds.credentials, state.settings.secret)
     hit = state.tokens.get(key)
     if hit is None:
-        hit = await run_in_threadpool(_lookup, state, creds.credentials, key)
+        token = creds.credentials
+        hit = await state.tokens.lookup(key, lambda: _lookup(state, token, key))
         if hit is None:
             raise ApiError(401, "unauthorized", "invalid, expired or revoked token")
         state.tokens.put(key, *hit)

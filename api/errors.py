@@ -26,7 +26,10 @@ _STATUS_CODES = {
     422: "invalid_request",
     429: "too_many_requests",
     500: "internal_error",
+    503: "overloaded",
 }
+#: what a client told 503 waits before it tries again
+RETRY_AFTER_S = 2
 
 
 class ApiError(Exception):
@@ -85,6 +88,20 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, err: StarletteHTTPException):
         code = _STATUS_CODES.get(err.status_code, "error")
         return envelope(err.status_code, code, str(err.detail), None, getattr(err, "headers", None))
+
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_request: Request, err: PoolTimeout):
+        # every database connection stayed busy for the pool's timeout: capacity, not a bug
+        log.warning("database pool exhausted: %s", err)
+        return envelope(
+            503,
+            "overloaded",
+            "the database is at capacity; retry after the Retry-After seconds",
+            None,
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(Exception)
     async def _unhandled(_request: Request, err: Exception):

@@ -355,6 +355,22 @@ class Health(BaseModel):
     leader: str | None = Field(description="the replica that schedules now (null: none)")
 
 
+class GateState(BaseModel):
+    in_flight: int
+    waiting: int
+    limit: int
+    queue: int
+    admitted: int
+    refused: int
+    saturated: bool
+
+
+class Ready(BaseModel):
+    ready: bool = Field(description="false while every request slot is busy (saturated)")
+    requests: GateState
+    uploads: GateState
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = Field(

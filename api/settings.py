@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default=True, description="cache encoded trial pages (one API process per database)"
     )
     log_level: str = "info"
+    cache_dir: Path | None = Field(
+        default=None,
+        description="trials' tokenised-data cache (default <artifacts_dir>/cache): shared by "
+        "content hash; an uploaded dataset's entries are its owner's and count in their quota",
+    )
     datasets_dir: Path | None = Field(
         default=None, description="uploaded datasets (default <artifacts_dir>/datasets)"
     )
@@ -116,6 +121,25 @@ class Settings(BaseSettings):
     token_max_days: int = Field(
         default=365, ge=1, le=3650, description="longest expiry of a token made over REST"
     )
+    max_concurrent_requests: int = Field(
+        default=16,
+        ge=1,
+        le=512,
+        description="API requests handled at once; more wait in a queue (the handler threads "
+        "and the request database pool are sized from it)",
+    )
+    max_queued_requests: int = Field(
+        default=1024, ge=0, description="API requests that may wait for a slot; more get 503"
+    )
+    queue_wait_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=30,
+        description="longest wait for a slot before a 503 with Retry-After",
+    )
+    max_concurrent_uploads: int = Field(
+        default=4, ge=1, le=64, description="dataset uploads received at once; more get 503"
+    )
     data_dirs: str | None = Field(
         default=None,
         description="folders (os.pathsep-separated) that datasets named by a server path must "
@@ -137,6 +161,11 @@ class Settings(BaseSettings):
         description="whether users may name http(s) MLflow servers (the controller connects to "
         "them); never while MLFLOW_TRACKING_* credentials are in the environment",
     )
+    tracking_hosts: str | None = Field(
+        default=None,
+        description="comma-separated host or host:port of the MLflow servers users may name "
+        "(unset: any public address, never a loopback or private one)",
+    )
 
     @property
     def datasets_path(self) -> Path:
@@ -144,6 +173,14 @@ class Settings(BaseSettings):
             Path(self.datasets_dir)
             if self.datasets_dir is not None
             else Path(self.artifacts_dir) / "datasets"
+        )
+
+    @property
+    def cache_path(self) -> Path:
+        return (
+            Path(self.cache_dir)
+            if self.cache_dir is not None
+            else Path(self.artifacts_dir) / "cache"
         )
 
     def python_module_prefixes(self) -> tuple[str, ...]:

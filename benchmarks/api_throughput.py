@@ -90,7 +90,12 @@ def wait_http(url: str, proc, timeout: float = 60) -> None:
 
 
 def start_controller(
-    work: Path, port: int, run_scheduler: bool, cache: bool = True, db_url: str | None = None
+    work: Path,
+    port: int,
+    run_scheduler: bool,
+    cache: bool = True,
+    db_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ):
     import subprocess
 
@@ -105,6 +110,7 @@ def start_controller(
         AUTOPEFT_WORKER_PYTHONPATH=str(HERE),
         AUTOPEFT_LOG_LEVEL="warning",
         AUTOPEFT_RUN_SCHEDULER="true" if run_scheduler else "false",
+        **(extra_env or {}),
     )
     log = open(work / f"server-{port}.log", "ab")
     proc = subprocess.Popen(

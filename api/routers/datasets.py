@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from autopeft.api.deps import CurrentUser, SessionDep, StateDep
+from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.errors import ApiError
 from autopeft.api.limits import check_name
 from autopeft.api.routers._common import ERRORS
@@ -65,9 +65,11 @@ _LINKS = {
 }
 
 
-def _store(
-    session, state, user_id: int, received: uploads.Received, fields: dict[str, str]
-) -> dict:
+def _checked(
+    state, user_id: int, received: uploads.Received, fields: dict[str, str]
+) -> tuple[dict, str]:
+    """The upload's schema and name, checked (the quota first, in a short session of its own; the
+    file's read-through with none held)."""
     fmt = uploads.upload_format(received.filename or "upload", fields.get("format"))
     texts = uploads.text_columns(fields.get("text_column"))
     label = (fields.get("label_column") or "label").strip()
@@ -78,7 +80,8 @@ def _store(
         check_name(received.filename or "upload", "the file name")
     except ValueError as err:
         raise ApiError(422, "invalid_dataset", str(err), "name") from None
-    state.datasets.check_quota(session, user_id, received.size)  # before reading it through
+    with state.db.read() as session:
+        state.datasets.check_quota(session, user_id, received.size)  # before reading it through
     schema = uploads.check_file(
         received.path, received.filename or "upload", fmt, encoding, texts, label
     )
@@ -108,8 +111,7 @@ async def upload_dataset(request: Request, user: CurrentUser, state: StateDep):
     try:
 
         def work():
-            with state.db.read() as session:
-                schema, name = _store(session, state, user.id, received, received.fields)
+            schema, name = _checked(state, user.id, received, received.fields)
             with state.db.write() as session:
                 ds = store.add(
                     session,
@@ -130,14 +132,16 @@ async def upload_dataset(request: Request, user: CurrentUser, state: StateDep):
 
 
 @router.get("", response_model=DatasetList, operation_id="list_datasets")
-def list_datasets(user: CurrentUser, session: SessionDep, state: StateDep):
-    return {"datasets": state.datasets.list(session, user.id)}
+def list_datasets(user: CurrentUser, state: StateDep):
+    with state.db.read() as session:
+        return {"datasets": state.datasets.list(session, user.id)}
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, operation_id="get_dataset")
-def get_dataset(dataset_id: DatasetId, user: CurrentUser, session: SessionDep, state: StateDep):
+def get_dataset(dataset_id: DatasetId, user: CurrentUser, state: StateDep):
     """Schema (columns, text and label columns), rows per label, size and content hash."""
-    return dataset_public(state.datasets.get(session, user.id, dataset_id))
+    with state.db.read() as session:
+        return dataset_public(state.datasets.get(session, user.id, dataset_id))
 
 
 @router.delete(
@@ -151,4 +155,5 @@ def delete_dataset(dataset_id: DatasetId, user: CurrentUser, state: StateDep):
     with state.db.write() as session:
         path = state.datasets.delete(session, user.id, dataset_id)
     path.unlink(missing_ok=True)
+    state.datasets.forget_cache(user.id)  # its tokenised forms among them
     return Response(status_code=204)

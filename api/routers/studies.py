@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
-from autopeft.api.deps import CurrentUser, SessionDep, StateDep
+from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.routers._common import ERRORS, links
 from autopeft.api.schemas import (
     MAX_ID,
@@ -47,6 +47,39 @@ _STUDY_LINKS = links(
 )
 
 
+_ENCODERS: dict[type, TypeAdapter] = {}
+
+
+def _encoded(model: type, compute: Callable[[Any], Any], state) -> Callable[[], bytes]:
+    """``compute(session)`` in a read session, validated and encoded as ``model`` (what FastAPI
+    would send for a ``response_model``), as bytes for the answer cache."""
+    adapter = _ENCODERS.get(model) or _ENCODERS.setdefault(model, TypeAdapter(model))
+
+    def run() -> bytes:
+        with state.db.read() as session:
+            data = compute(session)
+        return adapter.dump_json(adapter.validate_python(data))
+
+    return run
+
+
+async def _poll(
+    state, key: tuple, study_id: int | None, model: type, compute, user_id: int | None = None
+) -> Response:
+    """A polled read: from the answer cache while the study (or the user's studies) is unchanged."""
+    body = await state.listing.cached(key, study_id, _encoded(model, compute, state), user_id)
+    return Response(body, media_type="application/json")
+
+
+def _listed(state, user_id: int):
+    def compute(session) -> dict:
+        studies = svc.list_studies(session, user_id)
+        state.db.own(user_id, [s["id"] for s in studies])  # their changes now renew the list
+        return {"studies": studies}
+
+    return compute
+
+
 def _created(operation_id: str, description: str) -> dict[str, Any]:
     """Route options of an operation that creates and starts a study."""
     links = {"description": description, "links": _STUDY_LINKS}
@@ -68,6 +101,8 @@ def _start_new(state, user, body: dict[str, Any], **extra: Any) -> dict[str, Any
     with state.db.write() as session:
         study = svc.create_study(session, user.id, spec)
         out = svc.study_public(study, svc.counts(session, [study.id])[study.id])
+        state.db.announce(session, study.id)  # other replicas' cached lists hear of it
+    state.db.own(user.id, [out["id"]], new=True)  # committed: the user's list changed
     with state.scheduler.study_lock(out["id"]):  # never started twice (scheduling.reconcile)
         state.scheduler.start(out["id"])
     return out
@@ -80,14 +115,14 @@ def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
 
 
 @router.get("", response_model=StudyList, operation_id="list_studies")
-def list_studies(user: CurrentUser, session: SessionDep):
-    return {"studies": svc.list_studies(session, user.id)}
+async def list_studies(user: CurrentUser, state: StateDep):
+    return await _poll(state, ("studies",), None, StudyList, _listed(state, user.id), user.id)
 
 
 @router.get("/compare", response_model=StudyComparison, operation_id="compare_studies")
 def compare_studies(
     user: CurrentUser,
-    session: SessionDep,
+    state: StateDep,
     ids: Annotated[
         list[Annotated[int, Field(ge=1, le=MAX_ID)]],
         Query(min_length=1, max_length=front.COMPARE_MAX, description="study ids, in order"),
@@ -95,12 +130,19 @@ def compare_studies(
 ):
     """Studies with the same objectives side by side: fronts, and hypervolume against compute
     with one reference point for all."""
-    return front.compare(session, user.id, ids)
+    with state.db.read() as session:
+        return front.compare(session, user.id, ids)
 
 
 @router.get("/{study_id}", response_model=StudyPublic, operation_id="get_study")
-def get_study(study_id: StudyId, user: CurrentUser, session: SessionDep):
-    return svc.show_study(session, user.id, study_id)
+async def get_study(study_id: StudyId, user: CurrentUser, state: StateDep):
+    return await _poll(
+        state,
+        ("study", user.id, study_id),
+        study_id,
+        StudyPublic,
+        lambda session: svc.show_study(session, user.id, study_id),
+    )
 
 
 def _shown(state, user, study_id: int) -> dict:
@@ -236,19 +278,31 @@ Split = Annotated[
 
 
 @router.get("/{study_id}/pareto", response_model=ParetoPublic, operation_id="get_pareto")
-def get_pareto(
-    study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"
+async def get_pareto(
+    study_id: StudyId, user: CurrentUser, state: StateDep, split: Split = "validation"
 ):
     """Complete trials on the first non-dominated front of the study's objectives on the
     validation split (baselines included, marked ``kind: baseline``); ``?split=test`` gives the
     same trials at their held-out test values (null until evaluated)."""
-    return front.pareto(session, user.id, study_id, split)
+    return await _poll(
+        state,
+        ("pareto", user.id, study_id, split),
+        study_id,
+        ParetoPublic,
+        lambda session: front.pareto(session, user.id, study_id, split),
+    )
 
 
 @router.get(
     "/{study_id}/hypervolume", response_model=HypervolumePublic, operation_id="get_hypervolume"
 )
-def get_hypervolume(
-    study_id: StudyId, user: CurrentUser, session: SessionDep, split: Split = "validation"
+async def get_hypervolume(
+    study_id: StudyId, user: CurrentUser, state: StateDep, split: Split = "validation"
 ):
-    return front.hypervolume(session, user.id, study_id, split)
+    return await _poll(
+        state,
+        ("hypervolume", user.id, study_id, split),
+        study_id,
+        HypervolumePublic,
+        lambda session: front.hypervolume(session, user.id, study_id, split),
+    )

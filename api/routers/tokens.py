@@ -7,9 +7,9 @@ import datetime as dt
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from autopeft.api.deps import CurrentUser, SessionDep, StateDep
+from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.errors import ApiError, not_found
-from autopeft.api.models import ApiToken, Dataset, Study, Trial, utcnow
+from autopeft.api.models import ApiToken, Study, Trial, utcnow
 from autopeft.api.routers._common import ERRORS
 from autopeft.api.schemas import (
     MePublic,
@@ -24,6 +24,11 @@ router = APIRouter(
     tags=["tokens"],
     responses=ERRORS,
 )
+
+
+def _naive_utc(when: dt.datetime) -> dt.datetime:
+    """``when`` as the store keeps times: naive UTC."""
+    return when if when.tzinfo is None else when.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 def _public(tok: ApiToken, current_id: int, now: dt.datetime) -> dict:
@@ -41,12 +46,13 @@ def _public(tok: ApiToken, current_id: int, now: dt.datetime) -> dict:
 
 
 @router.get("/tokens", response_model=TokenList, operation_id="list_tokens")
-def list_tokens(user: CurrentUser, session: SessionDep):
+def list_tokens(user: CurrentUser, state: StateDep):
     """Your tokens (never the tokens themselves): prefix, name, created, expiry, last use, state."""
     now = utcnow()
-    rows = session.scalars(
-        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
-    ).all()
+    with state.db.read() as session:
+        rows = session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+        ).all()
     return {"tokens": [_public(t, user.token_id, now) for t in rows]}
 
 
@@ -78,14 +84,19 @@ def create_token(body: TokenCreate, user: CurrentUser, state: StateDep):
             "expires_in_days",
         )
     now = utcnow()
-    with state.db.write() as session:
-        token, row = issue_token(
-            session,
-            user.id,
-            state.settings.secret,
-            body.name,
-            now + dt.timedelta(days=body.expires_in_days),
+    expires = now + dt.timedelta(days=body.expires_in_days)
+    held = user.token_expires_at
+    if held is not None and expires > _naive_utc(held):
+        left = max(0.0, (_naive_utc(held) - now).total_seconds()) / 86400
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"a token cannot make one that outlives it: this token expires in {left:.2f} days, "
+            f"so expires_in_days must be at most that (ask an admin for a longer-lived token)",
+            "expires_in_days",
         )
+    with state.db.write() as session:
+        token, row = issue_token(session, user.id, state.settings.secret, body.name, expires)
         return {**_public(row, user.token_id, now), "token": token}
 
 
@@ -104,8 +115,13 @@ def revoke_token(token_id: TokenId, user: CurrentUser, state: StateDep):
 
 
 @router.get("/me", response_model=MePublic, operation_id="get_me")
-def me(user: CurrentUser, session: SessionDep, state: StateDep):
+def me(user: CurrentUser, state: StateDep):
     """Your name and role, whether you may run python workloads, the operator's limits and your usage."""
+    with state.db.read() as session:
+        return _me(user, session, state)
+
+
+def _me(user, session, state) -> dict:
     s = state.settings
     from sqlalchemy import func
 
@@ -114,9 +130,7 @@ def me(user: CurrentUser, session: SessionDep, state: StateDep):
         .select_from(Study)
         .where(Study.user_id == user.id, Study.state == "running")
     )
-    stored = session.scalar(
-        select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.user_id == user.id)
-    )
+    stored = state.datasets.stored_bytes(session, user.id)
     python = s.python_workloads == "all" or (s.python_workloads == "admins" and user.is_admin)
     if state.replica is None or state.replica.leader:  # the slots this process's scheduler holds
         trials = state.scheduler.slots.running(user.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from autopeft.api.deps import CurrentUser, SessionDep, StateDep
+from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.routers._common import ERRORS
 from autopeft.api.schemas import ErrorEnvelope, ReportList, TrialId, TrialPublic
 from autopeft.api.services import studies as svc
@@ -20,8 +20,9 @@ router = APIRouter(
 
 
 @router.get("/{trial_id}", response_model=TrialPublic, operation_id="get_trial")
-def get_trial(trial_id: TrialId, user: CurrentUser, session: SessionDep):
-    return svc.trial_public(svc.get_trial(session, user.id, trial_id))
+def get_trial(trial_id: TrialId, user: CurrentUser, state: StateDep):
+    with state.db.read() as session:
+        return svc.trial_public(svc.get_trial(session, user.id, trial_id))
 
 
 @router.post(
@@ -44,8 +45,9 @@ def cancel_trial(trial_id: TrialId, user: CurrentUser, state: StateDep):
 
 
 @router.get("/{trial_id}/reports", response_model=ReportList, operation_id="get_reports")
-def get_reports(trial_id: TrialId, user: CurrentUser, session: SessionDep):
-    return svc.list_reports(session, user.id, trial_id)
+def get_reports(trial_id: TrialId, user: CurrentUser, state: StateDep):
+    with state.db.read() as session:
+        return svc.list_reports(session, user.id, trial_id)
 
 
 @router.get(
@@ -56,11 +58,13 @@ def get_reports(trial_id: TrialId, user: CurrentUser, session: SessionDep):
         200: {"content": {"application/zip": {}}, "description": "zip of the adapter folder"}
     },
 )
-def get_adapter(trial_id: TrialId, user: CurrentUser, session: SessionDep, state: StateDep):
+def get_adapter(trial_id: TrialId, user: CurrentUser, state: StateDep):
     """The trial's exported adapter (or, failing that, its checkpoint) as a zip archive."""
-    trial = svc.get_trial(session, user.id, trial_id)
+    with state.db.read() as session:  # what the export needs, read first: none held while it runs
+        trial = svc.get_trial(session, user.id, trial_id)
+        spec = svc.get_study(session, user.id, trial.study_id).spec
     data = svc.adapter_zip(
-        session,
+        spec,
         trial,
         state.settings.artifacts_dir,
         lambda workload: state.datasets.export_workload(state.db, workload),

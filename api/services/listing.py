@@ -1,4 +1,5 @@
-"""The trials listing, the API's hottest path (clients and dashboards poll it).
+"""The polled reads, the API's hottest paths (clients and dashboards poll them): the trials
+listing, and the encoded answers of a study, its front, its hypervolume and the list of studies.
 
 Pages are encoded straight from the rows: one fixed SQL statement selects the JSON columns as
 text (``CAST(... AS TEXT)``) and splices them into the response, so no JSON is decoded and no ORM
@@ -10,6 +11,11 @@ writer lives in this process, so a cached page is never stale. On PostgreSQL, wh
 replicas may share the database (``scheduling.leader``), other processes' writes bump it too,
 heard through ``LISTEN`` / ``NOTIFY`` (``api.services.changes``); cached pages are served only
 while that feed is fresh, and all are dropped when it (re)connects.
+
+:meth:`ListingCache.cached` keeps any encoded answer the same way, keyed on the version of the
+study it shows (or, for a list of a user's studies, on the user's counter,
+:meth:`Database.version_of_user`): a poll of an unchanged study is answered from memory, in the
+event loop, with no thread and no connection.
 """
 
 from __future__ import annotations
@@ -107,7 +113,7 @@ class ListingCache:
     def __init__(
         self,
         db: Database,
-        size: int = 256,
+        size: int = 1024,
         enabled: bool = True,
         serving: Callable[[], bool] = lambda: True,
     ):
@@ -123,14 +129,33 @@ class ListingCache:
     async def get(
         self, user_id: int, study_id: int, after: int | None, limit: int, state: str | None
     ) -> bytes:
-        key = (
-            user_id,
+        """A page of the study's trials (encoded)."""
+        return await self.cached(
+            ("trials", user_id, study_id, after, limit, state),
             study_id,
-            self.db.version(study_id),
-            after,
-            limit,
-            state,
-        )  # version read first
+            lambda: encode_page(self.db, user_id, study_id, after, limit, state),
+        )
+
+    async def cached(
+        self,
+        key: tuple,
+        study_id: int | None,
+        compute: Callable[[], bytes],
+        user_id: int | None = None,
+    ) -> bytes:
+        """``compute()`` (run in a worker thread), or its earlier result for ``key`` while the study
+        is unchanged since (``user_id`` instead: while the user's studies are, see
+        ``Database.own``; neither: while nothing was written)."""
+        version = (
+            self.db.version(study_id)
+            if study_id is not None
+            else self.db.version_of_user(user_id)
+            if user_id is not None
+            else self.db.version_of_all()
+        )
+        # the version is read before computing (never newer than the data); a user's counter is
+        # theirs alone, so their id is part of the key
+        key = (*key, user_id, version)
         enabled = self.enabled and self.serving()
         if enabled:
             with self._lock:
@@ -139,7 +164,7 @@ class ListingCache:
                     self._pages.move_to_end(key)
             if body is not None:
                 return body
-        body = await run_in_threadpool(encode_page, self.db, user_id, study_id, after, limit, state)
+        body = await run_in_threadpool(compute)
         if enabled:
             with self._lock:
                 self._pages[key] = body

@@ -344,17 +344,14 @@ def list_reports(session: Session, user_id: int, trial_id: int) -> dict[str, Any
     }
 
 
-def adapter_zip(
-    session: Session, trial: Trial, artifacts_dir: Path, resolve_workload=None
-) -> bytes:
+def adapter_zip(spec: dict, trial: Trial, artifacts_dir: Path, resolve_workload=None) -> bytes:
     """Zip of the trial's exported adapter (``adapter/``, built from a peft trial's checkpoint on
-    first use, see ``services.export``), else of its checkpoint folder. ``resolve_workload``: the
-    stored workload -> one a trainer accepts (an uploaded dataset's file)."""
+    first use, see ``services.export``), else of its checkpoint folder; ``spec``: its study's.
+    ``resolve_workload``: the stored workload -> one a trainer accepts (an uploaded dataset's
+    file)."""
     from autopeft.api.services.export import ensure_peft_adapter
 
     root = trial_dir(artifacts_dir, trial.study_id, trial.number)
-    study = session.get(Study, trial.study_id)
-    spec = study.spec
     if resolve_workload is not None and not (root / "adapter").is_dir():
         spec = {**spec, "workload": resolve_workload(spec.get("workload") or {})}
     ensure_peft_adapter(spec, trial.config, trial.id, root)

@@ -130,14 +130,21 @@ class StudyRunner(
             self._run()
         except Exception as err:
             log.exception("study %s failed", self.study_id)
+            reason = public_error(f"{type(err).__name__}: {err}")
+            for tid in list(self.inflight | self.evaluating):  # nothing of it goes on running
+                self.executor.cancel(tid)
             with self.db.write(self.study_id) as s:
                 study = s.get(Study, self.study_id)
                 if study is not None:
-                    study.state, study.message, study.finished_at = (
-                        "failed",
-                        public_error(f"{type(err).__name__}: {err}"),
-                        utcnow(),
-                    )
+                    study.state, study.message, study.finished_at = "failed", reason, utcnow()
+                    # its unfinished trials end with it (a failed study never shows one running)
+                    for t in s.scalars(
+                        select(Trial).where(
+                            Trial.study_id == self.study_id, Trial.state.in_(("queued", "running"))
+                        )
+                    ):
+                        t.state, t.finished_at = "failed", utcnow()
+                        t.error = f"the study failed: {reason}"
         finally:
             if self.tracker is not None:
                 self.tracker.close()

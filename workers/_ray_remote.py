@@ -202,6 +202,8 @@ def run_trial(
         workload = dict(spec["workload"])
         workload["dataset"] = local_data_file(spec["data_file"], ray.get(data[0]))
         spec = {**spec, "workload": workload}
+    if not local and spec["workload"].get("cache_dir"):  # the controller's folder: not on this node
+        spec = {**spec, "workload": {**spec["workload"], "cache_dir": None}}
 
     def shipped_checkpoint() -> bytes | None:
         if local or ckpt is None:

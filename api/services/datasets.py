@@ -9,6 +9,12 @@ stored as ``{"dataset_id": N, "dataset": "upload:N", ...}`` — never with a ser
 At trial time :meth:`DatasetStore.trial_workload` turns that into the workload a worker runs (the
 stored file's path) plus a description of the file (``TrialSpec.data_file``) that the Ray
 executor ships through the object store to nodes that do not share the controller's disk.
+
+The trials' tokenised-data cache is the server's too (``cache_root``; a study cannot name one):
+entries are keyed by a content hash of the data, tokenizer and length, so every study of the same
+data shares them. Those of a built-in or server-path dataset are kept in ``cache_root``; those of
+an upload under ``cache_root/users/<user id>``, counted in its owner's stored bytes and removed
+with the owner's datasets.
 """
 
 from __future__ import annotations
@@ -38,8 +44,15 @@ def dataset_public(ds: Dataset) -> dict[str, Any]:
 
 
 class DatasetStore:
-    def __init__(self, root: Path, max_upload_bytes: int, max_stored_bytes_per_user: int):
+    def __init__(
+        self,
+        root: Path,
+        max_upload_bytes: int,
+        max_stored_bytes_per_user: int,
+        cache_root: Path | None = None,
+    ):
         self.root = Path(root).expanduser().resolve()
+        self.cache_root = Path(cache_root or self.root.parent / "cache").expanduser().resolve()
         self.max_upload_bytes = max_upload_bytes
         self.max_stored = max_stored_bytes_per_user or None
         self.incoming = self.root / ".incoming"
@@ -63,15 +76,25 @@ class DatasetStore:
         ).all()
         return [dataset_public(d) for d in rows]
 
+    def user_cache(self, user_id: int) -> Path:
+        """Where the trials cache the tokenised forms of ``user_id``'s uploads."""
+        return self.cache_root / "users" / str(int(user_id))
+
+    def cache_bytes(self, user_id: int) -> int:
+        total = 0
+        for path in self.user_cache(user_id).rglob("*"):
+            try:
+                total += path.stat().st_size if path.is_file() else 0
+            except OSError:  # removed meanwhile
+                pass
+        return total
+
     def stored_bytes(self, session: Session, user_id: int) -> int:
-        return int(
-            session.scalar(
-                select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
-                    Dataset.user_id == user_id
-                )
-            )
-            or 0
+        """What ``user_id`` keeps on the server: their uploads and their trials' cache of them."""
+        uploads = session.scalar(
+            select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.user_id == user_id)
         )
+        return int(uploads or 0) + self.cache_bytes(user_id)
 
     def check_quota(self, session: Session, user_id: int, size: int) -> None:
         if self.max_stored is None:
@@ -82,8 +105,9 @@ class DatasetStore:
                 403,
                 "quota_exceeded",
                 f"storing this dataset ({size} bytes) would take your data to "
-                f"{used + size} bytes, above your limit of {self.max_stored} "
-                "(AUTOPEFT_MAX_STORED_BYTES_PER_USER); delete datasets you no longer need",
+                f"{used + size} bytes (your uploads and the trials' cache of them), above your "
+                f"limit of {self.max_stored} (AUTOPEFT_MAX_STORED_BYTES_PER_USER); delete datasets "
+                "you no longer need",
                 "file",
             )
 
@@ -143,8 +167,13 @@ class DatasetStore:
         session.delete(ds)
         return path
 
+    def forget_cache(self, user_id: int) -> None:
+        """Drop the trials' cache of ``user_id``'s uploads (rebuilt when a trial needs it)."""
+        shutil.rmtree(self.user_cache(user_id), ignore_errors=True)
+
     def remove_user_files(self, user_id: int) -> None:
         shutil.rmtree(self.root / str(user_id), ignore_errors=True)
+        self.forget_cache(user_id)
 
     # -- studies and trials ------------------------------------------------------------------------
     def resolve_for_validation(
@@ -199,7 +228,10 @@ class DatasetStore:
     def trial_workload(
         self, db, workload: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The workload a worker runs and the data file to ship (None: nothing to ship)."""
+        """The workload a worker runs and the data file to ship (None: nothing to ship); a peft
+        workload's cache is the server's (the uploader's part of it for an upload)."""
+        if workload.get("kind") == "peft":
+            workload = {**workload, "cache_dir": str(self.cache_root)}
         if "dataset_id" not in workload:
             return workload, None
         with db.read() as session:
@@ -212,6 +244,7 @@ class DatasetStore:
         path = self.path_of(ds)
         out = {k: v for k, v in workload.items() if k != "dataset_id"}
         out["dataset"] = str(path)
+        out["cache_dir"] = str(self.user_cache(ds.user_id))
         return out, {
             "path": str(path),
             "sha256": ds.sha256,

@@ -92,6 +92,17 @@ def check_not_server_state(workload: dict[str, Any], ctx: SpecContext) -> None:
         )
 
 
+def check_no_cache_dir(workload: dict[str, Any]) -> None:
+    """The trials' cache is the server's (``AUTOPEFT_CACHE_DIR`` of the operator): a study
+    cannot point it anywhere."""
+    if isinstance(workload, dict) and workload.get("cache_dir") is not None:
+        raise InvalidConfig(
+            "the server keeps the trials' data cache in its own folder (shared by content hash, "
+            "counted in your quota); leave workload.cache_dir out",
+            "workload.cache_dir",
+        )
+
+
 @functools.lru_cache(maxsize=16)
 def _model_config(model: str):
     from autopeft.models import load_model_config
@@ -136,6 +147,31 @@ def build_space(spec: dict[str, Any]):
             else "space"
         )
         raise InvalidConfig(err.message, field) from None
+
+
+def check_layers(spec: dict[str, Any], space) -> None:
+    """Every layer the space names exists in the workload's model: ``num_layers`` no larger than
+    its layer count, and no per-layer key of the space (an inline space's ``lora.rank.7``) past
+    it. Raises ``InvalidConfig`` naming ``num_layers`` or ``space.<key>``."""
+    workload = spec.get("workload") or {}
+    model = workload.get("model")
+    if workload.get("kind") != "peft" or not isinstance(model, str):
+        return
+    from autopeft.peft.arch import describe_config
+    from autopeft.peft.config import parse_peft_config
+
+    layers = describe_config(_model_config(model)).num_layers
+    wanted = spec.get("num_layers")
+    if wanted is not None and wanted > layers:
+        raise InvalidConfig(
+            f"num_layers {wanted} is more than the {layers} layers of {model!r} (leave it out: "
+            "per-layer spaces take the model's own count)",
+            "num_layers",
+        )
+    try:
+        parse_peft_config(space.default_config(), layers)
+    except InvalidConfig as err:
+        raise InvalidConfig(err.message, f"space.{err.field}" if err.field else "space") from None
 
 
 def objectives_of(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -320,6 +356,7 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
     if ctx is not None:
         check_python_allowed(workload, ctx)
         check_not_server_state(workload, ctx)
+        check_no_cache_dir(workload)
         if spec.get("tracking") is not None:
             from autopeft.api.tracking.rules import TrackingRules, check_tracking
 
@@ -361,6 +398,7 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
             )
         part = "space"
         space = build_space(spec)
+        check_layers(spec, space)
         part = "optimizer"
         from autopeft.api.services.warmstart import resolve_warm_start
 

@@ -234,10 +234,22 @@ def check_file(
     path: Path, filename: str, fmt: str, encoding: str, texts: list[str], label: str
 ) -> Schema:
     """Stream-check an uploaded file; :class:`ApiError` (422) naming the row and column."""
-    from autopeft.trials.data import is_text_encoding, label_str  # the trials' own rules
+    from autopeft.trials.data.sources import (  # the trials' own rules
+        bom_problem,
+        is_text_encoding,
+        label_str,
+    )
 
     if not is_text_encoding(encoding):
-        raise _bad(f"unknown text encoding {encoding!r}", "encoding")
+        raise _bad(
+            f"unsupported text encoding {encoding[:40]!r} (supported: UTF-8/16/32, latin-1, the "
+            "cp125x and ISO-8859 code pages, and the common CJK encodings)",
+            "encoding",
+        )
+    with open(path, "rb") as fh:
+        problem = bom_problem(fh.read(4), encoding)
+    if problem:
+        raise _bad(f"{filename}: {problem}", "encoding")
     _check_decodes(path, filename, fmt, encoding, texts, label)
     counts: Counter = Counter()
     rows = 0
@@ -248,12 +260,7 @@ def check_file(
             for line_no, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise _bad(
-                        f"{filename}: row {line_no}: not valid JSON ({err.msg})", "file"
-                    ) from None
+                record = _json_record(line, filename, line_no)
                 if not isinstance(record, dict):
                     raise _bad(f"{filename}: row {line_no}: expected a JSON object", "file")
                 if columns is None:
@@ -303,6 +310,24 @@ def check_file(
             "label_column",
         )
     return Schema(fmt, encoding, rows, list(columns), texts, label, _label_order(counts))
+
+
+def _json_record(line: str, filename: str, line_no: int) -> Any:
+    """One JSONL line parsed; refused (422) when it is not JSON or nests deeper than
+    ``MAX_JSON_DEPTH`` (a record is a flat object of texts and a label)."""
+    from autopeft.trials.data.readers import MAX_JSON_DEPTH, json_depth
+
+    depth = json_depth(line)
+    if depth > MAX_JSON_DEPTH:
+        raise _bad(
+            f"{filename}: row {line_no}: JSON nested {depth if depth < 10**6 else 'too'} deep (at "
+            f"most {MAX_JSON_DEPTH}: a record is an object of texts and a label)",
+            "file",
+        )
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise _bad(f"{filename}: row {line_no}: not valid JSON ({err.msg})", "file") from None
 
 
 def _count(counts: Counter, value: str, filename: str, line: int, label: str) -> None:
@@ -359,6 +384,8 @@ def _check_decodes(
                     f"(byte 0x{err.object[err.start]:02x}); re-encode the file or give encoding=...",
                     "encoding",
                 ) from None
+            except UnicodeError as err:  # a codec's own complaint (not about one byte)
+                raise _bad(f"{filename}: cannot be read as {encoding}: {err}", "encoding") from None
             if not chunk:
                 return
             line += chunk.count(b"\n")

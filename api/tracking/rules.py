@@ -9,7 +9,11 @@ they name is judged against the operator's settings:
   those defaults (``sqlite:///team.db`` is ``<artifacts_dir>/mlflow/team.db``); symbolic links
   and ``..`` are resolved first;
 * a remote store is ``http(s)://`` only (no database URLs, no ``databricks``: they would use the
-  server's credentials), allowed unless ``AUTOPEFT_TRACKING_REMOTE=false``; and never while the
+  server's credentials), allowed unless ``AUTOPEFT_TRACKING_REMOTE=false``, and only to the hosts
+  the operator lists in ``AUTOPEFT_TRACKING_HOSTS`` (``host`` or ``host:port``) when set; without
+  that list only to public addresses: a host that is, or resolves to, a loopback, private,
+  link-local or reserved address is refused (the controller would otherwise call services on its
+  own network for any user); and never while the
   server's environment holds MLflow credentials (``MLFLOW_TRACKING_TOKEN``, ...), which MLflow
   would send to any host: then only the operator's own ``AUTOPEFT_TRACKING_URI`` is accepted;
 * artifacts go only where the run's artifact URI points inside those folders (a local store) or to
@@ -54,6 +58,7 @@ class TrackingRules:
     extra_dirs: tuple[Path, ...] = ()  # AUTOPEFT_TRACKING_DIRS
     default_uri: str | None = None  # AUTOPEFT_TRACKING_URI (None: sqlite under mlflow_root)
     remote: bool = True  # AUTOPEFT_TRACKING_REMOTE
+    hosts: tuple[str, ...] = ()  # AUTOPEFT_TRACKING_HOSTS: host or host:port (empty: public only)
 
     @classmethod
     def from_settings(cls, settings: Any) -> TrackingRules:
@@ -69,6 +74,11 @@ class TrackingRules:
             extra_dirs=extra,
             default_uri=getattr(settings, "tracking_uri", None),
             remote=bool(getattr(settings, "tracking_remote", True)),
+            hosts=tuple(
+                h.strip().lower()
+                for h in (getattr(settings, "tracking_hosts", None) or "").split(",")
+                if h.strip()
+            ),
         )
 
     def roots(self) -> tuple[Path, ...]:
@@ -117,6 +127,7 @@ class TrackingRules:
                 )
             if not parsed.hostname:
                 raise InvalidConfig(f"{given[:200]!r} names no host", field)
+            self.check_host(parsed, field)
             held = [name for name in CREDENTIAL_ENV if os.environ.get(name)]
             if held:
                 raise InvalidConfig(
@@ -146,6 +157,25 @@ class TrackingRules:
             field,
         )
 
+    def check_host(self, parsed, field: str) -> None:
+        """A remote store's host is one the operator allows (see the module docstring)."""
+        host = parsed.hostname.lower()
+        port = parsed.port or (443 if parsed.scheme.lower() == "https" else 80)
+        if self.hosts:
+            if host in self.hosts or f"{host}:{port}" in self.hosts:
+                return
+            raise InvalidConfig(
+                f"{host}:{port} is not among this server's tracking hosts "
+                "(AUTOPEFT_TRACKING_HOSTS); leave tracking_uri out or ask the operator",
+                field,
+            )
+        if not _public(host, port):
+            raise InvalidConfig(
+                f"{host[:100]!r} is, or resolves to, an address on the server's own or a private "
+                "network; the operator can allow it with AUTOPEFT_TRACKING_HOSTS",
+                field,
+            )
+
     def tensorboard_dir(self, given: str | None, study_id: int | None) -> Path:
         """The folder of a study's event files (one sub-folder a trial)."""
         field = "tracking.tensorboard.dir"
@@ -169,6 +199,25 @@ class TrackingRules:
         if scheme in ("http", "https"):
             return parsed.netloc == urlparse(tracking_uri).netloc
         return False
+
+
+def _public(host: str, port: int) -> bool:
+    """Whether ``host`` (a literal address, or a name as resolved now) is a public address. A
+    name that does not resolve reaches nothing and is let through."""
+    import ipaddress
+    import socket
+
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return False
+    try:
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            return True
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    return all(a.is_global and not a.is_multicast for a in addresses)
 
 
 def _importable(module: str) -> bool:

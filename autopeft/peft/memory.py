@@ -97,15 +97,19 @@ def _model_bytes(config_json: str, task: str, num_labels: int) -> tuple[int, int
     """(bytes of parameters + buffers in fp32, parameter count, vocabulary size) of the task model,
     built on the meta device."""
     import torch
-    import transformers
 
-    config = transformers.AutoConfig.for_model(**__import__("json").loads(config_json))
+    from autopeft.models import transformers_attrs
+
+    auto_config, causal_lm, classifier = transformers_attrs(
+        "AutoConfig", "AutoModelForCausalLM", "AutoModelForSequenceClassification"
+    )
+    config = auto_config.for_model(**__import__("json").loads(config_json))
     with torch.device("meta"):
         if task == "causal_lm":
-            model = transformers.AutoModelForCausalLM.from_config(config)
+            model = causal_lm.from_config(config)
         else:
             config.num_labels = num_labels
-            model = transformers.AutoModelForSequenceClassification.from_config(config)
+            model = classifier.from_config(config)
     n_params = sum(p.numel() for p in model.parameters())
     n_buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     vocab = int(model.get_input_embeddings().num_embeddings)

@@ -279,6 +279,10 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
         )
     cache = workload.get("cache_dir")
     out["cache_dir"] = None if cache is None else string(cache, "workload.cache_dir")
+    if cache is not None and any(ord(c) < 32 for c in out["cache_dir"]):
+        raise InvalidConfig(
+            "cache_dir must be a path without control characters", field="workload.cache_dir"
+        )
     if workload.get("resources") is not None:
         out["resources"] = validate_resources(workload["resources"])
     text_column = workload.get("text_column", "text")

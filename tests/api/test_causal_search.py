@@ -21,7 +21,7 @@ OBJECTIVES = [
 ]
 
 
-def _workload(model, dataset, cache):
+def _workload(model, dataset):
     # 240 rows: 48 validation, 24 test, 168 train; batch 32 -> 6 steps an epoch; 2 reports an epoch
     return {
         "kind": "peft",
@@ -33,7 +33,6 @@ def _workload(model, dataset, cache):
         "max_length": 48,
         "epochs": 2,
         "evals_per_epoch": 2,
-        "cache_dir": str(cache),
     }
 
 
@@ -104,7 +103,7 @@ def test_causal_lm_study_end_to_end(
     )
     token = make_token(sqlite_url, "alice")
     client = client_for(server, token)
-    workload = _workload(model, sft_jsonl, tmp_path / "cache")
+    workload = _workload(model, sft_jsonl)
     if executor == "local":
         _check_refusals(server, token, workload)
     # local: the default optimiser (mobo + MO-ASHA) and baselines ("default": LoRA r8 alone, no probe);

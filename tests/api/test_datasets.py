@@ -114,6 +114,21 @@ def test_upload_show_list_delete_owner_only(two, tmp_path):
             ["row 2", "'label'"],
         ),
         ("text,label\na,pos\n", {"format": "parquet"}, "format", ["csv"]),
+        # codecs that are no file encodings, and UTF-16 without a byte-order mark (issue 31)
+        ("text,label\na,pos\nb,neg\n", {"encoding": "idna"}, "encoding", ["idna"]),
+        ("text,label\na,pos\nb,neg\n", {"encoding": "punycode"}, "encoding", ["punycode"]),
+        (
+            "text,label\na,pos\nb,neg\n".encode("utf-16-le"),
+            {"encoding": "utf-16"},
+            "encoding",
+            ["byte-order mark", "utf-16-le"],
+        ),
+        (
+            '{"text": "a", "label": "x"}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+            {"format": "jsonl"},
+            "file",
+            ["row 2", "nested"],
+        ),
         (
             "text\tlabel\na\tpos\nb\tneg\n",
             {"format": "tsv", "text_column": "body"},

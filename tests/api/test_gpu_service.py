@@ -47,7 +47,6 @@ def test_gpus_auto_places_trials_and_an_oom_trial_is_retried_alone(
         "epochs": 1,
         "evals_per_epoch": 1,
         "pooling": "mean",
-        "cache_dir": str(tmp_path / "cache"),
         "resources": {"gpus": "auto"},
     }
     study = client.create_study(

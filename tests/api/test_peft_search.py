@@ -29,7 +29,6 @@ def peft_workload(tiny_model, small_csv, tmp_path):
         "epochs": 2,
         "evals_per_epoch": 2,
         "pooling": "mean",
-        "cache_dir": str(tmp_path / "cache"),
     }
 
 

@@ -76,3 +76,50 @@ def _kill9_then_restart(db_url, server_factory, optimizer):
     requeued = [n for n, s in before if s == "running"]
     assert all(after[n]["attempts"] == 2 for n in requeued)
     assert "diverged" not in restarted.log() and "different from the stored" not in restarted.log()
+
+
+def test_a_study_that_cannot_resume_fails_with_its_trials(
+    sqlite_url, server_factory, tiny_model, small_csv, tmp_path
+):
+    """A restarted controller whose study can no longer be rebuilt (its model folder is gone) marks
+    the study failed, and the trials that were running when it died end with it: a failed study
+    never shows a trial running forever (seen in the soak: one runner of two failed on resume)."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    workload = {
+        "kind": "peft",
+        "model": str(model),
+        "dataset": str(small_csv),
+        "validation_fraction": 0.2,
+        "batch_size": 8,
+        "max_length": 32,
+        "epochs": 3,
+        "pooling": "mean",
+    }
+    study = client.create_study(
+        spec=python_study(
+            space="lora_per_layer",
+            objectives=[
+                {"name": "accuracy", "direction": "maximize"},
+                {"name": "trainable_params", "direction": "minimize"},
+            ],
+            workload=workload,
+            baselines=[],
+            max_trials=4,
+            max_parallel=2,
+        )
+    )
+    wait_for(lambda: study.refresh().counts["running"] > 0, 120, "a running trial")
+    server.kill9()
+    shutil.rmtree(model)
+    server.start()
+    wait_for(lambda: study.refresh().state == "failed", 120, "the study to fail on resume")
+    trials = study.trials()
+    assert not [t for t in trials if t["state"] in ("queued", "running")], trials
+    ended = [t for t in trials if t["state"] == "failed"]
+    assert ended and all("the study failed" in t["error"] for t in ended), ended
+    assert study.data["message"]

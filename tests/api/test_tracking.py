@@ -72,7 +72,8 @@ def test_mlflow_holds_one_run_per_trial_with_steps_and_the_adapter(
 ):
     from mlflow.tracking import MlflowClient
 
-    server = server_factory(sqlite_url)
+    dead_port = free_port()  # an MLflow server the operator allows, that does not answer
+    server = server_factory(sqlite_url, {"AUTOPEFT_TRACKING_HOSTS": f"127.0.0.1:{dead_port}"})
     token = make_token(sqlite_url, "alice")
     for bad, field in BAD:  # bad settings first: 422s naming the field
         answer = post_study(server, token, _spec(peft_workload, tracking=bad))
@@ -82,7 +83,7 @@ def test_mlflow_holds_one_run_per_trial_with_steps_and_the_adapter(
     # beside it, a study whose MLflow server does not answer: its trials are not held up
     unreachable = client.create_study(
         spec=python_study(
-            tracking={"mlflow": {"tracking_uri": f"http://127.0.0.1:{free_port()}"}}, max_trials=3
+            tracking={"mlflow": {"tracking_uri": f"http://127.0.0.1:{dead_port}"}}, max_trials=3
         )
     )
     tracking = {

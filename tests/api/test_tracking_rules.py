@@ -66,6 +66,32 @@ def test_remote_stores_are_http_only_and_never_get_the_servers_credentials(
     assert own.mlflow_uri("https://ours.org") == own.mlflow_uri(None) == "https://ours.org"
 
 
+def test_remote_stores_reach_only_the_hosts_the_operator_allows(rules, tmp_path, monkeypatch):
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    # no list: never the server's own or a private network (literal, or a name resolving there)
+    for bad in (
+        "http://127.0.0.1:5000",
+        "http://localhost:8642",
+        "http://[::1]:80",
+        "http://10.1.2.3",
+        "https://192.168.0.7",
+        "http://169.254.169.254/latest",  # cloud metadata
+        "http://0.0.0.0:9",
+        "http://db.internal",
+    ):
+        assert _field(lambda bad=bad: rules.mlflow_uri(bad)) == "tracking.mlflow.tracking_uri", bad
+    assert rules.mlflow_uri("https://8.8.8.8") == "https://8.8.8.8"
+    # a list: those hosts (and ports) only, loopback included when the operator names it
+    listed = TrackingRules(
+        tmp_path / "m", tmp_path / "t", hosts=("127.0.0.1:5000", "mlflow.example.org")
+    )
+    assert listed.mlflow_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert listed.mlflow_uri("https://mlflow.example.org/x") == "https://mlflow.example.org/x"
+    for bad in ("http://127.0.0.1:5001", "https://8.8.8.8", "http://localhost:5000"):
+        assert _field(lambda bad=bad: listed.mlflow_uri(bad)) == "tracking.mlflow.tracking_uri", bad
+
+
 def test_artifacts_go_only_where_the_rules_allow(rules, tmp_path):
     local = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     inside = (tmp_path / "mlflow" / "artifacts" / "1" / "run" / "artifacts").as_uri()

@@ -31,7 +31,6 @@ def peft_study(dash_server, tiny_model, small_csv, tmp_path_factory):
             "epochs": 1,
             "evals_per_epoch": 2,
             "pooling": "mean",
-            "cache_dir": str(tmp_path_factory.mktemp("cache")),
         },
         "max_trials": 7,
         "max_parallel": 2,
@@ -150,7 +149,6 @@ def test_three_objective_memory_study_shows_its_3d_front(
         "epochs": 1,
         "evals_per_epoch": 1,
         "pooling": "mean",
-        "cache_dir": str(tmp_path_factory.mktemp("cache3")),
     }
     spec = {
         "name": "memory front",

@@ -137,8 +137,40 @@ def _check_columns(spec: DataSpec, header: Sequence[str]) -> None:
             )
 
 
+#: deepest nesting a JSONL record may have (its values are texts, labels or chat messages)
+MAX_JSON_DEPTH = 32
+_JSON_TOKENS = re.compile(r'\\.|[\[\]{}"]', re.S)
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[`` / ``{`` in a JSON text, outside strings (counted without
+    parsing, so no nesting can exhaust the parser's stack)."""
+    depth = deepest = 0
+    in_string = False
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token[0] == "\\":  # an escape: only strings hold them
+            continue
+        if token == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def _json_line(spec: DataSpec, line: str, line_no: int) -> Any:
-    """One JSONL line's value (``InvalidConfig`` naming the line when it is not JSON)."""
+    """One JSONL line's value (``InvalidConfig`` naming the line when it is not JSON, or nests
+    deeper than :data:`MAX_JSON_DEPTH`)."""
+    if json_depth(line) > MAX_JSON_DEPTH:
+        raise InvalidConfig(
+            f"{spec.path}: line {line_no}: JSON nested deeper than {MAX_JSON_DEPTH}",
+            field="workload.dataset",
+        )
     try:
         return json.loads(line)
     except json.JSONDecodeError as err:

@@ -114,7 +114,18 @@ def data_spec(
         return BUILTIN_DATASETS[dataset]()
     path = check_server_path(dataset)
     if not is_text_encoding(encoding):
-        raise InvalidConfig(f"unknown text encoding {encoding!r}", field="workload.encoding")
+        raise InvalidConfig(
+            f"unsupported text encoding {str(encoding)[:40]!r} (supported: UTF-8/16/32, latin-1, "
+            "the cp125x and ISO-8859 code pages, and the common CJK encodings)",
+            field="workload.encoding",
+        )
+    try:
+        with open(path, "rb") as fh:
+            problem = bom_problem(fh.read(4), encoding)
+    except OSError:
+        problem = None  # reading it is the readers' to report
+    if problem:
+        raise InvalidConfig(f"dataset {dataset!r}: {problem}", field="workload.encoding")
     fmt = format or _FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "tsv", "jsonl"):
         raise InvalidConfig(
@@ -206,15 +217,57 @@ def check_server_path(dataset: str) -> Path:
     return path
 
 
-def is_text_encoding(name: Any) -> bool:
-    """``name`` is a codec Python knows that decodes bytes to text (not ``base64``, ``rot13``...)."""
+#: the text encodings a dataset may be in (their codecs' canonical names): Unicode and the
+#: common single- and multi-byte code pages; never a codec that is not a file encoding (idna,
+#: punycode, rot13, base64, ...)
+TEXT_ENCODINGS = frozenset(
+    [
+        "utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+        "utf-32-be", "ascii", "latin-1", "cp437", "cp850", "cp852", "cp866", "koi8-r", "koi8-u",
+        "mac-roman", "shift_jis", "cp932", "euc_jp", "iso2022_jp", "gb2312", "gbk", "gb18030",
+        "big5", "big5hkscs", "cp950", "euc_kr", "cp949", "tis-620",
+        *(f"iso8859-{i}" for i in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)),
+        *(f"cp{i}" for i in range(1250, 1259)),
+    ]
+)  # fmt: skip
+#: encodings whose byte order a file must declare with a byte-order mark
+BOM_ENCODINGS = {
+    "utf-16": (b"\xff\xfe", b"\xfe\xff"),
+    "utf-32": (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"),
+}
+
+
+def canonical_encoding(name: Any) -> str | None:
+    """The codec's canonical name when ``name`` is an allowed text encoding
+    (:data:`TEXT_ENCODINGS`), else None."""
     import codecs
 
+    if not isinstance(name, str) or len(name) > 40:
+        return None
     try:
-        info = codecs.lookup(name)
+        canonical = codecs.lookup(name).name
     except (LookupError, ValueError, TypeError):  # unknown, or not a name at all (NUL bytes)
-        return False
-    return getattr(info, "_is_text_encoding", True)
+        return None
+    canonical = {"iso8859-1": "latin-1"}.get(canonical, canonical)
+    return canonical if canonical in TEXT_ENCODINGS else None
+
+
+def is_text_encoding(name: Any) -> bool:
+    """``name`` is an allowed text encoding (:data:`TEXT_ENCODINGS`)."""
+    return canonical_encoding(name) is not None
+
+
+def bom_problem(head: bytes, encoding: str) -> str | None:
+    """Why a file starting with ``head`` cannot be read as ``encoding`` (UTF-16 / UTF-32 without
+    a byte-order mark: its byte order is unknown), or None."""
+    marks = BOM_ENCODINGS.get(canonical_encoding(encoding) or "")
+    if marks is None or (not head) or any(head.startswith(m) for m in marks):
+        return None
+    name = canonical_encoding(encoding)
+    return (
+        f"the file does not start with a {name.upper()} byte-order mark, so its byte order is "
+        f"unknown: give encoding={name}-le or {name}-be"
+    )
 
 
 def label_str(value: Any) -> str:

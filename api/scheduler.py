@@ -51,7 +51,9 @@ from autopeft.api.models import Study, Trial, utcnow
 from autopeft.api.scheduling.baselines import Baselines
 from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
 from autopeft.api.scheduling.pbt import PBTTurns
+from autopeft.api.scheduling.promotions import Promotions
 from autopeft.api.scheduling.replay import HistoryReplay
+from autopeft.api.scheduling.replicates import Replicates
 from autopeft.api.scheduling.reportlog import ReportLog
 from autopeft.api.scheduling.runs import TrialRuns
 from autopeft.api.scheduling.tests import HeldOutTests
@@ -76,6 +78,8 @@ class StudyRunner(
     Lifecycle,
     WarmStartReuse,
     PBTTurns,
+    Promotions,
+    Replicates,
     HeldOutTests,
     threading.Thread,
 ):
@@ -97,6 +101,9 @@ class StudyRunner(
         self.evaluating: set[int] = set()  # trials whose saved adapter is being tested now
         self.pending_tests: list[int] = []
         self.paused: list[int] = []  # PBT members waiting for their next turn, in order
+        self.rung_paused: list[int] = []  # trials waiting at an ASHA rung for a promotion
+        self.pausing: set[int] = set()  # runs told to stop at a rung, to be paused when they end
+        self.replicate_todo: list[tuple[int, int]] = []  # (front trial, seed index) to run
         self.next_step: dict[int, int] = {}  # PBT member -> the report its next segment ends at
         self.progress: dict[int, float] = {}  # in-flight run -> epochs trained in it so far
         self.planned: dict[int, float] = {}  # in-flight run -> epochs it is planned to train
@@ -212,6 +219,15 @@ class StudyRunner(
                     member = self._take(self.paused)
                     if member is not None:
                         self._submit(member, restore_dir=self._own_checkpoint(member))
+                elif action == "replicate":
+                    planned = self._take(self.replicate_todo)
+                    if planned is not None:
+                        self._create_replicate(*planned, created)
+                        created += 1
+                elif action == "promote":
+                    promoted = self._promotable()
+                    if promoted is not None:
+                        self._promote(promoted)
                 else:  # every free slot this study may fill now, asked and started at once
                     n = 1
                     while (
@@ -230,13 +246,30 @@ class StudyRunner(
             with self._lock:
                 idle = not (self.inflight or self.evaluating or self.exploits or self.pending_tests)
                 waiting = bool(self.paused)
-            more = not out_of_budget and (
-                created < max_trials or waiting or (todo_baselines and created < max_trials)
+                at_rungs = bool(self.rung_paused)
+                replicating = bool(self.replicate_todo)
+            promotable = at_rungs and self._promotable() is not None
+            more = replicating or (
+                not out_of_budget
+                and (
+                    created < max_trials
+                    or waiting
+                    or promotable
+                    or (todo_baselines and created < max_trials)
+                )
             )
             if idle and not requeue and not more:
                 if waiting:
                     self._end_paused("the study's budget ended before this member's last report")
                     continue  # their test evaluations, if any, come next
+                if at_rungs:
+                    self._end_rung_paused("the study ended before this trial was promoted")
+                    continue
+                todo = self._replicates_todo()
+                if todo:  # the front's points get their other seeds before the study ends
+                    with self._lock:
+                        self.replicate_todo.extend(todo)
+                    continue
                 if self._finish(
                     elapsed,
                     None
@@ -269,12 +302,17 @@ class StudyRunner(
             return "requeue"
         if tests:
             return "test"
+        with self._lock:
+            if self.replicate_todo:  # run beyond the search's budget
+                return "replicate"
         if out_of_budget:
             return None
         if todo_baselines and room:
             return "baseline"
         if paused:
             return "member"
+        if self._promotable() is not None:
+            return "promote"
         return "ask" if room and self._room_for_member() else None
 
     def _pbt_turns(self) -> bool:

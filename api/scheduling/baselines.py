@@ -50,7 +50,9 @@ class Baselines:
         self._submit(tid)
 
     def _workload_of(self, t: Trial) -> dict[str, Any]:
-        if t.kind == "baseline":
+        """The workload a trial runs: a baseline's (and a baseline's replicate's) own, else the
+        study's."""
+        if t.kind == "baseline" or (t.kind == "replicate" and t.label):
             from autopeft.trials.baselines import baseline_trial
 
             return baseline_trial(t.label, self.spec["workload"], self.spec.get("baselines"))[1]

@@ -100,7 +100,7 @@ class Lifecycle:
         with self._lock:
             self.cancelling[trial_id] = reason
             running = trial_id in self.inflight
-            for queue in (self.paused, self.requeue):
+            for queue in (self.paused, self.rung_paused, self.requeue):
                 if trial_id in queue:
                     queue.remove(trial_id)
         if running:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from autopeft.api.models import Trial, TrialReport, utcnow
-from autopeft.api.scheduling.values import exact
+from autopeft.api.models import Trial, TrialReport
 from autopeft.api.services.studies import trial_dir
 from autopeft.optim.base import Exploit
 
@@ -102,31 +101,9 @@ class PBTTurns:
     def _end_paused(self, why: str) -> None:
         """The budget ended with PBT members between segments: each is told with its last report
         (``pruned``: not trained to its last report) so it stays on record and out of the front."""
-        self.m.reports.flush()
         with self._lock:
             members, self.paused = list(self.paused), []
-        for tid in members:
-            with self.db.read() as s:
-                last = s.scalars(
-                    select(TrialReport)
-                    .where(TrialReport.trial_id == tid)
-                    .order_by(TrialReport.id.desc())
-                    .limit(1)
-                ).first()
-            values = (
-                {k: v for k, v in last.values.items() if v is not None}
-                if last is not None
-                else None
-            )
-            with self._lock:
-                self.opt.tell(self.ids[tid], values, state="pruned")
-                with self.db.write(self.study_id) as s:
-                    t = s.get(Trial, tid)
-                    t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
-                    self._judge(t, values)
-                    self._event(
-                        s, "tell", {"trial_id": tid, "values": exact(values), "state": "pruned"}
-                    )
+        self._prune_at_last_report(members, why)
 
 
 def _checkpoint_report(directory: Path) -> int:

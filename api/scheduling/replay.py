@@ -28,6 +28,10 @@ class HistoryReplay:
         """Append the next entry to the history, in the caller's transaction ``s``."""
         s.add(Event(study_id=self.study_id, seq=self._next_seq(), kind=kind, payload=payload))
 
+    def _event_at(self, s, kind: str, payload: dict[str, Any], seq: int) -> None:
+        """Append a history entry at a position taken earlier (under the study's lock)."""
+        s.add(Event(study_id=self.study_id, seq=seq, kind=kind, payload=payload))
+
     def _next_seq(self) -> int:
         """The next history position: taken under a lock of its own, never held with another
         (callers may hold the study's lock, or be inside a write transaction, or neither)."""
@@ -60,7 +64,8 @@ class HistoryReplay:
                     Trial.study_id == self.study_id
                 )
             ).all()
-        self.baselines = {tid for tid, _, _, kind in rows if kind == "baseline"}
+        # never told to the optimiser: baselines and replicates
+        self.baselines = {tid for tid, _, _, kind in rows if kind in ("baseline", "replicate")}
         configs = {tid: config for tid, config, _, _ in rows}
         cloned = {tid for tid, _, parent, _ in rows if parent is not None}  # PBT may change them
         by_add = type(self.opt).REBUILDS_BY_ADD
@@ -91,6 +96,8 @@ class HistoryReplay:
                 self.opt.report(self.ids[tid], p["step"], unexact(p["values"]))
             elif ev.kind == "tell":
                 self.opt.tell(self.ids[tid], unexact(p["values"]), state=p["state"])
+            elif ev.kind == "resume":  # promoted from a rung (scheduling.promotions)
+                self.opt.resume(self.ids[tid])
             self.seq = ev.seq
         if diverged:
             log.warning(
@@ -106,6 +113,10 @@ class HistoryReplay:
                 len(events),
                 len(unfinished),
             )
+        # trials waiting at a rung wait on (the optimiser promotes them), not run again at once
+        waiting = {self.by_opt_id.get(str(opt_id)) for opt_id in self.opt.paused}
+        self.rung_paused = [tid for tid in unfinished if tid in waiting]
+        unfinished = [tid for tid in unfinished if tid not in waiting]
         if (
             self.turns
         ):  # paused or running PBT members go on with the segment after their last report

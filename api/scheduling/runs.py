@@ -223,6 +223,8 @@ class TrialRuns:
             self.last_report[trial_id] = self.m.reports.append(report, event)
             if name == "exploit":
                 self.exploits[trial_id] = decision
+            elif name == "pause":
+                self.pausing.add(trial_id)
         if self.tracker is not None:
             self.tracker.report(trial_id, step, values)
         return "continue" if name == "continue" else "stop"
@@ -266,6 +268,13 @@ class TrialRuns:
             return False
         with self._lock:
             exploit = self.exploits.pop(trial_id, None)
+            pausing = trial_id in self.pausing
+            self.pausing.discard(trial_id)
+        reached = bool((outcome.values or {}).get("budget_reached", 1.0))
+        if pausing and outcome.state == "complete" and not reached:
+            self.m.reports.flush(last_report)
+            self._pause_at_rung(trial_id, trained)  # waits for a promotion (scheduling.promotions)
+            return False
         if exploit is not None and outcome.state == "complete":
             self.m.reports.flush(last_report)
             return self._exploit(trial_id, exploit, trained)

@@ -1,8 +1,9 @@
 """Forward-only evaluation of saved adapters on the held-out test split (a mixin of
 ``StudyRunner``).
 
-After every complete trial the validation front is recomputed from the store; each trial on
-it, and each baseline, that has no test values yet is queued for an evaluation run: the same
+After every complete trial the validation front is recomputed from the store; each run of a
+point on it (a candidate's trial and its replicates), and each baseline, that has no test values
+yet is queued for an evaluation run: the same
 workload with ``evaluate: "test"`` and ``restore_dir`` = the trial's checkpoint, on the same
 executor (a slot of ``max_parallel``). Its ``test_*`` metrics go to ``trials.test_values``. A
 trial on the front at any time was on it when it completed (fronts only lose members), so
@@ -27,15 +28,16 @@ class HeldOutTests:
         that has a saved adapter and no test values yet (peft workloads)."""
         if self.spec["workload"].get("kind") != "peft":
             return
-        from autopeft.api.services.front import front_trials
+        from autopeft.api.services.front import front_runs
 
         with self.db.read() as s:
             study = s.get(Study, self.study_id)
-            front, complete = front_trials(s, study)
+            front, complete = front_runs(s, study)
             wanted = [
                 t.id
-                for t in complete
-                if t.test_values is None and (t in front or t.kind == "baseline")
+                for g in complete
+                for t in g.runs
+                if t.test_values is None and (g in front or t.kind == "baseline")
             ]
         with self._lock:
             for tid in wanted:

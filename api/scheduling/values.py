@@ -68,4 +68,6 @@ def decision_name(decision: Any) -> str:
         return "continue"
     if decision is False or decision == "stop":
         return "stop"
+    if decision == "pause":
+        return "pause"
     return "exploit"

@@ -14,8 +14,15 @@ rung). With ``n`` recorded values it continues when it is among the best
   configs are what a front (and its hypervolume) needs, and ranking by crowding alone pruned
   them (measured: BENCHMARKS.md, "Real-task search").
 
+With ``promotions`` (ASHA's promotion variant, as Syne Tune's ``type="promotion"``), a trial that
+is not among the best at a rung is *paused* instead of stopped (decision ``"pause"``): it keeps its
+checkpoint, and :meth:`SuccessiveHalving.promotion` names it again once later trials at that rung
+make it one of the best (the highest rung first), for the controller to resume it from the rung's
+checkpoint (:meth:`resume`) before it starts a new trial. A trial the budget never promotes ends
+as pruned, as a stopped one does.
+
 Values are in minimisation form (see ``pareto.py``). The decision is a pure function of the
-sequence of reports, so replaying reports rebuilds the state.
+sequence of reports (and resumes), so replaying them rebuilds the state.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from autopeft.errors import InvalidConfig
 from autopeft.optim.pareto import rank_order
 
 KINDS = ("asha", "moasha")
-_KEYS = ("kind", "min_step", "reduction_factor", "max_step", "metric", "keep_front")
+_KEYS = ("kind", "min_step", "reduction_factor", "max_step", "metric", "keep_front", "promotions")
 
 
 class SuccessiveHalving:
@@ -42,9 +49,12 @@ class SuccessiveHalving:
         max_step: int | None = None,
         metric: int = 0,
         keep_front: bool = True,
+        promotions: bool = False,
     ):
         self.kind = kind
         self.keep_front = keep_front
+        self.promotions = promotions
+        self._paused: dict[int, int] = {}  # trial -> the rung it waits at (promotions)
         self.m = len(directions)
         self.min_step = min_step
         self.reduction_factor = reduction_factor
@@ -60,15 +70,42 @@ class SuccessiveHalving:
         return out
 
     def decide(self, trial_id: int, step: int, y: np.ndarray) -> str:
-        decision = "continue"
+        """``"continue"``, ``"stop"``, or (promotions) ``"pause"`` for a trial's report at ``step``."""
+        self._paused.pop(trial_id, None)  # reporting again: it was resumed
+        decision, at = "continue", None
         for rung in self.rungs_up_to(step):
             recorded = self._rungs.setdefault(rung, {})
             if trial_id in recorded:
                 continue
             recorded[trial_id] = np.asarray(y, float)
             if not self._keeps(trial_id, recorded):
-                decision = "stop"
+                decision, at = "stop", rung
+        if decision == "stop" and self.promotions:
+            self._paused[trial_id] = at
+            return "pause"
         return decision
+
+    def promotion(self) -> int | None:
+        """The paused trial to resume now: one that later trials at its rung made one of the best
+        there (the highest rung first, then the earliest trial), or None."""
+        for rung in sorted(set(self._paused.values()), reverse=True):
+            recorded = self._rungs[rung]
+            for trial_id in sorted(t for t, r in self._paused.items() if r == rung):
+                if self._keeps(trial_id, recorded):
+                    return trial_id
+        return None
+
+    def resume(self, trial_id: int) -> None:
+        """The controller resumes ``trial_id`` (named by :meth:`promotion`) from its checkpoint."""
+        self._paused.pop(trial_id, None)
+
+    def forget(self, trial_id: int) -> None:
+        """``trial_id`` ended (told): it is no longer waiting at a rung."""
+        self._paused.pop(trial_id, None)
+
+    @property
+    def paused(self) -> tuple[int, ...]:
+        return tuple(sorted(self._paused))
 
     def _keeps(self, trial_id: int, recorded: dict[int, np.ndarray]) -> bool:
         n = len(recorded)
@@ -138,4 +175,11 @@ def make_stopper(spec: Any, directions: Sequence[str]) -> SuccessiveHalving | No
         raise InvalidConfig(
             f"must be true or false, got {keep_front!r}", "early_stopping.keep_front"
         )
-    return SuccessiveHalving(kind, directions, min_step, rf, max_step, metric, keep_front)
+    promotions = spec.get("promotions", False)
+    if not isinstance(promotions, bool):
+        raise InvalidConfig(
+            f"must be true or false, got {promotions!r}", "early_stopping.promotions"
+        )
+    return SuccessiveHalving(
+        kind, directions, min_step, rf, max_step, metric, keep_front, promotions
+    )

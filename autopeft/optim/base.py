@@ -186,12 +186,16 @@ class BaseOptimizer(abc.ABC):
                 )
         record.state = state
         record.values = values
+        if self._stopper is not None:
+            self._stopper.forget(record.id)
         self._on_tell(record)
         return record.snapshot()
 
     def report(self, id: int, step: int, values: Mapping[str, float]) -> str | Exploit:
         """An intermediate result of a running trial. Returns ``"continue"``, ``"stop"`` (early
-        stopping: tell it ``"pruned"``) or an :class:`Exploit` (PBT)."""
+        stopping: tell it ``"pruned"``), ``"pause"`` (early stopping with promotions: stop it,
+        keep its checkpoint, and resume it when :meth:`promotion` names it) or an
+        :class:`Exploit` (PBT)."""
         record = self._record(id)
         if record.state != "running":
             raise InvalidConfig(f"trial {id} is {record.state}, not running", "id")
@@ -205,6 +209,24 @@ class BaseOptimizer(abc.ABC):
             if y is not None:
                 decision = self._stopper.decide(id, step, y)
         return decision
+
+    def promotion(self) -> int | None:
+        """A paused trial (``report`` answered ``"pause"``) to resume before asking for a new one,
+        or None (early stopping with ``promotions``; see ``_stopping.py``)."""
+        return self._stopper.promotion() if self._stopper is not None else None
+
+    def resume(self, id: int) -> None:
+        """The caller resumes paused trial ``id`` from its checkpoint (its next reports follow)."""
+        record = self._record(id)
+        if record.state != "running":
+            raise InvalidConfig(f"trial {id} is {record.state}, not paused", "id")
+        if self._stopper is not None:
+            self._stopper.resume(id)
+
+    @property
+    def paused(self) -> tuple[int, ...]:
+        """Trials waiting at a rung for a promotion (still ``running`` until told)."""
+        return self._stopper.paused if self._stopper is not None else ()
 
     def pareto(self) -> list[Trial]:
         """Complete, feasible trials on the first non-dominated front (copies)."""

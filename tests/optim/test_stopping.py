@@ -111,3 +111,56 @@ def test_moasha_keeps_the_rungs_front_by_default():
     ]
     with pytest.raises(InvalidConfig, match="early_stopping.keep_front"):
         make_stopper({"kind": "moasha", "keep_front": "yes"}, ["minimize"])
+
+
+def test_promotions_pause_instead_of_stopping_and_promote_when_the_rung_fills():
+    s = make_stopper({"kind": "asha", "reduction_factor": 2, "promotions": True}, ["minimize"])
+    assert s.decide(0, 1, [0.5]) == "continue"  # alone at the rung
+    assert s.decide(1, 1, [0.6]) == "pause"  # 2nd of 2, keep 1: waits instead of stopping
+    assert s.promotion() is None and s.paused == (1,)
+    assert s.decide(2, 1, [0.7]) == "pause"  # 3rd of 3
+    assert s.promotion() is None
+    assert s.decide(3, 1, [0.9]) == "pause"  # 4th of 4, keep 2: trial 1 is now 2nd
+    assert s.promotion() == 1 and s.paused == (1, 2, 3)
+    s.resume(1)
+    assert s.promotion() is None and s.paused == (2, 3)
+    assert s.decide(1, 2, [0.5]) == "continue"  # its next report goes on as usual
+    s.forget(3)  # told (e.g. pruned at the end): no longer waiting
+    assert s.paused == (2,)
+
+
+def test_promotions_through_the_optimizer_and_its_rebuild(mixed_space):
+    def build():
+        return create_optimizer(
+            "random",
+            mixed_space,
+            [("loss", "minimize")],
+            seed=0,
+            early_stopping={"kind": "asha", "reduction_factor": 2, "promotions": True},
+        )
+
+    opt = build()
+    ids = [s.id for s in opt.ask(4)]
+    calls = []
+    for i, loss in zip(ids, [0.5, 0.6, 0.7, 0.9]):
+        calls.append((i, opt.report(i, 1, {"loss": loss})))
+    assert [d for _, d in calls] == ["continue", "pause", "pause", "pause"]
+    assert opt.promotion() == ids[1] and opt.paused == tuple(ids[1:])
+    opt.resume(ids[1])
+    opt.tell(ids[3], {"loss": 0.9}, "pruned")
+    assert opt.paused == (ids[2],)
+    # the same calls rebuild the same waiting set (the controller's replay)
+    again = build()
+    [again.ask(1) for _ in ids]
+    for (i, _), loss in zip(calls, [0.5, 0.6, 0.7, 0.9]):
+        again.report(i, 1, {"loss": loss})
+    again.resume(ids[1])
+    again.tell(ids[3], {"loss": 0.9}, "pruned")
+    assert again.paused == opt.paused and again.promotion() == opt.promotion()
+    with pytest.raises(InvalidConfig, match="early_stopping.promotions"):
+        create_optimizer(
+            "random",
+            mixed_space,
+            [("loss", "minimize")],
+            early_stopping={"kind": "asha", "promotions": 1},
+        )

@@ -1,0 +1,86 @@
+"""ASHA promotions on a peft workload (a mixin of ``StudyRunner``): early stopping with
+``promotions`` pauses a trial at a rung instead of stopping it (``report`` answers ``"pause"``).
+
+The worker is told to stop; the trial becomes ``queued`` with its epochs so far counted and its
+rung checkpoint kept, and waits in ``rung_paused``. Before a free slot is given to a new trial,
+the optimiser's :meth:`~autopeft.optim.base.BaseOptimizer.promotion` may name a paused one: it is
+resumed from its own checkpoint (``resume`` is logged in the history, so a new runner rebuilds the
+same waiting set) and trains only the steps after the rung. Trials still waiting when the study
+can start nothing more (budget, ``max_trials``, or nothing left to promote) are told ``pruned`` at
+their last report, as stopped ones are.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from autopeft.api.models import Trial, TrialReport, utcnow
+from autopeft.api.scheduling.values import exact
+
+log = logging.getLogger("autopeft.scheduler")
+
+
+class Promotions:
+    def _pause_at_rung(self, trial_id: int, trained: float) -> None:
+        with self.db.write(self.study_id) as s:
+            t = s.get(Trial, trial_id)
+            t.state = "queued"
+            t.epochs_trained = (t.epochs_trained or 0.0) + trained
+        with self._lock:
+            self.rung_paused.append(trial_id)
+
+    def _promotable(self) -> int | None:
+        """The paused trial the optimiser would resume now, or None."""
+        with self._lock:
+            if not self.rung_paused:
+                return None
+            opt_id = self.opt.promotion()
+            tid = self.by_opt_id.get(str(opt_id)) if opt_id is not None else None
+            return tid if tid in self.rung_paused else None
+
+    def _promote(self, trial_id: int) -> None:
+        with self._lock:
+            if trial_id not in self.rung_paused:
+                return  # cancelled meanwhile
+            self.rung_paused.remove(trial_id)
+            self.opt.resume(self.ids[trial_id])
+            seq = self._next_seq()
+        with self.db.write(self.study_id) as s:
+            self._event_at(s, "resume", {"trial_id": trial_id}, seq)
+        log.info("study %s: trial %s promoted, resumed from its rung", self.study_id, trial_id)
+        self._submit(trial_id, restore_dir=self._own_checkpoint(trial_id))
+
+    def _end_rung_paused(self, why: str) -> None:
+        """Nothing more will run: trials waiting at a rung end as pruned at their last report."""
+        with self._lock:
+            waiting, self.rung_paused = list(self.rung_paused), []
+        self._prune_at_last_report(waiting, why)
+
+    def _prune_at_last_report(self, trial_ids: list[int], why: str) -> None:
+        """Tell each of ``trial_ids`` (waiting, not running) ``pruned`` with its last report's
+        values: it stays on record and out of the front (PBT members between segments too)."""
+        self.m.reports.flush()
+        for tid in trial_ids:
+            with self.db.read() as s:
+                last = s.scalars(
+                    select(TrialReport)
+                    .where(TrialReport.trial_id == tid)
+                    .order_by(TrialReport.id.desc())
+                    .limit(1)
+                ).first()
+            values = (
+                {k: v for k, v in last.values.items() if v is not None}
+                if last is not None
+                else None
+            )
+            with self._lock:
+                self.opt.tell(self.ids[tid], values, state="pruned")
+                with self.db.write(self.study_id) as s:
+                    t = s.get(Trial, tid)
+                    t.state, t.values, t.error, t.finished_at = "pruned", values, why, utcnow()
+                    self._judge(t, values)
+                    self._event(
+                        s, "tell", {"trial_id": tid, "values": exact(values), "state": "pruned"}
+                    )

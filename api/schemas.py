@@ -146,6 +146,14 @@ class StudyCreate(BaseModel):
         '{"name": ..., "config": {...}}), counted in the budget',
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    replicates: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="runs per point of the final front: when the search ends, each front "
+        "candidate is trained again with replicates - 1 more training seeds (beyond max_epochs), "
+        "and the front is selected on the seed means (peft workloads)",
+    )
     num_layers: int | None = Field(
         default=None,
         ge=1,
@@ -238,7 +246,11 @@ class TrialPublic(BaseModel):
     )
     attempts: int
     parent_id: int | None = None
-    kind: Literal["search", "baseline"] = "search"
+    kind: Literal["search", "baseline", "replicate"] = Field(
+        default="search",
+        description="search (asked of the optimiser), baseline (a hand-picked point) or "
+        "replicate (another training seed of the front candidate parent_id)",
+    )
     label: str | None = Field(default=None, description="a baseline's name")
     test_values: dict[str, float | None] | None = Field(
         default=None,
@@ -288,12 +300,31 @@ class Interval(BaseModel):
     examples: int = Field(description="how many examples the metric was measured on")
 
 
+class SeedRuns(BaseModel):
+    runs: int = Field(description="complete runs of this candidate (itself and its replicates)")
+    trial_ids: list[int]
+    spread: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per objective measured on examples: mean and sd over the runs",
+    )
+
+
 class ParetoTrial(TrialPublic):
     intervals: dict[str, Interval] = Field(
         default_factory=dict,
-        description="95% Wilson score interval of each objective that is a share of examples "
-        "(accuracy, exact_match) on this split, from the number of examples it was measured on; "
-        "points whose intervals overlap are not told apart by this split",
+        description="95% interval of each objective that is a share of examples (accuracy, "
+        "exact_match) on this split: Wilson's from the number of examples, widened by the "
+        "variance over training seeds when the point has replicates; points whose intervals "
+        "overlap are not told apart",
+    )
+    seeds: SeedRuns | None = Field(
+        default=None,
+        description="with replicates: the point's values are the means over these runs",
+    )
+    tied_with_best: bool | None = Field(
+        default=None,
+        description="this point's first share objective cannot be told apart at 95% from the "
+        "front's best on it (null: the study has no share objective)",
     )
 
 

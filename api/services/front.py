@@ -1,9 +1,16 @@
 """The Pareto front and hypervolume of a study, on the validation or the held-out test split
-(feasible trials only; baselines are reference points, never on the front)."""
+(feasible trials only).
+
+A point of the front is a candidate's complete runs (:class:`Runs`): the trial the search (or a
+baseline) ran, plus its ``replicate`` trials when the study asked for ``replicates`` (the same
+config with other training seeds). Its values are the means over those runs, so the front is
+selected on seed means, not on one noisy number; with one run it is that trial, as before.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -26,10 +33,10 @@ def test_name(metric: str) -> str:
     return f"test_{metric}"
 
 
-def on_test(t: Trial, names: list[str]) -> dict[str, Any] | None:
-    """``t``'s objective values with the held-out test metrics in place of the validation ones
-    (an objective the test evaluation does not measure, e.g. ``trainable_params``, is kept);
-    None while the trial has no test values."""
+def on_test(t: Any, names: list[str]) -> dict[str, Any] | None:
+    """``t``'s (a trial's, or a candidate's :class:`Runs`') objective values with the held-out
+    test metrics in place of the validation ones (an objective the test evaluation does not
+    measure, e.g. ``trainable_params``, is kept); None while it has no test values."""
     if not t.test_values:
         return None
     values = dict(t.values or {})
@@ -47,9 +54,18 @@ def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def intervals(values: dict[str, Any] | None, examples: Any, names: list[str]) -> dict:
+def intervals(
+    values: dict[str, Any] | None,
+    examples: Any,
+    names: list[str],
+    spread: dict[str, dict[str, float]] | None = None,
+    runs: int = 1,
+) -> dict:
     """95% intervals of the objectives in ``names`` that are shares (:data:`PROPORTIONS`),
-    measured on ``examples`` examples; none when the count or the value is unknown."""
+    measured on ``examples`` examples; none when the count or the value is unknown. With
+    ``runs`` > 1 (replicates), the value is a mean over training seeds and the interval also
+    holds their variance: the Wilson interval's half-widths widened by ``z * sd / sqrt(runs)``
+    (added in quadrature)."""
     if not values or not isinstance(examples, (int, float)) or not examples >= 1:
         return {}
     n = int(examples)
@@ -58,15 +74,96 @@ def intervals(values: dict[str, Any] | None, examples: Any, names: list[str]) ->
         p = values.get(name)
         if name in PROPORTIONS and isinstance(p, (int, float)) and 0.0 <= p <= 1.0:
             low, high = wilson(float(p), n)
+            sd = ((spread or {}).get(name) or {}).get("sd", 0.0)
+            if runs > 1 and sd > 0:
+                seed = Z95 * sd / math.sqrt(runs)
+                low = max(0.0, p - math.hypot(p - low, seed))
+                high = min(1.0, p + math.hypot(high - p, seed))
             out[name] = {"low": low, "high": high, "examples": n}
     return out
 
 
+def _mark_ties(points: list[dict[str, Any]], names: list[str]) -> None:
+    """``tied_with_best`` on each point: its first share objective cannot be told apart at 95%
+    from the best point's (the difference is within the two intervals' half-widths, added in
+    quadrature); left None without a share objective or intervals."""
+    share = next((n for n in names if n in PROPORTIONS), None)
+    scored = [
+        p for p in points if share and share in (p.get("intervals") or {}) and p.get("values")
+    ]
+    if not scored:
+        return
+    best = max(scored, key=lambda p: p["values"][share])
+    b, bi = best["values"][share], best["intervals"][share]
+    for p in scored:
+        v, iv = p["values"][share], p["intervals"][share]
+        # one-sided half-widths facing each other: the best's lower one, this point's upper one
+        room = math.hypot(b - bi["low"], iv["high"] - v)
+        p["tied_with_best"] = (b - v) <= room
+
+
+def root_of(t: Trial) -> int:
+    """The trial a run belongs to: a replicate's parent, else the trial itself."""
+    return t.parent_id if t.kind == "replicate" and t.parent_id is not None else t.id
+
+
+def _mean_of(dicts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Per key, the mean of the finite numbers every one of ``dicts`` has (None if one is None)."""
+    if not dicts or any(d is None for d in dicts):
+        return None
+    out = {}
+    for key in dicts[0]:
+        xs = [d.get(key) for d in dicts]
+        if all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs):
+            out[key] = sum(xs) / len(xs)
+    return out
+
+
+@dataclass
+class Runs:
+    """A candidate's complete runs: ``root`` (the trial the search or a baseline ran) first, then
+    its replicates."""
+
+    root: Trial
+    runs: list[Trial]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.root.values if len(self.runs) == 1 else _mean_of([t.values for t in self.runs])
+
+    @property
+    def test_values(self) -> dict[str, Any] | None:
+        if len(self.runs) == 1:
+            return self.root.test_values
+        return _mean_of([t.test_values for t in self.runs])
+
+    def spread(self, names: list[str], test: bool = False) -> dict[str, dict[str, float]]:
+        """Mean and sd over the runs of each share objective in ``names`` (on test: its test
+        counterpart)."""
+        out = {}
+        for name in names:
+            if name not in PROPORTIONS:
+                continue
+            key = test_name(name) if test else name
+            xs = [(t.test_values if test else t.values or {}) or {} for t in self.runs]
+            xs = [d.get(key) for d in xs]
+            if all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs):
+                mean = sum(xs) / len(xs)
+                sd = (
+                    math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+                    if len(xs) > 1
+                    else 0.0
+                )
+                out[name] = {"mean": mean, "sd": sd}
+        return out
+
+
 def _complete(
     session: Session, study: Study, infeasible: list[Trial] | None = None
-) -> tuple[list[Trial], Any]:
-    """Complete feasible trials with finite values for every objective, and their values in
-    minimisation form; complete trials that violate a constraint go to ``infeasible`` if given."""
+) -> tuple[list[Runs], Any]:
+    """Candidates with complete feasible runs and finite values for every objective (their runs
+    grouped, :class:`Runs`), and their (mean) values in minimisation form; complete trials that
+    violate a constraint go to ``infeasible`` if given."""
     import numpy as np
 
     from autopeft.optim import pareto as pm
@@ -79,31 +176,45 @@ def _complete(
         .where(Trial.study_id == study.id, Trial.state == "complete")
         .order_by(Trial.number)
     ).all()
-    kept, rows = [], []
+    groups: dict[int, list[Trial]] = {}
     for t in trials:
         if not trial_feasible(t, constraints):
             if infeasible is not None:
                 infeasible.append(t)
             continue
         vals = t.values or {}
-        row = [vals.get(n) for n in names]
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in row):
-            kept.append(t)
-            rows.append(row)
+        if all(isinstance(vals.get(n), (int, float)) and math.isfinite(vals[n]) for n in names):
+            groups.setdefault(root_of(t), []).append(t)
+    kept, rows = [], []
+    for root_id, runs in groups.items():
+        root = next((t for t in runs if t.id == root_id), None)
+        if root is None:  # replicates of a trial that is not complete: not a point of its own
+            continue
+        group = Runs(root, [root, *(t for t in runs if t is not root)])
+        kept.append(group)
+        rows.append([group.values[n] for n in names])
     Y = pm.to_minimization(np.asarray(rows, float).reshape(len(rows), len(names)), directions)
     return kept, Y
+
+
+def front_runs(
+    session: Session, study: Study, infeasible: list[Trial] | None = None
+) -> tuple[list[Runs], list[Runs]]:
+    """(the validation front, every candidate with complete feasible runs), selected on the runs'
+    means; baselines included; infeasible complete trials are appended to ``infeasible``."""
+    from autopeft.optim import pareto as pm
+
+    groups, Y = _complete(session, study, infeasible)
+    mask = pm.is_non_dominated(Y) if len(groups) else []
+    return [g for g, keep in zip(groups, mask) if keep], groups
 
 
 def front_trials(
     session: Session, study: Study, infeasible: list[Trial] | None = None
 ) -> tuple[list[Trial], list[Trial]]:
-    """(the validation front, every complete feasible trial with finite objectives); baselines
-    included; infeasible complete trials are appended to ``infeasible`` if given."""
-    from autopeft.optim import pareto as pm
-
-    trials, Y = _complete(session, study, infeasible)
-    mask = pm.is_non_dominated(Y) if len(trials) else []
-    return [t for t, keep in zip(trials, mask) if keep], trials
+    """:func:`front_runs` as the candidates' own trials (the runs the search or a baseline made)."""
+    front, groups = front_runs(session, study, infeasible)
+    return [g.root for g in front], [g.root for g in groups]
 
 
 def _check_split(split: str) -> None:
@@ -126,18 +237,28 @@ def pareto(
     _check_split(split)
     study = get_study(session, user_id, study_id)
     infeasible: list[Trial] = []
-    front, _ = front_trials(session, study, infeasible)
+    front, _ = front_runs(session, study, infeasible)
     out = []
     names = [n for n, _ in objectives_of(study.spec)]
-    for t in front:
-        public = trial_public(t)
-        if split == "test":
-            public["values"] = on_test(t, names)
-            examples = (t.test_values or {}).get(test_name("examples"))
+    for g in front:
+        public = trial_public(g.root)
+        test = split == "test"
+        if test:
+            public["values"] = on_test(g, names)
+            examples = (g.test_values or {}).get(test_name("examples"))
         else:
-            examples = (t.values or {}).get("eval_examples")
-        public["intervals"] = intervals(public["values"], examples, names)
+            public["values"] = g.values
+            examples = (g.values or {}).get("eval_examples")
+        spread = g.spread(names, test)
+        public["intervals"] = intervals(public["values"], examples, names, spread, len(g.runs))
+        if len(g.runs) > 1:
+            public["seeds"] = {
+                "runs": len(g.runs),
+                "trial_ids": [t.id for t in g.runs],
+                "spread": spread,
+            }
         out.append(public)
+    _mark_ties(out, names)
     return {
         "objectives": study.spec["objectives"],
         "split": split,
@@ -167,7 +288,7 @@ def hypervolume(
     objectives = objectives_of(study.spec)
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
     infeasible: list[Trial] = []
-    trials, Y = _complete(session, study, infeasible)
+    trials, Y = _complete(session, study, infeasible)  # candidates (runs grouped, means)
     given = study.spec.get("reference_point")
     if not len(trials):
         return {
@@ -256,16 +377,16 @@ def compare(session: Session, user_id: int, ids: list[int]) -> dict[str, Any]:
             .where(Trial.study_id == study.id, Trial.finished_at.is_not(None))
             .order_by(Trial.finished_at, Trial.number)
         ).all()
-        index = {t.id: i for i, t in enumerate(trials)}
+        index = {run.id: i for i, g in enumerate(trials) for run in g.runs}
         history, seen, compute = [], [], 0.0
         for t in ended:
             compute += float(t.epochs_trained or 0.0)
-            if t.id in index:
+            if t.id in index and index[t.id] not in seen:
                 seen.append(index[t.id])
                 hv = pm.hypervolume(Y[seen], ref) if ref is not None else 0.0
                 history.append({"n": len(seen), "compute": compute, "hypervolume": float(hv)})
         front = [
-            t for t, keep in zip(trials, pm.is_non_dominated(Y) if len(trials) else []) if keep
+            g.root for g, keep in zip(trials, pm.is_non_dominated(Y) if len(trials) else []) if keep
         ]
         out.append(
             {

@@ -396,6 +396,12 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
                 f"{len(spec['baselines'])} baseline(s) (they count in the budget)",
                 "max_trials",
             )
+        if int(spec.get("replicates") or 1) > 1 and spec["workload"].get("kind") != "peft":
+            raise InvalidConfig(
+                "replicates re-train the front's configs with other training seeds: they need a "
+                "peft workload (a python workload's seeds are its own)",
+                "replicates",
+            )
         part = "space"
         space = build_space(spec)
         check_layers(spec, space)

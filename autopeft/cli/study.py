@@ -131,19 +131,29 @@ TESTED = ("accuracy", "macro_f1", "loss", "exact_match", "perplexity")
 def pareto_table(study) -> str:
     """The validation front, each tested objective on validation and on the held-out test split
     side by side ("-" until tested); baselines marked by their name; sorted by trainable params.
-    A share objective (accuracy, exact_match) shows its 95% interval on that split in brackets."""
+    A share objective (accuracy, exact_match) shows its 95% interval on that split in brackets.
+    With replicates, values are seed means ("runs" says over how many); "~best" marks the points
+    that cannot be told apart from the best at 95% on test (validation before it is tested)."""
     names = [o["name"] for o in study.spec["objectives"]]
     tested = {t["id"]: t for t in study.pareto(split="test")}
-    headers = ["trial", "number", "baseline"]
+    front = study.pareto()
+    replicated = any(t.get("seeds") for t in front)
+    headers = ["trial", "number", "baseline"] + (["runs"] if replicated else [])
     for n in names:
         headers += [f"{n} (val)", f"{n} (test)"] if n in TESTED else [n]
+    headers.append("~best")
     rows = []
-    for t in study.pareto():
+    for t in front:
         row = [t["id"], t["number"], t.get("label") or ""]
+        if replicated:
+            row.append((t.get("seeds") or {}).get("runs", 1))
         for n in names:
             row.append(_with_interval(t, n))
             if n in TESTED:
                 row.append(_with_interval(tested.get(t["id"], {}), n))
+        tie = tested.get(t["id"], {}).get("tied_with_best")
+        tie = t.get("tied_with_best") if tie is None else tie
+        row.append("yes" if tie else "" if tie is None else "no")
         rows.append(row)
     if "trainable_params" in names:
         col = headers.index("trainable_params")

@@ -52,10 +52,13 @@ const axisTitle = (o) => `${o.name} (${o.direction === "maximize" ? "max ↑" : 
 // (feasible === false) are never on the front: grey crosses (trace "infeasible"), the reason in
 // their hover text. customdata = trial id, for clicks. In 2-D, a front point's share objectives
 // (accuracy, exact_match) carry their 95% interval on that split as error bars (/pareto's
-// intervals): points whose bars overlap are not told apart by the split.
+// intervals): points whose bars overlap are not told apart by the split. With replicates a
+// front point is its seed mean (its replicate runs are not plotted apart), and the points that
+// cannot be told apart from the best (tied_with_best) have a dark outline.
 export function paretoFigure({ complete, front, objectives, x, y, z = null, test = null }) {
   const frontIds = new Set(front.map((t) => t.id));
   const validationIntervals = new Map(front.map((t) => [t.id, t.intervals]));
+  complete = complete.filter((t) => t.kind !== "replicate");
   const infeasible = complete.filter((t) => t.feasible === false);
   complete = complete.filter((t) => t.feasible !== false);
   const dominated = complete.filter((t) => !frontIds.has(t.id) && t.kind !== "baseline");
@@ -79,7 +82,7 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
   const data = [
     point(dominated, "dominated", { color: COLORS.dominated, opacity: 0.35, size: oz ? 4 : 8 }),
     ...(infeasible.length ? [point(infeasible, "infeasible (violates a constraint)", { color: COLORS.infeasible, opacity: 0.6, symbol: oz ? "x" : "x-thin-open", size: oz ? 4 : 9, line: { color: COLORS.infeasible, width: 1.5 } })] : []),
-    point(front.filter((t) => t.kind !== "baseline"), "Pareto front", { color: COLORS.front, size: oz ? 5 : 11, line: { color: "#ffffff", width: 1 } }),
+    point(front.filter((t) => t.kind !== "baseline"), "Pareto front", { color: COLORS.front, size: oz ? 5 : 11, line: tieOutline(front.filter((t) => t.kind !== "baseline")) }),
   ];
   if (baselines.length) {
     const b = point(baselines, "baselines", { color: COLORS.accent, symbol: "diamond", size: oz ? 5 : 12, line: { color: "#ffffff", width: 1 } });
@@ -99,6 +102,14 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
     : { xaxis: { title: { text: axisTitle(ox) }, zeroline: false, gridcolor: "#e5e7eb" },
         yaxis: { title: { text: axisTitle(oy) }, zeroline: false, gridcolor: "#e5e7eb" }, hovermode: "closest" };
   return { data, layout };
+}
+
+// Marker outlines: dark and thick for points tied with the best at 95%, else thin white.
+function tieOutline(ts) {
+  return {
+    color: ts.map((t) => (t.tied_with_best ? "#111827" : "#ffffff")),
+    width: ts.map((t) => (t.tied_with_best ? 2.5 : 1)),
+  };
 }
 
 // Asymmetric error bars of objective o from each trial's own intervals (else the validation

@@ -95,6 +95,8 @@ export function hoverText(trial, objectives, maxLines = 14) {
     const range = iv ? ` (95%: ${fmt(iv.low)} – ${fmt(iv.high)}, ${iv.examples} examples)` : "";
     head.push(`${escapeHtml(o.name)}: ${escapeHtml(fmt(trial.values?.[o.name]) + range)}`);
   }
+  if (trial.seeds) head.push(`<i>mean of ${trial.seeds.runs} training seeds</i>`);
+  if (trial.tied_with_best === true) head.push("<i>not told apart from the best (95%)</i>");
   if (trial.feasible === false) head.push(`<i>infeasible: ${escapeHtml(trial.infeasible_reason || "violates a constraint")}</i>`);
   const cfg = condenseConfig(trial.config);
   const shown = cfg.slice(0, maxLines).map(([k, v]) => `${escapeHtml(k)} = ${escapeHtml(v.length > 60 ? v.slice(0, 57) + "…" : v)}`);

@@ -1,0 +1,333 @@
+"""Replay a study against the table: the service's own optimiser, early stopping, baselines and
+budget rules, with the trials' results looked up instead of trained.
+
+``replay(table, method, rep, budget)`` builds the study spec the service would store (its
+``validate_spec``: default optimiser, implicit baselines, MO-ASHA's ``max_step``), the optimiser
+the scheduler would build (``build_optimizer``), and runs the scheduler's loop on a simulated
+clock: ``max_parallel`` trials at a time, baselines first, new trials asked while the compute
+spent (epochs of ended and paused trials, plus what each run in flight is planned to train) is
+below ``max_epochs``, several asked at once when several slots free together; every report of a
+search trial goes through ``opt.report`` (MO-ASHA may stop it: told ``pruned`` at that report's
+values; with promotions it may pause it, and a paused trial the optimiser names is resumed
+before anything new is asked), the last one ends it (told ``complete``); paused trials the budget
+never resumed are told ``pruned`` at the end. Each report takes the same simulated time (the linear
+probe a third of an epoch's).
+
+Noise, as a live study sees it (``rep`` seeds all of it, the same for every method: paired):
+the validation examples are a bootstrap sample of the recorded split, fixed for the whole study;
+a candidate's first run uses a training seed drawn for it, a second run of it the next seed.
+
+What is scored: the front the study would answer (complete search trials and baselines,
+non-dominated on the values it saw), at the candidates' *true* values (seed-mean test accuracy at
+the report the trial reached, and trainable parameters), after every trial that ended.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from table import LORA_BASELINES, Table, _front_mask, hypervolume  # noqa: E402
+
+OBJECTIVES = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "trainable_params", "direction": "minimize"},
+]
+PROBE_TIME = 2.0 / 3.0  # reports' time of the probe: a third of an epoch at two reports an epoch
+
+
+@dataclass
+class Method:
+    """A study as a user would create it: the optimiser part of the spec (None: the service's
+    default) and its baselines (None: the implicit ones)."""
+
+    name: str
+    optimizer: dict | None = None
+    baselines: Any = None
+    space: str = "lora_per_layer"
+    extra: dict = field(default_factory=dict)  # more spec fields (e.g. max_parallel)
+    inform: bool = False  # baselines that are points of the space are told to the optimiser
+
+
+@dataclass
+class Ended:
+    """A trial as it ended in the replay."""
+
+    kind: str  # search | baseline
+    cid: str
+    report: int  # the last report it made (1-based)
+    state: str  # complete | pruned
+    accuracy: float  # the validation accuracy it was selected on
+    params: float
+    epochs: float  # epochs it trained
+    started_used: float  # compute counted when it started (spent + planned in flight)
+
+
+@dataclass
+class Result:
+    method: str
+    rep: int
+    budget: float
+    ended: list[Ended]
+    curve: list[tuple[float, float, float]]  # (compute spent, true HV, HV on what was seen)
+    asks: int = 0
+
+    def front(self) -> list[Ended]:
+        done = [e for e in self.ended if e.state == "complete"]
+        keep = _front_mask([(e.accuracy, e.params) for e in done])
+        return [e for e, k in zip(done, keep) if k]
+
+
+def study_spec(table: Table, method: Method, rep: int, budget: float) -> dict:
+    """The spec the service stores for this method's study (validated, normalised)."""
+    from autopeft.api.services.spec import validate_spec
+
+    return validate_spec(raw_spec(table, method, rep, budget))
+
+
+def raw_spec(table: Table, method: Method, rep: int, budget: float) -> dict:
+    """The study a user would create for this method (what ``POST /studies`` takes)."""
+    return {
+        "name": f"{table.task}/{method.name}/{rep}",
+        "space": method.space,
+        "objectives": OBJECTIVES,
+        "optimizer": method.optimizer,
+        "workload": dict(table.workload),
+        "max_trials": 100_000,
+        "max_parallel": 2,
+        "max_seconds": None,
+        "max_epochs": float(budget),
+        "seed": rep,
+        "baselines": method.baselines,
+        "num_layers": None,
+        "reference_point": None,
+        **method.extra,
+    }
+
+
+class _Noise:
+    """The repetition's draws: the validation bootstrap and each candidate's training seeds
+    (``exact``: the recorded split as it is and every candidate's first recorded seed: what a live
+    study with that seed saw)."""
+
+    def __init__(self, table: Table, rep: int, exact: bool = False):
+        rng = np.random.default_rng([rep, 7919])
+        self.val_index = (
+            np.arange(table.n_val) if exact else rng.integers(0, table.n_val, table.n_val)
+        )
+        self.first_seed = {
+            cid: 0 if exact else int(rng.integers(0, 1 << 16)) for cid in sorted(table.candidates)
+        }
+        self.runs: dict[str, int] = {}
+
+    def next_seed(self, cid: str) -> int:
+        n = self.runs.get(cid, 0)
+        self.runs[cid] = n + 1
+        return self.first_seed[cid] + n
+
+
+def replay(
+    table: Table,
+    method: Method,
+    rep: int,
+    budget: float,
+    spec: dict | None = None,
+    exact: bool = False,
+) -> Result:
+    from autopeft.api.services.spec import build_optimizer, build_space
+    from autopeft.trials.baselines import baseline_name
+
+    spec = spec or study_spec(table, method, rep, budget)
+    space = build_space(spec)
+    opt = build_optimizer(spec, space)
+    noise = _Noise(table, rep, exact)
+    todo = [baseline_name(b) for b in spec["baselines"]]
+    max_parallel = int(spec["max_parallel"])
+    limit = float(spec["max_epochs"])
+    max_trials = int(spec["max_trials"])
+    created = 0
+    clock, seq = 0.0, 0
+    events: list = []
+    running: dict[int, dict] = {}
+    paused: dict[int, dict] = {}  # optimiser id -> the run waiting at a rung
+    spent = 0.0
+    ended: list[Ended] = []
+    curve: list[tuple[float, float, float]] = []
+    asks = 0
+    ref_acc, ref_params = table.reference(_base_params(table))
+
+    def used() -> float:
+        return spent + sum(max(r["planned"], r["progress"]) for r in running.values())
+
+    def start(kind: str, cid: str, opt_id: int | None, resumed: dict | None = None) -> None:
+        nonlocal seq
+        c = table.candidates[cid]
+        seq += 1
+        run = resumed or {
+            "kind": kind,
+            "cid": cid,
+            "opt_id": opt_id,
+            "seed": noise.next_seed(cid),
+            "report": 0,
+            "trained": 0.0,  # epochs of earlier runs of this trial (paused, then resumed)
+            "started_used": used(),
+        }
+        run["planned"] = float(c.epochs[-1]) - run["trained"]
+        run["progress"] = 0.0
+        running[seq] = run
+        step = PROBE_TIME if c.reports == 1 and c.epochs[0] < 0.5 else 1.0
+        run["step_time"] = step
+        heapq.heappush(events, (clock + step, seq))
+
+    def fill() -> None:
+        nonlocal asks, created
+        while len(running) < max_parallel and used() < limit:
+            if todo and created < max_trials:
+                name = todo.pop(0)
+                if name in table.candidates:
+                    start("baseline", name, None)
+                    created += 1
+                continue
+            promoted = opt.promotion()
+            if promoted is not None:
+                opt.resume(promoted)
+                run = paused.pop(promoted)
+                start(run["kind"], run["cid"], promoted, run)
+                continue
+            n = min(max_parallel - len(running), max_trials - created)
+            if n <= 0:
+                return
+            for s in opt.ask(n):
+                asks += 1
+                created += 1
+                start("search", table.nearest(s.config), s.id)
+
+    fill()
+    while events:
+        clock, key = heapq.heappop(events)
+        run = running[key]
+        c = table.candidates[run["cid"]]
+        run["report"] += 1
+        k = run["report"]
+        run["progress"] = float(c.epochs[k - 1]) - run["trained"]
+        values = {
+            "accuracy": table.observed(run["cid"], run["seed"], k, noise.val_index),
+            "epoch": float(c.epochs[k - 1]),
+            "trainable_params": float(c.params),
+        }
+        last = k >= c.reports
+        state = None
+        if run["kind"] == "search":
+            decision = opt.report(run["opt_id"], k, values)
+            if last:
+                state = "complete"
+            elif decision == "pause":
+                state = "paused"
+            elif decision != "continue":
+                state = "pruned"
+            if state in ("complete", "pruned"):
+                opt.tell(run["opt_id"], values, state=state)
+        elif last:
+            state = "complete"
+            if method.inform and run["cid"] in LORA_BASELINES:  # a design point of the space
+                opt.add_trial(table.search_config(run["cid"]), values, "complete")
+        if state is None:
+            heapq.heappush(events, (clock + run["step_time"], key))
+            continue
+        del running[key]
+        spent += run["progress"]
+        if state == "paused":
+            run["trained"] += run["progress"]
+            run["values"] = values
+            paused[run["opt_id"]] = run
+            fill()
+            continue
+        ended.append(
+            Ended(
+                run["kind"],
+                run["cid"],
+                k,
+                state,
+                values["accuracy"],
+                values["trainable_params"],
+                run["trained"] + run["progress"],
+                run["started_used"],
+            )
+        )
+        curve.append((spent, *_hvs(table, ended, ref_acc, ref_params)))
+        fill()
+    for opt_id, run in paused.items():  # the budget ended first: pruned where they waited
+        opt.tell(opt_id, run["values"], state="pruned")
+        ended.append(
+            Ended(
+                run["kind"],
+                run["cid"],
+                run["report"],
+                "pruned",
+                run["values"]["accuracy"],
+                run["values"]["trainable_params"],
+                run["trained"],
+                run["started_used"],
+            )
+        )
+    return Result(method.name, rep, limit, ended, curve, asks)
+
+
+def _hvs(
+    table: Table, ended: list[Ended], ref_acc: float, ref_params: float
+) -> tuple[float, float]:
+    """(true HV, seen HV) of the front selected on what was seen."""
+    done = [e for e in ended if e.state == "complete"]
+    if not done:
+        return 0.0, 0.0
+    keep = _front_mask([(e.accuracy, e.params) for e in done])
+    chosen = [e for e, k in zip(done, keep) if k]
+    truth = [(table.candidates[e.cid].truth(e.report), e.params) for e in chosen]
+    seen = [(e.accuracy, e.params) for e in chosen]
+    return hypervolume(truth, ref_acc, ref_params), hypervolume(seen, ref_acc, ref_params)
+
+
+_BASE: dict[str, int] = {}
+
+
+def _base_params(table: Table) -> int:
+    """The model's parameter count (the reference point's 2% is of it)."""
+    if table.task not in _BASE:
+        full = table.candidates.get("full_finetune")
+        if full is not None:
+            _BASE[table.task] = full.params
+        else:  # a table still without its full fine-tuning runs: count the model on meta
+            import json
+
+            from autopeft.models import load_model_config
+            from autopeft.peft.memory import _model_bytes
+
+            cfg = load_model_config(table.workload["model"])
+            _BASE[table.task] = _model_bytes(json.dumps(cfg.to_dict()), "classification", 3)[1]
+    return _BASE[table.task]
+
+
+def best_hv(table: Table) -> float:
+    """HV of the best front the table allows: every candidate at its last report, true values."""
+    ref_acc, ref_params = table.reference(_base_params(table))
+    return hypervolume(table.best_points(), ref_acc, ref_params)
+
+
+def compute_to_reach(result: Result, target: float) -> float:
+    """Compute spent when the true HV first reached ``target`` (inf: never)."""
+    for spent, hv, _ in result.curve:
+        if hv >= target - 1e-12:
+            return spent
+    return math.inf

@@ -1,0 +1,184 @@
+"""The recorded table of a task, loaded for replay (``build.py`` writes it, ``table_search.py`` and
+``replay.py`` read it).
+
+``Table.load(task)`` gives, per candidate: its config, trainable parameters, and for each recorded
+training seed the validation correctness bits and the test accuracy at every report. What the
+replay needs from it:
+
+* ``observed(cid, seed, report, val_index)``: the validation accuracy a live study would have seen
+  for that run at that report on the validation examples ``val_index`` (a bootstrap of the
+  recorded split: each repetition of a replay sees a validation set of the same size drawn anew,
+  the noise of a finite split);
+* ``truth(cid, report)``: the seed-mean test accuracy at that report (what a selected point is
+  really worth);
+* ``nearest(config)``: the search candidate closest to a config in the space's unit-cube encoding
+  (the 1-nearest-neighbour surrogate of tabular benchmarks: Syne Tune's blackbox repository does
+  the same for configs off its table).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from real_search import _front_mask, hypervolume  # noqa: E402, F401  (the same front maths)
+
+DATA = HERE / "data"
+#: LoRA baselines that are also points of ``lora_per_layer`` (the same rank in every layer, lr
+#: 2e-3): searched configs may land on them
+LORA_BASELINES = {"lora_r4": 4, "lora_r8": 8, "lora_r16": 16}
+#: how many seconds a report of a run takes in the simulated clock (all LoRA runs alike)
+REPORT_TIME = 1.0
+
+
+def _unpack(text: str, n: int) -> np.ndarray:
+    import base64
+
+    raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    return np.unpackbits(raw)[:n].astype(bool)
+
+
+@dataclass
+class Candidate:
+    id: str
+    kind: str  # "sobol" | "baseline"
+    config: dict[str, Any]
+    params: int
+    seeds: list[int]
+    epochs: np.ndarray  # (R,) epoch at each report
+    val_bits: np.ndarray  # (S, R, n_val) bool
+    val_acc: np.ndarray  # (S, R) on the whole recorded split
+    test_acc: np.ndarray  # (S, R)
+    wall_s: float = 0.0
+
+    @property
+    def reports(self) -> int:
+        return len(self.epochs)
+
+    def truth(self, report: int) -> float:
+        """Seed-mean test accuracy after report ``report`` (1-based; clipped to the last)."""
+        r = min(max(report, 1), self.reports) - 1
+        return float(self.test_acc[:, r].mean())
+
+
+@dataclass
+class Table:
+    task: str
+    workload: dict[str, Any]
+    n_val: int
+    n_test: int
+    majority_test: float
+    candidates: dict[str, Candidate]
+    search_ids: list[str] = field(default_factory=list)
+    _X: np.ndarray | None = None
+    space: Any = None
+
+    @classmethod
+    def load(cls, task: str, data: Path = DATA, min_seeds: int = 1) -> Table:
+        meta = json.loads((data / f"{task}.meta.json").read_text())
+        n_val, n_test = len(meta["val_index"]), len(meta["test_index"])
+        labels = np.asarray(meta["test_labels"])
+        majority = float(np.bincount(labels).max() / len(labels))
+        rows: dict[str, dict[int, dict]] = {}
+        for line in (data / f"{task}.runs.jsonl").read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.setdefault(row["candidate"], {})[int(row["seed"])] = row
+        cands = {}
+        for c in meta["candidates"]:
+            runs = rows.get(c["id"], {})
+            if len(runs) < min_seeds:
+                continue
+            seeds = sorted(runs)
+            first = runs[seeds[0]]
+            n_rep = min(len(runs[s]["reports"]) for s in seeds)
+            cands[c["id"]] = Candidate(
+                id=c["id"],
+                kind=c["kind"],
+                config=c["config"],
+                params=int(first["trainable_params"]),
+                seeds=seeds,
+                epochs=np.array([r["epoch"] for r in first["reports"][:n_rep]], float),
+                val_bits=np.stack(
+                    [
+                        np.stack(
+                            [_unpack(r["val_bits"], n_val) for r in runs[s]["reports"][:n_rep]]
+                        )
+                        for s in seeds
+                    ]
+                ),
+                val_acc=np.array(
+                    [[r["accuracy"] for r in runs[s]["reports"][:n_rep]] for s in seeds]
+                ),
+                test_acc=np.array(
+                    [[r["test_accuracy"] for r in runs[s]["reports"][:n_rep]] for s in seeds]
+                ),
+                wall_s=float(np.mean([runs[s]["wall_s"] for s in seeds])),
+            )
+        table = cls(task, meta["workload"], n_val, n_test, majority, cands)
+        table.search_ids = [
+            cid for cid, c in cands.items() if c.kind == "sobol" or cid in LORA_BASELINES
+        ]
+        return table
+
+    # -- the search space and the projection of configs onto candidates ------------------------
+    def search_config(self, cid: str) -> dict[str, Any]:
+        """A candidate as a config of the task's space (a LoRA baseline spelled per layer)."""
+        c = self.candidates[cid]
+        if c.kind == "sobol":
+            return dict(c.config)
+        space = self.load_space()
+        layers = sum(1 for p in space.params if p.name.startswith("lora.rank."))
+        config = {k: v for k, v in space.default_config().items()}
+        config.update({f"lora.rank.{i}": LORA_BASELINES[cid] for i in range(layers)})
+        config["lr"] = c.config["lr"]
+        return space.validate(config)
+
+    def load_space(self):
+        """``lora_per_layer`` for the task's model."""
+        if self.space is None:
+            from autopeft import load_space
+            from autopeft.models import load_model_config
+
+            self.space = load_space(
+                "lora_per_layer", model_config=load_model_config(self.workload["model"])
+            )
+        return self.space
+
+    def nearest(self, config: dict[str, Any]) -> str:
+        """The search candidate nearest to ``config`` (Euclidean, in the space's unit cube)."""
+        space = self.load_space()
+        if self._X is None:
+            self._X = np.stack([space.encode(self.search_config(c)) for c in self.search_ids])
+        x = space.encode(space.validate(config))
+        return self.search_ids[int(np.argmin(((self._X - x) ** 2).sum(axis=1)))]
+
+    # -- values -------------------------------------------------------------------------------
+    def observed(self, cid: str, seed_slot: int, report: int, val_index: np.ndarray) -> float:
+        """Validation accuracy of run ``seed_slot`` (an index into the candidate's seeds, taken
+        modulo their number) at ``report`` (1-based) on the examples ``val_index``."""
+        c = self.candidates[cid]
+        bits = c.val_bits[seed_slot % len(c.seeds), min(report, c.reports) - 1]
+        return float(bits[val_index].mean())
+
+    def truth_front(self, ids_reports: list[tuple[str, int]]) -> list[tuple[float, float]]:
+        """(truth accuracy, params) of ``(candidate, report)`` points."""
+        return [
+            (self.candidates[c].truth(r), float(self.candidates[c].params)) for c, r in ids_reports
+        ]
+
+    def best_points(self) -> list[tuple[float, float]]:
+        """Every candidate at its last report, truth values: the best front the table allows."""
+        return [(c.truth(c.reports), float(c.params)) for c in self.candidates.values()]
+
+    def reference(self, base_params: int, pct: float = 2.0) -> tuple[float, float]:
+        """Hypervolume reference point: the test split's majority-class accuracy and ``pct``% of
+        the model's parameters (``benchmarks/real_search.py``'s rule)."""
+        return self.majority_test, base_params * pct / 100.0

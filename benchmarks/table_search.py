@@ -1,0 +1,313 @@
+"""Search quality on the real-run PEFT table (issue 30): every method replayed many times against
+the same recorded trials (``benchmarks/peft_table``), scored by the true value of what it selects.
+
+Each repetition of a method is a study replayed with the service's own parts
+(``peft_table/replay.py``): the spec ``validate_spec`` stores, the optimiser ``build_optimizer``
+builds, its MO-ASHA, the implicit baselines, the ``max_epochs`` budget, two trials at a time. The
+repetition's noise (a bootstrap of the validation split, the training seed of each candidate's
+runs) is the same for every method (paired). Scored:
+
+* the **true hypervolume** of the front it selected on the values it saw: the selected points'
+  seed-mean test accuracy at the report they reached, against trainable parameters; reference
+  point: the test split's majority class, 2% of the model's parameters (as ``real_search.py``);
+* the compute (trial-epochs) until that true HV first reached 95% of the table's best front HV
+  (every candidate at its last report);
+* whether the front weakly dominates every hand-picked point (the table's baselines, full
+  fine-tuning among them) at true values.
+
+    .venv/bin/python benchmarks/table_search.py                  # every task, method and budget
+    .venv/bin/python benchmarks/table_search.py --report-only    # the GOAL lines from the summary
+    .venv/bin/python benchmarks/table_search.py --tasks tweets --methods random default --reps 5
+
+Each replayed study is cached in ``benchmarks/results/table_search_runs.jsonl`` (not committed:
+a rerun replays only what is missing); the summary, with every repetition's numbers, is
+``benchmarks/results/table_search.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "peft_table"))
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from replay import Method, Result, best_hv, compute_to_reach, replay  # noqa: E402
+from table import Table  # noqa: E402
+
+RESULTS = HERE / "results"
+TASKS = ("tweets", "bbc_news")
+BUDGETS = (12, 24, 48)
+REPS = 30
+REACH = 0.95
+HANDPICKED = ("linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune")
+OPTUNA = ("tpe", "gp", "nsga2")
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        # what a study gets with no optimiser named (the service's default, implicit probe)
+        Method("default"),
+        Method("mobo", {"name": "mobo"}),
+        Method("mobo+moasha", {"name": "mobo", "options": {"early_stopping": {"kind": "moasha"}}}),
+        Method("random", {"name": "random"}),
+        Method("tpe", {"name": "tpe"}),
+        Method("gp", {"name": "gp"}),
+        Method("nsga2", {"name": "nsga2"}),
+    ]
+}
+
+
+# -- running -----------------------------------------------------------------------------------
+_TABLES: dict[str, Table] = {}
+
+
+def _table(task: str) -> Table:
+    if task not in _TABLES:
+        _TABLES[task] = Table.load(task)
+    return _TABLES[task]
+
+
+def _job(task: str, method: str, budget: int, rep: int) -> dict:
+    table = _table(task)
+    t0 = time.time()
+    result = replay(table, METHODS[method], rep, budget)
+    return {
+        "task": task,
+        "method": method,
+        "budget": budget,
+        "rep": rep,
+        "seconds": round(time.time() - t0, 2),
+        **score(table, result),
+    }
+
+
+def score(table: Table, result: Result) -> dict:
+    """The numbers of one replayed study (see the module docstring)."""
+    front = result.front()
+    points = [(table.candidates[e.cid].truth(e.report), e.params) for e in front]
+    hand = [
+        (table.candidates[h].truth(table.candidates[h].reports), float(table.candidates[h].params))
+        for h in HANDPICKED
+        if h in table.candidates
+    ]
+    dominated = [any(a >= ha - 1e-12 and p <= hp for a, p in points) for ha, hp in hand]
+    return {
+        "hv_true": result.curve[-1][1] if result.curve else 0.0,
+        "hv_seen": result.curve[-1][2] if result.curve else 0.0,
+        "compute": result.curve[-1][0] if result.curve else 0.0,
+        "reach": compute_to_reach(result, REACH * best_hv(table)),
+        "dominates_handpicked": all(dominated),
+        "handpicked_dominated": sum(dominated),
+        "front": [[e.cid, e.report, round(e.accuracy, 4), t[0]] for e, t in zip(front, points)],
+        "trials": len(result.ended),
+        "pruned": sum(e.state == "pruned" for e in result.ended),
+        "curve": [[round(c, 3), round(h, 1)] for c, h, _ in result.curve],
+    }
+
+
+def run_all(args) -> list[dict]:
+    cache = Path(args.cache)
+    rows = []
+    if cache.exists():
+        rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
+    done = {(r["task"], r["method"], r["budget"], r["rep"]) for r in rows}
+    jobs = [
+        (task, method, budget, rep)
+        for task in args.tasks
+        for budget in args.budgets
+        for rep in range(args.reps)
+        for method in args.methods
+        if (task, method, budget, rep) not in done
+    ]
+    print(f"{len(done)} replays cached, {len(jobs)} to run", flush=True)
+    if jobs:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor(max_workers=args.workers) as pool, cache.open("a") as fh:
+            for i, row in enumerate(pool.map(_job, *zip(*jobs), chunksize=1)):
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+                rows.append(row)
+                if (i + 1) % 25 == 0:
+                    print(f"  {i + 1}/{len(jobs)}", flush=True)
+    wanted = set(args.methods)
+    return [r for r in rows if r["task"] in args.tasks and r["method"] in wanted]
+
+
+# -- analysis ----------------------------------------------------------------------------------
+def _mean(xs):
+    xs = list(xs)
+    return statistics.fmean(xs) if xs else float("nan")
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else float("nan")
+
+
+def summarise(rows: list[dict], tasks, budgets) -> dict:
+    out: dict = {}
+    for task in tasks:
+        table = _table(task)
+        out[task] = {"best_hv": best_hv(table), "methods": {}}
+        by = {}
+        for r in rows:
+            if r["task"] == task:
+                by.setdefault(r["method"], {}).setdefault(r["budget"], []).append(r)
+        for method, per_budget in by.items():
+            m = out[task]["methods"][method] = {}
+            for budget, rs in sorted(per_budget.items()):
+                rs = sorted(rs, key=lambda r: r["rep"])
+                hv = [r["hv_true"] for r in rs]
+                m[str(budget)] = {
+                    "reps": len(rs),
+                    "hv_true_mean": _mean(hv),
+                    "hv_true_sd": statistics.stdev(hv) if len(hv) > 1 else 0.0,
+                    "hv_true_worst": min(hv),
+                    "hv_seen_mean": _mean(r["hv_seen"] for r in rs),
+                    "reach_median": _median(r["reach"] for r in rs),
+                    "reached": sum(math.isfinite(r["reach"]) for r in rs),
+                    "dominates_share": _mean(r["dominates_handpicked"] for r in rs),
+                    "compute_mean": _mean(r["compute"] for r in rs),
+                    "hv_true": hv,
+                    "reach": [r["reach"] for r in rs],
+                }
+    return out
+
+
+def _paired(summary: dict, task: str, a: str, b: str, budget: int) -> tuple[float, float, int]:
+    """Mean and standard error of a - b over the repetitions both have, and how many."""
+    ma = summary[task]["methods"].get(a, {}).get(str(budget))
+    mb = summary[task]["methods"].get(b, {}).get(str(budget))
+    if not ma or not mb:
+        return float("nan"), float("nan"), 0
+    d = [x - y for x, y in zip(ma["hv_true"], mb["hv_true"])]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return _mean(d), se, len(d)
+
+
+def goals(summary: dict, tasks, budgets, default: str = "default") -> list[str]:
+    lines = []
+    for task in tasks:
+        methods = summary[task]["methods"]
+        if default not in methods:
+            continue
+        best = summary[task]["best_hv"]
+        others = [m for m in methods if m != default]
+        for budget in budgets:
+            worse = []
+            for m in others:
+                mean, se, n = _paired(summary, task, default, m, budget)
+                if n and mean < 0:
+                    worse.append(f"{m} {mean:+.0f} ± {se:.0f}")
+            d = methods[default].get(str(budget), {})
+            lines.append(
+                f"GOAL {task} true HV at {budget} epochs >= every method (paired mean): "
+                f"{'met' if not worse else 'not met'} (default {d.get('hv_true_mean', float('nan')):,.0f}"
+                f"{'; below: ' + ', '.join(worse) if worse else ''})"
+            )
+        top = str(max(budgets))
+        reach = {m: methods[m][top]["reach_median"] for m in methods if top in methods[m]}
+        dr = reach.get(default, math.inf)
+        rr = reach.get("random", math.inf)
+        opt = {m: reach[m] for m in OPTUNA if m in reach}
+        best_opt = min(opt, key=opt.get) if opt else None
+        ok_r = dr <= 0.5 * rr
+        ok_o = best_opt is None or dr <= 0.7 * opt[best_opt]
+        lines.append(
+            f"GOAL {task} compute to 95% of the best HV <= 50% of random's and <= 70% of the best "
+            f"Optuna sampler's (medians, {top}-epoch budget): {'met' if ok_r and ok_o else 'not met'} "
+            f"(default {dr:g}, random {rr:g}"
+            + (f", {best_opt} {opt[best_opt]:g}" if best_opt else "")
+            + f"; reached in {methods[default][top]['reached']}/{methods[default][top]['reps']} "
+            f"repetitions; best HV {best:,.0f})"
+        )
+        share = methods[default][top]["dominates_share"]
+        lines.append(
+            f"GOAL {task} front weakly dominates every hand-picked point in >= 80% of repetitions "
+            f"at {top} epochs: {'met' if share >= 0.8 else 'not met'} ({share:.0%})"
+        )
+    return lines
+
+
+def print_table(summary: dict, tasks, budgets) -> None:
+    for task in tasks:
+        print(f"\n{task}: best front HV {summary[task]['best_hv']:,.0f}")
+        print(
+            "| method | "
+            + " | ".join(f"HV {b} (mean ± sd, worst)" for b in budgets)
+            + " | compute to 95% (median, reached) | dominates hand-picked |"
+        )
+        print("| --- " * (len(budgets) + 3) + "|")
+        for method, per in summary[task]["methods"].items():
+            cells = []
+            for b in budgets:
+                d = per.get(str(b))
+                cells.append(
+                    f"{d['hv_true_mean']:,.0f} ± {d['hv_true_sd']:,.0f}, {d['hv_true_worst']:,.0f}"
+                    if d
+                    else "-"
+                )
+            top = per.get(str(max(budgets)))
+            reach = f"{top['reach_median']:g}, {top['reached']}/{top['reps']}" if top else "-"
+            dom = f"{top['dominates_share']:.0%}" if top else "-"
+            print(f"| {method} | " + " | ".join(cells) + f" | {reach} | {dom} |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
+    ap.add_argument("--reps", type=int, default=REPS)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--cache", default=str(RESULTS / "table_search_runs.jsonl"))
+    ap.add_argument("--out", default=str(RESULTS / "table_search.json"))
+    args = ap.parse_args(argv)
+    if args.report_only:
+        summary = json.loads(Path(args.out).read_text())
+        tasks = [t for t in args.tasks if t in summary["summary"]]
+        print_table(summary["summary"], tasks, args.budgets)
+        for line in goals(summary["summary"], tasks, args.budgets):
+            print(line)
+        return 0
+    rows = run_all(args)
+    summary = summarise(rows, args.tasks, args.budgets)
+    print_table(summary, args.tasks, args.budgets)
+    lines = goals(summary, args.tasks, args.budgets)
+    for line in lines:
+        print(line)
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "settings": {
+                    "tasks": args.tasks,
+                    "budgets": args.budgets,
+                    "reps": args.reps,
+                    "reach": REACH,
+                    "methods": {m: vars(METHODS[m]) for m in args.methods},
+                },
+                "summary": summary,
+                "goals": lines,
+            },
+            indent=1,
+            default=float,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

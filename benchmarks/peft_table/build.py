@@ -2,6 +2,7 @@
 seeds, validation and test correctness recorded at every report (``record.py``).
 
     .venv/bin/python benchmarks/peft_table/build.py --task tweets            # all of it (~3-4 h, 2 cores)
+    .venv/bin/python benchmarks/peft_table/build.py --task bbc_news
     .venv/bin/python benchmarks/peft_table/build.py --task tweets --minutes 60   # an hour's worth, then stop
     .venv/bin/python benchmarks/peft_table/build.py --status
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tasks import DATA, N_SOBOL, SEEDS, TASKS, candidates  # noqa: E402
+from tasks import DATA, SEEDS, TASKS, candidates  # noqa: E402
 
 
 def runs_path(task: str, data: Path = DATA) -> Path:
@@ -82,6 +83,19 @@ def _write_meta(task: str, workload: dict, cands: list[dict], run: dict, data: P
     meta_path(task, data).write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def _add_candidates(task: str, cands: list[dict], data: Path) -> None:
+    """A table built before with fewer candidates lists the new ones too (in build order)."""
+    path = meta_path(task, data)
+    if not path.exists():
+        return
+    meta = json.loads(path.read_text())
+    known = {c["id"] for c in meta["candidates"]}
+    new = [{k: c[k] for k in ("id", "kind", "config")} for c in cands if c["id"] not in known]
+    if new:
+        meta["candidates"] += new
+        path.write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def _versions() -> dict[str, str]:
     import platform
 
@@ -113,6 +127,7 @@ def record(
     """Train every ``(candidate, seed)`` not yet in ``data/<task>.runs.jsonl`` (seed-major) and
     append each run as it ends; ``cands``: ``[{"id", "kind", "config", "workload"}]``."""
     data.mkdir(parents=True, exist_ok=True)
+    _add_candidates(task, cands, data)
     done = done_runs(task, data)
     todo = [(c, s) for s in seeds for c in cands if (c["id"], s) not in done]
     print(f"{task}: {len(done)} runs recorded, {len(todo)} to go", flush=True)
@@ -158,7 +173,7 @@ def status() -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=list(TASKS), action="append")
-    ap.add_argument("--n-sobol", type=int, default=N_SOBOL)
+    ap.add_argument("--n-sobol", type=int, help="Sobol candidates (default: tasks.N_SOBOL)")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--minutes", type=float, help="start no run after this many minutes")

@@ -59,13 +59,15 @@ class Method:
     space: str = "lora_per_layer"
     extra: dict = field(default_factory=dict)  # more spec fields (e.g. max_parallel)
     inform: bool = False  # baselines that are points of the space are told to the optimiser
+    replicates: int = 1  # spec.replicates: the front's candidates run again with more seeds
+    portfolio: int = 0  # warm start from this many configs chosen on the *other* task's table
 
 
 @dataclass
 class Ended:
     """A trial as it ended in the replay."""
 
-    kind: str  # search | baseline
+    kind: str  # search | baseline | replicate
     cid: str
     report: int  # the last report it made (1-based)
     state: str  # complete | pruned
@@ -73,6 +75,7 @@ class Ended:
     params: float
     epochs: float  # epochs it trained
     started_used: float  # compute counted when it started (spent + planned in flight)
+    root: int = -1  # a replicate's: the index of the trial it repeats (in ``Result.ended``)
 
 
 @dataclass
@@ -85,9 +88,9 @@ class Result:
     asks: int = 0
 
     def front(self) -> list[Ended]:
-        done = [e for e in self.ended if e.state == "complete"]
-        keep = _front_mask([(e.accuracy, e.params) for e in done])
-        return [e for e, k in zip(done, keep) if k]
+        """The candidates the study answers with: complete trials selected on the mean of their
+        runs (with replicates; else their one value), each as its own trial."""
+        return [e for e, _ in _select(self.ended)]
 
 
 def study_spec(table: Table, method: Method, rep: int, budget: float) -> dict:
@@ -162,6 +165,7 @@ def replay(
     events: list = []
     running: dict[int, dict] = {}
     paused: dict[int, dict] = {}  # optimiser id -> the run waiting at a rung
+    ran: set[str] = set()  # candidates this study's search ran (an ask maps to an unrun one)
     spent = 0.0
     ended: list[Ended] = []
     curve: list[tuple[float, float, float]] = []
@@ -212,7 +216,9 @@ def replay(
             for s in opt.ask(n):
                 asks += 1
                 created += 1
-                start("search", table.nearest(s.config), s.id)
+                cid = table.nearest(s.config, ran)
+                ran.add(cid)
+                start("search", cid, s.id)
 
     fill()
     while events:
@@ -282,20 +288,65 @@ def replay(
                 run["started_used"],
             )
         )
+    if method.replicates > 1:  # the search ended: its front's candidates get more seeds
+        spent = _replicate(table, method.replicates, ended, noise, spent)
+        curve.append((spent, *_hvs(table, ended, ref_acc, ref_params)))
     return Result(method.name, rep, limit, ended, curve, asks)
+
+
+def _replicate(table: Table, k: int, ended: list[Ended], noise, spent: float) -> float:
+    """Run the front's candidates again until each has ``k`` runs (re-selecting after each
+    round, as the scheduler does); returns the compute spent with them."""
+    for _ in range(24):
+        todo = []
+        for root, _ in _select(ended):
+            i = next(j for j, e in enumerate(ended) if e is root)
+            have = 1 + sum(1 for e in ended if e.kind == "replicate" and e.root == i)
+            todo += [(i, root)] * (k - have)
+        if not todo:
+            break
+        for i, root in todo:
+            c = table.candidates[root.cid]
+            seed = noise.next_seed(root.cid)
+            acc = table.observed(root.cid, seed, c.reports, noise.val_index)
+            ended.append(
+                Ended(
+                    "replicate",
+                    root.cid,
+                    c.reports,
+                    "complete",
+                    acc,
+                    root.params,
+                    float(c.epochs[-1]),
+                    spent,
+                    i,
+                )
+            )
+            spent += float(c.epochs[-1])
+    return spent
+
+
+def _select(ended: list[Ended]) -> list[tuple[Ended, float]]:
+    """The front selected on what was seen: ``(trial, mean validation accuracy of its runs)`` of
+    the complete trials that are not replicates, each with its replicates' values averaged in."""
+    runs: dict[int, list[float]] = {}
+    for i, e in enumerate(ended):
+        if e.state == "complete":
+            runs.setdefault(i if e.kind != "replicate" else e.root, []).append(e.accuracy)
+    roots = [(ended[i], sum(v) / len(v)) for i, v in runs.items() if ended[i].state == "complete"]
+    keep = _front_mask([(acc, e.params) for e, acc in roots])
+    return [r for r, k in zip(roots, keep) if k]
 
 
 def _hvs(
     table: Table, ended: list[Ended], ref_acc: float, ref_params: float
 ) -> tuple[float, float]:
     """(true HV, seen HV) of the front selected on what was seen."""
-    done = [e for e in ended if e.state == "complete"]
-    if not done:
+    chosen = _select(ended)
+    if not chosen:
         return 0.0, 0.0
-    keep = _front_mask([(e.accuracy, e.params) for e in done])
-    chosen = [e for e, k in zip(done, keep) if k]
-    truth = [(table.candidates[e.cid].truth(e.report), e.params) for e in chosen]
-    seen = [(e.accuracy, e.params) for e in chosen]
+    truth = [(table.candidates[e.cid].truth(e.report), e.params) for e, _ in chosen]
+    seen = [(acc, e.params) for e, acc in chosen]
     return hypervolume(truth, ref_acc, ref_params), hypervolume(seen, ref_acc, ref_params)
 
 

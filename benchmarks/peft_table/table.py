@@ -11,9 +11,11 @@ replay needs from it:
   the noise of a finite split);
 * ``truth(cid, report)``: the seed-mean test accuracy at that report (what a selected point is
   really worth);
-* ``nearest(config)``: the search candidate closest to a config in the space's unit-cube encoding
-  (the 1-nearest-neighbour surrogate of tabular benchmarks: Syne Tune's blackbox repository does
-  the same for configs off its table).
+* ``nearest(config, exclude)``: the search candidate closest to a config in the space's
+  unit-cube encoding, among those not in ``exclude`` (the replay excludes the candidates a study
+  already ran, so a step next to a good point runs its nearest unrun neighbour instead of the
+  same candidate again: a finite table's stand-in for the configs around it; tabular benchmarks
+  such as Syne Tune's blackbox repository answer configs off the table by nearest neighbour too).
 """
 
 from __future__ import annotations
@@ -152,13 +154,18 @@ class Table:
             )
         return self.space
 
-    def nearest(self, config: dict[str, Any]) -> str:
-        """The search candidate nearest to ``config`` (Euclidean, in the space's unit cube)."""
+    def nearest(self, config: dict[str, Any], exclude: set[str] | frozenset = frozenset()) -> str:
+        """The search candidate nearest to ``config`` (Euclidean, in the space's unit cube), not
+        one of ``exclude`` while any other is left."""
         space = self.load_space()
         if self._X is None:
             self._X = np.stack([space.encode(self.search_config(c)) for c in self.search_ids])
         x = space.encode(space.validate(config))
-        return self.search_ids[int(np.argmin(((self._X - x) ** 2).sum(axis=1)))]
+        d = ((self._X - x) ** 2).sum(axis=1)
+        allowed = np.array([c not in exclude for c in self.search_ids])
+        if allowed.any():
+            d = np.where(allowed, d, np.inf)
+        return self.search_ids[int(np.argmin(d))]
 
     # -- values -------------------------------------------------------------------------------
     def observed(self, cid: str, seed_slot: int, report: int, val_index: np.ndarray) -> float:

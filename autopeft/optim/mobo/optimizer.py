@@ -149,11 +149,14 @@ class MOBOOptimizer(BaseOptimizer):
         self._hypers: dict[str, dict] = {}  # per prior, the last fit's (warm_start_hypers)
         self._codec = Codec(space)
 
-    def _check_trust_region(self, space) -> bool:
+    def _check_trust_region(self, space) -> bool | str:
         o = self.options
-        if o["trust_region"] != "auto" and not isinstance(o["trust_region"], bool):
+        if o["trust_region"] not in ("auto", "alternate") and not isinstance(
+            o["trust_region"], bool
+        ):
             raise InvalidConfig(
-                f"must be 'auto', true or false, got {o['trust_region']!r}", "trust_region"
+                f"must be 'auto', 'alternate', true or false, got {o['trust_region']!r}",
+                "trust_region",
             )
         size = o["trust_region_size"]
         if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 0.5:
@@ -161,7 +164,7 @@ class MOBOOptimizer(BaseOptimizer):
                 f"must be a number in (0, 0.5] (a half-width in the unit cube), got {size!r}",
                 "trust_region_size",
             )
-        if o["trust_region"] is True and not self._continuous:
+        if o["trust_region"] in (True, "alternate") and not self._continuous:
             raise InvalidConfig(
                 "applies only to purely continuous spaces without known objectives or known "
                 "constraints (other spaces use the candidate pool and local search)",
@@ -169,7 +172,13 @@ class MOBOOptimizer(BaseOptimizer):
             )
         if o["trust_region"] == "auto":
             return self._continuous and space.dim > self.TRUST_REGION_MIN_DIM
-        return bool(o["trust_region"])
+        return o["trust_region"] if o["trust_region"] == "alternate" else bool(o["trust_region"])
+
+    def _in_region(self, number: int) -> bool:
+        """Whether suggestion ``number`` searches a trust region (``"alternate"``: odd ones)."""
+        if self._trust_region == "alternate":
+            return number % 2 == 1
+        return bool(self._trust_region)
 
     def _suggest(self, n, first_number):
         states = ("complete", "pruned") if self.options["use_pruned"] else ("complete",)
@@ -290,8 +299,9 @@ class MOBOOptimizer(BaseOptimizer):
             front_X = X[
                 torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])
             ]
-            ls = lengthscales(model, self.space.dim) if self._trust_region else None
-            if self._trust_region:
+            regional = any(self._in_region(first_number + j) for j in range(n))
+            ls = lengthscales(model, self.space.dim) if regional else None
+            if regional:
                 self.last_info["method"] = "optimize_acqf in a trust region"
             for j in range(n):
                 chosen.append(
@@ -329,7 +339,7 @@ class MOBOOptimizer(BaseOptimizer):
         :func:`trust_region` (lengthscales ``ls``) around one of them when that is on."""
         o = self.options
         region = None
-        if self._trust_region:
+        if self._in_region(number):
             rng = self.rng(number, "trust_region")
             region = trust_region(front_X, ls, rng, float(o["trust_region_size"]))
         x = optimize_continuous(

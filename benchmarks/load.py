@@ -124,7 +124,14 @@ def run_locust(user_class: str, host: str, users: int, duration: int, context: P
         "--exit-code-on-error",
         "0",
     ]
-    subprocess.run(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, timeout=duration + 180)
+    subprocess.run(
+        cmd,
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # its own summary table: ours is below
+        timeout=duration + 180,
+    )
     tally = json.loads(out.read_text())
     return summarise(tally)
 
@@ -213,10 +220,14 @@ def bench_bare(args, work: Path) -> dict:
     return out
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
 def _print_row(what: str, users: int, row: dict) -> None:
     print(
         f"| {what} | {users} | {row['answers_per_s']} | {row['ok_per_s']} | "
-        f"{row['accepted_poll_p50_ms']} | {row['accepted_poll_p99_ms']} | {row['n_503']} | "
+        f"{_ms(row['accepted_poll_p50_ms'])} | {_ms(row['accepted_poll_p99_ms'])} | {row['n_503']} | "
         f"{row['n_5xx_not_503']} | {sum(row['connection_errors'].values())} |",
         flush=True,
     )

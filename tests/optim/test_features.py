@@ -400,12 +400,17 @@ def test_mobo_trust_region_options_are_checked_and_auto_follows_the_dimension(mi
     assert create_optimizer("mobo", _unit_space(7), two)._trust_region
     assert not create_optimizer("mobo", _unit_space(12), two, trust_region=False)._trust_region
     assert create_optimizer("mobo", _unit_space(2), two, trust_region=True)._trust_region
+    with pytest.raises(InvalidConfig, match="trust_region"):
+        create_optimizer("mobo", mixed_space, OBJ, trust_region="alternate")
+    alternate = create_optimizer("mobo", _unit_space(4), two, trust_region="alternate")
+    assert [alternate._in_region(n) for n in range(4)] == [False, True, False, True]
 
 
-@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("on", [True, False, "alternate"])
 def test_mobo_trust_region_keeps_the_search_in_a_box_around_a_pareto_point(on):
     """An acquisition that grows towards the corner (1, ..., 1): the global search goes there,
-    the trust-region search stops at the corner of the box around the Pareto point it drew."""
+    the trust-region search stops at the corner of the box around the Pareto point it drew
+    (``"alternate"``: odd suggestions in the box, even ones global)."""
     import torch
     from botorch.acquisition import AcquisitionFunction
 
@@ -431,7 +436,7 @@ def test_mobo_trust_region_keeps_the_search_in_a_box_around_a_pareto_point(on):
     for number in range(8, 14):
         config = opt._optimize_continuous(Corner(), front, number=number)
         x = [config[f"x{i}"] for i in range(d)]
-        if on:  # equal widths (no lengthscales): the box corner of one of the two centres
+        if on is True or (on == "alternate" and number % 2):  # equal widths (no lengthscales): the box corner of one of the two centres
             assert any(x == pytest.approx([float(c[0]) + 0.2] * d, abs=1e-6) for c in front)
         else:
             assert x == pytest.approx([1.0] * d, abs=1e-6)

@@ -90,6 +90,25 @@ def small_csv(tmp_path_factory) -> Path:
     return path
 
 
+def tiny_peft_workload(model, dataset=None, **fields) -> dict:
+    """The service tests' peft workload at tiny sizes (on ``small_csv``'s 180 rows: 36
+    validation, 18 test, 126 train; batch 32: 4 steps an epoch), one epoch and one report unless
+    ``fields`` say otherwise."""
+    workload = {
+        "kind": "peft",
+        "model": str(model),
+        "validation_fraction": 0.2,
+        "batch_size": 32,
+        "max_length": 32,
+        "epochs": 1,
+        "evals_per_epoch": 1,
+        "pooling": "mean",
+    }
+    if dataset is not None:
+        workload["dataset"] = str(dataset)
+    return {**workload, **fields}
+
+
 # -- tiny decoder LMs (no pretrained decoder can be downloaded): built and pretrained once a session --------
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import client_for, make_token, post_study
+from tests.conftest import tiny_peft_workload
 from tests.waiting import wait_for
 
 OBJECTIVES = [
@@ -112,16 +113,7 @@ def test_the_trial_cache_is_the_servers_and_counts_in_the_quota(
     server = server_factory(sqlite_url)
     alice = client_for(server, make_token(sqlite_url, "alice"))
     cache = server.workdir / "artifacts" / "cache"
-    workload = {
-        "kind": "peft",
-        "model": str(tiny_model),
-        "validation_fraction": 0.2,
-        "batch_size": 32,
-        "max_length": 32,
-        "epochs": 1,
-        "evals_per_epoch": 1,
-        "pooling": "mean",
-    }
+    workload = tiny_peft_workload(tiny_model)
     # a server-path dataset: its tokenised form is kept in the server's shared cache
     study = alice.create_study(spec=_spec({**workload, "dataset": str(small_csv)}))
     study.wait(timeout=300, poll=0.5, progress=False)

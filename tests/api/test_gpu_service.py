@@ -12,6 +12,7 @@ import os
 import pytest
 
 from tests.api.conftest import REPO, client_for, make_token
+from tests.conftest import tiny_peft_workload
 
 OBJECTIVES = [
     {"name": "accuracy", "direction": "maximize"},
@@ -37,18 +38,7 @@ def test_gpus_auto_places_trials_and_an_oom_trial_is_retried_alone(
     }
     server = server_factory(sqlite_url, env=env)
     client = client_for(server, make_token(sqlite_url, "alice"))
-    workload = {
-        "kind": "peft",
-        "model": str(tiny_model),
-        "dataset": str(small_csv),
-        "validation_fraction": 0.2,
-        "batch_size": 32,
-        "max_length": 32,
-        "epochs": 1,
-        "evals_per_epoch": 1,
-        "pooling": "mean",
-        "resources": {"gpus": "auto"},
-    }
+    workload = tiny_peft_workload(tiny_model, small_csv, resources={"gpus": "auto"})
     study = client.create_study(
         spec={
             "name": "gpus",

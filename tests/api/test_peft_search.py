@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import client_for, make_token, post_study
+from tests.conftest import tiny_peft_workload
 
 OBJECTIVES = [
     {"name": "accuracy", "direction": "maximize"},
@@ -19,17 +20,7 @@ OBJECTIVES = [
 @pytest.fixture
 def peft_workload(tiny_model, small_csv, tmp_path):
     # 180 rows: 36 validation, 18 test, 126 train; batch 32 -> 4 steps an epoch; 2 reports an epoch
-    return {
-        "kind": "peft",
-        "model": str(tiny_model),
-        "dataset": str(small_csv),
-        "validation_fraction": 0.2,
-        "batch_size": 32,
-        "max_length": 32,
-        "epochs": 2,
-        "evals_per_epoch": 2,
-        "pooling": "mean",
-    }
+    return tiny_peft_workload(tiny_model, small_csv, epochs=2, evals_per_epoch=2)
 
 
 def _spec(workload, **fields):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.conftest import client_for, make_token
+from tests.conftest import tiny_peft_workload
 
 OBJECTIVES = [
     {"name": "accuracy", "direction": "maximize"},
@@ -16,18 +17,7 @@ OBJECTIVES = [
 
 def _workload(model, data) -> dict:
     # 180 rows: 36 validation, 18 test, 126 train; batch 32 -> 4 steps an epoch; 2 reports an epoch
-    return {
-        "kind": "peft",
-        "model": str(model),
-        "dataset": str(data),
-        "validation_fraction": 0.2,
-        "batch_size": 32,
-        "max_length": 32,
-        "epochs": 2,
-        "evals_per_epoch": 2,
-        "pooling": "mean",
-        "lr": 5e-3,
-    }
+    return tiny_peft_workload(model, data, epochs=2, evals_per_epoch=2, lr=5e-3)
 
 
 def _spec(workload, **fields) -> dict:

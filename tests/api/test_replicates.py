@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import client_for, make_token, post_study, python_study
+from tests.conftest import tiny_peft_workload
 
 OBJECTIVES = [
     {"name": "accuracy", "direction": "maximize"},
@@ -22,18 +23,7 @@ def test_replicates_make_the_front_of_seed_means(sqlite_url, server_factory, tin
     server = server_factory(sqlite_url)
     token = make_token(sqlite_url, "alice")
     client = client_for(server, token)
-    workload = {
-        "kind": "peft",
-        "model": str(tiny_model),
-        "dataset": str(small_csv),
-        "validation_fraction": 0.2,
-        "batch_size": 32,
-        "max_length": 32,
-        "epochs": 1,
-        "evals_per_epoch": 1,
-        "pooling": "mean",
-        "seed": 5,
-    }
+    workload = tiny_peft_workload(tiny_model, small_csv, seed=5)
     configs = [
         {"lora.rank.0": 2, "lora.rank.1": 0, "lr": 8e-3},
         {"lora.rank.0": 8, "lora.rank.1": 8, "lr": 3e-3},

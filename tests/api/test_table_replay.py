@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import client_for, make_token
+from tests.conftest import tiny_peft_workload
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH / "peft_table"))
@@ -26,17 +27,7 @@ def tiny_task(tmp_path_factory, tiny_model, small_csv):
     """A recorded table of a tiny task: the linear probe and four LoRA configs, seed 0."""
     from build import record
 
-    workload = {
-        "kind": "peft",
-        "model": str(tiny_model),
-        "dataset": str(small_csv),
-        "validation_fraction": 0.2,
-        "batch_size": 32,
-        "max_length": 32,
-        "epochs": 2,
-        "evals_per_epoch": 2,
-        "pooling": "mean",
-    }
+    workload = tiny_peft_workload(tiny_model, small_csv, epochs=2, evals_per_epoch=2)
     configs = [{"lora.rank.0": r, "lora.rank.1": r, "lr": lr} for r, lr in RANKS]
     from autopeft import load_space
     from autopeft.models import load_model_config

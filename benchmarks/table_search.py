@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -41,6 +42,8 @@ sys.path.insert(0, str(HERE / "peft_table"))
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Optuna marks its samplers' ``group`` argument experimental on every study: noise in the log
+warnings.filterwarnings("ignore", message=".*is an experimental feature")
 
 from replay import Method, Result, best_hv, compute_to_reach, replay  # noqa: E402
 from table import Table  # noqa: E402
@@ -199,7 +202,7 @@ def run_all(args) -> list[dict]:
         (task, method, budget, rep)
         for task in args.tasks
         for budget in args.budgets
-        for rep in range(args.reps)
+        for rep in range(args.first_rep, args.reps)
         for method in args.methods
         if (task, method, budget, rep) not in done
     ]
@@ -347,6 +350,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--reps", type=int, default=REPS)
+    ap.add_argument(
+        "--first-rep",
+        type=int,
+        default=0,
+        help="replay repetitions first-rep..reps-1 only "
+        "(several processes on separate --cache files; a final run over their joined cache "
+        "writes the summary)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--cache", default=str(RESULTS / "table_search_runs.jsonl"))

@@ -21,6 +21,7 @@ replay needs from it:
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,3 +190,63 @@ class Table:
         """Hypervolume reference point: the test split's majority-class accuracy and ``pct``% of
         the model's parameters (``benchmarks/real_search.py``'s rule)."""
         return self.majority_test, base_params * pct / 100.0
+
+
+def describe(task: str) -> dict[str, Any]:
+    """What a table holds and how noisy it is: candidates and runs, each candidate's true
+    (seed-mean test) accuracy and parameters, the true front, the seed spread of test accuracy
+    where a candidate has several seeds, and the standard error of one validation number."""
+    from replay import _base_params, best_hv
+
+    t = Table.load(task)
+    rows = sorted(t.candidates.values(), key=lambda c: c.params)
+    truths = [(c.truth(c.reports), float(c.params)) for c in rows]
+    front = _front_mask(truths)
+    spread = [float(c.test_acc[:, -1].std(ddof=1)) for c in rows if len(c.seeds) > 1]
+    val = [float(c.val_acc[0, -1]) for c in rows]
+    p = float(np.median(val))
+    return {
+        "task": task,
+        "candidates": len(rows),
+        "runs": sum(len(c.seeds) for c in rows),
+        "multi_seed": len(spread),
+        "n_val": t.n_val,
+        "n_test": t.n_test,
+        "majority_test": t.majority_test,
+        "best_hv": best_hv(t),
+        "reference": t.reference(_base_params(t)),
+        "seed_sd_test_median": float(np.median(spread)) if spread else None,
+        "val_se": math.sqrt(p * (1 - p) / t.n_val),
+        "rows": [
+            {
+                "id": c.id,
+                "params": c.params,
+                "seeds": len(c.seeds),
+                "val": round(float(c.val_acc[:, -1].mean()), 4),
+                "test": round(a, 4),
+                "lr": c.config.get("lr"),
+                "front": bool(f),
+            }
+            for c, (a, _), f in zip(rows, truths, front)
+        ],
+    }
+
+
+if __name__ == "__main__":  # .venv/bin/python benchmarks/peft_table/table.py tweets bbc_news
+    for name in sys.argv[1:] or ["tweets", "bbc_news"]:
+        d = describe(name)
+        print(
+            f"\n{name}: {d['candidates']} candidates, {d['runs']} runs ({d['multi_seed']} with "
+            f">1 seed); validation {d['n_val']} / test {d['n_test']} examples, majority "
+            f"{d['majority_test']:.3f}; best front HV {d['best_hv']:,.0f}; one validation "
+            f"number's SE {d['val_se']:.3f}; seed SD of test accuracy (median) "
+            f"{d['seed_sd_test_median'] if d['seed_sd_test_median'] is None else round(d['seed_sd_test_median'], 4)}"
+        )
+        print("| candidate | params | seeds | lr | val | true test | front |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in d["rows"]:
+            if r["front"] or r["id"] in LORA_BASELINES or not r["id"].startswith("sobol"):
+                print(
+                    f"| {r['id']} | {r['params']:,} | {r['seeds']} | {r['lr']} | {r['val']:.3f} | "
+                    f"{r['test']:.3f} | {'*' if r['front'] else ''} |"
+                )

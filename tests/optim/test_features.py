@@ -396,7 +396,8 @@ def test_mobo_trust_region_options_are_checked_and_auto_follows_the_dimension(mi
     with pytest.raises(InvalidConfig, match="trust_region"):
         create_optimizer("mobo", mixed_space, OBJ, trust_region=True)
     assert not create_optimizer("mobo", mixed_space, OBJ)._trust_region  # auto: off
-    assert not create_optimizer("mobo", _unit_space(6), two)._trust_region  # auto: up to 6
+    # auto: up to 6 parameters only while the search stalls
+    assert create_optimizer("mobo", _unit_space(6), two)._trust_region == "stall"
     assert create_optimizer("mobo", _unit_space(7), two)._trust_region
     assert not create_optimizer("mobo", _unit_space(12), two, trust_region=False)._trust_region
     assert create_optimizer("mobo", _unit_space(2), two, trust_region=True)._trust_region
@@ -436,7 +437,9 @@ def test_mobo_trust_region_keeps_the_search_in_a_box_around_a_pareto_point(on):
     for number in range(8, 14):
         config = opt._optimize_continuous(Corner(), front, number=number)
         x = [config[f"x{i}"] for i in range(d)]
-        if on is True or (on == "alternate" and number % 2):  # equal widths (no lengthscales): the box corner of one of the two centres
+        if on is True or (
+            on == "alternate" and number % 2
+        ):  # equal widths (no lengthscales): the box corner of one of the two centres
             assert any(x == pytest.approx([float(c[0]) + 0.2] * d, abs=1e-6) for c in front)
         else:
             assert x == pytest.approx([1.0] * d, abs=1e-6)
@@ -492,3 +495,30 @@ def test_mobo_searches_a_trust_region_on_a_many_dimensional_problem():
         v = f(x)
         opt.tell(s.id, v)
         told.append((x, v))
+
+
+def test_mobo_stall_trust_region_turns_on_when_recent_trials_miss_the_front():
+    """``"stall"`` (``"auto"`` up to 6 parameters): the search is stalled when none of the last
+    three model-chosen trials is on the front of all trials, and no longer once one is."""
+    two = [("f1", "minimize"), ("f2", "minimize")]
+    opt = create_optimizer("mobo", _unit_space(2), two, seed=0, n_initial=2)
+    assert opt._trust_region == "stall"
+    front = [(0.1, 0.9), (0.9, 0.1)]  # the initial design: the front
+    for i, (a, b) in enumerate(front):
+        opt.add_trial({"x0": 0.1 * i, "x1": 0.5}, {"f1": a, "f2": b})
+    for i in range(2):
+        opt.add_trial({"x0": 0.5, "x1": 0.1 * i}, {"f1": 0.95, "f2": 0.95})  # dominated
+    done = list(opt._records)
+    assert not opt._stalled(done)  # two model-chosen trials only
+    opt.add_trial({"x0": 0.6, "x1": 0.6}, {"f1": 0.92, "f2": 0.92})
+    assert opt._stalled(list(opt._records))
+    opt.add_trial({"x0": 0.7, "x1": 0.7}, {"f1": 0.05, "f2": 0.95})  # a new front point
+    assert not opt._stalled(list(opt._records))
+    # the search in a box follows: a stalled suggestion is made in a trust region
+    for _ in range(3):
+        opt.add_trial({"x0": 0.2, "x1": 0.9}, {"f1": 0.99, "f2": 0.99})
+    (s,) = opt.ask()
+    assert opt.last_info["method"] == "optimize_acqf in a trust region"
+    opt.tell(s.id, {"f1": 0.01, "f2": 0.01})  # dominates everything: the search is global again
+    opt.ask()
+    assert opt.last_info["method"] == "optimize_acqf"

@@ -52,12 +52,16 @@ class MOBOOptimizer(BaseOptimizer):
       from ``num_restarts`` starts plus up to ``pareto_starts`` Pareto points; others the
       candidate pool (``pool_size``) and local search (``local_search_starts`` x
       ``local_search_steps``).
-    * ``trust_region`` (continuous spaces; ``"auto"``: on with more than
-      ``TRUST_REGION_MIN_DIM`` parameters): each suggestion searches a box around one Pareto
+    * ``trust_region`` (continuous spaces): each suggestion searches a box around one Pareto
       point drawn by the trial number, of half-width ``trust_region_size`` scaled per dimension
       by the GP's lengthscales (:func:`~autopeft.optim.mobo.optim_mixed.trust_region`), as
       TuRBO / MORBO do, so the search exploits in many dimensions instead of chasing the
-      variance of a GP that ~100 points cannot cover.
+      variance of a GP that ~100 points cannot cover. ``true``: always; ``"alternate"``: odd
+      suggestions; ``"stall"``: while the search stalls (none of the last ``STALL_TRIALS``
+      model-chosen trials is on the front of every trial: the global search keeps choosing
+      points the front already dominates), global again once one of them reaches the front;
+      ``"auto"``: ``true`` with more than ``TRUST_REGION_MIN_DIM`` parameters, else
+      ``"stall"``.
 
     Every random draw is seeded by ``(seed, trial number)``, so suggestions depend only on the
     trial numbers and the told data. ``warm_start_hypers`` starts each GP fit from the previous
@@ -93,7 +97,9 @@ class MOBOOptimizer(BaseOptimizer):
         "trust_region": "auto",
         "trust_region_size": 0.2,
     }
-    TRUST_REGION_MIN_DIM = 6  # "auto" searches globally up to this many parameters
+    TRUST_REGION_MIN_DIM = 6  # "auto" searches globally up to this many parameters, unless stalled
+    STALL_TRIALS = 3  # "stall": this many model-chosen trials in a row off the front
+    TRUST_REGION_MODES = ("auto", "alternate", "stall")
 
     def __init__(self, space, objectives, seed=0, **options):
         super().__init__(space, objectives, seed, **options)
@@ -145,17 +151,18 @@ class MOBOOptimizer(BaseOptimizer):
             and not known_constraint
         )
         self._trust_region = self._check_trust_region(space)
+        self._stall = False  # "stall": whether the current suggestion's search is stalled
         self.last_info: dict = {}
         self._hypers: dict[str, dict] = {}  # per prior, the last fit's (warm_start_hypers)
         self._codec = Codec(space)
 
     def _check_trust_region(self, space) -> bool | str:
         o = self.options
-        if o["trust_region"] not in ("auto", "alternate") and not isinstance(
+        if o["trust_region"] not in self.TRUST_REGION_MODES and not isinstance(
             o["trust_region"], bool
         ):
             raise InvalidConfig(
-                f"must be 'auto', 'alternate', true or false, got {o['trust_region']!r}",
+                f"must be 'auto', 'alternate', 'stall', true or false, got {o['trust_region']!r}",
                 "trust_region",
             )
         size = o["trust_region_size"]
@@ -164,21 +171,38 @@ class MOBOOptimizer(BaseOptimizer):
                 f"must be a number in (0, 0.5] (a half-width in the unit cube), got {size!r}",
                 "trust_region_size",
             )
-        if o["trust_region"] in (True, "alternate") and not self._continuous:
+        if o["trust_region"] in (True, "alternate", "stall") and not self._continuous:
             raise InvalidConfig(
                 "applies only to purely continuous spaces without known objectives or known "
                 "constraints (other spaces use the candidate pool and local search)",
                 "trust_region",
             )
         if o["trust_region"] == "auto":
-            return self._continuous and space.dim > self.TRUST_REGION_MIN_DIM
-        return o["trust_region"] if o["trust_region"] == "alternate" else bool(o["trust_region"])
+            if not self._continuous:
+                return False
+            return True if space.dim > self.TRUST_REGION_MIN_DIM else "stall"
+        if o["trust_region"] in ("alternate", "stall"):
+            return o["trust_region"]
+        return bool(o["trust_region"])
 
     def _in_region(self, number: int) -> bool:
-        """Whether suggestion ``number`` searches a trust region (``"alternate"``: odd ones)."""
+        """Whether suggestion ``number`` searches a trust region (``"alternate"``: odd ones;
+        ``"stall"``: while :meth:`_stalled` said so for the data of this suggestion)."""
         if self._trust_region == "alternate":
             return number % 2 == 1
+        if self._trust_region == "stall":
+            return self._stall
         return bool(self._trust_region)
+
+    def _stalled(self, done) -> bool:
+        """Whether none of the last ``STALL_TRIALS`` model-chosen trials of ``done`` (by id) is
+        non-dominated among all of ``done``."""
+        chosen = sorted((r for r in done if r.id >= self.options["n_initial"]), key=lambda r: r.id)
+        recent = {r.id for r in chosen[-self.STALL_TRIALS :]}
+        if len(recent) < self.STALL_TRIALS:
+            return False
+        front = _pareto.is_non_dominated(self._Y(done))
+        return not any(done[i].id in recent for i in np.flatnonzero(front))
 
     def _suggest(self, n, first_number):
         states = ("complete", "pruned") if self.options["use_pruned"] else ("complete",)
@@ -299,6 +323,7 @@ class MOBOOptimizer(BaseOptimizer):
             front_X = X[
                 torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])
             ]
+            self._stall = self._trust_region == "stall" and self._stalled(done)
             regional = any(self._in_region(first_number + j) for j in range(n))
             ls = lengthscales(model, self.space.dim) if regional else None
             if regional:

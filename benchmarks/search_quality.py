@@ -527,10 +527,9 @@ def evaluate_goals(result: dict) -> dict:
         for variant in [m for m in methods if m.startswith("mobo")]:
             mine = _seed_values(methods[variant], "50")
             others = {
-                m: _seed_values(r, "50")
-                for m, r in methods.items()
-                if m.startswith("optuna_") and _seed_values(r, "50")
+                m: _seed_values(r, "50") for m, r in methods.items() if m.startswith("optuna_")
             }
+            others = {m: v for m, v in others.items() if v}
             if not mine or not others:
                 continue
             best = max(others, key=lambda m: statistics.fmean(others[m]))

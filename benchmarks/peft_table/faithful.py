@@ -25,11 +25,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from table import LORA_BASELINES, Table  # noqa: E402
 
-
-def _key(config: dict) -> tuple:
-    return tuple(
-        sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in config.items())
-    )
+from autopeft.optim.records import config_key  # noqa: E402
 
 
 def compare(db_url: str, task: str, study_id: int | None = None) -> dict:
@@ -39,7 +35,7 @@ def compare(db_url: str, task: str, study_id: int | None = None) -> dict:
 
     table = Table.load(task)
     space = table.load_space()
-    by_config = {_key(table.search_config(c)): c for c in table.search_ids}
+    by_config = {config_key(table.search_config(c)): c for c in table.search_ids}
     engine = create_engine(normalise_url(db_url))
     with engine.connect() as conn:
         sid = study_id or conn.execute(text("SELECT max(id) FROM studies")).scalar()
@@ -69,7 +65,7 @@ def compare(db_url: str, task: str, study_id: int | None = None) -> dict:
             cid = t.label if t.label in table.candidates else None
         else:
             try:
-                cid = by_config.get(_key(space.validate(config)))
+                cid = by_config.get(config_key(space.validate(config)))
             except Exception:  # a config of another space
                 cid = None
         cand = table.candidates.get(cid) if cid else None

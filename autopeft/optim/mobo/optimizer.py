@@ -151,7 +151,6 @@ class MOBOOptimizer(BaseOptimizer):
             and not known_constraint
         )
         self._trust_region = self._check_trust_region(space)
-        self._stall = False  # "stall": whether the current suggestion's search is stalled
         self.last_info: dict = {}
         self._hypers: dict[str, dict] = {}  # per prior, the last fit's (warm_start_hypers)
         self._codec = Codec(space)
@@ -185,13 +184,13 @@ class MOBOOptimizer(BaseOptimizer):
             return o["trust_region"]
         return bool(o["trust_region"])
 
-    def _in_region(self, number: int) -> bool:
+    def _in_region(self, number: int, stalled: bool = False) -> bool:
         """Whether suggestion ``number`` searches a trust region (``"alternate"``: odd ones;
-        ``"stall"``: while :meth:`_stalled` said so for the data of this suggestion)."""
+        ``"stall"``: when ``stalled``, what :meth:`_stalled` says of the suggestion's data)."""
         if self._trust_region == "alternate":
             return number % 2 == 1
         if self._trust_region == "stall":
-            return self._stall
+            return stalled
         return bool(self._trust_region)
 
     def _stalled(self, done) -> bool:
@@ -323,15 +322,15 @@ class MOBOOptimizer(BaseOptimizer):
             front_X = X[
                 torch.as_tensor([ok[i] for i in np.flatnonzero(_pareto.is_non_dominated(Yok))])
             ]
-            self._stall = self._trust_region == "stall" and self._stalled(done)
-            regional = any(self._in_region(first_number + j) for j in range(n))
+            stalled = self._trust_region == "stall" and self._stalled(done)
+            regional = any(self._in_region(first_number + j, stalled) for j in range(n))
             ls = lengthscales(model, self.space.dim) if regional else None
             if regional:
                 self.last_info["method"] = "optimize_acqf in a trust region"
             for j in range(n):
                 chosen.append(
                     self._optimize_continuous(
-                        make_acqf(running + chosen), front_X, first_number + j, ls
+                        make_acqf(running + chosen), front_X, first_number + j, ls, stalled
                     )
                 )
             return chosen
@@ -358,13 +357,14 @@ class MOBOOptimizer(BaseOptimizer):
             chosen.append(self._random_config(number) if config is None else config)
         return chosen
 
-    def _optimize_continuous(self, acqf, front_X, number, ls=None):
+    def _optimize_continuous(self, acqf, front_X, number, ls=None, stalled=False):
         """The config at the best point of :func:`optimize_continuous` for suggestion
         ``number``, starting also from rows of ``front_X (p, d)`` (encoded Pareto points); in a
-        :func:`trust_region` (lengthscales ``ls``) around one of them when that is on."""
+        :func:`trust_region` (lengthscales ``ls``) around one of them when that is on
+        (``stalled``: the ``"stall"`` mode's state for this suggestion's data)."""
         o = self.options
         region = None
-        if self._in_region(number):
+        if self._in_region(number, stalled):
             rng = self.rng(number, "trust_region")
             region = trust_region(front_X, ls, rng, float(o["trust_region_size"]))
         x = optimize_continuous(

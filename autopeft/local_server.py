@@ -62,7 +62,7 @@ class LocalServer:
     def start(self, timeout: float = 90) -> LocalServer:
         import shutil
 
-        from autopeft.cli.token import create_token
+        from autopeft.api.admin import create_token
 
         if self.fresh:
             for name in ("autopeft.db", "autopeft.db-wal", "autopeft.db-shm"):

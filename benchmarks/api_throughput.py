@@ -255,7 +255,7 @@ def part_listing(work: Path, args, db_url: str | None = None) -> dict:
     """On SQLite: one controller. On PostgreSQL (``db_url``): two replicas, every request to the
     follower (the leader holds the scheduler lease; the follower's cache stays valid through the
     change feed), the uncached rows with the follower's cache off."""
-    from autopeft.cli.token import create_token
+    from autopeft.api.admin import create_token
     from autopeft.client import Client
 
     replicas = db_url is not None
@@ -312,7 +312,7 @@ def part_listing(work: Path, args, db_url: str | None = None) -> dict:
 def part_overhead(work: Path, args) -> dict:
     import statistics
 
-    from autopeft.cli.token import create_token
+    from autopeft.api.admin import create_token
     from autopeft.client import Client
 
     db_url = f"sqlite:///{work / 'bench.db'}"

@@ -148,7 +148,7 @@ def _ideal(args) -> float:
 
 # -- autopeft ----------------------------------------------------------------------------------
 def run_autopeft(work: Path, args) -> dict:
-    from autopeft.cli.token import create_token
+    from autopeft.api.admin import create_token
     from autopeft.client import Client
 
     db_url = f"sqlite:///{work / 'bench.db'}"

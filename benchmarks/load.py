@@ -59,7 +59,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def prepare(url: str, db_url: str, work: Path) -> Path:
     """Tokens for ``N_USERS`` users and one finished study each; the context file for Locust."""
-    from autopeft.cli.token import create_token
+    from autopeft.api.admin import create_token
     from autopeft.client import Client
 
     users = []

@@ -142,7 +142,7 @@ def _get(url: str, token: str, path: str):
 def soak(args, work: Path) -> dict:
     import httpx
 
-    from autopeft.cli.token import create_token
+    from autopeft.api.admin import create_token
 
     pg = None
     if args.db == "postgresql":

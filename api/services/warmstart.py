@@ -2,7 +2,7 @@
 
 At creation (``validate_spec`` with the request's context) the source study (the user's own) gives
 its validation front (feasible, baselines left out), best first by its first objective; the top
-``K`` (default 5, at most what ``max_trials`` leaves beside the baselines) configs are mapped onto this study's space (``autopeft.optim._warmstart.map_configs``: per-layer
+``K`` (default 5, at most what ``max_trials`` leaves beside the baselines) configs are mapped onto this study's space (``autopeft.optim.warmstart.map_configs``: per-layer
 choices by relative depth, snapped to valid values). A trial is **reused** — its values told to
 the optimiser, no training — when it was evaluated exactly as this study would: the same workload
 (model, data, split, training knobs: the normalised workloads are equal) and space, the mapped
@@ -49,8 +49,8 @@ def resolve_warm_start(spec: dict[str, Any], space, ctx) -> None:
     to the optimiser as before. Raises ``InvalidConfig`` naming the field."""
     from autopeft.api.models import Study
     from autopeft.api.services.front import front_trials
-    from autopeft.optim._warmstart import map_configs
     from autopeft.optim.base import config_key
+    from autopeft.optim.warmstart import map_configs
 
     options = spec["optimizer"]["options"]
     ws = options.get("warm_start")

@@ -1,4 +1,4 @@
-"""``autopeft token create USER | list | revoke ID`` — the admin's side of tokens (the database directly).
+"""``autopeft token create USER | list | revoke ID`` — the admin's side of tokens (on the database, through autopeft.api.admin).
 
 ``create USER [--role admin|user] [--expires-in DAYS] [--name TEXT]`` prints a new token once
 (stored as an HMAC keyed with ``AUTOPEFT_SECRET``: run it with the server's secret); ``--role``
@@ -51,34 +51,11 @@ def _settings(args: argparse.Namespace):
     return Settings(**({"db_url": args.db} if getattr(args, "db", None) else {}))
 
 
-def _db(db_url: str):
-    from autopeft.api.db import Database
-    from autopeft.api.migrate import upgrade
+def create_token(db_url: str, user: str, *args, **kwargs) -> str:
+    """A new token for ``user`` (the operator's call: :func:`autopeft.api.admin.create_token`)."""
+    from autopeft.api.admin import create_token as _create
 
-    upgrade(db_url)
-    return Database(db_url)
-
-
-def create_token(
-    db_url: str,
-    user: str,
-    secret: str | None = None,
-    role: str | None = None,
-    expires_at: dt.datetime | None = None,
-    name: str | None = None,
-) -> str:
-    """A new token for ``user`` (created if new). ``secret``: the server's ``AUTOPEFT_SECRET``
-    (default: this process's setting)."""
-    from autopeft.api.security import create_token as _create
-    from autopeft.api.settings import Settings
-
-    secret = secret if secret is not None else Settings().secret
-    db = _db(db_url)
-    try:
-        with db.write() as session:
-            return _create(session, user, secret, role=role, name=name, expires_at=expires_at)
-    finally:
-        db.dispose()
+    return _create(db_url, user, *args, **kwargs)
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -106,51 +83,27 @@ def _when(value: dt.datetime | None) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
+    from autopeft.api.admin import list_tokens
 
-    from autopeft.api.models import ApiToken, User, utcnow
-    from autopeft.api.security import is_expired
-
-    db = _db(_settings(args).db_url)
-    try:
-        with db.read() as session:
-            query = (
-                select(ApiToken, User).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
-            )
-            if args.user:
-                query = query.where(User.name == args.user)
-            rows = session.execute(query).all()
-    finally:
-        db.dispose()
-    now = utcnow()
+    rows = list_tokens(_settings(args).db_url, args.user)
     print(
         f"{'ID':>5}  {'PREFIX':<11} {'USER':<16} {'ROLE':<6} {'CREATED':<16}  {'EXPIRES':<16}  "
         f"{'LAST USED':<16}  STATE  NAME"
     )
-    for tok, user in rows:
-        state = (
-            "revoked" if tok.revoked else "expired" if is_expired(tok.expires_at, now) else "active"
-        )
+    for t in rows:
         print(
-            f"{tok.id:>5}  {tok.prefix:<11} {user.name[:16]:<16} {user.role:<6} {_when(tok.created_at):<16}  "
-            f"{_when(tok.expires_at):<16}  {_when(tok.last_used_at):<16}  {state:<6} {tok.name or ''}"
+            f"{t.id:>5}  {t.prefix:<11} {t.user[:16]:<16} {t.role:<6} {_when(t.created_at):<16}  "
+            f"{_when(t.expires_at):<16}  {_when(t.last_used_at):<16}  {t.state:<6} {t.name or ''}"
         )
     return 0
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    from autopeft.api.models import ApiToken
+    from autopeft.api.admin import revoke_token
 
-    db = _db(_settings(args).db_url)
-    try:
-        with db.write() as session:
-            row = session.get(ApiToken, args.id)
-            if row is None:
-                print(f"error: no token {args.id}", file=sys.stderr)
-                return 1
-            row.revoked = True
-            prefix = row.prefix
-    finally:
-        db.dispose()
+    prefix = revoke_token(_settings(args).db_url, args.id)
+    if prefix is None:
+        print(f"error: no token {args.id}", file=sys.stderr)
+        return 1
     print(f"revoked token {args.id} ({prefix}...)")
     return 0

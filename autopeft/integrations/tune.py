@@ -50,24 +50,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from autopeft.errors import InvalidConfig
+from autopeft.integrations.tune_pbt import MOPBTScheduler, PBTScheduler, tune_objectives
 from autopeft.optim import create_optimizer
 from autopeft.space import SearchSpace
 
 __all__ = ["MOASHAScheduler", "MOPBTScheduler", "MoboSearcher", "PBTScheduler", "space_from_tune"]
 
 _PAD = "_constant"  # second objective of a single-objective mobo search (always 0)
-_MODES = {"min": "minimize", "max": "maximize"}
-
-
-def _objectives(metric: Any, mode: Any) -> list[tuple[str, str]]:
-    metrics = [metric] if isinstance(metric, str) else list(metric)
-    modes = [mode] if isinstance(mode, str) else list(mode)
-    if len(metrics) != len(modes) or not metrics:
-        raise InvalidConfig(f"metric {metric!r} and mode {mode!r} differ in length", "mode")
-    bad = [m for m in modes if m not in _MODES]
-    if bad:
-        raise InvalidConfig(f"mode must be 'min' or 'max', got {bad[0]!r}", "mode")
-    return [(m, _MODES[d]) for m, d in zip(metrics, modes)]
 
 
 def _values(result: Mapping | None, names: Sequence[str]) -> dict | None:
@@ -206,7 +195,7 @@ class MoboSearcher(Searcher):
                     "MoboSearcher needs a search space, metric and mode: pass them to the "
                     "searcher or set param_space and TuneConfig(metric=..., mode=...)"
                 )
-            objectives = _objectives(self._metric, self._mode)
+            objectives = tune_objectives(self._metric, self._mode)
             options = dict(self._options)
             if self._name == "mobo" and len(objectives) == 1:
                 objectives.append((_PAD, "minimize"))
@@ -295,7 +284,7 @@ class MOASHAScheduler(FIFOScheduler):
             self._build()
 
     def _build(self):
-        objectives = _objectives(self._metric, self._mode)
+        objectives = tune_objectives(self._metric, self._mode)
         kind = "moasha" if len(objectives) > 1 else "asha"
         self.optimizer = create_optimizer(
             "random",
@@ -369,6 +358,3 @@ class MOASHAScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return f"Using MO-ASHA: {len(self.stopped)} trials stopped early."
-
-
-from autopeft.integrations.tune_pbt import MOPBTScheduler, PBTScheduler  # noqa: E402

@@ -20,7 +20,7 @@ config and resumes from the donor's latest checkpoint) with autopeft's decisions
   ``weights`` a weighted sum of min-max normalised objectives). The bottom
   ``quantile_fraction`` exploits a random member of the first non-dominated front (``mopbt``)
   or of the top quantile (``pbt``), never one of the bottom.
-* *explore*: autopeft's :func:`~autopeft.optim._pbt.explore` on ``hyperparam_mutations``
+* *explore*: autopeft's :func:`~autopeft.optim.pbt.explore` on ``hyperparam_mutations``
   (Tune domains or lists, nested dicts allowed): each knob is resampled with
   ``resample_probability``, else scaled by 0.8 or 1.2 and clipped to its bounds (quantised
   values stay on their grid), or moved to a neighbouring choice. A donor value outside its
@@ -49,10 +49,24 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from autopeft.errors import InvalidConfig
 from autopeft.optim import create_optimizer
-from autopeft.optim._pbt import explore, quantiles
+from autopeft.optim.pbt import explore, quantiles
 from autopeft.optim.records import derive_seed
 
-__all__ = ["MOPBTScheduler", "PBTScheduler"]
+__all__ = ["MOPBTScheduler", "PBTScheduler", "tune_objectives"]
+
+_MODES = {"min": "minimize", "max": "maximize"}
+
+
+def tune_objectives(metric: Any, mode: Any) -> list[tuple[str, str]]:
+    """Tune's ``metric`` / ``mode`` (one or several) as ``[(name, "minimize" | "maximize")]``."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    if len(metrics) != len(modes) or not metrics:
+        raise InvalidConfig(f"metric {metric!r} and mode {mode!r} differ in length", "mode")
+    bad = [m for m in modes if m not in _MODES]
+    if bad:
+        raise InvalidConfig(f"mode must be 'min' or 'max', got {bad[0]!r}", "mode")
+    return [(m, _MODES[d]) for m, d in zip(metrics, modes)]
 
 
 def _mutation_domains(mutations: Mapping, prefix: str = "") -> dict:
@@ -159,9 +173,7 @@ class MOPBTScheduler(PopulationBasedTraining):
             self._build()
 
     def _build(self):
-        from autopeft.integrations.tune import _objectives
-
-        objectives = _objectives(self._metrics, self._modes)
+        objectives = tune_objectives(self._metrics, self._modes)
         self.optimizer = create_optimizer(
             self._OPTIMIZER,
             self._space,

@@ -28,8 +28,8 @@ _REGISTRY = {
     "nsga2": "autopeft.optim._optuna:NSGA2Optimizer",
     "gp": "autopeft.optim._optuna:GPOptimizer",
     "mobo": "autopeft.optim.mobo:MOBOOptimizer",
-    "pbt": "autopeft.optim._pbt:PBTOptimizer",
-    "mopbt": "autopeft.optim._pbt:MOPBTOptimizer",
+    "pbt": "autopeft.optim.pbt:PBTOptimizer",
+    "mopbt": "autopeft.optim.pbt:MOPBTOptimizer",
 }
 _STOPPERS = ("asha", "moasha")
 

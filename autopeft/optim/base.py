@@ -124,7 +124,7 @@ class BaseOptimizer(abc.ABC):
                 )
             ref = _pareto.to_minimization(np.asarray(ref, float).reshape(1, -1), self.directions)[0]
         self.reference_point_min = ref
-        from autopeft.optim._warmstart import map_configs
+        from autopeft.optim.warmstart import map_configs
 
         self._warm = map_configs(options.get("warm_start") or [], space)
         from autopeft.optim._stopping import make_stopper

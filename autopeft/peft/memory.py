@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autopeft.peft.arch import describe_config
+from autopeft.peft.arch import LOGICAL, describe_config
 from autopeft.peft.config import parse_peft_config
 from autopeft.peft.cost import count_trainable
 
@@ -157,8 +157,6 @@ def estimate_memory(
     head_labels = None if task == "causal_lm" else num_labels
     weights, n_base, vocab = _model_bytes(_config_json(model_config), task, num_labels)
     if workload.get("quantization") == "4bit":
-        from autopeft.trials.quant import base_memory_bytes
-
         weights = base_memory_bytes(model_config, weights)
     if full:
         trainable = n_base
@@ -280,3 +278,30 @@ def predicted_memory_mb(config, model_config, workload, num_labels: int | None =
     :data:`DEFAULT_PREDICTION_BATCH`). The same number the trainer reports, the controller knows
     before training, and placement packs by."""
     return estimate_memory(config, model_config, workload, num_labels=num_labels).total_mb
+
+
+# -- a 4-bit quantised base (``workload.quantization: "4bit"``, autopeft.trials.quant) -------
+#: bytes of one 4-bit weight: 4 bits plus one fp32 absmax per block of 64 (double quantisation's
+#: saving not counted)
+BYTES_PER_4BIT_WEIGHT = 0.5 + 4 / 64
+_DISK_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def quantized_weights(model_config: Any) -> int:
+    """Number of weights the 4-bit load quantises: the linear layers of every block."""
+    desc = describe_config(model_config)
+    names = [n for n in LOGICAL if n != "ffn_gate" or desc.gated]
+    per_layer = sum(a * b for a, b in (desc.linear_shape(n) for n in names))
+    return desc.num_layers * per_layer
+
+
+def base_memory_bytes(model_config: Any, weights_bytes: int) -> int:
+    """Memory of the 4-bit base whose full-precision weights take ``weights_bytes`` on disk."""
+    dtype = str(
+        getattr(model_config, "dtype", None)
+        or getattr(model_config, "torch_dtype", None)
+        or "float32"
+    )
+    per_weight = _DISK_BYTES.get(dtype.replace("torch.", ""), 4)
+    n = quantized_weights(model_config)
+    return int(max(0, weights_bytes - n * per_weight) + n * BYTES_PER_4BIT_WEIGHT)

@@ -63,12 +63,12 @@ class CausalLmTrainer(PeftTrainer):
         counts 0 epochs of compute."""
         from transformers import AutoConfig
 
-        import autopeft
+        from autopeft.peft import count_trainable
 
         if (
             self.evaluate_split is not None
             or self.workload["full_finetune"]
-            or autopeft.count_trainable(
+            or count_trainable(
                 self.config, AutoConfig.from_pretrained(self.model_dir, local_files_only=True), None
             )
         ):

@@ -10,8 +10,8 @@ is unchanged. It runs where bitsandbytes' 4-bit kernels do: CUDA, and its CPU ba
 (bitsandbytes 0.50 tested; slower, what the tests here exercise; on CPU every input width of a
 quantised layer must be a multiple of 64, as in real models).
 
-Memory (:func:`base_memory_bytes`, used for GPU placement): each quantised weight takes
-:data:`BYTES_PER_4BIT_WEIGHT` (4 bits plus one fp32 absmax per block of 64, without counting
+Memory (``autopeft.peft.memory.base_memory_bytes``, used for GPU placement): each quantised
+weight takes ``BYTES_PER_4BIT_WEIGHT`` (4 bits plus one fp32 absmax per block of 64, without counting
 double quantisation's saving); everything else keeps its size on disk. Checkpoints and exports
 hold only the trainable tensors: an exported adapter loads onto the full-precision base as well
 (as QLoRA adapters do); load the base in 4-bit to reproduce the trial's numbers exactly.
@@ -25,8 +25,6 @@ from typing import Any
 from autopeft.errors import InvalidConfig
 
 QUANTIZATIONS = ("4bit",)
-BYTES_PER_4BIT_WEIGHT = 0.5 + 4 / 64
-_DISK_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
 def check(quantization: Any, full_finetune: bool) -> str | None:
@@ -94,25 +92,3 @@ def param_count(model) -> int:
         state = getattr(p, "quant_state", None)
         total += state.shape.numel() if state is not None else p.numel()
     return total
-
-
-def quantized_weights(model_config: Any) -> int:
-    """Number of weights the 4-bit load quantises: the linear layers of every block."""
-    from autopeft.peft.arch import LOGICAL, describe_config
-
-    desc = describe_config(model_config)
-    names = [n for n in LOGICAL if n != "ffn_gate" or desc.gated]
-    per_layer = sum(a * b for a, b in (desc.linear_shape(n) for n in names))
-    return desc.num_layers * per_layer
-
-
-def base_memory_bytes(model_config: Any, weights_bytes: int) -> int:
-    """Memory of the 4-bit base whose full-precision weights take ``weights_bytes`` on disk."""
-    dtype = str(
-        getattr(model_config, "dtype", None)
-        or getattr(model_config, "torch_dtype", None)
-        or "float32"
-    )
-    per_weight = _DISK_BYTES.get(dtype.replace("torch.", ""), 4)
-    n = quantized_weights(model_config)
-    return int(max(0, weights_bytes - n * per_weight) + n * BYTES_PER_4BIT_WEIGHT)

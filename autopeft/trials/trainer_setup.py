@@ -189,9 +189,9 @@ class TrainerSetup:
             for p in model.parameters():
                 p.requires_grad_(True)
         else:
-            import autopeft
+            from autopeft.peft import apply_peft
 
-            model = autopeft.apply_peft(model, self.config)
+            model = apply_peft(model, self.config)
         return model.to(self.device)
 
     def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:

@@ -213,7 +213,7 @@ def make_token(
 ) -> str:
     """A token made the admin's way (``autopeft token create``); ``secret``: the server's
     ``AUTOPEFT_SECRET`` when the test sets one."""
-    from autopeft.cli.token import create_token
+    from autopeft.api.admin import create_token
 
     return create_token(db_url, user, secret, role, **kw)
 

@@ -8,7 +8,7 @@ import pytest
 
 from autopeft import InvalidConfig
 from autopeft.optim import create_optimizer
-from autopeft.optim._warmstart import map_config
+from autopeft.optim.warmstart import map_config
 from autopeft.space import SearchSpace
 
 from .conftest import FAST_OPTIONS, MIXED, lora_params, toy_values

@@ -7,7 +7,7 @@ import pytest
 
 from autopeft import InvalidConfig
 from autopeft.optim import Exploit, create_optimizer
-from autopeft.optim._pbt import explore, quantiles
+from autopeft.optim.pbt import explore, quantiles
 from autopeft.space import SearchSpace
 
 SPACE = {

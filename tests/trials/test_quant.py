@@ -119,7 +119,7 @@ def test_quantization_refusals(tiny_llama, sft_jsonl):
 def test_memory_prediction_knows_the_4bit_base(tiny_llama, sft_jsonl):
     from transformers import AutoConfig
 
-    from autopeft.trials.quant import BYTES_PER_4BIT_WEIGHT, quantized_weights
+    from autopeft.peft.memory import BYTES_PER_4BIT_WEIGHT, quantized_weights
     from autopeft.workers.placement import predicted_memory_bytes
 
     wl = validate_workload(_workload(tiny_llama, sft_jsonl))

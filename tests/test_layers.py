@@ -1,0 +1,148 @@
+"""Layers import downwards only, and no module imports another package's private names.
+
+Every import statement of ``autopeft/``, ``api/`` and ``workers/`` (at module level or inside a
+function: a lazy import is a dependency too) is read with ``ast`` and checked against the layer
+table below (docs/architecture.md draws the same picture). A module may import its own package
+and any package of a *lower* layer; packages of one layer do not import each other. An import of
+a name or module that starts with ``_`` is allowed inside its own package only.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# folder -> the package it is installed as (setup.py)
+FOLDERS = {"autopeft": "autopeft", "api": "autopeft.api", "workers": "autopeft.workers"}
+SKIP = ("migrations",)
+
+#: package -> layer, bottom (0) to top. The application layer (the CLI and the local server /
+#: demo launcher) may start the server and so import anything; the library never imports the
+#: executors, the controller or the application.
+LAYERS: dict[str, int] = {
+    "autopeft.errors": 0,
+    "autopeft.lazy": 0,
+    "autopeft.net": 0,
+    "autopeft.models": 1,
+    "autopeft.peft": 2,
+    "autopeft.space": 3,
+    "autopeft.optim": 3,
+    "autopeft.trials": 4,
+    "autopeft.integrations": 5,
+    "autopeft.client": 5,
+    "autopeft.processes": 5,
+    "autopeft": 6,  # the package's own __init__: lazy re-exports of the library
+    "autopeft.workers": 7,
+    "autopeft.dashboards": 7,
+    "autopeft.search_spaces": 7,
+    "autopeft.api": 8,
+    "autopeft.cli": 9,
+    "autopeft.local_server": 9,
+}
+APP = 9  # the application layer: its modules may use each other
+
+
+def package_of(module: str) -> str:
+    """The entry of ``LAYERS`` a module belongs to (the longest prefix)."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        name = ".".join(parts[:n])
+        if name in LAYERS:
+            return name
+    raise KeyError(f"{module}: no layer in tests/test_layers.py LAYERS (add its package)")
+
+
+def module_name(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    parts = [FOLDERS[rel.parts[0]], *rel.parts[1:]]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports(path: Path, module: str) -> list[tuple[int, str, list[str]]]:
+    """``(line, imported module, imported names)`` of every import of ours in a file."""
+    out = []
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend(
+                (node.lineno, a.name, []) for a in node.names if a.name.startswith("autopeft")
+            )
+        elif isinstance(node, ast.ImportFrom):
+            target = node.module or ""
+            if node.level:
+                base = module.split(".")
+                if not is_package:
+                    base = base[:-1]
+                base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            if target == "autopeft" or target.startswith("autopeft."):
+                out.append((node.lineno, target, [a.name for a in node.names]))
+    return out
+
+
+def violations(root: Path = ROOT) -> list[str]:
+    found = []
+    for folder in FOLDERS:
+        for path in sorted((root / folder).rglob("*.py")):
+            if any(s in path.parts for s in SKIP):
+                continue
+            module = module_name(path, root)
+            mine = package_of(module)
+            for line, target, names in imports(path, module):
+                theirs = package_of(target)
+                where = f"{path.relative_to(root)}:{line}"
+                if theirs != mine and LAYERS[theirs] >= LAYERS[mine] and LAYERS[mine] < APP:
+                    found.append(
+                        f"{where}: {module} (layer {LAYERS[mine]}) imports {target} "
+                        f"(layer {LAYERS[theirs]}): upward or sideways"
+                    )
+                if theirs == mine:
+                    continue
+                private = [p for p in target.split(".") if p.startswith("_")]
+                private += [n for n in names if n.startswith("_") and not n.startswith("__")]
+                if private:
+                    found.append(
+                        f"{where}: {module} imports private {', '.join(private)} of another "
+                        f"package ({target})"
+                    )
+    return found
+
+
+def test_layers_import_downwards_only():
+    assert violations() == []
+
+
+@pytest.mark.parametrize(
+    ("where", "source", "expected"),
+    [
+        ("autopeft/peft/bad.py", "from autopeft.trials import quant\n", "upward or sideways"),
+        ("autopeft/space/bad.py", "def f():\n    import autopeft.optim.pbt\n", "sideways"),
+        ("workers/bad.py", "from autopeft.api.db import Database\n", "upward"),
+        ("autopeft/trials/bad.py", "from autopeft.api import app\n", "upward"),
+        ("api/bad.py", "from autopeft.optim._simple import sobol_configs\n", "private _simple"),
+        ("api/bad.py", "from autopeft.optim.records import _TrialRecord\n", "private _TrialRecord"),
+        ("autopeft/optim/fine.py", "from autopeft.optim.records import _TrialRecord\n", None),
+        ("autopeft/cli/fine.py", "from autopeft.api.admin import create_token\n", None),
+        ("api/fine.py", "from ..workers import local\n", None),
+        ("workers/bad.py", "from ..api import db\n", "upward"),
+    ],
+)
+def test_the_checker_catches_what_it_should(tmp_path, where, source, expected):
+    """The check itself can fail: an upward, sideways or private import added to a copy of the
+    tree's layout is reported; imports inside a package or downwards are not."""
+    for folder in FOLDERS:
+        (tmp_path / folder).mkdir()
+    path = tmp_path / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    found = violations(tmp_path)
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and expected.split()[-1] in found[0], found

@@ -352,6 +352,23 @@ class HypervolumePublic(BaseModel):
     )
 
 
+class ImportancePublic(BaseModel):
+    """Which searched parameters matter, per objective (``autopeft.optim.importance``)."""
+
+    evaluator: Literal["fanova", "ped_anova", "mdi"]
+    trials: int = Field(
+        description="complete search trials used (baselines are not points of the space)"
+    )
+    objectives: dict[str, dict[str, float] | None] = Field(
+        description="per objective, each parameter's importance (summing to 1), most important "
+        "first; null when it cannot be computed (see reason) or the objective never varied"
+    )
+    excluded: list[str] = Field(
+        description="conditional parameters some complete trial did not have (left out)"
+    )
+    reason: str | None = None
+
+
 class ComparedStudy(BaseModel):
     id: int
     name: str

@@ -207,6 +207,16 @@ class Client:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}/reports")["reports"]
 
 
+def progress_line(study_id: int, state: str, counts: dict[str, int]) -> str:
+    """One line of a study's progress, as :meth:`Study.wait` logs it without a terminal."""
+    done = sum(counts.get(k, 0) for k in ("complete", "pruned", "failed"))
+    return (
+        f"study {study_id} {state}: {done} trials done (complete {counts.get('complete', 0)}, "
+        f"pruned {counts.get('pruned', 0)}, failed {counts.get('failed', 0)}), "
+        f"{counts.get('running', 0)} running"
+    )
+
+
 class Study:
     """A handle on one study; ``refresh()`` re-reads it, the other methods query live data."""
 
@@ -309,6 +319,14 @@ class Study:
         which): never on :meth:`pareto` nor in :meth:`hypervolume`."""
         return [t for t in self.trials(state="complete") if t.get("feasible") is False]
 
+    def importance(self, evaluator: str = "fanova") -> dict[str, Any]:
+        """Which searched parameters matter, per objective: ``{"evaluator", "trials",
+        "objectives": {name: {param: importance} | None}, "excluded", "reason"}`` (Optuna's
+        fANOVA by default; ``"ped_anova"`` or ``"mdi"``)."""
+        return self._client._json(
+            "GET", f"/api/v1/studies/{self.id}/importance", params={"evaluator": evaluator}
+        )
+
     def hypervolume(self, split: str = "validation") -> float:
         return float(
             self._client._json(
@@ -317,19 +335,25 @@ class Study:
         )
 
     def wait(self, timeout: float | None = None, poll: float = 1.0, progress: bool = True) -> Study:
-        """Block until the study is finished, stopped or failed; show a progress bar on stderr."""
+        """Block until the study is finished, stopped or failed, showing progress on stderr: a
+        progress bar in a terminal (counting towards ``max_trials`` only when no time or epoch
+        budget ends the study first: no ETA for trials a budget never runs); otherwise (a log, CI)
+        one line each time the counts change."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
-        if progress:
+        tty = progress and sys.stderr.isatty()
+        if tty:
             from tqdm import tqdm
 
+            budgeted = self.spec.get("max_seconds") or self.spec.get("max_epochs")
             bar = tqdm(
-                total=int(self.spec.get("max_trials", 0)) or None,
+                total=None if budgeted else int(self.spec.get("max_trials", 0)) or None,
                 desc=f"study {self.id}",
                 unit="trial",
                 file=sys.stderr,
                 dynamic_ncols=True,
             )
+        started, last = time.monotonic(), None
         try:
             while True:
                 self.refresh()
@@ -344,6 +368,12 @@ class Study:
                         refresh=False,
                     )
                     bar.refresh()
+                elif progress:
+                    line = progress_line(self.id, self.state, c)
+                    if line != last:
+                        elapsed = time.monotonic() - started
+                        print(f"[{elapsed / 60:5.1f} min] {line}", file=sys.stderr, flush=True)
+                        last = line
                 if self.state in FINISHED_STATES:
                     return self
                 if deadline is not None and time.monotonic() > deadline:

@@ -14,6 +14,7 @@ from autopeft.api.schemas import (
     MAX_ID,
     ErrorEnvelope,
     HypervolumePublic,
+    ImportancePublic,
     ParetoPublic,
     StudyComparison,
     StudyCreate,
@@ -25,6 +26,7 @@ from autopeft.api.schemas import (
     TrialState,
 )
 from autopeft.api.services import front
+from autopeft.api.services import importance as importance_svc
 from autopeft.api.services import studies as svc
 from autopeft.api.services.spec import SpecContext, validate_spec
 
@@ -305,4 +307,28 @@ async def get_hypervolume(
         study_id,
         HypervolumePublic,
         lambda session: front.hypervolume(session, user.id, study_id, split),
+    )
+
+
+Evaluator = Annotated[
+    Literal["fanova", "ped_anova", "mdi"],
+    Query(description="Optuna's importance evaluator: fANOVA (default), PED-ANOVA, or MDI"),
+]
+
+
+@router.get(
+    "/{study_id}/importance", response_model=ImportancePublic, operation_id="get_importance"
+)
+async def get_importance(
+    study_id: StudyId, user: CurrentUser, state: StateDep, evaluator: Evaluator = "fanova"
+):
+    """Which searched parameters matter, per objective: Optuna's importance evaluator over the
+    study's complete search trials (parameters in every one of them; conditional ones left out are
+    named in ``excluded``)."""
+    return await _poll(
+        state,
+        ("importance", user.id, study_id, evaluator),
+        study_id,
+        ImportancePublic,
+        lambda session: importance_svc.importance(session, user.id, study_id, evaluator),
     )

@@ -63,6 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_compare)
     p = ssub.add_parser(
+        "importance",
+        parents=[common],
+        help="which searched parameters matter, per objective (Optuna's fANOVA)",
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("--evaluator", choices=["fanova", "ped_anova", "mdi"], default="fanova")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_importance)
+    p = ssub.add_parser(
         "extend", parents=[common], help="add budget to a study (a finished one runs again)"
     )
     p.add_argument("id", type=int)
@@ -264,6 +273,32 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(format_table(rows, header))
     ref = result["reference_point"]
     print(f"\nhypervolume against one reference point: {ref}")
+    return 0
+
+
+@_run
+def _cmd_importance(args: argparse.Namespace) -> int:
+    result = _client(args).study(args.id).importance(args.evaluator)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    names = list(result["objectives"])
+    params = sorted(
+        {p for imp in result["objectives"].values() if imp for p in imp},
+        key=lambda p: -max((imp or {}).get(p, 0.0) for imp in result["objectives"].values()),
+    )
+    if params:
+        rows = [[p] + [(result["objectives"][n] or {}).get(p) for n in names] for p in params]
+        print(format_table(rows, ["parameter", *names]))
+    print(
+        f"\n{result['evaluator']} over {result['trials']} complete search trials"
+        + (
+            f"; left out (not in every trial): {', '.join(result['excluded'])}"
+            if result["excluded"]
+            else ""
+        )
+        + (f"; {result['reason']}" if result["reason"] else "")
+    )
     return 0
 
 

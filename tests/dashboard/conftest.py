@@ -38,7 +38,7 @@ SCREENSHOTS = (
     if os.environ.get("AUTOPEFT_SCREENSHOTS")
     else None
 )
-MAX_SCREENSHOT_BYTES = 200_000
+MAX_SCREENSHOT_BYTES = 300_000  # a full-page study screenshot with every panel is ~230 kB
 VIEWPORT = {"width": 1280, "height": 800}
 OBJ2 = [
     {"name": "accuracy", "direction": "maximize"},
@@ -121,9 +121,9 @@ def dash_server(tmp_path_factory):
 def seeded(dash_server):
     """Two finished studies: 2 objectives (12 trials) and 3 objectives (10 trials)."""
     api = dash_server.api
-    two = api.create(study_spec("tweets-arch (2 objectives)", max_trials=12))
+    two = api.create(study_spec("synthetic-arch (python workload, 2 objectives)", max_trials=12))
     three = api.create(
-        study_spec("latency too (3 objectives)", objectives=OBJ3, max_trials=10, seed=2)
+        study_spec("synthetic latency too (3 objectives)", objectives=OBJ3, max_trials=10, seed=2)
     )
     two, three = api.wait_done(two["id"]), api.wait_done(three["id"])
     assert two["counts"]["complete"] == 12, two

@@ -346,7 +346,9 @@ def test_compare_studies_page(page, seeded, dash_server):
     """Two studies picked on the list open #/compare/...: one front trace per study holding
     exactly its /pareto trials, one hypervolume curve per study with a point per complete trial."""
     api = dash_server.api
-    other = api.wait_done(api.create(study_spec("tweets-arch again", max_trials=6, seed=5))["id"])
+    other = api.wait_done(
+        api.create(study_spec("synthetic-arch again", max_trials=6, seed=5))["id"]
+    )
     two = seeded["two"]
     p = page.goto("#/")
     for s in (two, other):
@@ -366,3 +368,58 @@ def test_compare_studies_page(page, seeded, dash_server):
         assert curve["y"] == sorted(curve["y"])
     assert p.locator("#compare-table tbody tr").count() == 2
     page.screenshot("compare")
+
+
+def test_front_axes_turn_log_when_an_objective_spans_two_decades(page, seeded, dash_server):
+    """A front whose trainable parameters run from an adapter's thousands to full fine-tuning's
+    millions is unreadable on a linear axis: an axis whose values are all positive and span >= 100x
+    is drawn on a log scale (and says so in its title)."""
+    s = seeded["two"]
+    api = dash_server.api
+    front = api.get(f"/studies/{s['id']}/pareto")["trials"]
+    complete = [
+        t for t in api.get(f"/studies/{s['id']}/trials")["trials"] if t["state"] == "complete"
+    ]
+    p = page.goto(f"#/studies/{s['id']}")
+    wait_front(p, len(front))
+    axes = p.evaluate(f"""() => {{ const l = {PARETO}.layout;
+        return {{x: [l.xaxis.type, l.xaxis.title.text], y: [l.yaxis.type, l.yaxis.title.text]}}; }}""")
+
+    def expected(name):
+        v = [t["values"][name] for t in complete]
+        return "log" if min(v) > 0 and max(v) / min(v) >= 100 else "linear"
+
+    for axis, name in (("x", "accuracy"), ("y", "trainable_params")):
+        assert axes[axis][0] == expected(name), (axis, axes)
+        assert axes[axis][1].endswith("log scale") == (expected(name) == "log")
+    # the rule itself, on the module the page runs
+    rule = p.evaluate("""async () => { const m = await import('/static/js/charts.js');
+        return [m.axisType([1155, 74883, 22566531]), m.axisType([1155, 74883]),
+                m.axisType([0, 10, 5000]), m.axisType([0.69, 0.74]), m.axisType([])]; }""")
+    assert rule == ["log", "linear", "linear", "linear", "linear"]
+
+
+def test_study_page_shows_which_parameters_matter(page, seeded, dash_server):
+    """The importance panel draws GET .../importance: one bar per parameter and objective, the
+    most important parameters first, the values the API computed."""
+    s = seeded["two"]
+    imp = dash_server.api.get(f"/studies/{s['id']}/importance")
+    assert imp["reason"] is None and imp["trials"] == 12
+    p = page.goto(f"#/studies/{s['id']}")
+    p.wait_for_function(
+        "() => { const d = document.getElementById('importance-plot'); return d && d.data && d.data.length; }"
+    )
+    bars = p.evaluate(
+        "() => document.getElementById('importance-plot').data.map(t => ({name: t.name, y: Array.from(t.y), x: Array.from(t.x)}))"
+    )
+    assert {b["name"] for b in bars} == {n for n, v in imp["objectives"].items() if v}
+    for b in bars:
+        want = imp["objectives"][b["name"]]
+        for param, value in zip(b["y"], b["x"]):
+            assert value == pytest.approx(want.get(param, 0.0))
+    top = lambda q: max((v or {}).get(q, 0.0) for v in imp["objectives"].values())  # noqa: E731
+    order = bars[0]["y"]
+    assert [top(q) for q in order] == sorted((top(q) for q in order), reverse=True)
+    assert "fANOVA (Optuna) over 12 complete search trials" in p.inner_text("#importance-summary")
+    p.locator("#importance-h").scroll_into_view_if_needed()
+    page.screenshot("study-importance")

@@ -45,6 +45,14 @@ export function purge(node) { if (plotlyReady() && node) window.Plotly.purge(nod
 
 const axisTitle = (o) => `${o.name} (${o.direction === "maximize" ? "max ↑" : "min ↓"})`;
 
+// A log axis when an objective's values are all positive and span two decades or more (trainable
+// parameters with full fine-tuning beside adapters: 1k ... 22M), else linear.
+export function axisType(values) {
+  const v = values.filter((x) => Number.isFinite(x));
+  if (!v.length || v.some((x) => x <= 0)) return "linear";
+  return Math.max(...v) / Math.min(...v) >= 100 ? "log" : "linear";
+}
+
 // Pareto scatter: the front from /pareto (trace "Pareto front"), every other complete trial
 // faded (trace "dominated"), baselines as labelled diamonds (trace "baselines"), and, when
 // given, the front's trials at their held-out test values (trace "front on test split", open
@@ -97,10 +105,15 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
       y: sorted.map((t) => t.values[oy.name]), line: { color: COLORS.line, width: 1, dash: "dot", shape: ox.direction === "maximize" ? "vh" : "hv" },
       hoverinfo: "skip", showlegend: false });
   }
+  const shown = [...complete, ...(tested || [])];
+  const type = (o) => axisType(shown.map((t) => t.values[o.name]));
+  const axis = (o) => (type(o) === "log"
+    ? { title: { text: `${axisTitle(o)}, log scale` }, type: "log", dtick: "D2" }  // 1, 2, 5 ticks a decade
+    : { title: { text: axisTitle(o) }, type: "linear" });
   const layout = oz
-    ? { scene: { xaxis: { title: { text: axisTitle(ox) } }, yaxis: { title: { text: axisTitle(oy) } }, zaxis: { title: { text: axisTitle(oz) } } }, margin: { l: 0, r: 0, t: 0, b: 0 } }
-    : { xaxis: { title: { text: axisTitle(ox) }, zeroline: false, gridcolor: "#e5e7eb" },
-        yaxis: { title: { text: axisTitle(oy) }, zeroline: false, gridcolor: "#e5e7eb" }, hovermode: "closest" };
+    ? { scene: { xaxis: axis(ox), yaxis: axis(oy), zaxis: axis(oz) }, margin: { l: 0, r: 0, t: 0, b: 0 } }
+    : { xaxis: { ...axis(ox), zeroline: false, gridcolor: "#e5e7eb" },
+        yaxis: { ...axis(oy), zeroline: false, gridcolor: "#e5e7eb" }, hovermode: "closest" };
   return { data, layout };
 }
 

@@ -24,11 +24,15 @@ export function render(main, [idText], ctx) {
   const hvText = el("p", { class: "small", id: "hv-summary" });
   const hvTrials = el("div", { class: "plot small-plot", id: "hv-trials", role: "img", "aria-label": "hypervolume over complete trials" });
   const hvTime = el("div", { class: "plot small-plot", id: "hv-time", role: "img", "aria-label": "hypervolume over time" });
+  const impText = el("p", { class: "small muted", id: "importance-summary" });
+  const impPlot = el("div", { class: "plot", id: "importance-plot", role: "img", "aria-label": "importance of each searched parameter per objective" });
+  let importance = null;
   const tableSlot = el("div");
   main.append(head, message, summary,
     el("section", { class: "card", "aria-labelledby": "pareto-h" }, el("h2", { id: "pareto-h", text: "Pareto front" }), paretoControls, paretoPlot, paretoNote),
     el("section", { class: "card", "aria-labelledby": "hv-h" }, el("h2", { id: "hv-h", text: "Hypervolume" }), hvText,
       el("div", { class: "grid2" }, el("figure", {}, hvTrials, el("figcaption", { text: "over complete trials" })), el("figure", {}, hvTime, el("figcaption", { text: "over time" })))),
+    el("section", { class: "card", "aria-labelledby": "importance-h" }, el("h2", { id: "importance-h", text: "Which parameters matter" }), impText, impPlot),
     el("section", { class: "card", "aria-labelledby": "trials-h" }, el("h2", { id: "trials-h", text: "Trials" }), tableSlot));
 
   let clickBound = false;
@@ -147,6 +151,32 @@ export function render(main, [idText], ctx) {
       el("span", { class: "muted", text: "The history is recomputed here against this reference point." }));
   }
 
+  // Importance of each searched parameter per objective (GET .../importance: Optuna's fANOVA over
+  // the complete search trials): one bar group per parameter, most important first.
+  function drawImportance() {
+    if (!importance) return;
+    const objs = Object.keys(importance.objectives);
+    const params = [...new Set(objs.flatMap((o) => Object.keys(importance.objectives[o] || {})))];
+    const top = (p) => Math.max(...objs.map((o) => (importance.objectives[o] || {})[p] || 0));
+    params.sort((a, b) => top(b) - top(a));
+    const shown = params.slice(0, 12);
+    impText.textContent = importance.reason
+      ? `Not yet: ${importance.reason} (${importance.trials} so far).`
+      : `fANOVA (Optuna) over ${importance.trials} complete search trials: each parameter's share of an objective's variance` +
+        (params.length > shown.length ? `; the ${shown.length} most important of ${params.length} shown` : "") +
+        (importance.excluded.length ? `; left out (not in every trial): ${importance.excluded.length} conditional parameter${importance.excluded.length === 1 ? "" : "s"}` : "") + ".";
+    impPlot.hidden = !!importance.reason;
+    if (importance.reason) { purge(impPlot); return; }
+    const data = objs.filter((o) => importance.objectives[o]).map((o) => ({
+      type: "bar", orientation: "h", name: o, y: shown, x: shown.map((p) => importance.objectives[o][p] || 0),
+      hovertemplate: `${o}: %{y} %{x:.3f}<extra></extra>`,
+    }));
+    const height = Math.max(220, 90 + 28 * shown.length);
+    impPlot.style.height = `${height}px`;  // the card grows with the bars (nothing drawn over the next card)
+    draw(impPlot, data, { barmode: "group", xaxis: { title: { text: "importance (share of variance)" }, range: [0, 1], gridcolor: "#e5e7eb" },
+      yaxis: { autorange: "reversed", automargin: true }, legend: { orientation: "h", x: 0, y: 1, yanchor: "bottom" }, margin: { t: 30 }, height });
+  }
+
   function nextAfter() {
     if (!trials.size) return null;
     let minOpen = Infinity, maxId = 0;
@@ -167,8 +197,8 @@ export function render(main, [idText], ctx) {
     }
     const cSig = [...trials.values()].filter((t) => t.state === "complete").map((t) => `${t.id}:${t.test_values ? 1 : 0}`).join(",");
     if (cSig !== completeSig || !pareto) {
-      [pareto, hv, paretoTest, hvTest] = await Promise.all([get(`/studies/${id}/pareto`), get(`/studies/${id}/hypervolume`),
-        get(`/studies/${id}/pareto?split=test`), get(`/studies/${id}/hypervolume?split=test`)]);
+      [pareto, hv, paretoTest, hvTest, importance] = await Promise.all([get(`/studies/${id}/pareto`), get(`/studies/${id}/hypervolume`),
+        get(`/studies/${id}/pareto?split=test`), get(`/studies/${id}/hypervolume?split=test`), get(`/studies/${id}/importance`).catch(() => null)]);
       completeSig = cSig;
       changed = true;
     }
@@ -183,6 +213,7 @@ export function render(main, [idText], ctx) {
     if (changed) {
       drawPareto();
       drawHypervolume();
+      drawImportance();
       table.update([...trials.values()], pareto.trials);
     }
     message.hidden = true;
@@ -193,5 +224,5 @@ export function render(main, [idText], ctx) {
     showError(err.status === 404 ? `Study ${id} does not exist (or is not yours).` : err);
     if (err.status === 404) stopPolling();
   });
-  return () => { stopPolling(); purge(paretoPlot); purge(hvTrials); purge(hvTime); };
+  return () => { stopPolling(); purge(paretoPlot); purge(hvTrials); purge(hvTime); purge(impPlot); };
 }

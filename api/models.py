@@ -135,6 +135,8 @@ class Study(_Owned, _Run, Base):
     state: Mapped[str] = mapped_column(String(16), default="running")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)  # the owner's, free text
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # seconds of budget used by earlier runs (before a stop / restart); max_seconds counts all.
     elapsed_s: Mapped[float] = mapped_column(Float, default=0.0)
     trials: Mapped[list[Trial]] = relationship(
@@ -175,6 +177,8 @@ class Trial(_Row, _Run, Base):
     scheduled_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # a cancel asked on a replica that does not schedule (the reason): the leader carries it out
     cancel_requested: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)  # the owner's, free text
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")
 
 

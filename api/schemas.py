@@ -219,6 +219,23 @@ class StudyExtend(BaseModel):
     )
 
 
+#: a tag: a short word or phrase (letters, digits, spaces and ``_ . : / + -``)
+TAG_PATTERN = r"^[\w][\w .:/+-]{0,39}$"
+MAX_TAGS = 20
+MAX_NOTES = 10_000
+
+
+class Annotations(BaseModel):
+    """``PATCH`` body for a study or a trial: the fields given replace the stored ones (``null``
+    notes or ``[]`` tags clear them)."""
+
+    model_config = {"extra": "forbid"}
+    notes: str | None = Field(default=None, max_length=MAX_NOTES)
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] | None = Field(
+        default=None, max_length=MAX_TAGS, description="replaces the tags (duplicates dropped)"
+    )
+
+
 class StudyPublic(BaseModel):
     id: int
     name: str
@@ -226,6 +243,8 @@ class StudyPublic(BaseModel):
     counts: dict[str, int] = Field(description="trials per state")
     spec: dict[str, Any]
     message: str | None = None
+    notes: str | None = Field(default=None, description="the owner's notes")
+    tags: list[str] = Field(default_factory=list)
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -252,6 +271,8 @@ class TrialPublic(BaseModel):
         "replicate (another training seed of the front candidate parent_id)",
     )
     label: str | None = Field(default=None, description="a baseline's name")
+    notes: str | None = Field(default=None, description="the owner's notes")
+    tags: list[str] = Field(default_factory=list)
     test_values: dict[str, float | None] | None = Field(
         default=None,
         description="metrics of the saved adapter on the held-out test split (front and baselines)",

@@ -124,8 +124,17 @@ class Client:
     def study(self, study_id: int) -> Study:
         return Study(self, self._json("GET", f"/api/v1/studies/{int(study_id)}"))
 
-    def studies(self) -> list[Study]:
-        return [Study(self, s) for s in self._json("GET", "/api/v1/studies")["studies"]]
+    def studies(self, q: str | None = None, tags: list[str] | None = None) -> list[Study]:
+        """Your studies; ``q``: text in the name, notes or a tag; ``tags``: only studies with
+        every one of them."""
+        params: dict[str, Any] = {}
+        if q:
+            params["q"] = q
+        if tags:
+            params["tag"] = list(tags)
+        return [
+            Study(self, s) for s in self._json("GET", "/api/v1/studies", params=params)["studies"]
+        ]
 
     def compare(self, study_ids: list[int]) -> dict[str, Any]:
         """Studies with the same objectives side by side: per study its validation ``front``, its
@@ -198,6 +207,10 @@ class Client:
     def trial(self, trial_id: int) -> dict[str, Any]:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}")
 
+    def annotate_trial(self, trial_id: int, **fields: Any) -> dict[str, Any]:
+        """Set a trial's ``notes`` and / or ``tags`` (those given replace the stored ones)."""
+        return self._json("PATCH", f"/api/v1/trials/{int(trial_id)}", json=_annotations(fields))
+
     def cancel_trial(self, trial_id: int) -> dict[str, Any]:
         """End one of your queued or running trials as ``failed`` ("cancelled by <you>"; a running
         trial's worker is stopped); the study goes on. Returns the trial (``failed`` once it ended)."""
@@ -205,6 +218,13 @@ class Client:
 
     def reports(self, trial_id: int) -> list[dict[str, Any]]:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}/reports")["reports"]
+
+
+def _annotations(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - {"notes", "tags"}
+    if unknown:
+        raise TypeError(f"only notes and tags can be set, not {', '.join(sorted(unknown))}")
+    return {k: list(v) if k == "tags" and v is not None else v for k, v in fields.items()}
 
 
 def progress_line(study_id: int, state: str, counts: dict[str, int]) -> str:
@@ -251,6 +271,22 @@ class Study:
     @property
     def data(self) -> dict[str, Any]:
         return dict(self._data)
+
+    @property
+    def notes(self) -> str | None:
+        return self._data.get("notes")
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._data.get("tags") or [])
+
+    def annotate(self, **fields: Any) -> Study:
+        """Set the study's ``notes`` and / or ``tags`` (those given replace the stored ones:
+        ``notes=None`` clears the notes, ``tags=[]`` the tags)."""
+        self._data = self._client._json(
+            "PATCH", f"/api/v1/studies/{self.id}", json=_annotations(fields)
+        )
+        return self
 
     def refresh(self) -> Study:
         self._data = self._client._json("GET", f"/api/v1/studies/{self.id}")

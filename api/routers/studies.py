@@ -12,6 +12,7 @@ from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.routers._common import ERRORS, links
 from autopeft.api.schemas import (
     MAX_ID,
+    Annotations,
     ErrorEnvelope,
     HypervolumePublic,
     ImportancePublic,
@@ -117,8 +118,32 @@ def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
 
 
 @router.get("", response_model=StudyList, operation_id="list_studies")
-async def list_studies(user: CurrentUser, state: StateDep):
-    return await _poll(state, ("studies",), None, StudyList, _listed(state, user.id), user.id)
+async def list_studies(
+    user: CurrentUser,
+    state: StateDep,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="text in the name, the notes or a tag (any case)"),
+    ] = None,
+    tag: Annotated[
+        list[Annotated[str, Field(max_length=40)]] | None,
+        Query(max_length=20, description="only studies with every one of these tags"),
+    ] = None,
+):
+    """Your studies; ``?q=`` and ``?tag=`` (repeatable) search them."""
+    if not q and not tag:
+        return await _poll(state, ("studies",), None, StudyList, _listed(state, user.id), user.id)
+    with state.db.read() as session:
+        studies = svc.list_studies(session, user.id)
+    return {"studies": [s for s in studies if svc.matches(s, q, tag or [])]}
+
+
+@router.patch("/{study_id}", response_model=StudyPublic, operation_id="annotate_study")
+def annotate_study(study_id: StudyId, body: Annotations, user: CurrentUser, state: StateDep):
+    """Set the study's ``notes`` and / or ``tags`` (the fields given replace the stored ones)."""
+    with state.db.write(study_id) as session:
+        svc.annotate(svc.get_study(session, user.id, study_id), body.model_dump(exclude_unset=True))
+    return _shown(state, user, study_id)
 
 
 @router.get("/compare", response_model=StudyComparison, operation_id="compare_studies")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.routers._common import ERRORS
-from autopeft.api.schemas import ErrorEnvelope, ReportList, TrialId, TrialPublic
+from autopeft.api.schemas import Annotations, ErrorEnvelope, ReportList, TrialId, TrialPublic
 from autopeft.api.services import studies as svc
 
 CANCEL_WAIT_S = (
@@ -23,6 +23,17 @@ router = APIRouter(
 def get_trial(trial_id: TrialId, user: CurrentUser, state: StateDep):
     with state.db.read() as session:
         return svc.trial_public(svc.get_trial(session, user.id, trial_id))
+
+
+@router.patch("/{trial_id}", response_model=TrialPublic, operation_id="annotate_trial")
+def annotate_trial(trial_id: TrialId, body: Annotations, user: CurrentUser, state: StateDep):
+    """Set the trial's ``notes`` and / or ``tags`` (the fields given replace the stored ones)."""
+    with state.db.read() as session:
+        study_id = svc.get_trial(session, user.id, trial_id).study_id
+    with state.db.write(study_id) as session:
+        trial = svc.get_trial(session, user.id, trial_id)
+        svc.annotate(trial, body.model_dump(exclude_unset=True))
+        return svc.trial_public(trial)
 
 
 @router.post(

@@ -37,7 +37,8 @@ from autopeft.api.services.studies import public_error
 _SELECT = (
     'SELECT id, study_id, number, state, CAST(config AS TEXT), CAST("values" AS TEXT), attempts, '
     "parent_id, error, created_at, started_at, finished_at, kind, label, CAST(test_values AS TEXT), "
-    "epochs_trained, CAST(lineage AS TEXT), feasible, infeasible_reason FROM trials "
+    "epochs_trained, CAST(lineage AS TEXT), feasible, infeasible_reason, notes, CAST(tags AS TEXT) "
+    "FROM trials "
     "WHERE study_id = :study_id AND id > :after{} ORDER BY id LIMIT :limit"
 )
 _TYPES = dict(
@@ -57,6 +58,8 @@ _TYPES = dict(
     lineage=Text,
     feasible=Boolean,
     infeasible_reason=Text,
+    notes=Text,
+    tags=Text,
 )
 _PAGE = text(_SELECT.format("")).columns(**_TYPES)
 _PAGE_STATE = text(_SELECT.format(" AND state = :state")).columns(**_TYPES)
@@ -80,6 +83,7 @@ def _row(r) -> str:
         f'"test_values":{r[14] or "null"},"epochs_trained":{_dumps(float(r[15] or 0.0))},'
         f'"lineage":{r[16] or "null"},"feasible":{"null" if r[17] is None else "true" if r[17] else "false"},'
         f'"infeasible_reason":{"null" if r[18] is None else _dumps(r[18])},'
+        f'"notes":{"null" if r[19] is None else _dumps(r[19])},"tags":{r[20] if r[20] not in (None, "null") else "[]"},'
         f'"error":{"null" if r[8] is None else _dumps(public_error(r[8]))},"created_at":{_dt(r[9])},"started_at":{_dt(r[10])},'
         f'"finished_at":{_dt(r[11])}}}'
     )

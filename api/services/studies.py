@@ -54,6 +54,8 @@ def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
         "counts": study_counts,
         "spec": study.spec,
         "message": public_error(study.message),
+        "notes": study.notes,
+        "tags": list(study.tags or []),
         **columns(study, *_TIMES),
     }
 
@@ -64,6 +66,8 @@ def trial_public(t: Trial) -> dict[str, Any]:
         "parent_id": t.parent_id,
         "kind": t.kind or "search",
         "label": t.label,
+        "notes": t.notes,
+        "tags": list(t.tags or []),
         "test_values": t.test_values,
         "epochs_trained": float(t.epochs_trained or 0.0),
         **columns(t, "lineage", "feasible", "infeasible_reason"),
@@ -137,6 +141,27 @@ def list_studies(session: Session, user_id: int) -> list[dict[str, Any]]:
     ).all()
     c = counts(session, [s.id for s in studies])
     return [study_public(s, c[s.id]) for s in studies]
+
+
+def matches(study: dict[str, Any], q: str | None, tags: list[str]) -> bool:
+    """Whether a listed study matches a search: every tag of ``tags`` (case-insensitive) and
+    ``q`` as a case-insensitive substring of its name, notes or one of its tags."""
+    have = {t.lower() for t in study.get("tags") or []}
+    if any(t.lower() not in have for t in tags):
+        return False
+    if not q:
+        return True
+    q = q.lower()
+    return any(q in (text or "").lower() for text in (study["name"], study.get("notes"), *have))
+
+
+def annotate(row: Study | Trial, fields: dict[str, Any]) -> None:
+    """Set the given ``notes`` / ``tags`` of a study or trial (tags deduplicated, in order)."""
+    if "notes" in fields:
+        notes = fields["notes"]
+        row.notes = notes if notes and notes.strip() else None
+    if "tags" in fields:
+        row.tags = list(dict.fromkeys(t.strip() for t in fields["tags"] or []))
 
 
 def show_study(session: Session, user_id: int, study_id: int) -> dict[str, Any]:

@@ -45,7 +45,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--warm-start-top", type=int, metavar="K", help="at most K configs of the front (all)"
     )
     p.set_defaults(func=_cmd_create)
-    ssub.add_parser("list", parents=[common], help="your studies").set_defaults(func=_cmd_list)
+    p = ssub.add_parser("list", parents=[common], help="your studies (searchable)")
+    p.add_argument("--search", "-q", help="text in the name, the notes or a tag")
+    p.add_argument("--tag", action="append", default=[], help="only studies with this tag")
+    p.set_defaults(func=_cmd_list)
+    p = ssub.add_parser(
+        "note", parents=[common], help="set (or with no TEXT, clear) a study's or trial's notes"
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("text", nargs="?", default=None)
+    p.add_argument("--trial", action="store_true", help="ID is a trial's id")
+    p.set_defaults(func=_cmd_note)
+    p = ssub.add_parser("tag", parents=[common], help="add or remove a study's or trial's tags")
+    p.add_argument("id", type=int)
+    p.add_argument("--add", action="append", default=[], metavar="TAG")
+    p.add_argument("--remove", action="append", default=[], metavar="TAG")
+    p.add_argument("--trial", action="store_true", help="ID is a trial's id")
+    p.set_defaults(func=_cmd_tag)
     for name, helptext, func in (
         ("show", "one study with its Pareto front", _cmd_show),
         ("stop", "stop a study (running trials go back to the queue)", _cmd_stop),
@@ -211,12 +227,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
             s.counts.get("running", 0),
             s.counts.get("failed", 0),
             s.spec.get("max_trials"),
+            ", ".join(s.tags),
         ]
-        for s in _client(args).studies()
+        for s in _client(args).studies(args.search, args.tag)
     ]
     print(
-        format_table(rows, ["id", "name", "state", "complete", "running", "failed", "max_trials"])
+        format_table(
+            rows, ["id", "name", "state", "complete", "running", "failed", "max_trials", "tags"]
+        )
     )
+    return 0
+
+
+@_run
+def _cmd_note(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.trial:
+        row = client.annotate_trial(args.id, notes=args.text)
+        print(f"trial {row['id']}: notes {'set' if row['notes'] else 'cleared'}")
+    else:
+        study = client.study(args.id).annotate(notes=args.text)
+        print(f"study {study.id}: notes {'set' if study.notes else 'cleared'}")
+    return 0
+
+
+@_run
+def _cmd_tag(args: argparse.Namespace) -> int:
+    client = _client(args)
+    old = client.trial(args.id)["tags"] if args.trial else client.study(args.id).tags
+    drop = {t.lower() for t in args.remove}
+    tags = [t for t in [*old, *args.add] if t.lower() not in drop]
+    if args.trial:
+        tags = client.annotate_trial(args.id, tags=tags)["tags"]
+    else:
+        tags = client.study(args.id).annotate(tags=tags).tags
+    print(f"{'trial' if args.trial else 'study'} {args.id}: tags {', '.join(tags) or '(none)'}")
     return 0
 
 

@@ -423,3 +423,58 @@ def test_study_page_shows_which_parameters_matter(page, seeded, dash_server):
     assert "fANOVA (Optuna) over 12 complete search trials" in p.inner_text("#importance-summary")
     p.locator("#importance-h").scroll_into_view_if_needed()
     page.screenshot("study-importance")
+
+
+def test_notes_and_tags_edited_on_the_study_page_and_searched_in_the_list(
+    page, seeded, dash_server
+):
+    """The owner edits a study's notes and tags on its page (PATCH /studies/{id}), a bad tag is
+    refused with the API's message, and the studies list finds the study by a tag or a word of its
+    notes while hiding the others."""
+    s, other = seeded["three"], seeded["two"]
+    p = page.goto(f"#/studies/{s['id']}")
+    box = "#study-notes-box"
+    p.locator(box).get_by_role("button", name="Edit notes and tags").click()
+    p.fill(f"{box} [data-role=notes-input]", "latency matters more than accuracy here")
+    p.fill(f"{box} [data-role=tags-input]", "edge, bad;tag")
+    p.click(f"{box} [data-role=save]")
+    p.get_by_role("alert").filter(has_text="tags").wait_for()
+    refused = [e for e in page.errors if "422" in e]
+    assert len(refused) == 1  # the browser logs the refused PATCH, nothing else
+    page.errors[:] = [e for e in page.errors if "422" not in e]
+    p.fill(f"{box} [data-role=tags-input]", "edge, int8 ready")
+    p.click(f"{box} [data-role=save]")
+    p.wait_for_function(
+        f"() => document.querySelectorAll('{box} [data-role=tags] .tag').length === 2"
+    )
+    got = dash_server.api.get(f"/studies/{s['id']}")
+    assert got["notes"] == "latency matters more than accuracy here"
+    assert got["tags"] == ["edge", "int8 ready"]
+    assert p.inner_text(f"{box} [data-role=notes]") == got["notes"]
+    page.screenshot("study-notes")
+
+    p = page.goto("#/")
+    p.wait_for_selector(f"tr[data-study-id='{other['id']}']")
+    for query in ("int8", "LATENCY matters", "edge"):
+        p.fill("#studies-search", query)
+        p.wait_for_function(f"() => !document.querySelector(\"tr[data-study-id='{other['id']}']\")")
+        assert p.locator(f"tr[data-study-id='{s['id']}']").count() == 1
+        assert p.locator(f"tr[data-study-id='{s['id']}'] .tag").count() == 2
+    p.fill("#studies-search", "no such words")
+    p.get_by_text("No study matches the search.").wait_for()
+    p.fill("#studies-search", "")
+    p.wait_for_selector(f"tr[data-study-id='{other['id']}']")
+
+    # a trial's notes, on its page
+    trial = dash_server.api.get(f"/studies/{s['id']}/trials")["trials"][0]
+    p = page.goto(f"#/trials/{trial['id']}")
+    box = "#trial-notes-box"
+    p.locator(box).get_by_role("button", name="Edit notes and tags").click()
+    p.fill(f"{box} [data-role=notes-input]", "the cheapest point worth a look")
+    p.fill(f"{box} [data-role=tags-input]", "shortlist")
+    p.click(f"{box} [data-role=save]")
+    p.wait_for_function(
+        f"() => document.querySelectorAll('{box} [data-role=tags] .tag').length === 1"
+    )
+    got = dash_server.api.get(f"/trials/{trial['id']}")
+    assert got["notes"] == "the cheapest point worth a look" and got["tags"] == ["shortlist"]

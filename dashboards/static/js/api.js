@@ -80,6 +80,7 @@ export async function upload(path, form, token = getToken()) {
   return resp.json();
 }
 export const post = (path, body, opts = {}) => request(path, { ...opts, method: "POST", body });
+export const patch = (path, body, opts = {}) => request(path, { ...opts, method: "PATCH", body });
 
 // Every trial of a study with id > after, following pages.
 export async function trialsAfter(studyId, after, limit = 1000) {

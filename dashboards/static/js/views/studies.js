@@ -19,16 +19,18 @@ export function render(main, _params, ctx) {
   const compareButton = el("button", { class: "button", id: "compare-studies", type: "button", disabled: true, text: "Compare selected",
     onclick: () => ctx.navigate(`#/compare/${[...chosen].sort((a, b) => a - b).join(",")}`) });
   const choose = (id, on) => { if (on) chosen.add(id); else chosen.delete(id); compareButton.disabled = chosen.size < 2; };
+  const search = el("input", { type: "search", id: "studies-search", placeholder: "Search name, notes, tags", "aria-label": "search studies by name, notes or tag",
+    oninput: () => { lastSig = ""; draw(); } });
   const table = el("table", { class: "data", id: "studies-table" },
     el("caption", { class: "sr-only", text: "Your studies" }),
     el("thead", {}, el("tr", {}, ...["Study", "State", "Progress", "Best values", "Hypervolume", "Created"].map((h) => el("th", { scope: "col", text: h })))),
     body);
   main.append(
     el("div", { class: "page-head" }, el("h1", { text: "Studies" }), compareButton, el("a", { class: "button primary", href: "#/new", text: "New study" })),
-    status, el("div", { class: "table-wrap" }, table));
+    el("div", { class: "controls" }, search), status, el("div", { class: "table-wrap" }, table));
 
   const extra = new Map();   // study id -> {sig, pareto, hv}
-  let lastSig = "";
+  let lastSig = "", all = [];
 
   async function refresh() {
     const listed = (await get("/studies")).studies;
@@ -45,12 +47,30 @@ export function render(main, _params, ctx) {
         gone.add(s.id);
       }
     }));
-    const studies = listed.filter((s) => !gone.has(s.id));
+    all = listed.filter((s) => !gone.has(s.id));
     status.classList.remove("error");
-    const sig = JSON.stringify(studies.map((s) => [s.id, s.state, s.counts, s.name]));
-    status.textContent = studies.length ? `${studies.length} stud${studies.length === 1 ? "y" : "ies"}, updated live.` : "";
+    draw();
+  }
+
+  // The search box filters what the last poll listed (name, notes, tags; any case; every word).
+  function matches(s, words) {
+    const hay = [s.name, s.notes || "", ...(s.tags || [])].join(" \n ").toLowerCase();
+    return words.every((w) => hay.includes(w));
+  }
+
+  function draw() {
+    const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const studies = all.filter((s) => matches(s, words));
+    const sig = JSON.stringify([words, studies.map((s) => [s.id, s.state, s.counts, s.name, s.tags, s.notes])]);
+    status.textContent = all.length
+      ? (words.length ? `${studies.length} of ${all.length} studies match.` : `${all.length} stud${all.length === 1 ? "y" : "ies"}, updated live.`)
+      : "";
     if (sig === lastSig) return;
     lastSig = sig;
+    if (words.length && !studies.length) {
+      clear(body, el("tr", {}, el("td", { colspan: 6, class: "empty", text: "No study matches the search." })));
+      return;
+    }
     if (!studies.length) {
       clear(body, el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No study yet. ", el("a", { href: "#/new", text: "Create one" }), ", or use ", el("code", { text: "autopeft study create FILE" }), ".")));
       return;
@@ -67,7 +87,8 @@ export function render(main, _params, ctx) {
     return el("tr", { dataset: { studyId: s.id } },
       el("th", { scope: "row" },
         el("input", { type: "checkbox", class: "compare-pick", "aria-label": `compare ${s.name}`, checked: chosen.has(s.id), onchange: (e) => choose(s.id, e.target.checked) }), " ",
-        el("a", { href: `#/studies/${s.id}`, text: s.name }), el("span", { class: "muted small", text: ` #${s.id}` })),
+        el("a", { href: `#/studies/${s.id}`, text: s.name }), el("span", { class: "muted small", text: ` #${s.id}` }),
+        (s.tags || []).length ? el("div", { class: "tags" }, s.tags.map((t) => el("span", { class: "tag", text: t }))) : null),
       el("td", {}, stateBadge(s.state)),
       el("td", { class: "progress-cell" },
         el("progress", { max: Math.max(max, 1), value: Math.min(done, max || done), "aria-label": `${done} of ${max} trials done` }),

@@ -3,8 +3,9 @@
 // (`?after=`), so new trials and state changes both arrive; the front and hypervolume are
 // refetched when the set of complete trials changed.
 
-import { get, post, trialsAfter } from "../api.js";
+import { get, patch, post, trialsAfter } from "../api.js";
 import { draw, hasWebGL, hypervolumeFigures, parallelFigure, paretoFigure, purge } from "../charts.js";
+import { notesPanel } from "../notes.js";
 import { hypervolumeHistory } from "../pareto.js";
 import { clear, el, fmt, fmtDate, stateBadge, TERMINAL } from "../util.js";
 import { trialsTable } from "./trials_table.js";
@@ -18,6 +19,8 @@ export function render(main, [idText], ctx) {
   const head = el("div", { class: "page-head" });
   const summary = el("div", { class: "summary", id: "study-summary" });
   const message = el("p", { class: "error", role: "alert", hidden: true });
+  const notesBox = el("section", { class: "notes", id: "study-notes-box", "aria-label": "notes and tags" });
+  const notes = notesPanel(notesBox, async (body) => (study = await patch(`/studies/${id}`, body)));
   const paretoControls = el("div", { class: "controls", id: "pareto-controls" });
   const paretoPlot = el("div", { class: "plot", id: "pareto-plot", role: "img", "aria-label": "Pareto front scatter plot" });
   const paretoNote = el("p", { class: "muted small", id: "pareto-note" });
@@ -28,7 +31,7 @@ export function render(main, [idText], ctx) {
   const impPlot = el("div", { class: "plot", id: "importance-plot", role: "img", "aria-label": "importance of each searched parameter per objective" });
   let importance = null;
   const tableSlot = el("div");
-  main.append(head, message, summary,
+  main.append(head, message, summary, notesBox,
     el("section", { class: "card", "aria-labelledby": "pareto-h" }, el("h2", { id: "pareto-h", text: "Pareto front" }), paretoControls, paretoPlot, paretoNote),
     el("section", { class: "card", "aria-labelledby": "hv-h" }, el("h2", { id: "hv-h", text: "Hypervolume" }), hvText,
       el("div", { class: "grid2" }, el("figure", {}, hvTrials, el("figcaption", { text: "over complete trials" })), el("figure", {}, hvTime, el("figcaption", { text: "over time" })))),
@@ -205,6 +208,7 @@ export function render(main, [idText], ctx) {
     study = s;
     const sSig = JSON.stringify([s.state, s.counts, s.message, s.name, [...trials.values()].reduce((a, t) => a + (t.epochs_trained || 0), 0)]);
     if (sSig !== studySig) { studySig = sSig; drawHead(); }
+    notes.show(study);
     if (!table) {
       const constrained = (study?.spec?.optimizer?.options?.constraints || []).length > 0;
       table = trialsTable(objectives(), { constraints: constrained });

@@ -2,9 +2,10 @@
 // attempt: PBT exploits and retries start a new attempt), the per-layer architecture heatmap,
 // the config, lineage links, and the adapter export (GET /trials/{id}/adapter as a zip).
 
-import { get, request, trialsAfter } from "../api.js";
+import { get, patch, request, trialsAfter } from "../api.js";
 import { draw, paletteColor, purge } from "../charts.js";
 import { heatmapFigure, layerMatrix } from "../layers.js";
+import { notesPanel } from "../notes.js";
 import { clear, duration, el, fmt, fmtDate, fmtSeconds, stateBadge, TERMINAL } from "../util.js";
 
 export function render(main, [idText], ctx) {
@@ -20,7 +21,9 @@ export function render(main, [idText], ctx) {
   const config = el("div", { class: "table-wrap" });
   const lineage = el("div", { id: "trial-lineage" });
   const exportStatus = el("p", { class: "small", id: "export-status", role: "status" });
-  main.append(head, message, facts,
+  const notesBox = el("section", { class: "notes", id: "trial-notes-box", "aria-label": "notes and tags" });
+  const notes = notesPanel(notesBox, async (body) => (trial = await patch(`/trials/${id}`, body)));
+  main.append(head, message, facts, notesBox,
     el("section", { class: "card", "aria-labelledby": "curves-h" }, el("h2", { id: "curves-h", text: "Learning curves" }), curvesNote, curves),
     el("section", { class: "card", "aria-labelledby": "layers-h" }, el("h2", { id: "layers-h", text: "Architecture per layer" }), heatNote, heat),
     el("div", { class: "grid2" },
@@ -126,6 +129,7 @@ export function render(main, [idText], ctx) {
     siblings = await trialsAfter(t.study_id, null);
     const nextSig = JSON.stringify([t, reports.length, siblings.map((s) => s.parent_id)]);
     trial = t;
+    notes.show(t);
     if (nextSig === sig) return;
     sig = nextSig;
     drawHead(); drawConfig(); drawLineage(); drawCurves(reports);

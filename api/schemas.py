@@ -390,6 +390,44 @@ class ImportancePublic(BaseModel):
     reason: str | None = None
 
 
+class PlannedBaseline(BaseModel):
+    name: str
+    epochs: float
+
+
+class PlanPublic(BaseModel):
+    """What a study will cost before it runs (``POST /studies/plan``; nothing is stored)."""
+
+    optimizer: str
+    max_trials: int
+    max_epochs: float | None = None
+    max_seconds: float | None = None
+    max_parallel: int
+    epochs_per_trial: float | None = Field(
+        default=None, description="training epochs of a full search trial (peft workloads)"
+    )
+    baselines: list[PlannedBaseline] = Field(description="each baseline's compute, in epochs")
+    full_trials: int = Field(
+        description="full search trials the budget buys after the baselines (max_trials, "
+        "max_epochs and, when the speed is measured, max_seconds)"
+    )
+    initial_design: int | None = Field(
+        default=None, description="trials the optimiser runs before its model chooses any"
+    )
+    memory_mb: dict[str, float] | None = Field(
+        default=None,
+        description="predicted peak training memory of the cheapest and costliest config (min, max)",
+    )
+    seconds_per_epoch: float | None = Field(
+        default=None,
+        description="median over your earlier complete trials of the same model, data and sizes; "
+        "null when there are none",
+    )
+    measured_trials: int = 0
+    estimated_seconds: float | None = None
+    warnings: list[str]
+
+
 class ComparedStudy(BaseModel):
     id: int
     name: str

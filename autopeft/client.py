@@ -101,25 +101,24 @@ class Client:
         ``objectives`` may be ``[("accuracy", "maximize"), ...]`` or the REST form
         ``[{"name": ..., "direction": ...}]``; ``optimizer`` may be a name or ``{"name", "options"}``.
         """
-        body = dict(spec or {})
-        for key, value in (
-            ("name", name),
-            ("space", space),
-            ("objectives", objectives),
-            ("optimizer", optimizer),
-            ("workload", workload),
-        ):
-            if value is not None:
-                body[key] = value
-        body.update(fields)
-        if isinstance(body.get("optimizer"), str):
-            body["optimizer"] = {"name": body["optimizer"], "options": {}}
-        if body.get("objectives"):
-            body["objectives"] = [
-                o if isinstance(o, dict) else {"name": o[0], "direction": o[1]}
-                for o in body["objectives"]
-            ]
+        body = _study_body(spec, name, space, objectives, optimizer, workload, fields)
         return Study(self, self._json("POST", "/api/v1/studies", json=body))
+
+    def plan_study(
+        self,
+        name: str | None = None,
+        space: str | dict | None = None,
+        objectives: list | None = None,
+        optimizer: str | dict | None = None,
+        workload: dict | None = None,
+        spec: dict | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """What a study would cost before it runs (``POST /studies/plan``: compute per trial,
+        full trials the budget buys, the optimiser's initial design, predicted memory, measured
+        time, warnings). Takes what :meth:`create_study` takes; stores and starts nothing."""
+        body = _study_body(spec, name, space, objectives, optimizer, workload, fields)
+        return self._json("POST", "/api/v1/studies/plan", json=body)
 
     def study(self, study_id: int) -> Study:
         return Study(self, self._json("GET", f"/api/v1/studies/{int(study_id)}"))
@@ -218,6 +217,28 @@ class Client:
 
     def reports(self, trial_id: int) -> list[dict[str, Any]]:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}/reports")["reports"]
+
+
+def _study_body(spec, name, space, objectives, optimizer, workload, fields) -> dict[str, Any]:
+    body = dict(spec or {})
+    for key, value in (
+        ("name", name),
+        ("space", space),
+        ("objectives", objectives),
+        ("optimizer", optimizer),
+        ("workload", workload),
+    ):
+        if value is not None:
+            body[key] = value
+    body.update(fields)
+    if isinstance(body.get("optimizer"), str):
+        body["optimizer"] = {"name": body["optimizer"], "options": {}}
+    if body.get("objectives"):
+        body["objectives"] = [
+            o if isinstance(o, dict) else {"name": o[0], "direction": o[1]}
+            for o in body["objectives"]
+        ]
+    return body
 
 
 def _annotations(fields: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from autopeft.api.schemas import (
     HypervolumePublic,
     ImportancePublic,
     ParetoPublic,
+    PlanPublic,
     StudyComparison,
     StudyCreate,
     StudyExtend,
@@ -28,6 +29,7 @@ from autopeft.api.schemas import (
 )
 from autopeft.api.services import front
 from autopeft.api.services import importance as importance_svc
+from autopeft.api.services import plan as plan_svc
 from autopeft.api.services import studies as svc
 from autopeft.api.services.spec import SpecContext, validate_spec
 
@@ -109,6 +111,19 @@ def _start_new(state, user, body: dict[str, Any], **extra: Any) -> dict[str, Any
     with state.scheduler.study_lock(out["id"]):  # never started twice (scheduling.reconcile)
         state.scheduler.start(out["id"])
     return out
+
+
+@router.post("/plan", response_model=PlanPublic, operation_id="plan_study")
+def plan_study(body: StudyCreate, user: CurrentUser, state: StateDep):
+    """What the study would cost, before you pay: compute per trial and per baseline (epochs),
+    full trials the budget buys, the optimiser's initial design, predicted memory, and the time
+    measured on your earlier trials of the same setting. Validates like ``POST /studies``
+    (4xx naming the field); stores and starts nothing."""
+    with state.db.read() as session:
+        spec = validate_spec(
+            body.model_dump(mode="json"), SpecContext(user, state.settings, session, state.datasets)
+        )
+        return plan_svc.plan(session, user.id, spec)
 
 
 @router.post("", **_created("create_study", "the study, started"))

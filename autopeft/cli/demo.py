@@ -85,7 +85,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(
             f"token:      {server.token}   (AUTOPEFT_URL={server.url} AUTOPEFT_TOKEN=... autopeft study list)"
         )
-        study = client.create_study(spec=study_spec(args.minutes, args.max_trials, args.max_train))
+        spec = study_spec(args.minutes, args.max_trials, args.max_train)
+        from autopeft.cli.study import format_plan
+
+        print("plan (POST /studies/plan, before anything runs):")
+        print("  " + format_plan(client.plan_study(spec=spec)).replace("\n", "\n  "))
+        study = client.create_study(spec=spec)
         opt = study.spec["optimizer"]
         stopper = (opt.get("options") or {}).get("early_stopping")
         print(

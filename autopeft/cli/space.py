@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from typing import Any
-
-from autopeft.errors import InvalidConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,39 +36,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
         space = load_space(name, num_layers=12)
         print(f"{name:<16} {space.description or ''}")
     return 0
-
-
-def trainable_range(space, model_config, num_labels: int | None) -> tuple[int, int]:
-    """Exact min / max of ``count_trainable`` over the space.
-
-    The count is non-decreasing in every ordinal or integer parameter (sizes, ranks, lengths,
-    the layer mask with off < on), so the extremes are at all-lowest / all-highest settings of
-    those; unordered categorical PEFT parameters (target sets) are enumerated.
-    """
-    from autopeft.peft import count_trainable
-
-    categorical = [p for p in space.params if p.kind == "categorical"]
-    combos = list(itertools.product(*(p.values() for p in categorical)))
-    if len(combos) > 4096:
-        raise InvalidConfig("too many categorical combinations to bound exactly", "space")
-    lo, hi = None, None
-    for combo in combos:
-        for extreme in (0, -1):
-            config: dict[str, Any] = dict(space.constants)
-            fixed = dict(zip((p.name for p in categorical), combo))
-            for p in space.params:
-                if not p.is_active(config):
-                    continue
-                if p.name in fixed:
-                    config[p.name] = fixed[p.name]
-                elif p.kind == "float":
-                    config[p.name] = p.default
-                else:
-                    config[p.name] = p.values()[extreme]
-            n = count_trainable(space.validate(config), model_config, num_labels=num_labels)
-            lo = n if lo is None else min(lo, n)
-            hi = n if hi is None else max(hi, n)
-    return lo, hi
 
 
 def _base_params(model_config) -> int:
@@ -117,6 +81,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         ],
     }
     if model_config is not None:
+        from autopeft.space.bounds import trainable_range
+
         lo, hi = trainable_range(space, model_config, args.num_labels)
         base = _base_params(model_config)
         info.update(

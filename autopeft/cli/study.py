@@ -45,6 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--warm-start-top", type=int, metavar="K", help="at most K configs of the front (all)"
     )
     p.set_defaults(func=_cmd_create)
+    p = ssub.add_parser(
+        "plan",
+        parents=[common],
+        help="what a study spec would cost, before it runs (nothing starts)",
+    )
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_plan)
     p = ssub.add_parser("list", parents=[common], help="your studies (searchable)")
     p.add_argument("--search", "-q", help="text in the name, the notes or a tag")
     p.add_argument("--tag", action="append", default=[], help="only studies with this tag")
@@ -214,6 +222,51 @@ def _cmd_create(args: argparse.Namespace) -> int:
         study.wait()
         print(pareto_table(study))
     return 0
+
+
+@_run
+def _cmd_plan(args: argparse.Namespace) -> int:
+    plan = _client(args).plan_study(spec=load_spec(args.file))
+    if args.json:
+        print(json.dumps(plan, indent=1))
+        return 0
+    print(format_plan(plan))
+    return 0
+
+
+def format_plan(plan: dict) -> str:
+    """A plan (``POST /studies/plan``) as the lines the CLI and the demo print."""
+    budget = ", ".join(
+        f"{k} {plan[k]:g}" for k in ("max_trials", "max_epochs", "max_seconds") if plan.get(k)
+    )
+    lines = [f"budget: {budget}; {plan['max_parallel']} in parallel"]
+    if plan["epochs_per_trial"] is not None:
+        base = ", ".join(f"{b['name']} {b['epochs']:g}" for b in plan["baselines"]) or "none"
+        lines.append(
+            f"a full trial: {plan['epochs_per_trial']:g} epochs; baselines (epochs): {base}"
+        )
+    design = plan["initial_design"]
+    lines.append(
+        f"full search trials the budget buys: about {plan['full_trials']}"
+        + (
+            f"; {plan['optimizer']}'s model chooses from trial {design + 1} of the search on"
+            if design
+            else ""
+        )
+    )
+    if plan["memory_mb"]:
+        lo, hi = plan["memory_mb"]["min"], plan["memory_mb"]["max"]
+        lines.append(f"predicted peak training memory: {lo:,.0f}-{hi:,.0f} MiB a trial")
+    if plan["seconds_per_epoch"] is not None:
+        lines.append(
+            f"measured: {plan['seconds_per_epoch']:.1f} s an epoch (median of "
+            f"{plan['measured_trials']} earlier trials); the budget takes about "
+            f"{plan['estimated_seconds'] / 60:.1f} min"
+        )
+    else:
+        lines.append("time: not measured yet (no earlier trial of this model, data and sizes)")
+    lines += [f"warning: {w}" for w in plan["warnings"]]
+    return "\n".join(lines)
 
 
 @_run

@@ -95,7 +95,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         stopper = (opt.get("options") or {}).get("early_stopping")
         print(
             f"study {study.id}: {study.name} - lora_per_layer on tweets with MiniLM, {opt['name']}"
-            f"{' + ' + stopper['kind'].upper() if stopper else ''} (the default), baselines "
+            f"{' + ' + stopper['kind'].upper() if stopper else ''}"
+            f"{' with promotions' if stopper and stopper.get('promotions') else ''} (the default), baselines "
             f"{', '.join(study.spec['baselines'])}, 2 parallel trials, {args.minutes:g} min budget"
         )
         print(f"dashboard of this study: {server.url}/#/studies/{study.id}")

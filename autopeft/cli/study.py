@@ -264,7 +264,14 @@ def format_plan(plan: dict) -> str:
             f"{plan['estimated_seconds'] / 60:.1f} min"
         )
     else:
-        lines.append("time: not measured yet (no earlier trial of this model, data and sizes)")
+        lines.append(
+            "time: not measured yet (no earlier trial of this model, data and sizes)"
+            + (
+                "; max_seconds may end the study before that many"
+                if plan.get("max_seconds")
+                else ""
+            )
+        )
     lines += [f"warning: {w}" for w in plan["warnings"]]
     return "\n".join(lines)
 

@@ -44,7 +44,10 @@ def test_default_search_with_baselines_and_a_test_split(sqlite_url, server_facto
     client = client_for(server, make_token(sqlite_url, "alice"))
     study = client.create_study(spec=_spec(peft_workload, max_trials=7, baselines="default"))
     assert study.spec["optimizer"]["name"] == DEFAULT_OPTIMIZER["name"]  # no optimiser named
-    assert study.spec["optimizer"]["options"]["early_stopping"] == {"kind": "moasha", "max_step": 4}
+    assert study.spec["optimizer"]["options"] == {
+        "n_initial": 5,
+        "early_stopping": {"kind": "moasha", "promotions": True, "max_step": 4},
+    }
     assert study.spec["baselines"] == ["linear_probe", "lora_r8"]
     study.wait(timeout=600, poll=0.5, progress=False)
     assert study.state == "finished", study.data

@@ -425,6 +425,19 @@ def test_study_page_shows_which_parameters_matter(page, seeded, dash_server):
     page.screenshot("study-importance")
 
 
+def _edit_notes(p, box: str, notes: str, tags: str, shown: int | None = None) -> None:
+    """Open the notes editor in ``box``, fill it and save; ``shown``: wait for that many tags."""
+    if not p.locator(f"{box} [data-role=notes-input]").count():
+        p.locator(box).get_by_role("button", name="Edit notes and tags").click()
+    p.fill(f"{box} [data-role=notes-input]", notes)
+    p.fill(f"{box} [data-role=tags-input]", tags)
+    p.click(f"{box} [data-role=save]")
+    if shown is not None:
+        p.wait_for_function(
+            f"() => document.querySelectorAll('{box} [data-role=tags] .tag').length === {shown}"
+        )
+
+
 def test_notes_and_tags_edited_on_the_study_page_and_searched_in_the_list(
     page, seeded, dash_server
 ):
@@ -434,19 +447,13 @@ def test_notes_and_tags_edited_on_the_study_page_and_searched_in_the_list(
     s, other = seeded["three"], seeded["two"]
     p = page.goto(f"#/studies/{s['id']}")
     box = "#study-notes-box"
-    p.locator(box).get_by_role("button", name="Edit notes and tags").click()
-    p.fill(f"{box} [data-role=notes-input]", "latency matters more than accuracy here")
-    p.fill(f"{box} [data-role=tags-input]", "edge, bad;tag")
-    p.click(f"{box} [data-role=save]")
+    notes = "latency matters more than accuracy here"
+    _edit_notes(p, box, notes, "edge, bad;tag")
     p.get_by_role("alert").filter(has_text="tags").wait_for()
     refused = [e for e in page.errors if "422" in e]
     assert len(refused) == 1  # the browser logs the refused PATCH, nothing else
     page.errors[:] = [e for e in page.errors if "422" not in e]
-    p.fill(f"{box} [data-role=tags-input]", "edge, int8 ready")
-    p.click(f"{box} [data-role=save]")
-    p.wait_for_function(
-        f"() => document.querySelectorAll('{box} [data-role=tags] .tag').length === 2"
-    )
+    _edit_notes(p, box, notes, "edge, int8 ready", shown=2)
     got = dash_server.api.get(f"/studies/{s['id']}")
     assert got["notes"] == "latency matters more than accuracy here"
     assert got["tags"] == ["edge", "int8 ready"]
@@ -468,13 +475,6 @@ def test_notes_and_tags_edited_on_the_study_page_and_searched_in_the_list(
     # a trial's notes, on its page
     trial = dash_server.api.get(f"/studies/{s['id']}/trials")["trials"][0]
     p = page.goto(f"#/trials/{trial['id']}")
-    box = "#trial-notes-box"
-    p.locator(box).get_by_role("button", name="Edit notes and tags").click()
-    p.fill(f"{box} [data-role=notes-input]", "the cheapest point worth a look")
-    p.fill(f"{box} [data-role=tags-input]", "shortlist")
-    p.click(f"{box} [data-role=save]")
-    p.wait_for_function(
-        f"() => document.querySelectorAll('{box} [data-role=tags] .tag').length === 1"
-    )
+    _edit_notes(p, "#trial-notes-box", "the cheapest point worth a look", "shortlist", shown=1)
     got = dash_server.api.get(f"/trials/{trial['id']}")
     assert got["notes"] == "the cheapest point worth a look" and got["tags"] == ["shortlist"]

@@ -1,0 +1,128 @@
+"""The analysis of ``benchmarks/table_search.py`` on the committed tweets table: the demo's
+criterion (a searched point as accurate as LoRA r8 at half its parameters) valued on true values,
+and the goal lines it and the promotions goal print."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH / "peft_table"))
+sys.path.insert(0, str(BENCH))
+
+ts = pytest.importorskip("table_search")
+
+
+@pytest.fixture(scope="module")
+def tweets():
+    return ts._table("tweets")
+
+
+def _row(table, cid, report=None):
+    c = table.candidates[cid]
+    report = c.reports if report is None else report
+    return [cid, report, 0.7, c.truth(report)]
+
+
+def test_half_cost_match_wants_a_searched_point_near_lora_r8_at_half_its_params(tweets):
+    r8 = tweets.candidates["lora_r8"]
+    target = r8.truth(r8.reports) - ts.MATCH_GAP
+    small_good = [
+        cid
+        for cid, c in tweets.candidates.items()
+        if c.kind == "sobol" and c.params <= r8.params / 2 and c.truth(c.reports) >= target
+    ]
+    small_poor = [
+        cid
+        for cid, c in tweets.candidates.items()
+        if c.kind == "sobol" and c.params <= r8.params / 2 and c.truth(c.reports) < target
+    ]
+    big_good = [
+        cid
+        for cid, c in tweets.candidates.items()
+        if c.kind == "sobol" and c.params > r8.params / 2 and c.truth(c.reports) >= target
+    ]
+    assert small_good and small_poor and big_good  # the table holds each kind
+    probe = _row(tweets, "linear_probe")
+    assert ts.half_cost_match(tweets, [probe, _row(tweets, small_good[0])])
+    assert not ts.half_cost_match(tweets, [probe, _row(tweets, small_poor[0])])
+    assert not ts.half_cost_match(tweets, [probe, _row(tweets, big_good[0])])
+    # a baseline never counts as found, however cheap and accurate
+    assert not ts.half_cost_match(tweets, [probe, _row(tweets, "lora_r8")])
+    # valued at the report the trial reached: a good config stopped at its first report may not
+    first = _row(tweets, small_good[0], report=1)
+    assert ts.half_cost_match(tweets, [first]) == (first[3] >= target - 1e-12)
+
+
+def _rows(method, budget, fronts, hvs, curves):
+    return [
+        {
+            "task": "tweets",
+            "method": method,
+            "budget": budget,
+            "rep": i,
+            "hv_true": hv,
+            "hv_seen": hv,
+            "compute": budget,
+            "reach": math.inf,
+            "dominates_handpicked": False,
+            "handpicked_dominated": 0,
+            "front": front,
+            "curve": curve,
+        }
+        for i, (front, hv, curve) in enumerate(zip(fronts, hvs, curves))
+    ]
+
+
+def test_goal_lines_for_the_demo_criterion_and_promotions(tweets):
+    r8 = tweets.candidates["lora_r8"]
+    good = next(
+        cid
+        for cid, c in tweets.candidates.items()
+        if c.kind == "sobol"
+        and c.params <= r8.params / 2
+        and c.truth(c.reports) >= r8.truth(r8.reports) - ts.MATCH_GAP
+    )
+    hit, miss = [_row(tweets, good)], [_row(tweets, "linear_probe")]
+    flat = [[1.0, 100.0], [48.0, 100.0]]
+    # the default (MO-ASHA with promotions) reaches the no-stopping method's mean HV (100, at 40
+    # epochs) at 20 epochs (<= 60%) in two of three repetitions
+    rows = (
+        _rows(
+            "default",
+            48,
+            [hit, hit, miss],
+            [100.0, 100.0, 90.0],
+            [[[20.0, 100.0]], [[20.0, 100.0]], [[45.0, 90.0]]],
+        )
+        + _rows("random", 48, [hit, miss, miss], [100.0, 95.0, 90.0], [flat] * 3)
+        + _rows(ts.NO_STOPPING, 48, [miss] * 3, [100.0] * 3, [[[40.0, 100.0]]] * 3)
+    )
+    summary = ts.summarise(rows, ["tweets"], [48])
+    methods = summary["tweets"]["methods"]
+    assert methods["default"]["48"]["half_cost_share"] == pytest.approx(2 / 3)
+    assert methods["random"]["48"]["half_cost_share"] == pytest.approx(1 / 3)
+    assert methods["default"]["48"]["reach_no_stopping_median"] == 20.0
+    assert methods[ts.NO_STOPPING]["48"]["reach_no_stopping_median"] == 40.0
+    lines = ts.goals(summary, ["tweets"], [48])
+    demo = next(line for line in lines if "the demo's criterion" in line)
+    assert ": met (default 67%; best other random 33%)" in demo
+    prom = next(line for line in lines if "MO-ASHA with promotions" in line)
+    assert f": met (default 20, {ts.NO_STOPPING} 40 epochs)" in prom
+
+    # the other way round: random finds it more often, promotions need more than 60%
+    rows = (
+        _rows("default", 48, [miss] * 3, [100.0] * 3, [[[30.0, 100.0]]] * 3)
+        + _rows("random", 48, [hit] * 3, [100.0] * 3, [flat] * 3)
+        + _rows(ts.NO_STOPPING, 48, [miss] * 3, [100.0] * 3, [[[40.0, 100.0]]] * 3)
+    )
+    lines = ts.goals(ts.summarise(rows, ["tweets"], [48]), ["tweets"], [48])
+    assert any("the demo's criterion" in line and ": not met (default 0%" in line for line in lines)
+    assert any(
+        "promotions" in line and f": not met (default 30, {ts.NO_STOPPING} 40" in line
+        for line in lines
+    )

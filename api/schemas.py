@@ -377,7 +377,7 @@ class ImportancePublic(BaseModel):
     """Which searched parameters matter, per objective (``autopeft.optim.importance``)."""
 
     evaluator: Literal["fanova", "ped_anova", "mdi"]
-    trials: int = Field(
+    n_trials: int = Field(
         description="complete search trials used (baselines are not points of the space)"
     )
     objectives: dict[str, dict[str, float] | None] = Field(

@@ -377,7 +377,7 @@ class Study:
         return [t for t in self.trials(state="complete") if t.get("feasible") is False]
 
     def importance(self, evaluator: str = "fanova") -> dict[str, Any]:
-        """Which searched parameters matter, per objective: ``{"evaluator", "trials",
+        """Which searched parameters matter, per objective: ``{"evaluator", "n_trials",
         "objectives": {name: {param: importance} | None}, "excluded", "reason"}`` (Optuna's
         fANOVA by default; ``"ped_anova"`` or ``"mdi"``)."""
         return self._client._json(

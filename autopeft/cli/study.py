@@ -396,7 +396,7 @@ def _cmd_importance(args: argparse.Namespace) -> int:
         rows = [[p] + [(result["objectives"][n] or {}).get(p) for n in names] for p in params]
         print(format_table(rows, ["parameter", *names]))
     print(
-        f"\n{result['evaluator']} over {result['trials']} complete search trials"
+        f"\n{result['evaluator']} over {result['n_trials']} complete search trials"
         + (
             f"; left out (not in every trial): {', '.join(result['excluded'])}"
             if result["excluded"]

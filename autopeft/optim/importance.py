@@ -59,7 +59,7 @@ def param_importances(
     evaluator: str = "fanova",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """``trials``: ``(config, values)`` of complete trials. Returns ``{"evaluator", "trials",
+    """``trials``: ``(config, values)`` of complete trials. Returns ``{"evaluator", "n_trials",
     "objectives": {name: {param: importance} | None}, "excluded": [params], "reason": str |
     None}``, the parameters of each objective most important first."""
     import optuna
@@ -74,7 +74,7 @@ def param_importances(
     ]
     out: dict[str, Any] = {
         "evaluator": evaluator,
-        "trials": len(rows),
+        "n_trials": len(rows),
         "objectives": {n: None for n in names},
         "excluded": [],
         "reason": None,

@@ -20,7 +20,7 @@ def test_importance_through_rest_client_and_cli(sqlite_url, server_factory, caps
     study.wait(timeout=300, poll=0.2, progress=False)
 
     result = study.importance()
-    assert result["evaluator"] == "fanova" and result["trials"] == 24
+    assert result["evaluator"] == "fanova" and result["n_trials"] == 24
     assert result["excluded"] == [] and result["reason"] is None
     cost, acc = result["objectives"]["cost"], result["objectives"]["accuracy"]
     # cost is x + 0.1 y: x explains nearly all of its variance
@@ -45,7 +45,7 @@ def test_importance_through_rest_client_and_cli(sqlite_url, server_factory, caps
     few = client.create_study(spec=python_study(max_trials=2, name="few"))
     few.wait(timeout=120, poll=0.2, progress=False)
     result = few.importance()
-    assert result["trials"] == 2 and result["reason"].startswith("needs at least")
+    assert result["n_trials"] == 2 and result["reason"].startswith("needs at least")
     assert result["objectives"] == {"accuracy": None, "cost": None}
 
     # the CLI prints a table, most important parameter first

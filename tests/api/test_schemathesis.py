@@ -127,7 +127,8 @@ class Ledger:
                     if self.owner.get((kind, item.get("id")), user) != user:
                         self.leaks.append(f"{where}: lists {kind} {item.get('id')} of another user")
                     self.own(kind, item.get("id"), user)
-            for trial in body.get("trials") or []:  # a study's trials and its pareto front
+            trials = body.get("trials")
+            for trial in trials if isinstance(trials, list) else []:  # a study's trials, a front
                 if isinstance(trial, dict):
                     if self.owner.get(("trials", trial.get("id")), user) != user:
                         self.leaks.append(f"{where}: shows trial {trial.get('id')} of another user")

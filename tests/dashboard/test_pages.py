@@ -404,7 +404,7 @@ def test_study_page_shows_which_parameters_matter(page, seeded, dash_server):
     most important parameters first, the values the API computed."""
     s = seeded["two"]
     imp = dash_server.api.get(f"/studies/{s['id']}/importance")
-    assert imp["reason"] is None and imp["trials"] == 12
+    assert imp["reason"] is None and imp["n_trials"] == 12
     p = page.goto(f"#/studies/{s['id']}")
     p.wait_for_function(
         "() => { const d = document.getElementById('importance-plot'); return d && d.data && d.data.length; }"

@@ -164,8 +164,8 @@ export function render(main, [idText], ctx) {
     params.sort((a, b) => top(b) - top(a));
     const shown = params.slice(0, 12);
     impText.textContent = importance.reason
-      ? `Not yet: ${importance.reason} (${importance.trials} so far).`
-      : `fANOVA (Optuna) over ${importance.trials} complete search trials: each parameter's share of an objective's variance` +
+      ? `Not yet: ${importance.reason} (${importance.n_trials} so far).`
+      : `fANOVA (Optuna) over ${importance.n_trials} complete search trials: each parameter's share of an objective's variance` +
         (params.length > shown.length ? `; the ${shown.length} most important of ${params.length} shown` : "") +
         (importance.excluded.length ? `; left out (not in every trial): ${importance.excluded.length} conditional parameter${importance.excluded.length === 1 ? "" : "s"}` : "") + ".";
     impPlot.hidden = !!importance.reason;

@@ -49,6 +49,7 @@ from autopeft.peft.config import parse_peft_config
 from autopeft.peft.host import PeftHost
 from autopeft.peft.model import apply_peft, spec_of, trainable_state
 from autopeft.peft.modelmap import ModelMap, map_model
+from autopeft.peft.peftlib import CONVERTED, engine_of, initial_lora, tuner_of
 from autopeft.peft.pooling import ATTR as POOLING_ATTR
 from autopeft.peft.pooling import apply_pooling
 
@@ -80,7 +81,13 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
     directory.mkdir(parents=True, exist_ok=True)
     state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_state(model, mmap).items()}
     save_file(state, str(directory / OWN_WEIGHTS), metadata={"format": "pt"})
-    peft_format = spec.methods in (("lora",), ("ia3",))
+    engine = engine_of(model) or "own"
+    if engine == "peft":
+        lora = spec["lora"]
+        # DoRA's magnitudes are norms of the PiSSA / OLoRA residual weight: no plain-LoRA form
+        peft_format = not (lora.active and lora.init in CONVERTED and lora.variant == "dora")
+    else:
+        peft_format = spec.methods in (("lora",), ("ia3",))
     meta = {
         "format": FORMAT,
         "version": 1,
@@ -89,12 +96,15 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
         "head": mmap.head,
         "num_labels": getattr(model.config, "num_labels", None) if mmap.head else None,
         "peft_format": peft_format,
+        "engine": engine,  # who injected it: load_adapter injects the same way
         "task": "classification" if mmap.head else "causal_lm" if is_causal_lm(model) else None,
         # what the head reads (autopeft.peft.pooling): "mean" must be re-applied when loading
         "pooling": getattr(model, POOLING_ATTR, "model"),
     }
     (directory / OWN_CONFIG).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
-    if peft_format:
+    if peft_format and engine == "peft":
+        _export_peft_native(model, mmap, spec, directory)
+    elif peft_format:
         _export_peft(model, mmap, spec, directory)
     return directory
 
@@ -116,7 +126,7 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:
             f"{path} is not an autopeft adapter (format {meta.get('format')!r})", "directory"
         )
     apply_pooling(base_model, meta.get("pooling", "model"))
-    model = apply_peft(base_model, meta["config"])
+    model = apply_peft(base_model, meta["config"], meta.get("engine", "own"))
     stored = load_file(str(directory / OWN_WEIGHTS))
     expected = trainable_state(model)
     missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
@@ -235,4 +245,60 @@ def _export_peft(model: nn.Module, mmap: ModelMap, spec, directory: Path) -> Non
             target_modules=targets, feedforward_modules=feedforward, fan_in_fan_out=conv1d, **common
         )
     cfg.save_pretrained(str(directory))
+    save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+class _AsPeftModel(nn.Module):
+    """The tuner seen as peft's ``PeftModel`` sees it (``base_model``, ``peft_config``), so that
+    ``get_peft_model_state_dict`` gives the keys ``PeftModel.from_pretrained`` loads."""
+
+    def __init__(self, tuner: nn.Module):
+        super().__init__()
+        self.base_model = tuner
+        self.peft_config = tuner.peft_config
+
+    def resize_state_dict_by_rank_pattern(self, *args):  # AdaLoRA's pruned ranks
+        return self.base_model.resize_state_dict_by_rank_pattern(*args)
+
+
+def _export_peft_native(model: nn.Module, mmap: ModelMap, spec, directory: Path) -> None:
+    """peft's format of a config peft injected: its own tuner config and adapter tensors.
+
+    A LoRA initialised by PiSSA or OLoRA trained on a base weight it changed (the residual); as
+    peft's ``path_initial_model_for_weight_conversion`` does, the saved LoRA is the difference
+    from the initial adapter, ``[B, -B0] [A; A0]`` of twice the rank, so it loads on the
+    pristine base model. An AdaLoRA is saved at its pruned ranks (peft's ``rank_pattern``)."""
+    import copy
+
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from autopeft.peft.peftlib import ADAPTER
+
+    tuner = tuner_of(model)
+    config = copy.deepcopy(tuner.peft_config[ADAPTER])
+    tensors = {
+        k: v.detach().to("cpu").contiguous()
+        for k, v in get_peft_model_state_dict(_AsPeftModel(tuner), adapter_name=ADAPTER).items()
+    }
+    initial = initial_lora(model)
+    if initial:
+        lora = spec["lora"]
+        for path, (a0, b0) in initial.items():
+            key = f"base_model.model.{path}"
+            a, b = tensors[f"{key}.lora_A.weight"], tensors[f"{key}.lora_B.weight"]
+            tensors[f"{key}.lora_A.weight"] = torch.cat([a, a0.to(a.dtype)], dim=0).contiguous()
+            tensors[f"{key}.lora_B.weight"] = torch.cat([b, -b0.to(b.dtype)], dim=1).contiguous()
+        # twice the rank at the same scaling: alpha / r (or alpha / sqrt(r) for rsLoRA) kept
+        grow = 2.0 if lora.variant != "rslora" else 2.0**0.5
+        config.rank_pattern = {k: 2 * r for k, r in config.rank_pattern.items()}
+        config.alpha_pattern = {k: grow * a for k, a in config.alpha_pattern.items()}
+        config.r, config.lora_alpha = 2 * config.r, grow * config.lora_alpha
+        config.init_lora_weights = True
+    tensors.update(_head_tensors(model, mmap))
+    config.modules_to_save = list(mmap.head) or None
+    config.task_type = "SEQ_CLS" if mmap.head else "CAUSAL_LM" if is_causal_lm(model) else None
+    config.base_model_name_or_path = getattr(model.config, "_name_or_path", None) or None
+    config.inference_mode = True
+    config.save_pretrained(str(directory))
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})

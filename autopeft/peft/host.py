@@ -36,6 +36,8 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 
 def linear_dims(module: Any) -> tuple[int, int]:
     """(in_features, out_features) of an nn.Linear or a GPT-2 Conv1D (weight stored (in, out))."""
+    if hasattr(module, "get_base_layer"):  # a peft tuner layer
+        module = module.get_base_layer()
     if hasattr(module, "in_features"):  # nn.Linear, or a PeftHost wrapping any projection
         return module.in_features, module.out_features
     return module.weight.shape[0], module.weight.shape[1]

@@ -19,20 +19,27 @@ PEFT_MARKERS = ("lora", "ia3_in", "ia3_out", "serial", "parallel", ATTR, REPARAM
 
 
 def has_peft(model: nn.Module) -> bool:
+    from autopeft.peft.peftlib import has_peft_layers
+
     return (
         any(isinstance(m, PeftHost) for m in model.modules())
         or hasattr(model, REPARAM_ATTR)
         or any(hasattr(m, ATTR) for m in model.modules())
+        or has_peft_layers(model)
     )
 
 
-def apply_peft(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
+def apply_peft(model: nn.Module, config: Mapping[str, Any], engine: str = "auto") -> nn.Module:
     """Inject the PEFT modules of ``config`` into ``model`` (in place; also returned).
 
     Afterwards exactly the PEFT parameters and the task head (top-level modules beside the
     body, e.g. ``classifier``, ``score``, DistilBERT ``pre_classifier``) require grad; the
-    model keeps its train/eval mode. Raises :class:`InvalidConfig` naming the offending key.
+    model keeps its train/eval mode. ``engine`` (``auto``, ``peft``, ``own``) picks who injects:
+    Hugging Face peft wherever it can express the config, the modules written here otherwise
+    (:func:`autopeft.peft.peftlib.route`). Raises :class:`InvalidConfig` naming the offending key.
     """
+    from autopeft.peft import peftlib
+
     if has_peft(model):
         raise InvalidConfig(
             "this model already has autopeft modules: apply_peft takes a pristine model", "model"
@@ -41,15 +48,24 @@ def apply_peft(model: nn.Module, config: Mapping[str, Any]) -> nn.Module:
     spec = parse_peft_config(config, len(mmap.layers))
     for method in INJECTION_ORDER:  # every error is raised before the model is touched
         method.check(model, mmap, spec[method.name])
+    path = peftlib.route(spec, mmap, engine)
     for param in model.parameters():
         param.requires_grad_(False)
-    for method in INJECTION_ORDER:
-        method.inject(model, mmap, spec[method.name])
+    model.autopeft_spec = spec  # plain attribute: what was applied (read by export, hooks)
+    if path == "peft":
+        peftlib.inject(model, mmap, spec)
+        for param in model.parameters():  # peft's tuner marks only its adapters trainable
+            param.requires_grad_(False)
+        for name, param in model.named_parameters():
+            if is_peft_param(name, peftlib.adapter_names(model)):
+                param.requires_grad_(True)
+    else:
+        for method in INJECTION_ORDER:
+            method.inject(model, mmap, spec[method.name])
     _match_modes(model, mmap)
     for name in mmap.head:
         for param in model.get_submodule(name).parameters():
             param.requires_grad_(True)
-    model.autopeft_spec = spec  # plain attribute: what was applied (read by export)
     return model
 
 
@@ -64,18 +80,30 @@ def _match_modes(model: nn.Module, mmap: ModelMap) -> None:
             getattr(attention, ATTR).train(attention.training)
     if hasattr(model, REPARAM_ATTR):
         getattr(model, REPARAM_ATTR).train(model.training)
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.train(module.get_base_layer().training)
 
 
-def is_peft_param(name: str) -> bool:
+def is_peft_param(name: str, markers: tuple[str, ...] = ()) -> bool:
+    """Whether ``name`` is a PEFT parameter: of a module written here (:data:`PEFT_MARKERS`) or
+    of a peft tuner layer (``markers``: its adapter tensors, e.g. ``lora_A``, ``vera_lambda_b``)."""
     parts = name.split(".")
-    return "base_layer" not in parts and any(p in PEFT_MARKERS for p in parts)
+    return "base_layer" not in parts and any(p in PEFT_MARKERS or p in markers for p in parts)
 
 
 def trainable_state(model: nn.Module, mmap: ModelMap | None = None) -> dict[str, Any]:
     """The PEFT parameters and task head of an adapted model, by parameter name."""
+    from autopeft.peft.peftlib import adapter_names
+
     mmap = mmap or map_model(model)
     head = tuple(f"{h}." for h in mmap.head)
-    return {n: p for n, p in model.named_parameters() if is_peft_param(n) or n.startswith(head)}
+    markers = adapter_names(model)
+    return {
+        n: p for n, p in model.named_parameters() if is_peft_param(n, markers) or n.startswith(head)
+    }
 
 
 def spec_of(model: nn.Module) -> PeftSpec | None:

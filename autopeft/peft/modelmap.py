@@ -95,8 +95,18 @@ class ModelMap:
 
 
 def is_linear(module: Any) -> bool:
-    """nn.Linear, GPT-2 Conv1D, or our PeftHost wrapping one (so an adapted model maps too)."""
-    return isinstance(module, (nn.Linear, Conv1D, PeftHost))
+    """nn.Linear, GPT-2 Conv1D, or our PeftHost / a peft tuner layer wrapping one (so an adapted
+    model maps too)."""
+    return isinstance(module, (nn.Linear, Conv1D, PeftHost)) or is_wrapper(module)
+
+
+def is_wrapper(module: Any) -> bool:
+    """A module holding the original projection as ``base_layer`` (our PeftHost, a peft layer)."""
+    if isinstance(module, PeftHost):
+        return True
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return isinstance(module, BaseTunerLayer)
 
 
 def _classify(rel: str) -> str | None:
@@ -160,7 +170,12 @@ def map_model(model: Any) -> ModelMap:
     layers: list[LayerMap] = []
     for index, block in enumerate(blocks):
         found: dict[str, list[str]] = {}
+        inside: list[str] = []  # wrappers seen: their sub-modules are not projections
         for rel, sub in block.named_modules():
+            if any(rel.startswith(f"{w}.") for w in inside):
+                continue
+            if is_wrapper(sub):
+                inside.append(rel)
             if rel and is_linear(sub):
                 kind = _classify(rel)
                 if kind is not None:

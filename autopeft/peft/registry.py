@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from autopeft.errors import InvalidConfig
-from autopeft.peft import bottleneck, ia3, lora, prefix
+from autopeft.peft import bottleneck, ia3, lora, prefix, tuners
 from autopeft.peft.method import Method
 
 METHODS: tuple[Method, ...] = (
@@ -20,6 +20,7 @@ METHODS: tuple[Method, ...] = (
     bottleneck.PARALLEL,
     prefix.METHOD,
     ia3.METHOD,
+    *tuners.METHODS,
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}

@@ -115,7 +115,13 @@ class CausalLmTrainer(PeftTrainer):
 
     def group_lrs(self) -> dict[str, float]:
         lr = self.knobs["lr"]
-        return {"decay": lr, "no_decay": lr, "head": lr, "head_no_decay": lr}
+        return {
+            "decay": lr,
+            "no_decay": lr,
+            "head": lr,
+            "head_no_decay": lr,
+            "plus": lr * self.plus_ratio(),
+        }
 
     def _completion_logits(self, model, batch, labels, autocast):
         """``(logits (N, vocab) float32, targets (N,), example index (N,))`` of the N completion

@@ -1,5 +1,6 @@
 """The optimiser and learning-rate schedule of a peft run: AdamW over named parameter groups
-(``decay``, ``no_decay``, ``head``, ``head_no_decay``), an HF-style warmup + decay schedule, one
+(``decay``, ``no_decay``, ``head``, ``head_no_decay``, and ``plus``: LoRA's ``B`` matrices, which
+train at ``lora.plus_ratio`` times the rate, LoRA+), an HF-style warmup + decay schedule, one
 optimiser step (gradient scaling, clipping), and the current config's rates applied to a restored
 optimiser."""
 
@@ -40,7 +41,13 @@ def build_optimizer(
         head = tuple(f"{h}." for h in map_model(model).head)
     except InvalidConfig:
         head = ()
-    buckets: dict[str, list] = {"decay": [], "no_decay": [], "head": [], "head_no_decay": []}
+    buckets: dict[str, list] = {
+        "decay": [],
+        "no_decay": [],
+        "head": [],
+        "head_no_decay": [],
+        "plus": [],
+    }
     for name, p in model.named_parameters():
         if p.requires_grad:
             no_decay = p.ndim < 2 or "norm" in name.lower()
@@ -50,6 +57,8 @@ def build_optimizer(
                 if prefix
                 else ("no_decay" if no_decay else "decay")
             )
+            if key == "decay" and "plus" in lrs and "lora_B" in name.split("."):
+                key = "plus"
             buckets[key].append(p)
     if not any(buckets.values()):
         raise InvalidConfig("the config leaves no trainable parameter", field="config")
@@ -67,9 +76,10 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, foreach=foreach)
 
 
-def optimizer_step(model, optimizer, scheduler, scaler, clip: float) -> None:
-    """Unscale (fp16), clip the gradient norm to ``clip`` (0: no clipping), step the optimiser and
-    the schedule, zero the gradients."""
+def optimizer_step(model, optimizer, scheduler, scaler, clip: float, after_step=None) -> None:
+    """Unscale (fp16), clip the gradient norm to ``clip`` (0: no clipping), step the optimiser,
+    call ``after_step(step)`` (the 0-based index of this step; AdaLoRA's rank allocation reads the
+    gradients), step the schedule, zero the gradients."""
     if scaler is not None:
         scaler.unscale_(optimizer)
     if clip:
@@ -79,6 +89,8 @@ def optimizer_step(model, optimizer, scheduler, scaler, clip: float) -> None:
         scaler.update()
     else:
         optimizer.step()
+    if after_step is not None:
+        after_step(scheduler.last_epoch)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -91,5 +103,5 @@ def apply_lrs(optimizer, scheduler, lrs: dict[str, float], weight_decay: float) 
     for group in optimizer.param_groups:
         group["initial_lr"] = lrs[group["name"]]
         group["lr"] = lrs[group["name"]] * factor
-        if group["name"] in ("decay", "head"):
+        if group["name"] in ("decay", "head", "plus"):
             group["weight_decay"] = weight_decay

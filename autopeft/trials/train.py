@@ -62,7 +62,17 @@ class PeftTrainer(TrainerSetup):
         PEFT modules to leave chance within one short epoch (measured in BENCHMARKS.md)."""
         lr = self.knobs["lr"]
         head = self.knobs["head_lr"] if self.knobs["head_lr"] is not None else max(HEAD_LR, lr)
-        return {"decay": lr, "no_decay": lr, "head": head, "head_no_decay": head}
+        return {
+            "decay": lr,
+            "no_decay": lr,
+            "head": head,
+            "head_no_decay": head,
+            "plus": lr * self.plus_ratio(),
+        }
+
+    def plus_ratio(self) -> float:
+        """LoRA+: ``B`` matrices train at ``lora.plus_ratio`` (default 1) times the rate."""
+        return float(self.config.get("lora.plus_ratio", 1.0))
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         return build_optimizer(
@@ -132,6 +142,10 @@ class PeftTrainer(TrainerSetup):
         )  # the schedule's length in epochs
         total_steps = horizon * spe
         optimizer = self._optimizer(model)
+        from autopeft.peft.peftlib import TrainingHooks
+
+        self.hooks = TrainingHooks(model)
+        self.hooks.begin(total_steps)
         warmup = int(self.knobs["warmup_ratio"] * total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(self.knobs["scheduler"], warmup, total_steps)
@@ -224,12 +238,14 @@ class PeftTrainer(TrainerSetup):
         self._sync()
         t1 = time.perf_counter()
         loss = self._loss(model, batch, labels, autocast)
+        hooks = getattr(self, "hooks", None)
+        total = loss + hooks.extra_loss() if hooks is not None and hooks.active else loss
         self._sync()
         t2 = time.perf_counter()
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(total).backward()
         else:
-            loss.backward()
+            total.backward()
         self._sync()
         t3 = time.perf_counter()
         self._optimizer_step(model, optimizer, scheduler, scaler)
@@ -289,7 +305,9 @@ class PeftTrainer(TrainerSetup):
         return out
 
     def _optimizer_step(self, model, optimizer, scheduler, scaler) -> None:
-        optimizer_step(model, optimizer, scheduler, scaler, self.knobs["max_grad_norm"])
+        hooks = getattr(self, "hooks", None)
+        after = hooks.after_step if hooks is not None and hooks.active else None
+        optimizer_step(model, optimizer, scheduler, scaler, self.knobs["max_grad_norm"], after)
 
     def _eval_batches(self, model, tokens, order, pad_to) -> Iterator[tuple[dict, torch.Tensor]]:
         """``(batch, labels)`` on the device for each evaluation batch of ``order``, with ``model``

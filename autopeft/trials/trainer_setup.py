@@ -191,7 +191,7 @@ class TrainerSetup:
         else:
             from autopeft.peft import apply_peft
 
-            model = apply_peft(model, self.config)
+            model = apply_peft(model, self.config, self.workload.get("peft_engine", "auto"))
         return model.to(self.device)
 
     def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:

@@ -21,6 +21,7 @@ A ``peft`` workload (all keys but ``kind``, ``model`` and ``dataset`` optional):
      "device": "auto",                  # auto | cpu | cuda
      "full_finetune": False,            # train every weight instead of apply_peft(config)
      "gradient_checkpointing": False,   # recompute each layer's activations in the backward pass
+     "peft_engine": "auto",             # auto | peft | own: who injects the config (peft/peftlib.py)
      "cache_dir": None,                 # default $AUTOPEFT_CACHE_DIR or ~/.cache/autopeft
      "linear_probe": False,             # fit the head alone on frozen features (a baseline)
      "evaluate": None,                  # "test" | "validation": evaluate restore_dir's adapter only
@@ -97,6 +98,7 @@ _PEFT_KEYS = {
     "prompt_template",
     "quantization",
     "gradient_checkpointing",
+    "peft_engine",
     *_DATA_DEFAULTS,
     *KNOBS,
 }
@@ -244,6 +246,9 @@ def _validate_peft(workload: Mapping[str, Any]) -> dict[str, Any]:
             field="workload.gradient_checkpointing",
         )
     out["gradient_checkpointing"] = checkpointing
+    from autopeft.peft.peftlib import check_engine
+
+    out["peft_engine"] = check_engine(workload.get("peft_engine", "auto"), "workload.peft_engine")
     from autopeft.trials.quant import check as check_quantization
 
     out["quantization"] = check_quantization(workload.get("quantization"), full)

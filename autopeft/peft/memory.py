@@ -21,6 +21,10 @@
     also keeps the inputs of the output projection and of the FFN's down projection (``TH + TI``);
   - LoRA keeps its ``T r`` bottleneck per target, bottleneck adapters their ``T size`` hidden and
     their input, prefixes their key / value caches (``2 B p H``) and the reparameterisation MLP's output;
+  - the methods peft injects (issue 35; not yet checked against measured peaks): DoRA keeps LoRA's
+    tensors plus the base output it rescales (``T out`` per target); VeRA its two ``T r`` bottlenecks
+    and ``T out``; AdaLoRA LoRA's; LoHa and LoKr their input and the delta weight they rebuild each
+    step (``in x out``, kept for the backward pass);
   - only layers from the first one with a trainable module upwards keep anything (below it nothing
     needs a gradient); with ``gradient_checkpointing`` each of those layers keeps only its input
     ``TH``, one layer's activations are recomputed at a time, and the backward working set is half
@@ -220,6 +224,7 @@ def estimate_memory(
                     + T * I * ("ffn_out" in targets)
                 )
                 b += act * (inputs + len(targets) * T * rank)
+            b += act * _tuner_bytes(spec, desc, i, T)
             for sizes in (spec["serial"].size, spec["parallel"].size):
                 size = sizes[i]
                 if size:
@@ -228,7 +233,15 @@ def estimate_memory(
                 b += act * 2 * batch * prefix * H * 2
         return b
 
-    per_layer = (lora.rank, spec["serial"].size, spec["parallel"].size, lengths)
+    from autopeft.peft.tuners import NAMES as TUNERS
+
+    per_layer = (
+        lora.rank,
+        spec["serial"].size,
+        spec["parallel"].size,
+        lengths,
+        *(spec[n].rank for n in TUNERS),
+    )
 
     def trainable_at(i: int) -> bool:
         return full or any(seq[i] for seq in per_layer) or i in spec["ia3"].layers
@@ -262,6 +275,33 @@ def estimate_memory(
         checkpointing=checkpointing,
         workspace=CUDA_WORKSPACE_BYTES if cuda else 0,
     )
+
+
+def _tuner_bytes(spec: Any, desc: Any, i: int, T: int) -> int:
+    """Elements the peft-injected methods keep in layer ``i`` beyond LoRA's own terms (DoRA's
+    rescaled base output; VeRA, AdaLoRA, LoHa and LoKr in full: they are not in LoRA's terms)."""
+    from autopeft.peft.arch import LOGICAL
+    from autopeft.peft.tuners import NAMES as TUNERS
+
+    available = [t for t in LOGICAL if t != "ffn_gate" or desc.gated]
+    lora = spec["lora"]
+    total = 0
+    if lora.variant == "dora" and lora.rank[i]:
+        total += sum(T * desc.linear_shape(t)[1] for t in lora.targets_in(available))
+    for name in TUNERS:
+        tuner = spec[name]
+        r = tuner.rank[i]
+        if not r:
+            continue
+        for target in tuner.targets_in(available):
+            n_in, n_out = desc.linear_shape(target)
+            if name == "vera":
+                total += T * n_in + 2 * T * r + T * n_out
+            elif name == "adalora":
+                total += T * n_in + T * r
+            else:  # loha, lokr: the input and the rebuilt delta weight
+                total += T * n_in + n_in * n_out
+    return total
 
 
 def _first_attr(model_config: Any, names: tuple[str, ...]) -> float:

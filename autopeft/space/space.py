@@ -15,6 +15,49 @@ from autopeft.peft.registry import PEFT_PREFIXES, check_peft_value
 from autopeft.space.params import Param
 from autopeft.space.spec import TOP_LEVEL_KEYS, parse_params, parse_peft
 
+#: the fields whose combinations decide whether peft can inject a method on a model
+_ROUTE_FIELDS = {"lora": ("targets", "variant", "init")}
+
+
+def check_peft_routes(params: list[Param], constants: dict[str, Any], model_config: Any) -> None:
+    """Refuse, naming the field, a space that can sample a config the model cannot take: a
+    method injected by peft (DoRA, PiSSA, VeRA, LoHa...) on targets peft cannot adapt there
+    (GPT-2's fused q/k/v, its Conv1D for LoHa / LoKr). Every combination of the method's
+    target / variant / init choices is tried on the cost model with rank 1."""
+    import itertools
+
+    from autopeft.peft.cost import count_trainable
+    from autopeft.peft.tuners import NAMES
+
+    by_name = {p.name: p for p in params}
+
+    def choices(key: str) -> tuple:
+        if key in by_name:
+            return by_name[key].choices or ()
+        return (constants[key],) if key in constants else ()
+
+    for method in ("lora", *NAMES):
+        ranked = any(
+            n == f"{method}.rank" or n.startswith(f"{method}.rank.") for n in (*by_name, *constants)
+        )
+        if not ranked:
+            continue
+        fields = _ROUTE_FIELDS.get(method, ("targets",))
+        options = [[(f, v) for v in choices(f"{method}.{f}")] or [None] for f in fields]
+        for combo in itertools.product(*options):
+            config = {f"{method}.{f}": v for f, v in (c for c in combo if c is not None)}
+            config[f"{method}.rank"] = 16 if method == "adalora" else 1
+            try:
+                count_trainable(config, model_config)
+            except InvalidConfig as err:
+                if not (err.field or "").startswith(f"{method}.") and err.field != "lora.targets":
+                    raise
+                raise InvalidConfig(
+                    f"this space can sample {config} ({err.message}); narrow its choices for "
+                    f"this model",
+                    f"peft.{err.field}",
+                ) from None
+
 
 class SearchSpace:
     """A mixed, conditional search space over training knobs and PEFT structure.
@@ -78,6 +121,8 @@ class SearchSpace:
         name = d.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidConfig(f"expected a string, got {name!r}", "name")
+        if model_config is not None:
+            check_peft_routes(params + peft_params, {**constants, **peft_constants}, model_config)
         return cls(
             params + peft_params,
             {**constants, **peft_constants},

@@ -84,6 +84,7 @@ def test_head_trains_at_its_own_rate(workload):
         "no_decay": 1e-4,
         "head": HEAD_LR,
         "head_no_decay": HEAD_LR,
+        "plus": 1e-4,  # LoRA's B (LoRA+ ratio 1)
     }
     trainer = PeftTrainer(workload, {**LORA, "lr": 0.05}, TrialContext("t"))
     assert trainer.group_lrs()["head"] == 0.05  # never slower than the body

@@ -33,9 +33,9 @@ def _lora_grad(model, ids):
     model.train()
     model.zero_grad()
     model(input_ids=ids).logits.pow(2).mean().backward()
-    return (
-        model.model.layers[0].self_attn.q_proj.lora["all"].lora_B.weight.grad
-    )  # (A gets none while B is zero)
+    proj = model.model.layers[0].self_attn.q_proj  # injected by peft (or by the own path)
+    b = proj.lora_B["default"] if hasattr(proj, "lora_B") else proj.lora["all"].lora_B
+    return b.weight.grad  # (A gets none while B is zero)
 
 
 def test_qlora_sft_learns_on_a_4bit_base(tiny_llama, sft_jsonl, tmp_path):

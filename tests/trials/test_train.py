@@ -168,12 +168,13 @@ def test_pbt_restore_takes_the_new_lr(workload, tmp_path):
     state = torch.load(tmp_path / "b" / ckpt.STATE, weights_only=True)
     assert state["epoch"] == 2 and state["step"] == 16
     groups = {g["name"]: g for g in state["optimizer"]["param_groups"]}
-    # LoRA A / B decay at the searched lr; the head (weight, bias) at its own lr
-    lrs = {"decay": 4e-3, "head": HEAD_LR, "head_no_decay": HEAD_LR}
+    # LoRA A / B decay at the searched lr (B in the LoRA+ group, ratio 1); the head at its own lr
+    lrs = {"decay": 4e-3, "plus": 4e-3, "head": HEAD_LR, "head_no_decay": HEAD_LR}
     assert {n: g["initial_lr"] for n, g in groups.items()} == lrs
     assert {n: g["lr"] for n, g in groups.items()} == {n: pytest.approx(v) for n, v in lrs.items()}
     assert {n: g["weight_decay"] for n, g in groups.items()} == {
         "decay": 0.05,
+        "plus": 0.05,
         "head": 0.05,
         "head_no_decay": 0.0,
     }

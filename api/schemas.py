@@ -142,7 +142,8 @@ class StudyCreate(BaseModel):
     baselines: list[str | dict[str, Any]] | Literal["default"] | None = Field(
         default=None,
         description="hand-picked reference points run beside the search (linear_probe, lora_r4, "
-        "lora_r8, lora_r16, mam, full_finetune; 'default': linear_probe and lora_r8; your own as "
+        "lora_r8, lora_r16, mam, full_finetune, dora_r8, adalora; 'default': linear_probe and lora_r8; "
+        "your own as "
         '{"name": ..., "config": {...}}), counted in the budget',
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)

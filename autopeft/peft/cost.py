@@ -28,8 +28,10 @@ def count_by_method(
     counts = {m.name: m.count(spec[m.name], desc) for m in INJECTION_ORDER}
     lora = spec["lora"]
     available = [t for t in LOGICAL if t != "ffn_gate" or desc.gated]
-    sliced = desc.fused_qkv and bool(set(lora.targets_in(available)) & {"q", "k", "v"})
-    decide(spec, lora.active and sliced)  # what peft cannot inject: the same error as apply_peft
+    targets = set(lora.targets_in(available)) if lora.active else set()
+    targets |= set(spec["ia3"].targets) if spec["ia3"].active else set()
+    sliced = desc.fused_qkv and bool(targets & {"q", "k", "v"})
+    decide(spec, sliced)  # what peft cannot inject: the same error as apply_peft
     counts["head"] = desc.head_params(num_labels)
     return counts
 

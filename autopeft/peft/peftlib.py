@@ -4,10 +4,10 @@
 which path injects it:
 
 * ``peft``: a config of exactly one of LoRA (its whole family: DoRA, rsLoRA, PiSSA / OLoRA /
-  Gaussian init, per-layer ranks through ``rank_pattern`` / ``alpha_pattern``), VeRA, LoHa, LoKr or
-  AdaLoRA, with no target that is a slice of a fused projection;
+  Gaussian init, per-layer ranks through ``rank_pattern`` / ``alpha_pattern``), VeRA, LoHa, LoKr,
+  AdaLoRA or IA3, with no target that is a slice of a fused projection;
 * ``own``: everything peft cannot express, injected by the modules written here (``host.py``,
-  ``attention.py``): bottleneck adapters, prefix tuning, IA3, a LoRA on a q/k/v slice of GPT-2's
+  ``attention.py``): bottleneck adapters, prefix tuning, a LoRA or IA3 on a q/k/v slice of GPT-2's
   fused ``c_attn``, and any config mixing methods.
 
 A config that needs peft (a method only peft implements, DoRA, an init other than Kaiming) but
@@ -43,7 +43,9 @@ INITIAL_ATTR = "_autopeft_initial_lora"  # in model.__dict__: {path: (A0, B0)} f
 ADAPTER = "default"
 TUNER_ATTR = "_autopeft_tuner"  # in model.__dict__: the peft tuner object
 #: the methods a peft config can hold (one of them per config)
-PEFT_METHODS = ("lora", *TUNER_NAMES)
+PEFT_METHODS = ("lora", "ia3", *TUNER_NAMES)
+#: the methods written here too: a config of one of them goes to peft unless ``engine`` is "own"
+BOTH = (("lora",), ("ia3",))
 
 
 def check_engine(engine: Any, field: str = "peft_engine") -> str:
@@ -53,12 +55,11 @@ def check_engine(engine: Any, field: str = "peft_engine") -> str:
 
 
 def _sliced(spec: PeftSpec, mmap: ModelMap) -> bool:
-    """Whether the LoRA targets include a slice of a fused projection."""
-    lora = spec["lora"]
-    if not lora.active:
-        return False
+    """Whether the LoRA or IA3 targets include a slice of a fused projection."""
     projs = mmap.layers[0].projs
-    return any(projs[t].sliced for t in lora.targets_in(projs) if t in projs)
+    lora, ia3 = spec["lora"], spec["ia3"]
+    targets = (lora.targets_in(projs) if lora.active else ()) + (ia3.targets if ia3.active else ())
+    return any(projs[t].sliced for t in targets if t in projs)
 
 
 def needs_peft(spec: PeftSpec) -> str | None:
@@ -108,7 +109,7 @@ def decide(spec: PeftSpec, sliced: bool, engine: str = "auto") -> str:
             "tuning, IA3 or a LoRA on a fused q/k/v slice): use peft_engine 'own' or 'auto'",
             "peft_engine",
         )
-    if engine == "own" or not peft_ok or active != ("lora",):
+    if engine == "own" or not peft_ok or active not in BOTH:
         return "own"
     return "peft"
 
@@ -131,6 +132,16 @@ def peft_config(spec: PeftSpec, mmap: ModelMap, model: nn.Module | None = None) 
 
     (name,) = spec.methods
     method = spec[name]
+    if name == "ia3":  # peft's "feedforward" IA3 on ffn_out scales its input, as ours
+        paths = [
+            (mmap.proj(i, t, "ia3.targets").path, t) for i in method.layers for t in method.targets
+        ]
+        conv1d = model is not None and _conv1d(model, paths[0][0])
+        return peft.IA3Config(
+            target_modules=[p for p, _ in paths],
+            feedforward_modules=[p for p, t in paths if t == "ffn_out"],
+            fan_in_fan_out=conv1d,
+        )
     projs = mmap.layers[0].projs
     targets = method.targets_in(projs)
     paths = _paths(mmap, targets, method.rank, f"{name}.targets")

@@ -175,24 +175,18 @@ def peft_config(spec: PeftSpec, mmap: ModelMap, model: nn.Module | None = None) 
             save_projection=True,
             fan_in_fan_out=conv1d,
         )
-    if name == "loha":
-        return peft.LoHaConfig(
-            r=first,
-            alpha=o["alpha_ratio"] * first,
-            target_modules=modules,
-            rank_pattern=ranks,
-            alpha_pattern={k: o["alpha_ratio"] * r for k, r in ranks.items()},
-            module_dropout=o["dropout"],
-        )
-    if name == "lokr":
+    if name in ("loha", "lokr"):  # the LyCORIS pair: ranks and alphas per module
+        common = {
+            "r": first,
+            "alpha": o["alpha_ratio"] * first,
+            "target_modules": modules,
+            "rank_pattern": ranks,
+            "alpha_pattern": {k: o["alpha_ratio"] * r for k, r in ranks.items()},
+        }
+        if name == "loha":
+            return peft.LoHaConfig(module_dropout=o["dropout"], **common)
         return peft.LoKrConfig(
-            r=first,
-            alpha=o["alpha_ratio"] * first,
-            target_modules=modules,
-            rank_pattern=ranks,
-            alpha_pattern={k: o["alpha_ratio"] * r for k, r in ranks.items()},
-            decompose_both=o["decompose_both"],
-            decompose_factor=o["factor"],
+            decompose_both=o["decompose_both"], decompose_factor=o["factor"], **common
         )
     # adalora: the schedule is set from the trial's step count when training starts
     return peft.AdaLoraConfig(

@@ -235,28 +235,25 @@ VERA = _method(
     per_layer=False,
     order=5,
 )
-LOHA = _method(
-    "loha",
-    {
+
+
+def _lycoris(name: str, order: int, **extra: Key) -> Method:
+    """LoHa / LoKr: per-layer ranks, targets and an alpha ratio, plus their own options."""
+    keys = {
         "rank": Key(check_size, per_layer=True, default=0),
         "targets": TARGETS,
         "alpha_ratio": Key(check_positive, default=1.0),
-        "dropout": Key(check_unit, default=0.0),
-    },
-    per_layer=True,
-    order=6,
-)
-LOKR = _method(
+        **extra,
+    }
+    return _method(name, keys, per_layer=True, order=order)
+
+
+LOHA = _lycoris("loha", 6, dropout=Key(check_unit, default=0.0))
+LOKR = _lycoris(
     "lokr",
-    {
-        "rank": Key(check_size, per_layer=True, default=0),
-        "targets": TARGETS,
-        "alpha_ratio": Key(check_positive, default=1.0),
-        "decompose_both": Key(check_bool, default=False),
-        "factor": Key(check_factor, default=-1),
-    },
-    per_layer=True,
-    order=7,
+    7,
+    decompose_both=Key(check_bool, default=False),
+    factor=Key(check_factor, default=-1),
 )
 ADALORA = _method(
     "adalora",

@@ -89,7 +89,7 @@ def test_peft_method_trains_with_the_predicted_count(arch, name, num_labels):
         assert torch.allclose(before, after, atol=1e-4, rtol=1e-4), (before - after).abs().max()
 
 
-@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_every_method_gets_a_gradient_after_a_step(arch):
     """After one optimiser step every trainable tensor of every method has a nonzero gradient."""
     for name, config in METHODS.items():

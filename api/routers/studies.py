@@ -126,9 +126,28 @@ def plan_study(body: StudyCreate, user: CurrentUser, state: StateDep):
         return plan_svc.plan(session, user.id, spec)
 
 
-@router.post("", **_created("create_study", "the study, started"))
-def create_study(body: StudyCreate, user: CurrentUser, state: StateDep):
-    """Validate the whole spec (space, objectives, optimiser and options, workload), store, start."""
+_CREATE = _created("create_study", "the study, started")
+_CREATE["responses"] = {
+    **_CREATE["responses"],
+    200: {"model": PlanPublic, "description": "``?dry_run=true``: the plan; nothing stored"},
+}
+
+
+@router.post("", **_CREATE)
+def create_study(
+    body: StudyCreate,
+    user: CurrentUser,
+    state: StateDep,
+    dry_run: Annotated[
+        bool,
+        Query(description="validate and answer the plan (as POST /studies/plan); create nothing"),
+    ] = False,
+):
+    """Validate the whole spec (space, objectives, optimiser and options, workload), store, start.
+    With ``?dry_run=true``: validate and answer what it would cost (200, the plan), store nothing."""
+    if dry_run:
+        plan = PlanPublic.model_validate(plan_study(body, user, state))
+        return Response(plan.model_dump_json(), status_code=200, media_type="application/json")
     return _start_new(state, user, body.model_dump(mode="json"))
 
 

@@ -77,6 +77,27 @@ def test_plan_before_and_after_measuring(sqlite_url, server_factory, tiny_model,
     )
     assert r.status_code == 422 and "epochs" in r.text
 
+    # POST /studies?dry_run=true answers the same plan and stores nothing; without it, it creates
+    dry = httpx.post(
+        f"{server.url}/api/v1/studies",
+        params={"dry_run": "true"},
+        json=_spec(workload, max_trials=40, max_epochs=9),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        trust_env=False,
+    )
+    assert dry.status_code == 200 and dry.json() == plan, dry.text
+    assert client.studies() == []
+    bad = httpx.post(
+        f"{server.url}/api/v1/studies",
+        params={"dry_run": "true"},
+        json=_spec({**workload, "epochs": -1}, max_trials=4),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        trust_env=False,
+    )
+    assert bad.status_code == 422 and "epochs" in bad.text and client.studies() == []
+
     # after a study of the same setting ran, its speed is measured and the time estimated
     ran = client.create_study(
         spec=_spec(

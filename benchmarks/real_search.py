@@ -307,6 +307,13 @@ def main(argv=None) -> int:
         "--report-only", action="store_true", help="summarise the cached studies, run nothing"
     )
     ap.add_argument("--runs", default=str(RESULTS / "real_search_runs.json"))
+    ap.add_argument(
+        "--also-runs",
+        nargs="*",
+        default=[],
+        help="more cached-study files, read for the report only (e.g. the earlier default's runs "
+        "beside a new one); a study in --runs wins over the same key here",
+    )
     ap.add_argument("--out", default=str(RESULTS / "real_search.json"))
     args = ap.parse_args(argv)
 
@@ -319,8 +326,11 @@ def main(argv=None) -> int:
         for k in ("budget", "epochs", "max_train", "max_eval", "max_test", "max_length", "parallel")
     }
     extra = json.loads(Path(args.extra).read_text()) if args.extra else None
+    also: dict = {}
+    for path in args.also_runs:  # read for the report only: never written to --runs
+        also.update(json.loads(Path(path).read_text()))
     if args.report_only:
-        report(runs, args, setting)
+        report({**also, **runs}, args, setting)
         return 0
     work = Path(tempfile.mkdtemp(prefix="autopeft-real-search-"))
     with LocalServer(work) as server:
@@ -382,7 +392,7 @@ def main(argv=None) -> int:
                         f"   {run['state']} in {run['wall_s']:.0f} s, {len(run['trials'])} trials",
                         flush=True,
                     )
-    report(runs, args, setting)
+    report({**also, **runs}, args, setting)
     return 0
 
 

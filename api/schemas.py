@@ -419,6 +419,12 @@ class PlanPublic(BaseModel):
         default=None,
         description="predicted peak training memory of the cheapest and costliest config (min, max)",
     )
+    trainable_params: dict[str, int] | None = Field(
+        default=None,
+        description="the exact range of trainable parameters over the space (min, max; the cost "
+        "model at the space's extremes; the task head included when the workload declares its "
+        "labels)",
+    )
     seconds_per_epoch: float | None = Field(
         default=None,
         description="median over your earlier complete trials of the same model, data and sizes; "

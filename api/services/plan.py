@@ -62,6 +62,16 @@ def _memory(space, workload: dict[str, Any]) -> dict[str, float] | None:
     return {"min": min(mbs), "max": max(mbs)}
 
 
+def _trainable(space, workload: dict[str, Any]) -> dict[str, int] | None:
+    """The exact range of trainable parameters over the space (the cost model at its extremes)."""
+    from autopeft.space.bounds import trainable_range
+
+    if workload.get("full_finetune"):
+        return None
+    lo, hi = trainable_range(space, _model_config(workload["model"]), num_labels_of(workload))
+    return {"min": int(lo), "max": int(hi)}
+
+
 def _seconds_per_epoch(
     session: Session, user_id: int, workload: dict[str, Any]
 ) -> tuple[float | None, int]:
@@ -107,6 +117,7 @@ def plan(session: Session, user_id: int, spec: dict[str, Any]) -> dict[str, Any]
         "full_trials": None,
         "initial_design": _initial_design(spec, space),
         "memory_mb": None,
+        "trainable_params": None,
         "seconds_per_epoch": None,
         "measured_trials": 0,
         "estimated_seconds": None,
@@ -126,6 +137,7 @@ def plan(session: Session, user_id: int, spec: dict[str, Any]) -> dict[str, Any]
             left = max(0.0, float(spec["max_epochs"]) - spent)
             full = min(full, int(math.floor(left / per_trial + 1e-9)))
         out["memory_mb"] = _memory(space, workload)
+        out["trainable_params"] = _trainable(space, workload)
         spe, n = _seconds_per_epoch(session, user_id, workload)
         out["seconds_per_epoch"], out["measured_trials"] = spe, n
         if spe is not None:

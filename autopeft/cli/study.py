@@ -257,6 +257,9 @@ def format_plan(plan: dict) -> str:
     if plan["memory_mb"]:
         lo, hi = plan["memory_mb"]["min"], plan["memory_mb"]["max"]
         lines.append(f"predicted peak training memory: {lo:,.0f}-{hi:,.0f} MiB a trial")
+    if plan.get("trainable_params"):
+        lo, hi = plan["trainable_params"]["min"], plan["trainable_params"]["max"]
+        lines.append(f"trainable parameters: {lo:,}-{hi:,} (exact, over the space)")
     if plan["seconds_per_epoch"] is not None:
         lines.append(
             f"measured: {plan['seconds_per_epoch']:.1f} s an epoch (median of "

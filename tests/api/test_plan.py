@@ -57,6 +57,12 @@ def test_plan_before_and_after_measuring(sqlite_url, server_factory, tiny_model,
     ]
     assert plan["memory_mb"]["max"] > plan["memory_mb"]["min"] > 0
     assert plan["memory_mb"]["max"] == pytest.approx(max(mbs), rel=0.05)
+    # the exact trainable range over the space: the cost model at its extremes
+    from autopeft.api.services.spec import num_labels_of
+    from autopeft.space.bounds import trainable_range
+
+    lo, hi = trainable_range(space, _model_config(str(tiny_model)), num_labels_of(workload))
+    assert plan["trainable_params"] == {"min": lo, "max": hi} and 0 <= lo < hi
 
     # a bigger budget reaches the model: no warning; a named optimiser's design is its own
     roomy = client.plan_study(spec=_spec(workload, max_trials=40, max_epochs=40))
@@ -139,4 +145,5 @@ def test_plan_before_and_after_measuring(sqlite_url, server_factory, tiny_model,
     assert main(["study", "plan", str(path), "--url", server.url, "--token", token]) == 0
     out = capsys.readouterr().out
     assert "full search trials the budget buys: about 4" in out
+    assert f"trainable parameters: {plan['trainable_params']['min']:,}-" in out
     assert "measured:" in out and "warning: the budget runs about 4 full trials" in out

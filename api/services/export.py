@@ -54,8 +54,10 @@ def ensure_peft_adapter(
         meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
         config = dict(meta.get("config") or config)
         # a 4-bit trial's adapter is exported on the full-precision base (what QLoRA adapters load onto)
+        # the path that injected the trial (checkpoints from before peft injected LoRA: "own")
+        engine = meta.get("engine", "own") if not workload.get("full_finetune") else "auto"
         trainer = trainer_for(
-            {**workload, "quantization": None},
+            {**workload, "quantization": None, "peft_engine": engine},
             config,
             TrialContext(trial_id=trial_id, resources={"cpus": 1, "gpus": 0}),
         )

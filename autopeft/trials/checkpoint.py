@@ -145,6 +145,8 @@ def save(
     meta = {
         **(extra or {}),
         **position,
+        # who injected the PEFT modules (their tensor names differ): a rebuild injects the same way
+        "engine": model.__dict__.get("autopeft_engine") or "own",
         "trainable_params": int(sum(t.numel() for t in tensors.values())),
         "history": state.history,
         "config": config,

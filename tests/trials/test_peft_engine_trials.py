@@ -130,3 +130,35 @@ def test_each_method_trains_in_a_trial(workload, config, tiny_model):
         config, AutoConfig.from_pretrained(tiny_model), 3
     )
     assert reports[-1]["train_loss"] < reports[0]["train_loss"] + 0.05
+
+
+@pytest.mark.parametrize("engine", ["own", "peft", "before"])
+def test_a_checkpoint_exports_with_the_path_that_trained_it(workload, tmp_path, engine):
+    """The service's export rebuilds a trial the way it was injected (the tensor names differ):
+    a checkpoint from before peft injected LoRA (no "engine" in its meta) is the own path."""
+    import json
+
+    from autopeft.api.services.export import ensure_peft_adapter
+    from autopeft.peft import load_adapter
+    from autopeft.trials.checkpoint import META
+
+    config = {"lora.rank": 4, "lora.targets": "q,v", "lr": 5e-3}
+    trained = "own" if engine == "before" else engine
+    run_workload(
+        {**workload, "peft_engine": trained},
+        config,
+        TrialContext("t", checkpoint_dir=tmp_path / "checkpoint"),
+    )
+    meta = json.loads((tmp_path / "checkpoint" / META).read_text())
+    assert meta["engine"] == trained
+    if engine == "before":
+        del meta["engine"]
+        (tmp_path / "checkpoint" / META).write_text(json.dumps(meta))
+    adapter = ensure_peft_adapter({"workload": workload}, config, 1, tmp_path)
+    assert (adapter / "adapter_config.json").is_file()  # peft's format either way
+    stored = json.loads((adapter / "autopeft_config.json").read_text())
+    assert stored["engine"] == trained
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(workload["model"], num_labels=3)
+    load_adapter(base, adapter)  # every tensor fits

@@ -191,8 +191,21 @@ class TrainerSetup:
         else:
             from autopeft.peft import apply_peft
 
-            model = apply_peft(model, self.config, self.workload.get("peft_engine", "auto"))
+            model = apply_peft(model, self.config, self._engine())
         return model.to(self.device)
+
+    def _engine(self) -> str:
+        """Who injects the config: the workload's ``peft_engine``; under ``auto``, a trial resumed
+        from a checkpoint is injected the way the checkpoint was (its tensor names; a checkpoint
+        from before peft injected LoRA has no ``engine``: the own path)."""
+        engine = self.workload.get("peft_engine", "auto")
+        restore = getattr(self.trial, "restore_dir", None)
+        if engine == "auto" and restore is not None:
+            from autopeft.trials import checkpoint
+
+            if checkpoint.exists(restore):
+                return checkpoint.read_meta(restore).get("engine", "own")
+        return engine
 
     def _load(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
         """The sequence classifier with a fresh head, its pooling applied. A decoder without a pad

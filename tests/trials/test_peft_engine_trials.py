@@ -162,3 +162,19 @@ def test_a_checkpoint_exports_with_the_path_that_trained_it(workload, tmp_path, 
 
     base = AutoModelForSequenceClassification.from_pretrained(workload["model"], num_labels=3)
     load_adapter(base, adapter)  # every tensor fits
+
+
+def test_a_trial_resumes_the_way_its_checkpoint_was_injected(workload, tmp_path):
+    """A checkpoint written by the own path (a study started before peft injected LoRA) resumes
+    under the default engine, the same as a straight own-path run."""
+    config = {"lora.rank": 4, "lora.targets": "q,v", "lr": 3e-3}
+    own = {**workload, "peft_engine": "own"}
+    straight, _ = _reports(own, config)
+    _reports(own, config, checkpoint_dir=tmp_path / "c", budget={"step": 2})
+    resumed, _ = _reports(
+        workload, config, checkpoint_dir=tmp_path / "c", restore_dir=tmp_path / "c"
+    )
+    assert resumed["budget_reached"] == 1
+    assert resumed["accuracy"] == straight["accuracy"] and resumed["loss"] == pytest.approx(
+        straight["loss"], rel=1e-6
+    )

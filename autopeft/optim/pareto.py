@@ -224,12 +224,18 @@ def acquisition_reference_point(
 
     ``rule``: a name in ``ACQUISITION_RULES`` or ``RULE_TURNS``, or a list of such names. A list
     and a named sequence are each taken in turn: element ``number % len``."""
+    return ACQUISITION_RULES[acquisition_rule_at(rule, number)](Y)
+
+
+def acquisition_rule_at(rule: str | Sequence[str], number: int) -> str:
+    """The name in ``ACQUISITION_RULES`` that ``rule`` (as for
+    :func:`acquisition_reference_point`) takes at turn ``number``."""
     if not isinstance(rule, str):
         rule = rule[number % len(rule)]
     if rule in RULE_TURNS:
         turns = RULE_TURNS[rule]
         rule = turns[number % len(turns)]
-    return ACQUISITION_RULES[rule](Y)
+    return rule
 
 
 def _hv2(P: np.ndarray, r: np.ndarray) -> float:

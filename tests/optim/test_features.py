@@ -522,3 +522,41 @@ def test_mobo_stall_trust_region_turns_on_when_recent_trials_miss_the_front():
     opt.tell(s.id, {"f1": 0.01, "f2": 0.01})  # dominates everything: the search is global again
     opt.ask()
     assert opt.last_info["method"] == "optimize_acqf"
+
+
+def test_mobo_far_streak_repeats_a_far_turn_while_it_reaches_new_extremes():
+    """``far_streak``: a ``far`` turn whose trial sets a new best value of some objective is
+    followed by another ``far`` turn, for as long as the streak keeps doing so; an ``expanding``
+    turn that sets one starts no streak."""
+    two = [("f1", "minimize"), ("f2", "minimize")]
+
+    def rules(opt, numbers):
+        recs = list(opt._records)
+        out = []
+        for n in numbers:
+            opt._acq_reference_point(opt._Y(recs), n, [r.id for r in recs])
+            out.append(opt.last_info["ref_rule"])
+        return out
+
+    def told(**options):  # n_initial=2; "cycle": numbers 2, 5, 8 take the far turn
+        opt = create_optimizer("mobo", _unit_space(2), two, seed=0, n_initial=2, **options)
+        for i, (a, b) in enumerate([(0.1, 0.9), (0.9, 0.1)]):
+            opt.add_trial({"x0": 0.1 * i, "x1": 0.5}, {"f1": a, "f2": b})
+        opt.add_trial({"x0": 0.9, "x1": 0.1}, {"f1": 0.95, "f2": 0.05})  # far turn: best f2
+        return opt
+
+    opt = told()
+    assert rules(opt, [3]) == ["far"]
+    (s,) = opt.ask()  # suggestion 3 takes it too
+    assert opt.last_info["ref_rule"] == "far"
+    opt.tell(s.id, {"f1": 0.97, "f2": 0.02})  # the streak's far turn sets a new best again
+    assert rules(opt, [4]) == ["far"]
+    opt.add_trial({"x0": 0.5, "x1": 0.5}, {"f1": 0.5, "f2": 0.5})  # 4: no new best
+    assert rules(opt, [5, 6]) == ["far", "expanding"]  # 5 by the cycle; the streak has ended
+    opt.add_trial({"x0": 0.6, "x1": 0.6}, {"f1": 0.6, "f2": 0.6})  # 5 (far): no new best
+    opt.add_trial({"x0": 1.0, "x1": 0.0}, {"f1": 0.99, "f2": 0.0})  # 6 (expanding): best f2
+    assert rules(opt, [7]) == ["expanding"]
+    assert rules(told(far_streak=False), [3]) == ["expanding"]
+    assert rules(told(ref_rule="expanding"), [3]) == ["expanding"]  # no far turn to repeat
+    with pytest.raises(InvalidConfig, match="far_streak"):
+        create_optimizer("mobo", _unit_space(2), two, far_streak="yes")

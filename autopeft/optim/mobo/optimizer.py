@@ -47,7 +47,9 @@ class MOBOOptimizer(BaseOptimizer):
     * The acquisition's reference point is the ``reference_point`` option, else
       :func:`~autopeft.optim.pareto.acquisition_reference_point` of ``ref_rule`` over the
       feasible trials; its baseline is the best ``max_baseline`` training points by rank;
-      running trials and earlier members of the batch are pending.
+      running trials and earlier members of the batch are pending. With ``far_streak``, a
+      ``far`` turn whose trial set a new best value of some objective is followed by another
+      ``far`` turn (:meth:`_far_streak`), so the front keeps extending towards that extreme.
     * Purely continuous spaces without known objectives or known constraints use L-BFGS-B
       from ``num_restarts`` starts plus up to ``pareto_starts`` Pareto points; others the
       candidate pool (``pool_size``) and local search (``local_search_starts`` x
@@ -92,6 +94,7 @@ class MOBOOptimizer(BaseOptimizer):
         "lengthscale_prior": "auto",
         "max_baseline": 48,
         "ref_rule": "cycle",
+        "far_streak": True,
         "warm_start_hypers": False,
         "use_pruned": True,
         "trust_region": "auto",
@@ -114,6 +117,8 @@ class MOBOOptimizer(BaseOptimizer):
                 raise InvalidConfig(
                     f"must be one of {names} (or a list of them), got {rule!r}", "ref_rule"
                 )
+        if not isinstance(o["far_streak"], bool):
+            raise InvalidConfig(f"must be true or false, got {o['far_streak']!r}", "far_streak")
         if o["model"] not in ("gp", "saas"):
             raise InvalidConfig(f"model must be 'gp' or 'saas', got {o['model']!r}", "model")
         if o["model"] == "saas" and not all(
@@ -255,12 +260,37 @@ class MOBOOptimizer(BaseOptimizer):
             self._hypers[prior] = _gp.hyperparameters(model)
         return model
 
-    def _acq_reference_point(self, Yf, number):
+    def _acq_reference_point(self, Yf, number, ids=None):
         """Reference point ``(m,)`` (minimisation form) of the acquisition for suggestion
-        ``number``, from the feasible trials' ``Yf (n, m)``."""
+        ``number``, from the feasible trials' ``Yf (n, m)``; ``ids``: their trial numbers, for
+        ``far_streak`` (:meth:`_far_streak`)."""
         if self.reference_point_min is not None:
             return np.asarray(self.reference_point_min, float)
-        return _pareto.acquisition_reference_point(Yf, self.options["ref_rule"], number)
+        rule = _pareto.acquisition_rule_at(self.options["ref_rule"], number)
+        if rule != "far" and ids is not None and self._far_streak(number, ids, Yf):
+            rule = "far"
+        self.last_info["ref_rule"] = rule
+        return _pareto.ACQUISITION_RULES[rule](Yf)
+
+    def _far_streak(self, number, ids, Y) -> bool:
+        """Whether suggestion ``number`` continues a streak of ``far`` turns (``far_streak``),
+        given the trial numbers ``ids (n,)`` and values ``Y (n, m)`` (minimisation form) of the
+        feasible done trials: trial ``number - 1`` is one of them, model-chosen, took the
+        ``far`` turn (by ``ref_rule`` or by this rule) and set a new best value of some
+        objective over the trials numbered before it — the front reached further towards an
+        objective's extreme, so the next suggestion rewards that again."""
+        if not self.options["far_streak"]:
+            return False
+        ids = np.asarray(ids)
+        k = number - 1
+        while k >= self.options["n_initial"] and np.any(ids == k):
+            before = ids < k
+            if not before.any() or not np.any(Y[ids == k][0] < Y[before].min(axis=0)):
+                return False
+            if _pareto.acquisition_rule_at(self.options["ref_rule"], k) == "far":
+                return True
+            k -= 1  # trial k took the far turn only if it continued a streak itself
+        return False
 
     def _bo(self, done, n, first_number):
         import torch
@@ -288,7 +318,9 @@ class MOBOOptimizer(BaseOptimizer):
         objective = _acqf.mc_objective(self.objective_names, self._modelled, self._known, known)
         constraints = _acqf.constraint_outputs(len(self._modelled), len(self._modelled_constraints))
         feasible = [r for r in done if self.is_feasible(r.values)] or done
-        ref_min = self._acq_reference_point(self._Y(feasible), first_number)
+        ref_min = self._acq_reference_point(
+            self._Y(feasible), first_number, [r.id for r in feasible]
+        )
         ref_max = (-torch.tensor(ref_min, dtype=dtype)).tolist()
         # baseline of the noisy Pareto front: the best `max_baseline` training points by
         # non-dominated rank (BoTorch's prune_baseline does this by MC, at ~1 s for 160 points)

@@ -43,6 +43,12 @@ class ArchDesc:
     head: tuple[tuple[int, Any, bool], ...] | None = ()
 
     @property
+    def projections(self) -> tuple[str, ...]:
+        """The logical projections this architecture has (:data:`LOGICAL`; ``ffn_gate`` only on a
+        gated MLP): what a target ``all`` stands for."""
+        return tuple(t for t in LOGICAL if t != "ffn_gate" or self.gated)
+
+    @property
     def q_dim(self) -> int:
         return self.heads * self.head_dim
 

@@ -20,14 +20,13 @@ def count_by_method(
     config: Mapping[str, Any], model_config: Any, num_labels: int | None = None
 ) -> dict[str, int]:
     """Trainable parameters per method (and ``head``), for the same inputs as :func:`count_trainable`."""
-    from autopeft.peft.arch import LOGICAL
     from autopeft.peft.peftlib import decide
 
     desc = describe_config(model_config)
     spec = parse_peft_config(config, desc.num_layers)
     counts = {m.name: m.count(spec[m.name], desc) for m in INJECTION_ORDER}
     lora = spec["lora"]
-    available = [t for t in LOGICAL if t != "ffn_gate" or desc.gated]
+    available = desc.projections
     targets = set(lora.targets_in(available)) if lora.active else set()
     targets |= set(spec["ia3"].targets) if spec["ia3"].active else set()
     sliced = desc.fused_qkv and bool(targets & {"q", "k", "v"})

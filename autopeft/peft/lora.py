@@ -165,7 +165,7 @@ def inject(model: nn.Module, mmap: ModelMap, spec: LoraSpec) -> None:
 
 def count(spec: LoraSpec, desc: ArchDesc) -> int:
     _olora_conv1d(spec, desc.family == "gpt2")
-    available = [t for t in LOGICAL if t != "ffn_gate" or desc.gated]
+    available = desc.projections
     targets = spec.targets_in(available)
     per_rank = sum(sum(desc.linear_shape(t)) for t in targets)
     total = per_rank * sum(spec.rank)

@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autopeft.peft.arch import LOGICAL, describe_config
+from autopeft.peft.arch import describe_config
 from autopeft.peft.config import parse_peft_config
 from autopeft.peft.cost import count_trainable
 
@@ -280,10 +280,9 @@ def estimate_memory(
 def _tuner_bytes(spec: Any, desc: Any, i: int, T: int) -> int:
     """Elements the peft-injected methods keep in layer ``i`` beyond LoRA's own terms (DoRA's
     rescaled base output; VeRA, AdaLoRA, LoHa and LoKr in full: they are not in LoRA's terms)."""
-    from autopeft.peft.arch import LOGICAL
     from autopeft.peft.tuners import NAMES as TUNERS
 
-    available = [t for t in LOGICAL if t != "ffn_gate" or desc.gated]
+    available = desc.projections
     lora = spec["lora"]
     total = 0
     if lora.variant == "dora" and lora.rank[i]:
@@ -330,7 +329,7 @@ _DISK_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 def quantized_weights(model_config: Any) -> int:
     """Number of weights the 4-bit load quantises: the linear layers of every block."""
     desc = describe_config(model_config)
-    names = [n for n in LOGICAL if n != "ffn_gate" or desc.gated]
+    names = list(desc.projections)
     per_layer = sum(a * b for a, b in (desc.linear_shape(n) for n in names))
     return desc.num_layers * per_layer
 

@@ -109,12 +109,6 @@ def _builder(name: str, per_layer: bool):
     return build
 
 
-def _available(desc_or_projs, gated: bool | None = None) -> tuple[str, ...]:
-    if gated is not None:
-        return tuple(t for t in LOGICAL if t != "ffn_gate" or gated)
-    return tuple(desc_or_projs)
-
-
 def _refuse(spec: TunerSpec, targets: tuple[str, ...], fused: bool, conv1d: bool) -> None:
     """The targets peft cannot express for ``spec`` on this architecture."""
     if fused and set(targets) & set(FUSED):
@@ -210,7 +204,7 @@ def module_params(spec: TunerSpec, rank: int, in_f: int, out_f: int) -> int:
 def count(spec: TunerSpec, desc: ArchDesc) -> int:
     if not spec.active:
         return 0
-    targets = spec.targets_in(_available(None, desc.gated))
+    targets = spec.targets_in(desc.projections)
     for t in targets:
         desc.linear_shape(t)  # unknown projection -> InvalidConfig
     _refuse(spec, targets, desc.fused_qkv, desc.family == "gpt2")

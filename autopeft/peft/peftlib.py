@@ -276,6 +276,16 @@ class TrainingHooks:
     def __init__(self, model: nn.Module):
         tuner = tuner_of(model)
         self.adalora = tuner if type(tuner).__name__ == "AdaLoraModel" else None
+        # the P and Q matrices the orthogonality penalty reads: found once, not at every step
+        self._pq = (
+            [
+                (name, p)
+                for name, p in self.adalora.model.named_parameters()
+                if ("lora_A" in name or "lora_B" in name) and ADAPTER in name and p.requires_grad
+            ]
+            if self.adalora is not None
+            else []
+        )
 
     @property
     def active(self) -> bool:
@@ -303,14 +313,12 @@ class TrainingHooks:
         weight = self.adalora.peft_config[ADAPTER].orth_reg_weight
         if not weight:
             return 0.0
-        total, n = 0.0, 0
-        for name, p in self.adalora.model.named_parameters():
-            if ("lora_A" in name or "lora_B" in name) and ADAPTER in name and p.requires_grad:
-                cov = p @ p.T if "lora_A" in name else p.T @ p
-                eye = torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device)
-                total = total + torch.norm(cov - eye, p="fro")
-                n += 1
-        return weight * total / max(1, n)
+        total = 0.0
+        for name, p in self._pq:
+            cov = p @ p.T if "lora_A" in name else p.T @ p
+            eye = torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device)
+            total = total + torch.norm(cov - eye, p="fro")
+        return weight * total / max(1, len(self._pq))
 
     def after_step(self, step: int) -> None:
         if self.adalora is not None:

@@ -31,10 +31,26 @@ SHIM = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int, taken: set[int]) -> list[int]:
+    """``n`` distinct free ports, none in ``taken`` (which grows by them). The sockets stay bound
+    until all are chosen: ports picked one by one can repeat, and two of a node's servers on one
+    port (say the metrics exporter on the runtime-env agent's) break the node in ways that only
+    show later ("runtime env failed to be created": the raylet's POST reached the exporter)."""
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in taken:
+                s.close()
+                continue
+            socks.append(s)
+        ports = [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    taken.update(ports)
+    return ports
 
 
 class LocalCluster:
@@ -43,7 +59,8 @@ class LocalCluster:
     ):
         self.root = Path(root)
         self.token = secrets.token_hex(16)
-        self.port = free_port()
+        self.taken: set[int] = set()  # every port handed to one of this cluster's nodes
+        (self.port,) = free_ports(1, self.taken)
         self.address = f"127.0.0.1:{self.port}"
         self.object_store_bytes = object_store_bytes
         self.procs: dict[str, subprocess.Popen] = {}
@@ -80,7 +97,7 @@ class LocalCluster:
             logs.append(f"--- attempt {attempt} ---\n{self.log(name)[-3000:]}")
             self._kill_node(name)
             if head:
-                self.port = free_port()
+                (self.port,) = free_ports(1, self.taken)
                 self.address = f"127.0.0.1:{self.port}"
         raise RuntimeError(f"ray node {name} did not start:\n" + "\n".join(logs))
 
@@ -94,6 +111,7 @@ class LocalCluster:
     ) -> bool:
         temp = self.root / name
         temp.mkdir(parents=True, exist_ok=True)
+        node, objects, agent, agent_grpc, metrics, runtime_env, client = free_ports(7, self.taken)
         cmd = [
             sys.executable,
             "-c",
@@ -105,19 +123,19 @@ class LocalCluster:
             "--num-gpus=0",
             f"--temp-dir={temp}",
             f"--object-store-memory={self.object_store_bytes}",
-            f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
+            f"--node-manager-port={node}",
+            f"--object-manager-port={objects}",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={runtime_env}",
         ]
         if head:
             cmd += [
                 "--head",
                 f"--port={self.port}",
                 "--include-dashboard=false",
-                f"--ray-client-server-port={free_port()}",
+                f"--ray-client-server-port={client}",
             ]
         else:
             cmd += [f"--address={self.address}"]

@@ -172,6 +172,24 @@ def check_layers(spec: dict[str, Any], space) -> None:
         parse_peft_config(space.default_config(), layers)
     except InvalidConfig as err:
         raise InvalidConfig(err.message, f"space.{err.field}" if err.field else "space") from None
+    if workload.get("task") == "causal_lm" and _can_prompt(space):
+        raise InvalidConfig(
+            "prompt tuning is for sequence classification: on a causal LM the virtual tokens "
+            "shift the positions the completion loss reads (remove prompt.length from the space)",
+            "space.prompt.length",
+        )
+
+
+def _can_prompt(space) -> bool:
+    """Whether ``space`` can sample a config with ``prompt.length`` > 0."""
+    if space.constants.get("prompt.length"):
+        return True
+    param = next((p for p in space.params if p.name == "prompt.length"), None)
+    if param is None:
+        return False
+    if param.choices:
+        return any(param.choices)
+    return (param.high or 0) > 0
 
 
 def objectives_of(spec: dict[str, Any]) -> list[tuple[str, str]]:

@@ -49,7 +49,7 @@ from autopeft.peft.config import parse_peft_config
 from autopeft.peft.host import PeftHost
 from autopeft.peft.model import apply_peft, spec_of, trainable_state
 from autopeft.peft.modelmap import ModelMap, map_model
-from autopeft.peft.peftlib import CONVERTED, engine_of, initial_lora, tuner_of
+from autopeft.peft.peftlib import CONVERTED, engine_of, initial_lora, prompt_config_of, tuner_of
 from autopeft.peft.pooling import ATTR as POOLING_ATTR
 from autopeft.peft.pooling import apply_pooling
 
@@ -82,7 +82,9 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
     state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_state(model, mmap).items()}
     save_file(state, str(directory / OWN_WEIGHTS), metadata={"format": "pt"})
     engine = engine_of(model) or "own"
-    if engine == "peft":
+    if spec.methods == ("prompt",):  # peft's prompt tuning forward: a classifier's only
+        peft_format = bool(mmap.head)
+    elif engine == "peft":
         lora = spec["lora"]
         # DoRA's magnitudes are norms of the PiSSA / OLoRA residual weight: no plain-LoRA form
         peft_format = not (lora.active and lora.init in CONVERTED and lora.variant == "dora")
@@ -102,7 +104,9 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
         "pooling": getattr(model, POOLING_ATTR, "model"),
     }
     (directory / OWN_CONFIG).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
-    if peft_format and engine == "peft":
+    if peft_format and spec.methods == ("prompt",):
+        _export_peft_prompt(model, mmap, directory)
+    elif peft_format and engine == "peft":
         _export_peft_native(model, mmap, spec, directory)
     elif peft_format:
         _export_peft(model, mmap, spec, directory)
@@ -301,4 +305,25 @@ def _export_peft_native(model: nn.Module, mmap: ModelMap, spec, directory: Path)
     config.base_model_name_or_path = getattr(model.config, "_name_or_path", None) or None
     config.inference_mode = True
     config.save_pretrained(str(directory))
+    save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def _export_peft_prompt(model: nn.Module, mmap: ModelMap, directory: Path) -> None:
+    """peft's format of a prompt-tuned classifier: its ``PromptTuningConfig`` (task ``SEQ_CLS``,
+    the head as ``modules_to_save``), ``prompt_embeddings`` and the head's tensors."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    from autopeft.peft.prompt import ATTR
+
+    config = copy.deepcopy(prompt_config_of(model))
+    tensors = {"prompt_embeddings": getattr(model, ATTR).embedding.weight.detach().to("cpu")}
+    for name in mmap.head:
+        for sub, param in model.get_submodule(name).named_parameters():
+            tensors[f"base_model.{name}.{sub}"] = param.detach().to("cpu")
+    config.modules_to_save = list(mmap.head)
+    config.inference_mode = True
+    config.save_pretrained(str(directory))
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})

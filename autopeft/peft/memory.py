@@ -24,7 +24,9 @@
   - the methods peft injects (issue 35; not yet checked against measured peaks): DoRA keeps LoRA's
     tensors plus the base output it rescales (``T out`` per target); VeRA its two ``T r`` bottlenecks
     and ``T out``; AdaLoRA LoRA's; LoHa and LoKr their input and the delta weight they rebuild each
-    step (``in x out``, kept for the backward pass);
+    step (``in x out``, kept for the backward pass); prompt tuning lengthens every sequence by
+    its ``prompt.length`` virtual tokens (``L`` and ``T`` count them) and, its gradient reaching
+    the input, makes every layer keep its activations;
   - only layers from the first one with a trainable module upwards keep anything (below it nothing
     needs a gradient); with ``gradient_checkpointing`` each of those layers keeps only its input
     ``TH``, one layer's activations are recomputed at a time, and the backward working set is half
@@ -158,6 +160,8 @@ def estimate_memory(
     desc = describe_config(model_config)
     spec = parse_peft_config({} if full else config, desc.num_layers)
     lora, lengths = spec["lora"], spec["prefix"].length
+    prompted = spec["prompt"].active  # the virtual tokens lengthen every layer's sequence
+    length += spec["prompt"].length
     head_labels = None if task == "causal_lm" else num_labels
     weights, n_base, vocab = _model_bytes(_config_json(model_config), task, num_labels)
     if workload.get("quantization") == "4bit":
@@ -243,8 +247,8 @@ def estimate_memory(
         *(spec[n].rank for n in TUNERS),
     )
 
-    def trainable_at(i: int) -> bool:
-        return full or any(seq[i] for seq in per_layer) or i in spec["ia3"].layers
+    def trainable_at(i: int) -> bool:  # a prompt's gradient passes through every layer
+        return full or prompted or any(seq[i] for seq in per_layer) or i in spec["ia3"].layers
 
     first = next((i for i in range(N) if trainable_at(i)), N)
     kept = [layer_bytes(i) for i in range(first, N)]

@@ -12,10 +12,20 @@ from autopeft.peft.attention import ATTR, REPARAM_ATTR
 from autopeft.peft.config import PeftSpec, parse_peft_config
 from autopeft.peft.host import PeftHost
 from autopeft.peft.modelmap import ModelMap, map_model
+from autopeft.peft.prompt import ATTR as PROMPT_ATTR
 from autopeft.peft.registry import INJECTION_ORDER
 
 # name components that mark a PEFT parameter (a PeftHost's modules, the attention site's)
-PEFT_MARKERS = ("lora", "ia3_in", "ia3_out", "serial", "parallel", ATTR, REPARAM_ATTR)
+PEFT_MARKERS = (
+    "lora",
+    "ia3_in",
+    "ia3_out",
+    "serial",
+    "parallel",
+    ATTR,
+    REPARAM_ATTR,
+    PROMPT_ATTR,
+)
 
 
 def has_peft(model: nn.Module) -> bool:
@@ -24,6 +34,7 @@ def has_peft(model: nn.Module) -> bool:
     return (
         any(isinstance(m, PeftHost) for m in model.modules())
         or hasattr(model, REPARAM_ATTR)
+        or hasattr(model, PROMPT_ATTR)
         or any(hasattr(m, ATTR) for m in model.modules())
         or has_peft_layers(model)
     )

@@ -5,7 +5,8 @@ which path injects it:
 
 * ``peft``: a config of exactly one of LoRA (its whole family: DoRA, rsLoRA, PiSSA / OLoRA /
   Gaussian init, per-layer ranks through ``rank_pattern`` / ``alpha_pattern``), VeRA, LoHa, LoKr,
-  AdaLoRA or IA3, with no target that is a slice of a fused projection;
+  AdaLoRA, IA3 or prompt tuning (:mod:`autopeft.peft.prompt`: peft's prompt embedding and its
+  prompt forward as a pre-hook), with no target that is a slice of a fused projection;
 * ``own``: everything peft cannot express, injected by the modules written here (``host.py``,
   ``attention.py``): bottleneck adapters, prefix tuning, a LoRA or IA3 on a q/k/v slice of GPT-2's
   fused ``c_attn``, and any config mixing methods.
@@ -42,8 +43,11 @@ CONVERTED = ("pissa", "olora")
 INITIAL_ATTR = "_autopeft_initial_lora"  # in model.__dict__: {path: (A0, B0)} for CONVERTED
 ADAPTER = "default"
 TUNER_ATTR = "_autopeft_tuner"  # in model.__dict__: the peft tuner object
+PROMPT_CONFIG = "_autopeft_prompt_config"  # in model.__dict__: peft's PromptTuningConfig
+#: the methods only peft injects, and the key that names each in an error
+ONLY_PEFT = {**{name: f"{name}.rank" for name in TUNER_NAMES}, "prompt": "prompt.length"}
 #: the methods a peft config can hold (one of them per config)
-PEFT_METHODS = ("lora", "ia3", *TUNER_NAMES)
+PEFT_METHODS = ("lora", "ia3", *ONLY_PEFT)
 #: the methods written here too: a config of one of them goes to peft unless ``engine`` is "own"
 BOTH = (("lora",), ("ia3",))
 
@@ -67,9 +71,9 @@ def needs_peft(spec: PeftSpec) -> str | None:
     lora = spec["lora"]
     if lora.needs_peft:
         return "lora.variant" if lora.variant == "dora" else "lora.init"
-    for name in TUNER_NAMES:
+    for name, key in ONLY_PEFT.items():
         if spec[name].active:
-            return f"{name}.rank"
+            return key
     return None
 
 
@@ -106,7 +110,7 @@ def decide(spec: PeftSpec, sliced: bool, engine: str = "auto") -> str:
     if engine == "peft" and not peft_ok:
         raise InvalidConfig(
             "peft cannot express this config (a mix of methods, bottleneck adapters, prefix "
-            "tuning, IA3 or a LoRA on a fused q/k/v slice): use peft_engine 'own' or 'auto'",
+            "tuning, or a LoRA or IA3 on a fused q/k/v slice): use peft_engine 'own' or 'auto'",
             "peft_engine",
         )
     if engine == "own" or not peft_ok or active not in BOTH:
@@ -216,13 +220,19 @@ def inject(model: nn.Module, mmap: ModelMap, spec: PeftSpec) -> None:
 
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
+    model.__dict__["autopeft_engine"] = "peft"
+    if spec.methods == ("prompt",):  # prompt learning: peft's embedding and forward, no tuner
+        from autopeft.peft.prompt import inject_prompt
+
+        task = "SEQ_CLS" if mmap.head else None
+        model.__dict__[PROMPT_CONFIG] = inject_prompt(model, spec["prompt"], task)
+        return
     config = peft_config(spec, mmap, model)
     tuner_cls = PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fan_in_fan_out" notes, "already a peft model"...
         tuner = tuner_cls(model, config, adapter_name=ADAPTER)
     model.__dict__[TUNER_ATTR] = tuner
-    model.__dict__["autopeft_engine"] = "peft"
     if spec["lora"].active and spec["lora"].init in CONVERTED:
         model.__dict__[INITIAL_ATTR] = {
             path: (
@@ -241,6 +251,11 @@ def initial_lora(model: nn.Module) -> dict[str, Any]:
 
 def tuner_of(model: nn.Module) -> Any:
     return model.__dict__.get(TUNER_ATTR)
+
+
+def prompt_config_of(model: nn.Module) -> Any:
+    """peft's ``PromptTuningConfig`` of a prompt-tuned model, else None."""
+    return model.__dict__.get(PROMPT_CONFIG)
 
 
 def engine_of(model: nn.Module) -> str | None:

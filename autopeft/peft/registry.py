@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from autopeft.errors import InvalidConfig
-from autopeft.peft import bottleneck, ia3, lora, prefix, tuners
+from autopeft.peft import bottleneck, ia3, lora, prefix, prompt, tuners
 from autopeft.peft.method import Method
 
 METHODS: tuple[Method, ...] = (
@@ -21,6 +21,7 @@ METHODS: tuple[Method, ...] = (
     prefix.METHOD,
     ia3.METHOD,
     *tuners.METHODS,
+    prompt.METHOD,
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}

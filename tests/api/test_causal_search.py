@@ -70,6 +70,11 @@ def _check_refusals(server, token, workload) -> None:
         (_spec(workload, baselines=["lora_r8", "linear_probe"]), "baselines.1"),
         (_spec({**workload, "linear_probe": True}), "workload.linear_probe"),
         (_spec({**workload, "task": "seq2seq"}), "workload.task"),
+        # prompt tuning shifts the positions the completion loss reads
+        (
+            _spec(workload, space={"peft": {"prompt": {"length": {"choices": [0, 4]}}}}),
+            "space.prompt.length",
+        ),
         # macro_f1 is a classifier's metric: a causal_lm trial never reports it, so no rung could rank by it
         (
             _spec(workload, objectives=[{"name": "macro_f1", "direction": "maximize"}]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.api.conftest import client_for, make_token
 from tests.conftest import tiny_peft_workload
@@ -121,3 +122,59 @@ def test_configs_a_model_cannot_take_are_422_naming_the_field(
         assert r.status_code == 422, (fields, r.text)
         err = r.json()["error"]
         assert (field or "workload.peft_engine") in err["field"], (fields, err)
+
+
+def test_a_prompt_tuning_study_exports_what_peft_loads(
+    sqlite_url, server_factory, peft_workload, tiny_model, tmp_path
+):
+    """Prompt tuning through the service: the trials train ``length x hidden`` prompt parameters
+    (plus the head), and an exported point loads in peft with the trial's logits."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from autopeft.peft import count_trainable, load_adapter
+
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(
+        spec={
+            "name": "prompt",
+            "space": {
+                "params": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+                "peft": {"prompt": {"length": {"choices": [4, 8]}, "init": "vocab"}},
+            },
+            "objectives": OBJECTIVES,
+            "workload": peft_workload,
+            "optimizer": {"name": "random"},
+            "baselines": [],
+            "max_trials": 2,
+            "max_parallel": 1,
+            "seed": 1,
+        }
+    )
+    study.wait(timeout=600, poll=0.5, progress=False)
+    assert study.state == "finished" and study.counts["complete"] == 2, study.data
+    model_config = AutoConfig.from_pretrained(tiny_model)
+    trial = study.trials()[0]
+    length = trial["config"]["prompt.length"]
+    params = trial["values"]["trainable_params"]
+    assert params == count_trainable(trial["config"], model_config, 3)
+    assert params - count_trainable({}, model_config, 3) == length * model_config.hidden_size
+    folder = study.export(trial["id"], tmp_path / "prompt")
+    meta = json.loads((folder / "adapter_config.json").read_text())
+    assert meta["peft_type"] == "PROMPT_TUNING" and meta["num_virtual_tokens"] == length
+    fresh = lambda: AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)  # noqa: E731
+    pooling = json.loads((folder / "autopeft_config.json").read_text())["pooling"]
+    base = fresh()
+    if pooling == "mean":
+        from autopeft.peft.pooling import apply_pooling
+
+        apply_pooling(base, "mean")
+    loaded = PeftModel.from_pretrained(base, str(folder)).eval()
+    ours = load_adapter(fresh(), folder).eval()
+    ids = torch.randint(5, 90, (2, 9))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        want = ours(input_ids=ids, attention_mask=mask).logits
+        got = loaded(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(want, got, atol=1e-5), (want - got).abs().max()

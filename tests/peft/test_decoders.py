@@ -58,6 +58,11 @@ def test_preset_on_causal_lm(preset, arch):
     for config in space.sample(SAMPLES, seed=3):
         model = build_causal(arch)
         pristine = {id(p) for p in model.parameters()}
+        if config.get("prompt.length"):  # prompt tuning is for classifiers (it shifts positions)
+            with pytest.raises(InvalidConfig) as err:
+                apply_peft(model, config)
+            assert err.value.field == "prompt.length"
+            continue
         apply_peft(model, config)
         assert not model.get_output_embeddings().weight.requires_grad
         for n, p in model.named_parameters():

@@ -30,7 +30,7 @@ from autopeft.api.admission import Admission, AdmissionGate
 from autopeft.api.db import Database
 from autopeft.api.deps import AppState
 from autopeft.api.middleware import BodyLimit, SecurityHeaders
-from autopeft.api.routers import datasets, docs, health, studies, tokens, trials
+from autopeft.api.routers import datasets, docs, health, studies, tokens, trials, webhooks
 from autopeft.api.scheduler import SchedulerManager
 from autopeft.api.scheduling.leader import Replica
 from autopeft.api.services.changes import ChangeFeed
@@ -39,6 +39,7 @@ from autopeft.api.services.listing import ListingCache
 from autopeft.api.settings import Settings, apply_data_dirs
 from autopeft.api.slots import SlotAllocator
 from autopeft.api.tracking.rules import TrackingRules
+from autopeft.api.webhooks.rules import WebhookRules
 
 log = logging.getLogger("autopeft.api")
 #: handler threads beyond the admitted requests' (``/healthz``, static files, ``/docs``)
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 follower=follower,
                 study_locks=locks,
                 tracking=TrackingRules.from_settings(settings),
+                webhooks=WebhookRules.from_settings(settings),
             )
 
         replica = Replica(settings, db, build, lambda: _executor(settings))
@@ -214,6 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.include_router(studies.router, prefix="/api/v1")
     app.include_router(trials.router, prefix="/api/v1")
+    app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(datasets.router, prefix="/api/v1")
     app.include_router(tokens.router, prefix="/api/v1")
     upload_limit = settings.max_upload_bytes + 64 * 1024  # multipart framing and the small fields

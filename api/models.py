@@ -210,3 +210,22 @@ class Event(_Row, Base):
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class WebhookDelivery(_Row, Base):
+    """One event posted (or to be posted) to a study's webhook, and how that went: ``state`` is
+    pending (tries left), delivered (a 2xx) or failed (no tries left, a 4xx, or the host is no
+    longer allowed). ``payload`` is the body sent; the secret is never stored here. The newest
+    :data:`autopeft.api.webhooks.sender.KEPT_PER_STUDY` of a study are kept."""
+
+    __tablename__ = "webhook_deliveries"
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)  # the X-Autopeft-Delivery header
+    event: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the last answer's
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last try failed
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

@@ -64,6 +64,8 @@ from autopeft.api.services.studies import public_error
 from autopeft.api.slots import Holder, SlotAllocator
 from autopeft.api.tracking.hub import TrackingHub
 from autopeft.api.tracking.rules import TrackingRules
+from autopeft.api.webhooks.rules import WebhookRules
+from autopeft.api.webhooks.sender import WebhookSender
 from autopeft.workers.base import Executor
 
 log = logging.getLogger("autopeft.scheduler")
@@ -115,6 +117,7 @@ class StudyRunner(
         self.seq, self._seq_lock = 0, threading.Lock()  # history position (scheduling.replay)
         self.slot: Holder | None = None  # this runner in the manager's fair-share allocator
         self.tracker = None  # tracking.hub.StudyTracker when spec.tracking names a sink
+        self.webhook = None  # webhooks.sender.StudyHook when the spec has a webhook
 
     # -- control ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -152,6 +155,8 @@ class StudyRunner(
                     ):
                         t.state, t.finished_at = "failed", utcnow()
                         t.error = f"the study failed: {reason}"
+            if self.webhook is not None:
+                self.webhook.ended("failed", reason)
         finally:
             if self.tracker is not None:
                 self.tracker.close()
@@ -169,6 +174,7 @@ class StudyRunner(
             self.slot = Holder(study.user_id, self.study_id, self._wake)
             name = study.name
         self.tracker = self.m.tracking and self.m.tracking.tracker(self.study_id, name, self.spec)
+        self.webhook = self.m.webhooks and self.m.webhooks.hook(self.study_id, name, self.spec)
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
@@ -184,6 +190,8 @@ class StudyRunner(
                 select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id)
             )
         created = self._reuse_warm_start(created)  # the source's results, not trained again
+        if self.webhook is not None:
+            self.webhook.completed()  # reused results may be new points of the front
         self._queue_tests()
         while True:
             self._reload_if_extended()
@@ -365,6 +373,7 @@ class SchedulerManager(LifecycleManager):
         follower: bool = False,
         study_locks: dict[int, threading.Lock] | None = None,
         tracking: TrackingRules | None = None,
+        webhooks: WebhookRules | None = None,
     ):
         self.db, self.executor = db, executor
         # another replica schedules (scheduling.leader): requests are left in the store for it
@@ -379,6 +388,8 @@ class SchedulerManager(LifecycleManager):
         self.tracking = tracking and TrackingHub(
             db, tracking, self.artifacts_dir, lambda workload: self.trial_workload(workload)[0]
         )
+        # spec.webhook: the events and delivery threads, started by the first study with a webhook
+        self.webhooks = webhooks and WebhookSender(db, webhooks)
         self._lock = threading.Lock()
         self._closed = False
         self._deleted: set[int] = set()
@@ -404,6 +415,10 @@ class SchedulerManager(LifecycleManager):
             ids = list(
                 s.scalars(select(Study.id).where(Study.state == "running").order_by(Study.id))
             )
+        if self.webhooks and self.executor is not None and not self.follower:
+            resumed = self.webhooks.resume_pending()  # left pending by the previous process
+            if resumed:
+                log.info("resumed %d pending webhook deliveries", resumed)
         for sid in ids:
             with self.study_lock(sid):  # requests and scheduling.reconcile start studies too
                 self.start(sid)
@@ -462,3 +477,5 @@ class SchedulerManager(LifecycleManager):
         self.reports.close()
         if self.tracking:
             self.tracking.close()
+        if self.webhooks:
+            self.webhooks.close()

@@ -9,6 +9,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autopeft.api.limits import check_json, check_name, check_spec_size
+from autopeft.api.webhooks.schemas import WebhookSpec
 
 # ids are 32-bit (INTEGER on PostgreSQL): larger ones are a 422, never a database error
 MAX_ID = 2**31 - 1
@@ -168,6 +169,11 @@ class StudyCreate(BaseModel):
     tracking: TrackingSpec | None = Field(
         default=None,
         description="experiment tracking: MLflow runs and / or TensorBoard event files per trial",
+    )
+    webhook: WebhookSpec | None = Field(
+        default=None,
+        description="signed JSON posted to a URL when the study finishes or fails, and when a new "
+        "point joins its Pareto front",
     )
 
     @field_validator("name")

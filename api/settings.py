@@ -167,6 +167,29 @@ class Settings(BaseSettings):
         "(unset: any public address, never a loopback or private one)",
     )
 
+    webhook_hosts: str | None = Field(
+        default=None,
+        description="comma-separated host, host:port or *.domain that study webhooks may post to "
+        "(unset: webhooks are refused); nothing is sent to, or resolved for, any other host",
+    )
+    webhook_tries: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="requests per webhook delivery at most (retried on connection errors, "
+        "timeouts, 5xx, 408 and 429)",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="timeout of one webhook request (seconds)"
+    )
+    webhook_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=300,
+        description="wait before a webhook delivery's second try (seconds), doubled after each "
+        "further failure (at most 300)",
+    )
+
     @property
     def datasets_path(self) -> Path:
         return (

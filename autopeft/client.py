@@ -10,6 +10,8 @@
     study.extend(max_trials=10)  # more budget, also for a finished study
     study.clone({"workload": {"epochs": 3}})          # a new study with changes
     client.cancel_trial(trial_id)                     # one trial ends failed; the study goes on
+    study.webhook()              # spec.webhook: where it posts, its recent deliveries
+    verify_signature(secret, raw_body, headers["X-Autopeft-Signature"])  # in your receiver
 
     ds = client.upload_dataset("reviews.csv")          # your own data, from any machine
     client.create_study(..., workload={"kind": "peft", "model": "...", "dataset_id": ds["id"]})
@@ -219,6 +221,19 @@ class Client:
         return self._json("GET", f"/api/v1/trials/{int(trial_id)}/reports")["reports"]
 
 
+def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
+    """Whether ``signature`` (the ``X-Autopeft-Signature`` header of a webhook delivery) is the
+    HMAC-SHA256 of the raw request ``body`` with the study's webhook ``secret``; compare the bytes
+    as received, before parsing them."""
+    import hashlib
+    import hmac
+
+    if not signature or not signature.startswith("sha256="):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature[len("sha256=") :])
+
+
 def _study_body(spec, name, space, objectives, optimizer, workload, fields) -> dict[str, Any]:
     body = dict(spec or {})
     for key, value in (
@@ -370,6 +385,20 @@ class Study:
         return self._client._json(
             "GET", f"/api/v1/studies/{self.id}/pareto", params={"split": split}
         )["trials"]
+
+    def webhook(self, limit: int = 50) -> dict[str, Any]:
+        """The study's webhook: ``{"url", "events", "signed", "refused", "deliveries"}``, the
+        newest ``limit`` deliveries first, each with its ``state`` (pending / delivered / failed),
+        ``attempts``, last ``status_code`` or ``error`` and the ``payload`` posted. The secret is
+        never returned. ``ApiError`` 404 when the study has none."""
+        return self._client._json(
+            "GET", f"/api/v1/studies/{self.id}/webhook", params={"limit": limit}
+        )
+
+    def ping_webhook(self) -> dict[str, Any]:
+        """Queue a signed ``ping`` delivery to the study's webhook (to check the receiver); returns
+        the delivery (follow it with :meth:`webhook`)."""
+        return self._client._json("POST", f"/api/v1/studies/{self.id}/webhook/ping")
 
     def infeasible(self) -> list[dict[str, Any]]:
         """Complete trials that violate a constraint of the study (``infeasible_reason`` says

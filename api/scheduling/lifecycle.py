@@ -81,6 +81,7 @@ class Lifecycle:
     def _finish(self, elapsed: float, message: str | None) -> bool:
         """Mark the study finished; False (and the new budget taken) when it was extended meanwhile.
         The row is locked (PostgreSQL) so an ``extend`` commits wholly before or after this."""
+        finished = False
         with self.db.write(self.study_id) as s:
             study = s.get(Study, self.study_id, with_for_update=True)
             study.elapsed_s = elapsed
@@ -90,6 +91,9 @@ class Lifecycle:
             if study.state == "running":
                 self._ending.set()
                 study.state, study.finished_at, study.message = "finished", utcnow(), message
+                finished = True
+        if finished and self.webhook is not None:  # committed
+            self.webhook.ended("finished", message)
         return True
 
     # -- one trial cancelled ------------------------------------------------------------------

@@ -350,6 +350,8 @@ class TrialRuns:
         self.m.reports.store_outcome(Outcome(self.study_id, finish, events, checkpoints))
         if state == "complete":
             self._queue_tests()
+            if self.webhook is not None:
+                self.webhook.completed()  # committed: the front may have a new point
         return False
 
     def _judge(self, t: Trial, values: dict[str, float] | None) -> None:

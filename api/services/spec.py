@@ -388,6 +388,10 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
             from autopeft.api.tracking.rules import TrackingRules, check_tracking
 
             check_tracking(spec, TrackingRules.from_settings(ctx.settings))
+        if spec.get("webhook") is not None:
+            from autopeft.api.webhooks.rules import WebhookRules, check_webhook
+
+            check_webhook(spec, WebhookRules.from_settings(ctx.settings))
         if ctx.datasets is not None:
             workload, dataset = ctx.datasets.resolve_for_validation(
                 ctx.session, ctx.user.id, workload

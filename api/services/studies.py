@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from autopeft.api.errors import ApiError, not_found
 from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, columns, utcnow
+from autopeft.api.webhooks.rules import redact
 
 MAX_PAGE = 5000
 MAX_ERROR_CHARS = 2000
@@ -52,7 +53,7 @@ def study_public(study: Study, study_counts: dict[str, int]) -> dict[str, Any]:
     return {
         **columns(study, "id", "name", "state"),
         "counts": study_counts,
-        "spec": study.spec,
+        "spec": redact(study.spec),  # never the webhook's secret
         "message": public_error(study.message),
         "notes": study.notes,
         "tags": list(study.tags or []),

@@ -1,9 +1,12 @@
 """``autopeft study create FILE | list | show ID | stop ID | resume ID | wait ID | export ID ... |
-extend ID | clone ID | cancel-trial TRIAL | compare ID ID ...``.
+extend ID | clone ID | cancel-trial TRIAL | compare ID ID ... | webhook ID``.
 
 ``extend ID --trials N [--seconds S] [--epochs E]`` adds budget (a finished study runs again);
 ``clone ID [--set KEY=VALUE ...] [--file PATCH]`` submits a copy with changes (dotted keys, values
 as YAML: ``--set workload.epochs=3``); ``cancel-trial TRIAL`` ends one queued or running trial.
+
+``webhook ID [--ping]`` shows the study's webhook and its recent deliveries (``--ping`` first
+queues a test delivery).
 
 ``export ID TRIAL DIR`` unpacks one trial's adapter into DIR; ``export ID --output FILE
 [--format csv|parquet]`` writes the trials table (pandas, ``Study.to_dataframe()``) and
@@ -121,6 +124,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("trial", type=int)
     p.set_defaults(func=_cmd_cancel_trial)
+    p = ssub.add_parser(
+        "webhook", parents=[common], help="a study's webhook and its recent deliveries"
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("--ping", action="store_true", help="first queue a test delivery (event ping)")
+    p.add_argument("--limit", type=int, default=20, help="deliveries shown, newest first (20)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_webhook)
     p = ssub.add_parser(
         "export",
         parents=[common],
@@ -476,4 +487,36 @@ def _cmd_cancel_trial(args: argparse.Namespace) -> int:
         f"trial {trial['id']} (#{trial['number']}): {trial['state']}"
         + (f" ({trial['error']})" if trial.get("error") else "")
     )
+    return 0
+
+
+@_run
+def _cmd_webhook(args: argparse.Namespace) -> int:
+    study = _client(args).study(args.id)
+    if args.ping:
+        ping = study.ping_webhook()
+        print(f"ping queued: delivery {ping['event_id']}")
+    hook = study.webhook(limit=args.limit)
+    if args.json:
+        print(json.dumps(hook, indent=1, default=str))
+        return 0
+    print(
+        f"study {study.id} webhook: {hook['url']}  events {', '.join(hook['events'])}  "
+        f"{'signed' if hook['signed'] else 'unsigned (no secret)'}"
+    )
+    if hook["refused"]:
+        print(f"refused by the server now: {hook['refused']}")
+    rows = [
+        [
+            d["created_at"],
+            d["event"],
+            d["state"],
+            d["attempts"],
+            d["status_code"],
+            d["error"] or "",
+            d["event_id"],
+        ]
+        for d in hook["deliveries"]
+    ]
+    print(format_table(rows, ["created", "event", "state", "tries", "status", "error", "event id"]))
     return 0

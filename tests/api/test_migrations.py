@@ -35,6 +35,7 @@ def test_upgrade_head_matches_models(db_url):
         "trial_reports",
         "checkpoints",
         "events",
+        "webhook_deliveries",
     } <= tables
 
 

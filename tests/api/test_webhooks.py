@@ -12,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from autopeft.api.models import Study
 from autopeft.api.webhooks.rules import REDACTED, WebhookRules, _entry, redact, sign
 from autopeft.client import ApiError, verify_signature
 from autopeft.errors import InvalidConfig
@@ -138,9 +140,7 @@ def _manager(store, tmp_path, receiver, **rules):
 
 
 def _create(store, manager, **fields) -> int:
-    from sqlalchemy import select
-
-    from autopeft.api.models import Study, User
+    from autopeft.api.models import User
 
     with store.write() as s:
         user = s.scalar(select(User).where(User.name == "alice"))
@@ -227,6 +227,83 @@ def test_the_allow_list_is_checked_again_at_delivery(store, tmp_path, receiver):
         sender.close()
     assert row.attempts == 0 and "AUTOPEFT_WEBHOOK_HOSTS" in row.error, row.error
     assert not receiver.requests
+
+
+def test_429_is_tried_again_and_a_redirect_is_not_followed(store, tmp_path, receiver):
+    from autopeft.api.models import WebhookDelivery
+    from autopeft.api.webhooks.sender import WebhookSender
+
+    manager = _manager(store, tmp_path, receiver)
+    sid = _create(store, manager, webhook={"url": receiver.url("/busy")}, max_trials=1)
+    manager.stop(sid, wait=True)
+    manager.shutdown()
+    receiver.script["/busy"] = [429, 200]
+    receiver.script["/moved"] = [302]
+    sender = WebhookSender(store, manager.webhooks.rules)
+    try:
+        busy = sender.deliver(sid, "ping", {"study": {"id": sid}})
+
+        def ended(delivery_id):
+            with store.read() as s:
+                row = s.get(WebhookDelivery, delivery_id)
+                return row if row.state != "pending" else None
+
+        busy = wait_for(lambda: ended(busy["id"]), 30, "the 429 delivery to end")
+        with store.write() as s:  # the study's URL now answers with a redirect
+            study = s.get(Study, sid)
+            study.spec = {**study.spec, "webhook": {"url": receiver.url("/moved")}}
+        moved = sender.deliver(sid, "ping", {"study": {"id": sid}})
+        moved = wait_for(lambda: ended(moved["id"]), 30, "the redirected delivery to end")
+    finally:
+        sender.close()
+    assert busy.state == "delivered" and busy.attempts == 2 and len(receiver.at("/busy")) == 2
+    assert moved.state == "failed" and moved.attempts == 1 and moved.status_code == 302
+    assert "redirects are not followed" in moved.error and len(receiver.at("/moved")) == 1
+
+
+def test_deliveries_left_pending_are_sent_by_the_next_scheduler(store, tmp_path, receiver):
+    """A delivery still pending when the process stopped (its row says so) is posted by the next
+    process's scheduler, with the same event id and body, signed."""
+    from autopeft.api.models import WebhookDelivery
+    from autopeft.api.webhooks.sender import body_of
+
+    manager = _manager(store, tmp_path, receiver)
+    webhook = {"url": receiver.url("/later"), "secret": SECRET, "events": ["finished"]}
+    sid = _create(store, manager, webhook=webhook, max_trials=1)
+    manager.stop(sid, wait=True)
+    manager.shutdown()
+    payload = {"event": "finished", "event_id": "left-pending-1", "study": {"id": sid}}
+    with store.write() as s:
+        s.add(
+            WebhookDelivery(
+                study_id=sid,
+                event_id="left-pending-1",
+                event="finished",
+                payload=payload,
+                state="pending",
+                attempts=1,
+                error="answered 503",
+            )
+        )
+    assert not receiver.at("/later")
+    restarted = _manager(store, tmp_path, receiver)
+    try:
+        restarted.recover()
+
+        def delivered():
+            with store.read() as s:
+                row = s.scalar(
+                    select(WebhookDelivery).where(WebhookDelivery.event_id == "left-pending-1")
+                )
+                return row if row.state == "delivered" else None
+
+        row = wait_for(delivered, 30, "the pending delivery to be sent")
+    finally:
+        restarted.shutdown()
+    assert row.attempts == 2 and row.status_code == 200 and row.error is None
+    (request,) = receiver.at("/later")
+    assert request["body"] == body_of(payload) and _signed(request)
+    assert request["headers"]["X-Autopeft-Delivery"] == "left-pending-1"
 
 
 # -- through the real server ---------------------------------------------------------------------

@@ -117,8 +117,9 @@ def test_adalora_trial_prunes_and_resumes(workload, tmp_path):
         {"loha.rank": 2, "loha.targets": "q,v"},
         {"lokr.rank": 2, "lokr.targets": "q,v,o"},
         {"method": "lokr", "lokr.rank": 2, "lora.targets": "q,v"},  # a preset's extra keys
+        {"prompt.length": 6, "prompt.init": "vocab"},
     ],
-    ids=["dora", "rslora-pissa", "vera", "loha", "lokr", "preset-keys"],
+    ids=["dora", "rslora-pissa", "vera", "loha", "lokr", "preset-keys", "prompt"],
 )
 def test_each_method_trains_in_a_trial(workload, config, tiny_model):
     from transformers import AutoConfig
@@ -173,6 +174,23 @@ def test_a_trial_resumes_the_way_its_checkpoint_was_injected(workload, tmp_path)
     _reports(own, config, checkpoint_dir=tmp_path / "c", budget={"step": 2})
     resumed, _ = _reports(
         workload, config, checkpoint_dir=tmp_path / "c", restore_dir=tmp_path / "c"
+    )
+    assert resumed["budget_reached"] == 1
+    assert resumed["accuracy"] == straight["accuracy"] and resumed["loss"] == pytest.approx(
+        straight["loss"], rel=1e-6
+    )
+
+
+def test_a_prompt_tuned_trial_resumes_as_if_never_cut(workload, tmp_path):
+    """Prompt tuning's checkpoint (the virtual tokens and the head) restores exactly: a trial cut
+    after 2 reports and resumed ends where a straight run ends."""
+    config = {"prompt.length": 4, "lr": 1e-2}
+    straight, _ = _reports(workload, config)
+    _reports(workload, config, checkpoint_dir=tmp_path / "p", budget={"step": 2})
+    saved = load_file(str(tmp_path / "p" / ckpt.WEIGHTS))
+    assert saved["autopeft_prompt.embedding.weight"].shape[0] == 4
+    resumed, _ = _reports(
+        workload, config, checkpoint_dir=tmp_path / "p", restore_dir=tmp_path / "p"
     )
     assert resumed["budget_reached"] == 1
     assert resumed["accuracy"] == straight["accuracy"] and resumed["loss"] == pytest.approx(

@@ -174,7 +174,9 @@ class StudyRunner(
             self.slot = Holder(study.user_id, self.study_id, self._wake)
             name = study.name
         self.tracker = self.m.tracking and self.m.tracking.tracker(self.study_id, name, self.spec)
-        self.webhook = self.m.webhooks and self.m.webhooks.hook(self.study_id, name, self.spec)
+        with self._lock:  # a webhook added meanwhile (SchedulerManager.webhook_added) is kept
+            if self.webhook is None and self.m.webhooks:
+                self.webhook = self.m.webhooks.hook(self.study_id, self.spec)
         space = build_space(self.spec)
         self.objectives = objectives_of(self.spec)
         self.opt = build_optimizer(self.spec, space)
@@ -408,6 +410,15 @@ class SchedulerManager(LifecycleManager):
             return
         self.forbid(study_id)
         self.stop(study_id, wait=True)
+
+    def webhook_added(self, study_id: int, spec: dict[str, Any]) -> None:
+        """The study got a webhook (``PUT``): its runner here, if any, posts from now on (a runner
+        with a hook reads the stored webhook at each event, so changes need nothing)."""
+        runner = self._live(study_id)
+        if runner is not None and self.webhooks:
+            with runner._lock:
+                if runner.webhook is None:
+                    runner.webhook = self.webhooks.hook(study_id, spec)
 
     def recover(self) -> list[int]:
         """Start a runner for every study left ``running`` (after a restart or crash)."""

@@ -395,6 +395,21 @@ class Study:
             "GET", f"/api/v1/studies/{self.id}/webhook", params={"limit": limit}
         )
 
+    def set_webhook(
+        self, url: str, secret: str | None = None, events: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Give the study a webhook or replace its one (``PUT``; the secret is never shown, so give
+        it again to keep deliveries signed); ``events``: of finished, failed, front (default
+        all). Returns :meth:`webhook`'s view."""
+        body: dict[str, Any] = {"url": url, "secret": secret}
+        if events is not None:
+            body["events"] = list(events)
+        return self._client._json("PUT", f"/api/v1/studies/{self.id}/webhook", json=body)
+
+    def delete_webhook(self) -> None:
+        """Remove the study's webhook (nothing more is posted)."""
+        self._client.request("DELETE", f"/api/v1/studies/{self.id}/webhook")
+
     def ping_webhook(self) -> dict[str, Any]:
         """Queue a signed ``ping`` delivery to the study's webhook (to check the receiver); returns
         the delivery (follow it with :meth:`webhook`)."""

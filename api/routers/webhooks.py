@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.errors import ApiError
@@ -13,7 +13,7 @@ from autopeft.api.schemas import StudyId
 from autopeft.api.services import studies as svc
 from autopeft.api.services import webhooks as webhook_svc
 from autopeft.api.webhooks.rules import PING, WebhookRules
-from autopeft.api.webhooks.schemas import WebhookDeliveryPublic, WebhookPublic
+from autopeft.api.webhooks.schemas import WebhookDeliveryPublic, WebhookPublic, WebhookSpec
 from autopeft.api.webhooks.sender import study_part
 
 router = APIRouter(prefix="/studies", tags=["webhooks"], responses=ERRORS)
@@ -57,3 +57,29 @@ def ping_webhook(study_id: StudyId, user: CurrentUser, state: StateDep):
     if out is None:
         raise ApiError(503, "unavailable", "the server is shutting down; try again shortly")
     return out
+
+
+@router.put("/{study_id}/webhook", response_model=WebhookPublic, operation_id="set_webhook")
+def set_webhook(study_id: StudyId, body: WebhookSpec, user: CurrentUser, state: StateDep):
+    """Give the study a webhook, or replace its one (a new URL, secret or events; give the secret
+    again to keep deliveries signed: it is never shown). 422 naming ``url`` when the operator's
+    allow-list does not have its host. Deliveries still pending go to the new URL with the new
+    secret; on a study that is running here, new events are posted from now on."""
+    rules = WebhookRules.from_settings(state.settings)
+    webhook = body.model_dump(mode="json")
+    with state.scheduler.study_lock(study_id):
+        with state.db.write(study_id) as session:
+            spec = dict(webhook_svc.set_webhook(session, user.id, study_id, webhook, rules).spec)
+        state.scheduler.webhook_added(study_id, spec)
+    return get_webhook(study_id, user, state)
+
+
+@router.delete(
+    "/{study_id}/webhook", status_code=204, response_class=Response, operation_id="delete_webhook"
+)
+def delete_webhook(study_id: StudyId, user: CurrentUser, state: StateDep):
+    """Remove the study's webhook: nothing more is posted (pending deliveries fail unsent); its
+    delivery history stays until the study is deleted. 404 when it has none."""
+    with state.db.write(study_id) as session:
+        webhook_svc.remove_webhook(session, user.id, study_id)
+    return Response(status_code=204)

@@ -48,3 +48,24 @@ def webhook_public(
         "refused": rules.refusal(webhook["url"]),
         "deliveries": [delivery_public(r) for r in rows],
     }
+
+
+def set_webhook(
+    session: Session, user_id: int, study_id: int, webhook: dict[str, Any], rules: WebhookRules
+) -> Study:
+    """Give the user's study ``webhook`` (a validated :class:`WebhookSpec` dump), replacing the one
+    it has; ``InvalidConfig`` naming ``url`` when the operator does not allow its host."""
+    rules.check(webhook["url"], "url")
+    session.get(Study, study_id, with_for_update=True)  # PostgreSQL: serialised with extend
+    study = get_study(session, user_id, study_id)
+    study.spec = {**study.spec, "webhook": webhook}
+    return study
+
+
+def remove_webhook(session: Session, user_id: int, study_id: int) -> None:
+    """Take the user's study's webhook away (404 when it has none); its pending deliveries fail
+    at their next try, unsent."""
+    session.get(Study, study_id, with_for_update=True)
+    study = get_study(session, user_id, study_id)
+    webhook_of(study)
+    study.spec = {k: v for k, v in study.spec.items() if k != "webhook"}

@@ -151,12 +151,11 @@ class WebhookSender:
         if self._http is not None:
             self._http.close()
 
-    def hook(self, study_id: int, name: str, spec: dict[str, Any]) -> StudyHook | None:
+    def hook(self, study_id: int, spec: dict[str, Any]) -> StudyHook | None:
         """The study's hook for its runner, or None when the study has no webhook."""
-        webhook = spec.get("webhook")
-        if not webhook or not self._start():
+        if not spec.get("webhook") or not self._start():
             return None
-        return StudyHook(self, study_id, webhook)
+        return StudyHook(self, study_id)
 
     def resume_pending(self) -> int:
         """Queue the deliveries left pending by an earlier process; returns how many."""
@@ -359,36 +358,36 @@ def delivery_public(row: WebhookDelivery) -> dict[str, Any]:
 
 
 class StudyHook:
-    """One study's webhook. Public methods enqueue; ``_``-methods run on the events thread."""
+    """One study's webhook. Public methods enqueue; ``_``-methods run on the events thread, where
+    the study's webhook is read from the store each time (a ``PUT`` or ``DELETE`` of it counts
+    from the next event on)."""
 
-    def __init__(self, sender: WebhookSender, study_id: int, webhook: dict[str, Any]):
+    def __init__(self, sender: WebhookSender, study_id: int):
         self.sender, self.study_id = sender, study_id
-        self.events = set(webhook.get("events") or EVENTS)
         # the front as the runner starts: already announced (by an earlier runner, or never news)
-        self.seen: set[int] = self._front()[0] if "front" in self.events else set()
+        self.seen: set[int] = set()
+        self.seen = self._front()[0]
 
     # -- called by the scheduler --------------------------------------------------------------
     def completed(self) -> None:
         """A trial completed (its outcome is committed): the front may have new points."""
-        if "front" in self.events:
-            self.sender.put(self, "_announce_front")
+        self.sender.put(self, "_announce_front")
 
     def ended(self, state: str, message: str | None) -> None:
         """The study finished or failed (committed)."""
-        if state in self.events:
-            self.sender.put(self, "_announce_end", state, message)
+        self.sender.put(self, "_announce_end", state, message)
 
     # -- on the events thread -----------------------------------------------------------------
-    def _front(self) -> tuple[set[int], list[dict[str, Any]], dict[str, Any] | None]:
-        """(the front's trial ids, the points not in ``seen`` as body parts, the study part)."""
+    def _front(self) -> tuple[set[int], list[dict[str, Any]], dict[str, Any], set[str]]:
+        """(the front's trial ids, its points not in ``seen`` as body parts, the study part, the
+        events the study's webhook wants now)."""
         from autopeft.api.services.front import front_runs
 
         with self.sender.db.read() as s:
             study = s.get(Study, self.study_id)
             if study is None:
-                return set(), [], None
+                return set(), [], {}, set()
             front, _ = front_runs(s, study)
-            seen = getattr(self, "seen", set())
             new = [
                 {
                     "id": g.root.id,
@@ -400,22 +399,23 @@ class StudyHook:
                     "runs": len(g.runs),
                 }
                 for g in front
-                if g.root.id not in seen
+                if g.root.id not in self.seen
             ]
-            return {g.root.id for g in front}, new, study_part(study)
+            return {g.root.id for g in front}, new, study_part(study), _events_of(study)
 
     def _announce_front(self) -> None:
-        ids, new, study = self._front()
-        self.seen |= ids
-        for point in new:
-            self.sender.deliver(self.study_id, "front", {"study": study, "trial": point})
+        ids, new, study, events = self._front()
+        self.seen |= ids  # also while front is not wanted: a later subscription gets news only
+        if "front" in events:
+            for point in new:
+                self.sender.deliver(self.study_id, "front", {"study": study, "trial": point})
 
     def _announce_end(self, state: str, message: str | None) -> None:
         from autopeft.api.services.studies import counts, public_error
 
         with self.sender.db.read() as s:
             study = s.get(Study, self.study_id)
-            if study is None:
+            if study is None or state not in _events_of(study):
                 return
             part = {
                 **study_part(study),
@@ -424,3 +424,9 @@ class StudyHook:
                 "counts": counts(s, [study.id])[study.id],
             }
         self.sender.deliver(self.study_id, state, {"study": part})
+
+
+def _events_of(study: Study) -> set[str]:
+    """The events the study's webhook wants (none without a webhook)."""
+    webhook = (study.spec or {}).get("webhook")
+    return set(webhook.get("events") or EVENTS) if webhook else set()

@@ -6,7 +6,9 @@ extend ID | clone ID | cancel-trial TRIAL | compare ID ID ... | webhook ID``.
 as YAML: ``--set workload.epochs=3``); ``cancel-trial TRIAL`` ends one queued or running trial.
 
 ``webhook ID [--ping]`` shows the study's webhook and its recent deliveries (``--ping`` first
-queues a test delivery).
+queues a test delivery); ``webhook ID --set URL [--secret-env VAR] [--events finished,front]``
+gives it one or replaces it (the secret is read from the environment variable VAR, never from the
+command line), ``webhook ID --remove`` takes it away.
 
 ``export ID TRIAL DIR`` unpacks one trial's adapter into DIR; ``export ID --output FILE
 [--format csv|parquet]`` writes the trials table (pandas, ``Study.to_dataframe()``) and
@@ -129,6 +131,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("id", type=int)
     p.add_argument("--ping", action="store_true", help="first queue a test delivery (event ping)")
+    p.add_argument("--set", metavar="URL", help="give the study this webhook (replaces its one)")
+    p.add_argument(
+        "--secret-env", metavar="VAR", help="with --set: the signing secret is in this variable"
+    )
+    p.add_argument("--events", help="with --set: comma-separated (finished, failed, front; all)")
+    p.add_argument("--remove", action="store_true", help="remove the study's webhook")
     p.add_argument("--limit", type=int, default=20, help="deliveries shown, newest first (20)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_webhook)
@@ -492,7 +500,21 @@ def _cmd_cancel_trial(args: argparse.Namespace) -> int:
 
 @_run
 def _cmd_webhook(args: argparse.Namespace) -> int:
+    import os
+
     study = _client(args).study(args.id)
+    if args.remove:
+        study.delete_webhook()
+        print(f"study {study.id}: webhook removed")
+        return 0
+    if args.set:
+        secret = None
+        if args.secret_env:
+            secret = os.environ.get(args.secret_env)
+            if not secret:
+                raise SystemExit(f"error: ${args.secret_env} is not set")
+        events = [e.strip() for e in args.events.split(",") if e.strip()] if args.events else None
+        study.set_webhook(args.set, secret, events)
     if args.ping:
         ping = study.ping_webhook()
         print(f"ping queued: delivery {ping['event_id']}")

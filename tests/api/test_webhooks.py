@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from autopeft.api.models import Study
-from autopeft.api.webhooks.rules import REDACTED, WebhookRules, _entry, redact, sign
+from autopeft.api.models import Study, Trial
+from autopeft.api.webhooks.rules import EVENTS, REDACTED, WebhookRules, _entry, redact, sign
 from autopeft.client import ApiError, verify_signature
 from autopeft.errors import InvalidConfig
 from tests.api.conftest import client_for, free_port, make_token, post_study, python_study
@@ -184,6 +184,52 @@ def test_front_events_name_each_new_point_once(store, tmp_path, receiver):
     assert not receiver.at("/hook")  # finished was not subscribed
 
 
+def test_a_webhook_given_to_a_running_study_posts_from_then_on(store, tmp_path, receiver):
+    """``PUT`` on a running study: the points already on the front are not news, the next one is;
+    after ``DELETE`` nothing more is posted (the study's end included)."""
+    from autopeft.api.models import WebhookDelivery
+    from autopeft.api.services.webhooks import remove_webhook, set_webhook
+    from autopeft.workers.base import TrialOutcome
+
+    manager = _manager(store, tmp_path, receiver)
+    try:
+        sid = _create(store, manager, max_trials=3, max_parallel=1)
+        with store.read() as s:
+            owner = s.get(Study, sid).user_id
+        ex, done = manager.executor, []
+
+        def finish(values):
+            tid = wait_for(lambda: [t for t in ex.running() if t not in done], 30, "a trial")[0]
+            ex.finish(tid, TrialOutcome("complete", values=values))
+            done.append(tid)
+
+        def completed(n):
+            with store.read() as s:
+                states = s.scalars(select(Trial.state).where(Trial.study_id == sid)).all()
+            return states.count("complete") >= n
+
+        finish({"accuracy": 0.5, "cost": 0.5})
+        wait_for(lambda: completed(1), 30, "the first trial to complete")
+        webhook = {"url": receiver.url("/late"), "secret": SECRET, "events": list(EVENTS)}
+        with store.write(sid) as s:
+            spec = dict(set_webhook(s, owner, sid, webhook, manager.webhooks.rules).spec)
+        manager.webhook_added(sid, spec)
+        finish({"accuracy": 0.9, "cost": 0.1})
+        wait_for(lambda: receiver.at("/late"), 30, "the new point's event")
+        with store.write(sid) as s:
+            remove_webhook(s, owner, sid)
+        finish({"accuracy": 0.95, "cost": 0.05})
+        wait_for(lambda: manager._live(sid) is None, 30, "the study to end")
+    finally:
+        manager.shutdown()  # what was queued is handled before the threads stop
+    (request,) = receiver.at("/late")
+    event = json.loads(request["body"])
+    assert event["event"] == "front" and event["trial"]["id"] == done[1] and _signed(request)
+    with store.read() as s:
+        rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.study_id == sid)).all()
+    assert [r.event_id for r in rows] == [event["event_id"]]
+
+
 def test_a_study_that_fails_posts_failed(store, tmp_path, receiver):
     manager = _manager(store, tmp_path, receiver)
     try:
@@ -317,7 +363,7 @@ def _get(server, token, path: str) -> httpx.Response:
 
 
 def test_a_finished_study_posts_signed_events_and_never_shows_the_secret(
-    sqlite_url, server_factory, receiver, capsys
+    sqlite_url, server_factory, receiver, capsys, monkeypatch
 ):
     server = server_factory(sqlite_url, {"AUTOPEFT_WEBHOOK_HOSTS": f"127.0.0.1:{receiver.port}"})
     token = make_token(sqlite_url, "alice")
@@ -394,6 +440,27 @@ def test_a_finished_study_posts_signed_events_and_never_shows_the_secret(
 
     (ping,) = wait_for(pings, 30, "the ping")
     assert _signed(ping) and json.loads(ping["body"])["study"]["id"] == study.id
+    # another URL and secret (the CLI reads the secret from the environment), then none
+    monkeypatch.setenv("HOOK_SECRET", "another-secret-of-enough-length")
+    argv = ["study", "webhook", str(study.id), "--set", receiver.url("/moved"), "--ping"]
+    argv += ["--secret-env", "HOOK_SECRET", "--events", "finished", "--url", server.url]
+    assert main([*argv, "--token", token]) == 0
+    out = capsys.readouterr().out
+    assert receiver.url("/moved") in out and "another-secret" not in out
+    assert study.webhook()["events"] == ["finished"]
+    (moved,) = wait_for(lambda: receiver.at("/moved"), 30, "the ping to the new URL")
+    assert _signed(moved, "another-secret-of-enough-length") and not _signed(moved)
+    with pytest.raises(ApiError) as err:  # a host the operator does not allow: 422, nothing stored
+        study.set_webhook(f"http://127.0.0.2:{receiver.port}/", SECRET)
+    assert err.value.status == 422 and err.value.field == "url", err.value
+    assert study.webhook()["url"] == receiver.url("/moved")
+    argv = ["study", "webhook", str(study.id), "--remove", "--url", server.url, "--token", token]
+    assert main(argv) == 0
+    for call in (study.webhook, study.ping_webhook, study.delete_webhook):
+        with pytest.raises(ApiError) as err:
+            call()
+        assert err.value.status == 404, call
+    assert "webhook" not in study.refresh().spec
     assert SECRET not in server.log()
 
 

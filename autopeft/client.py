@@ -535,9 +535,12 @@ class Study:
         target.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
         return target
 
-    def export(self, trial_id: int, directory: str | Path) -> Path:
-        """Download trial ``trial_id``'s adapter (zip) and unpack it into ``directory``."""
-        resp = self._client.request("GET", f"/api/v1/trials/{int(trial_id)}/adapter")
+    def export(self, trial_id: int, directory: str | Path, merged: bool = False) -> Path:
+        """Download trial ``trial_id``'s adapter (zip) and unpack it into ``directory``; with
+        ``merged``, the base model with the adapter merged into its weights (a plain transformers
+        folder). Each folder has a model card (``README.md``)."""
+        what = "merged" if merged else "adapter"
+        resp = self._client.request("GET", f"/api/v1/trials/{int(trial_id)}/{what}")
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
 
 from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.routers._common import ERRORS
@@ -70,10 +71,16 @@ def get_reports(trial_id: TrialId, user: CurrentUser, state: StateDep):
     },
 )
 def get_adapter(trial_id: TrialId, user: CurrentUser, state: StateDep):
-    """The trial's exported adapter (or, failing that, its checkpoint) as a zip archive."""
+    """The trial's exported adapter (or, failing that, its checkpoint) as a zip archive, with a
+    model card (``README.md``: the study, the config, validation and held-out test metrics with
+    95% intervals, trainable parameters, how to load it)."""
+    from autopeft.api.services.export import model_card, with_card
+
     with state.db.read() as session:  # what the export needs, read first: none held while it runs
         trial = svc.get_trial(session, user.id, trial_id)
-        spec = svc.get_study(session, user.id, trial.study_id).spec
+        study = svc.get_study(session, user.id, trial.study_id)
+        card = model_card(study, trial)
+        spec = study.spec
     data = svc.adapter_zip(
         spec,
         trial,
@@ -81,7 +88,40 @@ def get_adapter(trial_id: TrialId, user: CurrentUser, state: StateDep):
         lambda workload: state.datasets.export_workload(state.db, workload),
     )
     return Response(
-        data,
+        with_card(data, card),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="trial-{trial.id}-adapter.zip"'},
+    )
+
+
+@router.get(
+    "/{trial_id}/merged",
+    response_class=FileResponse,
+    operation_id="get_merged_model",
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "zip of the merged model folder"}
+    },
+)
+def get_merged(trial_id: TrialId, user: CurrentUser, state: StateDep):
+    """The trial's base model with its adapter merged into the weights (a plain transformers
+    model folder: weights, config, tokenizer, pooling files, model card) as a zip archive, built
+    on first use. 422 naming ``merged`` for an adapter that cannot fold into the weights."""
+    from autopeft.api.services.export import ensure_merged, merged_archive, model_card
+    from autopeft.api.services.studies import trial_dir
+
+    with state.db.read() as session:
+        trial = svc.get_trial(session, user.id, trial_id)
+        study = svc.get_study(session, user.id, trial.study_id)
+        card = model_card(study, trial, merged=True)
+        spec, config = study.spec, dict(trial.config)
+    spec = {
+        **spec,
+        "workload": state.datasets.export_workload(state.db, spec.get("workload") or {}),
+    }
+    root = trial_dir(state.settings.artifacts_dir, trial.study_id, trial.number)
+    folder = ensure_merged(spec, config, trial.id, root, trial.state)
+    return FileResponse(
+        merged_archive(folder, card),
+        media_type="application/zip",
+        filename=f"trial-{trial.id}-merged.zip",
     )

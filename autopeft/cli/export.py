@@ -24,13 +24,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if getattr(args, "merged", False) and args.trial is None:
+        print("error: --merged needs TRIAL DIR", file=sys.stderr)
+        return 2
     if args.format and not args.output:
         print("error: --format needs --output FILE", file=sys.stderr)
         return 2
     study = _client(args).study(args.id)
     if args.trial is not None:
-        path = study.export(args.trial, args.dir)
-        print(f"trial {args.trial} exported to {path}")
+        merged = getattr(args, "merged", False)
+        path = study.export(args.trial, args.dir, merged=merged)
+        what = "merged model" if merged else "adapter"
+        print(f"trial {args.trial}'s {what} exported to {path}")
     if args.output:
         fmt = args.format or ("parquet" if args.output.endswith((".parquet", ".pq")) else "csv")
         n = export_table(study, args.output, fmt)

@@ -159,6 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--adapters", help="zip the adapters of the Pareto trials into this file")
     p.add_argument(
+        "--merged",
+        action="store_true",
+        help="with TRIAL DIR: the base model with the adapter merged into its weights (a plain "
+        "transformers folder) instead of the adapter",
+    )
+    p.add_argument(
         "--front", help="write the validation front (configs, values) as JSON for a warm start"
     )
     p.set_defaults(func=_cmd_export)

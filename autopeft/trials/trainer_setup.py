@@ -194,6 +194,11 @@ class TrainerSetup:
             model = apply_peft(model, self.config, self._engine())
         return model.to(self.device)
 
+    def load_base(self, num_labels: int, label_names: tuple[str, ...]) -> torch.nn.Module:
+        """The trial's base model as training loads it (head, pooling), without its PEFT modules:
+        what an exported adapter is loaded onto, or merged into."""
+        return self._load(num_labels, label_names)
+
     def _engine(self) -> str:
         """Who injects the config: the workload's ``peft_engine``; under ``auto``, a trial resumed
         from a checkpoint is injected the way the checkpoint was (its tensor names; a checkpoint

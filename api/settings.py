@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         description="folders (os.pathsep-separated) that datasets named by a server path must "
         "lie in; unset: any regular file on a loopback bind, none on any other bind",
     )
+    model_dirs: str | None = Field(
+        default=None,
+        description="folders (os.pathsep-separated) that models named by a server path must lie "
+        "in; unset: any folder on a loopback bind, none on any other bind (installed model "
+        "packages and Hub ids in the server's Hugging Face cache are always allowed)",
+    )
 
     tracking_uri: str | None = Field(
         default=None,
@@ -213,7 +219,9 @@ class Settings(BaseSettings):
 def apply_data_dirs(settings: Settings) -> None:
     """Make the dataset-path rule of :func:`autopeft.trials.data.check_server_path` this process's
     (and its trial processes') rule: ``settings.data_dirs`` when given, else no server path at all
-    off loopback. A loopback bind without ``data_dirs`` leaves the environment as it is."""
+    off loopback. A loopback bind without ``data_dirs`` leaves the environment as it is. Models
+    named by a server path follow the same rule with ``settings.model_dirs``
+    (:func:`autopeft.models.model_roots`)."""
     import os
 
     from autopeft.trials.data import DATA_DIRS_ENV
@@ -225,6 +233,13 @@ def apply_data_dirs(settings: Settings) -> None:
         os.environ[DATA_DIRS_ENV] = os.pathsep.join(p for p in (settings.data_dirs, uploads) if p)
     elif not is_loopback_host(settings.host):
         os.environ[DATA_DIRS_ENV] = uploads
+    # models named by a server path: the same rule with settings.model_dirs (AUTOPEFT_MODEL_DIRS)
+    from autopeft.models import MODEL_DIRS_ENV
+
+    if settings.model_dirs is not None:
+        os.environ[MODEL_DIRS_ENV] = settings.model_dirs
+    elif not is_loopback_host(settings.host):
+        os.environ[MODEL_DIRS_ENV] = ""
 
 
 def check_bind(settings: Settings) -> None:

@@ -159,7 +159,9 @@ def check_layers(spec: dict[str, Any], space) -> None:
         return
     from autopeft.peft.arch import describe_config
     from autopeft.peft.config import parse_peft_config
+    from autopeft.peft.modelmap import check_structure
 
+    check_structure(_model_config(model), workload.get("task") or "classification")
     layers = describe_config(_model_config(model)).num_layers
     wanted = spec.get("num_layers")
     if wanted is not None and wanted > layers:
@@ -172,24 +174,42 @@ def check_layers(spec: dict[str, Any], space) -> None:
         parse_peft_config(space.default_config(), layers)
     except InvalidConfig as err:
         raise InvalidConfig(err.message, f"space.{err.field}" if err.field else "space") from None
-    if workload.get("task") == "causal_lm" and _can_prompt(space):
+    if workload.get("task") == "causal_lm" and _can_sample(space, "prompt.length"):
         raise InvalidConfig(
             "prompt tuning is for sequence classification: on a causal LM the virtual tokens "
             "shift the positions the completion loss reads (remove prompt.length from the space)",
             "space.prompt.length",
         )
+    if _can_sample(space, "prefix.length"):
+        from autopeft.peft.attention import routes_attention
+
+        model_type = describe_config(_model_config(model)).model_type
+        if routes_attention(model_type) is False:
+            raise InvalidConfig(
+                f"model type {model_type!r} computes its attention itself, not through "
+                "transformers' attention interface, so prefix-tuning cannot reach it (remove "
+                "prefix.length from the space)",
+                "space.prefix.length",
+            )
 
 
-def _can_prompt(space) -> bool:
-    """Whether ``space`` can sample a config with ``prompt.length`` > 0."""
-    if space.constants.get("prompt.length"):
+def _can_sample(space, key: str) -> bool:
+    """Whether ``space`` can sample a config with ``key`` (or a per-layer ``key.{i}``) > 0."""
+
+    def named(name: str) -> bool:
+        return name == key or (name.startswith(f"{key}.") and name[len(key) + 1 :].isdigit())
+
+    if any(named(k) and v for k, v in space.constants.items()):
         return True
-    param = next((p for p in space.params if p.name == "prompt.length"), None)
-    if param is None:
-        return False
-    if param.choices:
-        return any(param.choices)
-    return (param.high or 0) > 0
+    for param in space.params:
+        if not named(param.name):
+            continue
+        if param.choices:
+            if any(param.choices):
+                return True
+        elif (param.high or 0) > 0:
+            return True
+    return False
 
 
 def objectives_of(spec: dict[str, Any]) -> list[tuple[str, str]]:

@@ -96,6 +96,7 @@ class ArchDesc:
 # decoders with the Llama block layout (q/k/v/o_proj, gate/up/down_proj, GQA)
 _LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "granite")
 _BERT_HEAD = ("bert", "ernie", "megatron-bert", "nezha")
+_DEBERTA_HEAD = ("deberta", "deberta-v2")
 _ROBERTA_HEAD = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text")
 
 
@@ -180,6 +181,9 @@ def _describe(c: Any) -> ArchDesc:
     if _get(c, "type_vocab_size") is not None or model_type in ("bert",) + _ROBERTA_HEAD:
         if model_type in _ROBERTA_HEAD:
             head = ((hidden, hidden, True), (hidden, "labels", True))
+        elif model_type in _DEBERTA_HEAD:  # ContextPooler's dense, then the classifier
+            pooled = _get(c, "pooler_hidden_size", default=hidden)  # = hidden in every checkpoint
+            head = ((pooled, pooled, True), (hidden, "labels", True))
         elif model_type in _BERT_HEAD:
             head = ((hidden, "labels", True),)
         else:

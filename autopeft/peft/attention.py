@@ -171,8 +171,34 @@ def _configs(model: nn.Module, mmap: ModelMap) -> list[Any]:
     return list(configs.values())
 
 
+def routes_attention(model_type: str) -> bool | None:
+    """Whether transformers' model class of ``model_type`` computes attention through its attention
+    interface (``_supports_attention_backend``: where prefixes are added); None when unknown.
+    DeBERTa computes its disentangled attention itself: prefixes there would never be read."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    name = MODEL_MAPPING_NAMES.get(model_type)
+    if not isinstance(name, str):
+        return None
+    cls = getattr(transformers, name, None)
+    return None if cls is None else bool(getattr(cls, "_supports_attention_backend", False))
+
+
+def _refuse_unrouted(model_type: str) -> None:
+    raise InvalidConfig(
+        f"model type {model_type!r} computes its attention itself, not through transformers' "
+        "attention interface, so prefix-tuning cannot reach it (use LoRA, IA3, adapters or "
+        "prompt tuning)",
+        "prefix.length",
+    )
+
+
 def check_supported(model: nn.Module, mmap: ModelMap) -> None:
-    """Raise InvalidConfig unless every attention of ``model`` runs on sdpa or eager."""
+    """Raise InvalidConfig unless every attention of ``model`` runs on sdpa or eager, through
+    transformers' attention interface."""
+    if not getattr(type(model), "_supports_attention_backend", False):
+        _refuse_unrouted(getattr(model.config, "model_type", type(model).__name__))
     for cfg in _configs(model, mmap):
         current = cfg._attn_implementation or "eager"
         if current not in _WRAPPED and current not in _WRAPPED.values():

@@ -7,13 +7,15 @@ ffn_out`` (:data:`autopeft.peft.arch.LOGICAL`); for a fused projection such as G
 ``c_attn``, ``q``/``k``/``v`` are output slices), plus the task head. A model already adapted
 by ``apply_peft`` maps the same (a :class:`~autopeft.peft.host.PeftHost` counts as a linear).
 
-Supported by structure: BERT / RoBERTa / DistilBERT / MiniLM encoders, GPT-2 (Conv1D,
-fused qkv) and Llama / Qwen2 / Mistral-style gated decoders (GQA included). Anything else
-raises :class:`autopeft.InvalidConfig` naming what was found.
+Supported by structure: BERT / RoBERTa / DistilBERT / MiniLM / DeBERTa-v2 encoders, GPT-2
+(Conv1D, fused qkv) and Llama / Qwen2 / Mistral-style gated decoders (GQA included). Anything
+else raises :class:`autopeft.InvalidConfig` naming what was found; :func:`check_structure` does
+that for a model config alone (built on the meta device), when a study is validated.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +29,17 @@ from autopeft.peft.host import PeftHost, linear_dims
 # last path component -> logical name (unambiguous names)
 _BY_NAME = {
     "query": "q",
+    "query_proj": "q",
     "q_proj": "q",
     "q_lin": "q",
     "wq": "q",
     "key": "k",
+    "key_proj": "k",
     "k_proj": "k",
     "k_lin": "k",
     "wk": "k",
     "value": "v",
+    "value_proj": "v",
     "v_proj": "v",
     "v_lin": "v",
     "wv": "v",
@@ -244,3 +249,41 @@ def _head_modules(model: Any, base_prefix: str) -> list[str]:
         if any(True for _ in child.parameters()):
             head.append(name)
     return head
+
+
+def check_structure(model_config: Any, task: str = "classification") -> None:
+    """Map the task model of ``model_config`` built on the meta device (no weights, no memory):
+    :class:`InvalidConfig` naming ``workload.model`` when its blocks cannot be found by structure
+    (what a trial's ``apply_peft`` would meet), so a study is refused before anything trains."""
+    import json
+
+    _check_structure(json.dumps(model_config.to_dict(), sort_keys=True, default=str), task)
+
+
+@functools.lru_cache(maxsize=32)
+def _check_structure(config_json: str, task: str) -> None:
+    import json
+
+    import torch
+
+    from autopeft.models import transformers_attrs
+
+    auto_config, causal_lm, classifier = transformers_attrs(
+        "AutoConfig", "AutoModelForCausalLM", "AutoModelForSequenceClassification"
+    )
+    config = auto_config.for_model(**json.loads(config_json))
+    try:
+        with torch.device("meta"):
+            model = (causal_lm if task == "causal_lm" else classifier).from_config(config)
+    except (ValueError, KeyError) as err:
+        raise InvalidConfig(
+            f"model type {config.model_type!r} has no transformers {task} model: {err}",
+            "workload.model",
+        ) from None
+    try:
+        map_model(model)
+    except InvalidConfig as err:
+        message = err.message.removeprefix(f"{err.field}: ")
+        raise InvalidConfig(
+            f"{message} (the {task} model built from its config)", "workload.model"
+        ) from None

@@ -27,7 +27,7 @@ from autopeft.api.schemas import (
     TrialList,
     TrialState,
 )
-from autopeft.api.services import front
+from autopeft.api.services import front_views as front
 from autopeft.api.services import importance as importance_svc
 from autopeft.api.services import plan as plan_svc
 from autopeft.api.services import studies as svc

@@ -109,3 +109,8 @@ def trial_feasible(trial, constraints: list[tuple[str, str, float]]) -> bool:
     if trial.feasible is not None:
         return bool(trial.feasible)
     return feasibility(constraints, trial.values)[0] is not False
+
+
+def objectives_of(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """``[(name, direction)]`` of a study spec's objectives."""
+    return [(o["name"], o["direction"]) for o in spec["objectives"]]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.api.errors import ApiError
+from autopeft.api.services.constraints import objectives_of
 from autopeft.errors import InvalidConfig
 
 
@@ -210,10 +211,6 @@ def _can_sample(space, key: str) -> bool:
         elif (param.high or 0) > 0:
             return True
     return False
-
-
-def objectives_of(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(o["name"], o["direction"]) for o in spec["objectives"]]
 
 
 def num_labels_of(workload: dict[str, Any]) -> int | None:

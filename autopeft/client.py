@@ -273,6 +273,80 @@ def progress_line(study_id: int, state: str, counts: dict[str, int]) -> str:
     )
 
 
+def budget_progress(
+    spec: dict[str, Any], done: int, epochs: float, seconds: float
+) -> tuple[str, float, float]:
+    """``(unit, used, total)`` of the budget nearest its end: training epochs of ``max_epochs``,
+    seconds of ``max_seconds`` or trials of ``max_trials``, whichever has the largest share used
+    (a study ends at the first budget it reaches). Where a time or epoch budget is set, the trials
+    count only once they are nearer their end than it."""
+    budgets = [("trial", float(done), float(spec.get("max_trials") or 0))]
+    if spec.get("max_epochs"):
+        budgets.append(("epoch", float(epochs), float(spec["max_epochs"])))
+    if spec.get("max_seconds"):
+        budgets.append(("s", float(seconds), float(spec["max_seconds"])))
+    budgets = [b for b in budgets if b[2] > 0]
+    if not budgets:
+        return "trial", float(done), 0.0
+    # on a tie the time or epoch budget (listed later) is the one shown
+    return max(reversed(budgets), key=lambda b: b[1] / b[2])
+
+
+def _budget_text(unit: str, used: float, total: float) -> str:
+    if unit == "s":
+        return f"{used / 60:.1f} of {total / 60:.1f} min"
+    return f"{used:.3g} of {total:g} {unit}s"
+
+
+def _trial_values(trial: dict[str, Any], objectives: list[dict[str, Any]]) -> str:
+    values = trial.get("values") or {}
+    shown = []
+    for o in objectives:
+        v = values.get(o["name"])
+        if isinstance(v, (int, float)):
+            text = f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1000 else f"{v:.4g}"
+            shown.append(f"{o['name']} {text}")
+    return ", ".join(shown)
+
+
+def trial_line(
+    study_id: int,
+    trial: dict[str, Any],
+    objectives: list[dict[str, Any]],
+    counts: dict[str, int],
+    budget: tuple[str, float, float] | None = None,
+) -> str:
+    """One line for one finished trial, as :meth:`Study.wait` logs it without a terminal: its
+    state and objectives (or its error), the trials done and running, and the budget used."""
+    label = f"trial #{trial['number']}" + (f" ({trial['label']})" if trial.get("label") else "")
+    state = trial["state"]
+    if state == "complete":
+        what = f"complete: {_trial_values(trial, objectives)}"
+    else:
+        error = (trial.get("error") or "").strip().splitlines()
+        what = state + (f": {error[-1][:120]}" if error else "")
+    done = sum(counts.get(k, 0) for k in ("complete", "pruned", "failed"))
+    tail = f"{done} done, {counts.get('running', 0)} running"
+    if budget is not None and budget[2] > 0:
+        tail += f"; budget {_budget_text(*budget)}"
+    return f"study {study_id} {label} {what} ({tail})"
+
+
+def _since(iso: str | None) -> float:
+    """Seconds from an API datetime (naive UTC) to now; 0 when unknown."""
+    import datetime as dt
+
+    if not iso:
+        return 0.0
+    try:
+        t = dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (dt.datetime.now(dt.timezone.utc) - t).total_seconds())
+
+
 class Study:
     """A handle on one study; ``refresh()`` re-reads it, the other methods query live data."""
 
@@ -436,33 +510,63 @@ class Study:
         )
 
     def wait(self, timeout: float | None = None, poll: float = 1.0, progress: bool = True) -> Study:
-        """Block until the study is finished, stopped or failed, showing progress on stderr: a
-        progress bar in a terminal (counting towards ``max_trials`` only when no time or epoch
-        budget ends the study first: no ETA for trials a budget never runs); otherwise (a log, CI)
-        one line each time the counts change."""
+        """Block until the study is finished, stopped or failed, showing progress on stderr.
+
+        In a terminal, a bar whose end is the study's budget: the training epochs of
+        ``max_epochs`` or the seconds of ``max_seconds`` (whichever is nearer its end, see
+        :func:`budget_progress`), ``max_trials`` only where no time or epoch budget is set or
+        the trials are nearer theirs. Without a terminal (a log, CI, ``make demo`` piped): one
+        line per finished trial (:func:`trial_line`), and one when the study's state changes
+        (:func:`progress_line`); never a redrawn bar."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         tty = progress and sys.stderr.isatty()
         if tty:
             from tqdm import tqdm
 
-            budgeted = self.spec.get("max_seconds") or self.spec.get("max_epochs")
             bar = tqdm(
-                total=None if budgeted else int(self.spec.get("max_trials", 0)) or None,
-                desc=f"study {self.id}",
-                unit="trial",
-                file=sys.stderr,
-                dynamic_ncols=True,
+                total=None, desc=f"study {self.id}", file=sys.stderr, dynamic_ncols=True, leave=True
             )
-        started, last = time.monotonic(), None
+        started, last_state = time.monotonic(), None
+        trials: dict[int, dict[str, Any]] = {}
+        reported: set[int] = set()
+        first = True
         try:
             while True:
                 self.refresh()
                 c = self.counts
                 done = c.get("complete", 0) + c.get("failed", 0) + c.get("pruned", 0)
+                finished_now: list[dict[str, Any]] = []
+                if progress:
+                    for t in self.trials(after=self._progress_cursor(trials)):
+                        trials[t["id"]] = t
+                    ended = [
+                        t
+                        for t in trials.values()
+                        if t["state"] in ("complete", "failed", "pruned")
+                        and t["id"] not in reported
+                    ]
+                    reported.update(t["id"] for t in ended)
+                    if not first:  # trials that ended before the wait began are not news
+                        finished_now = sorted(
+                            ended, key=lambda t: (t.get("finished_at") or "", t["id"])
+                        )
+                    first = False
+                spec = self.spec
+                epochs = sum(float(t.get("epochs_trained") or 0.0) for t in trials.values())
+                seconds = _since(self._data.get("started_at")) - (
+                    _since(self._data.get("finished_at")) if self._data.get("finished_at") else 0.0
+                )
+                budget = budget_progress(spec, done, epochs, seconds)
                 if bar is not None:
-                    bar.n = done
+                    unit, used, total = budget
+                    used = min(used, total) if total else used
+                    whole = unit == "trial"  # trials count whole; epochs and seconds to a tenth
+                    bar.unit = unit
+                    bar.total = (int(total) if whole else total) or None
+                    bar.n = int(used) if whole else round(used, 1)
                     bar.set_postfix(
+                        done=done,
                         running=c.get("running", 0),
                         failed=c.get("failed", 0),
                         pruned=c.get("pruned", 0),
@@ -470,11 +574,15 @@ class Study:
                     )
                     bar.refresh()
                 elif progress:
-                    line = progress_line(self.id, self.state, c)
-                    if line != last:
-                        elapsed = time.monotonic() - started
-                        print(f"[{elapsed / 60:5.1f} min] {line}", file=sys.stderr, flush=True)
-                        last = line
+                    stamp = f"[{(time.monotonic() - started) / 60:5.1f} min]"
+                    objectives = spec.get("objectives") or []
+                    for t in finished_now:
+                        line = trial_line(self.id, t, objectives, c, budget)
+                        print(f"{stamp} {line}", file=sys.stderr, flush=True)
+                    if self.state != last_state:
+                        line = progress_line(self.id, self.state, c)
+                        print(f"{stamp} {line}", file=sys.stderr, flush=True)
+                        last_state = self.state
                 if self.state in FINISHED_STATES:
                     return self
                 if deadline is not None and time.monotonic() > deadline:
@@ -485,6 +593,17 @@ class Study:
         finally:
             if bar is not None:
                 bar.close()
+
+    @staticmethod
+    def _progress_cursor(trials: dict[int, dict[str, Any]]) -> int | None:
+        """Read trials from the first unfinished one on (ids are in creation order): new trials
+        and the unfinished ones' changes arrive, the finished are not read again."""
+        if not trials:
+            return None
+        open_ids = [
+            i for i, t in trials.items() if t["state"] not in ("complete", "failed", "pruned")
+        ]
+        return (min(open_ids) - 1) if open_ids else max(trials)
 
     def to_dataframe(self):
         """One row per trial: number, state, values.<name>, config.<key>, timestamps (pandas)."""

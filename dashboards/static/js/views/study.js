@@ -4,7 +4,7 @@
 // refetched when the set of complete trials changed.
 
 import { get, patch, post, trialsAfter } from "../api.js";
-import { draw, hasWebGL, hypervolumeFigures, parallelFigure, paretoFigure, purge } from "../charts.js";
+import { draw, hasWebGL, hypervolumeFigures, parallelFigure, paretoFigure, purge, scaleToggles } from "../charts.js";
 import { notesPanel } from "../notes.js";
 import { hypervolumeHistory } from "../pareto.js";
 import { clear, el, fmt, fmtDate, stateBadge, TERMINAL } from "../util.js";
@@ -15,6 +15,7 @@ export function render(main, [idText], ctx) {
   const trials = new Map();
   let study = null, pareto = null, paretoTest = null, hv = null, hvTest = null, table = null, completeSig = "", studySig = "";
   const view = { x: 0, y: 1, z: 2, mode: "2d" };
+  const scales = {};   // objective name -> "linear" | "log" chosen with the scale toggles (else automatic)
 
   const head = el("div", { class: "page-head" });
   const summary = el("div", { class: "summary", id: "study-summary" });
@@ -22,6 +23,7 @@ export function render(main, [idText], ctx) {
   const notesBox = el("section", { class: "notes", id: "study-notes-box", "aria-label": "notes and tags" });
   const notes = notesPanel(notesBox, async (body) => (study = await patch(`/studies/${id}`, body)));
   const paretoControls = el("div", { class: "controls", id: "pareto-controls" });
+  const scaleControls = el("div", { class: "scale-toggles", id: "pareto-scales", role: "group", "aria-label": "axis scales" });
   const paretoPlot = el("div", { class: "plot", id: "pareto-plot", role: "img", "aria-label": "Pareto front scatter plot" });
   const paretoNote = el("p", { class: "muted small", id: "pareto-note" });
   const hvText = el("p", { class: "small", id: "hv-summary" });
@@ -32,7 +34,7 @@ export function render(main, [idText], ctx) {
   let importance = null;
   const tableSlot = el("div");
   main.append(head, message, summary, notesBox,
-    el("section", { class: "card", "aria-labelledby": "pareto-h" }, el("h2", { id: "pareto-h", text: "Pareto front" }), paretoControls, paretoPlot, paretoNote),
+    el("section", { class: "card", "aria-labelledby": "pareto-h" }, el("h2", { id: "pareto-h", text: "Pareto front" }), paretoControls, scaleControls, paretoPlot, paretoNote),
     el("section", { class: "card", "aria-labelledby": "hv-h" }, el("h2", { id: "hv-h", text: "Hypervolume" }), hvText,
       el("div", { class: "grid2" }, el("figure", {}, hvTrials, el("figcaption", { text: "over complete trials" })), el("figure", {}, hvTime, el("figcaption", { text: "over time" })))),
     el("section", { class: "card", "aria-labelledby": "importance-h" }, el("h2", { id: "importance-h", text: "Which parameters matter" }), impText, impPlot),
@@ -119,13 +121,14 @@ export function render(main, [idText], ctx) {
       const o = objs[0];
       fig = paretoFigure({ complete: complete.map((t) => ({ ...t, values: { ...t.values, "trial number": t.number } })),
         front: front.map((t) => ({ ...t, values: { ...t.values, "trial number": t.number } })),
-        objectives: [{ name: "trial number", direction: "minimize" }, o], x: 0, y: 1 });
+        objectives: [{ name: "trial number", direction: "minimize" }, o], x: 0, y: 1, scales });
     } else if (view.mode === "parallel") {
       fig = parallelFigure({ complete, front, objectives: objs });
     } else {
       fig = paretoFigure({ complete, front, objectives: objs, x: view.x, y: view.y, z: view.mode === "3d" && objs.length > 2 ? view.z : null,
-        test: paretoTest?.trials || null });
+        test: paretoTest?.trials || null, scales });
     }
+    scaleToggles(scaleControls, fig.axes || [], (axis, next) => { scales[axis.name] = next; drawPareto(); }, "pareto-scale");
     if (!complete.length) fig.layout.annotations = [{ text: "no complete trial yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { size: 14, color: "#6b7280" } }];
     paretoPlot.dataset.mode = objs.length > 2 ? view.mode : "2d";
     draw(paretoPlot, fig.data, fig.layout);

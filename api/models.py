@@ -123,6 +123,11 @@ class Dataset(_Owned, Base):
     text_column: Mapped[list[str]] = mapped_column(JSON)  # one name, or two for sentence pairs
     label_column: Mapped[str] = mapped_column(String(200))
     label_counts: Mapped[dict[str, int]] = mapped_column(JSON)  # label -> rows, in label order
+    # classification (text and label columns) | sft (prompt / completion or messages records;
+    # text_column [], label_column "", no labels)
+    kind: Mapped[str] = mapped_column(
+        String(16), default="classification", server_default="classification"
+    )
 
 
 class Study(_Owned, _Run, Base):

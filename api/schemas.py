@@ -551,6 +551,11 @@ class DatasetPublic(BaseModel):
     text_column: list[str] = Field(description="the text column, or two for sentence pairs")
     label_column: str
     labels: dict[str, int] = Field(description="rows per label, in label order")
+    kind: Literal["classification", "sft"] = Field(
+        default="classification",
+        description="classification: text and label columns; sft: prompt / completion or chat "
+        "messages records (no text or label column), for a causal_lm study",
+    )
     created_at: dt.datetime
 
 

@@ -154,16 +154,21 @@ class Client:
         label_column: str | None = None,
         format: str | None = None,
         encoding: str | None = None,
+        kind: str | None = None,
     ) -> dict[str, Any]:
         """Upload a CSV / TSV / JSONL file (streamed from disk) and return the stored dataset:
-        ``id`` (use it as ``workload["dataset_id"]``), ``rows``, ``labels`` (rows per label), ``sha256``...
-        The server checks it first; a bad file raises :class:`ApiError` naming the row and column."""
+        ``id`` (use it as ``workload["dataset_id"]``), ``rows``, ``labels`` (rows per label), ``kind``,
+        ``sha256``... ``kind="sft"``: JSONL of ``{"prompt", "completion"}`` or ``{"messages": [{"role",
+        "content"}, ...]}`` records for a ``causal_lm`` study (detected when not given: the first
+        record decides). The server checks it first; a bad file raises :class:`ApiError` naming the
+        row and column (``.field``: the column, or the record's field such as ``messages.2.role``)."""
         path = Path(path)
         fields = {
             "name": name,
             "label_column": label_column,
             "format": format,
             "encoding": encoding,
+            "kind": kind,
             "text_column": ",".join(text_column)
             if isinstance(text_column, (list, tuple))
             else text_column,

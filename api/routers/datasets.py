@@ -53,6 +53,14 @@ _UPLOAD_BODY = {
                             "description": "default: from the suffix",
                         },
                         "encoding": {"type": "string", "description": "default utf-8"},
+                        "kind": {
+                            "type": "string",
+                            "enum": ["classification", "sft"],
+                            "description": "classification (text and label columns) or sft "
+                            "(JSONL of prompt / completion or chat messages records, for a "
+                            "causal_lm study); default: sft when the first JSONL record has "
+                            "prompt / completion or messages",
+                        },
                     },
                 }
             }
@@ -71,6 +79,7 @@ def _checked(
     """The upload's schema and name, checked (the quota first, in a short session of its own; the
     file's read-through with none held)."""
     fmt = uploads.upload_format(received.filename or "upload", fields.get("format"))
+    kind = uploads.upload_kind(fields.get("kind"))
     texts = uploads.text_columns(fields.get("text_column"))
     label = (fields.get("label_column") or "label").strip()
     encoding = (fields.get("encoding") or "utf-8").strip()
@@ -82,9 +91,23 @@ def _checked(
         raise ApiError(422, "invalid_dataset", str(err), "name") from None
     with state.db.read() as session:
         state.datasets.check_quota(session, user_id, received.size)  # before reading it through
-    schema = uploads.check_file(
-        received.path, received.filename or "upload", fmt, encoding, texts, label
-    )
+    if kind is None and not {"text_column", "label_column"} & set(fields):
+        kind = uploads.detect_kind(received.path, fmt, encoding)
+    if kind == "sft":
+        for key in ("text_column", "label_column"):
+            if key in fields:
+                raise ApiError(
+                    422,
+                    "invalid_dataset",
+                    f"{key} is not used by an SFT dataset (its records have 'prompt' and "
+                    "'completion', or 'messages')",
+                    key,
+                )
+        schema = uploads.check_sft_file(received.path, received.filename or "upload", fmt, encoding)
+    else:
+        schema = uploads.check_file(
+            received.path, received.filename or "upload", fmt, encoding, texts, label
+        )
     return schema, name
 
 
@@ -104,8 +127,11 @@ def _checked(
 async def upload_dataset(request: Request, user: CurrentUser, state: StateDep):
     """Upload a CSV / TSV / JSONL file (multipart field ``file``). It is streamed to disk (never held in
     memory), refused above the size limit, and checked before it is stored: encoding, columns, a text
-    and a label in every row, two or more labels; errors name the row and the column. Use it in a
-    study as ``workload.dataset_id``."""
+    and a label in every row, two or more labels; errors name the row and the column. An SFT dataset
+    (``kind=sft``, detected for a JSONL file whose first record has ``prompt`` / ``completion`` or
+    ``messages``) is checked record by record instead, its errors naming the row and the field
+    (``messages.2.role``). Use it in a study as ``workload.dataset_id`` (an SFT dataset in a
+    ``causal_lm`` study only)."""
     store = state.datasets
     received = await uploads.receive_multipart(request, store.incoming, store.max_upload_bytes)
     try:

@@ -3,8 +3,9 @@
 A dataset is stored as ``<datasets dir>/<user id>/<dataset id>.<format>`` after the streamed
 upload was checked (``services.uploads``). Only its owner sees it (others get 404). A study refers
 to one by ``workload.dataset_id``: the spec is validated against the stored file (the workload
-takes the dataset's format, encoding, columns and label order unless it gives its own), and
-stored as ``{"dataset_id": N, "dataset": "upload:N", ...}`` — never with a server path.
+takes the dataset's format, encoding, columns and label order unless it gives its own; an SFT
+dataset, of prompt / completion or chat messages records, only a ``causal_lm`` workload and a
+classification one only a ``classification`` workload), and stored as ``{"dataset_id": N, "dataset": "upload:N", ...}`` — never with a server path.
 
 At trial time :meth:`DatasetStore.trial_workload` turns that into the workload a worker runs (the
 stored file's path) plus a description of the file (``TrialSpec.data_file``) that the Ray
@@ -39,6 +40,7 @@ def dataset_public(ds: Dataset) -> dict[str, Any]:
         **columns(ds, "id", "name", "filename", "format", "encoding", "size_bytes", "sha256"),
         **columns(ds, "rows", "columns", "text_column", "label_column"),
         "labels": ds.label_counts,
+        "kind": ds.kind,
         "created_at": ds.created_at,
     }
 
@@ -138,6 +140,7 @@ class DatasetStore:
             text_column=schema.text_column,
             label_column=schema.label_column,
             label_counts=schema.label_counts,
+            kind=schema.kind,
         )
         session.add(ds)
         session.flush()
@@ -200,6 +203,19 @@ class DatasetStore:
             raise InvalidConfig(
                 "give workload.dataset_id or workload.dataset, not both", "workload.dataset"
             )
+        task = workload.get("task") or "classification"
+        if (ds.kind == "sft") != (task == "causal_lm"):
+            what = (
+                "an SFT dataset (prompt / completion or chat messages records): only a causal_lm "
+                "study trains on it"
+                if ds.kind == "sft"
+                else "a classification dataset (text and label columns); a causal_lm study trains "
+                "on an SFT dataset (upload JSONL of prompt / completion or messages records)"
+            )
+            raise InvalidConfig(
+                f"dataset {ds.id} is {what}; this workload's task is {task!r}",
+                "workload.dataset_id",
+            )
         for key, value in (("format", ds.format), ("encoding", ds.encoding)):
             if workload.get(key) not in (None, value):
                 raise InvalidConfig(
@@ -209,6 +225,8 @@ class DatasetStore:
                 )
         out = {k: v for k, v in workload.items() if k != "dataset_id"}
         out.update(dataset=str(self.path_of(ds)), format=ds.format, encoding=ds.encoding)
+        if ds.kind == "sft":  # its fields are the trials' own: no columns, no labels to fill in
+            return out, ds
         out.setdefault(
             "text_column", ds.text_column[0] if len(ds.text_column) == 1 else list(ds.text_column)
         )
@@ -266,6 +284,12 @@ class DatasetStore:
         stub = (
             self.incoming / f"export-{int(workload['dataset_id'])}.{workload.get('format', 'csv')}"
         )
+        if workload.get("task") == "causal_lm":  # an SFT upload: one prompt / completion record
+            stub.write_text('{"prompt": "x", "completion": " x"}\n')
+            return {
+                **{k: v for k, v in workload.items() if k != "dataset_id"},
+                "dataset": str(stub),
+            }
         texts = workload.get("text_column") or "text"
         texts = [texts] if isinstance(texts, str) else list(texts)
         label = workload.get("label_column") or "label"

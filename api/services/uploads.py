@@ -9,6 +9,11 @@ use is a chunk, whatever the upload's size.
 ``autopeft.trials.data``): encoding, header / columns, a value in every text and label column of
 every row, at least two labels and not too many distinct ones. Errors are 422s naming the row and
 the column (and the upload by its file name, never a server path).
+
+:func:`check_sft_file` checks an SFT upload (``kind=sft``, or detected: a JSONL file whose first
+record has ``prompt`` / ``completion`` or ``messages``) by the causal_lm trials' own rule
+(``autopeft.trials.sft_data.record_problem``) on every record; its errors' ``field`` is the path
+into the record (``completion``, ``messages.2.role``), ``file`` for a line that is not JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from autopeft.api.errors import ApiError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 MAX_FIELD_BYTES = 1024
-FIELDS = ("name", "text_column", "label_column", "format", "encoding")
+FIELDS = ("name", "text_column", "label_column", "format", "encoding", "kind")
+KINDS = ("classification", "sft")
 MAX_LABELS = 1000
 MAX_COLUMNS = 1000
 CHUNK = 1 << 16
@@ -200,6 +206,7 @@ class Schema:
     text_column: list[str]
     label_column: str
     label_counts: dict[str, int]
+    kind: str = "classification"  # or "sft": prompt / completion or chat messages records
 
 
 def upload_format(filename: str, given: str | None) -> str:
@@ -219,6 +226,81 @@ def text_columns(value: str | None) -> list[str]:
             "text_column must be a column name, or two names separated by a comma", "text_column"
         )
     return cols
+
+
+def upload_kind(given: str | None) -> str | None:
+    """The declared kind (None: detect it from the file)."""
+    kind = (given or "").strip() or None
+    if kind is not None and kind not in KINDS:
+        raise _bad(f"kind must be one of {', '.join(KINDS)}, got {kind[:40]!r}", "kind")
+    return kind
+
+
+def detect_kind(path: Path, fmt: str, encoding: str) -> str:
+    """``sft`` for a JSONL file whose first record has the fields of an SFT record (the trials'
+    rule), else ``classification`` (whose check then says what is wrong with the file)."""
+    from autopeft.trials.sft_data import record_source
+
+    if fmt != "jsonl":
+        return "classification"
+    try:
+        with open(path, encoding=encoding, errors="replace") as fh:
+            for line in fh:
+                if line.strip():
+                    record = json.loads(line.lstrip("\ufeff"))
+                    sft = isinstance(record, dict) and record_source(record) != "labelled"
+                    return "sft" if sft else "classification"
+    except (ValueError, RecursionError, LookupError):
+        pass
+    return "classification"
+
+
+def check_sft_file(path: Path, filename: str, fmt: str, encoding: str) -> Schema:
+    """Stream-check an SFT upload: every record a prompt / completion pair, or every record a chat
+    (the first record decides which); :class:`ApiError` (422) naming the row and the field."""
+    from autopeft.trials.data.sources import bom_problem, is_text_encoding
+    from autopeft.trials.sft_data import record_problem, record_source
+
+    if fmt != "jsonl":
+        raise _bad(
+            f"an SFT dataset is JSONL (records with 'prompt' and 'completion', or 'messages'), not "
+            f"{fmt.upper()}",
+            "kind",
+        )
+    if not is_text_encoding(encoding):
+        raise _bad(f"unsupported text encoding {encoding[:40]!r}", "encoding")
+    with open(path, "rb") as fh:
+        problem = bom_problem(fh.read(4), encoding)
+    if problem:
+        raise _bad(f"{filename}: {problem}", "encoding")
+    _check_decodes(path, filename, fmt, encoding, ["prompt", "messages"], "completion")
+    source, columns, rows = None, [], 0
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    with open(path, encoding=enc, newline="") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            record = _json_record(line, filename, line_no)
+            if not isinstance(record, dict):
+                raise _bad(f"{filename}: row {line_no}: expected a JSON object", "file")
+            if source is None:
+                source = record_source(record)
+                if source == "labelled":
+                    shown = ", ".join(repr(k[:40]) for k in list(record)[:20])
+                    raise _bad(
+                        f"{filename}: row {line_no}: an SFT record has 'prompt' and 'completion', "
+                        f"or 'messages'; this one has {shown or 'no fields'}",
+                        "prompt",
+                    )
+                columns = list(record)[:MAX_COLUMNS]
+            found = record_problem(record, source)
+            if found is not None:
+                where, message = found
+                raise _bad(f"{filename}: row {line_no}, column {where!r}: {message}", where)
+            rows += 1
+    if source is None:
+        raise _bad(f"{filename}: no examples (the file is empty)", "file")
+    return Schema(fmt, encoding, rows, columns, [], "", {}, "sft")
 
 
 def _label_order(counts: Counter) -> dict[str, int]:

@@ -1,8 +1,10 @@
 """``autopeft dataset upload FILE | list | show ID | rm ID``: your datasets on a controller.
 
 ``upload FILE [--name N] [--text-column C[,C2]] [--label-column L] [--format csv|tsv|jsonl]
-[--encoding E]`` sends a CSV / TSV / JSONL file (checked by the server: errors name the row and
-column) and prints its id: use it in a study spec as ``workload.dataset_id``. Talks to a running
+[--encoding E] [--kind classification|sft]`` sends a CSV / TSV / JSONL file (checked by the server:
+errors name the row and column) and prints its id: use it in a study spec as
+``workload.dataset_id``. An SFT dataset (JSONL of prompt / completion or chat messages records, for
+a causal_lm study) is detected from its first record, or declared with ``--kind sft``. Talks to a running
 controller: ``--url`` / ``$AUTOPEFT_URL`` and ``--token`` / ``$AUTOPEFT_TOKEN``.
 """
 
@@ -31,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", help="label column (default label)")
     p.add_argument("--format", choices=["csv", "tsv", "jsonl"], help="default: from the suffix")
     p.add_argument("--encoding", help="default utf-8")
+    p.add_argument(
+        "--kind",
+        choices=["classification", "sft"],
+        help="sft: JSONL of prompt / completion or messages records, for a causal_lm study "
+        "(default: detected from the first record)",
+    )
     p.add_argument("--json", action="store_true", help="print the stored dataset as JSON")
     p.set_defaults(func=_cmd_upload)
     dsub.add_parser("list", parents=[common], help="your datasets").set_defaults(func=_cmd_list)
@@ -51,13 +59,17 @@ def _cmd_upload(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         format=args.format,
         encoding=args.encoding,
+        kind=args.kind,
     )
     if args.json:
         print(json.dumps(ds, indent=1, default=str))
     else:
-        labels = ", ".join(f"{k}: {v}" for k, v in ds["labels"].items())
+        if ds.get("kind") == "sft":
+            what = f"SFT ({', '.join(ds['columns'])}), for a causal_lm study"
+        else:
+            what = "labels " + ", ".join(f"{k}: {v}" for k, v in ds["labels"].items())
         print(
-            f"dataset {ds['id']}: {ds['name']}  {ds['rows']} rows  labels {labels}  "
+            f"dataset {ds['id']}: {ds['name']}  {ds['rows']} rows  {what}  "
             f'(use "dataset_id": {ds["id"]} in a workload)'
         )
     return 0
@@ -70,6 +82,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             d["id"],
             d["name"],
             d["format"],
+            d.get("kind", "classification"),
             d["rows"],
             len(d["labels"]),
             d["size_bytes"],
@@ -79,7 +92,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for d in _client(args).datasets()
     ]
     print(
-        format_table(rows, ["id", "name", "format", "rows", "labels", "bytes", "sha256", "created"])
+        format_table(
+            rows, ["id", "name", "format", "kind", "rows", "labels", "bytes", "sha256", "created"]
+        )
     )
     return 0
 

@@ -6,7 +6,7 @@ Where the examples come from (:func:`sft_source`, decided by the dataset alone):
 * ``prompt_completion``: a JSONL file whose records have the string fields ``prompt`` and
   ``completion``;
 * ``messages``: a JSONL file whose records have ``messages``, a list of ``{"role", "content"}``
-  whose last message is the assistant's. The prompt is the conversation before it rendered with
+  (roles :data:`ROLES`) whose last message is the assistant's. The prompt is the conversation before it rendered with
   the tokenizer's chat template (``add_generation_prompt=True``), the completion what the full
   rendering adds to it (the template's end-of-turn included). A tokenizer without a chat
   template renders ``role: content`` lines and ``assistant:`` (a warning says so);
@@ -45,6 +45,7 @@ from autopeft.trials.data.sources import DataSpec
 log = logging.getLogger(__name__)
 
 SOURCES = ("prompt_completion", "messages", "labelled")
+ROLES = ("system", "user", "assistant", "tool")  # of a chat record's messages
 PROMPT_TEMPLATE = "{text}\nAnswer:"
 LABEL_SET_MAX = 32
 LABEL_SET_MIN_EACH = 2
@@ -58,6 +59,11 @@ def sft_source(spec: DataSpec) -> str:
     if spec.format != "jsonl":
         return "labelled"
     record, _ = _first_record(spec)
+    return record_source(record)
+
+
+def record_source(record: dict[str, Any]) -> str:
+    """Which of :data:`SOURCES` a JSONL file holds, from its first record (the uploads' rule too)."""
     if "messages" in record:
         return "messages"
     if "prompt" in record or "completion" in record:
@@ -99,52 +105,59 @@ def check_first(spec: DataSpec) -> str:
     return source
 
 
-def _pair(spec: DataSpec, record: dict[str, Any], line_no: int) -> tuple[str, str]:
-    for key in ("prompt", "completion"):
-        value = record.get(key)
-        if not isinstance(value, str):
-            what = "no" if value is None else f"a non-string ({type(value).__name__})"
-            raise InvalidConfig(
-                f"{spec.path}: line {line_no}: {what} {key!r} (each record needs a string "
-                "'prompt' and 'completion')",
-                field="workload.dataset",
+def record_problem(record: dict[str, Any], source: str) -> tuple[str, str] | None:
+    """What is wrong with one ``prompt_completion`` or ``messages`` record: ``(field, message)``,
+    the field a dotted path into the record (``completion``, ``messages.2.role``); None when it is
+    fine. The one rule of both the trials and the API's upload check."""
+    if source == "prompt_completion":
+        for key in ("prompt", "completion"):
+            value = record.get(key)
+            if not isinstance(value, str):
+                what = "no" if value is None else f"a non-string ({type(value).__name__})"
+                return key, (
+                    f"{what} {key!r} (each record needs a string 'prompt' and 'completion')"
+                )
+        if not record["completion"].strip():
+            return "completion", "an empty 'completion'"
+        return None
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages", "'messages' must be a non-empty list of {'role', 'content'}"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            return f"messages.{i}", f"message {i} needs a string 'role' and 'content'"
+        for key in ("role", "content"):
+            if not isinstance(m.get(key), str):
+                return f"messages.{i}.{key}", f"message {i} needs a string 'role' and 'content'"
+        if m["role"] not in ROLES:
+            return f"messages.{i}.role", (
+                f"message {i} has the unknown role {m['role'][:40]!r} (roles: {', '.join(ROLES)})"
             )
-    if not record["completion"].strip():
-        raise InvalidConfig(
-            f"{spec.path}: line {line_no}: an empty 'completion'", field="workload.dataset"
+    last = len(messages) - 1
+    if messages[-1]["role"] != "assistant":
+        return f"messages.{last}.role", (
+            "the last message must be the assistant's (its content is the completion trained "
+            f"on), got role {messages[-1]['role']!r}"
         )
+    if not messages[-1]["content"].strip():
+        return f"messages.{last}.content", "the assistant's last message is empty"
+    return None
+
+
+def _check_record(spec: DataSpec, record: dict[str, Any], line_no: int, source: str) -> None:
+    problem = record_problem(record, source)
+    if problem is not None:
+        raise InvalidConfig(f"{spec.path}: line {line_no}: {problem[1]}", field="workload.dataset")
+
+
+def _pair(spec: DataSpec, record: dict[str, Any], line_no: int) -> tuple[str, str]:
+    _check_record(spec, record, line_no, "prompt_completion")
     return record["prompt"], record["completion"]
 
 
 def _messages(spec: DataSpec, record: dict[str, Any], line_no: int) -> list[dict[str, str]]:
-    messages = record.get("messages")
-    where = f"{spec.path}: line {line_no}"
-    if not isinstance(messages, list) or not messages:
-        raise InvalidConfig(
-            f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}}",
-            field="workload.dataset",
-        )
-    for i, m in enumerate(messages):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
-            raise InvalidConfig(
-                f"{where}: message {i} needs a string 'role' and 'content'",
-                field="workload.dataset",
-            )
-    if messages[-1]["role"] != "assistant":
-        raise InvalidConfig(
-            f"{where}: the last message must be the assistant's (its content is the completion "
-            f"trained on), got role {messages[-1]['role']!r}",
-            field="workload.dataset",
-        )
-    if not messages[-1]["content"].strip():
-        raise InvalidConfig(
-            f"{where}: the assistant's last message is empty", field="workload.dataset"
-        )
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    _check_record(spec, record, line_no, "messages")
+    return [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
 
 
 # ------------------------------------------------------------------------------ reading

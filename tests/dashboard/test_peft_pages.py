@@ -101,9 +101,22 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     page.screenshot("study-peft", full_page=True)
 
 
-def test_the_form_creates_a_causal_lm_study(page, dash_server, tiny_llama, sft_jsonl):
+def _my_datasets(p) -> list[str]:
+    return p.locator("#f-dataset optgroup[label='Your datasets'] option").evaluate_all(
+        "os => os.map((o) => o.value)"
+    )
+
+
+def test_the_form_creates_a_causal_lm_study(page, dash_server, tiny_llama, sft_jsonl, tmp_path):
     """The create form's Task select: causal_lm reaches the workload, and "all hand-picked points"
-    leaves out the linear probe (a causal LM has no head to probe)."""
+    leaves out the linear probe (a causal LM has no head to probe). An SFT upload made in the form
+    turns the task to causal_lm and is picked; the picker offers the SFT uploads for causal_lm and
+    only the classification ones for classification."""
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(8)))
+    with open(labelled, "rb") as fh:
+        r = dash_server.api.http.post("/datasets", files={"file": ("labelled.csv", fh)})
+    assert r.status_code == 201, r.text
     p = page.goto("#/new")
     p.locator("#create-form").wait_for()
     p.get_by_label("Name", exact=True).fill("sft from the form")
@@ -111,18 +124,28 @@ def test_the_form_creates_a_causal_lm_study(page, dash_server, tiny_llama, sft_j
     p.get_by_label("Baselines").select_option("all")
     p.get_by_label("Max trials").fill("7")
     p.get_by_label("Model").fill(str(tiny_llama))
-    p.get_by_label("Dataset", exact=True).select_option("path")
-    p.get_by_label("Server path").fill(str(sft_jsonl))
+    p.get_by_label("Upload a dataset").set_input_files(str(sft_jsonl))
+    p.locator("#f-upload-status").filter(has_text="240 SFT records").wait_for()
+    kinds = {d["id"]: d["kind"] for d in dash_server.api.get("/datasets")["datasets"]}
+    sft_id = max(i for i, k in kinds.items() if k == "sft")
+    assert p.get_by_label("Task").input_value() == "causal_lm"
+    assert p.get_by_label("Dataset", exact=True).input_value() == f"id:{sft_id}"
+    assert _my_datasets(p) == [f"id:{i}" for i, k in sorted(kinds.items()) if k == "sft"]
+    page.screenshot("create-sft-upload", full_page=True)
+    p.get_by_label("Task").select_option("classification")
+    assert _my_datasets(p) == [f"id:{i}" for i, k in sorted(kinds.items()) if k != "sft"]
     p.get_by_label("Task").select_option("causal_lm")
+    p.get_by_label("Dataset", exact=True).select_option(f"id:{sft_id}")
     p.get_by_label("More workload keys (JSON)").fill(
         '{"max_train": 32, "max_length": 32, "epochs": 1}'
     )
     p.get_by_role("button", name="Create study").click()
-    p.wait_for_url("**/#/studies/*")
+    p.wait_for_url("**/#/studies/*", timeout=60_000)  # a busy machine validates slowly
     study_id = int(p.url.rsplit("/", 1)[1])
     dash_server.api.http.post(f"/studies/{study_id}/stop")
     spec = dash_server.api.get(f"/studies/{study_id}")["spec"]
     assert spec["workload"]["task"] == "causal_lm" and spec["space"] == "lora_decoder"
+    assert spec["workload"]["dataset_id"] == sft_id
     assert spec["baselines"] == ["lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune"]
 
 

@@ -160,6 +160,17 @@ def test_cache_is_reused_and_keyed_by_the_template(tiny_llama, small_csv, tmp_pa
             [{"messages": [{"role": "user"}]}],
             "line 1: message 0 needs a string 'role' and 'content'",
         ),
+        (
+            [
+                {
+                    "messages": [
+                        {"role": "bot", "content": "x"},
+                        {"role": "assistant", "content": "y"},
+                    ]
+                }
+            ],
+            "line 1: message 0 has the unknown role 'bot'",
+        ),
     ],
 )
 def test_bad_records_name_the_line(tiny_llama, tmp_path, records, needle):

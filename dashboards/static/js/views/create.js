@@ -90,11 +90,17 @@ export function render(main, _params, ctx) {
     const pathField = field("f-dataset-path", "Server path", datasetPath, "Only where the operator allows dataset paths (AUTOPEFT_DATA_DIRS).");
     const fileIn = el("input", { id: "f-upload", type: "file", accept: ".csv,.tsv,.jsonl,.ndjson" });
     const uploadStatus = el("p", { class: "help", id: "f-upload-status", role: "status" });
-    const fillDatasets = (mine, selected) => {
+    const task = el("select", { id: "f-task" }, el("option", { value: "classification", text: "classification — a new head on the model" }),
+      el("option", { value: "causal_lm", text: "causal_lm — SFT of a decoder LM (prompt/completion or messages JSONL)" }));
+    let listed = [];   // the user's datasets; the picker offers those of the task's kind (causal_lm: SFT uploads only)
+    const fillDatasets = (all, selected) => {
+      listed = all;
+      const sft = task.value === "causal_lm";
+      const mine = all.filter((d) => (d.kind === "sft") === sft);
       clear(dataset,
         el("optgroup", { label: "Your datasets" }, mine.length ? mine.map((d) => el("option", { value: `id:${d.id}`, selected: d.id === selected,
-          text: `${d.name} — #${d.id}, ${d.rows} rows, ${Object.keys(d.labels).length} labels` }))
-          : [el("option", { value: "", disabled: true, text: "none yet: upload a CSV / TSV / JSONL below" })]),
+          text: d.kind === "sft" ? `${d.name} — #${d.id}, ${d.rows} rows, SFT (${d.columns.join(", ")})` : `${d.name} — #${d.id}, ${d.rows} rows, ${Object.keys(d.labels).length} labels` }))
+          : [el("option", { value: "", disabled: true, text: sft ? "none yet: upload a prompt/completion or messages JSONL below" : "none yet: upload a CSV / TSV / JSONL below" })]),
         el("optgroup", { label: "Built-in" }, ["tweets", "bbc_news"].map((n) => el("option", { value: `builtin:${n}`, text: n, selected: !mine.length && n === "tweets" }))),
         el("option", { value: "path", text: "a file on the server (path)…" }));
       pathField.hidden = dataset.value !== "path";
@@ -114,8 +120,10 @@ export function render(main, _params, ctx) {
       uploadStatus.textContent = `uploading ${file.name}…`;
       try {
         const ds = await upload("/datasets", form);
+        if ((ds.kind === "sft") !== (task.value === "causal_lm")) task.value = ds.kind === "sft" ? "causal_lm" : "classification";
         await loadDatasets(ds.id);   // the status says the upload is done once it is picked above
-        uploadStatus.textContent = `${ds.name}: ${ds.rows} rows, labels ${Object.entries(ds.labels).map(([k, v]) => `${k} (${v})`).join(", ")}`;
+        uploadStatus.textContent = ds.kind === "sft" ? `${ds.name}: ${ds.rows} SFT records (${ds.columns.join(", ")}), for causal_lm`
+          : `${ds.name}: ${ds.rows} rows, labels ${Object.entries(ds.labels).map(([k, v]) => `${k} (${v})`).join(", ")}`;
       } catch (err) {
         uploadStatus.textContent = "";
         showError(err.field ? `upload ${err.field}: ${err.message}` : err.message, fileIn);
@@ -123,13 +131,16 @@ export function render(main, _params, ctx) {
     });
     fillDatasets([], null);
     loadDatasets(null);
-    const task = el("select", { id: "f-task" }, el("option", { value: "classification", text: "classification — a new head on the model" }),
-      el("option", { value: "causal_lm", text: "causal_lm — SFT of a decoder LM (prompt/completion or messages JSONL)" }));
+    task.addEventListener("change", () => {
+      const pick = dataset.value;
+      fillDatasets(listed, pick.startsWith("id:") ? Number(pick.slice(3)) : null);
+      if (!pick.startsWith("id:") && [...dataset.options].some((o) => o.value === pick)) dataset.value = pick;
+    });
     const entrypoint = el("input", { id: "f-entrypoint", placeholder: "mypkg.objectives:train" });
     const extra = el("textarea", { id: "f-workload-extra", rows: 2, spellcheck: "false" });
     extra.value = "{}";
     const peftFields = el("div", {}, el("div", { class: "grid2" }, field("f-model", "Model", model), field("f-dataset", "Dataset", dataset)),
-      pathField, field("f-upload", "Upload a dataset", fileIn, "CSV / TSV / JSONL with a text and a label column; checked by the server, then selectable above."), uploadStatus,
+      pathField, field("f-upload", "Upload a dataset", fileIn, "CSV / TSV / JSONL with a text and a label column, or (causal_lm) JSONL of prompt/completion or messages records; checked by the server, then selectable above."), uploadStatus,
       field("f-task", "Task", task, "causal_lm reports loss, perplexity and exact match (as accuracy); it has no head, so no linear probe."));
     const pyFields = el("div", {}, field("f-entrypoint", "Entrypoint", entrypoint, "Importable by the server's trial processes; returns a dict with every objective."));
     const syncKind = () => { peftFields.hidden = kind.value !== "peft"; pyFields.hidden = kind.value !== "python"; };

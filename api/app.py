@@ -30,7 +30,16 @@ from autopeft.api.admission import Admission, AdmissionGate
 from autopeft.api.db import Database
 from autopeft.api.deps import AppState
 from autopeft.api.middleware import BodyLimit, SecurityHeaders
-from autopeft.api.routers import datasets, docs, health, studies, tokens, trials, webhooks
+from autopeft.api.routers import (
+    datasets,
+    docs,
+    health,
+    outside,
+    studies,
+    tokens,
+    trials,
+    webhooks,
+)
 from autopeft.api.scheduler import SchedulerManager
 from autopeft.api.scheduling.leader import Replica
 from autopeft.api.services.changes import ChangeFeed
@@ -215,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(studies.router, prefix="/api/v1")
+    app.include_router(outside.router, prefix="/api/v1")
     app.include_router(trials.router, prefix="/api/v1")
     app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(datasets.router, prefix="/api/v1")

@@ -3,14 +3,16 @@
 A :class:`StudyRunner` keeps ``max_parallel`` runs in flight. In order of precedence a free
 slot goes to: a trial requeued after a restart; a forward-only evaluation of a front trial (or a
 baseline) on the held-out test split; the study's next baseline (``spec.baselines``: hand-picked
-reference points, never told to the optimiser); a paused PBT member whose turn it is; a new
-trial (``optimizer.ask()`` -> row ``running`` -> ``executor.submit``; the free slots of a study
+reference points, never told to the optimiser); a config the user enqueued (``spec.enqueued``,
+``scheduling.outside``); a paused PBT member whose turn it is; a new trial (``optimizer.ask()`` -> row ``running`` -> ``executor.submit``; the free slots of a study
 are refilled together, in one transaction). Reports are answered at once with the optimiser's
 decision ("stop" ends the trial early; a PBT ``Exploit`` stops it and continues it from the
 donor's checkpoint with the new config) and their rows are written behind the answer, in
 batches (``scheduling.reportlog``); a trial's outcome goes through the same writer behind its
 reports, and the runner waits for its commit (outcomes that end together share one).
-Final values go to ``tell``. New trials stop at ``max_trials``, at the ``max_seconds`` budget,
+Final values go to ``tell``. Results the user attached (measured elsewhere) become complete
+trials at the next turn of the loop, told with ``add_trial``, outside ``max_trials``. New trials
+stop at ``max_trials``, at the ``max_seconds`` budget,
 at the ``max_epochs`` compute budget (training epochs summed over trials) or on a user's stop
 (running trials are cancelled and put back to ``queued``; ``resume`` reruns them from their
 checkpoints).
@@ -50,6 +52,7 @@ from autopeft.api.db import Database
 from autopeft.api.models import Study, Trial, utcnow
 from autopeft.api.scheduling.baselines import Baselines
 from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
+from autopeft.api.scheduling.outside import OutsideTrials
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.promotions import Promotions
 from autopeft.api.scheduling.replay import HistoryReplay
@@ -79,6 +82,7 @@ class StudyRunner(
     Baselines,
     Lifecycle,
     WarmStartReuse,
+    OutsideTrials,
     PBTTurns,
     Promotions,
     Replicates,
@@ -191,12 +195,19 @@ class StudyRunner(
             created = s.scalar(
                 select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id)
             )
+            self.attached_n = s.scalar(
+                select(func.count())
+                .select_from(Trial)
+                .where(Trial.study_id == self.study_id, Trial.kind == "attached")
+            )
         created = self._reuse_warm_start(created)  # the source's results, not trained again
+        created = self._attach_waiting(created)  # results measured elsewhere (scheduling.outside)
         if self.webhook is not None:
             self.webhook.completed()  # reused results may be new points of the front
         self._queue_tests()
         while True:
             self._reload_if_extended()
+            created = self._attach_waiting(created)
             max_trials, max_seconds = int(self.spec["max_trials"]), self.spec.get("max_seconds")
             elapsed = elapsed_before + time.monotonic() - started
             if self._stop_requested.is_set():
@@ -209,7 +220,7 @@ class StudyRunner(
                 busy = len(self.inflight) + len(self.evaluating)
             while busy < max_parallel and not self._stop_requested.is_set():
                 action = self._next_run(
-                    requeue, out_of_budget, todo_baselines, created < max_trials
+                    requeue, out_of_budget, todo_baselines, self._counted(created) < max_trials
                 )
                 if action is None:
                     self.m.slots.withdraw(self.slot)
@@ -224,6 +235,9 @@ class StudyRunner(
                     self._submit_test(self._take(self.pending_tests))
                 elif action == "baseline":
                     self._create_baseline(todo_baselines.pop(0), created)
+                    created += 1
+                elif action == "enqueued":
+                    self._start_enqueued(created)
                     created += 1
                 elif action == "member":
                     member = self._take(self.paused)
@@ -243,7 +257,7 @@ class StudyRunner(
                     while (
                         not self.turns
                         and busy + n < max_parallel
-                        and created + n < max_trials
+                        and self._counted(created) + n < max_trials
                         and self._has_slot()
                     ):
                         n += 1
@@ -262,10 +276,11 @@ class StudyRunner(
             more = replicating or (
                 not out_of_budget
                 and (
-                    created < max_trials
+                    self._counted(created) < max_trials
+                    or self._enqueued_waiting()
                     or waiting
                     or promotable
-                    or (todo_baselines and created < max_trials)
+                    or (todo_baselines and self._counted(created) < max_trials)
                 )
             )
             if idle and not requeue and not more:
@@ -283,7 +298,7 @@ class StudyRunner(
                 if self._finish(
                     elapsed,
                     None
-                    if not out_of_budget or created >= max_trials
+                    if not out_of_budget or self._counted(created) >= max_trials
                     else "time budget reached"
                     if out_of_time
                     else "compute budget (max_epochs) reached",
@@ -319,6 +334,8 @@ class StudyRunner(
             return None
         if todo_baselines and room:
             return "baseline"
+        if self._enqueued_waiting() and self._room_for_member():
+            return "enqueued"  # the user's configs before the optimiser's (accepted: always run)
         if paused:
             return "member"
         if self._promotable() is not None:

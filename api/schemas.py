@@ -226,6 +226,43 @@ class StudyExtend(BaseModel):
     )
 
 
+class StudyEnqueue(BaseModel):
+    """Configs to try next, before the optimiser's own suggestions."""
+
+    model_config = ConfigDict(extra="forbid")
+    configs: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=100,
+        description="configs of the study's space (each checked like space.validate: a bad key or "
+        "value is a 422 naming configs.<i>.<key>)",
+    )
+
+
+class TrialAttach(BaseModel):
+    """A result measured elsewhere, told to the optimiser as a complete trial."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any] = Field(description="a config of the study's space")
+    values: dict[str, Any] = Field(
+        description="metric -> number: every objective and constraint metric (one the service "
+        "computes from the config, e.g. trainable_params, may be left out)"
+    )
+    test_values: dict[str, Any] | None = Field(
+        default=None,
+        description="your held-out test metrics (objective names, or test_<objective>, and "
+        "examples); shown as reported by you (test_source: user)",
+    )
+    label: str | None = Field(
+        default=None, min_length=1, max_length=64, description="where it comes from"
+    )
+
+
+class AttachPending(BaseModel):
+    pending: bool = True
+    study_id: int
+    message: str
+
+
 #: a tag: a short word or phrase (letters, digits, spaces and ``_ . : / + -``)
 TAG_PATTERN = r"^[\w][\w .:/+-]{0,39}$"
 MAX_TAGS = 20
@@ -261,6 +298,15 @@ class StudyList(BaseModel):
     studies: list[StudyPublic]
 
 
+class EnqueuePublic(BaseModel):
+    study: StudyPublic
+    configs: list[dict[str, Any]] = Field(description="the configs as enqueued (normalised)")
+    waiting: int = Field(description="enqueued configs of the study not started yet")
+    max_trials_added: int = Field(
+        description="added to max_trials so that every waiting config fits (0: they fit)"
+    )
+
+
 class TrialPublic(BaseModel):
     id: int
     study_id: int
@@ -272,17 +318,25 @@ class TrialPublic(BaseModel):
     )
     attempts: int
     parent_id: int | None = None
-    kind: Literal["search", "baseline", "replicate"] = Field(
+    kind: Literal["search", "baseline", "replicate", "attached"] = Field(
         default="search",
-        description="search (asked of the optimiser), baseline (a hand-picked point) or "
-        "replicate (another training seed of the front candidate parent_id)",
+        description="search (asked of the optimiser, or enqueued by you: label ``enqueued``), "
+        "baseline (a hand-picked point), replicate (another training seed of the front candidate "
+        "parent_id) or attached (a result measured elsewhere, told to the optimiser, never trained)",
     )
-    label: str | None = Field(default=None, description="a baseline's name")
+    label: str | None = Field(
+        default=None, description="a baseline's name; ``enqueued``; an attached result's label"
+    )
     notes: str | None = Field(default=None, description="the owner's notes")
     tags: list[str] = Field(default_factory=list)
     test_values: dict[str, float | None] | None = Field(
         default=None,
         description="metrics of the saved adapter on the held-out test split (front and baselines)",
+    )
+    test_source: Literal["service", "user"] | None = Field(
+        default=None,
+        description="who measured test_values: the service (the saved adapter, evaluated here) or "
+        "the user (an attached result's, as reported); null without test values",
     )
     epochs_trained: float = Field(default=0.0, description="compute used, in training epochs")
     lineage: list[dict[str, Any]] | None = Field(

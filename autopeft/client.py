@@ -433,6 +433,38 @@ class Study:
         self._data = self._client._json("POST", f"/api/v1/studies/{self.id}/extend", json=body)
         return self
 
+    def enqueue(self, configs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Configs to try next, before the optimiser's own suggestions (trained and told like any
+        trial, ``label == "enqueued"``, counted in ``max_trials``, which is raised when they do not
+        fit). A finished study runs again for them. Returns ``{"study", "configs" (normalised),
+        "waiting", "max_trials_added"}``; a bad config raises :class:`ApiError` naming
+        ``configs.<i>.<key>``."""
+        out = self._client._json(
+            "POST", f"/api/v1/studies/{self.id}/enqueue", json={"configs": list(configs)}
+        )
+        self._data = out["study"]
+        return out
+
+    def attach(
+        self,
+        config: dict[str, Any],
+        values: dict[str, float],
+        test_values: dict[str, float] | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """A result measured elsewhere, told to the optimiser: returns the new trial (``kind ==
+        "attached"``; never trained here, so it cannot be exported). ``values`` covers every
+        objective (an exactly computed one such as ``trainable_params`` may be left out);
+        ``test_values`` are your held-out test metrics (``test_source == "user"``); without them
+        the trial is never on the test-split front. A result the study's runner has not made a
+        trial yet (after 20 s) comes back as ``{"pending": True, ...}``."""
+        body: dict[str, Any] = {"config": config, "values": values}
+        if test_values is not None:
+            body["test_values"] = test_values
+        if label is not None:
+            body["label"] = label
+        return self._client._json("POST", f"/api/v1/studies/{self.id}/attach", json=body)
+
     def clone(self, overrides: dict[str, Any] | None = None, **fields: Any) -> Study:
         """A new study from this one's spec with ``overrides`` (and keyword fields) merged over it
         (mappings merge key by key, None removes a key), validated like a new study."""

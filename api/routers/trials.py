@@ -9,6 +9,7 @@ from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.routers._common import ERRORS
 from autopeft.api.schemas import Annotations, ErrorEnvelope, ReportList, TrialId, TrialPublic
 from autopeft.api.services import studies as svc
+from autopeft.api.services.outside import check_exportable
 
 CANCEL_WAIT_S = (
     30.0  # a running trial's worker gets SIGTERM, then SIGKILL after the executor's grace
@@ -67,7 +68,8 @@ def get_reports(trial_id: TrialId, user: CurrentUser, state: StateDep):
     response_class=Response,
     operation_id="get_adapter",
     responses={
-        200: {"content": {"application/zip": {}}, "description": "zip of the adapter folder"}
+        200: {"content": {"application/zip": {}}, "description": "zip of the adapter folder"},
+        409: {"model": ErrorEnvelope, "description": "an attached trial: never trained here"},
     },
 )
 def get_adapter(trial_id: TrialId, user: CurrentUser, state: StateDep):
@@ -78,6 +80,7 @@ def get_adapter(trial_id: TrialId, user: CurrentUser, state: StateDep):
 
     with state.db.read() as session:  # what the export needs, read first: none held while it runs
         trial = svc.get_trial(session, user.id, trial_id)
+        check_exportable(trial)
         study = svc.get_study(session, user.id, trial.study_id)
         card = model_card(study, trial)
         spec = study.spec
@@ -99,7 +102,8 @@ def get_adapter(trial_id: TrialId, user: CurrentUser, state: StateDep):
     response_class=FileResponse,
     operation_id="get_merged_model",
     responses={
-        200: {"content": {"application/zip": {}}, "description": "zip of the merged model folder"}
+        200: {"content": {"application/zip": {}}, "description": "zip of the merged model folder"},
+        409: {"model": ErrorEnvelope, "description": "an attached trial: never trained here"},
     },
 )
 def get_merged(trial_id: TrialId, user: CurrentUser, state: StateDep):
@@ -111,6 +115,7 @@ def get_merged(trial_id: TrialId, user: CurrentUser, state: StateDep):
 
     with state.db.read() as session:
         trial = svc.get_trial(session, user.id, trial_id)
+        check_exportable(trial)
         study = svc.get_study(session, user.id, trial.study_id)
         card = model_card(study, trial, merged=True)
         spec, config = study.spec, dict(trial.config)

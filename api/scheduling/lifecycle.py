@@ -29,10 +29,16 @@ log = logging.getLogger("autopeft.scheduler")
 
 #: the budget fields of a spec (``extend`` adds to them)
 BUDGET_KEYS = ("max_trials", "max_seconds", "max_epochs")
+#: what the user adds to a spec for the runner (``services.outside``): lists only appended to
+OUTSIDE_KEYS = ("enqueued", "attached")
 
 
 def budget_of(spec: dict[str, Any]) -> tuple:
-    return tuple(spec.get(k) for k in BUDGET_KEYS)
+    """The budget, and how many configs were enqueued and results attached: when it differs from
+    a runner's, the runner reloads (``reload_budget``; ``scheduling.reconcile`` on a leader)."""
+    return tuple(spec.get(k) for k in BUDGET_KEYS) + tuple(
+        len(spec.get(k) or []) for k in OUTSIDE_KEYS
+    )
 
 
 class Lifecycle:
@@ -45,7 +51,7 @@ class Lifecycle:
     def _apply_budget(self, spec: dict[str, Any]) -> bool:
         """Take the stored budget; True when it differs from the one this runner used."""
         changed = budget_of(spec) != budget_of(self.spec)
-        self.spec = {**self.spec, **{k: spec.get(k) for k in BUDGET_KEYS}}
+        self.spec = {**self.spec, **{k: spec.get(k) for k in BUDGET_KEYS + OUTSIDE_KEYS}}
         return changed
 
     def _reload_if_extended(self) -> None:
@@ -58,7 +64,7 @@ class Lifecycle:
                 log.info(
                     "study %s: budget now %s",
                     self.study_id,
-                    dict(zip(BUDGET_KEYS, budget_of(self.spec))),
+                    dict(zip(BUDGET_KEYS + OUTSIDE_KEYS, budget_of(self.spec))),
                 )
 
     def _compute_spent(self) -> bool:
@@ -178,6 +184,14 @@ class LifecycleManager:
         if runner is not None:
             runner.reload_budget()
 
+    def settle(self, study_id: int) -> None:
+        """Wait for a runner of ``study_id`` on its way out (a stop) to end, so the store is the
+        study's whole history (callers hold :meth:`study_lock`)."""
+        with self._lock:
+            runner = self._runners.get(study_id)
+        if runner is not None and not _active_runner(runner):
+            runner.join(timeout=60)
+
     def cancel_trial(self, study_id: int, trial_id: int, reason: str) -> None:
         """End one queued or running trial as failed with ``reason`` (callers hold
         :meth:`study_lock`). Through the study's runner when it has one, else in the store; on a
@@ -199,6 +213,10 @@ class LifecycleManager:
         ):  # a runner on its way out (a stop): let it put its trials back first
             stopping.join(timeout=60)
         cancel_in_store(self.db, study_id, trial_id, reason)
+
+
+def _active_runner(runner) -> bool:
+    return runner.is_alive() and not runner._stop_requested.is_set() and not runner._ending.is_set()
 
 
 def cancel_in_store(db, study_id: int, trial_id: int, reason: str) -> None:

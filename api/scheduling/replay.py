@@ -1,5 +1,6 @@
 """The study's optimiser history (a mixin of ``StudyRunner``): every ask / add / report / tell is
-appended to ``events`` in the transaction of the trial change it belongs to, and a new runner
+appended to ``events`` in the transaction of the trial change it belongs to (as are the
+``enqueue`` and ``attach`` entries of the user's own configs and results, ``scheduling.outside``), and a new runner
 rebuilds its optimiser by replaying them in order (optimisers are a pure function of seed +
 history: ``autopeft.optim.base``). This is the one rebuild path.
 
@@ -88,10 +89,15 @@ class HistoryReplay:
                 if str(opt_id) != p["optimizer_id"]:
                     diverged += 1
                 self._know(tid, opt_id)
-            elif ev.kind == "add":  # a reused warm-start trial (scheduling.warmstart)
+            elif ev.kind in ("add", "attach"):  # reused warm start / attached (scheduling.outside)
                 self._know(
                     tid, self.opt.add_trial(p["config"], unexact(p["values"]), "complete").id
                 )
+            elif ev.kind == "enqueue":  # the user's config, registered as asked (every optimiser)
+                opt_id = self.opt.add_trial(p["config"], state="running").id
+                if str(opt_id) != p["optimizer_id"]:
+                    diverged += 1
+                self._know(tid, opt_id)
             elif ev.kind == "report":
                 self.opt.report(self.ids[tid], p["step"], unexact(p["values"]))
             elif ev.kind == "tell":

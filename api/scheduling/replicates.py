@@ -30,7 +30,7 @@ class Replicates:
         with self.db.read() as s:
             study = s.get(Study, self.study_id)
             front, _ = front_runs(s, study)
-            roots = [g.root.id for g in front]
+            roots = [g.root.id for g in front if g.root.kind != "attached"]  # no training here
             runs = Counter(
                 s.scalars(  # every replicate made, whatever became of it (one try a seed)
                     select(Trial.parent_id).where(
@@ -55,7 +55,8 @@ class Replicates:
 
         with self.db.read() as s:
             root = s.get(Trial, root_id)
-            config, label = dict(root.config), root.label
+            # a baseline's name picks its workload (_workload_of); other labels stay with the root
+            config, label = dict(root.config), root.label if root.kind == "baseline" else None
             seed = resolve_knobs(self._workload_of(root), config)["seed"]
         with self.db.write(self.study_id) as s:
             trial = Trial(

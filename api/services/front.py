@@ -46,6 +46,12 @@ def on_test(t: Any, names: list[str]) -> dict[str, Any] | None:
     return values
 
 
+def hidden_on_test(g: Any) -> bool:
+    """A candidate left off the test-split front: an attached result (measured elsewhere, never
+    evaluated here) without held-out test values its user reported (``services.outside``)."""
+    return g.root.kind == "attached" and not g.test_values
+
+
 def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of a share ``p`` of ``n`` examples (it stays in [0, 1] and
     keeps its width at 0 and 1, where p +- z * se collapses)."""

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from autopeft.api.db import Database
 from autopeft.api.errors import not_found
-from autopeft.api.services.studies import public_error
+from autopeft.api.services.studies import public_error, test_source
 
 # Built once: fixed texts with bound parameters, so a request pays no statement construction
 # (``after`` -1 means "from the start"). Times are taken as stored (SQLite keeps ISO text).
@@ -75,12 +75,19 @@ def _dt(value) -> str:
     return '"' + value.isoformat() + '"'
 
 
+def _source(kind, test_values) -> str:
+    """``test_source`` (``services.studies.test_source``) of a row, as JSON."""
+    source = test_source(kind, test_values if test_values not in (None, "null", "{}") else None)
+    return "null" if source is None else f'"{source}"'
+
+
 def _row(r) -> str:
     return (
         f'{{"id":{r[0]},"study_id":{r[1]},"number":{r[2]},"state":"{r[3]}","config":{r[4] or "null"},'
         f'"values":{r[5] or "null"},"attempts":{r[6]},"parent_id":{"null" if r[7] is None else r[7]},'
         f'"kind":"{r[12] or "search"}","label":{"null" if r[13] is None else _dumps(r[13])},'
-        f'"test_values":{r[14] or "null"},"epochs_trained":{_dumps(float(r[15] or 0.0))},'
+        f'"test_values":{r[14] or "null"},"test_source":{_source(r[12], r[14])},'
+        f'"epochs_trained":{_dumps(float(r[15] or 0.0))},'
         f'"lineage":{r[16] or "null"},"feasible":{"null" if r[17] is None else "true" if r[17] else "false"},'
         f'"infeasible_reason":{"null" if r[18] is None else _dumps(r[18])},'
         f'"notes":{"null" if r[19] is None else _dumps(r[19])},"tags":{r[20] if r[20] not in (None, "null") else "[]"},'

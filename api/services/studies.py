@@ -70,11 +70,20 @@ def trial_public(t: Trial) -> dict[str, Any]:
         "notes": t.notes,
         "tags": list(t.tags or []),
         "test_values": t.test_values,
+        "test_source": test_source(t.kind, t.test_values),
         "epochs_trained": float(t.epochs_trained or 0.0),
         **columns(t, "lineage", "feasible", "infeasible_reason"),
         "error": public_error(t.error),
         **columns(t, *_TIMES),
     }
+
+
+def test_source(kind: str | None, test_values: Any) -> str | None:
+    """Who measured a trial's held-out test values: ``service`` (its adapter, evaluated here),
+    ``user`` (an attached result's, as reported), None without any."""
+    if not test_values:
+        return None
+    return "user" if kind == "attached" else "service"
 
 
 def get_study(session: Session, user_id: int, study_id: int) -> Study:
@@ -241,7 +250,14 @@ def extend_study(
 
 
 #: keys the service adds to a stored spec (not part of a new study's body)
-SERVICE_KEYS = ("extensions", "cloned_from", "warm_start", "tracking_errors")
+SERVICE_KEYS = (
+    "extensions",
+    "cloned_from",
+    "warm_start",
+    "tracking_errors",
+    "enqueued",
+    "attached",
+)
 
 
 def merge_patch(base: Any, patch: Any) -> Any:

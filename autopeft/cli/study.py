@@ -2,6 +2,8 @@
 extend ID | clone ID | cancel-trial TRIAL | compare ID ID ... | webhook ID``.
 
 ``extend ID --trials N [--seconds S] [--epochs E]`` adds budget (a finished study runs again);
+``enqueue ID --config JSON ...`` queues configs to try next and ``attach ID --config JSON --values
+JSON`` tells a result measured elsewhere (``autopeft.cli.outside``);
 ``clone ID [--set KEY=VALUE ...] [--file PATCH]`` submits a copy with changes (dotted keys, values
 as YAML: ``--set workload.epochs=3``); ``cancel-trial TRIAL`` ends one queued or running trial.
 
@@ -110,6 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--epochs", type=float, default=0, help="training epochs to add to its compute budget"
     )
     p.set_defaults(func=_cmd_extend)
+    from autopeft.cli import outside
+
+    outside.register(ssub, common)  # enqueue, attach
     p = ssub.add_parser("clone", parents=[common], help="submit a copy of a study with changes")
     p.add_argument("id", type=int)
     p.add_argument(
@@ -186,6 +191,11 @@ def load_spec(path: str) -> dict:
 TESTED = ("accuracy", "macro_f1", "loss", "exact_match", "perplexity")
 
 
+def _kind_mark(trial: dict) -> str:
+    """An attached result (measured elsewhere) is marked on the front."""
+    return "attached" if trial.get("kind") == "attached" else ""
+
+
 def pareto_table(study) -> str:
     """The validation front, each tested objective on validation and on the held-out test split
     side by side ("-" until tested); baselines marked by their name; sorted by trainable params.
@@ -202,7 +212,7 @@ def pareto_table(study) -> str:
     headers.append("~best")
     rows = []
     for t in front:
-        row = [t["id"], t["number"], t.get("label") or ""]
+        row = [t["id"], t["number"], t.get("label") or _kind_mark(t)]
         if replicated:
             row.append((t.get("seeds") or {}).get("runs", 1))
         for n in names:

@@ -127,6 +127,7 @@ class BaseOptimizer(abc.ABC):
         from autopeft.optim.warmstart import map_configs
 
         self._warm = map_configs(options.get("warm_start") or [], space)
+        self._warm_pos = 0  # the next warm-start config to look at (see _next_warm)
         from autopeft.optim._stopping import make_stopper
 
         self._stopper = make_stopper(options.get("early_stopping"), self.directions)
@@ -143,8 +144,7 @@ class BaseOptimizer(abc.ABC):
         while len(out) < n:
             first = len(self._records)
             k = n - len(out)
-            from_warm = [c for c in self._warm[first : first + k]]
-            proposals = [(c, None, None) for c in from_warm]
+            proposals = [(c, None, None) for c in self._next_warm(k, batch_keys)]
             if len(proposals) < k:
                 proposals += self._suggest(k - len(proposals), first + len(proposals))
             for config, parent, budget in proposals:
@@ -276,6 +276,20 @@ class BaseOptimizer(abc.ABC):
         if state == "running":
             return record.snapshot()
         return self.tell(record.id, values, state)
+
+    def _next_warm(self, k: int, batch_keys: set[tuple]) -> list[dict]:
+        """Up to ``k`` warm-start configs not proposed yet, in order, skipping those already
+        registered (a reused result added with ``add_trial``, a config enqueued or attached by the
+        user): the list is walked with a cursor, so a trial added between two asks never makes
+        one of them skipped."""
+        out = []
+        while len(out) < k and self._warm_pos < len(self._warm):
+            config = self._warm[self._warm_pos]
+            self._warm_pos += 1
+            key = config_key(config)
+            if key not in self._seen and key not in batch_keys:
+                out.append(config)
+        return out
 
     # ------------------------------------------------------------------ helpers for subclasses
     def rng(self, *salt: int | str) -> np.random.Generator:

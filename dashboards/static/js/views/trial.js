@@ -51,7 +51,8 @@ export function render(main, [idText], ctx) {
   }
 
   function drawHead() {
-    const exportable = trial.state === "complete" || trial.state === "pruned";
+    const attached = trial.kind === "attached";  // measured elsewhere: no weights here to export
+    const exportable = !attached && (trial.state === "complete" || trial.state === "pruned");
     clear(head,
       el("div", {}, el("p", { class: "crumbs" }, el("a", { href: "#/", text: "Studies" }), " / ",
         el("a", { href: `#/studies/${trial.study_id}`, text: study ? study.name : `study ${trial.study_id}` }), " / "),
@@ -61,7 +62,10 @@ export function render(main, [idText], ctx) {
           "aria-describedby": "export-status", text: "Export adapter (.zip)" }),
         exportStatus));
     const objectives = study?.spec?.objectives || [];
-    const items = [["id", String(trial.id)], ["state", trial.state], ["attempts", String(trial.attempts)],
+    const items = [["id", String(trial.id)], ["state", trial.state],
+      ...(attached ? [["origin", `attached${trial.label ? ": " + trial.label : ""} (measured elsewhere, never trained here)`]] : trial.label === "enqueued" ? [["origin", "enqueued by you"]] : []),
+      ...(trial.test_source === "user" ? [["test values", "reported by the user"]] : []),
+      ["attempts", String(trial.attempts)],
       ["duration", fmtSeconds(duration(trial))], ["started", fmtDate(trial.started_at)], ["finished", fmtDate(trial.finished_at)]];
     const values = Object.entries(trial.values || {});
     values.sort(([a], [b]) => (objectives.findIndex((o) => o.name === b) >= 0) - (objectives.findIndex((o) => o.name === a) >= 0));
@@ -72,7 +76,8 @@ export function render(main, [idText], ctx) {
         return el("div", {}, el("dt", { text: o ? `${k} ${o.direction === "maximize" ? "↑" : "↓"}` : k }), el("dd", { class: o ? "objective" : null, dataset: { value: k }, text: fmt(v, 6) }));
       })) : el("p", { class: "muted", text: "No values yet." }),
       trial.error ? el("pre", { class: "error-box", text: trial.error }) : null);
-    if (!exportable) exportStatus.textContent = "The adapter can be exported once the trial has finished.";
+    if (attached) exportStatus.textContent = "An attached result was measured elsewhere: the service has no adapter of it to export.";
+    else if (!exportable) exportStatus.textContent = "The adapter can be exported once the trial has finished.";
   }
 
   function drawConfig() {

@@ -9,6 +9,19 @@ const MAX_ROWS = 500;
 // objectives the held-out test evaluation measures (trials on the front and baselines)
 const TESTED = ["accuracy", "macro_f1", "loss", "exact_match", "perplexity"];
 
+// Where a trial comes from: a baseline's name, "enqueued" (a config the user queued), "attached"
+// (a result measured elsewhere, never trained here) with its label, "replicate".
+const ORIGIN_TITLES = {
+  attached: "measured elsewhere and told to the optimiser; never trained here (no export, no test run)",
+  baseline: "a hand-picked reference point",
+  replicate: "another training seed of a front point",
+};
+function origin(t) {
+  if (t.kind === "attached") return t.label ? `attached: ${t.label}` : "attached";
+  if (t.kind === "replicate") return t.label ? `replicate: ${t.label}` : "replicate";
+  return t.label || "";
+}
+
 // `constraints`: the study declares some; then a "Constraints" column says "ok" or, greyed row, why not.
 export function trialsTable(objectives, { constraints = false } = {}) {
   const sort = { key: "number", dir: -1 };
@@ -18,7 +31,7 @@ export function trialsTable(objectives, { constraints = false } = {}) {
   const columns = [
     { key: "number", label: "#", value: (t) => t.number, num: true },
     { key: "state", label: "State", value: (t) => t.state },
-    { key: "kind", label: "Baseline", value: (t) => t.label || "" },
+    { key: "kind", label: "Origin", value: origin },
     ...objectives.map((o) => ({ key: "obj:" + o.name, label: `${o.name} ${o.direction === "maximize" ? "↑" : "↓"}`, value: (t) => t.values?.[o.name] ?? null, num: true })),
     ...objectives.filter((o) => TESTED.includes(o.name)).map((o) => ({ key: "test:" + o.name, label: `${o.name} (test)`, value: (t) => t.test_values?.["test_" + o.name] ?? null, num: true })),
     { key: "epochs", label: "Epochs", value: (t) => t.epochs_trained ?? null, num: true },
@@ -86,9 +99,10 @@ export function trialsTable(objectives, { constraints = false } = {}) {
         class: frontIds.has(t.id) ? "on-front" : t.feasible === false ? "infeasible" : null, title: condenseConfig(t.config).map(([k, v]) => `${k} = ${v}`).join("\n") },
         el("th", { scope: "row", class: "num" }, el("a", { href: `#/trials/${t.id}`, text: `#${t.number}` })),
         el("td", {}, stateBadge(t.state)),
-        el("td", { class: "small", text: t.label || "" }),
+        el("td", { class: "small origin", dataset: { kind: t.kind || "search" }, title: ORIGIN_TITLES[t.kind] || null, text: origin(t) }),
         objectives.map((o) => el("td", { class: "num", text: fmt(t.values?.[o.name]) })),
-        objectives.filter((o) => TESTED.includes(o.name)).map((o) => el("td", { class: "num", text: t.test_values ? fmt(t.test_values["test_" + o.name]) : "–" })),
+        objectives.filter((o) => TESTED.includes(o.name)).map((o) => el("td", { class: "num", title: t.test_source === "user" ? "reported by the user, not measured by the service" : null,
+          text: t.test_values ? fmt(t.test_values["test_" + o.name]) + (t.test_source === "user" ? " (reported)" : "") : "–" })),
         el("td", { class: "num", text: fmt(t.epochs_trained, 3) }),
         el("td", { class: "num", text: frontIds.has(t.id) ? "★" : "", "aria-label": frontIds.has(t.id) ? "on the Pareto front" : "" }),
         constraints ? el("td", { class: "small constraint", title: t.infeasible_reason || null, text: t.feasible === false ? `✗ ${t.infeasible_reason || "violated"}` : t.feasible ? "ok" : "" }) : null,

@@ -1,0 +1,122 @@
+"""Enqueued configs and attached results (a mixin of ``StudyRunner``; see ``services.outside``).
+
+``_attach_waiting`` makes every waiting ``spec.attached`` entry a ``complete`` trial of kind
+``attached`` (told with ``add_trial``; an ``attach`` history entry), at the start of the runner and
+at every turn of its loop. ``_start_enqueued`` starts the first waiting ``spec.enqueued`` config
+(``add_trial(config, state="running")``; an ``enqueue`` history entry) when a slot is free, before
+anything is asked of the optimiser. Each writes the new trial's id back into its entry, in the
+same transaction as the trial. The optimiser is told before the transaction, never while it is
+open (the runner's lock is never taken inside a write: see ``scheduling.runs``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from autopeft.api.models import Study, Trial, utcnow
+from autopeft.api.scheduling.values import exact
+from autopeft.api.services.outside import (
+    ENQUEUED_LABEL,
+    attach_payload,
+    attached_trial,
+    waiting,
+)
+from autopeft.errors import InvalidConfig
+
+log = logging.getLogger("autopeft.scheduler")
+
+
+class OutsideTrials:
+    attached_n = 0  # attached trials of the study (they do not count in max_trials)
+
+    def _counted(self, created: int) -> int:
+        """Trials that count in ``max_trials``: those made (attached ones left out) and the
+        enqueued configs still waiting (room kept for them)."""
+        return created - self.attached_n + len(waiting(self.spec, "enqueued"))
+
+    def _enqueued_waiting(self) -> bool:
+        return bool(waiting(self.spec, "enqueued"))
+
+    def _attach_waiting(self, created: int) -> int:
+        """Make the waiting attached results trials; returns the trial count after them."""
+        todo = waiting(self.spec, "attached")
+        if not todo:
+            return created
+        entries = self.spec["attached"]
+        told: dict[int, object] = {}
+        refused: dict[int, str] = {}
+        for i in todo:
+            e = entries[i]
+            try:
+                with self._lock:
+                    told[i] = self.opt.add_trial(e["config"], e["values"], "complete")
+            except InvalidConfig as err:  # checked at the request: another optimiser's rule
+                refused[i] = f"the optimiser refused it: {err}"
+        with self.db.write(self.study_id) as s:
+            study = s.get(Study, self.study_id, with_for_update=True)
+            spec = copy.deepcopy(study.spec)
+            for i in todo:
+                entry = spec["attached"][i]
+                if i in refused:
+                    entry["refused"] = refused[i]
+                    continue
+                t = attached_trial(
+                    self.study_id,
+                    created,
+                    entry,
+                    str(told[i].id),
+                    self._feasibility(False, entry["config"], entry["values"]),
+                )
+                s.add(t)
+                s.flush()
+                payload = attach_payload(t.id, entry)
+                self._event(s, "attach", {**payload, "values": exact(payload["values"])})
+                with self._lock:
+                    self._know(t.id, told[i].id)
+                entry["trial_id"] = t.id
+                created += 1
+                self.attached_n += 1
+            study.spec = spec
+        self.spec = {**self.spec, "attached": spec["attached"], "enqueued": spec.get("enqueued")}
+        log.info("study %s: %d attached result(s) told", self.study_id, len(todo) - len(refused))
+        if self.webhook is not None:
+            self.webhook.completed()  # committed: the front may have a new point
+        return created
+
+    def _start_enqueued(self, number: int) -> None:
+        """Start the first waiting enqueued config as trial ``number``."""
+        i = waiting(self.spec, "enqueued")[0]
+        config = self.spec["enqueued"][i]["config"]
+        with self._lock:
+            told = self.opt.add_trial(config, state="running")
+        first_step = self.opt.population.interval if self.turns else None
+        now = utcnow()
+        with self.db.write(self.study_id) as s:
+            study = s.get(Study, self.study_id, with_for_update=True)
+            spec = copy.deepcopy(study.spec)
+            t = Trial(
+                study_id=self.study_id,
+                number=number,
+                state="running",
+                config=dict(told.config),
+                optimizer_id=str(told.id),
+                attempts=1,
+                started_at=now,
+                scheduled_by=self.m.replica_id,
+                kind="search",
+                label=ENQUEUED_LABEL,
+            )
+            s.add(t)
+            s.flush()
+            payload = {"trial_id": t.id, "optimizer_id": str(told.id), "config": dict(told.config)}
+            self._event(s, "enqueue", payload)
+            spec["enqueued"][i]["trial_id"] = t.id
+            study.spec = spec
+            trial_spec = self._spec_of(t, first_step)
+        self.spec = {**self.spec, "enqueued": spec["enqueued"], "attached": spec.get("attached")}
+        with self._lock:
+            self._know(trial_spec.trial_id, told.id)
+            if first_step is not None:
+                self.next_step[trial_spec.trial_id] = first_step
+        self._launch(trial_spec, None)

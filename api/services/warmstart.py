@@ -7,7 +7,8 @@ choices by relative depth, snapped to valid values). A trial is **reused** — i
 the optimiser, no training — when it was evaluated exactly as this study would: the same workload
 (model, data, split, training knobs: the normalised workloads are equal) and space, the mapped
 config equals its own, it was trained in one go to its full budget (no PBT lineage, no fidelity
-budget) and it has every objective. Others are **mapped**: asked first and trained.
+budget) and it has every objective. Others are **mapped**: asked first and trained (an attached
+result, measured elsewhere, always is: ``services.outside``).
 
 The resolved form is stored: ``optimizer.options.warm_start`` becomes the list of configs (reused
 first, so the optimiser's warm list and its records line up), and ``spec.warm_start`` says what
@@ -109,6 +110,7 @@ def resolve_warm_start(spec: dict[str, Any], space, ctx) -> None:
         }
         same = (
             why is None
+            and t.kind != "attached"  # measured elsewhere: no checkpoint, the user's numbers
             and not t.lineage
             and not t.budget
             and all(n in values for n in names)

@@ -291,3 +291,26 @@ def test_a_result_added_between_asks_never_skips_a_warm_start_config():
     opt.add_trial(warm[2], {"accuracy": 0.1, "cost": 1.0})  # already evaluated: not asked again
     asked += [s.config for s in opt.ask(2)]
     assert asked[:2] == warm[:2] and asked[2] not in warm
+
+
+def test_an_attached_result_is_never_reused_by_a_warm_start(sqlite_url, server_factory):
+    """A warm start reuses only results trained here (with a checkpoint): an attached one on the
+    source's front is mapped, and trained by the new study."""
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    source = client.create_study(spec=python_study(max_trials=2, name="src"))
+    source.wait(timeout=120, poll=0.2, progress=False)
+    best = source.attach({"x": 0.3, "y": 0.0}, {"accuracy": 2.0, "cost": -1.0})
+    warm = client.create_study(
+        spec=python_study(
+            max_trials=2,
+            name="warm",
+            optimizer={"name": "random", "options": {"warm_start": {"study": source.id, "top": 1}}},
+        )
+    )
+    record = warm.spec["warm_start"]
+    assert record["reused"] == [] and [e["source_trial"] for e in record["mapped"]] == [best["id"]]
+    warm.wait(timeout=120, poll=0.2, progress=False)
+    first = _by_number(warm)[0]
+    assert first["config"] == {"x": 0.3, "y": 0.0} and first["attempts"] == 1
+    assert first["values"] == pytest.approx(_metrics({"x": 0.3, "y": 0.0}))  # trained here

@@ -83,6 +83,7 @@ def test_sft_uploads_train_causal_lm_studies_by_id(alice, tiny_llama, tmp_path):
         chat["id"]: "sft",
     }
 
+    trials = {}
     for ds in (pairs, chat):
         study = client.create_study(spec=_spec(_workload(tiny_llama, dataset_id=ds["id"])))
         workload = study.spec["workload"]
@@ -94,6 +95,13 @@ def test_sft_uploads_train_causal_lm_studies_by_id(alice, tiny_llama, tmp_path):
         assert {"loss", "perplexity", "exact_match"} <= set(trial["values"]), trial
         # trained and tested on the upload: its 60 rows make the 6-example held-out split
         assert trial["test_values"]["test_examples"] == ROWS // 10, trial["test_values"]
+        trials[ds["id"]] = (study, trial)
+
+    # a trial trained on an upload deleted since still exports (the data is not needed for that)
+    client.delete_dataset(pairs["id"])
+    study, trial = trials[pairs["id"]]
+    adapter = study.export(trial["id"], tmp_path / "adapter")
+    assert (adapter / "README.md").is_file() and len(list(adapter.iterdir())) > 1
 
     # the kinds do not mix: each refused naming workload.dataset_id
     labelled = tmp_path / "labelled.csv"
@@ -102,7 +110,7 @@ def test_sft_uploads_train_causal_lm_studies_by_id(alice, tiny_llama, tmp_path):
     assert classification["kind"] == "classification"
     for workload, words in (
         (
-            {"kind": "peft", "model": str(tiny_llama), "dataset_id": pairs["id"]},
+            {"kind": "peft", "model": str(tiny_llama), "dataset_id": chat["id"]},
             ["SFT dataset", "causal_lm"],
         ),
         (_workload(tiny_llama, dataset_id=classification["id"]), ["classification dataset"]),

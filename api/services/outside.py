@@ -20,7 +20,11 @@ study (``scheduling.reconcile``) numbers its trials and writes its history in on
   ``values.<name>``). An objective the service computes exactly from the config (a peft study's
   ``trainable_params`` / ``predicted_memory_mb``, ``services.spec.known_objectives``) may be left
   out and is then computed; a value given for one must agree with it (relative 1e-6), or the
-  attach is refused naming it, since the config would not be the one measured. The trial is
+  attach is refused naming it, since the config would not be the one measured. Where the spec
+  does not tell the task head's size (a data file's labels are read only when a trial trains),
+  the head's share is what a trained trial of the study measured beyond the cost model's count
+  for its config; before any trial has trained, the value must be given, and
+  ``trainable_params`` must be at least the config's adapter alone. The trial is
   ``complete``, of kind ``attached``, never trained, with no checkpoint (no export, no held-out
   test evaluation, no replicates); it is told to the optimiser (``add_trial``, an ``attach``
   event replayed after a restart) and does not count in ``max_trials``. ``test_values``, when
@@ -177,9 +181,70 @@ def _test_values(given: Any, names: list[str]) -> dict[str, float] | None:
     return out
 
 
-def check_attach(spec: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """The spec entry of an attach request (see the module docstring); raises ``InvalidConfig``
-    naming the field."""
+def _head_unknown(spec: dict[str, Any]) -> bool:
+    """A classifier whose label count the spec does not tell (a data file's labels are read only
+    when a trial trains): the cost model then counts the adapter without the task head."""
+    from autopeft.api.services.spec import num_labels_of
+
+    workload = spec.get("workload") or {}
+    return workload.get("task") != "causal_lm" and num_labels_of(workload) is None
+
+
+def _exact_costs(
+    spec: dict[str, Any], config: dict, values: dict[str, float], reference: list | None
+) -> None:
+    """Objectives the service computes from the config (``known_objectives``): filled in when
+    missing, refused naming ``values.<name>`` when they disagree (see the module docstring)."""
+    known = known_objectives(spec)
+    if not known:
+        return
+    offsets: dict[str, float] | None = {}
+    if _head_unknown(spec):  # the head's share, measured on a trained trial of the study
+        ref = next(
+            (
+                (c, v)
+                for c, v in reference or []
+                if all(isinstance(v.get(n), (int, float)) for n in known)
+            ),
+            None,
+        )
+        offsets = (
+            None if ref is None else {n: ref[1][n] - float(fn(ref[0])) for n, fn in known.items()}
+        )
+    for name, fn in known.items():
+        own = float(fn(config))
+        if offsets is None:  # nothing measured yet: the value is the user's, at least the adapter's
+            if name not in values:
+                raise InvalidConfig(
+                    f"missing objective {name!r}: this study's task head is not known until a "
+                    "trial has trained, so give the value you measured",
+                    f"values.{name}",
+                )
+            if name == "trainable_params" and values[name] < own:
+                raise InvalidConfig(
+                    f"trainable_params {values[name]:g} is below the {own:g} parameters this "
+                    "config's adapter alone has",
+                    f"values.{name}",
+                )
+            continue
+        exact = own + offsets.get(name, 0.0)
+        if name not in values:
+            values[name] = exact
+        elif not math.isclose(values[name], exact, rel_tol=KNOWN_RTOL, abs_tol=1e-6):
+            raise InvalidConfig(
+                f"{name} is computed exactly from the config by the study's cost model: "
+                f"{exact:g} for this config, not {values[name]:g} (leave it out to have it "
+                "computed, or check the config is the one you measured)",
+                f"values.{name}",
+            )
+
+
+def check_attach(
+    spec: dict[str, Any], body: dict[str, Any], reference: list | None = None
+) -> dict[str, Any]:
+    """The spec entry of an attach request (see the module docstring); ``reference``: (config,
+    values) of the study's trained complete trials, for the task head's share of the exactly
+    computed costs. Raises ``InvalidConfig`` naming the field."""
     space = build_space(spec)
     config = _validated(space, body.get("config"), "config")
     given = body.get("values")
@@ -187,18 +252,7 @@ def check_attach(spec: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidConfig("values is a mapping of metric to number", "values")
     values = {str(k): _number(v, f"values.{k}") for k, v in given.items()}
     names = [n for n, _ in objectives_of(spec)]
-    known = known_objectives(spec)
-    for name, fn in known.items():
-        exact = float(fn(config))
-        if name not in values:
-            values[name] = exact
-        elif not math.isclose(values[name], exact, rel_tol=KNOWN_RTOL, abs_tol=1e-9):
-            raise InvalidConfig(
-                f"{name} is computed exactly from the config by the study's cost model: "
-                f"{exact:g} for this config, not {values[name]:g} (leave it out to have it "
-                "computed, or check the config is the one you measured)",
-                f"values.{name}",
-            )
+    _exact_costs(spec, config, values, reference)
     required = list(dict.fromkeys([*names, *(m for m, _, _ in constraints_of(spec))]))
     for name in required:
         if name not in values:
@@ -225,7 +279,15 @@ def attach(
     """Record an attached result. Returns (study, the entry's index in ``spec.attached``, the
     trial id when it was made here: the study has no runner, it is not running)."""
     study = _locked_study(session, user_id, study_id)
-    entry = check_attach(study.spec, body)
+    reference = None
+    if known_objectives(study.spec) and _head_unknown(study.spec):
+        reference = session.execute(
+            select(Trial.config, Trial.values)
+            .where(Trial.study_id == study.id, Trial.state == "complete", Trial.kind == "search")
+            .order_by(Trial.number)
+            .limit(20)
+        ).all()
+    entry = check_attach(study.spec, body, [(c, v or {}) for c, v in reference or []])
     spec = copy.deepcopy(study.spec)
     _room_left(spec, "attached", 1)
     spec["attached"] = [*(spec.get("attached") or []), {**entry, "at": _now()}]

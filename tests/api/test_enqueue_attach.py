@@ -314,3 +314,50 @@ def test_an_attached_result_is_never_reused_by_a_warm_start(sqlite_url, server_f
     first = _by_number(warm)[0]
     assert first["config"] == {"x": 0.3, "y": 0.0} and first["attempts"] == 1
     assert first["values"] == pytest.approx(_metrics({"x": 0.3, "y": 0.0}))  # trained here
+
+
+def test_peft_attach_computes_the_exact_cost_and_is_never_tested(
+    sqlite_url, server_factory, tiny_model, small_csv, tmp_path
+):
+    """The real peft workload: ``trainable_params`` of an attached result is computed from the
+    config by the study's cost model (a value that disagrees is refused, naming it), and a new
+    runner never queues a held-out test run for it (it has no adapter here)."""
+    from tests.conftest import tiny_peft_workload
+
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(
+        spec={
+            "name": "peft",
+            "space": "lora_per_layer",
+            "objectives": [
+                {"name": "accuracy", "direction": "maximize"},
+                {"name": "trainable_params", "direction": "minimize"},
+            ],
+            "workload": tiny_peft_workload(tiny_model, small_csv),
+            "optimizer": {"name": "random"},
+            "baselines": [],
+            "max_trials": 2,
+            "max_parallel": 1,
+        }
+    )
+    study.wait(timeout=600, poll=0.5, progress=False)
+    trained = sorted(study.trials(), key=lambda t: t["number"])[0]
+    assert trained["state"] == "complete", trained
+    with pytest.raises(ApiError) as err:
+        study.attach(
+            trained["config"],
+            {"accuracy": 0.9, "trainable_params": trained["values"]["trainable_params"] + 1},
+        )
+    assert err.value.status == 422 and err.value.field == "values.trainable_params"
+    attached = study.attach(trained["config"], {"accuracy": 1.0}, label="elsewhere")
+    assert attached["values"]["trainable_params"] == trained["values"]["trainable_params"]
+    assert [t["id"] for t in study.pareto()] == [attached["id"]]  # it dominates
+    study.extend(max_trials=1).wait(timeout=600, poll=0.5, progress=False)
+    events = _events(sqlite_url, study.id)
+    assert not [p for k, p in events if k == "test_failed" and p["trial_id"] == attached["id"]]
+    after = client.trial(attached["id"])
+    assert after["test_values"] is None and after["test_source"] is None
+    assert attached["id"] not in [t["id"] for t in study.pareto(split="test")]
+    tested = [t for t in study.trials() if t["test_values"]]
+    assert tested and all(t["test_source"] == "service" for t in tested)

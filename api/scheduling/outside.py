@@ -112,9 +112,21 @@ class OutsideTrials:
             payload = {"trial_id": t.id, "optimizer_id": str(told.id), "config": dict(told.config)}
             self._event(s, "enqueue", payload)
             spec["enqueued"][i]["trial_id"] = t.id
+            if number - self.attached_n >= int(spec["max_trials"]):
+                # asked meanwhile (the request counted before this runner heard of the config):
+                # an accepted config still runs, and the budget says so
+                spec["max_trials"] = int(spec["max_trials"]) + 1
+                at = now.isoformat(timespec="seconds")
+                extension = {"max_trials": 1, "at": at, "by": "enqueue"}
+                spec["extensions"] = [*(spec.get("extensions") or []), extension]
             study.spec = spec
             trial_spec = self._spec_of(t, first_step)
-        self.spec = {**self.spec, "enqueued": spec["enqueued"], "attached": spec.get("attached")}
+        self.spec = {
+            **self.spec,
+            "enqueued": spec["enqueued"],
+            "attached": spec.get("attached"),
+            "max_trials": spec["max_trials"],
+        }
         with self._lock:
             self._know(trial_spec.trial_id, told.id)
             if first_step is not None:

@@ -12,7 +12,8 @@ study (``scheduling.reconcile``) numbers its trials and writes its history in on
   ``search`` trials labelled ``enqueued``; they are told like any trial and count in
   ``max_trials``. When the trials made, the baselines still to run and the waiting configs
   exceed ``max_trials``, it is raised by the difference, recorded in ``spec.extensions`` with
-  ``"by": "enqueue"`` (what ``extend`` does): an accepted config is always run. A finished study
+  ``"by": "enqueue"`` (what ``extend`` does): an accepted config is always run (a runner that
+  asked for the last trial before it heard of the config raises it by one itself, recorded alike). A finished study
   runs again for them (as after ``extend``); a stopped one runs them on resume; a failed one, or
   one that ended on its time or compute budget, is refused (409: extend that budget first).
 * ``spec.attached``: ``[{"config", "values", "test_values", "label", "at", "trial_id"?}]``. The

@@ -13,9 +13,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from autopeft.client import ApiError
+from tests.api import test_failover
 from tests.api.conftest import client_for, make_token, python_study
 from tests.api.workloads import OBJECTIVES, SPACE, _metrics
 from tests.waiting import wait_for
+
+replicas = test_failover.replicas  # the two-replica fixture (PostgreSQL), shared
 
 CONFIGS = [{"x": 0.31, "y": 0.05}, {"x": 0.77, "y": 0.66}]
 
@@ -251,7 +254,11 @@ def test_attach_to_a_running_study_and_enqueue_from_the_cli(sqlite_url, server_f
     study.wait(timeout=120, poll=0.2, progress=False)
     trials = list(study.trials())
     searched = [t for t in trials if t["kind"] == "search"]
-    assert len(searched) == 4  # the attached result is not counted in max_trials
+    # the attached result is not counted in max_trials; the enqueued config is (max_trials raised,
+    # and recorded, only when the runner had asked for the last trial before it heard of it)
+    spec = study.refresh().spec
+    raised = sum(e["max_trials"] for e in spec.get("extensions") or [] if e.get("by") == "enqueue")
+    assert len(searched) == spec["max_trials"] == 4 + raised and raised <= 1
     assert [t["config"] for t in searched if t["label"] == "enqueued"] == [{"x": 0.9, "y": 0.9}]
     assert all(t["state"] == "complete" for t in trials)
     assert "diverged" not in server.log()
@@ -361,3 +368,31 @@ def test_peft_attach_computes_the_exact_cost_and_is_never_tested(
     assert attached["id"] not in [t["id"] for t in study.pareto(split="test")]
     tested = [t for t in study.trials() if t["test_values"]]
     assert tested and all(t["test_source"] == "service" for t in tested)
+
+
+def test_enqueue_and_attach_on_a_follower_reach_the_leader(replicas):
+    """Two replicas on PostgreSQL: asked on the follower, recorded in the store; the leader's
+    runner makes the attached trial (the request waits for it) and runs the enqueued config."""
+    db_url, servers = replicas(0.5)
+    leader, follower = test_failover.roles(servers)
+    client = client_for(servers[follower], make_token(db_url, "alice"))
+    study = client.create_study(
+        spec=python_study("tests.api.workloads:sleepy", max_trials=3, max_parallel=1)
+    )
+    wait_for(lambda: study.trials(state="running"), 60, "a running trial")
+    attached = study.attach({"x": 0.3, "y": 0.0}, {"accuracy": 2.0, "cost": -1.0})
+    assert attached["kind"] == "attached" and attached["state"] == "complete", attached
+    study.enqueue([{"x": 0.9, "y": 0.9}])
+    study.wait(timeout=120, poll=0.2, progress=False)
+    trials = list(study.trials())
+    assert [t["config"] for t in trials if t["label"] == "enqueued"] == [{"x": 0.9, "y": 0.9}]
+    # counted in max_trials: raised (and recorded) only when the leader had asked meanwhile
+    spec = study.refresh().spec
+    assert len([t for t in trials if t["kind"] == "search"]) == spec["max_trials"]
+    raised = [e for e in spec.get("extensions") or [] if e.get("by") == "enqueue"]
+    assert spec["max_trials"] == 3 + sum(e["max_trials"] for e in raised)
+    assert all(t["state"] == "complete" for t in trials)
+    assert {
+        t["scheduled_by"] for t in test_failover.trials_of(db_url, study.id) if t["attempts"]
+    } == {leader}
+    assert "Traceback" not in servers[leader].log(), servers[leader].log()

@@ -158,11 +158,15 @@ def check_layers(spec: dict[str, Any], space) -> None:
     model = workload.get("model")
     if workload.get("kind") != "peft" or not isinstance(model, str):
         return
-    from autopeft.peft.arch import describe_config
+    from autopeft.peft.arch import MAPPED_TYPES, describe_config
     from autopeft.peft.config import parse_peft_config
-    from autopeft.peft.modelmap import check_structure
 
-    check_structure(_model_config(model), workload.get("task") or "classification")
+    if getattr(_model_config(model), "model_type", None) not in MAPPED_TYPES:
+        from autopeft.peft.modelmap import (
+            check_structure,
+        )  # torch: only for a type found by structure
+
+        check_structure(_model_config(model), workload.get("task") or "classification")
     layers = describe_config(_model_config(model)).num_layers
     wanted = spec.get("num_layers")
     if wanted is not None and wanted > layers:

@@ -100,6 +100,13 @@ _DEBERTA_HEAD = ("deberta", "deberta-v2")
 _ROBERTA_HEAD = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text")
 
 
+#: model types whose blocks the tests map on every family (tiny models of each): no structure
+#: check is needed for them when a study is validated (it would import torch and build the model)
+MAPPED_TYPES = frozenset(
+    (*_LLAMA_LIKE, *_BERT_HEAD, *_ROBERTA_HEAD, "gpt2", "distilbert", "deberta-v2")
+)
+
+
 def _get(config: Any, *names: str, default: Any = None) -> Any:
     for name in names:
         value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)

@@ -162,9 +162,8 @@ def check_layers(spec: dict[str, Any], space) -> None:
     from autopeft.peft.config import parse_peft_config
 
     if getattr(_model_config(model), "model_type", None) not in MAPPED_TYPES:
-        from autopeft.peft.modelmap import (
-            check_structure,
-        )  # torch: only for a type found by structure
+        # torch: imported only for a model type found by structure
+        from autopeft.peft.modelmap import check_structure
 
         check_structure(_model_config(model), workload.get("task") or "classification")
     layers = describe_config(_model_config(model)).num_layers

@@ -73,21 +73,9 @@ def ensure_peft_adapter(
 # -------------------------------------------------------------------- merged model, model card
 #: peft types whose adapter folds into the base weights (``merge_and_unload``)
 MERGEABLE = ("LORA", "IA3", "VERA", "LOHA", "LOKR", "ADALORA")
-#: files of a model folder that the merged folder keeps beside the weights (tokenizer, pooling)
-_KEPT = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "tokenizer.model",
-    "added_tokens.json",
-    "modules.json",
-    "sentence_bert_config.json",
-    "1_Pooling/config.json",
-)
+#: files of a model folder that the merged folder keeps beside the weights: the tokenizer's (the
+#: ones the tokenisation cache keys on) and the sentence-transformers pooling description
+_POOLING_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
 
 
 def _labels(workload: dict[str, Any], num_labels: int) -> list[str]:
@@ -166,7 +154,9 @@ def ensure_merged(
         with torch.no_grad():
             model.save_pretrained(str(tmp))
         source = Path(trainer.model_dir)
-        for name in _KEPT:
+        from autopeft.trials.data.tokenized import TOKENIZER_FILES
+
+        for name in (*TOKENIZER_FILES, *_POOLING_FILES):
             if (source / name).is_file():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source / name, tmp / name)

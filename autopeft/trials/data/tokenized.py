@@ -34,6 +34,7 @@ TOKENIZER_FILES = (
     "added_tokens.json",
     "spiece.model",
     "sentencepiece.bpe.model",
+    "tokenizer.model",  # Llama-style SentencePiece
 )
 E = TypeVar("E", bound="FlatExamples")
 

@@ -1,10 +1,12 @@
 """Attached results and enqueued configs on the study and trial pages: the trials table marks
 where each trial comes from (an attached result with its label and as on the front, an enqueued
-config), user-reported test values are marked as such, and an attached trial offers no export."""
+config), user-reported test values are marked as such, an attached result is a star on the front
+plot, and an attached trial offers no export."""
 
 from __future__ import annotations
 
 from tests.dashboard.conftest import study_spec
+from tests.dashboard.test_pages import PARETO, wait_front
 
 
 def test_attached_and_enqueued_trials_are_marked(page, dash_server):
@@ -40,6 +42,14 @@ def test_attached_and_enqueued_trials_are_marked(page, dash_server):
     assert "(reported)" in row.inner_text()
     other = p.locator(f"#trials-table tbody tr[data-trial-id='{enqueued[0]['id']}']")
     assert other.locator("td.origin").inner_text() == "enqueued"
+    # on the front plot: a star, its hover text saying where it comes from
+    wait_front(p, 1)
+    front = p.evaluate(
+        f"() => {{ const t = {PARETO}.data.find(t => t.name === 'Pareto front');"
+        " return {ids: Array.from(t.customdata), symbol: t.marker.symbol, text: t.text}; }"
+    )
+    assert front["ids"] == [attached["id"]] and front["symbol"] == ["star"]
+    assert "measured elsewhere" in front["text"][0] and "reported by the user" in front["text"][0]
 
     p = page.goto(f"#/trials/{attached['id']}")
     p.locator("#export-adapter").wait_for()

@@ -100,7 +100,8 @@ export function scaleToggles(node, axes, onToggle, idPrefix = "scale") {
 // (accuracy, exact_match) carry their 95% interval on that split as error bars (/pareto's
 // intervals): points whose bars overlap are not told apart by the split. With replicates a
 // front point is its seed mean (its replicate runs are not plotted apart), and the points that
-// cannot be told apart from the best (tied_with_best) have a dark outline.
+// cannot be told apart from the best (tied_with_best) have a dark outline. An attached result
+// (kind "attached": measured elsewhere, never trained here) is a star in whichever trace it falls.
 // `scales` (objective name -> "linear" | "log") overrides the automatic axis choice; the figure's
 // `axes` say which scale each axis got, for the toggles.
 export function paretoFigure({ complete, front, objectives, x, y, z = null, test = null, scales = {} }) {
@@ -119,6 +120,9 @@ export function paretoFigure({ complete, front, objectives, x, y, z = null, test
       customdata: ts.map((t) => t.id), text: ts.map((t) => hoverText(t, objectives)),
       hovertemplate: "%{text}<extra></extra>", marker: style,
     };
+    if (ts.some((t) => t.kind === "attached") && !style.symbol) {  // measured elsewhere: a star (3-D: a diamond)
+      trace.marker = { ...style, symbol: ts.map((t) => (t.kind === "attached" ? (oz ? "diamond" : "star") : "circle")) };
+    }
     if (oz) trace.z = ts.map((t) => t.values[oz.name]);
     else {
       const ex = errorBars(ts, ox, validationIntervals), ey = errorBars(ts, oy, validationIntervals);

@@ -95,6 +95,8 @@ export function hoverText(trial, objectives, maxLines = 14) {
     const range = iv ? ` (95%: ${fmt(iv.low)} – ${fmt(iv.high)}, ${iv.examples} examples)` : "";
     head.push(`${escapeHtml(o.name)}: ${escapeHtml(fmt(trial.values?.[o.name]) + range)}`);
   }
+  if (trial.kind === "attached") head.push(`<i>attached${trial.label ? ` (${escapeHtml(trial.label)})` : ""}: measured elsewhere, never trained here</i>`);
+  if (trial.test_source === "user") head.push("<i>test values reported by the user</i>");
   if (trial.seeds) head.push(`<i>mean of ${trial.seeds.runs} training seeds</i>`);
   if (trial.tied_with_best === true) head.push("<i>not told apart from the best (95%)</i>");
   if (trial.feasible === false) head.push(`<i>infeasible: ${escapeHtml(trial.infeasible_reason || "violates a constraint")}</i>`);

@@ -262,6 +262,12 @@ def test_attach_to_a_running_study_and_enqueue_from_the_cli(sqlite_url, server_f
     assert [t["config"] for t in searched if t["label"] == "enqueued"] == [{"x": 0.9, "y": 0.9}]
     assert all(t["state"] == "complete" for t in trials)
     assert "diverged" not in server.log()
+    # tpe is rebuilt by replaying real asks: the enqueue and attach entries replay in between
+    server.stop()
+    server.start()
+    study.extend(max_trials=1).wait(timeout=120, poll=0.2, progress=False)
+    assert study.counts["complete"] == len(trials) + 1
+    assert "diverged" not in server.log(), server.log()
     code = main(["study", "enqueue", str(study.id), "--config", '{"x": 9, "y": 0.9}', *remote])
     assert code == 1 and "configs.0.x" in capsys.readouterr().err
 

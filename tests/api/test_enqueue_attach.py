@@ -402,3 +402,34 @@ def test_enqueue_and_attach_on_a_follower_reach_the_leader(replicas):
         t["scheduled_by"] for t in test_failover.trials_of(db_url, study.id) if t["attempts"]
     } == {leader}
     assert "Traceback" not in servers[leader].log(), servers[leader].log()
+
+
+def test_enqueue_on_a_study_whose_time_budget_is_spent_is_a_conflict(sqlite_url, server_factory):
+    """A study that ended on its time budget would run nothing more: enqueue says to extend the
+    budget first (409), records nothing; after extend it runs the config."""
+    server = server_factory(sqlite_url, env={"AUTOPEFT_TEST_SLEEP": "0.6"})
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    study = client.create_study(
+        spec=python_study(
+            "tests.api.workloads:sleepy", max_trials=50, max_parallel=1, max_seconds=1
+        )
+    )
+    study.wait(timeout=120, poll=0.2, progress=False)
+    assert study.state == "finished" and study.data["message"] == "time budget reached"
+    with pytest.raises(ApiError) as err:
+        study.enqueue([{"x": 0.5, "y": 0.5}])
+    assert err.value.status == 409 and "max_seconds" in err.value.message
+    assert "enqueued" not in study.refresh().spec
+    made = len(study.trials())
+    study.extend(max_seconds=600)
+    study.enqueue([{"x": 0.5, "y": 0.5}])
+    wait_for(
+        lambda: any(t["label"] == "enqueued" and t["state"] == "complete" for t in study.trials()),
+        60,
+        "the enqueued config to run",
+    )
+    enqueued = [t for t in study.trials() if t["label"] == "enqueued"]
+    # next, or after the one trial the runner (running again since the extend) had started
+    assert made <= enqueued[0]["number"] <= made + 1
+    assert enqueued[0]["config"] == {"x": 0.5, "y": 0.5}
+    study.stop()

@@ -66,20 +66,28 @@ def test_import_autopeft_and_the_client_stay_light():
 
 def test_dataset_paths_off_loopback_default_to_none(monkeypatch):
     from autopeft.api.settings import apply_data_dirs
+    from autopeft.models import MODEL_DIRS_ENV, model_roots
     from autopeft.trials.data import DATA_DIRS_ENV, data_roots
 
-    monkeypatch.setenv(
-        DATA_DIRS_ENV, ""
-    )  # recorded, so apply_data_dirs' changes are undone afterwards
-    monkeypatch.delenv(DATA_DIRS_ENV)  # (they used to leak into every later test of the session)
+    for name in (DATA_DIRS_ENV, MODEL_DIRS_ENV):
+        # recorded, so apply_data_dirs' changes are undone afterwards (they used to leak into
+        # every later test of the session)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     apply_data_dirs(Settings(host="127.0.0.1"))
-    assert data_roots() is None  # loopback: the user's own files
+    assert data_roots() is None and model_roots() is None  # loopback: the user's own files
     exposed = Settings(
         host="0.0.0.0", secret="a-long-random-secret-0123456789", artifacts_dir="/srv/a"
     )
     apply_data_dirs(exposed)
     # exposed: no server path a user can name unless configured; only the uploads folder, which
-    # users cannot name (the API refuses paths inside the server's own folders)
+    # users cannot name (the API refuses paths inside the server's own folders); no model folder
     assert data_roots() == (Path("/srv/a/datasets").resolve(),)
-    apply_data_dirs(Settings(host="0.0.0.0", data_dirs="/srv/data", artifacts_dir="/srv/a"))
+    assert model_roots() == ()
+    apply_data_dirs(
+        Settings(
+            host="0.0.0.0", data_dirs="/srv/data", model_dirs="/srv/models", artifacts_dir="/srv/a"
+        )
+    )
     assert data_roots() == (Path("/srv/data").resolve(), Path("/srv/a/datasets").resolve())
+    assert model_roots() == (Path("/srv/models").resolve(),)

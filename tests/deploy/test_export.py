@@ -91,10 +91,14 @@ def test_pareto_adapters_as_one_zip_and_the_old_form(finished, tmp_path):
             folder = f"trial-{t['number']:05d}"
             assert zf.read(f"{folder}/weights.bin") == bytes(range(256))
             assert json.loads(zf.read(f"{folder}/adapter_config.json")) == {"x": t["config"]["x"]}
+            # each adapter comes with its model card (where it came from, what it scored)
+            assert (
+                f"trial {t['id']} (number {t['number']}" in zf.read(f"{folder}/README.md").decode()
+            )
         assert names == {"pareto.json"} | {
             f"trial-{t['number']:05d}/{f}"
             for t in pareto
-            for f in ("weights.bin", "adapter_config.json")
+            for f in ("weights.bin", "adapter_config.json", "README.md")
         }
     # the older form: one trial's adapter unpacked into a folder
     cli(study.id, pareto[0]["id"], tmp_path / "one")

@@ -88,9 +88,10 @@ def test_baselines_and_test_split_on_the_study_page(page, peft_study, dash_serve
     shown = float(p.locator("#hv-test-value").inner_text().replace(",", ""))
     assert shown == pytest.approx(hv_test, rel=1e-3)
     assert "held-out test split" in p.locator("#pareto-note").inner_text()
-    # the table: a baseline column, test accuracy for the tested trials, compute per trial
+    # the table: an origin column (the baseline's name, enqueued, attached), test accuracy for the
+    # tested trials, compute per trial
     head = p.locator("#trials-table thead").inner_text()
-    assert "Baseline" in head and "accuracy (test)" in head and "Epochs" in head
+    assert "Origin" in head and "accuracy (test)" in head and "Epochs" in head
     probe = next(t for t in baselines.values() if t["label"] == "linear_probe")
     row = p.locator(f"#trials-table tr[data-trial-id='{probe['id']}']")
     assert (

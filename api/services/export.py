@@ -42,15 +42,8 @@ def ensure_peft_adapter(
 
         with safe_open(str(ckpt / checkpoint.WEIGHTS), "pt") as f:
             heads = [f.get_slice(k).get_shape()[0] for k in f.keys() if k.endswith(_HEAD_SUFFIXES)]  # noqa: SIM118 (safe_open has no __iter__)
-        labels = list(workload.get("labels") or [])
-        if not labels:
-            from autopeft.trials.data import BUILTIN_DATASETS
-
-            if workload.get("dataset") in BUILTIN_DATASETS:
-                labels = list(BUILTIN_DATASETS[workload["dataset"]]().labels or [])
-        num_labels = heads[0] if heads else (len(labels) or 2)
-        if len(labels) != num_labels:
-            labels = [f"LABEL_{i}" for i in range(num_labels)]
+        num_labels = heads[0] if heads else (len(_known_labels(workload)) or 2)
+        labels = _labels(workload, num_labels)
         meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
         config = dict(meta.get("config") or config)
         # a 4-bit trial's adapter is exported on the full-precision base (what QLoRA adapters load onto)
@@ -78,16 +71,21 @@ MERGEABLE = ("LORA", "IA3", "VERA", "LOHA", "LOKR", "ADALORA")
 _POOLING_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
 
 
-def _labels(workload: dict[str, Any], num_labels: int) -> list[str]:
+def _known_labels(workload: dict[str, Any]) -> list[str]:
+    """The workload's label names: its own, else a built-in dataset's, else none."""
     labels = list(workload.get("labels") or [])
     if not labels:
         from autopeft.trials.data import BUILTIN_DATASETS
 
         if workload.get("dataset") in BUILTIN_DATASETS:
             labels = list(BUILTIN_DATASETS[workload["dataset"]]().labels or [])
-    if len(labels) != num_labels:
-        labels = [f"LABEL_{i}" for i in range(num_labels)]
     return labels
+
+
+def _labels(workload: dict[str, Any], num_labels: int) -> list[str]:
+    """``num_labels`` label names: the known ones when they fit, else ``LABEL_i``."""
+    labels = _known_labels(workload)
+    return labels if len(labels) == num_labels else [f"LABEL_{i}" for i in range(num_labels)]
 
 
 def ensure_merged(

@@ -132,6 +132,21 @@ def check_grads(model, inputs) -> None:
     assert not wrong, f"grad presence differs from requires_grad for {wrong[:5]}"
 
 
+def dead_after_steps(model, steps: int = 2) -> list[str]:
+    """Train ``model`` ``steps`` SGD steps; the trainable parameters whose last gradient is missing
+    or zero (a module off the forward's path, or one that a step left with no effect)."""
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(steps):
+        opt.zero_grad()
+        (output(model, batch()).float() ** 2).mean().backward()
+        opt.step()
+    return [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     torch.set_num_threads(1)

@@ -16,6 +16,7 @@ from tests.peft.conftest import (
     batch,
     build,
     check_grads,
+    dead_after_steps,
     measured_trainable,
     output,
     tiny_configs,
@@ -98,17 +99,7 @@ def test_every_method_gets_a_gradient_after_a_step(arch):
         torch.manual_seed(0)
         model = build(arch)
         apply_peft(model, config)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=0.5)
-        for _ in range(2):
-            opt.zero_grad()
-            (output(model, batch()).float() ** 2).mean().backward()
-            opt.step()
-        dead = [
-            n
-            for n, p in model.named_parameters()
-            if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
-        ]
+        dead = dead_after_steps(model)
         assert not dead, (name, dead[:4])
 
 

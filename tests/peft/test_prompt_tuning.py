@@ -19,6 +19,7 @@ from tests.peft.conftest import (
     batch,
     build,
     check_grads,
+    dead_after_steps,
     measured_trainable,
     output,
     tiny_configs,
@@ -45,16 +46,7 @@ def test_prompt_trains_with_the_predicted_count(arch, num_labels, init):
         prompt = model.autopeft_prompt.embedding.weight
         assert all(any(torch.equal(p, r) for r in rows) for p in prompt)
     # one optimiser step later the prompt (and the head) still get a nonzero gradient
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    for _ in range(2):
-        opt.zero_grad()
-        (output(model, batch()).float() ** 2).mean().backward()
-        opt.step()
-    dead = [
-        n
-        for n, p in model.named_parameters()
-        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
-    ]
+    dead = dead_after_steps(model)
     assert not dead, dead
 
 

@@ -64,7 +64,7 @@ from autopeft.api.scheduling.warmstart import WarmStartReuse
 from autopeft.api.services.constraints import constraints_of
 from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
 from autopeft.api.services.studies import public_error
-from autopeft.api.slots import Holder, SlotAllocator
+from autopeft.api.slots import Holder, SlotAllocator, gang_size
 from autopeft.api.tracking.hub import TrackingHub
 from autopeft.api.tracking.rules import TrackingRules
 from autopeft.api.webhooks.rules import WebhookRules
@@ -175,7 +175,7 @@ class StudyRunner(
                 return
             self.spec = dict(study.spec)
             elapsed_before = float(study.elapsed_s or 0.0)
-            self.slot = Holder(study.user_id, self.study_id, self._wake)
+            self.slot = Holder(study.user_id, self.study_id, self._wake, size=gang_size(self.spec))
             name = study.name
         self.tracker = self.m.tracking and self.m.tracking.tracker(self.study_id, name, self.spec)
         with self._lock:  # a webhook added meanwhile (SchedulerManager.webhook_added) is kept

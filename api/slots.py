@@ -10,6 +10,10 @@ studies share that user's half. A runner that is passed over is woken when a slo
 
 No slot is ever taken back from a running trial (no preemption): a newcomer gets the next slots
 that free up, so the counts even out within one trial's duration.
+
+A data-parallel trial (``workload.resources.workers: n``) holds ``n`` slots, one per worker of its
+gang (``Holder.size``; at most the whole capacity, so a gang larger than the cluster still runs,
+alone): fair shares count workers, not trials.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+def gang_size(spec: dict) -> int:
+    """Slots one trial of a study takes: its workload's data-parallel ``workers`` (else 1)."""
+    resources = (spec.get("workload") or {}).get("resources") or {}
+    workers = resources.get("workers") if isinstance(resources, dict) else None
+    return int(workers) if isinstance(workers, int) and workers > 1 else 1
+
+
 @dataclass(eq=False)
 class Holder:
     """One study runner as the allocator sees it."""
@@ -28,6 +39,7 @@ class Holder:
     user_id: int
     study_id: int
     wake: threading.Event = field(default_factory=threading.Event)
+    size: int = 1  # slots one of its trials takes (a data-parallel gang's workers)
 
 
 class SlotAllocator:
@@ -67,25 +79,27 @@ class SlotAllocator:
             if not self._eligible(h):
                 return False
             capacity = self.capacity
-            if capacity is not None and self._total() >= capacity:
+            units = min(h.size, capacity) if capacity is not None else h.size
+            if capacity is not None and self._total() + units > capacity:
                 return False
             best = min((w for w in self._waiting if self._eligible(w)), key=self._rank)
             if best is not h:
                 best.wake.set()
                 return False
             del self._waiting[h]
-            self._held[h] += 1
-            self._by_user[h.user_id] += 1
-            self._by_study[h.study_id] += 1
+            self._held[h] += units
+            self._by_user[h.user_id] += units
+            self._by_study[h.study_id] += units
             return True
 
     def release(self, h: Holder, n: int = 1, rejoin: bool = False) -> None:
-        """Free ``n`` of ``h``'s slots and wake the runners next in line for them. ``rejoin``: a
+        """Free the slots of ``n`` of ``h``'s trials (``n * h.size``, at most what it holds) and wake
+        the runners next in line for them. ``rejoin``: a
         trial of ``h`` ended and ``h`` may want its slot back, so it competes for it at once (it
         calls :meth:`withdraw` if it does not): else a study whose trials end together would
         hand all its slots to a waiting one before its own runner could ask again."""
         with self._lock:
-            n = min(n, self._held[h])
+            n = min(n * h.size, self._held[h])
             if n <= 0:
                 return
             if rejoin and h not in self._waiting:
@@ -120,7 +134,7 @@ class SlotAllocator:
         self.withdraw(h)
         with self._lock:
             n = self._held[h]
-        self.release(h, n)
+        self.release(h, -(-n // max(1, h.size)))
 
     def running(self, user_id: int | None = None) -> int:
         with self._lock:

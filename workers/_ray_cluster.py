@@ -52,22 +52,53 @@ def is_lost_worker(err: BaseException) -> bool:
 def task_outcome(ray, ref, cancelled: bool, attempt: int, node: str | None, checkpoint_dir):
     """The end of a finished trial task: ``(outcome, None)``, or ``(None, reason)`` when its
     worker was lost (retry). A finished task's checkpoint is unpacked into ``checkpoint_dir``."""
-    try:
-        res = ray.get(ref)
-    except ray.exceptions.TaskCancelledError:
-        return TrialOutcome("failed", error="cancelled", cancelled=True), None
-    except ray.exceptions.RayError as err:
-        if cancelled:
-            return TrialOutcome("failed", error="cancelled", cancelled=True), None
-        if is_lost_worker(err):
-            where = f" on {node}" if node else ""
-            return None, f"attempt {attempt} lost its worker{where}: {first_line(err)}"
-        return TrialOutcome("failed", error=first_line(err)), None
-    if res.get("type") == "error":
-        return TrialOutcome("failed", error=res["message"], oom=bool(res.get("oom"))), None
+    res, ended = _task_result(ray, ref, cancelled, attempt, node)
+    if res is None:
+        return ended
     if res.get("checkpoint") and checkpoint_dir:
         unpack_dir(res["checkpoint"], checkpoint_dir)
-    return TrialOutcome("complete", values=res["values"], stopped=bool(res.get("stopped"))), None
+    return _result_outcome(res), None
+
+
+def gang_outcome(ray, ref, cancelled: bool, attempt: int, node: str | None, final):
+    """The end of a data-parallel attempt (``_ray_gang.run_gang_trial``): like
+    :func:`task_outcome`; ``final`` is the result its rank 0 sent through the hub (its checkpoint
+    already unpacked), ``lost`` from the gang a retry."""
+    res, ended = _task_result(ray, ref, cancelled, attempt, node)
+    if res is None:
+        return ended
+    if res.get("type") == "lost":
+        if cancelled:
+            return TrialOutcome("failed", error="cancelled", cancelled=True), None
+        return None, f"attempt {attempt}: {res['message']}"
+    if res.get("type") == "error":
+        return _result_outcome(res), None
+    if final is None:
+        return TrialOutcome(
+            "failed", error="the data-parallel trial ended without the result of its rank 0"
+        ), None
+    return _result_outcome(final), None
+
+
+def _task_result(ray, ref, cancelled, attempt, node):
+    """``(the task's return value, None)``, or ``(None, (outcome, retry reason))`` when it raised."""
+    try:
+        return ray.get(ref), None
+    except ray.exceptions.TaskCancelledError:
+        return None, (TrialOutcome("failed", error="cancelled", cancelled=True), None)
+    except ray.exceptions.RayError as err:
+        if cancelled:
+            return None, (TrialOutcome("failed", error="cancelled", cancelled=True), None)
+        if is_lost_worker(err):
+            where = f" on {node}" if node else ""
+            return None, (None, f"attempt {attempt} lost its worker{where}: {first_line(err)}")
+        return None, (TrialOutcome("failed", error=first_line(err)), None)
+
+
+def _result_outcome(res: dict[str, Any]) -> TrialOutcome:
+    if res.get("type") == "error":
+        return TrialOutcome("failed", error=res["message"], oom=bool(res.get("oom")))
+    return TrialOutcome("complete", values=res["values"], stopped=bool(res.get("stopped")))
 
 
 def first_line(err: BaseException) -> str:
@@ -168,7 +199,12 @@ class Cluster:
         return sum(n.get("Resources", {}).get(resource, 0.0) for n in self.alive_nodes(5.0))
 
     def can_hold(self, req: ResourceRequest) -> bool:
-        """Some alive node can hold ``req`` (when idle)."""
+        """Some alive node can hold ``req`` (when idle); a gang: the alive nodes together can
+        hold all its workers."""
+        if req.workers > 1:
+            return req.gang_fits(
+                [(n.get("Resources", {}), n.get("Labels") or {}) for n in self.alive_nodes()]
+            )
         return any(
             req.fits(n.get("Resources", {}), n.get("Labels") or {}) for n in self.alive_nodes()
         )

@@ -85,6 +85,11 @@ def unpack_dir(blob: bytes, dest: str | Path) -> None:
 
 
 # -- the hub ------------------------------------------------------------------------------------
+#: events whose sender waits for the controller's answer: a report (go on or stop) and a gang's
+#: final result (its checkpoint ref must outlive the controller's fetch)
+ANSWERED = ("report", "result")
+
+
 class Hub:
     """Mailboxes of running attempts (async actor: thousands of waiting calls cost nothing)."""
 
@@ -99,9 +104,10 @@ class Hub:
         return q
 
     async def put(self, key: str, event: dict[str, Any]) -> Any:
-        """From a trial. A ``report`` waits for the controller's decision; other events return None."""
+        """From a trial. A ``report`` (or ``result``) waits for the controller's answer; other
+        events return None."""
         fut = None
-        if event.get("type") == "report":
+        if event.get("type") in ANSWERED:
             fut = asyncio.get_running_loop().create_future()
             self._answers[key] = fut
         self._queue(key).put_nowait(event)
@@ -186,59 +192,109 @@ def run_trial(
             "pid": os.getpid(),
         },
     )
-    local = transfer == "shared" or (transfer == "auto" and node == driver_node)
-    scratch = None
-    ckpt, restore = spec.get("checkpoint_dir"), spec.get("restore_dir")
-    if not local:
-        scratch = Path(tempfile.mkdtemp(prefix=f"autopeft-trial-{spec['trial_id']}-"))
-        same = restore is not None and restore == ckpt
-        ckpt = str(scratch / "checkpoint") if ckpt else None
-        restore = None
-        if restore_blob is not None:
-            restore = ckpt if same and ckpt else str(scratch / "restore")
-            unpack_dir(restore_blob, restore)
-    last_sig = [dir_signature(ckpt) if not local else None]
-    if not local and data and spec.get("data_file"):  # the dataset is on the controller's disk only
-        workload = dict(spec["workload"])
-        workload["dataset"] = local_data_file(spec["data_file"], ray.get(data[0]))
-        spec = {**spec, "workload": workload}
-    if not local and spec["workload"].get("cache_dir"):  # the controller's folder: not on this node
-        spec = {**spec, "workload": {**spec["workload"], "cache_dir": None}}
-
-    def shipped_checkpoint() -> bytes | None:
-        if local or ckpt is None:
-            return None
-        sig = dir_signature(ckpt)
-        if sig is None or sig == last_sig[0]:
-            return None
-        last_sig[0] = sig
-        return pack_dir(ckpt, max_checkpoint_bytes)
-
-    def reporter(step: int, metrics: dict[str, float]) -> str:
-        event: dict[str, Any] = {"type": "report", "step": int(step), "metrics": metrics}
-        blob = shipped_checkpoint()
-        if blob is not None:
-            event["checkpoint"] = [ray.put(blob)]  # in a list: the controller fetches it itself
-        return ray.get(hub.put.remote(key, event))
-
-    log_cm: Any = contextlib.nullcontext()
-    log_path = spec.get("log_path")
-    if local and log_path and Path(log_path).parent.is_dir():
-        log_cm = _redirect_output(log_path)
+    place = Placement.on_node(spec, node, driver_node, transfer, restore_blob, data)
+    channel = Channel(hub, key, place, max_checkpoint_bytes)
     try:
-        with log_cm:
-            result = run_attempt(spec, reporter, ckpt, restore, (Exception, SystemExit))
+        with place.log_output():
+            result = run_attempt(
+                place.spec, channel.report, place.checkpoint, place.restore, (Exception, SystemExit)
+            )
             result["node_id"] = node
             if result["type"] == "error":
                 return result
             try:
-                result["checkpoint"] = shipped_checkpoint()
+                result["checkpoint"] = channel.shipped_checkpoint()
             except CheckpointTooLarge as err:
                 return {"type": "error", "message": str(err), "node_id": node}
             return result
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        place.close()
+
+
+class Channel:
+    """An attempt's reports to the controller through the hub, each with the checkpoint folder
+    packed when it changed since the last one (not when the folder is the controller's own)."""
+
+    def __init__(self, hub: Any, key: str, place: Placement, max_bytes: int):
+        self.hub, self.key, self.place, self.max_bytes = hub, key, place, max_bytes
+        self._last = dir_signature(place.checkpoint) if not place.local else None
+
+    def shipped_checkpoint(self) -> bytes | None:
+        ckpt = self.place.checkpoint
+        if self.place.local or ckpt is None:
+            return None
+        sig = dir_signature(ckpt)
+        if sig is None or sig == self._last:
+            return None
+        self._last = sig
+        return pack_dir(ckpt, self.max_bytes)
+
+    def send(self, event: dict[str, Any], blob: bytes | None = None) -> Any:
+        """Put ``event`` (with ``blob`` as its checkpoint) and wait for the answer."""
+        import ray
+
+        if blob is not None:
+            event["checkpoint"] = [ray.put(blob)]  # in a list: the controller fetches it itself
+        return ray.get(self.hub.put.remote(self.key, event))
+
+    def report(self, step: int, metrics: dict[str, float]) -> str:
+        event = {"type": "report", "step": int(step), "metrics": metrics}
+        return self.send(event, self.shipped_checkpoint())
+
+
+class Placement:
+    """Where one attempt (or one rank of a gang) keeps its files on this node: its checkpoint and
+    restore folders (the controller's paths when they are reachable here, else a scratch folder
+    with the shipped restore unpacked) and a spec whose dataset and cache are readable here."""
+
+    def __init__(self, spec, checkpoint, restore, local, scratch):
+        self.spec, self.checkpoint, self.restore = spec, checkpoint, restore
+        self.local, self.scratch = local, scratch
+
+    @classmethod
+    def on_node(
+        cls,
+        spec: dict[str, Any],
+        node: str,
+        driver_node: str,
+        transfer: str,
+        restore_blob: bytes | None,
+        data: list | None,
+        checkpoint: bool = True,
+    ) -> Placement:
+        """``checkpoint=False``: this process saves none (a gang's ranks other than 0)."""
+        import ray
+
+        local = transfer == "shared" or (transfer == "auto" and node == driver_node)
+        scratch = None
+        ckpt = spec.get("checkpoint_dir") if checkpoint else None
+        restore = spec.get("restore_dir")
+        if not local:
+            scratch = Path(tempfile.mkdtemp(prefix=f"autopeft-trial-{spec['trial_id']}-"))
+            same = restore is not None and restore == spec.get("checkpoint_dir")
+            ckpt = str(scratch / "checkpoint") if ckpt else None
+            restore = None
+            if restore_blob is not None:
+                restore = ckpt if same and ckpt else str(scratch / "restore")
+                unpack_dir(restore_blob, restore)
+        if not local and data and spec.get("data_file"):  # the dataset is on the controller's disk
+            workload = dict(spec["workload"])
+            workload["dataset"] = local_data_file(spec["data_file"], ray.get(data[0]))
+            spec = {**spec, "workload": workload}
+        if not local and spec["workload"].get("cache_dir"):  # the controller's folder: not here
+            spec = {**spec, "workload": {**spec["workload"], "cache_dir": None}}
+        return cls(spec, ckpt, restore, local, scratch)
+
+    def log_output(self):
+        """The workload's stdout / stderr into the trial's log file, when it is on this node."""
+        log_path = self.spec.get("log_path")
+        if self.local and log_path and Path(log_path).parent.is_dir():
+            return _redirect_output(log_path)
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager

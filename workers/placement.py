@@ -42,6 +42,7 @@ class ResourceRequest:
     custom: dict[str, float] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     predicted_memory: int | None = None  # what the cost model predicted, for messages
+    workers: int = 1  # a data-parallel gang: every field above is then per worker
 
     def ray_options(self) -> dict[str, Any]:
         """Keyword arguments for ``remote_function.options(...)``."""
@@ -61,8 +62,10 @@ class ResourceRequest:
         return dataclasses.replace(self, gpus=float(max(1, math.ceil(self.gpus - 1e-9))))
 
     def granted(self) -> dict[str, float]:
-        """What the workload sees as ``trial.resources``."""
+        """What the workload sees as ``trial.resources`` (a gang's: per worker, and ``workers``)."""
         out = {"cpus": self.cpus, "gpus": self.gpus}
+        if self.workers > 1:
+            out["workers"] = float(self.workers)
         if self.memory:
             out["memory"] = float(self.memory)
         out.update(self.custom)
@@ -85,7 +88,28 @@ class ResourceRequest:
         labels = node_labels or {}
         return all(labels.get(k) == v for k, v in self.labels.items())
 
+    def gang_fits(self, nodes: list[tuple[Mapping[str, float], Mapping[str, str]]]) -> bool:
+        """Could these nodes (total resources, labels), idle, hold all ``workers`` of the gang?
+        (What one request needs per worker, counted node by node.)"""
+        room = 0
+        for total, labels in nodes:
+            if not self.fits(total, labels):
+                continue
+            asked = self.as_ray_resources()
+            room += min(
+                (int(total.get(k, 0.0) / v + 1e-9) for k, v in asked.items()),
+                default=self.workers,
+            )
+            if room >= self.workers:
+                return True
+        return False
+
     def describe(self) -> str:
+        if self.workers > 1:
+            return f"{self.workers} workers x ({self._describe_one()})"
+        return self._describe_one()
+
+    def _describe_one(self) -> str:
         parts = [f"{self.cpus:g} CPU"]
         if self.gpus:
             parts.append(f"{self.gpus:g} GPU")
@@ -120,8 +144,16 @@ def request_for(
     n_gpus: Any = explicit_gpus if explicit_gpus is not None else gpus
     mem: Any = asked.get("memory", spec_resources.get("memory") or memory)
     predicted = None
+    workers = int(asked.get("workers", 1))
+    if workers > 1 and workload.get("kind") != "peft":
+        raise InvalidConfig(
+            "workload.resources.workers: only the peft workload runs data-parallel",
+            field="workload.resources.workers",
+        )
     if workload.get("kind") == "peft" and (mem is None or mem == "auto" or n_gpus == "auto"):
-        predicted = predicted_memory_bytes(workload, config)
+        from autopeft.trials.parallel import per_worker
+
+        predicted = predicted_memory_bytes(per_worker(dict(workload)), config)
         if predicted is not None:
             predicted = int(predicted * float(margin)) + int(memory_overhead_bytes)
     if n_gpus == "auto" and explicit_gpus is None and (predicted is None or not gpu_memory_bytes):
@@ -154,6 +186,7 @@ def request_for(
         custom=merged_custom,
         labels=merged_labels,
         predicted_memory=predicted,
+        workers=workers,
     )
 
 

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.errors import InvalidConfig
-from autopeft.workers._ray_cluster import Cluster, first_line, task_outcome, worker_env
+from autopeft.workers._ray_cluster import (
+    Cluster,
+    first_line,
+    gang_outcome,
+    task_outcome,
+    worker_env,
+)
 from autopeft.workers._ray_remote import (
     CheckpointTooLarge,
     dir_signature,
@@ -65,6 +71,7 @@ class _Run:
     retries: list[str] = field(default_factory=list)
     oom_retries: list[str] = field(default_factory=list)
     thread: threading.Thread | None = None
+    final: dict[str, Any] | None = None  # a gang's result, sent by its rank 0 through the hub
 
 
 class RayExecutor(Executor):
@@ -174,6 +181,9 @@ class RayExecutor(Executor):
             log.info("Ray is already initialised in this process: using that cluster (not stopped)")
         self.driver_node = self.cluster.driver_node
         self._task = ray.remote(run_trial)
+        from autopeft.workers._ray_gang import run_gang_trial
+
+        self._gang_task = ray.remote(run_gang_trial)
 
     # -- placement ----------------------------------------------------------------------------
     def request(self, spec: TrialSpec) -> ResourceRequest:
@@ -288,10 +298,12 @@ class RayExecutor(Executor):
             except CheckpointTooLarge as err:
                 return TrialOutcome("failed", error=str(err)), None
         data = self.cluster.data_ref(spec.data_file) if self._transfer != "shared" else None
+        gang = _gang(spec, req)
+        run.final = None
         with self._lock:
             if run.cancelled or self._closed:
                 return None, "cancelled"
-            run.ref = ref = self._task.options(max_retries=0, **req.ray_options()).remote(
+            args = (
                 spec.to_dict(),
                 hub,
                 key,
@@ -301,6 +313,18 @@ class RayExecutor(Executor):
                 self._max_ckpt,
                 data,
             )
+            if gang is None:
+                run.ref = ref = self._task.options(max_retries=0, **req.ray_options()).remote(*args)
+            else:  # Ray Train's workers hold the resources; this task only drives them
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                run.ref = ref = self._gang_task.options(
+                    max_retries=0,
+                    num_cpus=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(
+                        self.driver_node, soft=False
+                    ),
+                ).remote(*args, gang)
         nxt = hub.next.remote(key, self._poll * 5)
         pending_since = time.monotonic()
         started = False
@@ -334,6 +358,10 @@ class RayExecutor(Executor):
                     nxt = hub.next.remote(key, self._poll * 5)
                     continue
                 if ref in ready:
+                    if gang is not None:
+                        return gang_outcome(
+                            self._ray, ref, run.cancelled, spec.attempt, run.node, run.final
+                        )
                     return task_outcome(
                         self._ray, ref, run.cancelled, spec.attempt, run.node, spec.checkpoint_dir
                     )
@@ -356,6 +384,14 @@ class RayExecutor(Executor):
             run.node = (
                 f"{event.get('node_ip')}/{str(event.get('node_id'))[:8]} pid {event.get('pid')}"
             )
+            if event.get("workers"):
+                run.node += f" (rank 0 of {event['workers']} workers)"
+        elif kind == "result":
+            refs = event.get("checkpoint")
+            if refs and run.spec.checkpoint_dir:
+                unpack_dir(self._ray.get(refs[0]), run.spec.checkpoint_dir)
+            run.final = event["result"]
+            hub.answer.remote(key, "ok")
         elif kind == "report":
             refs = event.get("checkpoint")
             if refs and run.spec.checkpoint_dir:
@@ -398,3 +434,21 @@ class RayExecutor(Executor):
                 if run.thread is not None:
                     run.thread.join(timeout=max(10.0, self._poll * 3))
         self.cluster.close()
+
+
+def _gang(spec: TrialSpec, req: ResourceRequest) -> dict[str, Any] | None:
+    """How a data-parallel attempt runs on Ray Train (``_ray_gang.run_gang_trial``), or None for a
+    single task: a trial of one worker, and a gang's forward-only runs (a linear probe, a held-out
+    evaluation), which need no gradient to share."""
+    workload = spec.workload
+    if req.workers <= 1 or workload.get("linear_probe") or workload.get("evaluate"):
+        return None
+    per_worker = {"CPU": req.cpus, "GPU": req.gpus, **req.custom}
+    if req.memory:
+        per_worker["memory"] = float(req.memory)
+    return {
+        "workers": req.workers,
+        "resources_per_worker": {k: v for k, v in per_worker.items() if v},
+        "use_gpu": req.gpus > 0,
+        "label_selector": dict(req.labels) or None,
+    }

@@ -104,6 +104,29 @@ def check_no_cache_dir(workload: dict[str, Any]) -> None:
         )
 
 
+def check_workers(workload: dict[str, Any], ctx: SpecContext) -> None:
+    """A data-parallel trial (``workload.resources.workers`` > 1) runs on Ray Train: only on a
+    server whose executor is ``ray``, and only for the peft workload (whose loop shards the batch;
+    a python workload's loop is the user's)."""
+    resources = workload.get("resources") if isinstance(workload, dict) else None
+    workers = resources.get("workers") if isinstance(resources, dict) else None
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers <= 1:
+        return
+    if workload.get("kind") != "peft":
+        raise InvalidConfig(
+            "workload.resources.workers runs the peft workload's trainer on several workers "
+            "(data parallel); a python workload runs its own loop: leave workers out",
+            "workload.resources.workers",
+        )
+    if ctx.settings.executor != "ray":
+        raise InvalidConfig(
+            f"workload.resources.workers {workers} needs the ray executor (data-parallel trials "
+            f"run on Ray Train); this server runs trials with the {ctx.settings.executor!r} "
+            "executor (AUTOPEFT_EXECUTOR=ray)",
+            "workload.resources.workers",
+        )
+
+
 @functools.lru_cache(maxsize=16)
 def _model_config(model: str):
     from autopeft.models import load_model_config
@@ -404,6 +427,7 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         check_python_allowed(workload, ctx)
         check_not_server_state(workload, ctx)
         check_no_cache_dir(workload)
+        check_workers(workload, ctx)
         if spec.get("tracking") is not None:
             from autopeft.api.tracking.rules import TrackingRules, check_tracking
 

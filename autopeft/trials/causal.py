@@ -36,6 +36,7 @@ from transformers import AutoModelForCausalLM
 from autopeft.trials import checkpoint, data, sft_data
 from autopeft.trials.knobs import default_batch_size
 from autopeft.trials.metrics import Rss
+from autopeft.trials.parallel import unwrap
 from autopeft.trials.train import PeftTrainer
 
 
@@ -127,7 +128,7 @@ class CausalLmTrainer(PeftTrainer):
         """``(logits (N, vocab) float32, targets (N,), example index (N,))`` of the N completion
         tokens of the batch: position t's logits predict token t + 1."""
         rows, cols = (labels[:, 1:] != sft_data.IGNORE).nonzero(as_tuple=True)
-        head = model.get_output_embeddings()
+        head = unwrap(model).get_output_embeddings()  # a gang trains through DDP
         gathered = []
 
         def completion_positions(module, args):

@@ -11,7 +11,9 @@ from typing import Any
 from autopeft.errors import InvalidConfig
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_RESOURCE_KEYS = ("cpus", "gpus", "memory", "custom", "labels")
+_RESOURCE_KEYS = ("cpus", "gpus", "memory", "custom", "labels", "workers", "gpus_per_worker")
+#: the largest data-parallel gang one trial may ask for
+MAX_WORKERS = 64
 
 
 def parse_memory(value: Any, key: str = "workload.resources.memory") -> int:
@@ -33,10 +35,15 @@ def parse_memory(value: Any, key: str = "workload.resources.memory") -> int:
 
 def validate_resources(resources: Any) -> dict[str, Any]:
     """What one trial asks of the executor: ``{"cpus": 2, "gpus": 0.5 | "auto", "memory": "4GiB" |
-    bytes | "auto", "custom": {"name": amount}, "labels": {"key": "value"}}`` (all optional).
+    bytes | "auto", "custom": {"name": amount}, "labels": {"key": "value"}, "workers": 2}`` (all
+    optional).
 
     ``gpus: "auto"`` and ``memory: "auto"`` are derived by the executor from the predicted
-    memory of the trial (peft workloads). Returns the normalised mapping (memory in bytes).
+    memory of the trial (peft workloads). ``workers: n`` (> 1) makes the trial data-parallel
+    over ``n`` Ray Train workers (``autopeft.trials.parallel``); ``cpus``, ``gpus``, ``memory``,
+    ``custom`` and ``labels`` are then what *each worker* asks for, and ``gpus_per_worker`` is
+    another name for ``gpus`` (give one of them). Returns the normalised mapping (memory in bytes,
+    ``gpus_per_worker`` folded into ``gpus``, ``workers`` only when above 1).
     """
     if not isinstance(resources, Mapping):
         raise InvalidConfig(
@@ -51,11 +58,37 @@ def validate_resources(resources: Any) -> dict[str, Any]:
             field=f"workload.resources.{unknown[0]}",
         )
     out: dict[str, Any] = {}
+    workers = resources.get("workers")
+    if workers is not None:
+        if (
+            isinstance(workers, bool)
+            or not isinstance(workers, (int, float))
+            or not float(workers).is_integer()
+            or not 1 <= workers <= MAX_WORKERS
+        ):
+            raise InvalidConfig(
+                f"workload.resources.workers must be a whole number of data-parallel workers from "
+                f"1 to {MAX_WORKERS}, got {workers!r}",
+                field="workload.resources.workers",
+            )
+        if int(workers) > 1:
+            out["workers"] = int(workers)
+    per_worker = resources.get("gpus_per_worker") is not None
+    if per_worker:
+        if resources.get("gpus") is not None:
+            raise InvalidConfig(
+                "workload.resources.gpus_per_worker is another name for gpus (each worker's "
+                "GPUs): give one of them",
+                field="workload.resources.gpus_per_worker",
+            )
+        resources = {**resources, "gpus": resources["gpus_per_worker"]}
     for name in ("cpus", "gpus"):
         value = resources.get(name)
         if value is None:
             continue
         key = f"workload.resources.{name}"
+        if name == "gpus" and per_worker:
+            key = "workload.resources.gpus_per_worker"
         if name == "gpus" and value == "auto":
             out[name] = value
         elif (

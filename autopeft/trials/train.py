@@ -41,6 +41,7 @@ from autopeft.trials.context import TrialContext
 from autopeft.trials.knobs import default_batch_size
 from autopeft.trials.metrics import Rss, classification_metrics, final_metrics
 from autopeft.trials.optimizer import apply_lrs, build_optimizer, lr_lambda, optimizer_step
+from autopeft.trials.parallel import DataParallel
 from autopeft.trials.trainer_setup import TrainerSetup, derive_seed, seed_all
 from autopeft.trials.workload import validate_workload
 
@@ -157,6 +158,8 @@ class PeftTrainer(TrainerSetup):
                 model, optimizer, scheduler, scaler, len(train_idx)
             )
         start_step = step
+        dp = DataParallel()  # a data-parallel gang's rank (autopeft.trials.parallel), else identity
+        train_model = dp.wrap(model, self.device)
         t.model_s = time.perf_counter() - t_model
         t.setup_s = time.perf_counter() - t_start
 
@@ -171,15 +174,24 @@ class PeftTrainer(TrainerSetup):
             order = np.random.default_rng(
                 derive_seed(self.knobs["seed"], epoch + 1, 1)
             ).permutation(train_idx)
-            model.train()
+            train_model.train()
             t_epoch = time.perf_counter()
             go_on = True
             for b in range(offset, spe):
                 rows = order[b * bs : (b + 1) * bs]
+                local, scale = dp.shard(rows)
                 loss_sum += self._train_step(
-                    model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast
-                ) * len(rows)
-                seen += len(rows)
+                    train_model,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    tokens,
+                    local,
+                    pad_to,
+                    autocast,
+                    scale,
+                ) * (len(local) if scale else 0)
+                seen += len(local) if scale else 0
                 t.train_examples += len(rows)
                 step += 1
                 rss.sample()
@@ -187,26 +199,40 @@ class PeftTrainer(TrainerSetup):
                     continue
                 report += 1
                 t.train_s += time.perf_counter() - t_epoch
-                metrics = {"epoch": step / spe, "train_loss": float(loss_sum) / max(1, seen)}
+                loss_total, seen_total = dp.sum(loss_sum, seen, device=self.device)
+                metrics = {"epoch": step / spe, "train_loss": loss_total / max(1, seen_total)}
                 loss_sum, seen = torch.zeros((), device=self.device), 0
-                metrics.update(
-                    self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast)
-                )
-                rss.sample()
-                history.append(metrics)
-                self._checkpoint(
-                    model, optimizer, scheduler, scaler, step, report, spe, len(train_idx), history
-                )
                 t0 = time.perf_counter()
-                go_on = self.trial.report(report, metrics)
+                if dp.main:  # one voice: rank 0 evaluates, checkpoints and reports
+                    metrics.update(
+                        self._evaluate(model, tokens, val_order, pad_to, num_labels, autocast)
+                    )
+                    rss.sample()
+                    history.append(metrics)
+                    self._checkpoint(
+                        model,
+                        optimizer,
+                        scheduler,
+                        scaler,
+                        step,
+                        report,
+                        spe,
+                        len(train_idx),
+                        history,
+                    )
+                    t0 = time.perf_counter()
+                    go_on = self.trial.report(report, metrics)
+                go_on = dp.agree(go_on, device=self.device)
                 t.report_s += time.perf_counter() - t0
                 t_epoch = time.perf_counter()
                 if not go_on or report >= target:
                     break
-                model.train()
+                train_model.train()
             t.train_s += time.perf_counter() - t_epoch
             if not go_on:
                 break
+        if not dp.main:
+            return {}  # rank 0 answers for the gang
         if not metrics:  # nothing left to train (budget already reached): evaluate as is
             metrics = {"epoch": step / spe}
             if history:
@@ -218,6 +244,8 @@ class PeftTrainer(TrainerSetup):
             metrics, trainable, rss, len(train_idx), len(val_idx), (step - start_step) / spe
         )
         out["budget_reached"] = 1.0 if report >= full else 0.0
+        if dp.on:
+            out["workers"] = float(dp.world)
         return out
 
     def target_reports(self, per_epoch: int) -> int:
@@ -229,8 +257,10 @@ class PeftTrainer(TrainerSetup):
         return int(budget.get("epochs", self.knobs["epochs"])) * per_epoch
 
     def _train_step(
-        self, model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast
+        self, model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast, scale=1.0
     ) -> torch.Tensor:
+        """One optimiser step on ``rows``; returns their mean loss. ``scale`` weighs this
+        worker's loss in a data-parallel gang (``autopeft.trials.parallel``)."""
         t = self.timings
         t0 = time.perf_counter()
         batch = self._to_device(tokens.batch(rows, pad_to))
@@ -239,7 +269,9 @@ class PeftTrainer(TrainerSetup):
         t1 = time.perf_counter()
         loss = self._loss(model, batch, labels, autocast)
         hooks = getattr(self, "hooks", None)
-        total = loss + hooks.extra_loss() if hooks is not None and hooks.active else loss
+        total = loss * scale if scale != 1.0 else loss
+        if hooks is not None and hooks.active:
+            total = total + hooks.extra_loss()
         self._sync()
         t2 = time.perf_counter()
         if scaler is not None:

@@ -197,3 +197,31 @@ def test_allocator_without_capacity_never_blocks(capacity):
     slots = SlotAllocator(capacity=capacity)
     h = Holder(1, 1)
     assert all(slots.acquire(h) for _ in range(50)) and slots.running() == 50
+
+
+def test_a_data_parallel_trial_holds_one_slot_per_worker():
+    """A gang of 2 workers takes 2 of 4 slots; a second gang and a single trial fill the rest;
+    releasing one gang frees both its slots; a gang larger than the capacity runs alone."""
+    from autopeft.api.slots import gang_size
+
+    assert gang_size({"workload": {"resources": {"workers": 2}}}) == 2
+    assert gang_size({"workload": {"kind": "python"}}) == 1
+    slots = SlotAllocator(capacity=4)
+    gang, single = Holder(1, 10, size=2), Holder(2, 20)
+    assert slots.acquire(gang)
+    assert slots.running() == 2
+    assert slots.acquire(single)
+    assert not slots.acquire(gang)  # 3 of 4 held: no room for 2 more
+    assert slots.running() == 3
+    slots.release(gang)
+    assert slots.running() == 1
+    assert slots.acquire(gang) and slots.running() == 3
+    slots.forget(gang)
+    assert slots.running() == 1
+    huge = Holder(3, 30, size=8)
+    assert not slots.acquire(huge)  # waits for the whole cluster
+    slots.release(single)
+    assert slots.acquire(huge) and slots.running() == 4
+    assert not slots.acquire(single)
+    slots.release(huge)
+    assert slots.running() == 0

@@ -173,10 +173,42 @@ def cases(quick: bool) -> list[tuple[str, str, dict, dict]]:
     return rows
 
 
+def new_cases() -> list[tuple[str, str, dict, dict]]:
+    """Rows with shapes none of :func:`cases` has (``--rows new``): held-out checks of a memory model
+    fitted on those rows (other batch sizes and lengths, other ranks and targets)."""
+    rows = []
+    mini = "MiniLM-L6 (real)"
+    for bs, length in ((4, 256), (48, 96), (64, 32)):
+        rows.append((mini, "LoRA r8 q,v", lora(8, 6), {"batch_size": bs, "max_length": length}))
+    rows.append(
+        (mini, "LoRA r32 q,k,v,o", lora(32, 6, "q,k,v,o"), {"batch_size": 24, "max_length": 160})
+    )
+    rows.append(
+        (mini, "full fine-tuning", {}, {"batch_size": 8, "max_length": 192, "full_finetune": True})
+    )
+    for name in ("BERT 4 x 128 (random)", "GPT-2 4 x 128 (random)", "Llama 4 x 128 GQA (random)"):
+        rows.append((name, "LoRA r16 q,v", lora(16, 4), {"batch_size": 8, "max_length": 256}))
+        rows.append(
+            (
+                name,
+                "LoRA r4 ffn",
+                lora(4, 4, "ffn_in,ffn_out"),
+                {"batch_size": 48, "max_length": 96},
+            )
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="a few rows (smoke test)")
+    ap.add_argument(
+        "--rows",
+        choices=["fitted", "new"],
+        default="fitted",
+        help="new: shapes the memory model was not fitted on (held-out check)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -194,7 +226,7 @@ def main() -> None:
             f"{'model':28s} {'config':26s} {'batch x len':>11s} {'predicted MiB':>13s} {'measured MiB':>12s} "
             f"{'error':>7s}"
         )
-        for model, label, config, extra in cases(args.quick):
+        for model, label, config, extra in new_cases() if args.rows == "new" else cases(args.quick):
             path, _ = paths[model]
             workload = {
                 "kind": "peft",
@@ -256,7 +288,11 @@ def main() -> None:
         else ROOT
         / "benchmarks"
         / "results"
-        / ("memory_model.json" if args.device == "cpu" else "memory_model_cuda.json")
+        / (
+            ("memory_model" if args.device == "cpu" else "memory_model_cuda")
+            + ("_new" if args.rows == "new" else "")
+            + ".json"
+        )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

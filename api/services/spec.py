@@ -348,10 +348,12 @@ def normalise_optimizer(
     return optimizer
 
 
-def check_fidelity(spec: dict[str, Any], space) -> None:
+def check_fidelity(spec: dict[str, Any], space, defaulted: bool = False) -> None:
     """Refuse (naming the field) multi-fidelity settings that could never act on this workload,
     and give early stopping the workload's last report as ``max_step`` (no rung there: a trial
-    trained to the end is never pruned). Python workloads report steps of their own: unchecked."""
+    trained to the end is never pruned). Python workloads report steps of their own: unchecked.
+    ``defaulted``: the optimiser is the default, not the user's: its early stopping is dropped
+    where it could not act (trials that report once), instead of refusing what nobody asked for."""
     from autopeft.trials.knobs import final_report_steps, reported_metrics
 
     workload = spec["workload"]
@@ -365,6 +367,9 @@ def check_fidelity(spec: dict[str, Any], space) -> None:
     stopper = options.get("early_stopping")
     if isinstance(stopper, str):
         stopper = options["early_stopping"] = {"kind": stopper}
+    if defaulted and isinstance(stopper, dict) and (most <= stopper.get("min_step", 1) or late):
+        options.pop("early_stopping")  # nothing it could stop: the default runs without it
+        stopper = None
     if isinstance(stopper, dict):
         if late:
             raise InvalidConfig(
@@ -452,6 +457,7 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         if dataset is not None:
             spec["workload"] = ctx.datasets.stored_workload(spec["workload"], dataset)
         part = "optimizer"
+        defaulted = spec.get("optimizer") is None
         spec["optimizer"] = normalise_optimizer(spec.get("optimizer"), spec["workload"])
         part = "baselines"
         given = spec.get("baselines")
@@ -484,7 +490,7 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         from autopeft.api.services.warmstart import resolve_warm_start
 
         resolve_warm_start(spec, space, ctx)
-        check_fidelity(spec, space)
+        check_fidelity(spec, space, defaulted)
         opt = build_optimizer(spec, space)
         from autopeft.api.services.constraints import check_constraints
 

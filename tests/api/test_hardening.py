@@ -248,3 +248,40 @@ def test_security_headers_and_self_hosted_docs(api):
         assert src.startswith("/"), src
         assert http.get(src).status_code == 200, src
     assert http.get("/redoc").status_code == 404
+
+
+def test_data_parallel_trials_need_the_ray_executor_and_the_peft_workload(
+    api, tiny_model, small_csv
+):
+    """``workload.resources.workers`` > 1 cannot act on the local executor (it runs one process per
+    trial) nor on a python workload (its loop is the user's): a 422 naming the field."""
+    from tests.conftest import tiny_peft_workload
+
+    _, http = api
+    peft = {
+        "name": "gang",
+        "space": "lora_per_layer",
+        "objectives": [
+            {"name": "accuracy", "direction": "maximize"},
+            {"name": "trainable_params", "direction": "minimize"},
+        ],
+        "workload": tiny_peft_workload(tiny_model, small_csv, resources={"workers": 2}),
+        "max_trials": 2,
+    }
+    r = http.post("/api/v1/studies", json=peft)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["field"] == "workload.resources.workers" and "ray executor" in err["message"], err
+    py = python_study()
+    py["workload"]["resources"] = {"workers": 2}
+    r = http.post("/api/v1/studies", json=py)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "workload.resources.workers"
+    # one worker is a plain trial: accepted
+    one = {**peft, "workload": {**peft["workload"], "resources": {"workers": 1}}}
+    r = http.post("/api/v1/studies", json=one)
+    assert r.status_code == 201, r.text
+    # the default optimiser (MO-ASHA early stopping) on trials that report once: accepted, and
+    # without the early stopping that could not act (it used to be a 422 about min_step)
+    optimizer = r.json()["spec"]["optimizer"]
+    assert optimizer["name"] == "mobo" and "early_stopping" not in optimizer["options"], optimizer

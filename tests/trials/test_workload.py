@@ -175,6 +175,10 @@ def test_resources_are_validated_and_kept(peft):
         }
     )
     assert py["resources"] == {"gpus": "auto", "memory": "auto"}
+    # a data-parallel gang: per-worker fields, gpus_per_worker folded into gpus; 1 worker is none
+    gang = validate_workload({**peft, "resources": {"workers": 4, "gpus_per_worker": 1}})
+    assert gang["resources"] == {"workers": 4, "gpus": 1}
+    assert validate_workload({**peft, "resources": {"workers": 1}})["resources"] == {}
 
 
 @pytest.mark.parametrize(
@@ -188,6 +192,12 @@ def test_resources_are_validated_and_kept(peft):
         ({"labels": {"zone": 1}}, "workload.resources.labels"),
         ({"disk": 1}, "workload.resources.disk"),
         ([2], "workload.resources"),
+        ({"workers": 0}, "workload.resources.workers"),
+        ({"workers": 1.5}, "workload.resources.workers"),
+        ({"workers": True}, "workload.resources.workers"),
+        ({"workers": 65}, "workload.resources.workers"),
+        ({"workers": 2, "gpus": 1, "gpus_per_worker": 1}, "workload.resources.gpus_per_worker"),
+        ({"workers": 2, "gpus_per_worker": 1.5}, "workload.resources.gpus_per_worker"),
     ],
 )
 def test_bad_resources(peft, resources, field):

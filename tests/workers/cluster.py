@@ -223,3 +223,30 @@ def _kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def gang_nodes() -> list[str]:
+    """The test nodes (``AUTOPEFT_TEST_NODE``) of the live Ray Train workers on this machine."""
+    return sorted(node or "" for node, _ in gang_workers())
+
+
+def gang_workers() -> list[tuple[str, int]]:
+    """``(test node, pid)`` of the live Ray Train workers on this machine (test node None: a
+    private Ray's worker)."""
+    out = []
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            cmd = (pid_dir / "cmdline").read_bytes()
+            if not cmd.startswith(b"ray::RayTrainWorker"):
+                continue
+            env = (pid_dir / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        node = next(
+            (i.split(b"=", 1)[1].decode() for i in env if i.startswith(b"AUTOPEFT_TEST_NODE=")),
+            None,
+        )
+        out.append((node, int(pid_dir.name)))
+    return out

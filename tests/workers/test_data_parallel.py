@@ -8,6 +8,7 @@ with CPU workers (gloo): the real peft workload on a tiny BERT.
 * The gang's trial reports once per step and writes one checkpoint (rank 0's), which a later
   trial restores from to go on as if never cut.
 * An exception of the workload on any rank fails the trial at once with the error, not retried.
+* Cancelling a gang ends all its workers.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[defaul
 
 from tests.conftest import tiny_peft_workload
 from tests.workers.conftest import REPO, run
-
-pytestmark = pytest.mark.slow
 
 #: 126 training rows at batch 25: 6 steps an epoch, the last of one row (one worker gets none)
 BATCH = 25
@@ -53,14 +52,9 @@ def _spec(tmp_path: Path, model, dataset, workers: int, restore: str | None = No
     from autopeft.workers import TrialSpec
 
     tid = next(_IDS)
+    fields = {"epochs": 2, "evals_per_epoch": 2, **fields}
     workload = tiny_peft_workload(
-        model,
-        dataset,
-        batch_size=BATCH,
-        epochs=2,
-        evals_per_epoch=2,
-        resources={"workers": workers, "cpus": 1},
-        **fields,
+        model, dataset, batch_size=BATCH, resources={"workers": workers, "cpus": 1}, **fields
     )
     return TrialSpec(
         trial_id=tid,
@@ -104,6 +98,7 @@ def test_two_workers_take_the_steps_of_one(executor, tmp_path, tiny_model, small
     assert not list(tmp_path.glob("**/ckpt-*-rank*"))
 
 
+@pytest.mark.slow
 def test_a_gang_resumes_from_its_checkpoint_as_if_never_cut(
     executor, tmp_path, tiny_model, small_csv
 ):
@@ -140,3 +135,21 @@ def test_an_error_on_a_rank_fails_the_trial_without_retry(
     assert "max_length" in out.error
     assert "of 2)" in out.error.splitlines()[0], out.error  # "(worker r of 2)": from the gang
     assert out.retries == [] and not rec.reports
+
+
+@pytest.mark.slow
+def test_cancelling_a_gang_ends_every_worker(executor, tmp_path, tiny_model, small_csv):
+    from tests.recorder import Recorder
+    from tests.waiting import wait_for
+    from tests.workers.cluster import gang_workers
+
+    spec = _spec(tmp_path, tiny_model, small_csv, 2, epochs=200)
+    rec = Recorder()
+    executor.submit(spec, rec.on_report, rec.on_done)
+    wait_for(lambda: rec.reports, 120, "the gang's first report", 0.2)
+    assert len(gang_workers()) == 2
+    assert executor.cancel(spec.trial_id)
+    out = rec.outcome(120)
+    assert out.state == "failed" and out.cancelled, out
+    wait_for(lambda: not gang_workers(), 60, "the gang's workers to exit", 0.5)
+    assert spec.trial_id not in executor.running()

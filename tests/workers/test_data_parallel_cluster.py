@@ -25,7 +25,7 @@ pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[defaul
 
 from tests.api.conftest import client_for, make_token, wait_for
 from tests.conftest import tiny_peft_workload
-from tests.workers.cluster import LocalCluster
+from tests.workers.cluster import LocalCluster, gang_nodes, gang_workers
 from tests.workers.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -47,30 +47,6 @@ def cluster():
         leftover = c.pids()
         shutil.rmtree(root, ignore_errors=True)
         assert not leftover, f"ray processes left behind: {leftover}"
-
-
-def _gang_nodes() -> list[str]:
-    """The test nodes (``AUTOPEFT_TEST_NODE``) of the live Ray Train workers on this machine."""
-    return sorted(node for node, _ in _gang_workers())
-
-
-def _gang_workers() -> list[tuple[str, int]]:
-    """``(test node, pid)`` of the live Ray Train workers on this machine."""
-    out = []
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit():
-            continue
-        try:
-            cmd = (pid_dir / "cmdline").read_bytes()
-            if not cmd.startswith(b"ray::RayTrainWorker"):
-                continue
-            env = (pid_dir / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for item in env:
-            if item.startswith(b"AUTOPEFT_TEST_NODE="):
-                out.append((item.split(b"=", 1)[1].decode(), int(pid_dir.name)))
-    return out
 
 
 def test_a_two_worker_study_survives_losing_a_worker_node(
@@ -114,13 +90,13 @@ def test_a_two_worker_study_survives_losing_a_worker_node(
         if not trials or trials[0]["state"] != "running":
             return None
         steps = [r["step"] for r in client.reports(trials[0]["id"])]
-        nodes = [n for n in _gang_nodes() if n != "head"]
+        nodes = [n for n in gang_nodes() if n != "head"]
         return (trials[0], max(steps), nodes[0]) if len(steps) >= 3 and nodes else None
 
     trial, step_at_kill, victim = wait_for(first_trial_mid_way, 300, "the gang's third report", 0.5)
-    assert len(_gang_nodes()) == 2  # the trial runs as two workers
+    assert len(gang_nodes()) == 2  # the trial runs as two workers
     cluster.kill_raylet(victim)
-    for node, pid in _gang_workers():
+    for node, pid in gang_workers():
         if node == victim:
             os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -148,4 +124,4 @@ def test_a_two_worker_study_survives_losing_a_worker_node(
     artifacts = Path(server.workdir) / "artifacts"
     ckpts = sorted(p.relative_to(artifacts) for p in artifacts.rglob("meta.json"))
     assert len(ckpts) == 2 and all(p.parent.name == "checkpoint" for p in ckpts), ckpts
-    wait_for(lambda: not _gang_nodes(), 60, "the gangs' workers to exit")
+    wait_for(lambda: not gang_nodes(), 60, "the gangs' workers to exit")

@@ -129,3 +129,30 @@ def test_unreadable_model_falls_back_to_no_memory_request(caplog):
     assert predicted_memory_bytes(workload, {}) is None
     assert "no memory prediction" in caplog.text
     assert request_for(workload, {}, None).memory is None
+
+
+def test_a_gang_asks_per_worker_and_is_placed_as_a_whole(minilm_path):
+    """``workers: n``: memory is predicted for one worker's share of the batch, every field is per
+    worker, and the gang fits only where the nodes together hold all its workers."""
+    import autopeft
+    from autopeft.models import load_model_config
+
+    workload = {"kind": "peft", "model": str(minilm_path), "dataset": "tweets", "batch_size": 32}
+    config = autopeft.load_space("lora_per_layer", load_model_config(minilm_path)).sample(
+        1, seed=0
+    )[0]
+    gang = request_for(
+        {**workload, "resources": {"workers": 4, "cpus": 2, "gpus_per_worker": 1}}, config, None
+    )
+    assert (gang.workers, gang.cpus, gang.gpus) == (4, 2.0, 1.0)
+    assert gang.memory == predicted_memory_bytes({**workload, "batch_size": 8}, config)
+    assert gang.memory < predicted_memory_bytes(workload, config)
+    assert gang.granted()["workers"] == 4.0
+    assert gang.describe().startswith("4 workers x (2 CPU, 1 GPU")
+    node = ({"CPU": 4.0, "GPU": 2.0, "memory": 2.0**40}, {})
+    assert gang.gang_fits([node, node])  # 2 + 2 workers
+    assert not gang.gang_fits([node])  # one node holds 2 of the 4
+    assert not gang.gang_fits([node, ({"CPU": 8.0, "memory": 2.0**40}, {})])  # no GPU there
+    with pytest.raises(InvalidConfig) as err:
+        request_for({**PY, "resources": {"workers": 2}}, {}, None)
+    assert err.value.field == "workload.resources.workers"

@@ -40,7 +40,10 @@ TRAIN_LOST = frozenset(
         "DistStoreError",
     )
 )
-#: the same, for the plain RuntimeErrors gloo raises
+#: how long a gang may wait for its workers' resources (Ray Train's worker group start timeout)
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+GANG_START_TIMEOUT_S = 24 * 3600
+#: a collective whose peer went away, in the words of the plain RuntimeErrors gloo raises
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
 
@@ -129,6 +132,11 @@ def run_gang_trial(
     from autopeft.workers.gpus import is_cuda_oom
 
     use_gpu = bool(gang["use_gpu"])
+    # A busy cluster is no failure: the gang waits for its workers' resources as a single task
+    # waits in Ray's queue (Ray Train gives up after 60 s by default; the executor fails a request
+    # that no set of alive nodes can ever hold after its infeasible_timeout_s). Ray Train hands
+    # the variable on from this process to its controller.
+    os.environ.setdefault(START_TIMEOUT_ENV, str(GANG_START_TIMEOUT_S))
     storage = tempfile.mkdtemp(prefix="autopeft-gang-")
     trainer = TorchTrainer(
         gang_worker,

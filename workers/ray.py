@@ -411,6 +411,11 @@ class RayExecutor(Executor):
         return True
 
     def _cancel_ref(self, ref: Any, force: bool) -> None:
+        if not self._ray.is_initialized():
+            # the grace timer of a cancel fired after shutdown: ray.cancel would start a new
+            # local Ray in this process (its auto-init), which then dies with the old cluster's
+            # GCS and takes the process with it
+            return
         try:
             self._ray.cancel(ref, force=force)
         except Exception as err:

@@ -151,6 +151,10 @@ class CausalLmTrainer(PeftTrainer):
         logits = logits[0] if gathered else logits[:, :-1][rows, cols]
         return logits.float(), labels[:, 1:][rows, cols], rows
 
+    def _loss_terms(self, labels: torch.Tensor) -> int:
+        """The completion tokens of the batch (its loss is their mean)."""
+        return int((labels[:, 1:] != sft_data.IGNORE).sum())
+
     def _loss(self, model, batch, labels, autocast) -> torch.Tensor:
         logits, targets, _ = self._completion_logits(model, batch, labels, autocast)
         return F.cross_entropy(logits, targets)

@@ -6,10 +6,12 @@ same trainer loop (``autopeft.trials.train``). What changes in the loop is here:
 
 * **The same global batch.** Every optimiser step reads the global batch the single-process
   trial reads (``batch_size`` rows of the epoch's order); worker ``r`` of ``n`` takes rows
-  ``r, r + n, ...`` of it. Its mean loss is scaled by ``n_local * n / n_global`` so that DDP's
-  average of the workers' gradients is the gradient of the global batch's mean loss, also when the
-  last batch of an epoch does not split evenly (a worker left without a row runs one row with
-  weight 0, so every worker takes part in every all-reduce).
+  ``r, r + n, ...`` of it. Its mean loss is scaled by ``t_local * n / t_global``, where ``t`` counts
+  the terms the mean loss averages (examples; completion tokens for the causal-LM task; summed
+  over the gang by one all-reduce of a scalar), so that DDP's average of the workers' gradients is
+  the gradient of the global batch's mean loss, also when the batch does not split evenly (a
+  worker left without a row runs one row with weight 0, so every worker takes part in every
+  all-reduce).
 * **Gradients** are averaged by ``torch.nn.parallel.DistributedDataParallel``; the optimiser,
   clipping and schedule then run on equal gradients on every worker, so the replicas stay equal.
 * **One voice.** Only rank 0 evaluates, saves checkpoints and reports; its decision (go on or stop)
@@ -48,14 +50,23 @@ class DataParallel:
         """Rank 0: evaluates, checkpoints and reports."""
         return self.rank == 0
 
-    def shard(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
-        """``(this worker's rows of the global batch, its loss scale)``."""
+    def shard(self, rows: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``(this worker's rows of the global batch, whether they count)``: a worker left without
+        a row (fewer rows than workers) gets one row that does not count (weight 0)."""
         if not self.on:
-            return rows, 1.0
+            return rows, True
         local = rows[self.rank :: self.world]
-        if len(local) == 0:  # fewer rows than workers: take part with weight 0
-            return rows[:1], 0.0
-        return local, len(local) * self.world / len(rows)
+        if len(local) == 0:
+            return rows[:1], False
+        return local, True
+
+    def scale(self, terms: float, device: torch.device | None = None) -> float:
+        """The factor of this worker's mean loss over ``terms`` loss terms: ``terms * n / total``
+        (the gang's terms summed), so that DDP's mean of the gradients is the global mean's."""
+        if not self.on:
+            return 1.0
+        (total,) = self.sum(terms, device=device)
+        return float(terms) * self.world / total
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """The module to train through: ``model`` under DDP in a gang, else ``model`` itself.

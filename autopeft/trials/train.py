@@ -179,7 +179,7 @@ class PeftTrainer(TrainerSetup):
             go_on = True
             for b in range(offset, spe):
                 rows = order[b * bs : (b + 1) * bs]
-                local, scale = dp.shard(rows)
+                local, active = dp.shard(rows)
                 loss_sum += self._train_step(
                     train_model,
                     optimizer,
@@ -189,9 +189,10 @@ class PeftTrainer(TrainerSetup):
                     local,
                     pad_to,
                     autocast,
-                    scale,
-                ) * (len(local) if scale else 0)
-                seen += len(local) if scale else 0
+                    dp if dp.on else None,
+                    active,
+                ) * (len(rows) / dp.world)
+                seen += len(rows) / dp.world
                 t.train_examples += len(rows)
                 step += 1
                 rss.sample()
@@ -257,10 +258,22 @@ class PeftTrainer(TrainerSetup):
         return int(budget.get("epochs", self.knobs["epochs"])) * per_epoch
 
     def _train_step(
-        self, model, optimizer, scheduler, scaler, tokens, rows, pad_to, autocast, scale=1.0
+        self,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        tokens,
+        rows,
+        pad_to,
+        autocast,
+        dp: DataParallel | None = None,
+        active: bool = True,
     ) -> torch.Tensor:
-        """One optimiser step on ``rows``; returns their mean loss. ``scale`` weighs this
-        worker's loss in a data-parallel gang (``autopeft.trials.parallel``)."""
+        """One optimiser step on ``rows``; returns their mean loss. In a data-parallel gang
+        (``dp``; ``active`` False: a row that only keeps this worker in the step) the loss is
+        weighted by this worker's share of the global batch's loss terms, and the value returned
+        is that weighted loss: the mean of the workers' values is the global batch's mean loss."""
         t = self.timings
         t0 = time.perf_counter()
         batch = self._to_device(tokens.batch(rows, pad_to))
@@ -268,6 +281,9 @@ class PeftTrainer(TrainerSetup):
         self._sync()
         t1 = time.perf_counter()
         loss = self._loss(model, batch, labels, autocast)
+        scale = 1.0
+        if dp is not None:
+            scale = dp.scale(self._loss_terms(labels) if active else 0, device=self.device)
         hooks = getattr(self, "hooks", None)
         total = loss * scale if scale != 1.0 else loss
         if hooks is not None and hooks.active:
@@ -287,7 +303,11 @@ class PeftTrainer(TrainerSetup):
         t.forward_s += t2 - t1
         t.backward_s += t3 - t2
         t.optimizer_s += t4 - t3
-        return loss.detach()
+        return loss.detach() * scale
+
+    def _loss_terms(self, labels: torch.Tensor) -> int:
+        """How many terms the batch's mean loss averages: one per example."""
+        return int(labels.shape[0])
 
     def _loss(self, model, batch, labels, autocast) -> torch.Tensor:
         """The training loss of one batch (mean cross-entropy of the head's logits)."""

@@ -99,6 +99,45 @@ def test_two_workers_take_the_steps_of_one(executor, tmp_path, tiny_model, small
 
 
 @pytest.mark.slow
+def test_a_causal_lm_gang_takes_the_steps_of_one(executor, tmp_path, tiny_gpt2, sft_jsonl):
+    """The causal-LM loss is a mean over completion tokens, which the workers hold in unequal
+    numbers: each worker's share is weighted by its tokens (summed over the gang), so the losses
+    still equal the one-worker trial's."""
+    from autopeft.workers import TrialSpec
+
+    outs = []
+    for workers in (1, 2):
+        tid = next(_IDS)
+        spec = TrialSpec(
+            trial_id=tid,
+            study_id=1,
+            number=tid,
+            config={"lora.rank": 4, "lora.targets": "q,v", "lr": 1e-2, "dropout": 0.0},
+            workload={
+                "kind": "peft",
+                "task": "causal_lm",
+                "model": str(tiny_gpt2),
+                "dataset": str(sft_jsonl),
+                "validation_fraction": 0.2,
+                "batch_size": 13,
+                "max_length": 48,
+                "epochs": 1,
+                "evals_per_epoch": 2,
+                "resources": {"workers": workers, "cpus": 1},
+            },
+        )
+        out, rec = run(executor, spec, timeout=300)
+        assert out.state == "complete", out.error
+        outs.append((out, _losses(rec)))
+    (one, l1), (two, l2) = outs
+    assert two.values["workers"] == 2 and len(l1) == len(l2) == 2
+    for (s1, tl1, vl1), (s2, tl2, vl2) in zip(l1, l2, strict=True):
+        assert s1 == s2
+        assert math.isclose(tl1, tl2, abs_tol=TOL), (s1, tl1, tl2)
+        assert math.isclose(vl1, vl2, abs_tol=TOL), (s1, vl1, vl2)
+
+
+@pytest.mark.slow
 def test_a_gang_resumes_from_its_checkpoint_as_if_never_cut(
     executor, tmp_path, tiny_model, small_csv
 ):

@@ -181,3 +181,46 @@ def test_create_executor_knows_ray():
         RayExecutor(checkpoint_transfer="nfs")
     with pytest.raises(ValueError, match="max_retries"):
         RayExecutor(max_retries=-1)
+
+
+def test_a_cancel_just_before_shutdown_does_not_restart_ray(tmp_path):
+    """A cancel forces the kill after ``cancel_grace_s``; when the executor shut Ray down in the
+    meantime, that late ``ray.cancel`` used to start a new local Ray in the controller process
+    (Ray's auto-init), which later died with the old cluster's GCS and took the process along.
+    Run in a process of its own: this module's fixture holds Ray here."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import textwrap
+
+    short = Path(tempfile.mkdtemp(prefix="ap-rc-"))  # Ray's socket paths must stay short
+
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from autopeft.workers import create_executor
+        from tests.workers.conftest import Recorder, spec_of, wait_for
+        from pathlib import Path
+        ex = create_executor("ray", num_cpus=1, pythonpath={str(REPO)!r},
+                             temp_dir={str(short)!r}, cancel_grace_s=1.0, poll_s=0.2)
+        spec = spec_of(Path({str(tmp_path)!r}), "steps", steps=100, step_s=0.2)
+        rec = Recorder()
+        ex.submit(spec, rec.on_report, rec.on_done)
+        wait_for(lambda: rec.reports, 60, "a report")
+        ex.cancel(spec.trial_id)
+        ex.shutdown()
+        time.sleep(12)  # past the grace (the forced cancel fired) and a local Ray's start
+        print("RAY_INITIALIZED", ex._ray.is_initialized(), flush=True)
+        """
+    )
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env
+        )
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert "RAY_INITIALIZED False" in proc.stdout, (proc.stdout[-2000:], proc.stderr[-3000:])
+    assert proc.stderr.count("Started a local Ray instance") == 1, proc.stderr[-3000:]

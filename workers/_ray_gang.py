@@ -54,27 +54,19 @@ def gang_worker(cfg: dict[str, Any]) -> None:
     import torch
 
     from autopeft.workers._attempt import run_attempt
-    from autopeft.workers._ray_remote import Channel, CheckpointTooLarge, Placement
+    from autopeft.workers._ray_remote import Channel, CheckpointTooLarge, Placement, announce
 
     rank = ray.train.get_context().get_world_rank()
     if cfg["use_gpu"]:
         from ray.train.torch import get_device
 
         torch.cuda.set_device(get_device())  # "cuda" is now this worker's GPU
-    node = ray.get_runtime_context().get_node_id()
     main = rank == 0
     hub, key = cfg["hub"], cfg["key"]
     if main:
-        hub.put.remote(
-            key,
-            {
-                "type": "start",
-                "node_id": node,
-                "node_ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid(),
-                "workers": cfg["workers"],
-            },
-        )
+        node = announce(hub, key, workers=cfg["workers"])
+    else:
+        node = ray.get_runtime_context().get_node_id()
     place = Placement.on_node(
         cfg["spec"],
         node,

@@ -177,21 +177,10 @@ def run_trial(
     only a lost worker or node (seen by the controller as a Ray system error) is retried.
     ``data``: ``[object ref]`` of the dataset file (``spec["data_file"]``) for nodes without it.
     """
-    import ray
 
     from autopeft.workers._attempt import run_attempt
 
-    ctx_rt = ray.get_runtime_context()
-    node = ctx_rt.get_node_id()
-    hub.put.remote(
-        key,
-        {
-            "type": "start",
-            "node_id": node,
-            "node_ip": ray.util.get_node_ip_address(),
-            "pid": os.getpid(),
-        },
-    )
+    node = announce(hub, key)
     place = Placement.on_node(spec, node, driver_node, transfer, restore_blob, data)
     channel = Channel(hub, key, place, max_checkpoint_bytes)
     try:
@@ -209,6 +198,23 @@ def run_trial(
             return result
     finally:
         place.close()
+
+
+def announce(hub: Any, key: str, **extra: Any) -> str:
+    """Tell the controller where the attempt runs (a ``start`` event: node, address, pid, and
+    ``extra``); returns this node's id."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    event = {
+        "type": "start",
+        "node_id": node,
+        "node_ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+        **extra,
+    }
+    hub.put.remote(key, event)
+    return node
 
 
 class Channel:

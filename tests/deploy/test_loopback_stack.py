@@ -13,7 +13,6 @@ complete before a restart is still complete afterwards with the same values and 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,10 +116,7 @@ def stack(postgres, tmp_path):  # noqa: F811
     finally:
         for server in servers:
             server.stop()
-        cluster.stop()
-        leftover = cluster.pids()
-        shutil.rmtree(root, ignore_errors=True)
-        assert not leftover, f"ray processes left behind: {leftover}"
+        cluster.close()
 
 
 def _complete(study) -> dict[int, tuple]:

@@ -193,6 +193,15 @@ class LocalCluster:
         os.kill(pids[0], signal.SIGKILL)
         return pids[0]
 
+    def close(self) -> None:
+        """``stop``, remove the cluster's folder, and fail if any of its processes lived on."""
+        import shutil
+
+        self.stop()
+        leftover = self.pids()
+        shutil.rmtree(self.root, ignore_errors=True)
+        assert not leftover, f"ray processes left behind: {leftover}"
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -10,7 +10,6 @@ the real controller (server process, SQLite) running a study on it.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,10 +44,7 @@ def cluster():
         c.start_node("node2", num_cpus=2, resources='{"node2": 2}')
         yield c
     finally:
-        c.stop()
-        leftover = c.pids()
-        shutil.rmtree(root, ignore_errors=True)
-        assert not leftover, f"ray processes left behind: {leftover}"
+        c.close()
 
 
 def _server(cluster, server_factory, db_url):

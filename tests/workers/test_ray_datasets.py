@@ -6,7 +6,6 @@ through the object store. (Slow: a cluster and real fine-tuning.)"""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,10 +34,7 @@ def cluster():
         c.start_node("node2", num_cpus=1, resources='{"node2": 1}')
         yield c
     finally:
-        c.stop()
-        leftover = c.pids()
-        shutil.rmtree(root, ignore_errors=True)
-        assert not leftover, f"ray processes left behind: {leftover}"
+        c.close()
 
 
 def _spec(tiny_model, dataset_id: int) -> dict:

@@ -367,7 +367,7 @@ def check_fidelity(spec: dict[str, Any], space, defaulted: bool = False) -> None
     stopper = options.get("early_stopping")
     if isinstance(stopper, str):
         stopper = options["early_stopping"] = {"kind": stopper}
-    if defaulted and isinstance(stopper, dict) and (most <= stopper.get("min_step", 1) or late):
+    if defaulted and isinstance(stopper, dict) and most <= stopper.get("min_step", 1):
         options.pop("early_stopping")  # nothing it could stop: the default runs without it
         stopper = None
     if isinstance(stopper, dict):

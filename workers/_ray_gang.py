@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -116,11 +117,11 @@ def run_gang_trial(
     worker or node was lost.
 
     ``gang``: ``workers``, ``resources_per_worker`` (Ray resource names), ``use_gpu``,
-    ``label_selector`` (or None), ``timeout_s`` of the process group."""
+    ``label_selector`` (or None)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from autopeft.workers._ray_cluster import first_line, is_lost_worker
+    from autopeft.workers._ray_cluster import first_line
     from autopeft.workers.gpus import is_cuda_oom
 
     use_gpu = bool(gang["use_gpu"])
@@ -151,9 +152,7 @@ def run_gang_trial(
             placement_strategy="PACK",
             label_selector=gang.get("label_selector") or None,
         ),
-        torch_config=TorchConfig(
-            backend="nccl" if use_gpu else "gloo", timeout_s=int(gang.get("timeout_s", 1800))
-        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=f"autopeft-{key.replace(':', '-')}",
             storage_path=storage,
@@ -164,7 +163,7 @@ def run_gang_trial(
         trainer.fit()
     except Exception as err:
         failures = _failures(err)
-        lost = [e for e in failures.values() if _is_lost(e, is_lost_worker)]
+        lost = [e for e in failures.values() if _is_lost(e)]
         if lost or not failures:
             why = lost[0] if lost else err
             return {"type": "lost", "message": f"a worker of the gang was lost: {first_line(why)}"}
@@ -177,8 +176,6 @@ def run_gang_trial(
             "oom": is_cuda_oom(exc),
         }
     finally:
-        import shutil
-
         shutil.rmtree(storage, ignore_errors=True)
     return {"type": "gang"}
 
@@ -192,6 +189,8 @@ def _failures(err: BaseException) -> dict[int, BaseException]:
     return {}
 
 
-def _is_lost(err: BaseException, is_lost_worker) -> bool:
+def _is_lost(err: BaseException) -> bool:
+    from autopeft.workers._ray_cluster import is_lost_worker
+
     names = {c.__name__ for c in type(err).__mro__}
     return is_lost_worker(err) or bool(names & TRAIN_LOST) or any(m in str(err) for m in PEER_LOST)

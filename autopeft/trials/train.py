@@ -189,7 +189,7 @@ class PeftTrainer(TrainerSetup):
                     local,
                     pad_to,
                     autocast,
-                    dp if dp.on else None,
+                    dp,
                     active,
                 ) * (len(rows) / dp.world)
                 seen += len(rows) / dp.world
@@ -282,7 +282,7 @@ class PeftTrainer(TrainerSetup):
         t1 = time.perf_counter()
         loss = self._loss(model, batch, labels, autocast)
         scale = 1.0
-        if dp is not None:
+        if dp is not None and dp.on:
             scale = dp.scale(self._loss_terms(labels) if active else 0, device=self.device)
         hooks = getattr(self, "hooks", None)
         total = loss * scale if scale != 1.0 else loss

@@ -51,7 +51,7 @@ from sqlalchemy import func, select
 from autopeft.api.db import Database
 from autopeft.api.models import Study, Trial, utcnow
 from autopeft.api.scheduling.baselines import Baselines
-from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager
+from autopeft.api.scheduling.lifecycle import Lifecycle, LifecycleManager, active_runner
 from autopeft.api.scheduling.outside import OutsideTrials
 from autopeft.api.scheduling.pbt import PBTTurns
 from autopeft.api.scheduling.promotions import Promotions
@@ -59,6 +59,7 @@ from autopeft.api.scheduling.replay import HistoryReplay
 from autopeft.api.scheduling.replicates import Replicates
 from autopeft.api.scheduling.reportlog import ReportLog
 from autopeft.api.scheduling.runs import TrialRuns
+from autopeft.api.scheduling.state import RunState
 from autopeft.api.scheduling.tests import HeldOutTests
 from autopeft.api.scheduling.warmstart import WarmStartReuse
 from autopeft.api.services.constraints import constraints_of
@@ -76,67 +77,57 @@ log = logging.getLogger("autopeft.scheduler")
 ELAPSED_FLUSH_S = 10.0
 
 
-class StudyRunner(
-    HistoryReplay,
-    TrialRuns,
-    Baselines,
-    Lifecycle,
-    WarmStartReuse,
-    OutsideTrials,
-    PBTTurns,
-    Promotions,
-    Replicates,
-    HeldOutTests,
-    threading.Thread,
-):
+class StudyRunner(threading.Thread):
+    """One study's loop; its parts (``scheduling.*``) share the state in ``self.st``."""
+
     def __init__(self, manager: SchedulerManager, study_id: int):
         super().__init__(daemon=True, name=f"autopeft-study-{study_id}")
         self.m, self.db, self.executor = manager, manager.db, manager.executor
         self.study_id = study_id
-        self._stop_requested = threading.Event()
-        self._shutting_down = threading.Event()  # process exit: leave trials as they are
-        self._wake = threading.Event()
-        self._budget_changed = threading.Event()  # extend: reload the budget from the stored spec
-        self._ending = threading.Event()  # the study is marked finished: no restart from here
-        self._lock = threading.RLock()  # optimiser + in-flight bookkeeping
-        self.opt = None
-        self.ids: dict[int, Any] = {}  # trial id -> optimiser suggestion id (search trials)
-        self.by_opt_id: dict[str, int] = {}  # str(suggestion id) -> trial id
-        self.baselines: set[int] = set()  # trial ids of baseline trials
-        self.inflight: set[int] = set()  # trials training now
-        self.evaluating: set[int] = set()  # trials whose saved adapter is being tested now
-        self.pending_tests: list[int] = []
-        self.paused: list[int] = []  # PBT members waiting for their next turn, in order
-        self.rung_paused: list[int] = []  # trials waiting at an ASHA rung for a promotion
-        self.pausing: set[int] = set()  # runs told to stop at a rung, to be paused when they end
-        self.replicate_todo: list[tuple[int, int]] = []  # (front trial, seed index) to run
-        self.next_step: dict[int, int] = {}  # PBT member -> the report its next segment ends at
-        self.progress: dict[int, float] = {}  # in-flight run -> epochs trained in it so far
-        self.planned: dict[int, float] = {}  # in-flight run -> epochs it is planned to train
-        self.run_start: dict[int, float] = {}
-        self.exploits: dict[int, Any] = {}
-        self.last_report: dict[int, int] = {}  # in-flight run -> its reports' ReportLog position
-        self.requeue: list[int] = []  # trials to run again (restart / resume), in order
-        self.cancelling: dict[int, str] = {}  # trial id -> why a user cancelled it
-        self.seq, self._seq_lock = 0, threading.Lock()  # history position (scheduling.replay)
-        self.slot: Holder | None = None  # this runner in the manager's fair-share allocator
-        self.tracker = None  # tracking.hub.StudyTracker when spec.tracking names a sink
-        self.webhook = None  # webhooks.sender.StudyHook when the spec has a webhook
+        self.st = RunState(study_id)  # every field the parts share (scheduling.state)
+        self.history = HistoryReplay(self)
+        self.runs = TrialRuns(self)
+        self.baseline_runs = Baselines(self)
+        self.lifecycle = Lifecycle(self)
+        self.warm_start = WarmStartReuse(self)
+        self.outside = OutsideTrials(self)
+        self.pbt = PBTTurns(self)
+        self.promotions = Promotions(self)
+        self.replicates = Replicates(self)
+        self.tests = HeldOutTests(self)
+
+    @property
+    def opt(self):
+        """The study's optimiser (None until the runner has rebuilt it)."""
+        return self.st.opt
+
+    @property
+    def ids(self) -> dict[int, Any]:
+        """Trial id -> the optimiser's id of it (search trials)."""
+        return self.st.ids
+
+    def reload_budget(self) -> None:
+        """Called by the manager after ``extend`` (``Lifecycle.reload_budget``)."""
+        self.lifecycle.reload_budget()
+
+    def cancel_trial(self, trial_id: int, reason: str) -> None:
+        """End one queued or running trial as failed (``Lifecycle.cancel_trial``)."""
+        self.lifecycle.cancel_trial(trial_id, reason)
 
     # -- control ------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        self._stop_requested.set()
-        self._wake.set()
+        self.st.stop_requested.set()
+        self.st.wake.set()
 
     def _has_slot(self) -> bool:
         """A fair-share slot for one more trial (see ``autopeft.api.slots``)."""
-        return self.slot is None or self.m.slots.acquire(self.slot)
+        return self.st.slot is None or self.m.slots.acquire(self.st.slot)
 
-    def _release_slot(self) -> None:
+    def release_slot(self) -> None:
         """A run of this study ended: its slot is free, and this study is in line for it again
         (the runner loop withdraws when it wants no more)."""
-        if self.slot is not None:
-            self.m.slots.release(self.slot, rejoin=True)
+        if self.st.slot is not None:
+            self.m.slots.release(self.st.slot, rejoin=True)
 
     # -- thread -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -145,7 +136,7 @@ class StudyRunner(
         except Exception as err:
             log.exception("study %s failed", self.study_id)
             reason = public_error(f"{type(err).__name__}: {err}")
-            for tid in list(self.inflight | self.evaluating):  # nothing of it goes on running
+            for tid in list(self.st.inflight | self.st.evaluating):  # nothing of it goes on running
                 self.executor.cancel(tid)
             with self.db.write(self.study_id) as s:
                 study = s.get(Study, self.study_id)
@@ -159,13 +150,13 @@ class StudyRunner(
                     ):
                         t.state, t.finished_at = "failed", utcnow()
                         t.error = f"the study failed: {reason}"
-            if self.webhook is not None:
-                self.webhook.ended("failed", reason)
+            if self.st.webhook is not None:
+                self.st.webhook.ended("failed", reason)
         finally:
-            if self.tracker is not None:
-                self.tracker.close()
-            if self.slot is not None:
-                self.m.slots.forget(self.slot)
+            if self.st.tracker is not None:
+                self.st.tracker.close()
+            if self.st.slot is not None:
+                self.m.slots.forget(self.st.slot)
             self.m._forget(self.study_id, self)
 
     def _run(self) -> None:
@@ -173,132 +164,156 @@ class StudyRunner(
             study = s.get(Study, self.study_id)
             if study is None or study.state != "running":
                 return
-            self.spec = dict(study.spec)
+            self.st.spec = dict(study.spec)
             elapsed_before = float(study.elapsed_s or 0.0)
-            self.slot = Holder(study.user_id, self.study_id, self._wake, size=gang_size(self.spec))
+            self.st.slot = Holder(
+                study.user_id, self.study_id, self.st.wake, size=gang_size(self.st.spec)
+            )
             name = study.name
-        self.tracker = self.m.tracking and self.m.tracking.tracker(self.study_id, name, self.spec)
-        with self._lock:  # a webhook added meanwhile (SchedulerManager.webhook_added) is kept
-            if self.webhook is None and self.m.webhooks:
-                self.webhook = self.m.webhooks.hook(self.study_id, self.spec)
-        space = build_space(self.spec)
-        self.objectives = objectives_of(self.spec)
-        self.opt = build_optimizer(self.spec, space)
-        self.constraints, self.known = constraints_of(self.spec), known_objectives(self.spec)
-        self.turns = self._pbt_turns()
-        self.requeue = requeue = self._replay()
+        self.st.tracker = self.m.tracking and self.m.tracking.tracker(
+            self.study_id, name, self.st.spec
+        )
+        with self.st.lock:  # a webhook added meanwhile (SchedulerManager.webhook_added) is kept
+            if self.st.webhook is None and self.m.webhooks:
+                self.st.webhook = self.m.webhooks.hook(self.study_id, self.st.spec)
+        space = build_space(self.st.spec)
+        self.st.objectives = objectives_of(self.st.spec)
+        self.st.opt = build_optimizer(self.st.spec, space)
+        self.st.constraints, self.st.known = (
+            constraints_of(self.st.spec),
+            known_objectives(self.st.spec),
+        )
+        self.st.turns = self.pbt.takes_turns()
+        self.st.requeue = requeue = self.history.replay()
         started = time.monotonic()
         last_flush = started
-        max_parallel = int(self.spec["max_parallel"])
-        todo_baselines = self._baselines_to_create()
+        max_parallel = int(self.st.spec["max_parallel"])
+        todo_baselines = self.baseline_runs.baselines_to_create()
         with self.db.read() as s:
             created = s.scalar(
                 select(func.count()).select_from(Trial).where(Trial.study_id == self.study_id)
             )
-            self.attached_n = s.scalar(
+            self.st.attached_n = s.scalar(
                 select(func.count())
                 .select_from(Trial)
                 .where(Trial.study_id == self.study_id, Trial.kind == "attached")
             )
-        created = self._reuse_warm_start(created)  # the source's results, not trained again
-        created = self._attach_waiting(created)  # results measured elsewhere (scheduling.outside)
-        if self.webhook is not None:
-            self.webhook.completed()  # reused results may be new points of the front
-        self._queue_tests()
+        created = self.warm_start.reuse_warm_start(
+            created
+        )  # the source's results, not trained again
+        created = self.outside.attach_waiting(
+            created
+        )  # results measured elsewhere (scheduling.outside)
+        if self.st.webhook is not None:
+            self.st.webhook.completed()  # reused results may be new points of the front
+        self.tests.queue_tests()
         while True:
-            self._reload_if_extended()
-            created = self._attach_waiting(created)
-            max_trials, max_seconds = int(self.spec["max_trials"]), self.spec.get("max_seconds")
+            self.lifecycle.reload_if_extended()
+            created = self.outside.attach_waiting(created)
+            max_trials, max_seconds = (
+                int(self.st.spec["max_trials"]),
+                self.st.spec.get("max_seconds"),
+            )
             elapsed = elapsed_before + time.monotonic() - started
-            if self._stop_requested.is_set():
+            if self.st.stop_requested.is_set():
                 self._pause(elapsed)
                 return
             out_of_time = max_seconds is not None and elapsed >= float(max_seconds)
-            out_of_compute = not out_of_time and self._compute_spent()
+            out_of_compute = not out_of_time and self.lifecycle.compute_spent()
             out_of_budget = out_of_time or out_of_compute
-            with self._lock:
-                busy = len(self.inflight) + len(self.evaluating)
-            while busy < max_parallel and not self._stop_requested.is_set():
+            with self.st.lock:
+                busy = len(self.st.inflight) + len(self.st.evaluating)
+            while busy < max_parallel and not self.st.stop_requested.is_set():
                 action = self._next_run(
-                    requeue, out_of_budget, todo_baselines, self._counted(created) < max_trials
+                    requeue,
+                    out_of_budget,
+                    todo_baselines,
+                    self.outside.counted(created) < max_trials,
                 )
                 if action is None:
-                    self.m.slots.withdraw(self.slot)
+                    self.m.slots.withdraw(self.st.slot)
                     break
                 if not self._has_slot():  # other users' / studies' turn: woken when a slot frees up
                     break
                 if action == "requeue":
                     tid = self._take(requeue)
                     if tid is not None:  # None: cancelled meanwhile
-                        self._submit(tid, requeue=True)
+                        self.runs.submit(tid, requeue=True)
                 elif action == "test":
-                    self._submit_test(self._take(self.pending_tests))
+                    self.tests.submit_test(self._take(self.st.pending_tests))
                 elif action == "baseline":
-                    self._create_baseline(todo_baselines.pop(0), created)
+                    self.baseline_runs.create_baseline(todo_baselines.pop(0), created)
                     created += 1
                 elif action == "enqueued":
-                    self._start_enqueued(created)
+                    self.outside.start_enqueued(created)
                     created += 1
                 elif action == "member":
-                    member = self._take(self.paused)
+                    member = self._take(self.st.paused)
                     if member is not None:
-                        self._submit(member, restore_dir=self._own_checkpoint(member))
+                        self.runs.submit(member, restore_dir=self.runs.own_checkpoint(member))
                 elif action == "replicate":
-                    planned = self._take(self.replicate_todo)
+                    planned = self._take(self.st.replicate_todo)
                     if planned is not None:
-                        self._create_replicate(*planned, created)
+                        self.replicates.create_replicate(*planned, created)
                         created += 1
                 elif action == "promote":
-                    promoted = self._promotable()
+                    promoted = self.promotions.promotable()
                     if promoted is not None:
-                        self._promote(promoted)
+                        self.promotions.promote(promoted)
                 else:  # every free slot this study may fill now, asked and started at once
                     n = 1
                     while (
-                        not self.turns
+                        not self.st.turns
                         and busy + n < max_parallel
-                        and self._counted(created) + n < max_trials
+                        and self.outside.counted(created) + n < max_trials
                         and self._has_slot()
                     ):
                         n += 1
-                    self._ask_and_submit(created, n)
+                    self.runs.ask_and_submit(created, n)
                     created += n
                     busy += n - 1
                 busy += 1
-            if self._stop_requested.is_set() or busy >= max_parallel:  # no slot wanted now
-                self.m.slots.withdraw(self.slot)
-            with self._lock:
-                idle = not (self.inflight or self.evaluating or self.exploits or self.pending_tests)
-                waiting = bool(self.paused)
-                at_rungs = bool(self.rung_paused)
-                replicating = bool(self.replicate_todo)
-            promotable = at_rungs and self._promotable() is not None
+            if self.st.stop_requested.is_set() or busy >= max_parallel:  # no slot wanted now
+                self.m.slots.withdraw(self.st.slot)
+            with self.st.lock:
+                idle = not (
+                    self.st.inflight
+                    or self.st.evaluating
+                    or self.st.exploits
+                    or self.st.pending_tests
+                )
+                waiting = bool(self.st.paused)
+                at_rungs = bool(self.st.rung_paused)
+                replicating = bool(self.st.replicate_todo)
+            promotable = at_rungs and self.promotions.promotable() is not None
             more = replicating or (
                 not out_of_budget
                 and (
-                    self._counted(created) < max_trials
-                    or self._enqueued_waiting()
+                    self.outside.counted(created) < max_trials
+                    or self.outside.enqueued_waiting()
                     or waiting
                     or promotable
-                    or (todo_baselines and self._counted(created) < max_trials)
+                    or (todo_baselines and self.outside.counted(created) < max_trials)
                 )
             )
             if idle and not requeue and not more:
                 if waiting:
-                    self._end_paused("the study's budget ended before this member's last report")
+                    self.pbt.end_paused("the study's budget ended before this member's last report")
                     continue  # their test evaluations, if any, come next
                 if at_rungs:
-                    self._end_rung_paused("the study ended before this trial was promoted")
+                    self.promotions.end_rung_paused(
+                        "the study ended before this trial was promoted"
+                    )
                     continue
-                todo = self._replicates_todo()
+                todo = self.replicates.replicates_todo()
                 if todo:  # the front's points get their other seeds before the study ends
-                    with self._lock:
-                        self.replicate_todo.extend(todo)
+                    with self.st.lock:
+                        self.st.replicate_todo.extend(todo)
                     continue
-                if self._finish(
+                if self.lifecycle.finish(
                     elapsed,
                     None
-                    if not out_of_budget or self._counted(created) >= max_trials
+                    if not out_of_budget or self.outside.counted(created) >= max_trials
                     else "time budget reached"
                     if out_of_time
                     else "compute budget (max_epochs) reached",
@@ -309,72 +324,60 @@ class StudyRunner(
                 last_flush = time.monotonic()
                 with self.db.write(self.study_id) as s:
                     s.get(Study, self.study_id).elapsed_s = elapsed
-            self._wake.wait(1.0)
-            self._wake.clear()
+            self.st.wake.wait(1.0)
+            self.st.wake.clear()
 
     # -- budgets ------------------------------------------------------------------------------
     def _take(self, queue: list[int]) -> int | None:
-        with self._lock:
+        with self.st.lock:
             return queue.pop(0) if queue else None
 
     def _next_run(
         self, requeue: list[int], out_of_budget: bool, todo_baselines: list[str], room: bool
     ) -> str | None:
         """What the next free slot goes to (see the module docstring), or None: nothing to run."""
-        with self._lock:
-            tests, paused, requeue = bool(self.pending_tests), bool(self.paused), bool(requeue)
+        with self.st.lock:
+            tests, paused, requeue = (
+                bool(self.st.pending_tests),
+                bool(self.st.paused),
+                bool(requeue),
+            )
         if requeue:
             return "requeue"
         if tests:
             return "test"
-        with self._lock:
-            if self.replicate_todo:  # run beyond the search's budget
+        with self.st.lock:
+            if self.st.replicate_todo:  # run beyond the search's budget
                 return "replicate"
         if out_of_budget:
             return None
         if todo_baselines and room:
             return "baseline"
-        if self._enqueued_waiting() and self._room_for_member():
+        if self.outside.enqueued_waiting() and self.pbt.room_for_member():
             return "enqueued"  # the user's configs before the optimiser's (accepted: always run)
         if paused:
             return "member"
-        if self._promotable() is not None:
+        if self.promotions.promotable() is not None:
             return "promote"
-        return "ask" if room and self._room_for_member() else None
-
-    def _pbt_turns(self) -> bool:
-        """Members of a population-based study (the optimiser's declared ``population``) on a
-        peft workload take turns (segments of ``population.interval`` reports); python workloads
-        define their own steps, so their members all run at once."""
-        return self.opt.population is not None and self.spec["workload"].get("kind") == "peft"
+        return "ask" if room and self.pbt.room_for_member() else None
 
     # -- end ----------------------------------------------------------------------------------
     def _pause(self, elapsed: float) -> None:
         self.m.reports.flush()
-        if self._shutting_down.is_set():
+        if self.st.shutting_down.is_set():
             with self.db.write(self.study_id) as s:
                 s.get(Study, self.study_id).elapsed_s = elapsed
             return
-        for tid in list(self.inflight | self.evaluating):
+        for tid in list(self.st.inflight | self.st.evaluating):
             self.executor.cancel(tid)
         deadline = time.monotonic() + 15
-        while (self.inflight or self.evaluating) and time.monotonic() < deadline:
-            self._wake.wait(0.2)
-            self._wake.clear()
+        while (self.st.inflight or self.st.evaluating) and time.monotonic() < deadline:
+            self.st.wake.wait(0.2)
+            self.st.wake.clear()
         with self.db.write(self.study_id) as s:
             study = s.get(Study, self.study_id)
             if study is not None:  # None: deleted on another replica
                 study.elapsed_s = elapsed
-
-
-def _active(runner: StudyRunner | None) -> bool:
-    """A runner that is running its study and was not asked to stop."""
-    return (
-        runner is not None
-        and runner.is_alive()
-        and not runner._stop_requested.is_set()
-        and not runner._ending.is_set()
-    )
 
 
 class SchedulerManager(LifecycleManager):
@@ -433,9 +436,9 @@ class SchedulerManager(LifecycleManager):
         with a hook reads the stored webhook at each event, so changes need nothing)."""
         runner = self._live(study_id)
         if runner is not None and self.webhooks:
-            with runner._lock:
-                if runner.webhook is None:
-                    runner.webhook = self.webhooks.hook(study_id, spec)
+            with runner.st.lock:
+                if runner.st.webhook is None:
+                    runner.st.webhook = self.webhooks.hook(study_id, spec)
 
     def recover(self) -> list[int]:
         """Start a runner for every study left ``running`` (after a restart or crash)."""
@@ -459,7 +462,7 @@ class SchedulerManager(LifecycleManager):
             if self._closed or study_id in self._deleted:
                 return
             runner = self._runners.get(study_id)
-            if _active(runner):
+            if active_runner(runner):
                 return
             old = runner
         if old is not None:
@@ -482,7 +485,7 @@ class SchedulerManager(LifecycleManager):
     def _live(self, study_id: int) -> StudyRunner | None:
         with self._lock:
             runner = self._runners.get(study_id)
-        return runner if _active(runner) else None
+        return runner if active_runner(runner) else None
 
     def _forget(self, study_id: int, runner: StudyRunner) -> None:
         with self._lock:
@@ -495,12 +498,12 @@ class SchedulerManager(LifecycleManager):
             self._closed = True
             runners = list(self._runners.values())
         for r in runners:
-            r._shutting_down.set()
-            r._stop_requested.set()
+            r.st.shutting_down.set()
+            r.st.stop_requested.set()
         if self.executor is not None:  # no on_done: running trials stay `running` in the store
             self.executor.shutdown(wait=True)
         for r in runners:
-            r._wake.set()
+            r.st.wake.set()
             r.join(timeout=5)
         self.reports.close()
         if self.tracking:

@@ -1,4 +1,4 @@
-"""Baseline trials (a mixin of ``StudyRunner``): ``spec.baselines`` names hand-picked reference
+"""Baseline trials (a part of ``StudyRunner``, see ``scheduling.state``): ``spec.baselines`` names hand-picked reference
 points (``autopeft.trials.baselines``: built-in names or the user's own ``{name, config}``), each
 run once as a trial of kind ``baseline`` with its own workload, never told to the optimiser, and
 counted in ``max_trials``."""
@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import select
 
 from autopeft.api.models import Trial
+from autopeft.api.scheduling.state import Part
 
 
-class Baselines:
-    def _baselines_to_create(self) -> list[str]:
+class Baselines(Part):
+    def baselines_to_create(self) -> list[str]:
         with self.db.read() as s:
             done = set(
                 s.scalars(
@@ -24,13 +25,13 @@ class Baselines:
             )
         from autopeft.trials.baselines import baseline_name
 
-        names = [baseline_name(b) for b in self.spec.get("baselines") or []]
+        names = [baseline_name(b) for b in self.st.spec.get("baselines") or []]
         return [b for b in names if b not in done]
 
-    def _create_baseline(self, name: str, number: int) -> None:
+    def create_baseline(self, name: str, number: int) -> None:
         from autopeft.trials.baselines import baseline_trial
 
-        config, _ = baseline_trial(name, self.spec["workload"], self.spec.get("baselines"))
+        config, _ = baseline_trial(name, self.st.spec["workload"], self.st.spec.get("baselines"))
         with self.db.write(self.study_id) as s:
             trial = Trial(
                 study_id=self.study_id,
@@ -45,15 +46,17 @@ class Baselines:
             s.add(trial)
             s.flush()
             tid = trial.id
-        with self._lock:
-            self.baselines.add(tid)
-        self._submit(tid)
+        with self.st.lock:
+            self.st.baselines.add(tid)
+        self.run.runs.submit(tid)
 
-    def _workload_of(self, t: Trial) -> dict[str, Any]:
+    def workload_of(self, t: Trial) -> dict[str, Any]:
         """The workload a trial runs: a baseline's (and a baseline's replicate's) own, else the
         study's."""
         if t.kind == "baseline" or (t.kind == "replicate" and t.label):
             from autopeft.trials.baselines import baseline_trial
 
-            return baseline_trial(t.label, self.spec["workload"], self.spec.get("baselines"))[1]
-        return self.spec["workload"]
+            return baseline_trial(t.label, self.st.spec["workload"], self.st.spec.get("baselines"))[
+                1
+            ]
+        return self.st.spec["workload"]

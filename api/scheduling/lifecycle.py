@@ -1,4 +1,4 @@
-"""A study's life while it runs (a mixin of ``StudyRunner``): more budget, and one trial cancelled.
+"""A study's life while it runs (a part of ``StudyRunner``, see ``scheduling.state``): more budget, and one trial cancelled.
 
 More budget. ``POST /studies/{id}/extend`` adds to ``max_trials``, ``max_seconds`` and / or
 ``max_epochs`` in the stored spec (``services.studies.extend_study``), then wakes the runner,
@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from autopeft.api.models import FINISHED_TRIAL_STATES, Event, Study, Trial, utcnow
+from autopeft.api.scheduling.state import Part
 
 log = logging.getLogger("autopeft.scheduler")
 
@@ -41,34 +42,34 @@ def budget_of(spec: dict[str, Any]) -> tuple:
     )
 
 
-class Lifecycle:
+class Lifecycle(Part):
     # -- more budget ----------------------------------------------------------------------------
     def reload_budget(self) -> None:
         """Called by the manager after ``extend``: reload the budget at the next turn of the loop."""
-        self._budget_changed.set()
-        self._wake.set()
+        self.st.budget_changed.set()
+        self.st.wake.set()
 
     def _apply_budget(self, spec: dict[str, Any]) -> bool:
         """Take the stored budget; True when it differs from the one this runner used."""
-        changed = budget_of(spec) != budget_of(self.spec)
-        self.spec = {**self.spec, **{k: spec.get(k) for k in BUDGET_KEYS + OUTSIDE_KEYS}}
+        changed = budget_of(spec) != budget_of(self.st.spec)
+        self.st.spec = {**self.st.spec, **{k: spec.get(k) for k in BUDGET_KEYS + OUTSIDE_KEYS}}
         return changed
 
-    def _reload_if_extended(self) -> None:
-        if self._budget_changed.is_set():
-            self._budget_changed.clear()
+    def reload_if_extended(self) -> None:
+        if self.st.budget_changed.is_set():
+            self.st.budget_changed.clear()
             with self.db.read() as s:
                 study = s.get(Study, self.study_id)
-                spec = dict(study.spec) if study is not None else self.spec
+                spec = dict(study.spec) if study is not None else self.st.spec
             if self._apply_budget(spec):
                 log.info(
                     "study %s: budget now %s",
                     self.study_id,
-                    dict(zip(BUDGET_KEYS + OUTSIDE_KEYS, budget_of(self.spec))),
+                    dict(zip(BUDGET_KEYS + OUTSIDE_KEYS, budget_of(self.st.spec))),
                 )
 
-    def _compute_spent(self) -> bool:
-        limit = self.spec.get("max_epochs")
+    def compute_spent(self) -> bool:
+        limit = self.st.spec.get("max_epochs")
         if limit is None:
             return False
         with self.db.read() as s:
@@ -80,26 +81,26 @@ class Lifecycle:
                 )
                 or 0.0
             )
-        with self._lock:  # a run in flight counts what it is planned to train, not what it has
-            used += sum(max(self.planned.get(t, 0.0), p) for t, p in self.progress.items())
+        with self.st.lock:  # a run in flight counts what it is planned to train, not what it has
+            used += sum(max(self.st.planned.get(t, 0.0), p) for t, p in self.st.progress.items())
         return used >= float(limit)
 
-    def _finish(self, elapsed: float, message: str | None) -> bool:
+    def finish(self, elapsed: float, message: str | None) -> bool:
         """Mark the study finished; False (and the new budget taken) when it was extended meanwhile.
         The row is locked (PostgreSQL) so an ``extend`` commits wholly before or after this."""
         finished = False
         with self.db.write(self.study_id) as s:
             study = s.get(Study, self.study_id, with_for_update=True)
             study.elapsed_s = elapsed
-            if study.state == "running" and budget_of(study.spec) != budget_of(self.spec):
+            if study.state == "running" and budget_of(study.spec) != budget_of(self.st.spec):
                 self._apply_budget(dict(study.spec))
                 return False
             if study.state == "running":
-                self._ending.set()
+                self.st.ending.set()
                 study.state, study.finished_at, study.message = "finished", utcnow(), message
                 finished = True
-        if finished and self.webhook is not None:  # committed
-            self.webhook.ended("finished", message)
+        if finished and self.st.webhook is not None:  # committed
+            self.st.webhook.ended("finished", message)
         return True
 
     # -- one trial cancelled ------------------------------------------------------------------
@@ -107,10 +108,10 @@ class Lifecycle:
         """End ``trial_id`` (queued or running) as failed with ``reason``: a running one through
         the executor (its ``on_done`` ends it, see ``_handle_done``), any other at once (and
         ``_submit`` will not start it)."""
-        with self._lock:
-            self.cancelling[trial_id] = reason
-            running = trial_id in self.inflight
-            for queue in (self.paused, self.rung_paused, self.requeue):
+        with self.st.lock:
+            self.st.cancelling[trial_id] = reason
+            running = trial_id in self.st.inflight
+            for queue in (self.st.paused, self.st.rung_paused, self.st.requeue):
                 if trial_id in queue:
                     queue.remove(trial_id)
         if running:
@@ -118,21 +119,21 @@ class Lifecycle:
                 trial_id
             )  # False while it is being submitted: _submit cancels it then
         else:
-            self._end_cancelled(trial_id, reason)
-            self._wake.set()
+            self.end_cancelled(trial_id, reason)
+            self.st.wake.set()
 
-    def _end_cancelled(self, trial_id: int, reason: str, trained: float = 0.0) -> None:
-        with self._lock:
-            self.exploits.pop(trial_id, None)
-            self.next_step.pop(trial_id, None)
+    def end_cancelled(self, trial_id: int, reason: str, trained: float = 0.0) -> None:
+        with self.st.lock:
+            self.st.exploits.pop(trial_id, None)
+            self.st.next_step.pop(trial_id, None)
             with self.db.write(self.study_id) as s:
                 t = s.get(Trial, trial_id)
                 if t is None or t.state in FINISHED_TRIAL_STATES:
                     return  # it ended on its own first
-                search = trial_id not in self.baselines and trial_id in self.ids
+                search = trial_id not in self.st.baselines and trial_id in self.st.ids
                 if search:
-                    self.opt.tell(self.ids[trial_id], None, state="failed")
-                    self._event(
+                    self.st.opt.tell(self.st.ids[trial_id], None, state="failed")
+                    self.run.history.event(
                         s, "tell", {"trial_id": trial_id, "values": None, "state": "failed"}
                     )
                 t.state, t.error, t.finished_at = "failed", reason, utcnow()
@@ -189,7 +190,7 @@ class LifecycleManager:
         study's whole history (callers hold :meth:`study_lock`)."""
         with self._lock:
             runner = self._runners.get(study_id)
-        if runner is not None and not _active_runner(runner):
+        if runner is not None and not active_runner(runner):
             runner.join(timeout=60)
 
     def cancel_trial(self, study_id: int, trial_id: int, reason: str) -> None:
@@ -215,8 +216,14 @@ class LifecycleManager:
         cancel_in_store(self.db, study_id, trial_id, reason)
 
 
-def _active_runner(runner) -> bool:
-    return runner.is_alive() and not runner._stop_requested.is_set() and not runner._ending.is_set()
+def active_runner(runner) -> bool:
+    """A runner (or None) that is running its study and was not asked to stop, nor ending."""
+    return (
+        runner is not None
+        and runner.is_alive()
+        and not runner.st.stop_requested.is_set()
+        and not runner.st.ending.is_set()
+    )
 
 
 def cancel_in_store(db, study_id: int, trial_id: int, reason: str) -> None:

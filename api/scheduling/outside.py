@@ -1,4 +1,4 @@
-"""Enqueued configs and attached results (a mixin of ``StudyRunner``; see ``services.outside``).
+"""Enqueued configs and attached results (a part of ``StudyRunner``, see ``scheduling.state``; see ``services.outside``).
 
 ``_attach_waiting`` makes every waiting ``spec.attached`` entry a ``complete`` trial of kind
 ``attached`` (told with ``add_trial``; an ``attach`` history entry), at the start of the runner and
@@ -15,6 +15,7 @@ import copy
 import logging
 
 from autopeft.api.models import Study, Trial, utcnow
+from autopeft.api.scheduling.state import Part
 from autopeft.api.scheduling.values import exact
 from autopeft.api.services.outside import (
     ENQUEUED_LABEL,
@@ -27,30 +28,28 @@ from autopeft.errors import InvalidConfig
 log = logging.getLogger("autopeft.scheduler")
 
 
-class OutsideTrials:
-    attached_n = 0  # attached trials of the study (they do not count in max_trials)
-
-    def _counted(self, created: int) -> int:
+class OutsideTrials(Part):
+    def counted(self, created: int) -> int:
         """Trials that count in ``max_trials``: those made (attached ones left out) and the
         enqueued configs still waiting (room kept for them)."""
-        return created - self.attached_n + len(waiting(self.spec, "enqueued"))
+        return created - self.st.attached_n + len(waiting(self.st.spec, "enqueued"))
 
-    def _enqueued_waiting(self) -> bool:
-        return bool(waiting(self.spec, "enqueued"))
+    def enqueued_waiting(self) -> bool:
+        return bool(waiting(self.st.spec, "enqueued"))
 
-    def _attach_waiting(self, created: int) -> int:
+    def attach_waiting(self, created: int) -> int:
         """Make the waiting attached results trials; returns the trial count after them."""
-        todo = waiting(self.spec, "attached")
+        todo = waiting(self.st.spec, "attached")
         if not todo:
             return created
-        entries = self.spec["attached"]
+        entries = self.st.spec["attached"]
         told: dict[int, object] = {}
         refused: dict[int, str] = {}
         for i in todo:
             e = entries[i]
             try:
-                with self._lock:
-                    told[i] = self.opt.add_trial(e["config"], e["values"], "complete")
+                with self.st.lock:
+                    told[i] = self.st.opt.add_trial(e["config"], e["values"], "complete")
             except InvalidConfig as err:  # checked at the request: another optimiser's rule
                 refused[i] = f"the optimiser refused it: {err}"
         with self.db.write(self.study_id) as s:
@@ -66,31 +65,35 @@ class OutsideTrials:
                     created,
                     entry,
                     str(told[i].id),
-                    self._feasibility(False, entry["config"], entry["values"]),
+                    self.run.runs.feasibility(False, entry["config"], entry["values"]),
                 )
                 s.add(t)
                 s.flush()
                 payload = attach_payload(t.id, entry)
-                self._event(s, "attach", {**payload, "values": exact(payload["values"])})
-                with self._lock:
-                    self._know(t.id, told[i].id)
+                self.run.history.event(s, "attach", {**payload, "values": exact(payload["values"])})
+                with self.st.lock:
+                    self.run.history.know(t.id, told[i].id)
                 entry["trial_id"] = t.id
                 created += 1
-                self.attached_n += 1
+                self.st.attached_n += 1
             study.spec = spec
-        self.spec = {**self.spec, "attached": spec["attached"], "enqueued": spec.get("enqueued")}
+        self.st.spec = {
+            **self.st.spec,
+            "attached": spec["attached"],
+            "enqueued": spec.get("enqueued"),
+        }
         log.info("study %s: %d attached result(s) told", self.study_id, len(todo) - len(refused))
-        if self.webhook is not None:
-            self.webhook.completed()  # committed: the front may have a new point
+        if self.st.webhook is not None:
+            self.st.webhook.completed()  # committed: the front may have a new point
         return created
 
-    def _start_enqueued(self, number: int) -> None:
+    def start_enqueued(self, number: int) -> None:
         """Start the first waiting enqueued config as trial ``number``."""
-        i = waiting(self.spec, "enqueued")[0]
-        config = self.spec["enqueued"][i]["config"]
-        with self._lock:
-            told = self.opt.add_trial(config, state="running")
-        first_step = self.opt.population.interval if self.turns else None
+        i = waiting(self.st.spec, "enqueued")[0]
+        config = self.st.spec["enqueued"][i]["config"]
+        with self.st.lock:
+            told = self.st.opt.add_trial(config, state="running")
+        first_step = self.st.opt.population.interval if self.st.turns else None
         now = utcnow()
         with self.db.write(self.study_id) as s:
             study = s.get(Study, self.study_id, with_for_update=True)
@@ -110,9 +113,9 @@ class OutsideTrials:
             s.add(t)
             s.flush()
             payload = {"trial_id": t.id, "optimizer_id": str(told.id), "config": dict(told.config)}
-            self._event(s, "enqueue", payload)
+            self.run.history.event(s, "enqueue", payload)
             spec["enqueued"][i]["trial_id"] = t.id
-            if number - self.attached_n >= int(spec["max_trials"]):
+            if number - self.st.attached_n >= int(spec["max_trials"]):
                 # asked meanwhile (the request counted before this runner heard of the config):
                 # an accepted config still runs, and the budget says so
                 spec["max_trials"] = int(spec["max_trials"]) + 1
@@ -120,15 +123,15 @@ class OutsideTrials:
                 extension = {"max_trials": 1, "at": at, "by": "enqueue"}
                 spec["extensions"] = [*(spec.get("extensions") or []), extension]
             study.spec = spec
-            trial_spec = self._spec_of(t, first_step)
-        self.spec = {
-            **self.spec,
+            trial_spec = self.run.runs.spec_of(t, first_step)
+        self.st.spec = {
+            **self.st.spec,
             "enqueued": spec["enqueued"],
             "attached": spec.get("attached"),
             "max_trials": spec["max_trials"],
         }
-        with self._lock:
-            self._know(trial_spec.trial_id, told.id)
+        with self.st.lock:
+            self.run.history.know(trial_spec.trial_id, told.id)
             if first_step is not None:
-                self.next_step[trial_spec.trial_id] = first_step
-        self._launch(trial_spec, None)
+                self.st.next_step[trial_spec.trial_id] = first_step
+        self.run.runs.launch(trial_spec, None)

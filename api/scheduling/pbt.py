@@ -1,4 +1,4 @@
-"""PBT on a peft workload, members taking turns (a mixin of ``StudyRunner``).
+"""PBT on a peft workload, members taking turns (a part of ``StudyRunner``, see ``scheduling.state``).
 
 ``population_size`` members (independent of ``max_parallel``) train in segments of
 ``perturbation_interval`` reports (budget ``{"step": n}``); between segments a member is paused
@@ -18,22 +18,29 @@ from pathlib import Path
 from sqlalchemy import select
 
 from autopeft.api.models import Trial, TrialReport
+from autopeft.api.scheduling.state import Part
 from autopeft.api.services.studies import trial_dir
 from autopeft.optim.base import Exploit
 
 log = logging.getLogger("autopeft.scheduler")
 
 
-class PBTTurns:
-    def _room_for_member(self) -> bool:
-        """PBT keeps ``population_size`` members alive (training or paused); others always ask."""
-        if not self.turns:
-            return True
-        with self._lock:
-            alive = len(self.inflight - self.baselines) + len(self.paused)
-        return alive < self.opt.population.size
+class PBTTurns(Part):
+    def takes_turns(self) -> bool:
+        """Members of a population-based study (the optimiser's declared ``population``) on a
+        peft workload take turns (segments of ``population.interval`` reports); python workloads
+        define their own steps, so their members all run at once."""
+        return self.st.opt.population is not None and self.st.spec["workload"].get("kind") == "peft"
 
-    def _pause_member(self, trial_id: int, trained: float) -> None:
+    def room_for_member(self) -> bool:
+        """PBT keeps ``population_size`` members alive (training or paused); others always ask."""
+        if not self.st.turns:
+            return True
+        with self.st.lock:
+            alive = len(self.st.inflight - self.st.baselines) + len(self.st.paused)
+        return alive < self.st.opt.population.size
+
+    def pause_member(self, trial_id: int, trained: float) -> None:
         with self.db.write(self.study_id) as s:
             t = s.get(Trial, trial_id)
             t.state = "queued"
@@ -44,14 +51,14 @@ class PBTTurns:
                 .order_by(TrialReport.id.desc())
                 .limit(1)
             )
-        with self._lock:
-            self.next_step[trial_id] = int(last or 0) + self.opt.population.interval
-            self.paused.append(trial_id)
+        with self.st.lock:
+            self.st.next_step[trial_id] = int(last or 0) + self.st.opt.population.interval
+            self.st.paused.append(trial_id)
 
-    def _exploit(self, trial_id: int, exploit: Exploit, trained: float) -> bool:
+    def exploit(self, trial_id: int, exploit: Exploit, trained: float) -> bool:
         """PBT: continue this trial from the donor's checkpoint with the perturbed config; the
         donor's checkpoint is copied into this trial's folder now (the donor may train on)."""
-        donor_tid = self.by_opt_id.get(str(exploit.source_id))
+        donor_tid = self.st.by_opt_id.get(str(exploit.source_id))
         with self.db.read() as s:
             t = s.get(Trial, trial_id)
             number = t.number
@@ -77,7 +84,7 @@ class PBTTurns:
                 "restored": copied,
             }
             t.lineage = [*(t.lineage or []), entry]
-            if self.turns:
+            if self.st.turns:
                 t.state = "queued"
         log.info(
             "study %s: trial %s exploits trial %s (%s)",
@@ -86,24 +93,24 @@ class PBTTurns:
             donor_number,
             "from its checkpoint" if copied else "no checkpoint to copy: weights kept",
         )
-        if self.turns:
+        if self.st.turns:
             # the member goes on from the copied checkpoint's report (the donor may be ahead)
             start = max(int(exploit.step), _checkpoint_report(own) if copied else 0)
-            nxt = start + self.opt.population.interval
-            last = self.opt.population.max_step
-            with self._lock:
-                self.next_step[trial_id] = min(nxt, int(last)) if last else nxt
-                self.paused.append(trial_id)
+            nxt = start + self.st.opt.population.interval
+            last = self.st.opt.population.max_step
+            with self.st.lock:
+                self.st.next_step[trial_id] = min(nxt, int(last)) if last else nxt
+                self.st.paused.append(trial_id)
             return False
-        self._submit(trial_id, restore_dir=str(own) if copied else None)
+        self.run.runs.submit(trial_id, restore_dir=str(own) if copied else None)
         return True
 
-    def _end_paused(self, why: str) -> None:
+    def end_paused(self, why: str) -> None:
         """The budget ended with PBT members between segments: each is told with its last report
         (``pruned``: not trained to its last report) so it stays on record and out of the front."""
-        with self._lock:
-            members, self.paused = list(self.paused), []
-        self._prune_at_last_report(members, why)
+        with self.st.lock:
+            members, self.st.paused = list(self.st.paused), []
+        self.run.promotions.prune_at_last_report(members, why)
 
 
 def _checkpoint_report(directory: Path) -> int:

@@ -49,9 +49,7 @@ def reconcile(manager: Any, cancels_done: set[int]) -> None:
             continue
         if sid not in running:
             _locked(manager, sid, _stop_unless_running)
-        elif getattr(runner, "spec", None) is not None and budget_of(running[sid]) != budget_of(
-            runner.spec
-        ):
+        elif runner.st.spec and budget_of(running[sid]) != budget_of(runner.st.spec):
             runner.reload_budget()
     for tid, sid, reason in cancels:
         if tid not in cancels_done and _locked(

@@ -1,4 +1,4 @@
-"""Seed-aware fronts (a mixin of ``StudyRunner``): with ``spec.replicates`` = k > 1, when the
+"""Seed-aware fronts (a part of ``StudyRunner``, see ``scheduling.state``): with ``spec.replicates`` = k > 1, when the
 search would end, every candidate on the validation front (selected on seed means, see
 ``services.front``) that has fewer than k runs gets ``replicate`` trials: the same config (and a
 baseline's own workload) with the next training seeds. They are never told to the optimiser, run
@@ -14,16 +14,17 @@ from collections import Counter
 from sqlalchemy import func, select
 
 from autopeft.api.models import Study, Trial
+from autopeft.api.scheduling.state import Part
 
 #: replicate trials a study may make per extra seed (k - 1): a bound on the rounds of re-selection
 MAX_REPLICATES_PER_SEED = 24
 
 
-class Replicates:
-    def _replicates_todo(self) -> list[tuple[int, int]]:
+class Replicates(Part):
+    def replicates_todo(self) -> list[tuple[int, int]]:
         """``(candidate's trial id, seed index)`` of the runs the front still needs."""
-        k = int(self.spec.get("replicates") or 1)
-        if k <= 1 or self.spec["workload"].get("kind") != "peft":
+        k = int(self.st.spec.get("replicates") or 1)
+        if k <= 1 or self.st.spec["workload"].get("kind") != "peft":
             return []
         from autopeft.api.services.front import front_runs
 
@@ -45,11 +46,11 @@ class Replicates:
             )
         room = (k - 1) * MAX_REPLICATES_PER_SEED - int(made or 0)
         todo = [(root, j) for root in roots for j in range(1 + runs[root], k)]
-        with self._lock:
-            queued = set(self.replicate_todo)
+        with self.st.lock:
+            queued = set(self.st.replicate_todo)
         return [r for r in todo if r not in queued][: max(0, room)]
 
-    def _create_replicate(self, root_id: int, j: int, number: int) -> None:
+    def create_replicate(self, root_id: int, j: int, number: int) -> None:
         """Run ``root_id``'s config again with its training seed + ``j``."""
         from autopeft.trials.knobs import resolve_knobs
 
@@ -57,7 +58,7 @@ class Replicates:
             root = s.get(Trial, root_id)
             # a baseline's name picks its workload (_workload_of); other labels stay with the root
             config, label = dict(root.config), root.label if root.kind == "baseline" else None
-            seed = resolve_knobs(self._workload_of(root), config)["seed"]
+            seed = resolve_knobs(self.run.baseline_runs.workload_of(root), config)["seed"]
         with self.db.write(self.study_id) as s:
             trial = Trial(
                 study_id=self.study_id,
@@ -73,6 +74,6 @@ class Replicates:
             s.add(trial)
             s.flush()
             tid = trial.id
-        with self._lock:
-            self.baselines.add(tid)  # never told to the optimiser
-        self._submit(tid)
+        with self.st.lock:
+            self.st.baselines.add(tid)  # never told to the optimiser
+        self.run.runs.submit(tid)

@@ -1,5 +1,5 @@
-"""Forward-only evaluation of saved adapters on the held-out test split (a mixin of
-``StudyRunner``).
+"""Forward-only evaluation of saved adapters on the held-out test split (a part of
+``StudyRunner``, see ``scheduling.state``).
 
 After every complete trial the validation front is recomputed from the store; each run of a
 point on it (a candidate's trial and its replicates), and each baseline, that has no test values
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from autopeft.api.models import Study, Trial
+from autopeft.api.scheduling.state import Part
 from autopeft.api.scheduling.values import finite_or_none
 from autopeft.api.services.studies import trial_dir
 from autopeft.workers.base import TrialOutcome, TrialSpec
@@ -22,11 +23,11 @@ from autopeft.workers.base import TrialOutcome, TrialSpec
 log = logging.getLogger("autopeft.scheduler")
 
 
-class HeldOutTests:
-    def _queue_tests(self) -> None:
+class HeldOutTests(Part):
+    def queue_tests(self) -> None:
         """Queue a test evaluation for every trial on the validation front, and every baseline,
         that has a saved adapter and no test values yet (peft workloads)."""
-        if self.spec["workload"].get("kind") != "peft":
+        if self.st.spec["workload"].get("kind") != "peft":
             return
         from autopeft.api.services.front import front_runs
 
@@ -41,12 +42,12 @@ class HeldOutTests:
                 and t.kind != "attached"  # measured elsewhere: no adapter here to test
                 and (g in front or t.kind == "baseline")
             ]
-        with self._lock:
+        with self.st.lock:
             for tid in wanted:
-                if tid not in self.evaluating and tid not in self.pending_tests:
-                    self.pending_tests.append(tid)
+                if tid not in self.st.evaluating and tid not in self.st.pending_tests:
+                    self.st.pending_tests.append(tid)
 
-    def _submit_test(self, trial_id: int) -> None:
+    def submit_test(self, trial_id: int) -> None:
         with self.db.read() as s:
             t = s.get(Trial, trial_id)
             root = trial_dir(self.m.artifacts_dir, self.study_id, t.number)
@@ -54,15 +55,15 @@ class HeldOutTests:
                 trial_id=t.id,
                 study_id=t.study_id,
                 number=t.number,
-                workload={**self._workload_of(t), "evaluate": "test"},
+                workload={**self.run.baseline_runs.workload_of(t), "evaluate": "test"},
                 config=dict(t.config),
                 attempt=t.attempts,
             )
         spec.restore_dir = str(root / "checkpoint")
         spec.log_path = str(root / "test.log")
-        with self._lock:
-            self.evaluating.add(trial_id)
-        self._dispatch(
+        with self.st.lock:
+            self.st.evaluating.add(trial_id)
+        self.run.runs.dispatch(
             spec,
             lambda step, values: "continue",
             lambda outcome: self._on_tested(trial_id, outcome),
@@ -77,8 +78,8 @@ class HeldOutTests:
                         t.test_values = finite_or_none(
                             {k: v for k, v in outcome.values.items() if k.startswith("test_")}
                         )
-                if self.tracker is not None:
-                    self.tracker.tested(trial_id)
+                if self.st.tracker is not None:
+                    self.st.tracker.tested(trial_id)
             elif not outcome.cancelled:
                 log.warning(
                     "study %s: test evaluation of trial %s failed: %s",
@@ -87,15 +88,15 @@ class HeldOutTests:
                     (outcome.error or "").splitlines()[0] if outcome.error else "?",
                 )
                 with self.db.write(self.study_id) as s:
-                    self._event(
+                    self.run.history.event(
                         s,
                         "test_failed",
                         {"trial_id": trial_id, "error": (outcome.error or "")[:2000]},
                     )
         finally:
-            with self._lock:
-                known = trial_id in self.evaluating
-                self.evaluating.discard(trial_id)
+            with self.st.lock:
+                known = trial_id in self.st.evaluating
+                self.st.evaluating.discard(trial_id)
             if known:
-                self._release_slot()
-            self._wake.set()
+                self.run.release_slot()
+            self.st.wake.set()

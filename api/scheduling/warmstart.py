@@ -1,4 +1,4 @@
-"""Reused warm-start trials (a mixin of ``StudyRunner``; see ``services.warmstart``).
+"""Reused warm-start trials (a part of ``StudyRunner``, see ``scheduling.state``; see ``services.warmstart``).
 
 Before anything else runs, every ``spec.warm_start.reused`` entry without a ``trial_id`` becomes a
 trial of this study: ``complete`` with the source trial's values (and test values), its checkpoint
@@ -14,18 +14,19 @@ import logging
 import shutil
 
 from autopeft.api.models import Study, Trial, utcnow
+from autopeft.api.scheduling.state import Part
 from autopeft.api.scheduling.values import exact
 from autopeft.api.services.studies import trial_dir
 
 log = logging.getLogger("autopeft.scheduler")
 
 
-class WarmStartReuse:
-    def _reuse_warm_start(self, created: int) -> int:
+class WarmStartReuse(Part):
+    def reuse_warm_start(self, created: int) -> int:
         """Create the reused trials still missing; returns the trial count after them."""
         todo = [
             e
-            for e in (self.spec.get("warm_start") or {}).get("reused") or []
+            for e in (self.st.spec.get("warm_start") or {}).get("reused") or []
             if "trial_id" not in e
         ]
         if not todo:
@@ -37,8 +38,8 @@ class WarmStartReuse:
             for entry in spec["warm_start"]["reused"]:
                 if "trial_id" in entry:
                     continue
-                with self._lock:
-                    told = self.opt.add_trial(entry["config"], entry["values"], "complete")
+                with self.st.lock:
+                    told = self.st.opt.add_trial(entry["config"], entry["values"], "complete")
                 now = utcnow()
                 t = Trial(
                     study_id=self.study_id,
@@ -54,8 +55,8 @@ class WarmStartReuse:
                 )
                 s.add(t)
                 s.flush()
-                self._judge(t, entry["values"])
-                self._event(
+                self.run.runs.judge(t, entry["values"])
+                self.run.history.event(
                     s,
                     "add",
                     {
@@ -64,14 +65,14 @@ class WarmStartReuse:
                         "values": exact(entry["values"]),
                     },
                 )
-                with self._lock:
-                    self.ids[t.id] = told.id
-                    self.by_opt_id[str(told.id)] = t.id
+                with self.st.lock:
+                    self.st.ids[t.id] = told.id
+                    self.st.by_opt_id[str(told.id)] = t.id
                 entry["trial_id"] = t.id
                 self._copy_artifacts(source_id, entry["source_number"], created)
                 created += 1
             study.spec = spec
-        self.spec["warm_start"] = spec["warm_start"]
+        self.st.spec["warm_start"] = spec["warm_start"]
         log.info(
             "study %s: reused %d trial(s) of study %s without training",
             self.study_id,

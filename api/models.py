@@ -173,7 +173,7 @@ class Trial(_Row, _Run, Base):
     # PBT: every exploit, in order: {"step", "source", "source_number", "changes"}
     lineage: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     # under the study's constraints (optimizer.options.constraints), judged when the trial ends:
-    # null while it has no values; infeasible ones are never on the front (services.constraints)
+    # null while it has no values; infeasible ones are never on the front (api.study)
     feasible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     infeasible_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

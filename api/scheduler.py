@@ -35,7 +35,8 @@ config, ``attempts`` + 1, from their checkpoint). Nothing completed is lost: a t
 
 What the runner needs of its optimiser beyond ask / tell / report it reads from the optimiser's
 declared capabilities (``autopeft.optim.base``: ``REBUILDS_BY_ADD``, ``population``), never
-from its name. The parts of the runner live in ``autopeft.api.scheduling``, one idea a module.
+from its name. The parts of the runner live in ``autopeft.api.scheduling``, one idea a module: the
+runner owns one of each and a ``RunState`` (``scheduling.state``), the only state they share.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from autopeft.api.artifacts import public_error
 from autopeft.api.db import Database
 from autopeft.api.models import Study, Trial, utcnow
 from autopeft.api.scheduling.baselines import Baselines
@@ -62,10 +64,8 @@ from autopeft.api.scheduling.runs import TrialRuns
 from autopeft.api.scheduling.state import RunState
 from autopeft.api.scheduling.tests import HeldOutTests
 from autopeft.api.scheduling.warmstart import WarmStartReuse
-from autopeft.api.services.constraints import constraints_of
-from autopeft.api.services.spec import build_optimizer, build_space, known_objectives, objectives_of
-from autopeft.api.services.studies import public_error
 from autopeft.api.slots import Holder, SlotAllocator, gang_size
+from autopeft.api.study import StudySpec
 from autopeft.api.tracking.hub import TrackingHub
 from autopeft.api.tracking.rules import TrackingRules
 from autopeft.api.webhooks.rules import WebhookRules
@@ -176,18 +176,14 @@ class StudyRunner(threading.Thread):
         with self.st.lock:  # a webhook added meanwhile (SchedulerManager.webhook_added) is kept
             if self.st.webhook is None and self.m.webhooks:
                 self.st.webhook = self.m.webhooks.hook(self.study_id, self.st.spec)
-        space = build_space(self.st.spec)
-        self.st.objectives = objectives_of(self.st.spec)
-        self.st.opt = build_optimizer(self.st.spec, space)
-        self.st.constraints, self.st.known = (
-            constraints_of(self.st.spec),
-            known_objectives(self.st.spec),
-        )
+        typed = StudySpec(self.st.spec)  # validated when it was stored (services.spec)
+        self.st.objectives, self.st.constraints = typed.objectives, typed.constraints
+        self.st.opt, self.st.known = typed.optimizer(typed.space()), typed.known()
         self.st.turns = self.pbt.takes_turns()
         self.st.requeue = requeue = self.history.replay()
         started = time.monotonic()
         last_flush = started
-        max_parallel = int(self.st.spec["max_parallel"])
+        max_parallel = typed.max_parallel
         todo_baselines = self.baseline_runs.baselines_to_create()
         with self.db.read() as s:
             created = s.scalar(

@@ -10,6 +10,7 @@ a name or module that starts with ``_`` is allowed inside its own package only.
 from __future__ import annotations
 
 import ast
+import threading
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,93 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path):
     (tmp_path / "b.py").write_text("def f():\n    from pkg import a\n")
     (tmp_path / "c.py").write_text("from pkg.a import y\n")
     assert module_cycles(tmp_path, "pkg") == [["a", "b", "a"]]
+
+
+# -- the study runner: composed parts, one state object (issue 32) ------------------------------
+#: bases a class may have beyond this many only as a thread or an abstract class
+MAX_BASES = 3
+FREE_BASES = {"Thread", "threading.Thread", "ABC", "abc.ABC"}
+#: what a part of the runner may read of ``self`` besides its own methods (scheduling.state.Part)
+PART_ATTRS = {"run", "st", "m", "db", "executor", "study_id"}
+
+
+def many_based(root: Path = ROOT) -> list[str]:
+    """Classes of ``api/`` with more than :data:`MAX_BASES` bases (threads and ABCs aside)."""
+    found = []
+    for path in sorted((root / "api").rglob("*.py")):
+        if any(s in path.parts for s in SKIP):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(b) for b in node.bases if ast.unparse(b) not in FREE_BASES]
+                if len(bases) > MAX_BASES:
+                    found.append(f"{path.relative_to(root)}: {node.name}({', '.join(bases)})")
+    return found
+
+
+def part_state_outside_run_state(folder: Path, fields: set[str]) -> list[str]:
+    """What the runner's parts (classes deriving from ``Part``) keep outside ``RunState``: an
+    attribute of their own (``self.x`` that is not a method or one of :data:`PART_ATTRS`, read
+    or written) or a field of ``self.st`` that ``RunState`` does not declare."""
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        for cls in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(cls, ast.ClassDef) or "Part" not in [
+                ast.unparse(b) for b in cls.bases
+            ]:
+                continue
+            methods = {f.name for f in cls.body if isinstance(f, ast.FunctionDef)}
+            where = f"{path.name}: {cls.name}"
+            for node in ast.walk(cls):
+                if not isinstance(node, ast.Attribute):
+                    continue
+                if isinstance(node.value, ast.Name) and node.value.id == "self":
+                    if node.attr not in methods | PART_ATTRS:
+                        found.append(f"{where} uses self.{node.attr}")
+                    elif node.attr in PART_ATTRS and isinstance(node.ctx, ast.Store):
+                        found.append(f"{where} rebinds self.{node.attr}")
+                elif ast.unparse(node.value) == "self.st" and node.attr not in fields:
+                    found.append(f"{where} uses self.st.{node.attr}, not a RunState field")
+    return found
+
+
+def test_no_class_of_the_api_is_assembled_from_many_bases():
+    """The study runner is a thread that owns its parts, not ten mixins (issue 32)."""
+    assert many_based() == []
+
+
+def test_the_runner_parts_share_state_only_through_run_state():
+    """A reader finds every field the runner's parts share in one file (scheduling/state.py)."""
+    import dataclasses
+
+    from autopeft.api.scheduler import StudyRunner
+    from autopeft.api.scheduling.state import RunState
+
+    fields = {f.name for f in dataclasses.fields(RunState)}
+    assert part_state_outside_run_state(ROOT / "api" / "scheduling", fields) == []
+    assert StudyRunner.__bases__ == (threading.Thread,)
+
+
+def test_the_structure_checks_can_fail(tmp_path):
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "runner.py").write_text(
+        "import threading\n"
+        "class Runner(A, B, C, D, threading.Thread):\n    pass\n"
+        "class Fine(A, B, C, threading.Thread):\n    pass\n"
+    )
+    assert many_based(tmp_path) == ["api/runner.py: Runner(A, B, C, D)"]
+    (tmp_path / "part.py").write_text(
+        "class Runs(Part):\n"
+        "    def go(self):\n"
+        "        self.cache = {}\n"
+        "        self.st.inflight.add(1)\n"
+        "        self.st.secret = 2\n"
+        "        self.go()\n"
+        "        self.run.pbt.turn()\n"
+        "        self.db = None\n"
+    )
+    assert part_state_outside_run_state(tmp_path, {"inflight"}) == [
+        "part.py: Runs uses self.cache",
+        "part.py: Runs uses self.st.secret, not a RunState field",
+        "part.py: Runs rebinds self.db",
+    ]

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import Field, TypeAdapter
 
+from autopeft.api.artifacts import remove_artifacts
 from autopeft.api.deps import CurrentUser, StateDep
 from autopeft.api.routers._common import ERRORS, links
 from autopeft.api.schemas import (
@@ -297,7 +298,7 @@ def delete_study(study_id: StudyId, user: CurrentUser, state: StateDep):
         state.scheduler.forget_study(study_id)  # stops its runner (waits), and none starts again
         with state.db.write(study_id) as session:
             svc.delete_study(session, user.id, study_id)
-        svc.remove_artifacts(state.settings.artifacts_dir, study_id)
+        remove_artifacts(state.settings.artifacts_dir, study_id)
     return Response(status_code=204)
 
 

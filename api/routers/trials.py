@@ -110,8 +110,8 @@ def get_merged(trial_id: TrialId, user: CurrentUser, state: StateDep):
     """The trial's base model with its adapter merged into the weights (a plain transformers
     model folder: weights, config, tokenizer, pooling files, model card) as a zip archive, built
     on first use. 422 naming ``merged`` for an adapter that cannot fold into the weights."""
+    from autopeft.api.artifacts import trial_dir
     from autopeft.api.services.export import ensure_merged, merged_archive, model_card
-    from autopeft.api.services.studies import trial_dir
 
     with state.db.read() as session:
         trial = svc.get_trial(session, user.id, trial_id)

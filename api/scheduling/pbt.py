@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from autopeft.api.artifacts import trial_dir
 from autopeft.api.models import Trial, TrialReport
 from autopeft.api.scheduling.state import Part
-from autopeft.api.services.studies import trial_dir
 from autopeft.optim.base import Exploit
 
 log = logging.getLogger("autopeft.scheduler")

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from autopeft.api.artifacts import public_error, trial_dir
 from autopeft.api.models import Trial, TrialReport, utcnow
 from autopeft.api.scheduling.reportlog import INSERT_EVENTS, INSERT_TRIALS, Outcome
 from autopeft.api.scheduling.state import Part
@@ -21,8 +22,7 @@ from autopeft.api.scheduling.values import (
     planned_epochs,
     trial_budget,
 )
-from autopeft.api.services.constraints import feasibility
-from autopeft.api.services.studies import public_error, trial_dir
+from autopeft.api.study import feasibility
 from autopeft.errors import InvalidConfig
 from autopeft.workers.base import OnDone, OnReport, TrialOutcome, TrialSpec
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 
+from autopeft.api.artifacts import trial_dir
 from autopeft.api.models import Study, Trial
 from autopeft.api.scheduling.state import Part
 from autopeft.api.scheduling.values import finite_or_none
-from autopeft.api.services.studies import trial_dir
 from autopeft.workers.base import TrialOutcome, TrialSpec
 
 log = logging.getLogger("autopeft.scheduler")

@@ -13,10 +13,10 @@ import copy
 import logging
 import shutil
 
+from autopeft.api.artifacts import trial_dir
 from autopeft.api.models import Study, Trial, utcnow
 from autopeft.api.scheduling.state import Part
 from autopeft.api.scheduling.values import exact
-from autopeft.api.services.studies import trial_dir
 
 log = logging.getLogger("autopeft.scheduler")
 

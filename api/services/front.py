@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autopeft.api.models import Study, Trial
-from autopeft.api.services.constraints import constraints_of, objectives_of, trial_feasible
+from autopeft.api.study import constraints_of, objectives_of, trial_feasible
 
 SPLITS = ("validation", "test")
 #: objectives that are a share of examples: a front point carries their 95% interval

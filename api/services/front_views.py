@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from autopeft.api.errors import ApiError
 from autopeft.api.models import Trial
-from autopeft.api.services.constraints import objectives_of
 from autopeft.api.services.front import (
     SPLITS,
     _complete,
@@ -22,6 +21,7 @@ from autopeft.api.services.front import (
     test_name,
 )
 from autopeft.api.services.studies import get_study, trial_public
+from autopeft.api.study import objectives_of
 
 
 def _check_split(split: str) -> None:

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autopeft.api.models import Trial
-from autopeft.api.services.spec import build_space
 from autopeft.api.services.studies import get_study
+from autopeft.api.study import build_space
 
 
 def importance(

@@ -28,9 +28,10 @@ from collections.abc import Callable
 from sqlalchemy import Boolean, Float, Integer, String, Text, text
 from starlette.concurrency import run_in_threadpool
 
+from autopeft.api.artifacts import public_error
 from autopeft.api.db import Database
 from autopeft.api.errors import not_found
-from autopeft.api.services.studies import public_error, test_source
+from autopeft.api.services.studies import test_source
 
 # Built once: fixed texts with bound parameters, so a request pays no statement construction
 # (``after`` -1 means "from the start"). Times are taken as stored (SQLite keeps ISO text).

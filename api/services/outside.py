@@ -19,7 +19,7 @@ study (``scheduling.reconcile``) numbers its trials and writes its history in on
 * ``spec.attached``: ``[{"config", "values", "test_values", "label", "at", "trial_id"?}]``. The
   values must cover the objectives and the constraints' metrics (finite numbers; 422 naming
   ``values.<name>``). An objective the service computes exactly from the config (a peft study's
-  ``trainable_params`` / ``predicted_memory_mb``, ``services.spec.known_objectives``) may be left
+  ``trainable_params`` / ``predicted_memory_mb``, ``api.study.known_objectives``) may be left
   out and is then computed; a value given for one must agree with it (relative 1e-6), or the
   attach is refused naming it, since the config would not be the one measured. Where the spec
   does not tell the task head's size (a data file's labels are read only when a trial trains),
@@ -43,11 +43,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from autopeft.api.artifacts import public_error
 from autopeft.api.errors import ApiError
 from autopeft.api.models import Event, Study, Trial, utcnow
-from autopeft.api.services.constraints import constraints_of, feasibility
-from autopeft.api.services.spec import build_space, known_objectives, objectives_of
-from autopeft.api.services.studies import get_study, public_error
+from autopeft.api.services.studies import get_study
+from autopeft.api.study import (
+    build_space,
+    constraints_of,
+    feasibility,
+    known_objectives,
+    objectives_of,
+)
 from autopeft.errors import InvalidConfig
 
 #: configs one request may enqueue, and entries a study may hold of each kind
@@ -185,7 +191,7 @@ def _test_values(given: Any, names: list[str]) -> dict[str, float] | None:
 def _head_unknown(spec: dict[str, Any]) -> bool:
     """A classifier whose label count the spec does not tell (a data file's labels are read only
     when a trial trains): the cost model then counts the adapter without the task head."""
-    from autopeft.api.services.spec import num_labels_of
+    from autopeft.api.study import num_labels_of
 
     workload = spec.get("workload") or {}
     return workload.get("task") != "causal_lm" and num_labels_of(workload) is None

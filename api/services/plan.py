@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autopeft.api.models import Study, Trial
-from autopeft.api.services.spec import _model_config, build_optimizer, build_space, num_labels_of
+from autopeft.api.study import build_optimizer, build_space, model_config_of, num_labels_of
 
 #: workload fields that must match for an earlier trial's speed to count
 SAME_SPEED = ("model", "dataset", "dataset_id", "max_train", "max_length", "batch_size", "device")
@@ -52,7 +52,7 @@ def _memory(space, workload: dict[str, Any]) -> dict[str, float] | None:
     from autopeft.peft.memory import predicted_memory_mb
     from autopeft.space.bounds import extreme_configs
 
-    model_config = _model_config(workload["model"])
+    model_config = model_config_of(workload["model"])
     labels = num_labels_of(workload) or 2
     if workload.get("full_finetune"):
         configs = [{}]
@@ -68,7 +68,7 @@ def _trainable(space, workload: dict[str, Any]) -> dict[str, int] | None:
 
     if workload.get("full_finetune"):
         return None
-    lo, hi = trainable_range(space, _model_config(workload["model"]), num_labels_of(workload))
+    lo, hi = trainable_range(space, model_config_of(workload["model"]), num_labels_of(workload))
     return {"min": int(lo), "max": int(hi)}
 
 

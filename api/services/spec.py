@@ -1,4 +1,4 @@
-"""Validating a study spec completely before it is stored, and rebuilding its parts.
+"""Validating a study spec completely before it is stored (its parts are built by ``api.study``).
 
 Everything the scheduler will need is built once here, so a study that is answered 201
 cannot fail later for a reason visible at submission: the space loads (presets only by name,
@@ -8,13 +8,18 @@ constructed with its options.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autopeft.api.errors import ApiError
-from autopeft.api.services.constraints import objectives_of
+from autopeft.api.study import (
+    build_optimizer,
+    build_space,
+    check_layers,
+    known_objectives,
+    model_config_of,
+)
 from autopeft.errors import InvalidConfig
 
 
@@ -127,181 +132,10 @@ def check_workers(workload: dict[str, Any], ctx: SpecContext) -> None:
         )
 
 
-@functools.lru_cache(maxsize=16)
-def _model_config(model: str):
-    from autopeft.models import load_model_config
-
-    return load_model_config(model, field="workload.model")
-
-
 def normalise_workload(workload: dict[str, Any]) -> dict[str, Any]:
     from autopeft.trials import validate_workload
 
     return validate_workload(workload)
-
-
-def build_space(spec: dict[str, Any]):
-    """The study's ``SearchSpace``; per-layer spaces use the workload's model or ``num_layers``."""
-    from autopeft.space import list_presets, load_space
-
-    ref = spec["space"]
-    if isinstance(ref, str) and ref not in list_presets():
-        raise InvalidConfig(
-            f"unknown space preset {ref!r}; presets: {', '.join(list_presets())} "
-            "(or give the space inline as a mapping)",
-            "space",
-        )
-    model_config = None
-    num_layers = spec.get("num_layers")
-    workload = spec.get("workload") or {}
-    if (
-        num_layers is None
-        and workload.get("kind") == "peft"
-        and isinstance(workload.get("model"), str)
-    ):
-        model_config = _model_config(workload["model"])
-    try:
-        return load_space(ref, model_config=model_config, num_layers=num_layers)
-    except InvalidConfig as err:
-        field = (
-            err.field
-            if err.field and err.field.startswith("space")
-            else f"space.{err.field}"
-            if err.field
-            else "space"
-        )
-        raise InvalidConfig(err.message, field) from None
-
-
-def check_layers(spec: dict[str, Any], space) -> None:
-    """Every layer the space names exists in the workload's model: ``num_layers`` no larger than
-    its layer count, and no per-layer key of the space (an inline space's ``lora.rank.7``) past
-    it. Raises ``InvalidConfig`` naming ``num_layers`` or ``space.<key>``."""
-    workload = spec.get("workload") or {}
-    model = workload.get("model")
-    if workload.get("kind") != "peft" or not isinstance(model, str):
-        return
-    from autopeft.peft.arch import MAPPED_TYPES, describe_config
-    from autopeft.peft.config import parse_peft_config
-
-    if getattr(_model_config(model), "model_type", None) not in MAPPED_TYPES:
-        # torch: imported only for a model type found by structure
-        from autopeft.peft.modelmap import check_structure
-
-        check_structure(_model_config(model), workload.get("task") or "classification")
-    layers = describe_config(_model_config(model)).num_layers
-    wanted = spec.get("num_layers")
-    if wanted is not None and wanted > layers:
-        raise InvalidConfig(
-            f"num_layers {wanted} is more than the {layers} layers of {model!r} (leave it out: "
-            "per-layer spaces take the model's own count)",
-            "num_layers",
-        )
-    try:
-        parse_peft_config(space.default_config(), layers)
-    except InvalidConfig as err:
-        raise InvalidConfig(err.message, f"space.{err.field}" if err.field else "space") from None
-    if workload.get("task") == "causal_lm" and _can_sample(space, "prompt.length"):
-        raise InvalidConfig(
-            "prompt tuning is for sequence classification: on a causal LM the virtual tokens "
-            "shift the positions the completion loss reads (remove prompt.length from the space)",
-            "space.prompt.length",
-        )
-    if _can_sample(space, "prefix.length"):
-        from autopeft.peft.attention import routes_attention
-
-        model_type = describe_config(_model_config(model)).model_type
-        if routes_attention(model_type) is False:
-            raise InvalidConfig(
-                f"model type {model_type!r} computes its attention itself, not through "
-                "transformers' attention interface, so prefix-tuning cannot reach it (remove "
-                "prefix.length from the space)",
-                "space.prefix.length",
-            )
-
-
-def _can_sample(space, key: str) -> bool:
-    """Whether ``space`` can sample a config with ``key`` (or a per-layer ``key.{i}``) > 0."""
-
-    def named(name: str) -> bool:
-        return name == key or (name.startswith(f"{key}.") and name[len(key) + 1 :].isdigit())
-
-    if any(named(k) and v for k, v in space.constants.items()):
-        return True
-    for param in space.params:
-        if not named(param.name):
-            continue
-        if param.choices:
-            if any(param.choices):
-                return True
-        elif (param.high or 0) > 0:
-            return True
-    return False
-
-
-def num_labels_of(workload: dict[str, Any]) -> int | None:
-    """Label count of a peft workload's task when it is known without reading the data (None for
-    causal_lm: no classification head; the LM head is pretrained and frozen)."""
-    if workload.get("task") == "causal_lm":
-        return None
-    if workload.get("labels"):
-        return len(workload["labels"])
-    from autopeft.trials.data import BUILTIN_DATASETS
-
-    if workload.get("dataset") in BUILTIN_DATASETS:
-        labels = BUILTIN_DATASETS[workload["dataset"]]().labels
-        return len(labels) if labels else None
-    return None
-
-
-def known_objectives(spec: dict[str, Any]) -> dict[str, Any]:
-    """Objectives computed exactly from the config instead of being modelled: for a peft
-    workload (not full fine-tuning), ``trainable_params`` is ``autopeft.count_trainable`` and
-    ``predicted_memory_mb`` is :func:`autopeft.peft.memory.predicted_memory_mb` (what the trainer reports)."""
-    workload = spec.get("workload") or {}
-    names = {o["name"] for o in spec["objectives"]} & {"trainable_params", "predicted_memory_mb"}
-    if workload.get("kind") != "peft" or workload.get("full_finetune") or not names:
-        return {}
-    import autopeft
-    from autopeft.peft.memory import predicted_memory_mb
-
-    model_config = _model_config(workload["model"])
-    num_labels = num_labels_of(workload)
-    known = {
-        "trainable_params": lambda config: float(
-            autopeft.count_trainable(config, model_config, num_labels)
-        ),
-        "predicted_memory_mb": lambda config: predicted_memory_mb(
-            config, model_config, workload, num_labels=num_labels or 2
-        ),
-    }
-    return {name: known[name] for name in sorted(names)}
-
-
-def build_optimizer(spec: dict[str, Any], space=None):
-    """A fresh optimiser for the study (seeded, no history). For peft workloads the exactly
-    known objectives (see :func:`known_objectives`) are handed to it as ``known_objectives``."""
-    from autopeft.optim import create_optimizer
-
-    space = space if space is not None else build_space(spec)
-    opt = spec["optimizer"]
-    options = dict(opt.get("options") or {})
-    known = known_objectives(spec)
-    if known and "known_objectives" not in options:
-        options["known_objectives"] = known
-    try:
-        return create_optimizer(
-            opt["name"], space, objectives_of(spec), seed=spec.get("seed", 0), **options
-        )
-    except InvalidConfig as err:
-        field = err.field or "optimizer"
-        if not field.startswith("optimizer"):
-            field = f"optimizer.options.{field}"
-        raise InvalidConfig(err.message, field) from None
-    except (TypeError, ValueError, KeyError) as err:
-        raise InvalidConfig(
-            f"invalid optimizer {opt['name']!r} or options: {err}", "optimizer"
-        ) from None
 
 
 #: what a study that names no optimiser gets: mobo from a 5-point Sobol design (the baselines run
@@ -465,7 +299,7 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         spec["baselines"] = check_baselines(
             given,
             spec["workload"],
-            _model_config(model)
+            model_config_of(model)
             if given and spec["workload"].get("kind") == "peft" and isinstance(model, str)
             else None,
         )
@@ -492,7 +326,7 @@ def validate_spec(spec: dict[str, Any], ctx: SpecContext | None = None) -> dict[
         resolve_warm_start(spec, space, ctx)
         check_fidelity(spec, space, defaulted)
         opt = build_optimizer(spec, space)
-        from autopeft.api.services.constraints import check_constraints
+        from autopeft.api.study import check_constraints
 
         check_constraints(spec)
         if spec["optimizer"]["name"] in _PBT and not opt.mutable:

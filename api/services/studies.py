@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,25 +10,12 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from autopeft.api.artifacts import public_error, trial_dir
 from autopeft.api.errors import ApiError, not_found
 from autopeft.api.models import TRIAL_STATES, Study, Trial, TrialReport, columns, utcnow
 from autopeft.api.webhooks.rules import redact
 
 MAX_PAGE = 5000
-MAX_ERROR_CHARS = 2000
-# an absolute path (two or more segments), not the middle of a word, a fraction or a URL
-_PATH = re.compile(r"(?<![\w.~:/])(?:/[^\s/'\"`:,;()\[\]<>]+){2,}/?")
-
-
-def public_error(error: str | None) -> str | None:
-    """What users see of a trial's (or study's) error: no traceback and no server paths (an absolute
-    path keeps its last part, ``…/data.csv``). The whole text goes to the controller's log and the
-    worker's log."""
-    if not error:
-        return error
-    text = error.split("Traceback (most recent call last)")[0].rstrip()
-    text = _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
-    return text[:MAX_ERROR_CHARS] or "failed (see the worker log)"
 
 
 def counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -279,7 +264,7 @@ def _without_derived(spec: dict[str, Any]) -> dict[str, Any]:
     early stopping and PBT as ``max_step``), so a clone with another workload derives its own."""
     import copy
 
-    from autopeft.api.services.spec import build_space
+    from autopeft.api.study import build_space
     from autopeft.trials.knobs import final_report_steps
 
     spec = copy.deepcopy({k: v for k, v in spec.items() if k not in SERVICE_KEYS})
@@ -358,15 +343,6 @@ def delete_study(session: Session, user_id: int, study_id: int) -> None:
     session.delete(study)
 
 
-def study_dir(artifacts_dir: Path, study_id: int) -> Path:
-    return Path(artifacts_dir) / f"study-{study_id}"
-
-
-def remove_artifacts(artifacts_dir: Path, study_id: int) -> None:
-    """Delete a study's checkpoints, adapters and worker logs (after its rows are gone)."""
-    shutil.rmtree(study_dir(artifacts_dir, study_id), ignore_errors=True)
-
-
 def list_reports(session: Session, user_id: int, trial_id: int) -> dict[str, Any]:
     trial = get_trial(session, user_id, trial_id)
     reports = session.scalars(
@@ -410,7 +386,3 @@ def adapter_zip(spec: dict, trial: Trial, artifacts_dir: Path, resolve_workload=
         "not_found",
         f"trial {trial.id} has no adapter or checkpoint to export (state {trial.state})",
     )
-
-
-def trial_dir(artifacts_dir: Path, study_id: int, number: int) -> Path:
-    return study_dir(artifacts_dir, study_id) / f"trial-{number:05d}"

@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from autopeft.api.artifacts import trial_dir
 from autopeft.api.models import Study, Trial, TrialReport
-from autopeft.api.services.studies import trial_dir
 from autopeft.api.tracking.rules import TrackingRules
 
 log = logging.getLogger("autopeft.tracking")
@@ -154,7 +154,7 @@ class StudyTracker:
         if fatal:
             message += "; this sink is off for the rest of the run"
         log.warning("tracking of study %s, %s: %s", self.study_id, sink, message)
-        from autopeft.api.services.studies import public_error
+        from autopeft.api.artifacts import public_error
 
         entry = {
             "sink": sink,

@@ -411,7 +411,8 @@ class StudyHook:
                 self.sender.deliver(self.study_id, "front", {"study": study, "trial": point})
 
     def _announce_end(self, state: str, message: str | None) -> None:
-        from autopeft.api.services.studies import counts, public_error
+        from autopeft.api.artifacts import public_error
+        from autopeft.api.services.studies import counts
 
         with self.sender.db.read() as s:
             study = s.get(Study, self.study_id)

@@ -4,7 +4,7 @@ Public surface (importing this package does not import torch):
 
 * ``TrialContext``: what a running workload gets (report, checkpoint folders, budget,
   resources); see ``autopeft.trials.context``.
-* ``validate_workload(workload) -> dict``: cheap check + normalisation of a workload spec
+* ``validate_workload(workload) -> Workload``: cheap check + normalisation of a workload spec
   (raises ``autopeft.InvalidConfig`` with ``field="workload.<key>"``); the API calls it
   before accepting a study.
 * ``run_workload(workload, config, trial) -> dict[str, float]``: run it.
@@ -23,9 +23,16 @@ from typing import Any
 from autopeft.errors import InvalidConfig
 from autopeft.trials.context import TrialContext
 from autopeft.trials.knobs import KNOBS
-from autopeft.trials.workload import resolve_model_dir, validate_workload
+from autopeft.trials.workload import Workload, as_workload, resolve_model_dir, validate_workload
 
-__all__ = ["KNOBS", "TrialContext", "resolve_model_dir", "run_workload", "validate_workload"]
+__all__ = [
+    "KNOBS",
+    "TrialContext",
+    "Workload",
+    "resolve_model_dir",
+    "run_workload",
+    "validate_workload",
+]
 
 
 def run_workload(
@@ -33,10 +40,12 @@ def run_workload(
 ) -> dict[str, float]:
     """Run ``workload`` for ``config`` and return its final metrics (name -> float).
 
-    Validates the workload first (``InvalidConfig`` if it is bad). Exceptions of the
-    workload itself propagate: the executor marks the trial failed.
+    This is where a worker takes a trial's workload: a plain mapping is validated here, once
+    (``InvalidConfig`` if it is bad); a :class:`Workload` (validated at its own boundary, e.g.
+    the ``autopeft trial`` command) is taken as it is. Exceptions of the workload itself
+    propagate: the executor marks the trial failed.
     """
-    spec = validate_workload(workload)
+    spec = as_workload(workload)  # a Workload (validated at its boundary) is taken as it is
     if spec["kind"] == "peft":
         from autopeft.trials.train import run_peft
 

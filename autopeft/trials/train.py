@@ -43,7 +43,7 @@ from autopeft.trials.metrics import Rss, classification_metrics, final_metrics
 from autopeft.trials.optimizer import apply_lrs, build_optimizer, lr_lambda, optimizer_step
 from autopeft.trials.parallel import DataParallel
 from autopeft.trials.trainer_setup import TrainerSetup, derive_seed, seed_all
-from autopeft.trials.workload import validate_workload
+from autopeft.trials.workload import as_workload
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,8 @@ def trainer_for(
 ) -> PeftTrainer:
     """The trainer of the workload's ``task``: ``PeftTrainer`` (classification) or
     ``autopeft.trials.causal.CausalLmTrainer`` (causal_lm)."""
-    if validate_workload(workload)["task"] != "causal_lm":
+    workload = as_workload(workload)  # validated once, here or at its boundary
+    if workload.task != "causal_lm":
         return PeftTrainer(workload, config, trial)
     from autopeft.trials.causal import CausalLmTrainer
 

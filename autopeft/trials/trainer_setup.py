@@ -26,7 +26,7 @@ from autopeft.trials import data, quant
 from autopeft.trials.context import TrialContext
 from autopeft.trials.knobs import resolve_knobs
 from autopeft.trials.metrics import Timings
-from autopeft.trials.workload import resolve_model_dir, validate_workload
+from autopeft.trials.workload import as_workload, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class TrainerSetup:
         *,
         profile: bool = False,
     ):
-        self.workload = validate_workload(workload)
+        self.workload = as_workload(workload)
         self.config = dict(config)
         self.trial = trial
         self.knobs = resolve_knobs(self.workload, self.config)

@@ -122,8 +122,54 @@ def _model_type(model: str) -> str | None:
         return None
 
 
-def validate_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a workload spec and return it normalised (defaults filled in).
+class Workload(dict):
+    """A workload :func:`validate_workload` checked and normalised (defaults filled in): the typed
+    form the code below a boundary takes, never validated again.
+
+    The boundaries validate: a REST request (``api.services.spec``), the ``autopeft trial``
+    command, and :func:`autopeft.trials.run_workload`, which is where a worker (another process,
+    maybe another node with its own files) takes a trial's workload. Everything under them (the
+    trainers, the causal-LM trainer, the memory probe) takes a ``Workload`` through
+    :func:`as_workload`, which validates a plain mapping (a library user's own) and passes a
+    ``Workload`` through as it is.
+
+    Read-only (a change makes a new plain dict, ``{**workload, "evaluate": "test"}``, which is
+    validated where it is used); JSON-serialisable and picklable as the dict it is.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a validated Workload is read-only: make a new dict ({**workload, ...})")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (Workload, (dict(self),))
+
+    @property
+    def kind(self) -> str:
+        """``peft`` or ``python``."""
+        return self["kind"]
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``causal_lm`` (a python workload: ``classification``)."""
+        return self.get("task") or "classification"
+
+    @property
+    def model(self) -> str | None:
+        return self.get("model")
+
+
+def as_workload(workload: Mapping[str, Any]) -> Workload:
+    """``workload`` typed: a :class:`Workload` as it is, any other mapping validated."""
+    return workload if isinstance(workload, Workload) else validate_workload(workload)
+
+
+def validate_workload(workload: Mapping[str, Any]) -> Workload:
+    """Check a workload spec and return it normalised (defaults filled in) as a :class:`Workload`.
 
     Raises ``InvalidConfig`` whose ``field`` is ``workload.<key>``. Cheap: loads no model
     and no torch; for a file dataset it reads only the first line (column check).
@@ -134,9 +180,9 @@ def validate_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
         )
     kind = workload.get("kind")
     if kind == "python":
-        return _validate_python(workload)
+        return Workload(_validate_python(workload))
     if kind == "peft":
-        return _validate_peft(workload)
+        return Workload(_validate_peft(workload))
     raise InvalidConfig(
         f"workload.kind must be 'peft' or 'python', got {kind!r}", field="workload.kind"
     )

@@ -149,7 +149,7 @@ def replay(
     spec: dict | None = None,
     exact: bool = False,
 ) -> Result:
-    from autopeft.api.services.spec import build_optimizer, build_space
+    from autopeft.api.study import build_optimizer, build_space
     from autopeft.trials.baselines import baseline_name
 
     spec = spec or study_spec(table, method, rep, budget)

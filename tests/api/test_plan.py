@@ -29,7 +29,7 @@ def _spec(workload, **fields):
 
 
 def test_plan_before_and_after_measuring(sqlite_url, server_factory, tiny_model, small_csv, capsys):
-    from autopeft.api.services.spec import _model_config, build_space
+    from autopeft.api.study import build_space, model_config_of
     from autopeft.peft.memory import predicted_memory_mb
     from autopeft.space.bounds import extreme_configs
 
@@ -52,16 +52,16 @@ def test_plan_before_and_after_measuring(sqlite_url, server_factory, tiny_model,
     spec = _spec(workload, max_trials=40)
     space = build_space({**spec, "num_layers": None})
     mbs = [
-        predicted_memory_mb(c, _model_config(str(tiny_model)), {**workload}, num_labels=2)
+        predicted_memory_mb(c, model_config_of(str(tiny_model)), {**workload}, num_labels=2)
         for c in extreme_configs(space)
     ]
     assert plan["memory_mb"]["max"] > plan["memory_mb"]["min"] > 0
     assert plan["memory_mb"]["max"] == pytest.approx(max(mbs), rel=0.05)
     # the exact trainable range over the space: the cost model at its extremes
-    from autopeft.api.services.spec import num_labels_of
+    from autopeft.api.study import num_labels_of
     from autopeft.space.bounds import trainable_range
 
-    lo, hi = trainable_range(space, _model_config(str(tiny_model)), num_labels_of(workload))
+    lo, hi = trainable_range(space, model_config_of(str(tiny_model)), num_labels_of(workload))
     assert plan["trainable_params"] == {"min": lo, "max": hi} and 0 <= lo < hi
 
     # a bigger budget reaches the model: no warning; a named optimiser's design is its own

@@ -131,7 +131,7 @@ def test_check_structure_refuses_what_cannot_be_mapped():
 def test_a_study_space_with_prefixes_on_deberta_is_refused(tmp_path):
     """Study validation: a DeBERTa model folder is accepted by structure, and a space that can
     sample a prefix on it is a 422 naming ``space.prefix.length`` (per-layer keys too)."""
-    from autopeft.api.services.spec import build_space, check_layers
+    from autopeft.api.study import build_space, check_layers
 
     folder = tmp_path / "deberta"
     deberta_config().save_pretrained(folder)

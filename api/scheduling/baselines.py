@@ -1,7 +1,7 @@
-"""Baseline trials (a part of ``StudyRunner``, see ``scheduling.state``): ``spec.baselines`` names hand-picked reference
-points (``autopeft.trials.baselines``: built-in names or the user's own ``{name, config}``), each
-run once as a trial of kind ``baseline`` with its own workload, never told to the optimiser, and
-counted in ``max_trials``."""
+"""Baseline trials (a part of ``StudyRunner``, see ``scheduling.state``): ``spec.baselines`` names
+hand-picked reference points (``autopeft.trials.baselines``: built-in names or the user's own
+``{name, config}``), each run once as a trial of kind ``baseline`` with its own workload, never told
+to the optimiser, and counted in ``max_trials``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A study's life while it runs (a part of ``StudyRunner``, see ``scheduling.state``): more budget, and one trial cancelled.
+"""A study's life while it runs (a part of ``StudyRunner``, see ``scheduling.state``): more budget,
+and one trial cancelled.
 
 More budget. ``POST /studies/{id}/extend`` adds to ``max_trials``, ``max_seconds`` and / or
 ``max_epochs`` in the stored spec (``services.studies.extend_study``), then wakes the runner,

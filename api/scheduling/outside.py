@@ -1,4 +1,5 @@
-"""Enqueued configs and attached results (a part of ``StudyRunner``, see ``scheduling.state``; see ``services.outside``).
+"""Enqueued configs and attached results (a part of ``StudyRunner``, see ``scheduling.state``; see
+``services.outside``).
 
 ``_attach_waiting`` makes every waiting ``spec.attached`` entry a ``complete`` trial of kind
 ``attached`` (told with ``add_trial``; an ``attach`` history entry), at the start of the runner and

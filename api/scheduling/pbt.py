@@ -1,4 +1,5 @@
-"""PBT on a peft workload, members taking turns (a part of ``StudyRunner``, see ``scheduling.state``).
+"""PBT on a peft workload, members taking turns (a part of ``StudyRunner``, see
+``scheduling.state``).
 
 ``population_size`` members (independent of ``max_parallel``) train in segments of
 ``perturbation_interval`` reports (budget ``{"step": n}``); between segments a member is paused

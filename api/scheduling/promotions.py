@@ -1,5 +1,6 @@
-"""ASHA promotions on a peft workload (a part of ``StudyRunner``, see ``scheduling.state``): early stopping with
-``promotions`` pauses a trial at a rung instead of stopping it (``report`` answers ``"pause"``).
+"""ASHA promotions on a peft workload (a part of ``StudyRunner``, see ``scheduling.state``): early
+stopping with ``promotions`` pauses a trial at a rung instead of stopping it (``report`` answers
+``"pause"``).
 
 The worker is told to stop; the trial becomes ``queued`` with its epochs so far counted and its
 rung checkpoint kept, and waits in ``rung_paused``. Before a free slot is given to a new trial,

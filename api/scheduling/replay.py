@@ -1,8 +1,9 @@
-"""The study's optimiser history (a part of ``StudyRunner``, see ``scheduling.state``): every ask / add / report / tell is
-appended to ``events`` in the transaction of the trial change it belongs to (as are the
-``enqueue`` and ``attach`` entries of the user's own configs and results, ``scheduling.outside``), and a new runner
-rebuilds its optimiser by replaying them in order (optimisers are a pure function of seed +
-history: ``autopeft.optim.base``). This is the one rebuild path.
+"""The study's optimiser history (a part of ``StudyRunner``, see ``scheduling.state``): every ask /
+add / report / tell is appended to ``events`` in the transaction of the trial change it belongs to
+(as are the ``enqueue`` and ``attach`` entries of the user's own configs and results,
+``scheduling.outside``), and a new runner rebuilds its optimiser by replaying them in order
+(optimisers are a pure function of seed + history: ``autopeft.optim.base``). This is the one rebuild
+path.
 
 An optimiser that declares ``REBUILDS_BY_ADD`` has each logged ask replayed as ``add_trial`` of
 the trial's stored config (no suggestion recomputed: a GP fit per trial for ``mobo``); any other

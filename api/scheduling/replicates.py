@@ -1,11 +1,10 @@
-"""Seed-aware fronts (a part of ``StudyRunner``, see ``scheduling.state``): with ``spec.replicates`` = k > 1, when the
-search would end, every candidate on the validation front (selected on seed means, see
-``services.front``) that has fewer than k runs gets ``replicate`` trials: the same config (and a
+"""Seed-aware fronts (a part of ``StudyRunner``, see ``scheduling.state``): with ``spec.replicates``
+= k > 1, when the search would end, every candidate on the validation front (selected on seed means,
+see ``services.front``) that has fewer than k runs gets ``replicate`` trials: the same config (and a
 baseline's own workload) with the next training seeds. They are never told to the optimiser, run
-beyond ``max_epochs`` and ``max_trials`` (the search's budget), and are tested on the held-out
-split like the front. Replicating can change the front (a lucky point's mean drops), so the check
-repeats until every point on it has k runs, at most :data:`MAX_REPLICATES_PER_SEED` per extra
-seed."""
+beyond ``max_epochs`` and ``max_trials`` (the search's budget), and are tested on the held-out split
+like the front. Replicating can change the front (a lucky point's mean drops), so the check repeats
+until every point on it has k runs, at most :data:`MAX_REPLICATES_PER_SEED` per extra seed."""
 
 from __future__ import annotations
 

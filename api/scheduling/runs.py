@@ -1,6 +1,6 @@
-"""Training runs of trials (a part of ``StudyRunner``, see ``scheduling.state``): submission to the executor, reports
-answered with the optimiser's decision, and outcomes stored and told (see the scheduler's module
-docstring for the states a trial ends in)."""
+"""Training runs of trials (a part of ``StudyRunner``, see ``scheduling.state``): submission to the
+executor, reports answered with the optimiser's decision, and outcomes stored and told (see the
+scheduler's module docstring for the states a trial ends in)."""
 
 from __future__ import annotations
 

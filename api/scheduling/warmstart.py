@@ -1,4 +1,5 @@
-"""Reused warm-start trials (a part of ``StudyRunner``, see ``scheduling.state``; see ``services.warmstart``).
+"""Reused warm-start trials (a part of ``StudyRunner``, see ``scheduling.state``; see
+``services.warmstart``).
 
 Before anything else runs, every ``spec.warm_start.reused`` entry without a ``trial_id`` becomes a
 trial of this study: ``complete`` with the source trial's values (and test values), its checkpoint

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft.errors import InvalidConfig
-from autopeft.trials.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -34,12 +33,6 @@ class StudySpec:
     """A validated study spec (the stored JSON), typed for the runner."""
 
     data: Mapping[str, Any]
-
-    @property
-    def workload(self) -> Workload:
-        """The stored workload: validated when the study was created, not again."""
-        w = self.data["workload"]
-        return w if isinstance(w, Workload) else Workload(w)
 
     @property
     def objectives(self) -> list[tuple[str, str]]:

@@ -67,8 +67,7 @@ class WarmStartReuse(Part):
                     },
                 )
                 with self.st.lock:
-                    self.st.ids[t.id] = told.id
-                    self.st.by_opt_id[str(told.id)] = t.id
+                    self.run.history.know(t.id, told.id)
                 entry["trial_id"] = t.id
                 self._copy_artifacts(source_id, entry["source_number"], created)
                 created += 1

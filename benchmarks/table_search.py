@@ -18,6 +18,7 @@ runs) is the same for every method (paired). Scored:
     .venv/bin/python benchmarks/table_search.py                  # every task, method and budget
     .venv/bin/python benchmarks/table_search.py --report-only    # the GOAL lines from the summary
     .venv/bin/python benchmarks/table_search.py --tasks tweets --methods random default --reps 5
+    .venv/bin/python benchmarks/table_search.py --methods n5+moasha-r2 --merge  # add one lever
 
 Each replayed study is cached in ``benchmarks/results/table_search_runs.jsonl`` (not committed:
 a rerun replays only what is missing); the summary, with every repetition's numbers, is
@@ -264,11 +265,14 @@ def _reach(curve: list, target: float) -> float:
     return next((c for c, hv in curve if hv >= target - 1e-9), math.inf)
 
 
-def summarise(rows: list[dict], tasks, budgets) -> dict:
+def summarise(rows: list[dict], tasks, budgets, prior: dict | None = None) -> dict:
+    """Each task's methods summarised from ``rows``; with ``prior`` (an earlier summary), its
+    methods that ``rows`` do not hold are kept as they are (``--merge``)."""
     out: dict = {}
     for task in tasks:
         table = _table(task)
-        out[task] = {"best_hv": best_hv(table), "methods": {}}
+        kept = dict((prior or {}).get(task, {}).get("methods", {}))
+        out[task] = {"best_hv": best_hv(table), "methods": kept}
         by = {}
         for r in rows:
             if r["task"] == task:
@@ -276,7 +280,7 @@ def summarise(rows: list[dict], tasks, budgets) -> dict:
         # the target of the promotions goal: what the default without early stopping reaches (mean)
         no_stop_hv = {
             b: _mean(r["hv_true"] for r in rs) for b, rs in by.get(NO_STOPPING, {}).items()
-        }
+        } or {int(b): d["hv_true_mean"] for b, d in kept.get(NO_STOPPING, {}).items()}
         for method, per_budget in by.items():
             m = out[task]["methods"][method] = {}
             for budget, rs in sorted(per_budget.items()):
@@ -440,6 +444,11 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--cache", default=str(RESULTS / "table_search_runs.jsonl"))
     ap.add_argument("--out", default=str(RESULTS / "table_search.json"))
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the methods --out already summarises and add (or replace) this run's",
+    )
     args = ap.parse_args(argv)
     if args.report_only:
         summary = json.loads(Path(args.out).read_text())
@@ -449,7 +458,8 @@ def main(argv=None) -> int:
             print(line)
         return 0
     rows = run_all(args)
-    summary = summarise(rows, args.tasks, args.budgets)
+    earlier = json.loads(Path(args.out).read_text()) if args.merge else {}
+    summary = summarise(rows, args.tasks, args.budgets, earlier.get("summary"))
     print_table(summary, args.tasks, args.budgets)
     lines = goals(summary, args.tasks, args.budgets)
     for line in lines:
@@ -462,7 +472,10 @@ def main(argv=None) -> int:
                     "budgets": args.budgets,
                     "reps": args.reps,
                     "reach": REACH,
-                    "methods": {m: vars(METHODS[m]) for m in args.methods},
+                    "methods": {
+                        **earlier.get("settings", {}).get("methods", {}),
+                        **{m: vars(METHODS[m]) for m in args.methods},
+                    },
                 },
                 "summary": summary,
                 "goals": lines,

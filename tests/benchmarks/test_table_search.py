@@ -126,3 +126,27 @@ def test_goal_lines_for_the_demo_criterion_and_promotions(tweets):
         "promotions" in line and f": not met (default 30, {ts.NO_STOPPING} 40" in line
         for line in lines
     )
+
+
+def test_a_merged_summary_keeps_the_earlier_methods_and_their_no_stopping_target(tweets):
+    """``--merge``: a run of one new method adds it beside the methods summarised before (which
+    stay as they were), and the promotions target comes from the earlier no-stopping method."""
+    miss = [_row(tweets, "linear_probe")]
+    earlier = ts.summarise(
+        _rows("default", 48, [miss] * 2, [90.0, 92.0], [[[30.0, 90.0]]] * 2)
+        + _rows(ts.NO_STOPPING, 48, [miss] * 2, [100.0] * 2, [[[40.0, 100.0]]] * 2),
+        ["tweets"],
+        [48],
+    )
+    new = _rows("portfolio4", 48, [miss] * 2, [100.0, 104.0], [[[10.0, 100.0]], [[50.0, 104.0]]])
+    merged = ts.summarise(new, ["tweets"], [48], prior=earlier)["tweets"]["methods"]
+    assert set(merged) == {"default", ts.NO_STOPPING, "portfolio4"}
+    assert merged["default"] == earlier["tweets"]["methods"]["default"]
+    assert merged["portfolio4"]["48"]["hv_true"] == [100.0, 104.0]
+    # the no-stopping mean (100) reached at 10 and 50 epochs: the median of two is the upper
+    assert merged["portfolio4"]["48"]["reach_no_stopping_median"] == 50.0
+    alone = ts.summarise(new, ["tweets"], [48])["tweets"]["methods"]
+    assert (
+        set(alone) == {"portfolio4"}
+        and alone["portfolio4"]["48"]["reach_no_stopping_median"] is None
+    )

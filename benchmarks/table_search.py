@@ -277,10 +277,12 @@ def summarise(rows: list[dict], tasks, budgets, prior: dict | None = None) -> di
         for r in rows:
             if r["task"] == task:
                 by.setdefault(r["method"], {}).setdefault(r["budget"], []).append(r)
-        # the target of the promotions goal: what the default without early stopping reaches (mean)
-        no_stop_hv = {
-            b: _mean(r["hv_true"] for r in rs) for b, rs in by.get(NO_STOPPING, {}).items()
-        } or {int(b): d["hv_true_mean"] for b, d in kept.get(NO_STOPPING, {}).items()}
+        # the target of the promotions goal: what the default without early stopping reaches
+        # (mean), per budget from these rows, else from the earlier summary
+        no_stop_hv = {int(b): d["hv_true_mean"] for b, d in kept.get(NO_STOPPING, {}).items()}
+        no_stop_hv.update(
+            (b, _mean(r["hv_true"] for r in rs)) for b, rs in by.get(NO_STOPPING, {}).items()
+        )
         for method, per_budget in by.items():
             m = out[task]["methods"][method] = {}
             for budget, rs in sorted(per_budget.items()):

@@ -8,6 +8,13 @@ attention mask is padded with "visible" columns, and a causal mask that was left
 made explicit). With a reparameterisation, each prefix is token embeddings mapped through one
 :class:`PrefixReparam` MLP shared by all layers (attribute :data:`REPARAM_ATTR` of the model).
 
+On a causal LM the text follows the prefix, as in prefix-tuning's GPT-2 setting and peft's
+prefix tuning (the prefix as past key/values): the real tokens take positions ``P..P+n-1``
+(``P`` the longest prefix; a pre-hook of the model adds ``P`` to its position ids), so a
+prefix of one length in every layer gives exactly peft's logits and is exported in peft's
+format. A classifier's tokens keep positions ``0..n-1`` (peft's prefix tuning does not run on
+sequence classifiers with transformers 5).
+
 Mechanism: transformers routes attention through ``ALL_ATTENTION_FUNCTIONS``. We register
 ``autopeft_prefix_sdpa`` / ``autopeft_prefix_eager`` (attention function + mask function of
 the wrapped implementation) and switch the model to it; the wrapper concatenates the
@@ -26,10 +33,11 @@ from torch import nn
 
 from autopeft.errors import InvalidConfig
 from autopeft.peft.host import linear_dims, new_like
-from autopeft.peft.modelmap import ModelMap
+from autopeft.peft.modelmap import ModelMap, is_causal_lm
 
 ATTR = "autopeft_prefix"  # attribute of the self-attention module holding its PrefixKV
 REPARAM_ATTR = "autopeft_prefix_reparam"  # attribute of the top-level model holding the shared MLP
+OFFSET_ATTR = "_autopeft_text_offset"  # in model.__dict__ of a causal LM: its text's first position
 _WRAPPED = {"sdpa": "autopeft_prefix_sdpa", "eager": "autopeft_prefix_eager"}
 
 
@@ -254,3 +262,40 @@ def add_prefixes(model: nn.Module, mmap: ModelMap, lengths: tuple[int, ...], rep
             attention = model.get_submodule(layer.attention)
             attention.add_module(ATTR, PrefixKV(length, kv_heads, head_dim, hidden, shared, **kw))
     _switch_implementation(model, mmap)
+    if is_causal_lm(model):
+        model.__dict__[OFFSET_ATTR] = max(lengths)
+        model.register_forward_pre_hook(_text_after_prefix, with_kwargs=True)
+
+
+def _text_after_prefix(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Forward pre-hook of a prefixed causal LM: its text's position ids start after the prefix
+    (given ids are shifted; otherwise the cache position, or the cache length, starts them)."""
+    offset = model.__dict__.get(OFFSET_ATTR, 0)
+    if not offset:
+        return None
+    given = kwargs.get("position_ids")
+    if given is not None:
+        positions = given + offset
+    else:
+        ref = kwargs.get("input_ids", args[0] if args else None)
+        if ref is None:
+            ref = kwargs.get("inputs_embeds")
+        if ref is None:
+            return None
+        batch, n = ref.shape[:2]
+        start = kwargs.get("cache_position")
+        if start is None:
+            past = kwargs.get("past_key_values")
+            seen = past.get_seq_length() if hasattr(past, "get_seq_length") else 0
+            start = torch.arange(seen, seen + n, device=ref.device)
+        positions = (start + offset).unsqueeze(0).expand(batch, -1)
+    limit = getattr(model.config, "n_positions", None)  # learned absolute positions (GPT-2)
+    if limit is not None and positions.numel() and int(positions.max()) >= limit:
+        raise InvalidConfig(
+            f"on a causal LM the text follows the prefix: a {offset}-position prefix and "
+            f"{int(positions.max()) + 1 - offset} text positions exceed the model's {limit} "
+            "positions (n_positions): use a shorter prefix.length or max_length",
+            "prefix.length",
+        )
+    kwargs["position_ids"] = positions
+    return args, kwargs

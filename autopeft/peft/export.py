@@ -8,7 +8,7 @@
 * ``autopeft_adapter.safetensors``: every trainable tensor (PEFT modules + task head) by its
   parameter name in the adapted model;
 
-and, when the config uses LoRA only or IA3 only, additionally peft's own format
+and, when the config uses LoRA only or IA3 only (or peft injected it), additionally peft's own format
 (``adapter_config.json`` + ``adapter_model.safetensors``) that
 ``peft.PeftModel.from_pretrained(base, directory)`` loads with identical outputs:
 
@@ -20,6 +20,9 @@ and, when the config uses LoRA only or IA3 only, additionally peft's own format
   folded into its block of ``B`` (peft scaling 1) so outputs stay identical;
 * IA3 on a fused slice becomes IA3 on the whole projection with ones on the other slices;
 * the task head is saved as peft ``modules_to_save``;
+* a causal LM's prefix of one length in every layer (nothing else) becomes peft's prefix
+  tuning without projection (:mod:`autopeft.peft.attention`: on a causal LM the text follows
+  the prefix, as in peft);
 * a causal LM (``AutoModelForCausalLM``: no task head, the LM head frozen) gets ``task_type
   "CAUSAL_LM"``, so ``peft.AutoPeftModelForCausalLM.from_pretrained(directory)`` loads base and
   adapter in one call (the base from ``base_model_name_or_path``, the model folder it was loaded
@@ -48,7 +51,7 @@ from autopeft.errors import InvalidConfig
 from autopeft.peft.config import parse_peft_config
 from autopeft.peft.host import PeftHost
 from autopeft.peft.model import apply_peft, spec_of, trainable_state
-from autopeft.peft.modelmap import ModelMap, map_model
+from autopeft.peft.modelmap import ModelMap, is_causal_lm, map_model
 from autopeft.peft.peftlib import CONVERTED, engine_of, initial_lora, prompt_config_of, tuner_of
 from autopeft.peft.pooling import ATTR as POOLING_ATTR
 from autopeft.peft.pooling import apply_pooling
@@ -88,6 +91,8 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
         lora = spec["lora"]
         # DoRA's magnitudes are norms of the PiSSA / OLoRA residual weight: no plain-LoRA form
         peft_format = not (lora.active and lora.init in CONVERTED and lora.variant == "dora")
+    elif spec.methods == ("prefix",):
+        peft_format = _peft_prefix(model, mmap, spec)
     else:
         peft_format = spec.methods in (("lora",), ("ia3",))
     meta = {
@@ -106,6 +111,8 @@ def export_adapter(model: nn.Module, config: Mapping[str, Any], directory: str |
     (directory / OWN_CONFIG).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
     if peft_format and spec.methods == ("prompt",):
         _export_peft_prompt(model, mmap, directory)
+    elif peft_format and spec.methods == ("prefix",):
+        _export_peft_prefix(model, mmap, directory)
     elif peft_format and engine == "peft":
         _export_peft_native(model, mmap, spec, directory)
     elif peft_format:
@@ -154,13 +161,6 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------- peft format
-def is_causal_lm(model: nn.Module) -> bool:
-    """A transformers ``*ForCausalLM`` / ``*LMHeadModel`` (what ``AutoModelForCausalLM`` builds)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-
-
 def _head_tensors(model: nn.Module, mmap: ModelMap) -> dict[str, torch.Tensor]:
     out = {}
     for name in mmap.head:
@@ -327,3 +327,50 @@ def _export_peft_prompt(model: nn.Module, mmap: ModelMap, directory: Path) -> No
     config.save_pretrained(str(directory))
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def _peft_prefix(model: nn.Module, mmap: ModelMap, spec) -> bool:
+    """Whether peft's prefix tuning expresses this prefix-only config: a causal LM (peft's
+    prefix tuning raises on sequence classifiers with transformers 5) with one length in every
+    layer (peft has one ``num_virtual_tokens``)."""
+    lengths = set(spec["prefix"].length)
+    return not mmap.head and is_causal_lm(model) and len(lengths) == 1 and 0 not in lengths
+
+
+def _export_peft_prefix(model: nn.Module, mmap: ModelMap, directory: Path) -> None:
+    """peft's format of a causal LM's prefix: a ``PrefixTuningConfig`` without projection and its
+    ``prompt_embeddings``, row ``t`` holding every layer's key then value at prefix position
+    ``t`` (heads by head dim, the layout peft views as ``past_key_values``). A reparameterised
+    prefix is written as the keys and values its MLP gives (peft's own projection is another
+    MLP), so the loaded model's logits are the trained model's."""
+    from peft import PrefixTuningConfig
+    from safetensors.torch import save_file
+
+    from autopeft.peft.attention import ATTR
+
+    rows = []
+    for layer in mmap.layers:
+        prefix = getattr(model.get_submodule(layer.attention), ATTR)
+        key, value = prefix.kv()  # (kv_heads, P, head_dim)
+        length, kv_dim = prefix.length, prefix.kv_heads * prefix.head_dim
+        rows += [key.transpose(0, 1).reshape(length, kv_dim)]
+        rows += [value.transpose(0, 1).reshape(length, kv_dim)]
+    embeddings = torch.cat(rows, dim=1).detach().to("cpu").contiguous()
+    config = PrefixTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=length,
+        token_dim=kv_dim,
+        num_transformer_submodules=1,
+        num_attention_heads=prefix.kv_heads,
+        num_layers=len(mmap.layers),
+        encoder_hidden_size=kv_dim,
+        prefix_projection=False,
+        base_model_name_or_path=getattr(model.config, "_name_or_path", None) or None,
+        inference_mode=True,
+    )
+    config.save_pretrained(str(directory))
+    save_file(
+        {"prompt_embeddings": embeddings},
+        str(directory / "adapter_model.safetensors"),
+        metadata={"format": "pt"},
+    )

@@ -287,3 +287,10 @@ def _check_structure(config_json: str, task: str) -> None:
         raise InvalidConfig(
             f"{message} (the {task} model built from its config)", "workload.model"
         ) from None
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """A transformers ``*ForCausalLM`` / ``*LMHeadModel`` (what ``AutoModelForCausalLM`` builds)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())

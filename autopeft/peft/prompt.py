@@ -66,7 +66,7 @@ def build(values: Any, layers: tuple[bool, ...]) -> PromptSpec:
 def check(model: nn.Module, mmap: ModelMap, spec: PromptSpec) -> None:
     if not spec.active:
         return
-    from autopeft.peft.export import is_causal_lm
+    from autopeft.peft.modelmap import is_causal_lm
 
     if is_causal_lm(model):
         raise InvalidConfig(

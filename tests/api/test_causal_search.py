@@ -150,3 +150,31 @@ def test_causal_lm_study_end_to_end(
     ids = torch.tensor([[3, 17, 25, 40, 9]])
     with torch.no_grad():
         assert (loaded(input_ids=ids).logits - ours(input_ids=ids).logits).abs().max() < 1e-5
+
+
+def test_causal_lm_prefix_study_exports_what_peft_loads(
+    sqlite_url, server_factory, tiny_gpt2, sft_jsonl, tmp_path
+):
+    """Prefix tuning on a causal LM through the service: the text follows the prefix as in peft,
+    so the front's prefix exports in peft's format (PREFIX_TUNING, one length in every layer) and
+    AutoPeftModelForCausalLM scores exactly what the trial reported."""
+    from peft import AutoPeftModelForCausalLM
+
+    server = server_factory(sqlite_url)
+    client = client_for(server, make_token(sqlite_url, "alice"))
+    workload = {**_workload(tiny_gpt2, sft_jsonl), "epochs": 1}
+    space = {"peft": {"prefix": {"length": {"choices": [2, 5]}, "reparam": 16}}}
+    spec = _spec(workload, space=space, optimizer={"name": "random"}, max_trials=2)
+    study = client.create_study(spec=spec)
+    study.wait(timeout=600, poll=0.5, progress=False)
+    assert study.state == "finished" and study.counts["failed"] == 0, study.data
+    best = max(study.pareto(), key=lambda t: t["values"]["accuracy"])
+    assert best["config"]["prefix.length"] in (2, 5), best["config"]
+    adapter = study.export(best["id"], tmp_path / "adapter")
+    meta = json.loads((adapter / "adapter_config.json").read_text())
+    assert meta["peft_type"] == "PREFIX_TUNING" and meta["task_type"] == "CAUSAL_LM"
+    assert meta["num_virtual_tokens"] == best["config"]["prefix.length"]
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(adapter)).eval()
+    got = _loss_of(loaded, workload, best["config"])
+    assert got["loss"] == pytest.approx(best["values"]["loss"], rel=1e-5)
+    assert got["exact_match"] == best["values"]["exact_match"]

@@ -25,6 +25,8 @@ def causal_configs():
     tied = copy.deepcopy(configs["llama"])
     tied.tie_word_embeddings = True
     configs["llama"].tie_word_embeddings = False
+    # as the real GPT-2: the text follows the prefix, and the presets' prefixes reach 768
+    configs["gpt2"].n_positions = 1024
     return {**configs, "llama_tied": tied}
 
 
@@ -102,10 +104,14 @@ def test_all_stands_alone():
 
 LORA = {"lora.rank.0": 4, "lora.rank.1": 2, "lora.targets": "all", "lora.alpha_ratio": 2.0}
 IA3 = {"ia3.targets": "k,v,ffn_out", "layers.0": False}
+PREFIX = {"prefix.length": 3}
+PREFIX_REPARAM = {"prefix.length": 2, "prefix.reparam": 8}
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "llama_tied", "qwen2"])
-@pytest.mark.parametrize("config", [LORA, IA3], ids=["lora", "ia3"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "llama_tied", "qwen2", "mistral"])
+@pytest.mark.parametrize(
+    "config", [LORA, IA3, PREFIX, PREFIX_REPARAM], ids=["lora", "ia3", "prefix", "prefix-reparam"]
+)
 def test_causal_lm_exports_load_with_peft(tmp_path, arch, config):
     import json
 
@@ -135,3 +141,58 @@ def test_causal_lm_exports_load_with_peft(tmp_path, arch, config):
         assert (auto(**inputs).logits - expected).abs().max() < 1e-5
         assert (plain(**inputs).logits - expected).abs().max() < 1e-5
         assert (base()(**inputs).logits - expected).abs().max() > 1e-3  # the adapter matters
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_prefixed_causal_lm_generates_what_peft_predicts(tmp_path, arch):
+    """The text follows the prefix in cached generation too (positions from the cache): greedy
+    decoding of the trained model agrees token for token with greedy decoding by whole-sequence
+    forwards of peft's loaded export, and the prefix changes what is generated. (peft 0.21's own
+    ``generate`` drops the prefix on Llama with transformers 5.25: it passes the prefix as the
+    deprecated ``past_key_values`` beside the ``cache`` that generate makes, and the model keeps
+    the latter; its forward, compared here, is right.)"""
+    from peft import PeftModel
+
+    model = apply_peft(build_causal(arch), PREFIX)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(2.0 * torch.randn(p.shape, generator=g))
+    export_adapter(model, PREFIX, tmp_path)
+    loaded = PeftModel.from_pretrained(build_causal(arch), str(tmp_path)).eval()
+    prompt = batch(pad=False)["input_ids"][:1]
+    settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+    with torch.no_grad():
+        ours = model.generate(input_ids=prompt, **settings)
+        plain = build_causal(arch).generate(input_ids=prompt, **settings)
+        theirs = prompt
+        for _ in range(settings["max_new_tokens"]):
+            step = loaded(input_ids=theirs).logits[:, -1].argmax(-1, keepdim=True)
+            theirs = torch.cat([theirs, step], dim=1)
+    assert ours.tolist() == theirs.tolist()
+    assert ours.tolist() != plain.tolist()
+
+
+@pytest.mark.parametrize(
+    "config", [{"prefix.length.0": 2, "prefix.length.1": 3}, {"prefix.length.0": 2}]
+)
+def test_prefix_of_unequal_lengths_is_not_written_in_peft_format(tmp_path, config):
+    """peft has one prefix length for every layer: per-layer lengths stay in autopeft's format."""
+    import json
+
+    export_adapter(apply_peft(build_causal("llama"), config), config, tmp_path)
+    assert not (tmp_path / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "autopeft_config.json").read_text())["peft_format"] is False
+
+
+def test_prefix_and_text_beyond_gpt2_positions_is_refused_naming_the_key():
+    """GPT-2's learned positions end at n_positions: a prefix that pushes the text past them is
+    an InvalidConfig naming prefix.length, not an index error."""
+    model = build_causal("gpt2")
+    model.config.n_positions = 8
+    apply_peft(model, {"prefix.length": 2})
+    model(**batch(length=6))  # positions 2..7 fit
+    with pytest.raises(InvalidConfig) as err:
+        model(**batch(length=7))
+    assert err.value.field == "prefix.length" and "n_positions" in str(err.value)

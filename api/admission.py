@@ -160,6 +160,10 @@ async def _send_503(send, gate: AdmissionGate) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"retry-after", str(gate.retry_after()).encode()),
+                # the client waits Retry-After seconds, often past the server's keep-alive (5 s):
+                # closed now, its next request opens a new connection instead of racing the idle
+                # close (a POST on a connection closed under it fails: clients retry only GETs)
+                (b"connection", b"close"),
                 *HEADERS,
             ],
         }

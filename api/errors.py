@@ -100,7 +100,7 @@ def install(app: FastAPI) -> None:
             "overloaded",
             "the database is at capacity; retry after the Retry-After seconds",
             None,
-            {"Retry-After": str(RETRY_AFTER_S)},
+            {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
         )
 
     @app.exception_handler(Exception)

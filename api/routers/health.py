@@ -41,6 +41,8 @@ async def readyz(state: StateDep):
     }
     if requests.saturated:
         return JSONResponse(
-            body, status_code=503, headers={"Retry-After": str(requests.retry_after())}
+            body,
+            status_code=503,
+            headers={"Retry-After": str(requests.retry_after()), "Connection": "close"},
         )
     return body

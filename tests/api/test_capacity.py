@@ -80,6 +80,29 @@ def _hold_a_slot(server) -> socket.socket:
     return sock
 
 
+def _refused_then_closed(server, token: str) -> None:
+    """A refused keep-alive request, then the server closes that connection: the client waits
+    Retry-After seconds (often past the keep-alive timeout), and a POST sent on a connection the
+    server closes under it fails where a fresh one would have been answered."""
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.settimeout(20)
+    body = b'{"name": "x"}'
+    sock.sendall(
+        b"POST /api/v1/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    try:
+        while chunk := sock.recv(65536):  # b"": the server closed the connection
+            received += chunk
+    finally:
+        sock.close()
+    head = received.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 503") and b"connection: close" in head, head
+
+
 def test_a_saturated_replica_answers_503_with_retry_after_and_says_so(sqlite_url, server_factory):
     server = server_factory(
         sqlite_url,
@@ -102,6 +125,8 @@ def test_a_saturated_replica_answers_503_with_retry_after_and_says_so(sqlite_url
         refused = httpx.get(me, headers=auth, trust_env=False)
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "overloaded"
+        assert refused.headers["connection"] == "close"
+        _refused_then_closed(server, token)
         # what passes without a slot still answers: liveness, the dashboard
         assert httpx.get(server.url + "/healthz", trust_env=False).status_code == 200
         assert httpx.get(server.url + "/", trust_env=False).status_code == 200

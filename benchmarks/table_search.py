@@ -114,6 +114,9 @@ LEVERS: dict[str, Method] = {
         Method("default+rep2", None, replicates=2),
         Method("portfolio4", _mobo(5), portfolio=4),
         Method("portfolio4+moasha-prom", _mobo(5, {**MOASHA, "promotions": True}), portfolio=4),
+        Method("r8-first", _mobo(5, {**MOASHA, "promotions": True}), prior=("lora_r8",)),
+        # the demo's study: the default with the default baselines (probe and LoRA r8) beside it
+        Method("default+r8-baseline", None, baselines="default"),
     ]
 }
 MAIN = list(METHODS)  # the methods the goals compare
@@ -158,10 +161,12 @@ def portfolio(source: Table, k: int) -> list[dict]:
 
 def _method_for(task: str, name: str) -> Method:
     method = METHODS[name]
-    if not method.portfolio:
+    if not method.portfolio and not method.prior:
         return method
-    other = next(t for t in TASKS if t != task)
-    configs = portfolio(_table(other), method.portfolio)
+    configs = [_table(task).search_config(c) for c in method.prior]
+    if method.portfolio:
+        other = next(t for t in TASKS if t != task)
+        configs += portfolio(_table(other), method.portfolio)
     optimizer = json.loads(json.dumps(method.optimizer))
     optimizer.setdefault("options", {})["warm_start"] = configs
     return Method(

@@ -61,6 +61,7 @@ class Method:
     inform: bool = False  # baselines that are points of the space are told to the optimiser
     replicates: int = 1  # spec.replicates: the front's candidates run again with more seeds
     portfolio: int = 0  # warm start from this many configs chosen on the *other* task's table
+    prior: tuple[str, ...] = ()  # hand-picked candidates (e.g. lora_r8) asked first, as warm_start
 
 
 @dataclass

@@ -285,7 +285,8 @@ def _text_after_prefix(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tup
         batch, n = ref.shape[:2]
         start = kwargs.get("cache_position")
         if start is None:
-            past = kwargs.get("past_key_values")
+            # the cache argument: ``cache`` since transformers 5.25, ``past_key_values`` before
+            past = kwargs.get("cache", kwargs.get("past_key_values"))
             seen = past.get_seq_length() if hasattr(past, "get_seq_length") else 0
             start = torch.arange(seen, seen + n, device=ref.device)
         positions = (start + offset).unsqueeze(0).expand(batch, -1)

@@ -196,3 +196,22 @@ def test_prefix_and_text_beyond_gpt2_positions_is_refused_naming_the_key():
     with pytest.raises(InvalidConfig) as err:
         model(**batch(length=7))
     assert err.value.field == "prefix.length" and "n_positions" in str(err.value)
+
+
+def test_prefixed_causal_lm_continues_a_cache_after_the_prefix():
+    """A forward on a filled cache, without position ids, gives the next token the position after
+    the cached text (and the prefix): the same logits as the whole sequence at once."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    model = apply_peft(build_causal("llama"), PREFIX)
+    takes = inspect.signature(type(model).forward).parameters
+    kwarg = "cache" if "cache" in takes else "past_key_values"  # renamed in transformers 5.25
+    ids = batch(pad=False)["input_ids"][:1]
+    with torch.no_grad():
+        whole = model(input_ids=ids).logits[:, -1]
+        cache = DynamicCache(config=model.config)
+        model(input_ids=ids[:, :-1], use_cache=True, **{kwarg: cache})
+        step = model(input_ids=ids[:, -1:], use_cache=True, **{kwarg: cache}).logits[:, -1]
+    assert (whole - step).abs().max() < 1e-5

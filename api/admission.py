@@ -141,6 +141,14 @@ async def _drain(receive, limit: int) -> None:
             return
 
 
+def retry_headers(seconds: int) -> dict[str, str]:
+    """The headers of every 503 that asks the client to come back: ``Retry-After`` and
+    ``Connection: close``. The client waits Retry-After seconds, often past the server's keep-alive
+    (5 s); closed now, its next request opens a new connection instead of racing the idle close (a
+    POST on a connection closed under it fails: clients retry only GETs)."""
+    return {"Retry-After": str(seconds), "Connection": "close"}
+
+
 async def _send_503(send, gate: AdmissionGate) -> None:
     body = json.dumps(
         {
@@ -159,11 +167,10 @@ async def _send_503(send, gate: AdmissionGate) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(gate.retry_after()).encode()),
-                # the client waits Retry-After seconds, often past the server's keep-alive (5 s):
-                # closed now, its next request opens a new connection instead of racing the idle
-                # close (a POST on a connection closed under it fails: clients retry only GETs)
-                (b"connection", b"close"),
+                *(
+                    (k.lower().encode(), v.encode())
+                    for k, v in retry_headers(gate.retry_after()).items()
+                ),
                 *HEADERS,
             ],
         }

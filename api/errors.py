@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from autopeft.api.admission import retry_headers
 from autopeft.api.limits import LimitError
 from autopeft.errors import InvalidConfig
 
@@ -100,7 +101,7 @@ def install(app: FastAPI) -> None:
             "overloaded",
             "the database is at capacity; retry after the Retry-After seconds",
             None,
-            {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+            retry_headers(RETRY_AFTER_S),
         )
 
     @app.exception_handler(Exception)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from autopeft import __version__
+from autopeft.api.admission import retry_headers
 from autopeft.api.deps import StateDep
 from autopeft.api.schemas import Health, Ready
 
@@ -40,9 +41,5 @@ async def readyz(state: StateDep):
         "uploads": uploads.describe(),
     }
     if requests.saturated:
-        return JSONResponse(
-            body,
-            status_code=503,
-            headers={"Retry-After": str(requests.retry_after()), "Connection": "close"},
-        )
+        return JSONResponse(body, status_code=503, headers=retry_headers(requests.retry_after()))
     return body

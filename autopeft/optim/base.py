@@ -72,7 +72,10 @@ class BaseOptimizer(abc.ABC):
     study's Pareto set, possibly for another layer count) asked first, mapped onto this space;
     ``known_objectives`` — ``{metric: fn(config) -> float}`` for metrics computed exactly;
     ``early_stopping`` — ``{"kind": "asha" | "moasha", "min_step", "reduction_factor",
-    "max_step"}``; ``reference_point`` — user values per objective for hypervolume.
+    "max_step"}``; ``reference_point`` — user values per objective for hypervolume;
+    ``exclude`` — ``fn(config) -> bool``: configs it is true of are never suggested while the
+    space has others (the service sets it: a config that trains no adapter, when the study's
+    linear probe already holds that point or nothing would train).
     """
 
     name: ClassVar[str] = "base"
@@ -90,6 +93,7 @@ class BaseOptimizer(abc.ABC):
         "known_objectives",
         "early_stopping",
         "reference_point",
+        "exclude",
     )
 
     def __init__(self, space, objectives: Sequence[tuple[str, str]], seed: int = 0, **options: Any):
@@ -116,6 +120,9 @@ class BaseOptimizer(abc.ABC):
                     f"known_objectives[{key!r}] must be callable", "known_objectives"
                 )
         self.constraints = check_constraints(options.get("constraints"))
+        self._exclude: Callable[[dict], bool] | None = options.get("exclude")
+        if self._exclude is not None and not callable(self._exclude):
+            raise InvalidConfig("must be callable: fn(config) -> bool", "exclude")
         ref = options.get("reference_point")
         if ref is not None:
             if len(ref) != len(self.objectives):
@@ -313,7 +320,10 @@ class BaseOptimizer(abc.ABC):
         return np.asarray(out, float)
 
     def config_is_feasible(self, config: dict) -> bool:
-        """Constraints on metrics in ``known_objectives`` hold for ``config`` (others unknown → True)."""
+        """Constraints on metrics in ``known_objectives`` hold for ``config`` (others unknown →
+        True) and ``exclude`` is not true of it."""
+        if self._exclude is not None and self._exclude(config):
+            return False
         for metric, op, bound in self.constraints:
             fn = self.known_objectives.get(metric)
             if fn is not None and not OPS[op](float(fn(config)), bound):
@@ -353,14 +363,17 @@ class BaseOptimizer(abc.ABC):
         if key not in batch_keys and key not in self._seen and self.config_is_feasible(config):
             return config
         fallback = config
+        new = None  # the first unseen one, feasible or not
         for attempt in range(50):
             candidate = self._random_config(number, attempt)
             ck = config_key(candidate)
             if ck not in batch_keys and ck not in self._seen:
-                return candidate
+                if self.config_is_feasible(candidate):
+                    return candidate
+                new = new or candidate
             if ck not in batch_keys and config_key(fallback) in batch_keys:
                 fallback = candidate
-        return fallback  # the space is (nearly) exhausted
+        return new or fallback  # the space is (nearly) exhausted
 
     def _complete_values(self, config: dict, values: Mapping[str, float]) -> dict:
         if not isinstance(values, Mapping):

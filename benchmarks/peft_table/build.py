@@ -4,6 +4,7 @@ seeds, validation and test correctness recorded at every report (``record.py``).
     .venv/bin/python benchmarks/peft_table/build.py --task tweets            # all of it (~3-4 h, 2 cores)
     .venv/bin/python benchmarks/peft_table/build.py --task bbc_news
     .venv/bin/python benchmarks/peft_table/build.py --task tweets --minutes 60   # an hour's worth, then stop
+    .venv/bin/python benchmarks/peft_table/build.py --task tweets --kind zero --seeds 0 1  # some
     .venv/bin/python benchmarks/peft_table/build.py --status
 
 Resumable: every finished run is appended at once to ``data/<task>.runs.jsonl`` (committed, one
@@ -111,8 +112,18 @@ def _versions() -> dict[str, str]:
     }
 
 
-def build(task: str, n_sobol: int, seeds: list[int], workers: int, minutes: float | None) -> None:
-    record(task, TASKS[task], candidates(task, n_sobol), seeds, workers, minutes)
+def build(
+    task: str,
+    n_sobol: int,
+    seeds: list[int],
+    workers: int,
+    minutes: float | None,
+    kinds: list[str] | None = None,
+) -> None:
+    cands = candidates(task, n_sobol)
+    todo = [c for c in cands if not kinds or c["kind"] in kinds]
+    _add_candidates(task, cands, DATA)  # the meta lists every candidate in build order
+    record(task, TASKS[task], todo, seeds, workers, minutes)
 
 
 def record(
@@ -177,13 +188,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--minutes", type=float, help="start no run after this many minutes")
+    ap.add_argument(
+        "--kind", action="append", choices=["baseline", "sobol", "zero"], help="only these"
+    )
     ap.add_argument("--status", action="store_true")
     args = ap.parse_args(argv)
     if args.status or not args.task:
         status()
         return 0
     for task in args.task:
-        build(task, args.n_sobol, args.seeds, args.workers, args.minutes)
+        build(task, args.n_sobol, args.seeds, args.workers, args.minutes, args.kind)
     return 0
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from table import LORA_BASELINES, Table, _front_mask, hypervolume  # noqa: E402
+from table import LORA_BASELINES, Table, _front_mask, adapter_free, hypervolume  # noqa: E402
 
 OBJECTIVES = [
     {"name": "accuracy", "direction": "maximize"},
@@ -62,6 +62,9 @@ class Method:
     replicates: int = 1  # spec.replicates: the front's candidates run again with more seeds
     portfolio: int = 0  # warm start from this many configs chosen on the *other* task's table
     prior: tuple[str, ...] = ()  # hand-picked candidates (e.g. lora_r8) asked first, as warm_start
+    #: False: the optimiser may ask adapter-free configs even with the probe beside it (the
+    #: service's behaviour before ``api.study.adapter_free_exclusion``)
+    exclude_adapter_free: bool = True
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Result:
     ended: list[Ended]
     curve: list[tuple[float, float, float]]  # (compute spent, true HV, HV on what was seen)
     asks: int = 0
+    zero_asks: int = 0  # asks of an adapter-free config (the head alone)
 
     def front(self) -> list[Ended]:
         """The candidates the study answers with: complete trials selected on the mean of their
@@ -155,6 +159,12 @@ def replay(
 
     spec = spec or study_spec(table, method, rep, budget)
     space = build_space(spec)
+    if not method.exclude_adapter_free:
+        spec = {**spec, "optimizer": {**spec["optimizer"]}}
+        spec["optimizer"]["options"] = {
+            **(spec["optimizer"].get("options") or {}),
+            "exclude": lambda config: False,
+        }
     opt = build_optimizer(spec, space)
     noise = _Noise(table, rep, exact)
     todo = [baseline_name(b) for b in spec["baselines"]]
@@ -170,7 +180,7 @@ def replay(
     spent = 0.0
     ended: list[Ended] = []
     curve: list[tuple[float, float, float]] = []
-    asks = 0
+    asks = zero_asks = 0
     ref_acc, ref_params = table.reference(_base_params(table))
 
     def used() -> float:
@@ -197,7 +207,7 @@ def replay(
         heapq.heappush(events, (clock + step, seq))
 
     def fill() -> None:
-        nonlocal asks, created
+        nonlocal asks, zero_asks, created
         while len(running) < max_parallel and used() < limit:
             if todo and created < max_trials:
                 name = todo.pop(0)
@@ -216,6 +226,7 @@ def replay(
                 return
             for s in opt.ask(n):
                 asks += 1
+                zero_asks += adapter_free(s.config)
                 created += 1
                 cid = table.nearest(s.config, ran)
                 ran.add(cid)
@@ -292,7 +303,7 @@ def replay(
     if method.replicates > 1:  # the search ended: its front's candidates get more seeds
         spent = _replicate(table, method.replicates, ended, noise, spent)
         curve.append((spent, *_hvs(table, ended, ref_acc, ref_params)))
-    return Result(method.name, rep, limit, ended, curve, asks)
+    return Result(method.name, rep, limit, ended, curve, asks, zero_asks)
 
 
 def _replicate(table: Table, k: int, ended: list[Ended], noise, spent: float) -> float:

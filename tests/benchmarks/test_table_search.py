@@ -150,3 +150,35 @@ def test_a_merged_summary_keeps_the_earlier_methods_and_their_no_stopping_target
         set(alone) == {"portfolio4"}
         and alone["portfolio4"]["48"]["reach_no_stopping_median"] is None
     )
+
+
+def test_the_head_alone_maps_to_its_recorded_runs_and_only_it_does(tweets):
+    """An adapter-free ask runs the table's adapter-free candidates (the head trained as a search
+    trial), so a replayed study pays what a live one pays for it; an ask with LoRA anywhere never
+    lands on them."""
+    from replay import Method, replay
+    from table import adapter_free
+
+    zeros = [cid for cid, c in tweets.candidates.items() if c.kind == "zero"]
+    assert len(zeros) >= 2
+    space = tweets.load_space()
+    ranks = [p.name for p in space.params if p.name.startswith("lora.rank.")]
+    zero = space.validate({**space.default_config(), **dict.fromkeys(ranks, 0), "lr": 1e-2})
+    first = tweets.nearest(zero)
+    assert first in zeros
+    assert tweets.nearest(zero, {first}) in zeros and tweets.nearest(zero, {first}) != first
+    assert tweets.nearest(zero, set(zeros)) in zeros  # all run: one of them again (next seed)
+    for i in range(len(ranks)):
+        one = space.validate({**zero, ranks[i]: 2})
+        assert not adapter_free(one) and tweets.nearest(one) not in zeros
+    # no better than the probe at the same parameters: the head alone adds nothing to a front
+    probe = tweets.candidates["linear_probe"]
+    for cid in zeros:
+        c = tweets.candidates[cid]
+        assert c.params == probe.params and c.truth(c.reports) <= probe.truth(probe.reports)
+    # the fingerprint of the table the cache's rows were replayed on changes with its candidates
+    assert tweets.fingerprint != ts.FIRST_TABLE["tweets"]
+    # the service keeps the head alone out of the default's asks; before, it asked it
+    method = Method("x", exclude_adapter_free=False)
+    asked = [replay(tweets, m, rep, 16).zero_asks for m in (method, Method("y")) for rep in (0, 1)]
+    assert sum(asked[:2]) > 0 and sum(asked[2:]) == 0

@@ -74,8 +74,8 @@ class BaseOptimizer(abc.ABC):
     ``early_stopping`` — ``{"kind": "asha" | "moasha", "min_step", "reduction_factor",
     "max_step"}``; ``reference_point`` — user values per objective for hypervolume;
     ``exclude`` — ``fn(config) -> bool``: configs it is true of are never suggested while the
-    space has others (the service sets it: a config that trains no adapter, when the study's
-    linear probe already holds that point or nothing would train).
+    space has others (the service sets it: a config that trains no adapter, while the study's
+    linear probe holds that point).
     """
 
     name: ClassVar[str] = "base"

@@ -55,3 +55,15 @@ def test_a_causal_lm_keeps_its_base_model_point(tiny_gpt2):
         "workload": {"kind": "peft", "task": "causal_lm", "model": str(tiny_gpt2)},
     }
     assert adapter_free_exclusion(spec) is None
+
+
+def test_a_user_cannot_set_the_exclusion_in_json():
+    """``exclude`` is the service's predicate; a JSON value for it cannot act, so the study is
+    refused naming the field."""
+    import pytest
+
+    from autopeft import InvalidConfig
+
+    with pytest.raises(InvalidConfig) as err:
+        _spec(optimizer={"name": "mobo", "options": {"exclude": True}})
+    assert err.value.field == "optimizer.options.exclude"

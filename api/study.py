@@ -316,14 +316,13 @@ def adapter_free_exclusion(spec: dict[str, Any]) -> Callable[[dict], bool] | Non
     if not any(baseline_name(b) == "linear_probe" for b in spec.get("baselines") or []):
         return None
     num_labels = num_labels_of(workload)
+    from autopeft.optim.records import config_key
     from autopeft.peft.cost import count_by_method
 
     model_config = model_config_of(workload["model"])
     cache: dict[tuple, bool] = {}
 
     def adapter_free(config: dict) -> bool:
-        from autopeft.optim.records import config_key
-
         key = config_key(config)
         if key not in cache:
             try:

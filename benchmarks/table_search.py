@@ -13,7 +13,13 @@ runs) is the same for every method (paired). Scored:
 * the compute (trial-epochs) until that true HV first reached 95% of the table's best front HV
   (every candidate at its last report);
 * whether the front weakly dominates every hand-picked point (the table's baselines, full
-  fine-tuning among them) at true values.
+  fine-tuning among them) at true values;
+* how many of its asks found the table used up (every candidate they could map to already run
+  by the study, so the ask ran one again where a live study would have trained a new config): a
+  method and budget with such asks outgrow the table, and its numbers there say less.
+
+A summary's rows carry the fingerprint of the table they were replayed on; a goal line names the
+methods it compares whose rows are of an earlier version of the table.
 
     .venv/bin/python benchmarks/table_search.py                  # every task, method and budget
     .venv/bin/python benchmarks/table_search.py --report-only    # the GOAL lines from the summary
@@ -215,6 +221,7 @@ def score(table: Table, result: Result) -> dict:
         "trials": len(result.ended),
         "asks": result.asks,
         "zero_asks": result.zero_asks,
+        "repeat_asks": result.repeat_asks,
         "pruned": sum(e.state == "pruned" for e in result.ended),
         "curve": [[round(c, 3), round(h, 1)] for c, h, _ in result.curve],
     }
@@ -286,7 +293,7 @@ def _reach(curve: list, target: float) -> float:
 def summarise(rows: list[dict], tasks, budgets, prior: dict | None = None) -> dict:
     """Each task's methods summarised from ``rows``; with ``prior`` (an earlier summary), its
     methods that ``rows`` do not hold are kept as they are (``--merge``)."""
-    out: dict = {}
+    out: dict = {t: v for t, v in (prior or {}).items() if t not in tasks}  # tasks not replayed
     for task in tasks:
         table = _table(task)
         kept = dict((prior or {}).get(task, {}).get("methods", {}))
@@ -307,8 +314,11 @@ def summarise(rows: list[dict], tasks, budgets, prior: dict | None = None) -> di
                 rs = sorted(rs, key=lambda r: r["rep"])
                 hv = [r["hv_true"] for r in rs]
                 target = no_stop_hv.get(budget)
+                tables = {r.get("table", FIRST_TABLE.get(task)) for r in rs}
                 m[str(budget)] = {
                     "reps": len(rs),
+                    # the table the rows were replayed on (``Table.fingerprint``)
+                    "table": tables.pop() if len(tables) == 1 else None,
                     "hv_true_mean": _mean(hv),
                     "hv_true_sd": statistics.stdev(hv) if len(hv) > 1 else 0.0,
                     "hv_true_worst": min(hv),
@@ -323,6 +333,12 @@ def summarise(rows: list[dict], tasks, budgets, prior: dict | None = None) -> di
                     ),
                     "hv_true": hv,
                     "reach": [r["reach"] for r in rs],
+                    # asks past the table (rows replayed before they were counted: None)
+                    "repeat_asks_mean": (
+                        _mean(r["repeat_asks"] for r in rs)
+                        if all("repeat_asks" in r for r in rs)
+                        else None
+                    ),
                 }
     return out
 
@@ -353,10 +369,25 @@ def goals(summary: dict, tasks, budgets, default: str = "default") -> list[str]:
                 if n and mean < 0:
                     worse.append(f"{m} {mean:+.0f} ± {se:.0f}")
             d = methods[default].get(str(budget), {})
+            past = {
+                m: methods[m][str(budget)].get("repeat_asks_mean")
+                for m in [default, *others]
+                if str(budget) in methods[m]
+            }
+            ran_out = ", ".join(f"{m} {v:.1f}" for m, v in past.items() if v)
+            # rows replayed on another version of the table than the default's (fewer candidates)
+            mine = d.get("table")
+            earlier = [
+                m
+                for m in others
+                if str(budget) in methods[m] and methods[m][str(budget)].get("table") != mine
+            ]
             lines.append(
                 f"GOAL {task} true HV at {budget} epochs >= every method (paired mean): "
                 f"{'met' if not worse else 'not met'} (default {d.get('hv_true_mean', float('nan')):,.0f}"
-                f"{'; below: ' + ', '.join(worse) if worse else ''})"
+                f"{'; below: ' + ', '.join(worse) if worse else ''}"
+                f"{'; asks past the table per study: ' + ran_out if ran_out else ''}"
+                f"{'; replayed on an earlier table: ' + ', '.join(earlier) if earlier else ''})"
             )
         top = str(max(budgets))
         reach = {
@@ -420,9 +451,11 @@ def print_table(summary: dict, tasks, budgets) -> None:
             + " | compute to 95% (median, reached) | dominates hand-picked | "
             + f"searched point ~ {MATCH_BASELINE} at <= 1/2 its params ("
             + " / ".join(str(b) for b in budgets)
+            + ") | asks past the table ("
+            + " / ".join(str(b) for b in budgets)
             + ") |"
         )
-        print("| --- " * (len(budgets) + 4) + "|")
+        print("| --- " * (len(budgets) + 5) + "|")
         for method, per in summary[task]["methods"].items():
             cells = []
             for b in budgets:
@@ -441,7 +474,13 @@ def print_table(summary: dict, tasks, budgets) -> None:
                 else "-"
                 for b in budgets
             )
-            print(f"| {method} | " + " | ".join(cells) + f" | {reach} | {dom} | {match} |")
+            past = " / ".join(
+                f"{per[str(b)]['repeat_asks_mean']:.1f}"
+                if per.get(str(b), {}).get("repeat_asks_mean") is not None
+                else "-"
+                for b in budgets
+            )
+            print(f"| {method} | " + " | ".join(cells) + f" | {reach} | {dom} | {match} | {past} |")
 
 
 def main(argv=None) -> int:
@@ -480,15 +519,16 @@ def main(argv=None) -> int:
     rows = run_all(args)
     earlier = json.loads(Path(args.out).read_text()) if args.merge else {}
     summary = summarise(rows, args.tasks, args.budgets, earlier.get("summary"))
-    print_table(summary, args.tasks, args.budgets)
-    lines = goals(summary, args.tasks, args.budgets)
+    tasks = [t for t in summary if t in args.tasks or args.merge]  # a merge keeps the others
+    print_table(summary, tasks, args.budgets)
+    lines = goals(summary, tasks, args.budgets)
     for line in lines:
         print(line)
     Path(args.out).write_text(
         json.dumps(
             {
                 "settings": {
-                    "tasks": args.tasks,
+                    "tasks": tasks,
                     "budgets": args.budgets,
                     "reps": args.reps,
                     "reach": REACH,

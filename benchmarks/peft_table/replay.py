@@ -91,6 +91,10 @@ class Result:
     curve: list[tuple[float, float, float]]  # (compute spent, true HV, HV on what was seen)
     asks: int = 0
     zero_asks: int = 0  # asks of an adapter-free config (the head alone)
+    #: asks made when the study had run every candidate they could map to: the table ran out, so
+    #: the ask ran a candidate again (another training seed where the table has one, else the same
+    #: run) where a live study would have trained a config it had not
+    repeat_asks: int = 0
 
     def front(self) -> list[Ended]:
         """The candidates the study answers with: complete trials selected on the mean of their
@@ -180,7 +184,7 @@ def replay(
     spent = 0.0
     ended: list[Ended] = []
     curve: list[tuple[float, float, float]] = []
-    asks = zero_asks = 0
+    asks = zero_asks = repeat_asks = 0
     ref_acc, ref_params = table.reference(_base_params(table))
 
     def used() -> float:
@@ -207,7 +211,7 @@ def replay(
         heapq.heappush(events, (clock + step, seq))
 
     def fill() -> None:
-        nonlocal asks, zero_asks, created
+        nonlocal asks, zero_asks, repeat_asks, created
         while len(running) < max_parallel and used() < limit:
             if todo and created < max_trials:
                 name = todo.pop(0)
@@ -229,6 +233,7 @@ def replay(
                 zero_asks += adapter_free(s.config)
                 created += 1
                 cid = table.nearest(s.config, ran)
+                repeat_asks += cid in ran
                 ran.add(cid)
                 start("search", cid, s.id)
 
@@ -303,7 +308,7 @@ def replay(
     if method.replicates > 1:  # the search ended: its front's candidates get more seeds
         spent = _replicate(table, method.replicates, ended, noise, spent)
         curve.append((spent, *_hvs(table, ended, ref_acc, ref_params)))
-    return Result(method.name, rep, limit, ended, curve, asks, zero_asks)
+    return Result(method.name, rep, limit, ended, curve, asks, zero_asks, repeat_asks)
 
 
 def _replicate(table: Table, k: int, ended: list[Ended], noise, spent: float) -> float:

@@ -182,3 +182,57 @@ def test_the_head_alone_maps_to_its_recorded_runs_and_only_it_does(tweets):
     method = Method("x", exclude_adapter_free=False)
     asked = [replay(tweets, m, rep, 16).zero_asks for m in (method, Method("y")) for rep in (0, 1)]
     assert sum(asked[:2]) > 0 and sum(asked[2:]) == 0
+
+
+def test_asks_past_the_table_are_counted(tweets):
+    """When a study has run every candidate an ask could map to, the ask runs one of them again
+    (a live study would have trained a new config): the replay counts such asks, so a budget the
+    table is too small for shows in the report instead of passing for search."""
+    import dataclasses
+
+    from replay import Method, replay
+
+    keep = ["linear_probe", *[f"sobol-{i:03d}" for i in range(6)]]
+    small = dataclasses.replace(
+        tweets,
+        candidates={c: tweets.candidates[c] for c in keep},
+        search_ids=[c for c in tweets.search_ids if c in keep],
+        _X=None,
+    )
+    for table, budget in ((small, 24), (tweets, 12)):
+        r = replay(table, Method("default"), 0, budget)
+        searched = [e.cid for e in r.ended if e.kind == "search"]
+        assert len(searched) == r.asks
+        assert r.repeat_asks == len(searched) - len(set(searched))
+        row = ts.score(table, r)
+        assert row["repeat_asks"] == r.repeat_asks
+    assert ts.score(small, replay(small, Method("default"), 0, 24))["repeat_asks"] > 0
+    assert r.repeat_asks == 0  # 12 epochs on the whole table: every ask ran a new candidate
+
+
+def test_goal_lines_say_which_rivals_ran_on_an_earlier_table_and_ran_out_of_it(tweets):
+    """Rows carry the table they were replayed on: a rival whose rows are of an earlier version
+    of the table is named as such beside the HV goal, and so are asks past the table; a merge that
+    replays one task keeps the other tasks' summaries."""
+    miss = [_row(tweets, "linear_probe")]
+    flat = [[[48.0, 100.0]]] * 2
+    rows = _rows("default", 48, [miss] * 2, [100.0] * 2, flat) + _rows(
+        "random", 48, [miss] * 2, [101.0, 99.0], flat
+    )
+    for r in rows:
+        r["table"] = tweets.fingerprint
+        r["repeat_asks"] = 3 if r["method"] == "default" else 0
+    old = _rows("tpe", 48, [miss] * 2, [100.0] * 2, flat)  # no fingerprint: the first table
+    summary = ts.summarise(rows + old, ["tweets"], [48])
+    methods = summary["tweets"]["methods"]
+    assert methods["default"]["48"]["table"] == tweets.fingerprint
+    assert methods["tpe"]["48"]["table"] == ts.FIRST_TABLE["tweets"]
+    assert methods["default"]["48"]["repeat_asks_mean"] == 3.0
+    assert methods["tpe"]["48"]["repeat_asks_mean"] is None  # replayed before they were counted
+    hv = next(line for line in ts.goals(summary, ["tweets"], [48]) if "true HV at 48" in line)
+    assert ": met (default 100" in hv
+    assert "asks past the table per study: default 3.0" in hv
+    assert "replayed on an earlier table: tpe" in hv and "random" not in hv.split("earlier")[1]
+    other = {"bbc_news": {"best_hv": 1.0, "methods": {}}}
+    merged = ts.summarise(rows, ["tweets"], [48], prior={**summary, **other})
+    assert merged["bbc_news"] == other["bbc_news"] and "tpe" in merged["tweets"]["methods"]

@@ -376,11 +376,11 @@ def goals(summary: dict, tasks, budgets, default: str = "default") -> list[str]:
             }
             ran_out = ", ".join(f"{m} {v:.1f}" for m, v in past.items() if v)
             # rows replayed on another version of the table than the default's (fewer candidates)
-            mine = d.get("table")
             earlier = [
                 m
                 for m in others
-                if str(budget) in methods[m] and methods[m][str(budget)].get("table") != mine
+                if str(budget) in methods[m]
+                and methods[m][str(budget)].get("table") != d.get("table")
             ]
             lines.append(
                 f"GOAL {task} true HV at {budget} epochs >= every method (paired mean): "
@@ -456,7 +456,9 @@ def print_table(summary: dict, tasks, budgets) -> None:
             + ") |"
         )
         print("| --- " * (len(budgets) + 5) + "|")
-        for method, per in summary[task]["methods"].items():
+        methods = summary[task]["methods"]
+        current = methods.get("default", {}).get(str(max(budgets)), {}).get("table")
+        for method, per in methods.items():
             cells = []
             for b in budgets:
                 d = per.get(str(b))
@@ -480,7 +482,12 @@ def print_table(summary: dict, tasks, budgets) -> None:
                 else "-"
                 for b in budgets
             )
-            print(f"| {method} | " + " | ".join(cells) + f" | {reach} | {dom} | {match} | {past} |")
+            name = method
+            if current and top and top.get("table") != current:
+                name += (
+                    " (earlier table)"  # replayed on a version of the table with fewer candidates
+                )
+            print(f"| {name} | " + " | ".join(cells) + f" | {reach} | {dom} | {match} | {past} |")
 
 
 def main(argv=None) -> int:

@@ -210,7 +210,7 @@ def test_asks_past_the_table_are_counted(tweets):
     assert r.repeat_asks == 0  # 12 epochs on the whole table: every ask ran a new candidate
 
 
-def test_goal_lines_say_which_rivals_ran_on_an_earlier_table_and_ran_out_of_it(tweets):
+def test_goal_lines_say_which_rivals_ran_on_an_earlier_table_and_ran_out_of_it(tweets, capsys):
     """Rows carry the table they were replayed on: a rival whose rows are of an earlier version
     of the table is named as such beside the HV goal, and so are asks past the table; a merge that
     replays one task keeps the other tasks' summaries."""
@@ -233,6 +233,10 @@ def test_goal_lines_say_which_rivals_ran_on_an_earlier_table_and_ran_out_of_it(t
     assert ": met (default 100" in hv
     assert "asks past the table per study: default 3.0" in hv
     assert "replayed on an earlier table: tpe" in hv and "random" not in hv.split("earlier")[1]
+    ts.print_table(summary, ["tweets"], [48])
+    printed = capsys.readouterr().out
+    assert "| tpe (earlier table) |" in printed and "| random |" in printed
+    assert printed.splitlines()[4].endswith("| 3.0 |")  # the default's asks past the table
     other = {"bbc_news": {"best_hv": 1.0, "methods": {}}}
     merged = ts.summarise(rows, ["tweets"], [48], prior={**summary, **other})
     assert merged["bbc_news"] == other["bbc_news"] and "tpe" in merged["tweets"]["methods"]

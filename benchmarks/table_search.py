@@ -482,11 +482,9 @@ def print_table(summary: dict, tasks, budgets) -> None:
                 else "-"
                 for b in budgets
             )
-            name = method
-            if current and top and top.get("table") != current:
-                name += (
-                    " (earlier table)"  # replayed on a version of the table with fewer candidates
-                )
+            # replayed on a version of the table with fewer candidates than the default's
+            stale = current and top and top.get("table") != current
+            name = f"{method} (earlier table)" if stale else method
             print(f"| {name} | " + " | ".join(cells) + f" | {reach} | {dom} | {match} | {past} |")
 
 
@@ -526,7 +524,7 @@ def main(argv=None) -> int:
     rows = run_all(args)
     earlier = json.loads(Path(args.out).read_text()) if args.merge else {}
     summary = summarise(rows, args.tasks, args.budgets, earlier.get("summary"))
-    tasks = [t for t in summary if t in args.tasks or args.merge]  # a merge keeps the others
+    tasks = list(summary)  # with --merge, also the tasks the earlier summary holds
     print_table(summary, tasks, args.budgets)
     lines = goals(summary, tasks, args.budgets)
     for line in lines:

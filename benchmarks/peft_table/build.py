@@ -56,7 +56,7 @@ def done_runs(task: str, data: Path = DATA) -> set[tuple[str, int]]:
 def _work(cand: dict, seed: int) -> dict:
     from record import record_run
 
-    run = record_run(cand["workload"], cand["config"], seed, threads=1)
+    run = record_run(cand["workload"], cand["config"], seed, threads=1, budget=cand.get("budget"))
     return {"candidate": cand["id"], **run}
 
 

@@ -103,9 +103,13 @@ def _recording_trainer():
     return RecordingTrainer
 
 
-def record_run(workload: dict, config: dict, seed: int, threads: int = 1) -> dict[str, Any]:
+def record_run(
+    workload: dict, config: dict, seed: int, threads: int = 1, budget: dict | None = None
+) -> dict[str, Any]:
     """Train ``config`` on ``workload`` (baseline overrides already merged) with training seed
-    ``seed`` and return the recorded run (see the module docstring)."""
+    ``seed`` and return the recorded run (see the module docstring); ``budget``: the trial's
+    fidelity (``TrialContext.budget``, e.g. ``{"fraction": 1/3}``: a third of the training data,
+    the same validation and test splits)."""
     import torch
 
     from autopeft.trials.context import TrialContext
@@ -116,6 +120,7 @@ def record_run(workload: dict, config: dict, seed: int, threads: int = 1) -> dic
         trial_id="table",
         reporter=lambda step, m: reports.append({"step": step, **m}) or "continue",
         resources={"cpus": threads},
+        budget=budget,
     )
     trainer = _recording_trainer()({**workload, "seed": seed}, dict(config), trial)
     t0 = time.perf_counter()

@@ -130,6 +130,9 @@ LEVERS: dict[str, Method] = {
         # the default as it was before adapter-free configs were kept out of its asks while the
         # probe runs (``api.study.adapter_free_exclusion``)
         Method("default-asks-zero", None, exclude_adapter_free=False),
+        # the default behind a training-data-size rung: each search trial first trains on a third
+        # of the training data (``peft_table/fidelity.py``), MO-ASHA deciding on that report
+        Method("default+data33", None, data_rung=1 / 3),
     ]
 }
 MAIN = list(METHODS)  # the methods the goals compare

@@ -11,7 +11,8 @@ search trial goes through ``opt.report`` (MO-ASHA may stop it: told ``pruned`` a
 values; with promotions it may pause it, and a paused trial the optimiser names is resumed
 before anything new is asked), the last one ends it (told ``complete``); paused trials the budget
 never resumed are told ``pruned`` at the end. Each report takes the same simulated time (the linear
-probe a third of an epoch's).
+probe a third of an epoch's). With ``Method.data_rung`` a search trial first runs its recorded run
+on that fraction of the training data (``fidelity.py``), one report as step 1, before its full run.
 
 Noise, as a live study sees it (``rep`` seeds all of it, the same for every method: paired):
 the validation examples are a bootstrap sample of the recorded split, fixed for the whole study;
@@ -65,6 +66,12 @@ class Method:
     #: False: the optimiser may ask adapter-free configs even with the probe beside it (the
     #: service's behaviour before ``api.study.adapter_free_exclusion``)
     exclude_adapter_free: bool = True
+    #: a training-data-size rung (0: none): each search trial first trains on this fraction of
+    #: the training data for the workload's epochs (its recorded run, ``fidelity.py``), reporting
+    #: once as step 1; one that early stopping keeps (or later promotes) then trains on all of it
+    #: from the start, its reports as steps 2, 3, ...: a trial pays the fraction's epochs and the
+    #: full run's
+    data_rung: float = 0.0
 
 
 @dataclass
@@ -95,6 +102,7 @@ class Result:
     #: the ask ran a candidate again (another training seed where the table has one, else the same
     #: run) where a live study would have trained a config it had not
     repeat_asks: int = 0
+    spent: float = 0.0  # the compute (trial-epochs) every run of the study trained, in all
 
     def front(self) -> list[Ended]:
         """The candidates the study answers with: complete trials selected on the mean of their
@@ -163,6 +171,7 @@ def replay(
 
     spec = spec or study_spec(table, method, rep, budget)
     space = build_space(spec)
+    low = _low_table(table, method.data_rung) if method.data_rung else None
     if not method.exclude_adapter_free:
         spec = {**spec, "optimizer": {**spec["optimizer"]}}
         spec["optimizer"]["options"] = {
@@ -203,12 +212,28 @@ def replay(
             "trained": 0.0,  # epochs of earlier runs of this trial (paused, then resumed)
             "started_used": used(),
         }
-        run["planned"] = float(c.epochs[-1]) - run["trained"]
+        step = PROBE_TIME if c.reports == 1 and c.epochs[0] < 0.5 else 1.0
+        if low is not None and kind == "search" and run.get("phase") != "full":
+            if resumed is None:  # the data rung first: one report after the fraction's epochs
+                run["phase"] = "low"
+                run["planned"] = low_epochs(c)
+                step *= low_epochs(c) / float(c.epochs[0])
+            else:  # kept at the data rung later (a promotion): all the data, from the start
+                _to_full(run)
+        if run.get("phase") != "low":
+            run["planned"] = float(c.epochs[-1]) - run["trained"]
         run["progress"] = 0.0
         running[seq] = run
-        step = PROBE_TIME if c.reports == 1 and c.epochs[0] < 0.5 else 1.0
         run["step_time"] = step
         heapq.heappush(events, (clock + step, seq))
+
+    def low_epochs(c) -> float:
+        return method.data_rung * float(c.epochs[-1])
+
+    def _to_full(run: dict) -> None:
+        run["phase"] = "full"
+        run["low_cost"] = low_epochs(table.candidates[run["cid"]])
+        run["report"], run["trained"] = 0, 0.0
 
     def fill() -> None:
         nonlocal asks, zero_asks, repeat_asks, created
@@ -242,6 +267,45 @@ def replay(
         clock, key = heapq.heappop(events)
         run = running[key]
         c = table.candidates[run["cid"]]
+        if run.get("phase") == "low":  # the data rung's one report
+            lc = low.candidates[run["cid"]]
+            run["progress"] = low_epochs(c)
+            values = {
+                "accuracy": low.observed(run["cid"], run["seed"], lc.reports, noise.val_index),
+                "epoch": low_epochs(c),
+                "trainable_params": float(c.params),
+            }
+            decision = opt.report(run["opt_id"], 1, values)
+            if decision == "continue":  # all the data now, from the start
+                spent += run["progress"]
+                _to_full(run)
+                run["planned"], run["progress"] = float(c.epochs[-1]), 0.0
+                run["step_time"] = 1.0
+                heapq.heappush(events, (clock + 1.0, key))
+                continue
+            del running[key]
+            spent += run["progress"]
+            if decision == "pause":
+                run["trained"] = run["progress"]
+                run["values"] = values
+                paused[run["opt_id"]] = run
+            else:
+                opt.tell(run["opt_id"], values, state="pruned")
+                ended.append(
+                    Ended(
+                        "search",
+                        run["cid"],
+                        1,
+                        "pruned",
+                        values["accuracy"],
+                        values["trainable_params"],
+                        run["progress"],
+                        run["started_used"],
+                    )
+                )
+                curve.append((spent, *_hvs(table, ended, ref_acc, ref_params)))
+            fill()
+            continue
         run["report"] += 1
         k = run["report"]
         run["progress"] = float(c.epochs[k - 1]) - run["trained"]
@@ -253,7 +317,8 @@ def replay(
         last = k >= c.reports
         state = None
         if run["kind"] == "search":
-            decision = opt.report(run["opt_id"], k, values)
+            # behind a data rung the full run's reports are steps 2, 3, ...
+            decision = opt.report(run["opt_id"], k + (run.get("phase") == "full"), values)
             if last:
                 state = "complete"
             elif decision == "pause":
@@ -285,7 +350,7 @@ def replay(
                 state,
                 values["accuracy"],
                 values["trainable_params"],
-                run["trained"] + run["progress"],
+                run.get("low_cost", 0.0) + run["trained"] + run["progress"],
                 run["started_used"],
             )
         )
@@ -297,18 +362,18 @@ def replay(
             Ended(
                 run["kind"],
                 run["cid"],
-                run["report"],
+                max(run["report"], 1),
                 "pruned",
                 run["values"]["accuracy"],
                 run["values"]["trainable_params"],
-                run["trained"],
+                run.get("low_cost", 0.0) + run["trained"],
                 run["started_used"],
             )
         )
     if method.replicates > 1:  # the search ended: its front's candidates get more seeds
         spent = _replicate(table, method.replicates, ended, noise, spent)
         curve.append((spent, *_hvs(table, ended, ref_acc, ref_params)))
-    return Result(method.name, rep, limit, ended, curve, asks, zero_asks, repeat_asks)
+    return Result(method.name, rep, limit, ended, curve, asks, zero_asks, repeat_asks, spent)
 
 
 def _replicate(table: Table, k: int, ended: list[Ended], noise, spent: float) -> float:
@@ -365,6 +430,25 @@ def _hvs(
     truth = [(table.candidates[e.cid].truth(e.report), e.params) for e, _ in chosen]
     seen = [(acc, e.params) for e, acc in chosen]
     return hypervolume(truth, ref_acc, ref_params), hypervolume(seen, ref_acc, ref_params)
+
+
+_LOW: dict[tuple[str, float], Table] = {}
+
+
+def _low_table(table: Table, fraction: float) -> Table:
+    """The task's runs at ``fraction`` of the training data (``fidelity.py --record``)."""
+    from fidelity import frac_task
+
+    key = (table.task, fraction)
+    if key not in _LOW:
+        low = _LOW[key] = Table.load(frac_task(table.task, fraction))
+        missing = [c for c in table.search_ids if c not in low.candidates]
+        if missing:
+            raise ValueError(
+                f"{frac_task(table.task, fraction)} has no run of {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}: fidelity.py --record"
+            )
+    return _LOW[key]
 
 
 _BASE: dict[str, int] = {}

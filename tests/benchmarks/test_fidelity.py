@@ -71,3 +71,48 @@ def test_signals_refuse_runs_recorded_on_other_splits(tmp_path):
     with pytest.raises(ValueError, match="other splits"):
         fid.signals("tweets", fid.FRACTION, tmp_path)
 
+
+def _frac_recorded() -> bool:
+    from table import Table
+
+    low = fid.frac_task("tweets", fid.FRACTION)
+    if not (DATA / f"{low}.runs.jsonl").exists():
+        return False
+    table, runs = Table.load("tweets"), Table.load(low)
+    return all(c in runs.candidates for c in table.search_ids)
+
+
+@pytest.mark.parametrize("budget", [12, 24])
+def test_a_data_rung_trial_pays_the_fraction_then_the_whole_run(budget):
+    """Behind a data rung a search trial trains a third of the data first (2/3 of an epoch,
+    reported once as step 1); kept, it trains on all of it from the start; the study's compute is
+    what its runs trained."""
+    if not _frac_recorded():
+        pytest.skip("the fraction runs do not cover every candidate a search can ask")
+    sys.path.insert(0, str(BENCH))
+    ts = pytest.importorskip("table_search")
+    from replay import replay
+
+    table = ts._table("tweets")
+    method = ts.METHODS["default+data33"]
+    low = 2.0 / 3.0
+    full = float(table.candidates["lora_r8"].epochs[-1])
+    seen = set()
+    for rep in range(4):
+        result = replay(table, method, rep, budget)
+        search = [e for e in result.ended if e.kind == "search"]
+        for e in search:
+            if e.state == "complete":
+                assert e.epochs == pytest.approx(low + full)
+                seen.add("complete")
+            elif e.report == 1 and e.epochs == pytest.approx(low):
+                seen.add("stopped at the data rung")
+            else:  # stopped (or left paused) at MO-ASHA's rung in the full run: 1 epoch in
+                assert e.epochs == pytest.approx(low + 1.0)
+                seen.add("stopped in the full run")
+        assert result.spent == pytest.approx(sum(e.epochs for e in result.ended))
+        # the same repetition without the rung: each trial trains the full run alone
+        plain = replay(table, ts.METHODS["default"], rep, budget)
+        assert all(e.epochs <= full + 1e-9 for e in plain.ended if e.kind == "search")
+        assert plain.spent == pytest.approx(sum(e.epochs for e in plain.ended))
+    assert seen >= {"complete", "stopped at the data rung"}

@@ -441,13 +441,14 @@ def _low_table(table: Table, fraction: float) -> Table:
 
     key = (table.task, fraction)
     if key not in _LOW:
-        low = _LOW[key] = Table.load(frac_task(table.task, fraction))
+        low = Table.load(frac_task(table.task, fraction))
         missing = [c for c in table.search_ids if c not in low.candidates]
         if missing:
             raise ValueError(
                 f"{frac_task(table.task, fraction)} has no run of {', '.join(missing[:5])}"
                 f"{' ...' if len(missing) > 5 else ''}: fidelity.py --record"
             )
+        _LOW[key] = low
     return _LOW[key]
 
 

@@ -212,6 +212,9 @@ def main(argv=None) -> int:
     for task in args.task or list(TASKS):
         if args.record:
             record_fraction(task, args.fraction, args.seeds, args.workers, args.minutes)
+        elif not (DATA / f"{frac_task(task, args.fraction)}.runs.jsonl").exists():
+            print(f"\n{task}: no runs at {args.fraction:g} of the data (add --record)")
+            continue
         result = out[task] = compare(task, args.fraction)
         print_table(result)
     RESULTS.mkdir(exist_ok=True)

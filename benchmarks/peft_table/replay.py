@@ -218,7 +218,7 @@ def replay(
                 run["phase"] = "low"
                 run["planned"] = low_epochs(c)
                 step *= low_epochs(c) / float(c.epochs[0])
-            else:  # kept at the data rung later (a promotion): all the data, from the start
+            else:  # kept at the data rung later (a promotion)
                 _to_full(run)
         if run.get("phase") != "low":
             run["planned"] = float(c.epochs[-1]) - run["trained"]
@@ -231,9 +231,11 @@ def replay(
         return method.data_rung * float(c.epochs[-1])
 
     def _to_full(run: dict) -> None:
-        run["phase"] = "full"
-        run["low_cost"] = low_epochs(table.candidates[run["cid"]])
-        run["report"], run["trained"] = 0, 0.0
+        """A run kept at the data rung: all the data now, from the start."""
+        c = table.candidates[run["cid"]]
+        run["phase"], run["low_cost"] = "full", low_epochs(c)
+        run["report"], run["trained"], run["progress"] = 0, 0.0, 0.0
+        run["planned"], run["step_time"] = float(c.epochs[-1]), 1.0
 
     def fill() -> None:
         nonlocal asks, zero_asks, repeat_asks, created
@@ -267,58 +269,31 @@ def replay(
         clock, key = heapq.heappop(events)
         run = running[key]
         c = table.candidates[run["cid"]]
-        if run.get("phase") == "low":  # the data rung's one report
-            lc = low.candidates[run["cid"]]
+        if run.get("phase") == "low":  # the data rung's one report: step 1
+            k, step, last = 1, 1, False
             run["progress"] = low_epochs(c)
             values = {
-                "accuracy": low.observed(run["cid"], run["seed"], lc.reports, noise.val_index),
+                "accuracy": low.observed(
+                    run["cid"], run["seed"], low.candidates[run["cid"]].reports, noise.val_index
+                ),
                 "epoch": low_epochs(c),
                 "trainable_params": float(c.params),
             }
-            decision = opt.report(run["opt_id"], 1, values)
-            if decision == "continue":  # all the data now, from the start
-                spent += run["progress"]
-                _to_full(run)
-                run["planned"], run["progress"] = float(c.epochs[-1]), 0.0
-                run["step_time"] = 1.0
-                heapq.heappush(events, (clock + 1.0, key))
-                continue
-            del running[key]
-            spent += run["progress"]
-            if decision == "pause":
-                run["trained"] = run["progress"]
-                run["values"] = values
-                paused[run["opt_id"]] = run
-            else:
-                opt.tell(run["opt_id"], values, state="pruned")
-                ended.append(
-                    Ended(
-                        "search",
-                        run["cid"],
-                        1,
-                        "pruned",
-                        values["accuracy"],
-                        values["trainable_params"],
-                        run["progress"],
-                        run["started_used"],
-                    )
-                )
-                curve.append((spent, *_hvs(table, ended, ref_acc, ref_params)))
-            fill()
-            continue
-        run["report"] += 1
-        k = run["report"]
-        run["progress"] = float(c.epochs[k - 1]) - run["trained"]
-        values = {
-            "accuracy": table.observed(run["cid"], run["seed"], k, noise.val_index),
-            "epoch": float(c.epochs[k - 1]),
-            "trainable_params": float(c.params),
-        }
-        last = k >= c.reports
+        else:
+            run["report"] += 1
+            k = run["report"]
+            # behind a data rung the full run's reports are steps 2, 3, ...
+            step = k + (run.get("phase") == "full")
+            run["progress"] = float(c.epochs[k - 1]) - run["trained"]
+            values = {
+                "accuracy": table.observed(run["cid"], run["seed"], k, noise.val_index),
+                "epoch": float(c.epochs[k - 1]),
+                "trainable_params": float(c.params),
+            }
+            last = k >= c.reports
         state = None
         if run["kind"] == "search":
-            # behind a data rung the full run's reports are steps 2, 3, ...
-            decision = opt.report(run["opt_id"], k + (run.get("phase") == "full"), values)
+            decision = opt.report(run["opt_id"], step, values)
             if last:
                 state = "complete"
             elif decision == "pause":
@@ -331,6 +306,9 @@ def replay(
             state = "complete"
             if method.inform and run["cid"] in LORA_BASELINES:  # a design point of the space
                 opt.add_trial(table.search_config(run["cid"]), values, "complete")
+        if state is None and run.get("phase") == "low":
+            spent += run["progress"]
+            _to_full(run)
         if state is None:
             heapq.heappush(events, (clock + run["step_time"], key))
             continue

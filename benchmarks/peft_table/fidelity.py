@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,34 +69,22 @@ def record_fraction(
     record(frac_task(task, fraction), TASKS[task], cands, seeds, workers, minutes)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank)."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), float)
-    ranks[order] = np.arange(len(x), dtype=float)
-    for v in np.unique(x):
-        tie = x == v
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    return ranks
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    """Spearman's rho (nan where either side is constant)."""
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(a, b).statistic)
 
 
 def kendall(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-b."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    da = np.sign(a[:, None] - a[None, :])
-    db = np.sign(b[:, None] - b[None, :])
-    iu = np.triu_indices(len(a), 1)
-    da, db = da[iu], db[iu]
-    denom = np.sqrt(np.sum(da != 0) * np.sum(db != 0))
-    return float(np.sum(da * db) / denom) if denom else float("nan")
+    """Kendall's tau-b (nan where either side is constant)."""
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.kendalltau(a, b).statistic)
 
 
 def top_share(signal: np.ndarray, truth: np.ndarray, share: float = 1 / 3) -> float:

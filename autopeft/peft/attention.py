@@ -12,8 +12,9 @@ On a causal LM the text follows the prefix, as in prefix-tuning's GPT-2 setting 
 prefix tuning (the prefix as past key/values): the real tokens take positions ``P..P+n-1``
 (``P`` the longest prefix; a pre-hook of the model adds ``P`` to its position ids), so a
 prefix of one length in every layer gives exactly peft's logits and is exported in peft's
-format. A classifier's tokens keep positions ``0..n-1`` (peft's prefix tuning does not run on
-sequence classifiers with transformers 5).
+format. A classifier's tokens keep positions ``0..n-1``, the positions its encoder was trained
+with (peft's prefix tuning raises on sequence classifiers up to peft 0.21 and from 0.22 moves
+their text after the prefix; a classifier's prefix is exported in autopeft's format only).
 
 Mechanism: transformers routes attention through ``ALL_ATTENTION_FUNCTIONS``. We register
 ``autopeft_prefix_sdpa`` / ``autopeft_prefix_eager`` (attention function + mask function of

@@ -330,21 +330,22 @@ def _export_peft_prompt(model: nn.Module, mmap: ModelMap, directory: Path) -> No
 
 
 def _peft_prefix(model: nn.Module, mmap: ModelMap, spec) -> bool:
-    """Whether peft's prefix tuning expresses this prefix-only config: a causal LM (peft's
-    prefix tuning raises on sequence classifiers with transformers 5) with one length in every
-    layer (peft has one ``num_virtual_tokens``)."""
+    """Whether peft's prefix tuning expresses this prefix-only config: a causal LM with one length
+    in every layer (peft has one ``num_virtual_tokens``). Not a sequence classifier: peft's prefix
+    tuning raises on them up to peft 0.21, and from peft 0.22 runs with the text's positions after
+    the prefix, where a classifier's text here keeps positions ``0..n-1``
+    (:mod:`autopeft.peft.attention`), so its logits would not be the trained model's."""
     lengths = set(spec["prefix"].length)
     return not mmap.head and is_causal_lm(model) and len(lengths) == 1 and 0 not in lengths
 
 
-def _export_peft_prefix(model: nn.Module, mmap: ModelMap, directory: Path) -> None:
-    """peft's format of a causal LM's prefix: a ``PrefixTuningConfig`` without projection and its
-    ``prompt_embeddings``, row ``t`` holding every layer's key then value at prefix position
-    ``t`` (heads by head dim, the layout peft views as ``past_key_values``). A reparameterised
-    prefix is written as the keys and values its MLP gives (peft's own projection is another
-    MLP), so the loaded model's logits are the trained model's."""
+def peft_prefix_state(model: nn.Module, mmap: ModelMap, task_type: str = "CAUSAL_LM"):
+    """The ``PrefixTuningConfig`` (without projection) and ``prompt_embeddings`` tensor that hold
+    the prefix of ``model`` (one length in every layer) in peft's layout: row ``t`` holds every
+    layer's key then value at prefix position ``t`` (heads by head dim, the layout peft views as
+    ``past_key_values``). A reparameterised prefix is written as the keys and values its MLP
+    gives (peft's own projection is another MLP)."""
     from peft import PrefixTuningConfig
-    from safetensors.torch import save_file
 
     from autopeft.peft.attention import ATTR
 
@@ -357,7 +358,7 @@ def _export_peft_prefix(model: nn.Module, mmap: ModelMap, directory: Path) -> No
         rows += [value.transpose(0, 1).reshape(length, kv_dim)]
     embeddings = torch.cat(rows, dim=1).detach().to("cpu").contiguous()
     config = PrefixTuningConfig(
-        task_type="CAUSAL_LM",
+        task_type=task_type,
         num_virtual_tokens=length,
         token_dim=kv_dim,
         num_transformer_submodules=1,
@@ -366,8 +367,17 @@ def _export_peft_prefix(model: nn.Module, mmap: ModelMap, directory: Path) -> No
         encoder_hidden_size=kv_dim,
         prefix_projection=False,
         base_model_name_or_path=getattr(model.config, "_name_or_path", None) or None,
-        inference_mode=True,
     )
+    return config, embeddings
+
+
+def _export_peft_prefix(model: nn.Module, mmap: ModelMap, directory: Path) -> None:
+    """peft's format of a causal LM's prefix (:func:`peft_prefix_state`), so the loaded model's
+    logits are the trained model's."""
+    from safetensors.torch import save_file
+
+    config, embeddings = peft_prefix_state(model, mmap)
+    config.inference_mode = True
     config.save_pretrained(str(directory))
     save_file(
         {"prompt_embeddings": embeddings},

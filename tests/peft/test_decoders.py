@@ -150,7 +150,9 @@ def test_prefixed_causal_lm_generates_what_peft_predicts(tmp_path, arch):
     forwards of peft's loaded export, and the prefix changes what is generated. (peft 0.21's own
     ``generate`` drops the prefix on Llama with transformers 5.25: it passes the prefix as the
     deprecated ``past_key_values`` beside the ``cache`` that generate makes, and the model keeps
-    the latter; its forward, compared here, is right.)"""
+    the latter; its forward, compared here, is right. peft 0.22's ``generate`` is compared too.)"""
+    import peft
+    from packaging.version import Version
     from peft import PeftModel
 
     model = apply_peft(build_causal(arch), PREFIX)
@@ -170,8 +172,11 @@ def test_prefixed_causal_lm_generates_what_peft_predicts(tmp_path, arch):
         for _ in range(settings["max_new_tokens"]):
             step = loaded(input_ids=theirs).logits[:, -1].argmax(-1, keepdim=True)
             theirs = torch.cat([theirs, step], dim=1)
+        generated = loaded.generate(input_ids=prompt, **settings)
     assert ours.tolist() == theirs.tolist()
     assert ours.tolist() != plain.tolist()
+    if Version(peft.__version__) >= Version("0.22"):
+        assert generated.tolist() == ours.tolist()
 
 
 @pytest.mark.parametrize(

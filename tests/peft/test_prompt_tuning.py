@@ -172,14 +172,40 @@ def test_prompt_memory_counts_the_longer_sequence():
 
 
 @pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
-def test_peft_prefix_tuning_still_fails_on_sequence_classifiers(arch):
-    """Why prefix tuning stays on the modules written here: peft's own raises for every sequence
-    classifier with this transformers. When this test fails, peft's prefix tuning runs again and
-    a uniform-length prefix config can move to the peft path."""
+def test_peft_prefix_tuning_does_not_give_a_classifiers_logits(arch):
+    """Why a classifier's prefix is exported in the own format only. peft's prefix tuning, given
+    exactly the classifier's keys and values, raises on sequence classifiers up to peft 0.21; peft
+    0.22 runs them with the text after the prefix (positions ``P..P+n-1``): our logits with the
+    text so shifted, not the classifier's own (positions ``0..n-1``). When this test fails, peft
+    gives a classifier's logits and ``export._peft_prefix`` can admit classifiers."""
     import peft
 
-    model = peft.get_peft_model(
-        build(arch), peft.PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=2)
-    )
-    with pytest.raises(ValueError, match="past key values"):
-        model(**batch())
+    from autopeft.peft.export import peft_prefix_state
+    from autopeft.peft.modelmap import map_model
+
+    length = 3
+    ours = apply_peft(build(arch), {"prefix.length": length})
+    torch.manual_seed(5)
+    with torch.no_grad():  # keys and values far from their init, so the prefix moves the logits
+        for name, param in ours.named_parameters():
+            if "prefix" in name:
+                param.normal_(0.0, 1.0)
+    config, embeddings = peft_prefix_state(ours, map_model(ours), "SEQ_CLS")
+    theirs = peft.get_peft_model(build(arch), config)
+    with torch.no_grad():
+        theirs.prompt_encoder["default"].embedding.weight.copy_(embeddings)
+    ours.eval(), theirs.eval()
+    inputs = batch()
+    with torch.no_grad():
+        try:
+            got = theirs(**inputs).logits
+        except ValueError as err:  # peft <= 0.21
+            assert "past key values" in str(err)
+            return
+        own = output(ours, inputs)
+        positions = torch.arange(inputs["input_ids"].shape[1]) + length
+        shifted = ours(**inputs, position_ids=positions.expand(2, -1)).logits
+        untouched = output(build(arch).eval(), inputs)
+    assert torch.allclose(got, shifted, atol=1e-5)
+    assert (own - untouched).abs().max() > 1e-4  # the prefix acts on the classifier
+    assert (got - own).abs().max() > 1e-4

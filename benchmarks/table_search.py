@@ -434,7 +434,7 @@ def goals(summary: dict, tasks, budgets, default: str = "default") -> list[str]:
             lines.append(
                 f"GOAL {task} MO-ASHA with promotions reaches {NO_STOPPING}'s mean true HV at "
                 f"{top} epochs with <= 60% of {NO_STOPPING}'s compute (medians; the goal needs one "
-                f"task): {'met' if pr <= 0.6 * br else 'not met'} "
+                f"task): {'met' if math.isfinite(pr) and pr <= 0.6 * br else 'not met'} "
                 f"({PROMOTIONS} {pr:g}, {NO_STOPPING} {br:g} epochs)"
             )
         share = methods[default][top]["dominates_share"]

@@ -127,6 +127,22 @@ def test_goal_lines_for_the_demo_criterion_and_promotions(tweets):
         for line in lines
     )
 
+    # neither reaches the no-stopping method's mean HV (100) in most repetitions: not met
+    rows = _rows("default", 48, [miss] * 3, [90.0] * 3, [[[10.0, 90.0]]] * 3) + _rows(
+        ts.NO_STOPPING,
+        48,
+        [miss] * 3,
+        [90.0, 90.0, 120.0],
+        [[[40.0, 90.0]]] * 2 + [[[40.0, 120.0]]],
+    )
+    summary = ts.summarise(rows, ["tweets"], [48])
+    assert summary["tweets"]["methods"]["default"]["48"]["reach_no_stopping_median"] == math.inf
+    lines = ts.goals(summary, ["tweets"], [48])
+    assert any(
+        "promotions" in line and f": not met (default inf, {ts.NO_STOPPING} inf" in line
+        for line in lines
+    )
+
 
 def test_a_merged_summary_keeps_the_earlier_methods_and_their_no_stopping_target(tweets):
     """``--merge``: a run of one new method adds it beside the methods summarised before (which

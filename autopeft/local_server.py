@@ -37,6 +37,7 @@ class LocalServer:
         executor: str = "local",
     ):
         self.workdir = Path(workdir).resolve()
+        self.auto_port = not port
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_url = f"sqlite:///{self.workdir / 'autopeft.db'}"
@@ -70,28 +71,48 @@ class LocalServer:
             shutil.rmtree(self.workdir / "artifacts", ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = create_token(self.db_url, self.user)
-        with open(self.workdir / "server.log", "ab") as log:
+        log_path = self.workdir / "server.log"
+        for attempt in range(3):
+            offset = log_path.stat().st_size if log_path.exists() else 0
+            try:
+                return self._wait(log_path, timeout)
+            except RuntimeError:
+                # a port chosen here can be taken by another process before the server binds it
+                tail = log_path.read_text(errors="replace")[offset:].lower()
+                if not self.auto_port or attempt == 2 or "address already in use" not in tail:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _wait(self, log_path: Path, timeout: float) -> LocalServer:
+        with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "autopeft.api.server"],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        client = self.client()
+        from autopeft.client import Client
+
+        # short probes: the port may be held by another process that accepts and never answers
         deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited ({self.proc.returncode}); see {self.workdir / 'server.log'}"
-                )
-            try:
-                client.health()
-                return self
-            except Exception:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the server did not answer within {timeout:g} s") from None
-                time.sleep(0.3)
+        with Client(self.url, self.token, timeout=2.0) as probe:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"the server exited ({self.proc.returncode}); see {log_path}"
+                    )
+                try:
+                    probe.health()
+                    return self
+                except Exception:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(
+                            f"the server did not answer within {timeout:g} s"
+                        ) from None
+                    time.sleep(0.3)
 
     def client(self):
         from autopeft.client import Client

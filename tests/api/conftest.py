@@ -61,7 +61,23 @@ class Server:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 60) -> Server:
+    def start(self, timeout: float = 60, tries: int = 3) -> Server:
+        """Start and wait for ``/healthz``. The port came from :func:`free_port`, which another
+        process (a Ray of an earlier test, still stopping) can take before the server binds it: a
+        server that exits saying so is started again on a new port, up to ``tries`` times."""
+        for attempt in range(tries):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                return self._start(timeout)
+            except AssertionError:
+                tail = self.log_path.read_text(errors="replace")[offset:]
+                if attempt == tries - 1 or "address already in use" not in tail.lower():
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "autopeft.api.server"],

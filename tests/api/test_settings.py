@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,30 @@ def test_serve_refuses_a_public_address_without_secret(tmp_path):
         and "refusing to bind 0.0.0.0" in out.stderr
         and "AUTOPEFT_SECRET" in out.stderr
     )
+
+
+def test_serve_on_a_port_in_use_fails_before_touching_the_database(tmp_path):
+    """The socket is bound first: a second controller on a taken port exits 2 naming the address,
+    and never migrates the database or starts a scheduler on it (uvicorn alone bound last)."""
+    exe = Path(sys.executable).parent / "autopeft"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = tmp_path / "x.db"
+        out = subprocess.run(
+            [str(exe), "serve", "--port", str(port), "--db", f"sqlite:///{db}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=REPO,
+        )
+    assert out.returncode == 2, out.stderr
+    assert f"port: cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "address already in use" in out.stderr.lower()
+    assert not db.exists()
 
 
 def test_settings_from_environment(monkeypatch):

@@ -78,7 +78,7 @@ class LocalServer:
                 return self._wait(log_path, timeout)
             except RuntimeError:
                 # a port chosen here can be taken by another process before the server binds it
-                tail = log_path.read_text(errors="replace")[offset:].lower()
+                tail = log_path.read_bytes()[offset:].decode(errors="replace").lower()
                 if not self.auto_port or attempt == 2 or "address already in use" not in tail:
                     raise
                 self.port = free_port()

@@ -70,7 +70,7 @@ class Server:
             try:
                 return self._start(timeout)
             except AssertionError:
-                tail = self.log_path.read_text(errors="replace")[offset:]
+                tail = self.log_path.read_bytes()[offset:].decode(errors="replace")
                 if attempt == tries - 1 or "address already in use" not in tail.lower():
                     raise
                 self.port = free_port()

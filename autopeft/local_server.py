@@ -7,6 +7,7 @@ local executor, bound to 127.0.0.1, a token of its own.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -21,6 +22,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def log_size(log_path: Path) -> int:
+    """Bytes in a server's log so far: where :func:`port_was_taken` reads from after a start."""
+    return log_path.stat().st_size if log_path.exists() else 0
+
+
+def port_was_taken(log_path: Path, offset: int) -> bool:
+    """Whether the server whose log is ``log_path`` exited, past byte ``offset``, because its port
+    was in use (``autopeft.api.server.listen``'s error names the errno). A port from
+    :func:`free_port` can be taken by another process before the server binds it."""
+    tail = log_path.read_bytes()[offset:].decode(errors="replace")
+    return f"(errno {errno.EADDRINUSE})" in tail
 
 
 class LocalServer:
@@ -73,13 +87,11 @@ class LocalServer:
         self.token = create_token(self.db_url, self.user)
         log_path = self.workdir / "server.log"
         for attempt in range(3):
-            offset = log_path.stat().st_size if log_path.exists() else 0
+            offset = log_size(log_path)
             try:
                 return self._wait(log_path, timeout)
             except RuntimeError:
-                # a port chosen here can be taken by another process before the server binds it
-                tail = log_path.read_bytes()[offset:].decode(errors="replace").lower()
-                if not self.auto_port or attempt == 2 or "address already in use" not in tail:
+                if not self.auto_port or attempt == 2 or not port_was_taken(log_path, offset):
                     raise
                 self.port = free_port()
                 self.url = f"http://127.0.0.1:{self.port}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,16 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from autopeft.local_server import free_port, log_size, port_was_taken
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -66,12 +60,11 @@ class Server:
         process (a Ray of an earlier test, still stopping) can take before the server binds it: a
         server that exits saying so is started again on a new port, up to ``tries`` times."""
         for attempt in range(tries):
-            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            offset = log_size(self.log_path)
             try:
                 return self._start(timeout)
             except AssertionError:
-                tail = self.log_path.read_bytes()[offset:].decode(errors="replace")
-                if attempt == tries - 1 or "address already in use" not in tail.lower():
+                if attempt == tries - 1 or not port_was_taken(self.log_path, offset):
                     raise
                 self.port = free_port()
                 self.url = f"http://127.0.0.1:{self.port}"

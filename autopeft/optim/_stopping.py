@@ -14,6 +14,14 @@ rung). With ``n`` recorded values it continues when it is among the best
   configs are what a front (and its hypervolume) needs, and ranking by crowding alone pruned
   them (measured: BENCHMARKS.md, "Real-task search").
 
+With ``brackets`` > 1 (asynchronous Hyperband, as Ray Tune's ``AsyncHyperBandScheduler`` and
+Syne Tune's Hyperband with shared rungs), trial ``i`` belongs to bracket ``i % brackets``, and
+bracket ``s`` makes its first decision at the ``s``-th rung (``min_step * reduction_factor **
+s``): bracket 0 is the plain ladder, later brackets hedge against a first rung that ranks configs
+badly (their trials are judged only on later, more reliable reports; a bracket whose first rung
+is past ``max_step`` never stops a trial). The rungs are shared: every trial's values are recorded
+at every rung it passes, so each decision compares against all the trials seen at that rung.
+
 With ``promotions`` (ASHA's promotion variant, as Syne Tune's ``type="promotion"``), a trial that
 is not among the best at a rung is *paused* instead of stopped (decision ``"pause"``): it keeps its
 checkpoint, and :meth:`SuccessiveHalving.promotion` names it again once later trials at that rung
@@ -36,7 +44,18 @@ from autopeft.errors import InvalidConfig
 from autopeft.optim.pareto import rank_order
 
 KINDS = ("asha", "moasha")
-_KEYS = ("kind", "min_step", "reduction_factor", "max_step", "metric", "keep_front", "promotions")
+_KEYS = (
+    "kind",
+    "min_step",
+    "reduction_factor",
+    "max_step",
+    "metric",
+    "keep_front",
+    "promotions",
+    "brackets",
+)
+#: the most brackets a study may ask for (each later one judges its trials a rung later)
+MAX_BRACKETS = 8
 
 
 class SuccessiveHalving:
@@ -50,8 +69,10 @@ class SuccessiveHalving:
         metric: int = 0,
         keep_front: bool = True,
         promotions: bool = False,
+        brackets: int = 1,
     ):
         self.kind = kind
+        self.brackets = brackets
         self.keep_front = keep_front
         self.promotions = promotions
         self._paused: dict[int, int] = {}  # trial -> the rung it waits at (promotions)
@@ -73,17 +94,22 @@ class SuccessiveHalving:
         """``"continue"``, ``"stop"``, or (promotions) ``"pause"`` for a trial's report at ``step``."""
         self._paused.pop(trial_id, None)  # reporting again: it was resumed
         decision, at = "continue", None
-        for rung in self.rungs_up_to(step):
+        first = self.bracket(trial_id)  # the rungs below its bracket's first only record it
+        for k, rung in enumerate(self.rungs_up_to(step)):
             recorded = self._rungs.setdefault(rung, {})
             if trial_id in recorded:
                 continue
             recorded[trial_id] = np.asarray(y, float)
-            if not self._keeps(trial_id, recorded):
+            if k >= first and not self._keeps(trial_id, recorded):
                 decision, at = "stop", rung
         if decision == "stop" and self.promotions:
             self._paused[trial_id] = at
             return "pause"
         return decision
+
+    def bracket(self, trial_id: int) -> int:
+        """The bracket of ``trial_id``: the index of the first rung that may stop it."""
+        return trial_id % self.brackets
 
     def promotion(self) -> int | None:
         """The paused trial to resume now: one that later trials at its rung made one of the best
@@ -180,6 +206,16 @@ def make_stopper(spec: Any, directions: Sequence[str]) -> SuccessiveHalving | No
         raise InvalidConfig(
             f"must be true or false, got {promotions!r}", "early_stopping.promotions"
         )
+    brackets = spec.get("brackets", 1)
+    if (
+        not isinstance(brackets, int)
+        or isinstance(brackets, bool)
+        or not 1 <= brackets <= MAX_BRACKETS
+    ):
+        raise InvalidConfig(
+            f"must be an integer from 1 to {MAX_BRACKETS}, got {brackets!r}",
+            "early_stopping.brackets",
+        )
     return SuccessiveHalving(
-        kind, directions, min_step, rf, max_step, metric, keep_front, promotions
+        kind, directions, min_step, rf, max_step, metric, keep_front, promotions, brackets
     )

@@ -72,7 +72,7 @@ class BaseOptimizer(abc.ABC):
     study's Pareto set, possibly for another layer count) asked first, mapped onto this space;
     ``known_objectives`` — ``{metric: fn(config) -> float}`` for metrics computed exactly;
     ``early_stopping`` — ``{"kind": "asha" | "moasha", "min_step", "reduction_factor",
-    "max_step"}``; ``reference_point`` — user values per objective for hypervolume;
+    "max_step", "metric", "keep_front", "promotions", "brackets"}`` (``_stopping.py``); ``reference_point`` — user values per objective for hypervolume;
     ``exclude`` — ``fn(config) -> bool``: configs it is true of are never suggested while the
     space has others (the service sets it: a config that trains no adapter, while the study's
     linear probe holds that point).

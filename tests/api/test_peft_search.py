@@ -305,6 +305,16 @@ def test_pbt_and_early_stopping_that_could_never_act_are_refused(
             ),
             "optimizer.options.early_stopping.min_step",
         ),
+        (
+            _spec(
+                peft_workload,
+                optimizer={
+                    "name": "mobo",
+                    "options": {"early_stopping": {"kind": "moasha", "brackets": 0}},
+                },
+            ),
+            "optimizer.options.early_stopping.brackets",
+        ),
         (_spec(peft_workload, baselines=["lora_r99"]), "baselines.0"),
         (_spec(peft_workload, baselines="default", max_trials=2), "max_trials"),
         # a baseline of the user's own: its config checked against the workload's model

@@ -164,3 +164,53 @@ def test_promotions_through_the_optimizer_and_its_rebuild(mixed_space):
             [("loss", "minimize")],
             early_stopping={"kind": "asha", "promotions": 1},
         )
+
+
+def test_brackets_judge_later_brackets_only_from_their_first_rung():
+    """Asynchronous Hyperband over shared rungs: trial i is in bracket i % brackets; bracket s
+    makes its first decision at rung s, but every trial is recorded at every rung it passes."""
+    s = make_stopper(
+        {"kind": "asha", "reduction_factor": 2, "max_step": 8, "brackets": 3}, ["minimize"]
+    )
+    assert [s.bracket(i) for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert s.decide(0, 1, [0.1]) == "continue"  # alone at rung 1
+    assert s.decide(1, 1, [0.9]) == "continue"  # worst of 2 at rung 1, but bracket 1 waits
+    assert s.decide(2, 1, [0.8]) == "continue"  # bracket 2: its first rung (4) is the last
+    assert s.rung_table()[1] == {0: [0.1], 1: [0.9], 2: [0.8]}  # all recorded (shared)
+    assert s.decide(3, 1, [0.85]) == "stop"  # bracket 0: 3rd of 4 at rung 1, keep 2
+    # rung 2: bracket 1's first decision; trial 0 sets the bar
+    assert s.decide(0, 2, [0.2]) == "continue"
+    assert s.decide(1, 2, [0.95]) == "stop"  # 2nd of 2, keep 1
+    assert s.decide(2, 2, [0.05]) == "continue"  # best at rung 2
+    assert s.decide(2, 4, [0.9]) == "continue"  # bracket 2 is never judged below max_step 8
+    # one bracket is the plain ladder
+    plain = make_stopper({"kind": "asha", "reduction_factor": 2}, ["minimize"])
+    assert plain.decide(0, 1, [0.1]) == "continue" and plain.decide(1, 1, [0.9]) == "stop"
+
+
+def test_brackets_through_the_optimizer_with_promotions(mixed_space):
+    opt = create_optimizer(
+        "random",
+        mixed_space,
+        [("loss", "minimize")],
+        seed=0,
+        early_stopping={"kind": "asha", "reduction_factor": 2, "promotions": True, "brackets": 2},
+    )
+    ids = [s.id for s in opt.ask(4)]
+    assert ids == [0, 1, 2, 3]
+    # trials 1 and 3 are in bracket 1 (judged from rung 2): at rung 1 they only count
+    answers = [opt.report(i, 1, {"loss": v}) for i, v in zip(ids, [0.1, 0.9, 0.8, 0.7])]
+    assert answers == ["continue", "continue", "pause", "continue"]
+    assert opt.paused == (2,)
+    # trial 3 is the bar at rung 2; trial 1 is worse there: bracket 1 pauses it now
+    assert opt.report(3, 2, {"loss": 0.3}) == "continue"
+    assert opt.report(1, 2, {"loss": 0.6}) == "pause"
+    assert opt.paused == (1, 2)
+    for bad in (0, 9, True, 1.5):
+        with pytest.raises(InvalidConfig, match="early_stopping.brackets"):
+            create_optimizer(
+                "random",
+                mixed_space,
+                [("loss", "minimize")],
+                early_stopping={"kind": "asha", "brackets": bad},
+            )

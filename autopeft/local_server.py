@@ -13,9 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from autopeft.processes import stop_process
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -35,6 +39,27 @@ def port_was_taken(log_path: Path, offset: int) -> bool:
     :func:`free_port` can be taken by another process before the server binds it."""
     tail = log_path.read_bytes()[offset:].decode(errors="replace")
     return f"(errno {errno.EADDRINUSE})" in tail
+
+
+def start_on_a_free_port(
+    start: Callable[[], T],
+    log_path: Path,
+    new_port: Callable[[int], None],
+    failure: type[BaseException] | tuple[type[BaseException], ...],
+    tries: int = 3,
+) -> T:
+    """``start()`` a server that logs to ``log_path``; when it fails with ``failure`` because its
+    port was taken (:func:`port_was_taken`), ``new_port(free_port())`` and start again, up to
+    ``tries`` times in all. Any other failure, and the last one, is raised."""
+    for attempt in range(tries):
+        offset = log_size(log_path)
+        try:
+            return start()
+        except failure:
+            if attempt == tries - 1 or not port_was_taken(log_path, offset):
+                raise
+            new_port(free_port())
+    raise AssertionError("unreachable")
 
 
 class LocalServer:
@@ -86,16 +111,17 @@ class LocalServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = create_token(self.db_url, self.user)
         log_path = self.workdir / "server.log"
-        for attempt in range(3):
-            offset = log_size(log_path)
-            try:
-                return self._wait(log_path, timeout)
-            except RuntimeError:
-                if not self.auto_port or attempt == 2 or not port_was_taken(log_path, offset):
-                    raise
-                self.port = free_port()
-                self.url = f"http://127.0.0.1:{self.port}"
-        raise AssertionError("unreachable")
+        return start_on_a_free_port(
+            lambda: self._wait(log_path, timeout),
+            log_path,
+            self._use_port,
+            RuntimeError,
+            tries=3 if self.auto_port else 1,  # a port the caller chose is not changed
+        )
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
 
     def _wait(self, log_path: Path, timeout: float) -> LocalServer:
         with open(log_path, "ab") as log:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autopeft.local_server import free_port, log_size, port_was_taken
+from autopeft.local_server import free_port, start_on_a_free_port
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,16 +59,13 @@ class Server:
         """Start and wait for ``/healthz``. The port came from :func:`free_port`, which another
         process (a Ray of an earlier test, still stopping) can take before the server binds it: a
         server that exits saying so is started again on a new port, up to ``tries`` times."""
-        for attempt in range(tries):
-            offset = log_size(self.log_path)
-            try:
-                return self._start(timeout)
-            except AssertionError:
-                if attempt == tries - 1 or not port_was_taken(self.log_path, offset):
-                    raise
-                self.port = free_port()
-                self.url = f"http://127.0.0.1:{self.port}"
-        raise AssertionError("unreachable")
+        return start_on_a_free_port(
+            lambda: self._start(timeout), self.log_path, self._use_port, AssertionError, tries
+        )
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
 
     def _start(self, timeout: float) -> Server:
         log = open(self.log_path, "ab")

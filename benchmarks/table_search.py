@@ -133,6 +133,11 @@ LEVERS: dict[str, Method] = {
         # the default behind a training-data-size rung: each search trial first trains on a third
         # of the training data (``peft_table/fidelity.py``), MO-ASHA deciding on that report
         Method("default+data33", None, data_rung=1 / 3),
+        # the default's MO-ASHA as asynchronous Hyperband: every 2nd (3rd) trial is judged first
+        # at the second rung (1.5 epochs; the third bracket's first rung is past the last report,
+        # so it runs to the end), against a first rung that ranks configs poorly
+        Method("default+hb2", _mobo(5, {**MOASHA, "promotions": True, "brackets": 2})),
+        Method("default+hb3", _mobo(5, {**MOASHA, "promotions": True, "brackets": 3})),
     ]
 }
 MAIN = list(METHODS)  # the methods the goals compare
@@ -527,7 +532,10 @@ def main(argv=None) -> int:
     rows = run_all(args)
     earlier = json.loads(Path(args.out).read_text()) if args.merge else {}
     summary = summarise(rows, args.tasks, args.budgets, earlier.get("summary"))
-    tasks = list(summary)  # with --merge, also the tasks the earlier summary holds
+    # with --merge, also the tasks the earlier summary holds; in TASKS' order whatever --tasks says
+    order = {t: i for i, t in enumerate(TASKS)}
+    summary = {t: summary[t] for t in sorted(summary, key=lambda t: order.get(t, len(TASKS)))}
+    tasks = list(summary)
     print_table(summary, tasks, args.budgets)
     lines = goals(summary, tasks, args.budgets)
     for line in lines:
@@ -538,7 +546,16 @@ def main(argv=None) -> int:
                 "settings": {
                     "tasks": tasks,
                     "budgets": args.budgets,
-                    "reps": args.reps,
+                    # the most repetitions any summarised row has (each row says its own)
+                    "reps": max(
+                        (
+                            b["reps"]
+                            for t in summary.values()
+                            for per in t["methods"].values()
+                            for b in per.values()
+                        ),
+                        default=args.reps,
+                    ),
                     "reach": REACH,
                     "methods": {
                         **earlier.get("settings", {}).get("methods", {}),

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from autopeft.processes import stop_process
 
@@ -42,15 +42,16 @@ def port_was_taken(log_path: Path, offset: int) -> bool:
 
 
 def start_on_a_free_port(
+    server: Any,
     start: Callable[[], T],
     log_path: Path,
-    new_port: Callable[[int], None],
     failure: type[BaseException] | tuple[type[BaseException], ...],
     tries: int = 3,
 ) -> T:
     """``start()`` a server that logs to ``log_path``; when it fails with ``failure`` because its
-    port was taken (:func:`port_was_taken`), ``new_port(free_port())`` and start again, up to
-    ``tries`` times in all. Any other failure, and the last one, is raised."""
+    port was taken (:func:`port_was_taken`), move ``server`` (its ``port`` and ``url``) to a
+    :func:`free_port` and start again, up to ``tries`` times in all. Any other failure, and the
+    last one, is raised."""
     for attempt in range(tries):
         offset = log_size(log_path)
         try:
@@ -58,7 +59,8 @@ def start_on_a_free_port(
         except failure:
             if attempt == tries - 1 or not port_was_taken(log_path, offset):
                 raise
-            new_port(free_port())
+            server.port = free_port()
+            server.url = f"http://127.0.0.1:{server.port}"
     raise AssertionError("unreachable")
 
 
@@ -112,16 +114,12 @@ class LocalServer:
         self.token = create_token(self.db_url, self.user)
         log_path = self.workdir / "server.log"
         return start_on_a_free_port(
+            self,
             lambda: self._wait(log_path, timeout),
             log_path,
-            self._use_port,
             RuntimeError,
             tries=3 if self.auto_port else 1,  # a port the caller chose is not changed
         )
-
-    def _use_port(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
 
     def _wait(self, log_path: Path, timeout: float) -> LocalServer:
         with open(log_path, "ab") as log:

@@ -60,12 +60,8 @@ class Server:
         process (a Ray of an earlier test, still stopping) can take before the server binds it: a
         server that exits saying so is started again on a new port, up to ``tries`` times."""
         return start_on_a_free_port(
-            lambda: self._start(timeout), self.log_path, self._use_port, AssertionError, tries
+            self, lambda: self._start(timeout), self.log_path, AssertionError, tries
         )
-
-    def _use_port(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
 
     def _start(self, timeout: float) -> Server:
         log = open(self.log_path, "ab")
